@@ -1,0 +1,149 @@
+/**
+ * RUNCAP_HOME and what lives in it: config.json (prices, FX, credential
+ * commands), credentials.json (0600), audit.key (the audit HMAC secret) and
+ * ledger.db. Everything that changes enforcement is read from these files,
+ * never from the agent host's environment.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { RuncapError } from './policy/codes.js';
+
+export const FILES = {
+  ledger: 'ledger.db',
+  config: 'config.json',
+  credentials: 'credentials.json',
+  auditKey: 'audit.key',
+} as const;
+
+const decimal = z
+  .string()
+  .regex(/^\d{1,12}(\.\d{1,12})?$/, 'must be a decimal string like "1.09"')
+  .refine((s) => Number(s) > 0, 'must be above zero');
+
+export const configSchema = z
+  .object({
+    fx: z.record(z.string().regex(/^[A-Z]{3}$/, 'currency codes are three upper-case letters'), decimal).default({ USD: '1' }),
+    sms_prices: z.record(z.string().regex(/^[A-Z]{2}$/, 'regions are two-letter ISO codes'), decimal).default({}),
+    sms_default_price: decimal.nullable().default(null),
+    sms_from: z.string().regex(/^(\+[1-9]\d{6,14}|MG[0-9a-f]{32})$/, 'an E.164 number or a Messaging Service SID').nullable().default(null),
+    email_rate_usd: decimal.default('0.0009'),
+    vendor_timeout_ms: z.number().int().min(100).max(600_000).default(30_000),
+    credentials: z
+      .partialRecord(
+        z.enum(['stripe', 'twilio', 'resend']),
+        z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
+      )
+      .default({}),
+    ledger: z.string().regex(/^postgres(ql)?:\/\//).nullable().default(null),
+  })
+  .strict();
+
+export type RuncapConfig = z.infer<typeof configSchema>;
+
+/** RUNCAP_HOME, or ~/.runcap. */
+export function resolveHome(env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = env.RUNCAP_HOME;
+  if (fromEnv !== undefined && fromEnv !== '') {
+    if (fromEnv.includes('${')) {
+      throw new RuncapError('INVALID_INPUT', `RUNCAP_HOME is the unexpanded text ${JSON.stringify(fromEnv)}: set the variable in the host's environment`);
+    }
+    return resolve(fromEnv);
+  }
+  return join(homedir(), '.runcap');
+}
+
+export function homePath(home: string, file: keyof typeof FILES): string {
+  return join(home, FILES[file]);
+}
+
+/** Refuse a home or file that other users can write (or, for secrets, read). */
+export function assertPrivate(path: string, what: string, opts: { secret?: boolean } = {}): void {
+  const mode = statSync(path).mode & 0o777;
+  if (mode & 0o022) {
+    throw new RuncapError('INVALID_INPUT', `${what} ${path} can be written by other users (mode ${mode.toString(8)}); run: chmod go-w ${path}`);
+  }
+  if (opts.secret && mode & 0o077) {
+    throw new RuncapError('INVALID_INPUT', `${what} ${path} is readable by other users (mode ${mode.toString(8)}, must be 600); run: chmod 600 ${path}`);
+  }
+}
+
+export function isInitialized(home: string): boolean {
+  return existsSync(homePath(home, 'auditKey')) && existsSync(homePath(home, 'config'));
+}
+
+export function loadConfig(home: string): RuncapConfig {
+  const path = homePath(home, 'config');
+  if (!existsSync(path)) throw new RuncapError('NOT_FOUND', `${path} does not exist: run \`runcap init\``);
+  assertPrivate(home, 'RUNCAP_HOME');
+  assertPrivate(path, 'the config file');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new RuncapError('INVALID_INPUT', `${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new RuncapError('INVALID_INPUT', `${path}: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+export function loadAuditSecret(home: string): Buffer {
+  const path = homePath(home, 'auditKey');
+  if (!existsSync(path)) throw new RuncapError('NOT_FOUND', `${path} does not exist: run \`runcap init\``);
+  assertPrivate(path, 'the audit secret', { secret: true });
+  const hex = readFileSync(path, 'utf8').trim();
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new RuncapError('INVALID_INPUT', `${path} is not a 32-byte hex secret`);
+  return Buffer.from(hex, 'hex');
+}
+
+/** The config init writes: every default spelled out, so the operator sees what can be set. */
+export function defaultConfig(): RuncapConfig {
+  return configSchema.parse({});
+}
+
+/**
+ * Create RUNCAP_HOME (0700) and its config and audit secret, leaving anything
+ * already there untouched. Returns the files it created.
+ */
+export function ensureHomeFiles(home: string): string[] {
+  const created: string[] = [];
+  if (!existsSync(home)) {
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    created.push(home);
+  }
+  chmodSync(home, statSync(home).mode & 0o700 ? (statSync(home).mode & 0o777 & ~0o077) | 0o700 : 0o700);
+  const config = homePath(home, 'config');
+  if (!existsSync(config)) {
+    writeFileSync(config, `${JSON.stringify(defaultConfig(), null, 2)}\n`, { mode: 0o600 });
+    created.push(config);
+  }
+  const auditKey = homePath(home, 'auditKey');
+  if (!existsSync(auditKey)) {
+    writeFileSync(auditKey, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    created.push(auditKey);
+  }
+  return created;
+}
+
+/** Loopback only: vendor base-URL overrides exist for the simulator, never to redirect real traffic. */
+export function loopbackBaseUrl(name: string, value: string | undefined): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new RuncapError('INVALID_INPUT', `${name} is not a URL`);
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  if (!loopback || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new RuncapError('INVALID_INPUT', `${name}=${url.origin} is refused: base-URL overrides are honoured only for loopback addresses (127.0.0.1, ::1, localhost)`);
+  }
+  return url.origin;
+}

@@ -1,0 +1,155 @@
+/**
+ * The guarded-call path: authorize → call → settle / release / mark uncertain.
+ * It knows no vendor: the caller hands it an estimate, a fingerprintable
+ * description of the request and two functions (call, classifyError).
+ * Nothing is called unless the ledger committed a reservation for it.
+ */
+import { isRuncapError, type ReasonCode } from '../policy/codes.js';
+import type { Recipient } from '../policy/rules.js';
+import type { Budget, CapBreach, Ledger } from '../ledger/types.js';
+import { publicIdOf } from '../ledger/secrets.js';
+import { fingerprintOf } from './fingerprint.js';
+
+export interface CallResult<R> {
+  actualMicros: number;
+  estimated: boolean;
+  vendorRef: string;
+  result: R;
+}
+
+export interface GuardedCallSpec<R> {
+  action: string;
+  estimateMicros: number;
+  /** every argument the agent supplied, normalized: hashed into the fingerprint */
+  fingerprintArgs: Record<string, unknown>;
+  recipients: Recipient[];
+  /** price notes shown to an approver (currency, FX rate, segments …) */
+  price?: Record<string, unknown>;
+  /** what reconcile needs to find the call at the vendor */
+  normalized?: unknown;
+  call(ctx: { reservationId: string; keyId: string }): Promise<CallResult<R>>;
+  classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string };
+}
+
+export type GuardedOutcome<R> =
+  | {
+      ok: true;
+      reservationId: string;
+      keyId: string;
+      result: R;
+      costMicros: number;
+      estimated: boolean;
+      /** undefined only if the ledger could not be read after the call */
+      budget?: Budget;
+      /** set when the vendor call succeeded but the settle could not be written (reconcile will) */
+      warning?: string;
+    }
+  | Denial;
+
+export interface Denial {
+  ok: false;
+  code: ReasonCode;
+  message: string;
+  approvalId?: string;
+  reservationId?: string;
+  cap?: CapBreach;
+}
+
+export type Log = (line: string) => void;
+
+export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedCallSpec<R>, log: Log = () => {}): Promise<GuardedOutcome<R>> {
+  let decision;
+  try {
+    const fingerprint = fingerprintOf(publicIdOf(key), spec.action, spec.fingerprintArgs);
+    decision = await ledger.authorize({
+      key,
+      action: spec.action,
+      estimateMicros: spec.estimateMicros,
+      fingerprint,
+      recipients: spec.recipients,
+      request: { args: spec.fingerprintArgs, ...(spec.price ? { price: spec.price } : {}) },
+      normalized: spec.normalized,
+    });
+  } catch (err) {
+    return failClosed(err, log);
+  }
+  if (!decision.allowed) {
+    return {
+      ok: false,
+      code: decision.code,
+      message: decision.message,
+      ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
+      ...(decision.reservationId ? { reservationId: decision.reservationId } : {}),
+      ...(decision.cap ? { cap: decision.cap } : {}),
+    };
+  }
+
+  const { reservationId, keyId } = decision;
+  let outcome: CallResult<R>;
+  try {
+    outcome = await spec.call({ reservationId, keyId });
+  } catch (err) {
+    return afterFailure(ledger, reservationId, err, spec, log);
+  }
+
+  let warning: string | undefined;
+  try {
+    await ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated });
+  } catch (err) {
+    // The vendor did it; the reservation stays pending (still counted) and reconcile settles it.
+    warning = `the call succeeded but its settlement could not be recorded yet (${describe(err)}); it stays reserved until \`runcap reconcile\``;
+    log(`settle ${reservationId} failed: ${describe(err)}`);
+  }
+  const budget = await ledger.budget(keyId).catch(() => undefined);
+  return {
+    ok: true,
+    reservationId,
+    keyId,
+    result: outcome.result,
+    costMicros: outcome.actualMicros,
+    estimated: outcome.estimated,
+    ...(budget ? { budget } : {}),
+    ...(warning ? { warning } : {}),
+  };
+}
+
+async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unknown, spec: GuardedCallSpec<R>, log: Log): Promise<Denial> {
+  let classified: { kind: 'definite' | 'uncertain'; message: string };
+  try {
+    classified = spec.classifyError(err);
+  } catch {
+    classified = { kind: 'uncertain', message: 'the vendor call failed in an unexpected way' };
+  }
+  if (classified.kind === 'definite') {
+    try {
+      await ledger.release(reservationId, `vendor refused: ${classified.message}`);
+    } catch (e) {
+      log(`release ${reservationId} failed: ${describe(e)}`);
+    }
+    return { ok: false, code: 'VENDOR_ERROR', message: `the vendor refused the call: ${classified.message}`, reservationId };
+  }
+  try {
+    await ledger.markUncertain(reservationId, classified.message);
+  } catch (e) {
+    log(`mark uncertain ${reservationId} failed: ${describe(e)}`);
+  }
+  return {
+    ok: false,
+    code: 'VENDOR_UNCERTAIN',
+    message: `the outcome is unknown (${classified.message}); the amount stays reserved until \`runcap reconcile\` asks the vendor`,
+    reservationId,
+  };
+}
+
+/** Any error before the vendor call denies it: bad input as INVALID_INPUT, everything else as LEDGER_UNAVAILABLE. */
+export function failClosed(err: unknown, log: Log): Denial {
+  if (isRuncapError(err) && (err.code === 'INVALID_INPUT' || err.code === 'LEDGER_UNAVAILABLE')) {
+    return { ok: false, code: err.code, message: err.message };
+  }
+  log(`authorize failed: ${describe(err)}`);
+  return { ok: false, code: 'LEDGER_UNAVAILABLE', message: 'the ledger could not decide this call; nothing was done' };
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}

@@ -1,0 +1,128 @@
+/**
+ * openGuard(): the enforcement core for one RUNCAP_HOME — the ledger, the
+ * config, guarded calls and verify() for custom actions.
+ */
+import { isRuncapError, RuncapError, type ReasonCode } from '../policy/codes.js';
+import { isInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, type RuncapConfig } from '../config.js';
+import { SqliteLedger } from '../ledger/sqlite/ledger.js';
+import { publicIdOf } from '../ledger/secrets.js';
+import type { Clock, Ledger } from '../ledger/types.js';
+import { usdToMicros } from '../vendors/money.js';
+import { failClosed, guardedCall, type GuardedCallSpec, type GuardedOutcome, type Log } from './call.js';
+import { fingerprintOf } from './fingerprint.js';
+
+export interface OpenGuardOptions {
+  /** RUNCAP_HOME; default from the environment, else ~/.runcap */
+  home?: string;
+  /** a ledger to use instead of the home's SQLite file */
+  ledger?: Ledger;
+  clock?: Clock;
+  busyTimeoutMs?: number;
+  log?: Log;
+}
+
+export interface VerifyInput {
+  action: string;
+  resource?: string;
+  /** USD as a number or decimal string; counted as spend at once */
+  amountUsd?: number | string;
+  details?: Record<string, unknown>;
+}
+
+export interface VerifyResult {
+  allowed: boolean;
+  approvalRequired: boolean;
+  approvalId?: string;
+  reservationId?: string;
+  code: ReasonCode | 'OK';
+  reason: string;
+}
+
+export interface Guard {
+  readonly home: string;
+  readonly config: RuncapConfig;
+  /** keys, approvals, audit, spend, reservations: the full ledger API */
+  readonly ledger: Ledger;
+  /** Decide a custom action (deploy_production …) before your own executor runs it. */
+  verify(key: string, input: VerifyInput): Promise<VerifyResult>;
+  /** estimate → authorize → call → settle / release / uncertain, for one vendor call */
+  guardedCall<R>(key: string, spec: GuardedCallSpec<R>): Promise<GuardedOutcome<R>>;
+  close(): Promise<void>;
+}
+
+export function openGuard(opts: OpenGuardOptions = {}): Guard {
+  const home = opts.home ?? resolveHome();
+  if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `${home} is not initialized: run \`runcap init\``);
+  const config = loadConfig(home);
+  const log = opts.log ?? (() => {});
+  const ledger =
+    opts.ledger ??
+    new SqliteLedger({
+      file: homePath(home, 'ledger'),
+      auditSecret: loadAuditSecret(home),
+      ...(opts.clock ? { clock: opts.clock } : {}),
+      busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
+      staleAfterMs: config.vendor_timeout_ms + 60_000,
+    });
+  return {
+    home,
+    config,
+    ledger,
+    verify: (key, input) => verifyAction(ledger, key, input, log),
+    guardedCall: (key, spec) => guardedCall(ledger, key, spec, log),
+    close: () => ledger.close(),
+  };
+}
+
+const MAX_DETAILS_BYTES = 16 * 1024;
+
+async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log: Log): Promise<VerifyResult> {
+  const { action, resource, amountUsd, details } = input;
+  if (resource !== undefined && (typeof resource !== 'string' || resource.length > 500)) {
+    throw new RuncapError('INVALID_INPUT', 'resource must be text of at most 500 characters');
+  }
+  if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details) || JSON.stringify(details).length > MAX_DETAILS_BYTES)) {
+    throw new RuncapError('INVALID_INPUT', `details must be an object of at most ${MAX_DETAILS_BYTES} bytes of JSON`);
+  }
+  const amountMicros = amountUsd === undefined ? undefined : toMicros(amountUsd);
+  const args: Record<string, unknown> = { action };
+  if (resource !== undefined) args.resource = resource;
+  if (amountMicros !== undefined) args.amount_micros = amountMicros;
+  if (details !== undefined) args.details = details;
+  let decision;
+  try {
+    decision = await ledger.verify({
+      key,
+      action,
+      fingerprint: fingerprintOf(publicIdOf(key), action, args),
+      ...(resource !== undefined ? { resource } : {}),
+      ...(amountMicros !== undefined ? { amountMicros } : {}),
+      ...(details !== undefined ? { details } : {}),
+    });
+  } catch (err) {
+    if (isRuncapError(err) && err.code === 'INVALID_INPUT') throw err;
+    const denial = failClosed(err, log);
+    return { allowed: false, approvalRequired: false, code: denial.code, reason: denial.message };
+  }
+  if (decision.allowed) {
+    return { allowed: true, approvalRequired: false, code: 'OK', reason: 'allowed', reservationId: decision.reservationId, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}) };
+  }
+  return {
+    allowed: false,
+    approvalRequired: decision.code === 'APPROVAL_REQUIRED',
+    code: decision.code,
+    reason: decision.message,
+    ...(decision.approvalId ? { approvalId: decision.approvalId } : {}),
+  };
+}
+
+function toMicros(usd: number | string): number {
+  if (typeof usd === 'number') {
+    if (!Number.isFinite(usd) || usd < 0) throw new RuncapError('INVALID_INPUT', 'amount_usd must be a finite, non-negative number');
+    // Through the shortest decimal text of the number, so 0.1 means ten cents, not a binary fraction.
+    return usdToMicros(usd.toFixed(6).replace(/\.?0+$/, '') || '0');
+  }
+  return usdToMicros(usd);
+}
+
+export type { GuardedCallSpec, GuardedOutcome } from './call.js';

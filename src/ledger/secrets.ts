@@ -1,0 +1,67 @@
+/**
+ * Vault-key secrets and the approver passphrase. The key secret is 256 random
+ * bits, stored only as its SHA-256 (a slow hash adds nothing to 256 bits of
+ * entropy) and compared in constant time. The passphrase is human-chosen, so
+ * it is stored as an scrypt hash.
+ */
+import { createHash, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { monotonicFactory } from 'ulid';
+
+const nextUlid = monotonicFactory();
+
+export function newId(prefix: 'vk' | 'res' | 'apr'): string {
+  return `${prefix}_${nextUlid()}`;
+}
+
+const KEY_PATTERN = /^(vk_[0-9A-HJKMNP-TV-Z]{26})_([A-Za-z0-9_-]{43})$/;
+
+export function newKeySecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export function formatKey(id: string, secret: string): string {
+  return `${id}_${secret}`;
+}
+
+/** Split a presented key into its public id and secret; undefined when malformed. */
+export function parseKey(presented: string): { id: string; secret: string } | undefined {
+  if (typeof presented !== 'string') return undefined;
+  const m = KEY_PATTERN.exec(presented.trim());
+  return m ? { id: m[1]!, secret: m[2]! } : undefined;
+}
+
+/** The public id of a presented key, or the empty string; safe to log. */
+export function publicIdOf(presented: string): string {
+  return parseKey(presented)?.id ?? '';
+}
+
+export function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+export function secretMatches(secret: string, storedHash: string): boolean {
+  const a = Buffer.from(hashSecret(secret), 'hex');
+  const b = Buffer.from(storedHash, 'hex');
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
+
+export function hashPassphrase(passphrase: string): string {
+  const salt = randomBytes(16);
+  const hash = scryptSync(passphrase.normalize('NFC'), salt, 32, SCRYPT);
+  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
+}
+
+export function passphraseMatches(passphrase: string, stored: string): boolean {
+  const [kind, n, r, p, salt, hash] = stored.split('$');
+  if (kind !== 'scrypt' || !salt || !hash) return false;
+  const expected = Buffer.from(hash, 'base64');
+  const got = scryptSync(passphrase.normalize('NFC'), Buffer.from(salt, 'base64'), expected.length, {
+    N: Number(n),
+    r: Number(r),
+    p: Number(p),
+    maxmem: SCRYPT.maxmem,
+  });
+  return timingSafeEqual(got, expected);
+}

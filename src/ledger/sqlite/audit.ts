@@ -1,0 +1,204 @@
+/**
+ * The audit log: one HMAC chain per key (and one named "global"). Each row's
+ * MAC covers its fields and the previous row's MAC; the chain heads are kept
+ * in audit_heads and can be exported, so a copy kept elsewhere reveals a
+ * truncated tail. The HMAC secret lives in RUNCAP_HOME, never in the ledger.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { AuditEvent, AuditProblem, AuditQuery, AuditRow, ChainHead } from '../types.js';
+import type { Db } from './db.js';
+
+export interface AuditInput {
+  event: AuditEvent;
+  keyId?: string | null;
+  label?: string | null;
+  issuer?: string | null;
+  delegation?: string[];
+  action?: string | null;
+  amountMicros?: number | null;
+  vendorRef?: string | null;
+  code?: string | null;
+  reservationId?: string | null;
+  approvalId?: string | null;
+  details?: Record<string, unknown>;
+}
+
+interface StoredRow {
+  id: number;
+  chain: string;
+  seq: number;
+  at: number;
+  event: string;
+  key_id: string | null;
+  label: string | null;
+  issuer: string | null;
+  delegation: string;
+  action: string | null;
+  amount: number | null;
+  vendor_ref: string | null;
+  code: string | null;
+  reservation_id: string | null;
+  approval_id: string | null;
+  details: string;
+  prev_mac: string;
+  mac: string;
+}
+
+export const GLOBAL_CHAIN = 'global';
+
+function macOf(secret: Buffer, r: Omit<StoredRow, 'id' | 'mac'>): string {
+  const material = JSON.stringify([
+    r.chain, r.seq, r.at, r.event, r.key_id, r.label, r.issuer, r.delegation, r.action,
+    r.amount, r.vendor_ref, r.code, r.reservation_id, r.approval_id, r.details, r.prev_mac,
+  ]);
+  return createHmac('sha256', secret).update(material).digest('hex');
+}
+
+export class AuditLog {
+  private readonly head;
+  private readonly insert;
+  private readonly upsertHead;
+
+  constructor(
+    private readonly db: Db,
+    private readonly secret: Buffer,
+  ) {
+    this.head = db.prepare<[string], { seq: number; mac: string }>('SELECT seq, mac FROM audit_heads WHERE chain = ?');
+    this.insert = db.prepare(
+      `INSERT INTO audit (chain, seq, at, event, key_id, label, issuer, delegation, action, amount, vendor_ref, code,
+                          reservation_id, approval_id, details, prev_mac, mac)
+       VALUES (@chain, @seq, @at, @event, @key_id, @label, @issuer, @delegation, @action, @amount, @vendor_ref, @code,
+               @reservation_id, @approval_id, @details, @prev_mac, @mac)`,
+    );
+    this.upsertHead = db.prepare(
+      `INSERT INTO audit_heads (chain, seq, mac) VALUES (?, ?, ?)
+       ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac`,
+    );
+  }
+
+  /** SQL of the statements an append runs, for query-plan checks. */
+  static readonly statements = [
+    'SELECT seq, mac FROM audit_heads WHERE chain = ?',
+    `INSERT INTO audit_heads (chain, seq, mac) VALUES (?, ?, ?) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac`,
+  ];
+
+  /** Append one row; call inside the transaction that made the change it records. */
+  append(at: number, input: AuditInput): void {
+    const chain = input.keyId ?? GLOBAL_CHAIN;
+    const head = this.head.get(chain);
+    const row = {
+      chain,
+      seq: (head?.seq ?? 0) + 1,
+      at,
+      event: input.event,
+      key_id: input.keyId ?? null,
+      label: input.label ?? null,
+      issuer: input.issuer ?? null,
+      delegation: JSON.stringify(input.delegation ?? []),
+      action: input.action ?? null,
+      amount: input.amountMicros ?? null,
+      vendor_ref: input.vendorRef ?? null,
+      code: input.code ?? null,
+      reservation_id: input.reservationId ?? null,
+      approval_id: input.approvalId ?? null,
+      details: JSON.stringify(input.details ?? {}),
+      prev_mac: head?.mac ?? '',
+    };
+    const mac = macOf(this.secret, row);
+    this.insert.run({ ...row, mac });
+    this.upsertHead.run(chain, row.seq, mac);
+  }
+
+  query(q: AuditQuery): AuditRow[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (q.keyId) {
+      where.push('key_id = ?');
+      args.push(q.keyId);
+    }
+    if (q.label) {
+      where.push("(label = ? OR label LIKE ? ESCAPE '\\')");
+      args.push(q.label, `${q.label.replace(/[\\%_]/g, '\\$&')}/%`);
+    }
+    if (q.since !== undefined) {
+      where.push('at >= ?');
+      args.push(q.since);
+    }
+    if (q.until !== undefined) {
+      where.push('at < ?');
+      args.push(q.until);
+    }
+    const sql = `SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at, id LIMIT ?`;
+    args.push(q.limit ?? 1_000_000);
+    return (this.db.prepare(sql).all(...args) as StoredRow[]).map(toAuditRow);
+  }
+
+  heads(): ChainHead[] {
+    return this.db.prepare('SELECT chain, seq, mac FROM audit_heads ORDER BY chain').all() as ChainHead[];
+  }
+
+  /** Walk every chain; name the first row of each chain that does not match. */
+  verify(): { rows: number; chains: number; problems: AuditProblem[] } {
+    const problems: AuditProblem[] = [];
+    const heads = new Map(this.heads().map((h) => [h.chain, h]));
+    const seen = new Map<string, { seq: number; mac: string; broken: boolean }>();
+    let rows = 0;
+    for (const r of this.db.prepare('SELECT * FROM audit ORDER BY chain, seq, id').iterate() as IterableIterator<StoredRow>) {
+      rows++;
+      const state = seen.get(r.chain) ?? { seq: 0, mac: '', broken: false };
+      seen.set(r.chain, state);
+      if (state.broken) continue;
+      const expected = macOf(this.secret, { ...r, prev_mac: state.mac });
+      let problem: string | undefined;
+      if (r.seq !== state.seq + 1) {
+        problem = r.seq <= state.seq ? `row ${r.id} repeats sequence number ${r.seq} (inserted row?)` : `rows ${state.seq + 1}..${r.seq - 1} are missing (deleted?)`;
+      } else if (r.prev_mac !== state.mac || !safeEqualHex(expected, r.mac)) {
+        problem = `row ${r.id} (seq ${r.seq}, ${r.event}) does not match its MAC (changed or inserted)`;
+      }
+      if (problem) {
+        problems.push({ chain: r.chain, seq: r.seq, rowId: r.id, problem });
+        state.broken = true;
+        continue;
+      }
+      state.seq = r.seq;
+      state.mac = r.mac;
+    }
+    for (const [chain, head] of heads) {
+      const s = seen.get(chain);
+      if (!s) {
+        problems.push({ chain, seq: head.seq, rowId: null, problem: `chain ${chain} has a head at seq ${head.seq} but no rows (deleted?)` });
+      } else if (!s.broken && (s.seq !== head.seq || s.mac !== head.mac)) {
+        problems.push({ chain, seq: s.seq, rowId: null, problem: `chain ${chain} ends at seq ${s.seq} but its head says ${head.seq} (rows deleted at the end?)` });
+      }
+    }
+    for (const chain of seen.keys()) {
+      if (!heads.has(chain)) problems.push({ chain, seq: null, rowId: null, problem: `chain ${chain} has rows but no head (inserted?)` });
+    }
+    return { rows, chains: seen.size, problems };
+  }
+}
+
+function safeEqualHex(a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+}
+
+function toAuditRow(r: StoredRow): AuditRow {
+  return {
+    id: r.id,
+    chain: r.chain,
+    seq: r.seq,
+    at: r.at,
+    event: r.event as AuditEvent,
+    keyId: r.key_id,
+    label: r.label,
+    issuer: r.issuer,
+    delegation: JSON.parse(r.delegation) as string[],
+    action: r.action,
+    amountMicros: r.amount,
+    vendorRef: r.vendor_ref,
+    code: r.code,
+    reservationId: r.reservation_id,
+    approvalId: r.approval_id,
+    details: JSON.parse(r.details) as Record<string, unknown>,
+  };
+}

@@ -1,0 +1,1267 @@
+/**
+ * The SQLite ledger. Every decision is one BEGIN IMMEDIATE transaction that
+ * reads only indexed rows (keys by id, caps by key, counters by primary key),
+ * so its cost does not grow with history. The rules themselves are the pure
+ * functions of src/policy, shared with any other ledger implementation.
+ */
+import type Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import { RuncapError } from '../../policy/codes.js';
+import { globsCover, isValidAction } from '../../policy/glob.js';
+import {
+  actionRefusedBy,
+  approvalReason,
+  capApplies,
+  domainAllowed,
+  formatUsd,
+  recipientRefusal,
+  vendorOf,
+  windowKey,
+  windowsAt,
+  type ChainMember,
+  type Windows,
+} from '../../policy/rules.js';
+import {
+  DEFAULT_TTL_S,
+  MAX_MICROS,
+  MAX_TTL_S,
+  policySchema,
+  type Cap,
+  type Policy,
+  type PolicyInput,
+} from '../../policy/schema.js';
+import {
+  formatKey,
+  hashPassphrase,
+  hashSecret,
+  newId,
+  newKeySecret,
+  parseKey,
+  passphraseMatches,
+  secretMatches,
+} from '../secrets.js';
+import type {
+  Approval,
+  AuditQuery,
+  AuditRow,
+  AuditVerification,
+  AuthorizeRequest,
+  Budget,
+  CapBreach,
+  CapStatus,
+  ChainHead,
+  Clock,
+  Decision,
+  DelegateInput,
+  IssuedKey,
+  IssueKeyInput,
+  KeyInfo,
+  Ledger,
+  Reservation,
+  ReservationState,
+  SpendRow,
+  VendorLimit,
+  VerifyRequest,
+} from '../types.js';
+import { AuditLog, type AuditInput } from './audit.js';
+import { openDb, read, transaction, type Db, type Durability } from './db.js';
+import {
+  chainStatus,
+  effectiveApprovalStatus,
+  policyOf,
+  toApproval,
+  toKeyInfo,
+  toReservation,
+  type ApprovalRow,
+  type CapRow,
+  type CounterRow,
+  type KeyRow,
+  type ReservationRow,
+} from './rows.js';
+
+export interface SqliteLedgerOptions {
+  file: string;
+  /** HMAC secret of the audit chains (audit.key in RUNCAP_HOME) */
+  auditSecret: Buffer;
+  clock?: Clock;
+  busyTimeoutMs?: number;
+  /** vendor timeout + 60 s: a reservation pending longer is stale */
+  staleAfterMs?: number;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+const PENDING_APPROVAL_MS = DAY_MS;
+const DENIAL_HOLDS_MS = DAY_MS;
+const RATE_WINDOW_MS = 60_000;
+const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/;
+const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
+const RESERVATION_PATTERN = /^res_[0-9A-HJKMNP-TV-Z]{26}$/;
+
+type Delta = { settled?: number; pending?: number; uncertain?: number; calls?: number };
+
+/** The hot-path statements, kept as text so a test can read their query plans. */
+const SQL = {
+  keyById: 'SELECT * FROM keys WHERE id = ?',
+  capsOfKey: 'SELECT * FROM caps WHERE key_id = ?',
+  globalCaps: 'SELECT * FROM caps WHERE key_id IS NULL',
+  counter: 'SELECT settled, pending, uncertain, calls FROM counters WHERE scope = ? AND window_key = ?',
+  addCounter: `INSERT INTO counters (scope, window_key, settled, pending, uncertain, calls) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (scope, window_key) DO UPDATE SET settled = settled + excluded.settled, pending = pending + excluded.pending,
+      uncertain = uncertain + excluded.uncertain, calls = calls + excluded.calls`,
+  openDuplicate: "SELECT id FROM reservations WHERE fingerprint = ? AND state IN ('pending','uncertain') LIMIT 1",
+  pruneRate: 'DELETE FROM rate_events WHERE key_id = ? AND at <= ?',
+  countRate: 'SELECT COUNT(*) AS n FROM rate_events WHERE key_id = ? AND at > ?',
+  addRate: 'INSERT INTO rate_events (key_id, at) VALUES (?, ?)',
+  insertReservation: `INSERT INTO reservations (id, key_id, label, action, fingerprint, state, estimate, actual, estimated, corrected,
+      vendor_ref, day, month, created_at, updated_at, request, normalized, note)
+    VALUES (@id, @key_id, @label, @action, @fingerprint, @state, @estimate, @actual, 0, 0, NULL, @day, @month, @created_at,
+      @created_at, @request, @normalized, NULL)`,
+  insertCount: 'INSERT INTO reservation_counts (reservation_id, scope, window_key) VALUES (?, ?, ?)',
+  reservationById: 'SELECT * FROM reservations WHERE id = ?',
+  countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
+  updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
+      vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note WHERE id = @id AND state = @from`,
+  approvalsFor: `SELECT * FROM approvals WHERE key_id = ? AND fingerprint = ? AND status IN ('pending','approved','denied')
+    ORDER BY created_at DESC`,
+} as const;
+
+export class SqliteLedger implements Ledger {
+  readonly db: Db;
+  private readonly audit: AuditLog;
+  private readonly clock: Clock;
+  private readonly staleAfterMs: number;
+  private readonly st: { [K in keyof typeof SQL]: Database.Statement<unknown[]> };
+
+  constructor(opts: SqliteLedgerOptions) {
+    this.db = openDb(opts.file, { busyTimeoutMs: opts.busyTimeoutMs ?? 5000 });
+    this.audit = new AuditLog(this.db, opts.auditSecret);
+    this.clock = opts.clock ?? Date.now;
+    this.staleAfterMs = opts.staleAfterMs ?? 90_000;
+    this.st = Object.fromEntries(
+      Object.entries(SQL).map(([name, sql]) => [name, this.db.prepare(sql)]),
+    ) as SqliteLedger['st'];
+  }
+
+  /** SQL of every statement authorize and settle may run (for the query-plan test). */
+  static hotPathStatements(): string[] {
+    return [...Object.values(SQL), ...AuditLog.statements];
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  // ───────────────────────────── keys ─────────────────────────────
+
+  async issueKey(input: IssueKeyInput): Promise<IssuedKey> {
+    checkLabel(input.label);
+    checkName(input.issuedBy, 'issuer');
+    const policy = parsePolicy(input.policy);
+    const ttl = input.ttlSeconds === undefined ? undefined : checkTtl(input.ttlSeconds);
+    const now = this.clock();
+    return transaction(this.db, 'full', () => {
+      if (input.parentId === undefined) {
+        const expiresAt = now + (ttl ?? DEFAULT_TTL_S) * 1000;
+        return this.insertKey({ label: input.label, issuedBy: input.issuedBy, policy, expiresAt, parent: null, isSession: false, now });
+      }
+      const parent = this.keyRow(input.parentId);
+      if (!parent) throw new RuncapError('NOT_FOUND', `no key ${input.parentId}`);
+      const chain = this.chainOf(parent);
+      this.assertUsable(chain, now);
+      const issued = this.insertChild(chain, { label: input.label, policy, ttlSeconds: ttl, issuedBy: input.issuedBy, now, isSession: false });
+      return issued;
+    });
+  }
+
+  async delegateKey(presentedKey: string, input: DelegateInput): Promise<IssuedKey> {
+    checkLabel(input.label);
+    checkMicros(input.capTotalMicros, 'cap_total_usd');
+    const ttl = input.ttlSeconds === undefined ? undefined : checkTtl(input.ttlSeconds);
+    const now = this.clock();
+    return transaction(this.db, 'full', () => {
+      const chain = this.resolveChain(presentedKey, now);
+      const parent = chain[chain.length - 1]!;
+      const parentPolicy = policyOf(parent);
+      if (!parentPolicy.may_delegate) throw new RuncapError('ACTION_NOT_ALLOWED', `key ${parent.label} may not delegate`);
+      const policy = parsePolicy({
+        allow: input.allow ?? parentPolicy.allow,
+        caps: [{ window: 'total', usd_micros: input.capTotalMicros }],
+        may_delegate: false,
+      });
+      const issued = this.insertChild(chain, {
+        label: input.label,
+        policy,
+        ttlSeconds: ttl,
+        issuedBy: `${parent.label} (delegate_key)`,
+        now,
+        isSession: false,
+      });
+      return issued;
+    });
+  }
+
+  async mintSession(presentedKey: string): Promise<IssuedKey> {
+    const now = this.clock();
+    return transaction(this.db, 'full', () => {
+      const chain = this.resolveChain(presentedKey, now);
+      const parent = chain[chain.length - 1]!;
+      const p = policyOf(parent);
+      if (!p.session) throw new RuncapError('INVALID_INPUT', `key ${parent.label} carries no session template`);
+      const w = windowsAt(now);
+      // Clip, never refuse: a session gets at most what every ancestor has left.
+      const caps = p.session.caps.map((cap) => {
+        if (cap.usd_micros === undefined || cap.window === 'per_call') return cap;
+        const left = this.remainingFor(chain, cap, w);
+        return left === undefined ? cap : { ...cap, usd_micros: Math.min(cap.usd_micros, left) };
+      });
+      const policy = parsePolicy({
+        allow: p.allow,
+        caps,
+        approve_actions: [],
+        sms_countries: p.sms_countries,
+        email_domains: p.email_domains,
+        email_from: p.email_from,
+        grant_ttl_s: p.grant_ttl_s,
+        may_delegate: p.may_delegate,
+        max_depth: p.max_depth,
+        max_children: p.max_children,
+      });
+      const wanted = now + (p.session.ttl_s ?? DEFAULT_TTL_S) * 1000;
+      const expiresAt = Math.min(wanted, ...chain.map((k) => k.expires_at));
+      const label = `${parent.label}/s-${randomBytes(4).toString('hex')}`;
+      const issued = this.insertKey({ label, issuedBy: parent.issued_by, policy, expiresAt, parent, isSession: true, now, event: 'session_minted' });
+      return issued;
+    });
+  }
+
+  async resolveKey(presentedKey: string): Promise<KeyInfo> {
+    const now = this.clock();
+    return read(() => {
+      const chain = this.resolveChain(presentedKey, now);
+      const self = chain[chain.length - 1]!;
+      return toKeyInfo(self, chain, now);
+    });
+  }
+
+  async getKey(id: string): Promise<KeyInfo> {
+    const now = this.clock();
+    return read(() => {
+      const row = typeof id === 'string' ? this.keyRow(id) : undefined;
+      if (!row) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
+      return toKeyInfo(row, this.chainOf(row), now);
+    });
+  }
+
+  async listKeys(): Promise<KeyInfo[]> {
+    const now = this.clock();
+    return read(() => {
+      const rows = this.db.prepare('SELECT * FROM keys ORDER BY created_at, id').all() as KeyRow[];
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      return rows.map((r) => {
+        const chain = [...(JSON.parse(r.ancestors) as string[]).map((a) => byId.get(a)!), r];
+        return toKeyInfo(r, chain, now);
+      });
+    });
+  }
+
+  async revokeKey(id: string, opts: { reason?: string; by: string }): Promise<{ revoked: string[] }> {
+    checkName(opts.by, 'revoker');
+    const reason = opts.reason === undefined ? 'revoked' : checkText(opts.reason, 'reason', 500);
+    const now = this.clock();
+    return transaction(this.db, 'full', () => {
+      const row = typeof id === 'string' ? this.keyRow(id) : undefined;
+      if (!row) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
+      const revoked: string[] = [];
+      const queue: KeyRow[] = [row];
+      const children = this.db.prepare('SELECT * FROM keys WHERE parent_id = ?');
+      while (queue.length) {
+        const k = queue.shift()!;
+        if (k.revoked_at === null) {
+          this.db
+            .prepare('UPDATE keys SET revoked_at = ?, revoked_reason = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL')
+            .run(now, k.id === row.id ? reason : `ancestor ${row.label} revoked: ${reason}`, opts.by, k.id);
+          this.appendAudit(now, k, { event: 'key_revoked', code: 'KEY_REVOKED', details: { reason, by: opts.by, root: row.id } });
+          revoked.push(k.id);
+        }
+        queue.push(...(children.all(k.id) as KeyRow[]));
+      }
+      if (revoked.length === 0) throw new RuncapError('CONFLICT', `key ${row.id} is already revoked`);
+      return { revoked };
+    });
+  }
+
+  async budget(keyId: string): Promise<Budget> {
+    const now = this.clock();
+    return read(() => {
+      const row = this.keyRow(keyId);
+      if (!row) throw new RuncapError('NOT_FOUND', `no key ${keyId}`);
+      return this.budgetOf(this.chainOf(row), now);
+    });
+  }
+
+  // ───────────────────────── global vendor caps ─────────────────────────
+
+  async setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string): Promise<void> {
+    if (!['stripe', 'twilio', 'resend'].includes(vendor)) throw new RuncapError('INVALID_INPUT', `unknown vendor ${vendor} (stripe, twilio or resend)`);
+    if (window !== 'daily' && window !== 'monthly') throw new RuncapError('INVALID_INPUT', 'window must be daily or monthly');
+    if (limitMicros !== null) checkMicros(limitMicros, 'limit');
+    checkName(by, 'operator');
+    const now = this.clock();
+    transaction(this.db, 'full', () => {
+      const scope = `vendor:${vendor}`;
+      const existing = this.db.prepare('SELECT id FROM caps WHERE key_id IS NULL AND scope = ? AND window = ?').get(scope, window) as { id: number } | undefined;
+      if (existing) {
+        this.db.prepare('DELETE FROM caps WHERE id = ?').run(existing.id);
+        this.db.prepare('DELETE FROM counters WHERE scope = ?').run(`cap:${existing.id}`);
+        this.db.prepare('DELETE FROM reservation_counts WHERE scope = ?').run(`cap:${existing.id}`);
+      }
+      if (limitMicros !== null) {
+        const capId = Number(
+          this.db.prepare('INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (NULL, ?, ?, ?, NULL, ?)').run(scope, window, limitMicros, `${vendor}.*`).lastInsertRowid,
+        );
+        // A new cap starts from what already counts in its current window, so setting it never resets spend.
+        const column = window === 'daily' ? 'day' : 'month';
+        const current = windowsAt(now)[window === 'daily' ? 'day' : 'month'];
+        const open = this.db
+          .prepare(`SELECT id FROM reservations WHERE ${column} = ? AND action LIKE ? AND state != 'released'`)
+          .all(current, `${vendor}.%`) as { id: string }[];
+        for (const r of open) {
+          const res = this.st.reservationById.get(r.id) as ReservationRow;
+          this.st.insertCount.run(r.id, `cap:${capId}`, windowKey(window, { day: res.day, month: res.month }));
+          this.addCounter(`cap:${capId}`, windowKey(window, { day: res.day, month: res.month }), contribution(res));
+        }
+      }
+      this.audit.append(now, {
+        event: 'limit_set',
+        action: `${vendor}.*`,
+        amountMicros: limitMicros,
+        details: { vendor, window, by, limit_usd: limitMicros === null ? null : formatUsd(limitMicros) },
+      });
+      return undefined;
+    });
+  }
+
+  async listVendorLimits(): Promise<VendorLimit[]> {
+    return read(() =>
+      (this.st.globalCaps.all() as CapRow[]).map((c) => ({
+        vendor: c.scope.replace(/^vendor:/, ''),
+        window: c.window as 'daily' | 'monthly',
+        limitMicros: c.usd_micros ?? 0,
+        capId: c.id,
+      })),
+    );
+  }
+
+  // ─────────────────────────── the decision ───────────────────────────
+
+  async authorize(req: AuthorizeRequest): Promise<Decision> {
+    checkAction(req.action);
+    checkMicros(req.estimateMicros, 'estimate');
+    checkFingerprint(req.fingerprint);
+    if (!Array.isArray(req.recipients)) throw new RuncapError('INVALID_INPUT', 'recipients must be a list');
+    return this.decide(req.key, req.action, {
+      estimate: req.estimateMicros,
+      fingerprint: req.fingerprint,
+      recipients: req.recipients,
+      request: JSON.stringify(req.request ?? { args: {} }),
+      normalized: req.normalized === undefined ? null : JSON.stringify(req.normalized),
+      settleNow: false,
+    });
+  }
+
+  async verify(req: VerifyRequest): Promise<Decision> {
+    checkAction(req.action);
+    if (req.amountMicros !== undefined) checkMicros(req.amountMicros, 'amount_usd');
+    checkFingerprint(req.fingerprint);
+    if (vendorOf(req.action)) {
+      return {
+        allowed: false,
+        code: 'ACTION_NOT_ALLOWED',
+        message: `${req.action} is a vendor action: use its guarded tool, not verify_action`,
+      };
+    }
+    const args: Record<string, unknown> = { action: req.action };
+    if (req.resource !== undefined) args.resource = req.resource;
+    if (req.amountMicros !== undefined) args.amount_usd = formatUsd(req.amountMicros);
+    if (req.details !== undefined) args.details = req.details;
+    return this.decide(req.key, req.action, {
+      estimate: req.amountMicros ?? 0,
+      fingerprint: req.fingerprint,
+      recipients: [],
+      request: JSON.stringify({ args }),
+      normalized: null,
+      settleNow: true,
+    });
+  }
+
+  /**
+   * One decision. The allowing path is a single durable transaction. A denial
+   * is found inside it too, but then rolled back and its rows (audit, a new
+   * approval request) written in a second transaction that skips the fsync:
+   * losing a denial's record on power loss leaves nothing unaccounted.
+   */
+  private async decide(
+    presented: string,
+    action: string,
+    spec: { estimate: number; fingerprint: string; recipients: AuthorizeRequest['recipients']; request: string; normalized: string | null; settleNow: boolean },
+  ): Promise<Decision> {
+    const now = this.clock();
+    const w = windowsAt(now);
+    try {
+      try {
+        return transaction(this.db, 'full', () => this.decideWithin(presented, action, spec, now, w));
+      } catch (err) {
+        if (!(err instanceof DeferredDenial)) throw err;
+        return transaction(this.db, 'normal', err.record);
+      }
+    } catch (err) {
+      if (err instanceof RuncapError && err.code === 'LEDGER_UNAVAILABLE') {
+        return { allowed: false, code: 'LEDGER_UNAVAILABLE', message: err.message };
+      }
+      throw err;
+    }
+  }
+
+  private decideWithin(
+    presented: string,
+    action: string,
+    spec: { estimate: number; fingerprint: string; recipients: AuthorizeRequest['recipients']; request: string; normalized: string | null; settleNow: boolean },
+    now: number,
+    w: Windows,
+  ): Decision {
+    type Denied = Extract<Decision, { allowed: false }>;
+    const deny = (code: Denied['code'], message: string, at?: KeyRow, extra: Partial<Denied> = {}, event: AuditInput['event'] = 'denied'): never => {
+      throw new DeferredDenial(() => this.recordDenial(now, presented, action, spec.estimate, { allowed: false, code, message, ...(at ? { keyId: at.id, label: at.label } : {}), ...extra }, at, event));
+    };
+
+    // 1. the key: resolves, secret matches, not expired, not revoked (itself and every ancestor)
+    const parsed = parseKey(presented);
+    const self = parsed ? this.keyRow(parsed.id) : undefined;
+    if (!parsed || !self) return deny('KEY_INVALID', 'the vault key is not known to this ledger');
+    if (!secretMatches(parsed.secret, self.secret_hash)) return deny('KEY_INVALID', 'the vault key does not match', self);
+    const chain = this.chainOf(self);
+    const expired = chain.find((k) => k.expires_at <= now);
+    if (expired) return deny('KEY_EXPIRED', `key ${expired.label} expired at ${new Date(expired.expires_at).toISOString()}`, self);
+    const revoked = chain.find((k) => k.revoked_at !== null);
+    if (revoked) return deny('KEY_REVOKED', `key ${revoked.label} was revoked${revoked.revoked_reason ? `: ${revoked.revoked_reason}` : ''}`, self);
+    const members = chain.map(toMember);
+
+    // 2. the action, 3. the recipients, for every member of the chain
+    const refusing = actionRefusedBy(members, action);
+    if (refusing) return deny('ACTION_NOT_ALLOWED', `${action} is not allowed for ${refusing.label} (allowed: ${refusing.policy.allow.join(', ')})`, self);
+    const refusal = recipientRefusal(members, spec.recipients);
+    if (refusal) return deny('RECIPIENT_NOT_ALLOWED', refusal, self);
+
+    // 4. an identical call still unresolved: the retry after a timeout must not pay twice
+    if (!spec.settleNow) {
+      const dup = this.st.openDuplicate.get(spec.fingerprint) as { id: string } | undefined;
+      if (dup) return deny('DUPLICATE_PENDING', `an identical call (${dup.id}) is still unresolved`, self, { reservationId: dup.id }, 'duplicate');
+    }
+
+    // 5. rate, for every member that has a limit
+    const rated = members.filter((m) => m.policy.rate_per_min !== undefined);
+    for (const m of rated) {
+      this.st.pruneRate.run(m.id, now - RATE_WINDOW_MS);
+      const { n } = this.st.countRate.get(m.id, now - RATE_WINDOW_MS) as { n: number };
+      if (n >= m.policy.rate_per_min!) return deny('RATE_LIMITED', `${m.label} allows ${m.policy.rate_per_min} calls a minute; try again later`, self);
+    }
+
+    // 6. caps: every member and the global vendor caps, every window; pending and uncertain count
+    const counted: { scope: string; windowKey: string }[] = [];
+    for (const cap of this.capsFor(chain)) {
+      if (!capApplies({ action: cap.action ?? undefined }, action)) continue;
+      const breach = this.capBreach(cap, spec.estimate, w, counted);
+      if (breach) return deny('CAP_EXCEEDED', breachMessage(breach, spec.estimate), self, { cap: breach });
+    }
+
+    // 7. approval: consume a matching live grant, or (in the denial transaction) ask a human
+    let grant: ApprovalRow | undefined;
+    const why = approvalReason(members, action, spec.estimate);
+    if (why) {
+      grant = (this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[]).find((r) => r.status === 'approved' && effectiveApprovalStatus(r, now) === 'approved');
+      if (!grant) {
+        throw new DeferredDenial(() => {
+          const { code, message, approvalId, created } = this.requestApproval(self, action, spec, why, now);
+          return this.recordDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, approvalId }, self, created ? 'approval_requested' : 'denied');
+        });
+      }
+    }
+
+    // 8. the reservation, its counters and its audit row
+    const reservationId = newId('res');
+    this.st.insertReservation.run({
+      id: reservationId,
+      key_id: self.id,
+      label: self.label,
+      action,
+      fingerprint: spec.fingerprint,
+      state: spec.settleNow ? 'settled' : 'pending',
+      estimate: spec.estimate,
+      actual: spec.settleNow ? spec.estimate : null,
+      day: w.day,
+      month: w.month,
+      created_at: now,
+      request: spec.request,
+      normalized: spec.normalized,
+    });
+    const delta: Delta = spec.settleNow ? { settled: spec.estimate, calls: 1 } : { pending: spec.estimate, calls: 1 };
+    for (const c of [...counted, ...spendGroups(self.label, action, w)]) {
+      this.st.insertCount.run(reservationId, c.scope, c.windowKey);
+      this.addCounter(c.scope, c.windowKey, delta);
+    }
+    for (const m of rated) this.st.addRate.run(m.id, now);
+    if (grant) {
+      this.db.prepare("UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'").run(reservationId, grant.id);
+      this.appendAudit(now, self, { event: 'approval_consumed', action, amountMicros: spec.estimate, approvalId: grant.id, reservationId });
+    }
+    this.appendAudit(now, self, {
+      event: spec.settleNow ? 'verified' : 'reserved',
+      action,
+      amountMicros: spec.estimate,
+      reservationId,
+      approvalId: grant?.id ?? null,
+      details: { day: w.day, month: w.month },
+    });
+    return { allowed: true, reservationId, keyId: self.id, label: self.label, estimateMicros: spec.estimate, ...(grant ? { approvalId: grant.id } : {}) };
+  }
+
+  private recordDenial(now: number, presented: string, action: string, estimate: number, decision: Extract<Decision, { allowed: false }>, at: KeyRow | undefined, event: AuditInput['event']): Decision {
+    this.appendAudit(now, at ?? null, {
+      event,
+      action,
+      amountMicros: estimate,
+      code: decision.code,
+      approvalId: decision.approvalId ?? null,
+      reservationId: decision.reservationId ?? null,
+      details: { message: decision.message, ...(decision.cap ? { cap: decision.cap } : {}), ...(at ? {} : { presented_id: parseKey(presented)?.id ?? null }) },
+    });
+    return decision;
+  }
+
+  private capBreach(cap: CapRow, estimate: number, w: Windows, counted: { scope: string; windowKey: string }[]): CapBreach | undefined {
+    const base = { capId: cap.id, scope: cap.scope, window: cap.window, ...(cap.action ? { action: cap.action } : {}) };
+    if (cap.window === 'per_call') {
+      if (cap.usd_micros !== null && estimate > cap.usd_micros) {
+        return { ...base, kind: 'usd', limit: cap.usd_micros, used: 0, remaining: cap.usd_micros };
+      }
+      return undefined;
+    }
+    const key = windowKey(cap.window, w);
+    const c = this.counterOf(`cap:${cap.id}`, key);
+    const used = c.settled + c.pending + c.uncertain;
+    if (cap.usd_micros !== null && used + estimate > cap.usd_micros) {
+      return { ...base, kind: 'usd', limit: cap.usd_micros, used, remaining: Math.max(0, cap.usd_micros - used) };
+    }
+    if (cap.calls !== null && c.calls + 1 > cap.calls) {
+      return { ...base, kind: 'calls', limit: cap.calls, used: c.calls, remaining: Math.max(0, cap.calls - c.calls) };
+    }
+    counted.push({ scope: `cap:${cap.id}`, windowKey: key });
+    return undefined;
+  }
+
+  /** In the denial transaction: expire what lapsed, then answer with a live denial, the pending request, or a new one. */
+  private requestApproval(
+    self: KeyRow,
+    action: string,
+    spec: { estimate: number; fingerprint: string; request: string },
+    why: string,
+    now: number,
+  ): { code: 'APPROVAL_REQUIRED' | 'APPROVAL_DENIED'; message: string; approvalId: string; created: boolean } {
+    let pending: ApprovalRow | undefined;
+    for (const r of this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[]) {
+      if (effectiveApprovalStatus(r, now) === 'expired') {
+        this.db.prepare("UPDATE approvals SET status = 'expired' WHERE id = ?").run(r.id);
+        this.appendAudit(now, self, { event: 'approval_expired', action, approvalId: r.id, details: { was: r.status } });
+        continue;
+      }
+      if (r.status === 'denied' && (r.decided_at ?? 0) + DENIAL_HOLDS_MS > now) {
+        return {
+          code: 'APPROVAL_DENIED',
+          message: `a human denied this exact call (${r.id})${r.deny_reason ? `: ${r.deny_reason}` : ''}; do not retry it`,
+          approvalId: r.id,
+          created: false,
+        };
+      }
+      // approved meanwhile (a human answered between our two transactions): the retry will consume it
+      if (r.status === 'pending' || r.status === 'approved') pending ??= r;
+    }
+    if (pending) return { code: 'APPROVAL_REQUIRED', message: `${why}; waiting for a human to approve ${pending.id}`, approvalId: pending.id, created: false };
+    const id = newId('apr');
+    this.db
+      .prepare(
+        `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+      )
+      .run(id, self.id, action, spec.fingerprint, spec.estimate, spec.request, why, now, now + PENDING_APPROVAL_MS);
+    return { code: 'APPROVAL_REQUIRED', message: `${why}; a human must approve ${id}`, approvalId: id, created: true };
+  }
+
+  // ───────────────────────── state transitions ─────────────────────────
+
+  async settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts: { estimated?: boolean } = {}): Promise<Reservation> {
+    checkMicros(actualMicros, 'actual');
+    checkRef(vendorRef);
+    return this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
+      const from = r.state as 'pending' | 'uncertain';
+      const next = { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now };
+      const events: AuditInput[] = [{ event: 'settled', amountMicros: actualMicros, vendorRef: next.vendor_ref, details: { from, estimate: r.estimate, estimated: !!opts.estimated } }];
+      if (actualMicros > r.estimate) events.push(overrun(r.estimate, actualMicros, next.vendor_ref));
+      return { next, delta: { settled: actualMicros, [from]: -r.estimate }, events };
+    });
+  }
+
+  async release(reservationId: string, why: string): Promise<Reservation> {
+    const note = checkText(why, 'reason', 1000);
+    return this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
+      const from = r.state as 'pending' | 'uncertain';
+      return {
+        next: { ...r, state: 'released' as const, actual: 0, updated_at: now, note },
+        delta: { [from]: -r.estimate, calls: -1 },
+        events: [{ event: 'released', amountMicros: r.estimate, details: { from, why: note } }],
+      };
+    });
+  }
+
+  async markUncertain(reservationId: string, why: string, vendorRef?: string | null): Promise<Reservation> {
+    const note = checkText(why, 'reason', 1000);
+    checkRef(vendorRef ?? null);
+    return this.transition(reservationId, ['pending'], (r, now) => ({
+      next: { ...r, state: 'uncertain' as const, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now, note },
+      delta: { pending: -r.estimate, uncertain: r.estimate },
+      events: [{ event: 'uncertain', amountMicros: r.estimate, vendorRef: vendorRef ?? r.vendor_ref, details: { why: note } }],
+    }));
+  }
+
+  async correctEstimate(reservationId: string, finalMicros: number): Promise<Reservation> {
+    checkMicros(finalMicros, 'final price');
+    return this.transition(reservationId, ['settled'], (r, now) => {
+      if (r.estimated !== 1 || r.corrected === 1) {
+        throw new RuncapError('CONFLICT', `reservation ${r.id} is not a settled estimate awaiting its final price`);
+      }
+      const before = r.actual ?? 0;
+      const events: AuditInput[] = [{ event: 'corrected', amountMicros: finalMicros, vendorRef: r.vendor_ref, details: { was: before } }];
+      if (finalMicros > r.estimate) events.push(overrun(r.estimate, finalMicros, r.vendor_ref));
+      return {
+        next: { ...r, actual: finalMicros, estimated: 0, corrected: 1, updated_at: now },
+        delta: { settled: finalMicros - before },
+        events,
+      };
+    });
+  }
+
+  private transition(
+    reservationId: string,
+    from: ReservationState[],
+    change: (r: ReservationRow, now: number) => { next: ReservationRow; delta: Delta; events: AuditInput[] },
+  ): Promise<Reservation> {
+    if (typeof reservationId !== 'string' || !RESERVATION_PATTERN.test(reservationId)) {
+      return Promise.reject(new RuncapError('INVALID_INPUT', 'not a reservation id (res_…)'));
+    }
+    const now = this.clock();
+    try {
+      const result = transaction(this.db, 'normal', () => {
+        const r = this.st.reservationById.get(reservationId) as ReservationRow | undefined;
+        if (!r) throw new RuncapError('NOT_FOUND', `no reservation ${reservationId}`);
+        if (!from.includes(r.state)) {
+          throw new RuncapError('CONFLICT', `reservation ${reservationId} is ${r.state}; that transition is refused`);
+        }
+        const { next, delta, events } = change(r, now);
+        // compare-and-set: the state we read must still be the state we change
+        const { changes } = this.st.updateReservation.run({ ...next, from: r.state });
+        if (changes !== 1) throw new RuncapError('CONFLICT', `reservation ${reservationId} changed underneath; refused`);
+        for (const c of this.st.countsOf.all(reservationId) as { scope: string; window_key: string }[]) {
+          this.addCounter(c.scope, c.window_key, delta);
+        }
+        const key = this.keyRow(r.key_id)!;
+        for (const e of events) this.appendAudit(now, key, { action: r.action, reservationId, ...e });
+        return toReservation(next);
+      });
+      return Promise.resolve(result);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async getReservation(id: string): Promise<Reservation> {
+    return read(() => {
+      const r = typeof id === 'string' ? (this.st.reservationById.get(id) as ReservationRow | undefined) : undefined;
+      if (!r) throw new RuncapError('NOT_FOUND', `no reservation ${String(id)}`);
+      return toReservation(r);
+    });
+  }
+
+  async staleReservations(): Promise<Reservation[]> {
+    const cutoff = this.clock() - this.staleAfterMs;
+    return read(() =>
+      (this.db.prepare("SELECT * FROM reservations WHERE state = 'pending' AND created_at < ? ORDER BY created_at").all(cutoff) as ReservationRow[]).map(toReservation),
+    );
+  }
+
+  async listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string }): Promise<Reservation[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.states?.length) {
+      where.push(`state IN (${filter.states.map(() => '?').join(',')})`);
+      args.push(...filter.states);
+    }
+    if (filter.estimatedOnly) where.push('estimated = 1 AND corrected = 0');
+    if (filter.keyId) {
+      where.push('key_id = ?');
+      args.push(filter.keyId);
+    }
+    return read(() =>
+      (this.db.prepare(`SELECT * FROM reservations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id`).all(...args) as ReservationRow[]).map(toReservation),
+    );
+  }
+
+  // ───────────────────────────── approvals ─────────────────────────────
+
+  async listApprovals(opts: { all?: boolean } = {}): Promise<Approval[]> {
+    const now = this.clock();
+    return read(() => {
+      const rows = (opts.all
+        ? this.db.prepare('SELECT * FROM approvals ORDER BY created_at, id').all()
+        : this.db.prepare("SELECT * FROM approvals WHERE status = 'pending' AND expires_at > ? ORDER BY created_at, id").all(now)) as ApprovalRow[];
+      return rows.map((r) => toApproval(r, this.keyRow(r.key_id)!, now));
+    });
+  }
+
+  async getApproval(id: string): Promise<Approval> {
+    const now = this.clock();
+    return read(() => {
+      const r = this.approvalRow(id);
+      return toApproval(r, this.keyRow(r.key_id)!, now);
+    });
+  }
+
+  async approvalStatus(presentedKey: string, approvalId: string): Promise<Approval> {
+    const now = this.clock();
+    return read(() => {
+      const chain = this.authenticate(presentedKey);
+      const self = chain[chain.length - 1]!;
+      const r = typeof approvalId === 'string' ? (this.db.prepare('SELECT * FROM approvals WHERE id = ?').get(approvalId) as ApprovalRow | undefined) : undefined;
+      // Another key's approval is reported as unknown: a run learns nothing about other runs.
+      if (!r || r.key_id !== self.id) throw new RuncapError('NOT_FOUND', `no approval ${String(approvalId)} for this key`);
+      return toApproval(r, self, now);
+    });
+  }
+
+  async approve(id: string, opts: { passphrase: string; by: string }): Promise<Approval> {
+    checkName(opts.by, 'approver');
+    const now = this.clock();
+    const existing = read(() => this.approvalRow(id));
+    const stored = read(() => this.setting('passphrase'));
+    if (!stored) throw new RuncapError('CONFLICT', 'no approver passphrase is set: run `runcap init` first');
+    if (typeof opts.passphrase !== 'string' || !passphraseMatches(opts.passphrase, stored)) {
+      transaction(this.db, 'full', () => {
+        const key = this.keyRow(existing.key_id)!;
+        this.appendAudit(now, key, { event: 'approval_failed', action: existing.action, approvalId: id, code: 'PASSPHRASE_WRONG', details: { by: opts.by } });
+        return undefined;
+      });
+      throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
+    }
+    return transaction(this.db, 'full', () => {
+      const r = this.approvalRow(id);
+      const key = this.keyRow(r.key_id)!;
+      this.assertAnswerable(r, key, now);
+      const grantTtl = policyOf(key).grant_ttl_s * 1000;
+      this.db
+        .prepare("UPDATE approvals SET status = 'approved', decided_at = ?, decided_by = ?, expires_at = ? WHERE id = ? AND status = 'pending'")
+        .run(now, opts.by, now + grantTtl, id);
+      this.appendAudit(now, key, { event: 'approval_approved', action: r.action, amountMicros: r.estimate, approvalId: id, details: { by: opts.by, grant_expires_at: now + grantTtl } });
+      return toApproval({ ...r, status: 'approved', decided_at: now, decided_by: opts.by, expires_at: now + grantTtl }, key, now);
+    });
+  }
+
+  async deny(id: string, opts: { reason?: string; by: string }): Promise<Approval> {
+    checkName(opts.by, 'approver');
+    const reason = opts.reason === undefined ? null : checkText(opts.reason, 'reason', 500);
+    const now = this.clock();
+    return transaction(this.db, 'full', () => {
+      const r = this.approvalRow(id);
+      const key = this.keyRow(r.key_id)!;
+      this.assertAnswerable(r, key, now);
+      this.db
+        .prepare("UPDATE approvals SET status = 'denied', decided_at = ?, decided_by = ?, deny_reason = ? WHERE id = ? AND status = 'pending'")
+        .run(now, opts.by, reason, id);
+      this.appendAudit(now, key, { event: 'approval_denied', action: r.action, amountMicros: r.estimate, approvalId: id, details: { by: opts.by, reason } });
+      return toApproval({ ...r, status: 'denied', decided_at: now, decided_by: opts.by, deny_reason: reason }, key, now);
+    });
+  }
+
+  async hasPassphrase(): Promise<boolean> {
+    return read(() => this.setting('passphrase') !== undefined);
+  }
+
+  async setPassphrase(newPassphrase: string, oldPassphrase?: string): Promise<void> {
+    if (typeof newPassphrase !== 'string' || newPassphrase.length < 8 || newPassphrase.length > 1024) {
+      throw new RuncapError('INVALID_INPUT', 'the approver passphrase must be 8 to 1024 characters');
+    }
+    const stored = read(() => this.setting('passphrase'));
+    if (stored !== undefined && (oldPassphrase === undefined || !passphraseMatches(oldPassphrase, stored))) {
+      throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
+    }
+    const hash = hashPassphrase(newPassphrase);
+    transaction(this.db, 'full', () => {
+      this.db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run('passphrase', hash);
+      return undefined;
+    });
+  }
+
+  async checkPassphrase(passphrase: string): Promise<boolean> {
+    const stored = read(() => this.setting('passphrase'));
+    return stored !== undefined && typeof passphrase === 'string' && passphraseMatches(passphrase, stored);
+  }
+
+  // ─────────────────────────────── audit ───────────────────────────────
+
+  async queryAudit(q: AuditQuery): Promise<AuditRow[]> {
+    return read(() => this.audit.query(q));
+  }
+
+  async auditHeads(): Promise<ChainHead[]> {
+    return read(() => this.audit.heads());
+  }
+
+  async verifyAudit(): Promise<AuditVerification> {
+    return read(() => {
+      const chains = this.audit.verify();
+      const problems = [...chains.problems];
+      // Recompute every counter from the reservations it should sum.
+      const expected = new Map<string, CounterRow>();
+      const rows = this.db
+        .prepare('SELECT rc.scope, rc.window_key, r.state, r.estimate, r.actual FROM reservation_counts rc JOIN reservations r ON r.id = rc.reservation_id')
+        .iterate() as IterableIterator<{ scope: string; window_key: string } & Pick<ReservationRow, 'state' | 'estimate' | 'actual'>>;
+      for (const r of rows) {
+        const k = `${r.scope}\u0000${r.window_key}`;
+        const c = expected.get(k) ?? { settled: 0, pending: 0, uncertain: 0, calls: 0 };
+        const d = contribution(r);
+        c.settled += d.settled ?? 0;
+        c.pending += d.pending ?? 0;
+        c.uncertain += d.uncertain ?? 0;
+        c.calls += d.calls ?? 0;
+        expected.set(k, c);
+      }
+      let countersChecked = 0;
+      for (const c of this.db.prepare('SELECT * FROM counters').iterate() as IterableIterator<CounterRow & { scope: string; window_key: string }>) {
+        countersChecked++;
+        const k = `${c.scope}\u0000${c.window_key}`;
+        const e = expected.get(k) ?? { settled: 0, pending: 0, uncertain: 0, calls: 0 };
+        expected.delete(k);
+        for (const f of ['settled', 'pending', 'uncertain', 'calls'] as const) {
+          if (c[f] !== e[f]) {
+            problems.push({ chain: 'counters', seq: null, rowId: null, problem: `counter ${c.scope} ${c.window_key || '(all time)'} ${f} is ${c[f]} but the reservations sum to ${e[f]}` });
+          }
+        }
+      }
+      for (const [k, e] of expected) {
+        if (e.settled || e.pending || e.uncertain || e.calls) {
+          problems.push({ chain: 'counters', seq: null, rowId: null, problem: `counter ${k.replace('\u0000', ' ')} is missing` });
+        }
+      }
+      problems.push(...this.reservationsAgainstAudit());
+      return { ok: problems.length === 0, rowsChecked: chains.rows, chainsChecked: chains.chains, countersChecked, problems };
+    });
+  }
+
+  /** Replay the audit rows of each reservation; its stored state must be where they lead. */
+  private reservationsAgainstAudit(): AuditVerification['problems'] {
+    const replay = new Map<string, { state: ReservationState; amount: number }>();
+    const events = this.db
+      .prepare("SELECT reservation_id, event, amount FROM audit WHERE reservation_id IS NOT NULL AND event IN ('reserved','verified','settled','released','uncertain','corrected') ORDER BY id")
+      .iterate() as IterableIterator<{ reservation_id: string; event: string; amount: number }>;
+    for (const e of events) {
+      const cur = replay.get(e.reservation_id);
+      switch (e.event) {
+        case 'reserved':
+          replay.set(e.reservation_id, { state: 'pending', amount: e.amount });
+          break;
+        case 'verified':
+        case 'settled':
+        case 'corrected':
+          replay.set(e.reservation_id, { state: 'settled', amount: e.amount });
+          break;
+        case 'released':
+          replay.set(e.reservation_id, { state: 'released', amount: 0 });
+          break;
+        case 'uncertain':
+          replay.set(e.reservation_id, { state: 'uncertain', amount: cur?.amount ?? e.amount });
+          break;
+      }
+    }
+    const problems: AuditVerification['problems'] = [];
+    for (const r of this.db.prepare('SELECT id, state, estimate, actual FROM reservations').iterate() as IterableIterator<Pick<ReservationRow, 'id' | 'state' | 'estimate' | 'actual'>>) {
+      const want = replay.get(r.id);
+      replay.delete(r.id);
+      const amount = r.state === 'settled' ? r.actual : r.state === 'released' ? 0 : r.estimate;
+      if (!want) problems.push({ chain: 'reservations', seq: null, rowId: null, problem: `reservation ${r.id} has no audit row (inserted?)` });
+      else if (want.state !== r.state || want.amount !== amount) {
+        problems.push({ chain: 'reservations', seq: null, rowId: null, problem: `reservation ${r.id} is ${r.state} ${amount} but its audit rows say ${want.state} ${want.amount}` });
+      }
+    }
+    for (const id of replay.keys()) problems.push({ chain: 'reservations', seq: null, rowId: null, problem: `reservation ${id} is audited but missing (deleted?)` });
+    return problems;
+  }
+
+  async spend(by: 'label' | 'vendor' | 'day'): Promise<SpendRow[]> {
+    if (!['label', 'vendor', 'day'].includes(by)) throw new RuncapError('INVALID_INPUT', 'spend is grouped by label, vendor or day');
+    return read(() =>
+      (this.db.prepare("SELECT * FROM counters WHERE scope >= ? AND scope < ? ORDER BY scope").all(`spend-${by}:`, `spend-${by};`) as (CounterRow & { scope: string })[]).map((c) => ({
+        group: c.scope.slice(`spend-${by}:`.length),
+        settledMicros: c.settled,
+        pendingMicros: c.pending,
+        uncertainMicros: c.uncertain,
+        calls: c.calls,
+      })),
+    );
+  }
+
+  // ─────────────────────────────── helpers ───────────────────────────────
+
+  private keyRow(id: string): KeyRow | undefined {
+    return this.st.keyById.get(id) as KeyRow | undefined;
+  }
+
+  /** The key and its ancestors, root first. */
+  private chainOf(row: KeyRow): KeyRow[] {
+    const ids = JSON.parse(row.ancestors) as string[];
+    return [...ids.map((id) => this.keyRow(id)!), row];
+  }
+
+  /** Parse and check a presented key's secret; the chain, without expiry or revocation checks. */
+  private authenticate(presented: string): KeyRow[] {
+    const parsed = typeof presented === 'string' ? parseKey(presented) : undefined;
+    const row = parsed ? this.keyRow(parsed.id) : undefined;
+    if (!parsed || !row || !secretMatches(parsed.secret, row.secret_hash)) {
+      throw new RuncapError('KEY_INVALID', 'the vault key is not known to this ledger');
+    }
+    return this.chainOf(row);
+  }
+
+  private resolveChain(presented: string, now: number): KeyRow[] {
+    const chain = this.authenticate(presented);
+    this.assertUsable(chain, now);
+    return chain;
+  }
+
+  private assertUsable(chain: KeyRow[], now: number): void {
+    const status = chainStatus(chain, now);
+    const self = chain[chain.length - 1]!;
+    if (status === 'revoked') throw new RuncapError('KEY_REVOKED', `key ${self.label} is revoked (itself or an ancestor)`);
+    if (status === 'expired') throw new RuncapError('KEY_EXPIRED', `key ${self.label} has expired (itself or an ancestor)`);
+  }
+
+  private capsFor(chain: KeyRow[]): CapRow[] {
+    return [...(this.st.globalCaps.all() as CapRow[]), ...chain.flatMap((k) => this.st.capsOfKey.all(k.id) as CapRow[])];
+  }
+
+  private counterOf(scope: string, key: string): CounterRow {
+    return (this.st.counter.get(scope, key) as CounterRow | undefined) ?? { settled: 0, pending: 0, uncertain: 0, calls: 0 };
+  }
+
+  private addCounter(scope: string, key: string, d: Delta): void {
+    this.st.addCounter.run(scope, key, d.settled ?? 0, d.pending ?? 0, d.uncertain ?? 0, d.calls ?? 0);
+  }
+
+  /** What the tightest matching USD cap of the chain (same window, or total) has left. */
+  private remainingFor(chain: KeyRow[], cap: Cap, w: Windows): number | undefined {
+    let left: number | undefined;
+    for (const c of this.capsFor(chain)) {
+      if (c.key_id === null || c.usd_micros === null || c.window === 'per_call') continue;
+      if (c.window !== cap.window && c.window !== 'total') continue;
+      if (c.action !== null && c.action !== cap.action) continue;
+      const counter = this.counterOf(`cap:${c.id}`, windowKey(c.window, w));
+      const remaining = Math.max(0, c.usd_micros - counter.settled - counter.pending - counter.uncertain);
+      left = left === undefined ? remaining : Math.min(left, remaining);
+    }
+    return left;
+  }
+
+  private budgetOf(chain: KeyRow[], now: number): Budget {
+    const w = windowsAt(now);
+    const self = chain[chain.length - 1]!;
+    const caps: CapStatus[] = this.capsFor(chain).map((c) => {
+      const key = c.window === 'per_call' ? '' : windowKey(c.window, w);
+      const counter = c.window === 'per_call' ? { settled: 0, pending: 0, uncertain: 0, calls: 0 } : this.counterOf(`cap:${c.id}`, key);
+      const used = counter.settled + counter.pending + counter.uncertain;
+      return {
+        capId: c.id,
+        scope: c.scope,
+        keyId: c.key_id,
+        window: c.window,
+        windowKey: key,
+        ...(c.action ? { action: c.action } : {}),
+        ...(c.usd_micros !== null ? { limitMicros: c.usd_micros, remainingMicros: Math.max(0, c.usd_micros - (c.window === 'per_call' ? 0 : used)) } : {}),
+        ...(c.calls !== null ? { limitCalls: c.calls, remainingCalls: Math.max(0, c.calls - counter.calls) } : {}),
+        settledMicros: counter.settled,
+        pendingMicros: counter.pending,
+        uncertainMicros: counter.uncertain,
+        calls: counter.calls,
+      };
+    });
+    const windowed = caps.filter((c) => c.window !== 'per_call' && c.remainingMicros !== undefined && c.action === undefined && c.keyId !== null);
+    const remainingMicros = windowed.length ? Math.min(...windowed.map((c) => c.remainingMicros!)) : undefined;
+    return {
+      keyId: self.id,
+      label: self.label,
+      expiresAt: Math.min(...chain.map((k) => k.expires_at)),
+      allow: policyOf(self).allow,
+      caps,
+      ...(remainingMicros !== undefined ? { remainingMicros } : {}),
+    };
+  }
+
+  private insertChild(
+    chain: KeyRow[],
+    spec: { label: string; policy: Policy; ttlSeconds: number | undefined; issuedBy: string; now: number; isSession: boolean },
+  ): IssuedKey {
+    const parent = chain[chain.length - 1]!;
+    const { now } = spec;
+    // depth: every ancestor's limit, counted from that ancestor
+    const depth = parent.depth + 1;
+    for (const a of chain) {
+      const limit = policyOf(a).max_depth;
+      if (depth - a.depth > limit) throw new RuncapError('INVALID_INPUT', `delegation is limited to ${limit} levels below ${a.label}`);
+    }
+    const live = this.db
+      .prepare('SELECT COUNT(*) AS n FROM keys WHERE parent_id = ? AND is_session = 0 AND revoked_at IS NULL AND expires_at > ?')
+      .get(parent.id, now) as { n: number };
+    const maxChildren = policyOf(parent).max_children;
+    if (live.n >= maxChildren) throw new RuncapError('INVALID_INPUT', `${parent.label} already has ${live.n} live children (limit ${maxChildren})`);
+
+    const parentExpiry = Math.min(...chain.map((k) => k.expires_at));
+    let expiresAt: number;
+    if (spec.ttlSeconds === undefined) expiresAt = Math.min(now + DEFAULT_TTL_S * 1000, parentExpiry);
+    else {
+      expiresAt = now + spec.ttlSeconds * 1000;
+      if (expiresAt > parentExpiry) {
+        throw new RuncapError('INVALID_INPUT', `a child cannot outlive its parent: ${parent.label} expires at ${new Date(parentExpiry).toISOString()}`);
+      }
+    }
+    const policy = this.narrowed(chain, spec.policy, now);
+    return this.insertKey({ label: `${parent.label}/${spec.label}`, issuedBy: spec.issuedBy, policy, expiresAt, parent, isSession: spec.isSession, now });
+  }
+
+  /** A child's policy may only narrow its parent's: refuse anything wider, inherit what it leaves out. */
+  private narrowed(chain: KeyRow[], child: Policy, now: number): Policy {
+    const parent = chain[chain.length - 1]!;
+    const p = policyOf(parent);
+    const widen = (what: string) => new RuncapError('INVALID_INPUT', `widening refused: ${what} (a child can only narrow ${parent.label})`);
+    for (const g of child.allow) if (!globsCover(p.allow, g)) throw widen(`action ${g} is not allowed for the parent`);
+    const w = windowsAt(now);
+    for (const cap of child.caps) {
+      if (cap.usd_micros === undefined) continue;
+      if (cap.window === 'per_call') {
+        const parentMax = this.capsFor(chain).filter((c) => c.key_id !== null && c.window === 'per_call' && c.usd_micros !== null && c.action === null).map((c) => c.usd_micros!);
+        if (parentMax.length && cap.usd_micros > Math.min(...parentMax)) throw widen(`per-call cap ${formatUsd(cap.usd_micros)} is above the parent's`);
+        continue;
+      }
+      const left = this.remainingFor(chain, cap, w);
+      if (left !== undefined && cap.usd_micros > left) throw widen(`${cap.window} cap ${formatUsd(cap.usd_micros)} is above what the parent has left (${formatUsd(left)})`);
+    }
+    const subset = (name: string, mine: string[] | undefined, theirs: string[] | undefined, ok: (v: string) => boolean) => {
+      if (theirs === undefined) return mine;
+      if (mine === undefined) return theirs;
+      const bad = mine.find((v) => !ok(v));
+      if (bad) throw widen(`${name} ${bad} is not allowed for the parent`);
+      return mine;
+    };
+    const sms = subset('SMS region', child.sms_countries, p.sms_countries, (v) => p.sms_countries!.includes(v));
+    const domains = subset('e-mail domain', child.email_domains, p.email_domains, (v) =>
+      v.startsWith('*.') ? p.email_domains!.some((d) => d === v || (d.startsWith('*.') && v.endsWith(d.slice(1)))) : domainAllowed(p.email_domains!, `x@${v}`),
+    );
+    const from = subset('sender', child.email_from, p.email_from, (v) => p.email_from!.includes(v));
+    if (p.rate_per_min !== undefined && child.rate_per_min !== undefined && child.rate_per_min > p.rate_per_min) throw widen('rate limit above the parent\'s');
+    if (p.approve_over_usd_micros !== undefined && child.approve_over_usd_micros !== undefined && child.approve_over_usd_micros > p.approve_over_usd_micros) {
+      throw widen('approval threshold above the parent\'s');
+    }
+    if (child.may_delegate && !p.may_delegate) throw widen('the parent may not delegate, so its child may not either');
+    return policySchema.parse({
+      ...child,
+      rate_per_min: child.rate_per_min ?? p.rate_per_min,
+      approve_over_usd_micros: child.approve_over_usd_micros ?? p.approve_over_usd_micros,
+      approve_actions: [...new Set([...p.approve_actions, ...child.approve_actions])],
+      sms_countries: sms,
+      email_domains: domains,
+      email_from: from,
+      grant_ttl_s: Math.min(child.grant_ttl_s, p.grant_ttl_s),
+    });
+  }
+
+  private insertKey(spec: {
+    label: string;
+    issuedBy: string;
+    policy: Policy;
+    expiresAt: number;
+    parent: KeyRow | null;
+    isSession: boolean;
+    now: number;
+    event?: 'key_issued' | 'session_minted';
+  }): IssuedKey {
+    const id = newId('vk');
+    const secret = newKeySecret();
+    const ancestors = spec.parent ? [...(JSON.parse(spec.parent.ancestors) as string[]), spec.parent.id] : [];
+    const row: KeyRow = {
+      id,
+      secret_hash: hashSecret(secret),
+      label: spec.label,
+      issued_by: spec.issuedBy,
+      parent_id: spec.parent?.id ?? null,
+      ancestors: JSON.stringify(ancestors),
+      depth: ancestors.length,
+      is_session: spec.isSession ? 1 : 0,
+      policy: JSON.stringify(spec.policy),
+      created_at: spec.now,
+      expires_at: spec.expiresAt,
+      revoked_at: null,
+      revoked_reason: null,
+      revoked_by: null,
+    };
+    this.db
+      .prepare(
+        `INSERT INTO keys (id, secret_hash, label, issued_by, parent_id, ancestors, depth, is_session, policy, created_at, expires_at)
+         VALUES (@id, @secret_hash, @label, @issued_by, @parent_id, @ancestors, @depth, @is_session, @policy, @created_at, @expires_at)`,
+      )
+      .run(row);
+    const insertCap = this.db.prepare('INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (?, ?, ?, ?, ?, ?)');
+    for (const c of spec.policy.caps) insertCap.run(id, spec.label, c.window, c.usd_micros ?? null, c.calls ?? null, c.action ?? null);
+    const chain = spec.parent ? [...this.chainOf(spec.parent), row] : [row];
+    this.appendAudit(spec.now, row, {
+      event: spec.event ?? 'key_issued',
+      details: { policy: spec.policy, expires_at: spec.expiresAt, parent: spec.parent?.id ?? null },
+    });
+    return { info: toKeyInfo(row, chain, spec.now), key: formatKey(id, secret) };
+  }
+
+  private approvalRow(id: string): ApprovalRow {
+    const r = typeof id === 'string' ? (this.db.prepare('SELECT * FROM approvals WHERE id = ?').get(id) as ApprovalRow | undefined) : undefined;
+    if (!r) throw new RuncapError('NOT_FOUND', `no approval ${String(id)}`);
+    return r;
+  }
+
+  private assertAnswerable(r: ApprovalRow, key: KeyRow, now: number): void {
+    const status = effectiveApprovalStatus(r, now);
+    if (status === 'expired' && r.status === 'pending') {
+      this.db.prepare("UPDATE approvals SET status = 'expired' WHERE id = ?").run(r.id);
+      this.appendAudit(now, key, { event: 'approval_expired', action: r.action, approvalId: r.id, details: { was: r.status } });
+    }
+    if (status !== 'pending') throw new RuncapError('CONFLICT', `approval ${r.id} is ${status}; it can no longer be answered`);
+  }
+
+  private setting(name: string): string | undefined {
+    return (this.db.prepare('SELECT value FROM settings WHERE name = ?').get(name) as { value: string } | undefined)?.value;
+  }
+
+  /** Audit rows carry the key's label, issuer and delegation chain; never a secret. */
+  private appendAudit(now: number, key: KeyRow | null, input: AuditInput): void {
+    if (!key) {
+      this.audit.append(now, input);
+      return;
+    }
+    const chain = this.chainOf(key);
+    this.audit.append(now, { ...input, keyId: key.id, label: key.label, issuer: key.issued_by, delegation: chain.map((k) => k.label) });
+  }
+}
+
+/** Thrown inside the decision transaction to roll it back and record the denial in a relaxed one. */
+class DeferredDenial extends Error {
+  constructor(readonly record: () => Decision) {
+    super('denied');
+  }
+}
+
+function toMember(k: KeyRow): ChainMember {
+  return { id: k.id, label: k.label, policy: policyOf(k) };
+}
+
+/** What one reservation adds to each counter it counts in, by its current state. */
+function contribution(r: Pick<ReservationRow, 'state' | 'estimate' | 'actual'>): Delta {
+  switch (r.state) {
+    case 'pending':
+      return { pending: r.estimate, calls: 1 };
+    case 'uncertain':
+      return { uncertain: r.estimate, calls: 1 };
+    case 'settled':
+      return { settled: r.actual ?? 0, calls: 1 };
+    case 'released':
+      return {};
+  }
+}
+
+function spendGroups(label: string, action: string, w: Windows): { scope: string; windowKey: string }[] {
+  return [
+    { scope: `spend-label:${label}`, windowKey: '' },
+    { scope: `spend-vendor:${vendorOf(action) ?? 'custom'}`, windowKey: '' },
+    { scope: `spend-day:${w.day}`, windowKey: '' },
+  ];
+}
+
+function overrun(estimate: number, actual: number, vendorRef: string | null): AuditInput {
+  return {
+    event: 'overrun',
+    amountMicros: actual - estimate,
+    vendorRef,
+    details: { estimate, actual, over: actual - estimate, over_usd: formatUsd(actual - estimate) },
+  };
+}
+
+function breachMessage(b: CapBreach, estimate: number): string {
+  const window = b.window === 'per_call' ? 'per-call' : b.window;
+  const where = `${window} cap${b.action ? ` for ${b.action}` : ''} of ${b.scope}`;
+  if (b.kind === 'calls') return `the ${where} allows ${b.limit} calls and ${b.used} are used`;
+  if (b.window === 'per_call') return `this call needs an estimated ${formatUsd(estimate)}, above the ${where} (${formatUsd(b.limit)})`;
+  return `the ${where} (${formatUsd(b.limit)}) has ${formatUsd(b.remaining)} left; this call needs an estimated ${formatUsd(estimate)}`;
+}
+
+function parsePolicy(input: PolicyInput): Policy {
+  const parsed = policySchema.safeParse(input);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    throw new RuncapError('INVALID_INPUT', `policy ${first.path.join('.') || ''}: ${first.message}`.replace(' :', ':'));
+  }
+  return parsed.data;
+}
+
+function checkLabel(label: unknown): void {
+  if (typeof label !== 'string' || !LABEL_PATTERN.test(label)) {
+    throw new RuncapError('INVALID_INPUT', 'a label is 1-64 letters, digits and . _ : @ + - (no spaces or slashes)');
+  }
+}
+
+function checkName(name: unknown, what: string): void {
+  if (typeof name !== 'string' || name.length === 0 || name.length > 128 || /[\u0000-\u001f\u007f]/.test(name)) {
+    throw new RuncapError('INVALID_INPUT', `the ${what}'s name must be 1-128 printable characters`);
+  }
+}
+
+function checkText(text: unknown, what: string, max: number): string {
+  if (typeof text !== 'string' || text.length > max) throw new RuncapError('INVALID_INPUT', `${what} must be text of at most ${max} characters`);
+  return text;
+}
+
+function checkTtl(ttl: unknown): number {
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL_S) {
+    throw new RuncapError('INVALID_INPUT', `a TTL is a whole number of seconds from 1 to ${MAX_TTL_S}`);
+  }
+  return ttl;
+}
+
+function checkMicros(m: unknown, what: string): void {
+  if (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 0 || m > MAX_MICROS) {
+    throw new RuncapError('INVALID_INPUT', `${what} must be a whole, non-negative number of micro-USD below ${formatUsd(MAX_MICROS)}`);
+  }
+}
+
+function checkAction(action: unknown): void {
+  if (typeof action !== 'string' || !isValidAction(action)) {
+    throw new RuncapError('INVALID_INPUT', 'an action is a dotted name of letters, digits and _ (e.g. deploy_production)');
+  }
+}
+
+function checkFingerprint(fp: unknown): void {
+  if (typeof fp !== 'string' || !FINGERPRINT_PATTERN.test(fp)) throw new RuncapError('INVALID_INPUT', 'fingerprint must be 64 lower-case hex digits');
+}
+
+function checkRef(ref: unknown): void {
+  if (ref !== null && ref !== undefined && (typeof ref !== 'string' || ref.length > 255)) throw new RuncapError('INVALID_INPUT', 'vendor reference must be text up to 255 characters');
+}

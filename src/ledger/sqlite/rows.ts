@@ -1,0 +1,161 @@
+/** Row shapes of the SQLite ledger and their mapping to the public types. */
+import { policySchema, type Policy } from '../../policy/schema.js';
+import type { Approval, ApprovalStatus, KeyInfo, Reservation, ReservationState } from '../types.js';
+
+export interface KeyRow {
+  id: string;
+  secret_hash: string;
+  label: string;
+  issued_by: string;
+  parent_id: string | null;
+  ancestors: string;
+  depth: number;
+  is_session: number;
+  policy: string;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+  revoked_reason: string | null;
+  revoked_by: string | null;
+}
+
+export interface CapRow {
+  id: number;
+  key_id: string | null;
+  scope: string;
+  window: 'per_call' | 'total' | 'daily' | 'monthly';
+  usd_micros: number | null;
+  calls: number | null;
+  action: string | null;
+}
+
+export interface CounterRow {
+  settled: number;
+  pending: number;
+  uncertain: number;
+  calls: number;
+}
+
+export interface ReservationRow {
+  id: string;
+  key_id: string;
+  label: string;
+  action: string;
+  fingerprint: string;
+  state: ReservationState;
+  estimate: number;
+  actual: number | null;
+  estimated: number;
+  corrected: number;
+  vendor_ref: string | null;
+  day: string;
+  month: string;
+  created_at: number;
+  updated_at: number;
+  request: string;
+  normalized: string | null;
+  note: string | null;
+}
+
+export interface ApprovalRow {
+  id: string;
+  key_id: string;
+  action: string;
+  fingerprint: string;
+  estimate: number;
+  request: string;
+  reason: string;
+  status: ApprovalStatus;
+  created_at: number;
+  expires_at: number;
+  decided_at: number | null;
+  decided_by: string | null;
+  deny_reason: string | null;
+  reservation_id: string | null;
+}
+
+const policyCache = new Map<string, Policy>();
+
+/** Policies are immutable once stored, so parse each JSON text once per process. */
+export function policyOf(row: Pick<KeyRow, 'policy'>): Policy {
+  let p = policyCache.get(row.policy);
+  if (!p) {
+    p = policySchema.parse(JSON.parse(row.policy));
+    if (policyCache.size > 10_000) policyCache.clear();
+    policyCache.set(row.policy, p);
+  }
+  return p;
+}
+
+export function chainStatus(chain: readonly KeyRow[], now: number): KeyInfo['status'] {
+  if (chain.some((k) => k.revoked_at !== null)) return 'revoked';
+  if (chain.some((k) => k.expires_at <= now)) return 'expired';
+  return 'active';
+}
+
+export function toKeyInfo(row: KeyRow, chain: readonly KeyRow[], now: number): KeyInfo {
+  return {
+    id: row.id,
+    label: row.label,
+    issuedBy: row.issued_by,
+    parentId: row.parent_id,
+    ancestors: JSON.parse(row.ancestors) as string[],
+    depth: row.depth,
+    isSession: row.is_session === 1,
+    policy: policyOf(row),
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    revokedReason: row.revoked_reason,
+    status: chainStatus(chain, now),
+  };
+}
+
+export function toReservation(r: ReservationRow): Reservation {
+  return {
+    id: r.id,
+    keyId: r.key_id,
+    label: r.label,
+    action: r.action,
+    fingerprint: r.fingerprint,
+    state: r.state,
+    estimateMicros: r.estimate,
+    actualMicros: r.actual,
+    estimated: r.estimated === 1,
+    corrected: r.corrected === 1,
+    vendorRef: r.vendor_ref,
+    day: r.day,
+    month: r.month,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    request: JSON.parse(r.request) as Reservation['request'],
+    normalized: r.normalized === null ? null : JSON.parse(r.normalized),
+    note: r.note,
+  };
+}
+
+export function effectiveApprovalStatus(r: Pick<ApprovalRow, 'status' | 'expires_at'>, now: number): ApprovalStatus {
+  if ((r.status === 'pending' || r.status === 'approved') && now >= r.expires_at) return 'expired';
+  return r.status;
+}
+
+export function toApproval(r: ApprovalRow, key: Pick<KeyRow, 'label' | 'issued_by'>, now: number): Approval {
+  return {
+    id: r.id,
+    keyId: r.key_id,
+    label: key.label,
+    issuedBy: key.issued_by,
+    action: r.action,
+    fingerprint: r.fingerprint,
+    estimateMicros: r.estimate,
+    request: JSON.parse(r.request) as Approval['request'],
+    reason: r.reason,
+    status: effectiveApprovalStatus(r, now),
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    decidedAt: r.decided_at,
+    decidedBy: r.decided_by,
+    denyReason: r.deny_reason,
+    reservationId: r.reservation_id,
+  };
+}

@@ -1,0 +1,316 @@
+/**
+ * The Ledger: the one place that decides and records. Async throughout, so a
+ * networked implementation (PostgreSQL) can follow without callers changing.
+ * Every amount is integer micro-USD; every time is ms since the epoch (UTC).
+ */
+import type { ReasonCode } from '../policy/codes.js';
+import type { Recipient } from '../policy/rules.js';
+import type { Cap, CapWindow, Policy, PolicyInput } from '../policy/schema.js';
+
+export type Clock = () => number;
+
+export interface KeyInfo {
+  id: string; // vk_<ulid>
+  label: string;
+  issuedBy: string;
+  parentId: string | null;
+  /** ancestor ids, root first, not including this key */
+  ancestors: string[];
+  depth: number;
+  isSession: boolean;
+  policy: Policy;
+  createdAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+  revokedReason: string | null;
+  /** effective state, ancestors included */
+  status: 'active' | 'expired' | 'revoked';
+}
+
+export interface IssuedKey {
+  info: KeyInfo;
+  /** vk_<id>_<secret>: shown once, never stored */
+  key: string;
+}
+
+export interface IssueKeyInput {
+  label: string;
+  policy: PolicyInput;
+  ttlSeconds?: number;
+  issuedBy: string;
+  /** a child of this key (by id; the human issuing it is trusted) */
+  parentId?: string;
+}
+
+export interface DelegateInput {
+  label: string;
+  capTotalMicros: number;
+  allow?: string[];
+  ttlSeconds?: number;
+}
+
+export interface CapStatus {
+  capId: number;
+  /** key label, or vendor:<name> for a global vendor cap */
+  scope: string;
+  keyId: string | null;
+  window: CapWindow;
+  windowKey: string;
+  action?: string;
+  limitMicros?: number;
+  limitCalls?: number;
+  settledMicros: number;
+  pendingMicros: number;
+  uncertainMicros: number;
+  calls: number;
+  remainingMicros?: number;
+  remainingCalls?: number;
+}
+
+export interface Budget {
+  keyId: string;
+  label: string;
+  expiresAt: number;
+  allow: string[];
+  caps: CapStatus[];
+  /** smallest USD remaining over every window cap that applies to the key (undefined: no USD cap) */
+  remainingMicros?: number;
+}
+
+/** What the guard asks the ledger to decide, after the adapter estimated the call. */
+export interface AuthorizeRequest {
+  /** the presented vault key, vk_<id>_<secret> */
+  key: string;
+  action: string;
+  estimateMicros: number;
+  /** SHA-256 over key id, action and canonical args (computed by the guard) */
+  fingerprint: string;
+  recipients: Recipient[];
+  /** what an approver is shown: normalized arguments and price notes; never secrets */
+  request: { args: Record<string, unknown>; price?: Record<string, unknown> };
+  /** what reconcile needs to find the call at the vendor */
+  normalized?: unknown;
+}
+
+export interface VerifyRequest {
+  key: string;
+  action: string;
+  resource?: string;
+  amountMicros?: number;
+  details?: Record<string, unknown>;
+  fingerprint: string;
+}
+
+export interface CapBreach {
+  capId: number;
+  scope: string;
+  window: CapWindow;
+  action?: string;
+  kind: 'usd' | 'calls';
+  limit: number;
+  used: number;
+  remaining: number;
+}
+
+export type Decision =
+  | {
+      allowed: true;
+      reservationId: string;
+      keyId: string;
+      label: string;
+      estimateMicros: number;
+      /** a consumed grant, when a human approved this exact call */
+      approvalId?: string;
+    }
+  | {
+      allowed: false;
+      code: ReasonCode;
+      message: string;
+      keyId?: string;
+      label?: string;
+      approvalId?: string;
+      /** the identical unresolved call, for DUPLICATE_PENDING */
+      reservationId?: string;
+      cap?: CapBreach;
+    };
+
+export type ReservationState = 'pending' | 'settled' | 'released' | 'uncertain';
+
+export interface Reservation {
+  id: string;
+  keyId: string;
+  label: string;
+  action: string;
+  fingerprint: string;
+  state: ReservationState;
+  estimateMicros: number;
+  actualMicros: number | null;
+  estimated: boolean;
+  corrected: boolean;
+  vendorRef: string | null;
+  day: string;
+  month: string;
+  createdAt: number;
+  updatedAt: number;
+  request: { args: Record<string, unknown>; price?: Record<string, unknown> };
+  normalized: unknown;
+  note: string | null;
+}
+
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'consumed';
+
+export interface Approval {
+  id: string; // apr_<ulid>
+  keyId: string;
+  label: string;
+  issuedBy: string;
+  action: string;
+  fingerprint: string;
+  estimateMicros: number;
+  request: { args: Record<string, unknown>; price?: Record<string, unknown> };
+  reason: string;
+  status: ApprovalStatus;
+  createdAt: number;
+  /** pending: when the request lapses; approved: when the grant lapses */
+  expiresAt: number;
+  decidedAt: number | null;
+  decidedBy: string | null;
+  denyReason: string | null;
+  reservationId: string | null;
+}
+
+export type AuditEvent =
+  | 'key_issued'
+  | 'key_revoked'
+  | 'session_minted'
+  | 'reserved'
+  | 'denied'
+  | 'duplicate'
+  | 'approval_requested'
+  | 'approval_approved'
+  | 'approval_denied'
+  | 'approval_consumed'
+  | 'approval_expired'
+  | 'approval_failed'
+  | 'settled'
+  | 'released'
+  | 'uncertain'
+  | 'overrun'
+  | 'corrected'
+  | 'verified'
+  | 'limit_set';
+
+export interface AuditRow {
+  id: number;
+  chain: string;
+  seq: number;
+  at: number;
+  event: AuditEvent;
+  keyId: string | null;
+  label: string | null;
+  issuer: string | null;
+  /** labels of the delegation chain, root first, ending with the key itself */
+  delegation: string[];
+  action: string | null;
+  amountMicros: number | null;
+  vendorRef: string | null;
+  code: string | null;
+  reservationId: string | null;
+  approvalId: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface AuditQuery {
+  label?: string;
+  keyId?: string;
+  since?: number;
+  until?: number;
+  limit?: number;
+}
+
+export interface AuditProblem {
+  chain: string;
+  seq: number | null;
+  rowId: number | null;
+  problem: string;
+}
+
+export interface AuditVerification {
+  ok: boolean;
+  rowsChecked: number;
+  chainsChecked: number;
+  countersChecked: number;
+  problems: AuditProblem[];
+}
+
+export interface ChainHead {
+  chain: string;
+  seq: number;
+  mac: string;
+}
+
+export interface SpendRow {
+  group: string; // label, vendor or day
+  settledMicros: number;
+  pendingMicros: number;
+  uncertainMicros: number;
+  calls: number;
+}
+
+export interface VendorLimit {
+  vendor: string;
+  window: 'daily' | 'monthly';
+  limitMicros: number;
+  capId: number;
+}
+
+export interface Ledger {
+  // keys
+  issueKey(input: IssueKeyInput): Promise<IssuedKey>;
+  delegateKey(presentedKey: string, input: DelegateInput): Promise<IssuedKey>;
+  /** A fresh child for one agent session of a key that carries a session template. */
+  mintSession(presentedKey: string): Promise<IssuedKey>;
+  /** Resolve a presented key; throws RuncapError KEY_INVALID / KEY_EXPIRED / KEY_REVOKED. */
+  resolveKey(presentedKey: string): Promise<KeyInfo>;
+  getKey(id: string): Promise<KeyInfo>;
+  listKeys(): Promise<KeyInfo[]>;
+  revokeKey(id: string, opts: { reason?: string; by: string }): Promise<{ revoked: string[] }>;
+  budget(keyId: string): Promise<Budget>;
+
+  // global vendor caps
+  setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string): Promise<void>;
+  listVendorLimits(): Promise<VendorLimit[]>;
+
+  // the guarded call
+  authorize(req: AuthorizeRequest): Promise<Decision>;
+  verify(req: VerifyRequest): Promise<Decision>;
+  settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean }): Promise<Reservation>;
+  release(reservationId: string, why: string): Promise<Reservation>;
+  markUncertain(reservationId: string, why: string, vendorRef?: string | null): Promise<Reservation>;
+  correctEstimate(reservationId: string, finalMicros: number): Promise<Reservation>;
+  getReservation(id: string): Promise<Reservation>;
+  /** pending reservations older than the stale threshold */
+  staleReservations(): Promise<Reservation[]>;
+  listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string }): Promise<Reservation[]>;
+
+  // approvals
+  listApprovals(opts?: { all?: boolean }): Promise<Approval[]>;
+  getApproval(id: string): Promise<Approval>;
+  /** The status of an approval, for the key that raised it only. */
+  approvalStatus(presentedKey: string, approvalId: string): Promise<Approval>;
+  approve(id: string, opts: { passphrase: string; by: string }): Promise<Approval>;
+  deny(id: string, opts: { reason?: string; by: string }): Promise<Approval>;
+  hasPassphrase(): Promise<boolean>;
+  setPassphrase(newPassphrase: string, oldPassphrase?: string): Promise<void>;
+  checkPassphrase(passphrase: string): Promise<boolean>;
+
+  // audit
+  queryAudit(q: AuditQuery): Promise<AuditRow[]>;
+  verifyAudit(): Promise<AuditVerification>;
+  auditHeads(): Promise<ChainHead[]>;
+  spend(by: 'label' | 'vendor' | 'day'): Promise<SpendRow[]>;
+
+  close(): Promise<void>;
+}
+
+export type { Cap, Policy, PolicyInput, Recipient };

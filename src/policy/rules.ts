@@ -1,0 +1,104 @@
+/**
+ * Pure rules of the decision, shared by every ledger implementation so the
+ * SQLite and any later PostgreSQL ledger decide identically. No I/O here.
+ */
+import { anyGlobMatches, globMatches } from './glob.js';
+import type { Cap, CapWindow, Policy } from './schema.js';
+
+/** Who or where a call reaches, in the terms of the recipient rules. */
+export type Recipient =
+  | { kind: 'sms_region'; region: string; number: string }
+  | { kind: 'email_recipient'; address: string }
+  | { kind: 'email_sender'; address: string };
+
+export const VENDOR_PREFIXES = ['stripe.', 'twilio.', 'resend.'] as const;
+
+export function vendorOf(action: string): string | undefined {
+  const prefix = VENDOR_PREFIXES.find((p) => action.startsWith(p));
+  return prefix?.slice(0, -1);
+}
+
+export interface ChainMember {
+  id: string;
+  label: string;
+  policy: Policy;
+}
+
+/** The UTC windows one call counts in, fixed from one clock reading. */
+export interface Windows {
+  day: string; // 2026-11-22
+  month: string; // 2026-11
+}
+
+export function windowsAt(nowMs: number): Windows {
+  const iso = new Date(nowMs).toISOString();
+  return { day: iso.slice(0, 10), month: iso.slice(0, 7) };
+}
+
+export function windowKey(window: Exclude<CapWindow, 'per_call'>, w: Windows): string {
+  switch (window) {
+    case 'total':
+      return 'total';
+    case 'daily':
+      return `d:${w.day}`;
+    case 'monthly':
+      return `m:${w.month}`;
+  }
+}
+
+export function capApplies(cap: Pick<Cap, 'action'>, action: string): boolean {
+  return cap.action === undefined || globMatches(cap.action, action);
+}
+
+/** The first member (root first) whose allowlist does not cover the action. */
+export function actionRefusedBy(chain: readonly ChainMember[], action: string): ChainMember | undefined {
+  return chain.find((m) => !anyGlobMatches(m.policy.allow, action));
+}
+
+export function domainAllowed(allowed: readonly string[], address: string): boolean {
+  const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+  return allowed.some((d) => (d.startsWith('*.') ? domain.endsWith(d.slice(1)) : domain === d));
+}
+
+/** A sentence naming the first recipient some member of the chain does not allow, or undefined. */
+export function recipientRefusal(chain: readonly ChainMember[], recipients: readonly Recipient[]): string | undefined {
+  for (const m of chain) {
+    const p = m.policy;
+    for (const r of recipients) {
+      if (r.kind === 'sms_region' && p.sms_countries && !p.sms_countries.includes(r.region)) {
+        return `SMS to region ${r.region} is not allowed for ${m.label} (allowed: ${p.sms_countries.join(', ') || 'none'})`;
+      }
+      if (r.kind === 'email_recipient' && p.email_domains && !domainAllowed(p.email_domains, r.address)) {
+        return `e-mail to ${r.address} is not allowed for ${m.label} (allowed domains: ${p.email_domains.join(', ') || 'none'})`;
+      }
+      if (r.kind === 'email_sender' && p.email_from && !p.email_from.includes(r.address.toLowerCase())) {
+        return `sending from ${r.address} is not allowed for ${m.label} (allowed senders: ${p.email_from.join(', ') || 'none'})`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Why a human must approve this call, or undefined when no member asks for it. */
+export function approvalReason(chain: readonly ChainMember[], action: string, estimateMicros: number): string | undefined {
+  for (const m of chain) {
+    const p = m.policy;
+    if (p.approve_over_usd_micros !== undefined && estimateMicros > p.approve_over_usd_micros) {
+      return `${m.label} requires approval above ${formatUsd(p.approve_over_usd_micros)}`;
+    }
+    if (anyGlobMatches(p.approve_actions, action)) {
+      return `${m.label} requires approval for ${action}`;
+    }
+  }
+  return undefined;
+}
+
+/** USD for people: at least cents, more digits only when sub-cent matters. */
+export function formatUsd(micros: number): string {
+  const sign = micros < 0 ? '-' : '';
+  const abs = Math.abs(micros);
+  const whole = Math.floor(abs / 1_000_000);
+  let frac = String(abs % 1_000_000).padStart(6, '0').replace(/0+$/, '');
+  if (frac.length < 2) frac = frac.padEnd(2, '0');
+  return `${sign}$${whole}.${frac}`;
+}
