@@ -1,0 +1,146 @@
+/**
+ * Small pieces the three adapters share: input parsing into RuncapError,
+ * scrubbing secrets out of vendor messages, loopback base-URL checks, and the
+ * error classification rules common to every vendor.
+ */
+import type { z } from 'zod';
+import { RuncapError } from '../policy/codes.js';
+import type { ClassifiedError } from './types.js';
+
+/** Validates with the adapter's schema; failures become INVALID_INPUT with every issue listed. */
+export function parseInput<T>(schema: z.ZodType<T>, input: unknown): T {
+  const r = schema.safeParse(input);
+  if (r.success) return r.data;
+  const issues = r.error.issues
+    .slice(0, 10)
+    .map((i) => {
+      const path = i.path.map(String).join('.');
+      return path ? `${path}: ${i.message}` : i.message;
+    })
+    .join('; ');
+  throw new RuncapError('INVALID_INPUT', issues || 'invalid input');
+}
+
+const SECRET_PATTERNS: ReadonlyArray<readonly [RegExp, string]> = [
+  // credentials in URLs: scheme://user:pass@host (keep the scheme)
+  [/(\b[a-z][a-z0-9+.-]*:\/\/)[^\s/:@]+:[^\s/@]+@/gi, '$1[redacted]@'],
+  // Authorization headers and their values
+  [/\b(authorization|proxy-authorization)\s*[:=]\s*("[^"]*"|'[^']*'|[^\s,;}]+(\s+[^\s,;}]+)?)/gi, '[redacted]'],
+  [/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{12,}/gi, '[redacted]'],
+  // Stripe keys (secret, restricted, publishable) and webhook secrets
+  [/\b(sk|rk|pk)_(live|test)_[A-Za-z0-9*]{4,}/g, '[redacted]'],
+  [/\b(sk|rk)_[A-Za-z0-9_]{10,}/g, '[redacted]'],
+  [/\bwhsec_[A-Za-z0-9]{6,}/g, '[redacted]'],
+  // Resend keys
+  [/\bre_[A-Za-z0-9_]{8,}/g, '[redacted]'],
+  // Twilio account and API key SIDs; auth tokens and API secrets (32 hex / 32 alphanumerics)
+  [/\b(AC|SK)[0-9a-fA-F]{32}\b/g, '[redacted]'],
+  [/\b[A-Za-z0-9]{32}\b/g, '[redacted]'],
+];
+
+/**
+ * Removes anything that looks like a credential from a vendor message, plus
+ * the exact `known` secret strings; caps the length. Never returns headers.
+ */
+export function scrubSecrets(message: string, known: readonly string[] = []): string {
+  let m = String(message ?? '');
+  for (const s of known) {
+    if (s && s.length >= 4) m = m.split(s).join('[redacted]');
+  }
+  for (const [re, replacement] of SECRET_PATTERNS) m = m.replace(re, replacement);
+  m = m.replace(/\s+/g, ' ').trim();
+  return m.length > 500 ? `${m.slice(0, 497)}...` : m;
+}
+
+/** Loopback base URL check: the simulator, tests and the demo only. Returns the parsed URL. */
+export function loopbackUrl(baseUrl: string): URL {
+  let u: URL;
+  try {
+    u = new URL(baseUrl);
+  } catch {
+    throw new RuncapError('INVALID_INPUT', 'vendor base URL is not a URL');
+  }
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+  if (!loopback || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+    throw new RuncapError('INVALID_INPUT', `vendor base URL must be http(s) on a loopback address (got host ${host})`);
+  }
+  if (u.username || u.password) throw new RuncapError('INVALID_INPUT', 'vendor base URL must not carry credentials');
+  return u;
+}
+
+/** The base URL without a trailing slash (for path concatenation). */
+export function trimBase(u: URL): string {
+  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
+}
+
+/**
+ * Classification by HTTP status, shared by the vendors:
+ * - 4xx: the vendor refused; nothing was created → definite. 429 included (the
+ *   vendor did nothing; we do not retry), 409 excluded (a concurrent request
+ *   with the same idempotency key is in flight → uncertain).
+ * - 5xx, no status, anything else → uncertain (fail closed).
+ */
+export function classifyStatus(status: number | undefined | null, message: string): ClassifiedError {
+  if (typeof status === 'number' && status >= 400 && status < 500 && status !== 409) {
+    return { kind: 'definite', message, status };
+  }
+  return typeof status === 'number' ? { kind: 'uncertain', message, status } : { kind: 'uncertain', message };
+}
+
+/** A short, scrubbed description of an unknown thrown value (network errors included). */
+export function describeUnknown(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    const base = err.name === 'Error' || !err.name ? err.message : `${err.name}: ${err.message}`;
+    return scrubSecrets(typeof code === 'string' && !base.includes(code) ? `${base} (${code})` : base);
+  }
+  return scrubSecrets(typeof err === 'string' ? err : 'unknown error');
+}
+
+/**
+ * A lookup may answer "nothing was created" only for a reservation old enough
+ * that no request of it can still be in flight at the vendor (a timed-out
+ * request may still be processed for a while after the client gave up).
+ */
+export const NOT_FOUND_MIN_AGE_MS = 5 * 60_000;
+
+/** Objects created this long before the reservation cannot belong to it (clock skew allowance). */
+export const LOOKUP_SKEW_MS = 2 * 60_000;
+
+/** Accepts a JSON text (credential command stdout) or a value; returns the parsed value. */
+export function maybeJson(value: unknown): unknown {
+  if (typeof value === 'string') {
+    const t = value.trim();
+    if (t.startsWith('{')) {
+      try {
+        return JSON.parse(t) as unknown;
+      } catch {
+        throw new RuncapError('CREDENTIAL_MISSING', 'credential is not valid JSON');
+      }
+    }
+    return t;
+  }
+  return value;
+}
+
+export function nonEmptyString(v: unknown): v is string {
+  return typeof v === 'string' && v.trim().length > 0;
+}
+
+/** Milliseconds since epoch from a vendor timestamp (ISO 8601, RFC 2822, or Resend's "2023-04-03 22:13:42.674981+00"). */
+export function parseVendorTime(v: unknown): number | undefined {
+  if (v instanceof Date) return Number.isNaN(v.getTime()) ? undefined : v.getTime();
+  if (typeof v === 'number') return v < 1e12 ? v * 1000 : v;
+  if (typeof v !== 'string') return undefined;
+  let t = Date.parse(v);
+  if (Number.isNaN(t)) {
+    const iso = v
+      .trim()
+      .replace(' ', 'T')
+      .replace(/(\.\d{3})\d+/, '$1')
+      .replace(/([+-]\d{2})$/, '$1:00');
+    t = Date.parse(iso);
+  }
+  return Number.isNaN(t) ? undefined : t;
+}

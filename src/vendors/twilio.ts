@@ -1,0 +1,278 @@
+/**
+ * Twilio adapter: send_sms → twilio.messages.create.
+ * Estimate = segments × per-segment price of the destination region (from the
+ * number, not its prefix). Twilio has no price at creation: settle at the
+ * estimate, marked estimated; reconcile fetches the final price.
+ * messages.create is NOT idempotent: no retries anywhere (SDK auto-retry off,
+ * no retry in runcap).
+ */
+import type TwilioSdk from 'twilio';
+import type RequestClientNs from 'twilio/lib/base/RequestClient.js';
+import { z } from 'zod';
+import { RuncapError } from '../policy/codes.js';
+import {
+  LOOKUP_SKEW_MS,
+  NOT_FOUND_MIN_AGE_MS,
+  classifyStatus,
+  describeUnknown,
+  loopbackUrl,
+  maybeJson,
+  nonEmptyString,
+  parseInput,
+  scrubSecrets,
+  trimBase,
+} from './common.js';
+import { absDecimalToMicros, unitsTimesUsdRate } from './money.js';
+import { SMS_MAX_CHARS, parseE164, segmentsOf, smsPriceFor } from './sms.js';
+import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter } from './types.js';
+
+type TwilioClient = TwilioSdk.Twilio;
+type RequestOptions<T> = RequestClientNs.RequestOptions<T>;
+type MessageInstance = Awaited<ReturnType<TwilioClient['messages']['create']>>;
+
+const E164 = /^\+[1-9]\d{1,14}$/;
+const MESSAGING_SERVICE_SID = /^MG[0-9a-fA-F]{32}$/;
+
+export const twilioInputSchema = z.strictObject({
+  to: z
+    .string()
+    .regex(E164, 'to must be an E.164 phone number such as +14155552671')
+    .describe('Recipient phone number in E.164 form, e.g. +14155552671.'),
+  body: z
+    .string()
+    .min(1)
+    .max(SMS_MAX_CHARS)
+    .describe(
+      'Message text (1–1600 characters). Cost is per segment: 160 GSM-7 characters (153 per part when longer); any other character such as a smart quote or emoji switches to UCS-2 (70 / 67 per part).',
+    ),
+  from: z
+    .string()
+    .refine((s) => E164.test(s) || MESSAGING_SERVICE_SID.test(s), {
+      message: 'from must be an E.164 number or a Messaging Service SID (MG…)',
+    })
+    .optional()
+    .describe('Optional sender: an E.164 number or a Messaging Service SID (MG…). Default: the operator\'s configured sender.'),
+});
+
+export type TwilioInput = z.infer<typeof twilioInputSchema>;
+
+export interface TwilioParams {
+  to: string;
+  body: string;
+  from?: string;
+  messagingServiceSid?: string;
+}
+
+export interface TwilioNormalized {
+  params: TwilioParams;
+  region: string;
+  segments: number;
+  encoding: 'GSM-7' | 'UCS-2';
+  unitPriceUsd: string;
+  estimateMicros: number;
+}
+
+export const twilioResultSchema = z.object({
+  sid: z.string().describe('Message SID (SM…)'),
+  status: z.string().describe('Message status at creation, usually queued or accepted'),
+  segments: z.number().int().describe('Number of segments billed (runcap\'s count when Twilio has not said yet)'),
+});
+export type TwilioResult = z.infer<typeof twilioResultSchema>;
+
+export type TwilioCredential =
+  | { accountSid: string; authToken: string; apiKey?: undefined; apiSecret?: undefined }
+  | { accountSid: string; apiKey: string; apiSecret: string; authToken?: undefined };
+
+function prepare(input: TwilioInput, pricing: Pricing): Prepared<TwilioNormalized> {
+  const i = parseInput(twilioInputSchema, input);
+  const { number: to, region } = parseE164(i.to);
+  const seg = segmentsOf(i.body);
+  const sender = i.from ?? pricing.smsFrom;
+  if (!sender) {
+    throw new RuncapError('INVALID_INPUT', 'no sender: give "from" (E.164 number or Messaging Service SID) or set sms_from in config.json');
+  }
+  const params: TwilioParams = { to, body: i.body };
+  if (MESSAGING_SERVICE_SID.test(sender)) params.messagingServiceSid = sender;
+  else if (E164.test(sender)) params.from = parseE164(sender).number;
+  else throw new RuncapError('INVALID_INPUT', 'the configured sms_from is neither an E.164 number nor a Messaging Service SID');
+
+  const price = smsPriceFor(region, pricing.smsPrices, pricing.smsDefaultPrice);
+  if (!price) {
+    throw new RuncapError(
+      'PRICE_UNKNOWN',
+      `no SMS price for region ${region}: the operator must add it to sms_prices (or set sms_default_price) in config.json`,
+      { region },
+    );
+  }
+  let estimateMicros: number;
+  try {
+    estimateMicros = unitsTimesUsdRate(seg.segments, price.price);
+  } catch {
+    throw new RuncapError('PRICE_UNKNOWN', `the SMS price configured for region ${region} is not a decimal string`, { region });
+  }
+  const fingerprintArgs: Record<string, unknown> = { to, body: i.body };
+  if (i.from !== undefined) fingerprintArgs.from = params.from ?? params.messagingServiceSid;
+  return {
+    action: TWILIO_ACTION,
+    normalized: { params, region, segments: seg.segments, encoding: seg.encoding, unitPriceUsd: price.price, estimateMicros },
+    fingerprintArgs,
+    estimateMicros,
+    recipients: [{ kind: 'sms_region', region, number: to }],
+    price: { segments: seg.segments, encoding: seg.encoding, region, unitPriceUsd: price.price },
+  };
+}
+
+/** abs(price) in micros, rounded up; undefined when Twilio has no price (yet) or an unreadable one. */
+export function priceMicros(price: unknown): number | undefined {
+  if (typeof price !== 'string' || price.trim() === '') return undefined;
+  try {
+    return absDecimalToMicros(price);
+  } catch {
+    return undefined;
+  }
+}
+
+function settledOf(n: TwilioNormalized, msg: { price?: unknown }): { actualMicros: number; estimated: boolean } {
+  const p = priceMicros(msg.price);
+  return p === undefined ? { actualMicros: n.estimateMicros, estimated: true } : { actualMicros: p, estimated: false };
+}
+
+function classifyError(err: unknown): ClassifiedError {
+  if (err instanceof RuncapError) return { kind: 'uncertain', message: scrubSecrets(`${err.code}: ${err.message}`) };
+  const e = err as { status?: unknown; code?: unknown; message?: unknown; moreInfo?: unknown; isAxiosError?: unknown } | null;
+  // RestException: a response with a status arrived from Twilio
+  if (e && typeof e === 'object' && typeof e.status === 'number' && e.isAxiosError !== true) {
+    const code = typeof e.code === 'number' ? ` ${e.code}` : '';
+    const message = scrubSecrets(`Twilio${code} (${e.status}): ${typeof e.message === 'string' ? e.message : ''}`);
+    return classifyStatus(e.status, message);
+  }
+  // axios errors (timeout ECONNABORTED / ETIMEDOUT, reset, socket hang up) and anything else: fail closed
+  return { kind: 'uncertain', message: describeUnknown(err) };
+}
+
+async function lookup(client: TwilioClient, reservation: ReservationRef): Promise<Lookup> {
+  const n = reservation.normalized as TwilioNormalized;
+  const found = (m: MessageInstance): Lookup => ({ found: true, vendorRef: m.sid, ...settledOf(n, m) });
+  try {
+    if (reservation.vendorRef) return found(await client.messages(reservation.vendorRef).fetch());
+    // Twilio messages carry no metadata: match by recipient, sender, body and creation time.
+    // No DateSent filter: a queued message has no date_sent yet and would be missed.
+    const LIMIT = 500;
+    const list = await client.messages.list({
+      to: n.params.to,
+      ...(n.params.from ? { from: n.params.from } : {}),
+      pageSize: 100,
+      limit: LIMIT,
+    });
+    const since = reservation.createdAt - LOOKUP_SKEW_MS;
+    const matches = list.filter((m) => {
+      if (m.body !== n.params.body || m.to !== n.params.to) return false;
+      if (n.params.messagingServiceSid && m.messagingServiceSid && m.messagingServiceSid !== n.params.messagingServiceSid) return false;
+      const created = m.dateCreated instanceof Date ? m.dateCreated.getTime() : NaN;
+      return Number.isNaN(created) || created >= since;
+    });
+    if (matches.length === 1) return found(matches[0]!);
+    if (matches.length > 1) {
+      return { found: 'unknown', why: `${matches.length} messages to ${n.params.to} with this body around that time; resolve by hand` };
+    }
+    if (list.length >= LIMIT) return { found: 'unknown', why: `more than ${LIMIT} messages to ${n.params.to}; not all were checked` };
+    if (Date.now() - reservation.createdAt < NOT_FOUND_MIN_AGE_MS) {
+      return { found: 'unknown', why: 'reservation too recent: a request may still be in flight at Twilio' };
+    }
+    return { found: false };
+  } catch (err) {
+    return { found: 'unknown', why: `Twilio lookup failed: ${classifyError(err).message}` };
+  }
+}
+
+async function finalPrice(client: TwilioClient, vendorRef: string): Promise<number | undefined> {
+  const m = await client.messages(vendorRef).fetch();
+  return priceMicros(m.price);
+}
+
+export const TWILIO_ACTION = 'twilio.messages.create';
+const TWILIO_API = 'https://api.twilio.com';
+
+export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioResult, TwilioCredential, TwilioClient> = {
+  vendor: 'twilio',
+  action: TWILIO_ACTION,
+  toolName: 'send_sms',
+  inputSchema: twilioInputSchema,
+  resultSchema: twilioResultSchema,
+  prepare,
+  credentials: {
+    envNames: ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'TWILIO_API_KEY', 'TWILIO_API_SECRET'],
+    fromEnv(env) {
+      const accountSid = env.TWILIO_ACCOUNT_SID;
+      if (!nonEmptyString(accountSid)) return undefined;
+      if (nonEmptyString(env.TWILIO_API_KEY) && nonEmptyString(env.TWILIO_API_SECRET)) {
+        return { accountSid: accountSid.trim(), apiKey: env.TWILIO_API_KEY.trim(), apiSecret: env.TWILIO_API_SECRET.trim() };
+      }
+      if (nonEmptyString(env.TWILIO_AUTH_TOKEN)) return { accountSid: accountSid.trim(), authToken: env.TWILIO_AUTH_TOKEN.trim() };
+      return undefined;
+    },
+    parse(value) {
+      const v = maybeJson(value);
+      if (v && typeof v === 'object') {
+        const o = v as Record<string, unknown>;
+        const accountSid = o.account_sid ?? o.accountSid;
+        const authToken = o.auth_token ?? o.authToken;
+        const apiKey = o.api_key ?? o.apiKey;
+        const apiSecret = o.api_secret ?? o.apiSecret;
+        if (nonEmptyString(accountSid) && /^AC/.test(accountSid.trim())) {
+          if (nonEmptyString(apiKey) && nonEmptyString(apiSecret)) {
+            return { accountSid: accountSid.trim(), apiKey: apiKey.trim(), apiSecret: apiSecret.trim() };
+          }
+          if (nonEmptyString(authToken)) return { accountSid: accountSid.trim(), authToken: authToken.trim() };
+        }
+      }
+      throw new RuncapError(
+        'CREDENTIAL_MISSING',
+        'Twilio credential must be {"account_sid": "AC…", "auth_token": …} or {"account_sid": "AC…", "api_key": "SK…", "api_secret": …}',
+      );
+    },
+    secrets: (cred) => (cred.authToken !== undefined ? [cred.authToken] : [cred.apiKey, cred.apiSecret]),
+  },
+  async createClient({ credential, baseUrl, timeoutMs }) {
+    if (!credential || !nonEmptyString(credential.accountSid)) throw new RuncapError('CREDENTIAL_MISSING', 'no Twilio account SID');
+    const base = baseUrl ? trimBase(loopbackUrl(baseUrl)) : TWILIO_API;
+    const { default: twilio } = await import('twilio');
+    /**
+     * Pins every request to one base URL: the loopback simulator, or
+     * api.twilio.com (so TWILIO_REGION / TWILIO_EDGE in the environment cannot
+     * redirect it), never logs (TWILIO_LOG_LEVEL=debug would console.log to
+     * stdout, the MCP protocol stream), and never retries.
+     */
+    class PinnedRequestClient extends twilio.RequestClient {
+      constructor(private readonly base: string) {
+        super({ timeout: timeoutMs, autoRetry: false });
+      }
+      override request<T>(opts: RequestOptions<T>) {
+        const u = new URL(opts.uri);
+        return super.request<T>({ ...opts, uri: this.base + u.pathname + u.search, logLevel: undefined, timeout: timeoutMs } as typeof opts);
+      }
+    }
+    const httpClient = new PinnedRequestClient(base);
+    const common = { httpClient, autoRetry: false, logLevel: 'none', accountSid: credential.accountSid };
+    if (credential.apiKey !== undefined) {
+      if (!nonEmptyString(credential.apiKey) || !nonEmptyString(credential.apiSecret)) {
+        throw new RuncapError('CREDENTIAL_MISSING', 'Twilio API key credential is incomplete');
+      }
+      return twilio(credential.apiKey, credential.apiSecret, common);
+    }
+    if (!nonEmptyString(credential.authToken)) throw new RuncapError('CREDENTIAL_MISSING', 'no Twilio auth token');
+    return twilio(credential.accountSid, credential.authToken, common);
+  },
+  async call(client, n) {
+    const msg = await client.messages.create({ ...n.params });
+    const reported = Number.parseInt(String(msg.numSegments ?? ''), 10);
+    return {
+      ...settledOf(n, msg),
+      vendorRef: msg.sid,
+      result: { sid: msg.sid, status: String(msg.status), segments: reported > 0 ? reported : n.segments },
+    };
+  },
+  classifyError,
+  lookup,
+  finalPrice,
+};
