@@ -1,0 +1,62 @@
+/** runcap init: create RUNCAP_HOME (0700), config, audit secret, ledger and the approver passphrase. */
+import type { Command } from 'commander';
+import { ensureHomeFiles, homePath, resolveHome } from '../config.js';
+import { openGuard } from '../guard/index.js';
+import { askHidden, printJson, readStdinLine } from './io.js';
+import { RuncapError } from '../policy/codes.js';
+
+export function registerInitCommand(program: Command): void {
+  program
+    .command('init')
+    .description('create RUNCAP_HOME (0700) with its ledger, config, audit secret and the approver passphrase; run again, it changes nothing')
+    .option('--passphrase-stdin', 'read the approver passphrase from one line of stdin instead of asking twice on the terminal')
+    .option('--json', 'print what was created as JSON')
+    .action(async (opts: { passphraseStdin?: boolean; json?: boolean }) => {
+      const home = resolveHome();
+      const created = ensureHomeFiles(home);
+      const guard = openGuard({ home });
+      try {
+        const ledgerCreated = created.length > 0 && !(await guard.ledger.hasPassphrase());
+        let passphraseSet = false;
+        if (!(await guard.ledger.hasPassphrase())) {
+          const passphrase = opts.passphraseStdin ? await readStdinLine() : await askTwice();
+          await guard.ledger.setPassphrase(passphrase);
+          passphraseSet = true;
+        }
+        if (ledgerCreated) created.push(homePath(home, 'ledger'));
+        if (opts.json) {
+          printJson({ home, created, passphrase_set: passphraseSet, changed: created.length > 0 || passphraseSet });
+          return;
+        }
+        if (created.length === 0 && !passphraseSet) {
+          process.stdout.write(`runcap is already initialized in ${home}; nothing changed.\n`);
+          return;
+        }
+        process.stdout.write(
+          [
+            `Initialized runcap in ${home}`,
+            ...created.map((f) => `  created ${f}`),
+            ...(passphraseSet ? ['  set the approver passphrase (needed to approve requests; keep it from the agent)'] : []),
+            '',
+            'Next:',
+            `  1. Prices and FX rates:   edit ${homePath(home, 'config')} (fx, sms_prices, email_rate_usd)`,
+            `  2. Vendor credentials:    a credential command in config.json, or ${homePath(home, 'credentials')} (mode 600)`,
+            '  3. A key for one run:     runcap keys issue --label billing-run --allow "stripe.*" --cap-total 50',
+            '  4. Give the agent host RUNCAP_KEY and start `runcap serve` (see mcp.json.example)',
+            '  5. Answer approvals:      runcap approvals watch',
+            '',
+          ].join('\n'),
+        );
+      } finally {
+        await guard.close();
+      }
+    });
+}
+
+async function askTwice(): Promise<string> {
+  if (!process.stdin.isTTY) throw new RuncapError('INVALID_INPUT', 'no terminal to ask the approver passphrase: use --passphrase-stdin');
+  const first = await askHidden('Approver passphrase (8+ characters): ');
+  const second = await askHidden('Repeat it: ');
+  if (first !== second) throw new RuncapError('INVALID_INPUT', 'the two passphrases differ; nothing was set');
+  return first;
+}

@@ -1,0 +1,209 @@
+/** runcap keys issue | list | show | revoke */
+import type { Command } from 'commander';
+import { openGuard } from '../guard/index.js';
+import type { KeyInfo } from '../ledger/types.js';
+import type { Cap, PolicyInput } from '../policy/schema.js';
+import { RuncapError } from '../policy/codes.js';
+import { isoTime, localTime, osUser, printJson, printTable, usd } from './io.js';
+import { collect, durationOption, listOption, maxCallsOption, rateOption, usdOption, type MaxCalls } from './options.js';
+
+interface IssueOptions {
+  label: string;
+  allow?: string[];
+  capTotal?: number;
+  capDaily?: number;
+  capMonthly?: number;
+  perCallMax?: number;
+  maxCalls?: MaxCalls[];
+  ttl?: number;
+  rate?: number;
+  approveOver?: number;
+  approve?: string[];
+  smsCountries?: string[];
+  emailDomains?: string[];
+  emailFrom?: string[];
+  sessionCapTotal?: number;
+  sessionTtl?: number;
+  mayDelegate?: boolean;
+  parent?: string;
+  by?: string;
+  json?: boolean;
+}
+
+export function policyFromOptions(o: IssueOptions): PolicyInput {
+  if (!o.allow?.length) throw new RuncapError('INVALID_INPUT', 'name at least one allowed action with --allow (e.g. --allow "stripe.*")');
+  const caps: Cap[] = [];
+  if (o.perCallMax !== undefined) caps.push({ window: 'per_call', usd_micros: o.perCallMax });
+  if (o.capTotal !== undefined) caps.push({ window: 'total', usd_micros: o.capTotal });
+  if (o.capDaily !== undefined) caps.push({ window: 'daily', usd_micros: o.capDaily });
+  if (o.capMonthly !== undefined) caps.push({ window: 'monthly', usd_micros: o.capMonthly });
+  for (const m of o.maxCalls ?? []) caps.push({ window: m.window, calls: m.calls, action: m.action });
+  const session =
+    o.sessionCapTotal !== undefined || o.sessionTtl !== undefined
+      ? { caps: o.sessionCapTotal !== undefined ? [{ window: 'total' as const, usd_micros: o.sessionCapTotal }] : [], ...(o.sessionTtl ? { ttl_s: o.sessionTtl } : {}) }
+      : undefined;
+  return {
+    allow: o.allow,
+    caps,
+    ...(o.rate !== undefined ? { rate_per_min: o.rate } : {}),
+    ...(o.approveOver !== undefined ? { approve_over_usd_micros: o.approveOver } : {}),
+    ...(o.approve?.length ? { approve_actions: o.approve } : {}),
+    ...(o.smsCountries?.length ? { sms_countries: o.smsCountries.map((c) => c.toUpperCase()) } : {}),
+    ...(o.emailDomains?.length ? { email_domains: o.emailDomains } : {}),
+    ...(o.emailFrom?.length ? { email_from: o.emailFrom } : {}),
+    ...(o.mayDelegate ? { may_delegate: true } : {}),
+    ...(session ? { session } : {}),
+  };
+}
+
+export function keyJson(k: KeyInfo) {
+  return {
+    id: k.id,
+    label: k.label,
+    status: k.status,
+    issued_by: k.issuedBy,
+    parent: k.parentId,
+    session: k.isSession,
+    created_at: isoTime(k.createdAt),
+    expires_at: isoTime(k.expiresAt),
+    revoked_at: isoTime(k.revokedAt),
+    revoked_reason: k.revokedReason,
+    policy: k.policy,
+  };
+}
+
+export function registerKeysCommands(program: Command): void {
+  const keys = program.command('keys').description('issue, list, show and revoke vault keys');
+
+  keys
+    .command('issue')
+    .description('issue a vault key for one run (the secret is printed once)')
+    .requiredOption('--label <label>', 'name of the run, e.g. billing-run-abc123 (travels into every audit row)')
+    .option('--allow <glob>', 'allowed action glob, repeatable (stripe.*, twilio.messages.create, deploy_*)', collect)
+    .option('--cap-total <usd>', 'total USD over the life of the key', usdOption)
+    .option('--cap-daily <usd>', 'USD per UTC day', usdOption)
+    .option('--cap-monthly <usd>', 'USD per UTC calendar month', usdOption)
+    .option('--per-call-max <usd>', 'USD per single call', usdOption)
+    .option('--max-calls <glob=N/day>', 'at most N calls matching a glob per day|month|total, repeatable (resend.*=20/day)', maxCallsOption)
+    .option('--ttl <duration>', 'lifetime, e.g. 1h, 2d (default 24h)', durationOption)
+    .option('--rate <N/min>', 'at most N allowed calls in any 60 s', rateOption)
+    .option('--approve-over <usd>', 'a human must approve any call estimated above this', usdOption)
+    .option('--approve <glob>', 'a human must approve every call matching this glob, repeatable', collect)
+    .option('--sms-countries <list>', 'allowed SMS destination countries, e.g. US,CA', listOption)
+    .option('--email-domains <list>', 'allowed e-mail recipient domains, e.g. example.com,*.example.org', listOption)
+    .option('--email-from <address>', 'allowed sender address, repeatable', collect)
+    .option('--session-cap-total <usd>', 'session template: each `runcap serve` mints a child with this total cap', usdOption)
+    .option('--session-ttl <duration>', 'session template: lifetime of each session key', durationOption)
+    .option('--may-delegate', 'the agent may mint narrower child keys for sub-agents (delegate_key)')
+    .option('--parent <id>', 'issue a child of this key (checked against all its rules; can only narrow)')
+    .option('--by <name>', 'who issues it (default: the OS user)')
+    .option('--json', 'print { id, key, label, expires_at, policy } as JSON')
+    .action(async (o: IssueOptions) => {
+      const policy = policyFromOptions(o);
+      const guard = openGuard();
+      try {
+        const issued = await guard.ledger.issueKey({
+          label: o.label,
+          policy,
+          issuedBy: o.by ?? osUser(),
+          ...(o.ttl !== undefined ? { ttlSeconds: o.ttl } : {}),
+          ...(o.parent ? { parentId: o.parent } : {}),
+        });
+        if (o.json) {
+          printJson({ id: issued.info.id, key: issued.key, label: issued.info.label, expires_at: isoTime(issued.info.expiresAt), policy: issued.info.policy });
+          return;
+        }
+        process.stdout.write(
+          [
+            `Issued ${issued.info.id} for ${issued.info.label}, expires ${localTime(issued.info.expiresAt)}.`,
+            '',
+            'Vault key (shown once; give it to the agent host as RUNCAP_KEY, nowhere else):',
+            `  ${issued.key}`,
+            '',
+          ].join('\n'),
+        );
+      } finally {
+        await guard.close();
+      }
+    });
+
+  keys
+    .command('list')
+    .description('list vault keys')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const guard = openGuard();
+      try {
+        const all = await guard.ledger.listKeys();
+        if (o.json) return printJson(all.map(keyJson));
+        printTable(
+          ['id', 'label', 'status', 'issued by', 'expires'],
+          all.map((k) => [k.id, k.label, k.status, k.issuedBy, localTime(k.expiresAt)]),
+        );
+      } finally {
+        await guard.close();
+      }
+    });
+
+  keys
+    .command('show <id>')
+    .description("show one key: policy, caps and what is left")
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      const guard = openGuard();
+      try {
+        const k = await guard.ledger.getKey(id);
+        const budget = await guard.ledger.budget(id);
+        if (o.json) return printJson({ ...keyJson(k), budget: { remaining_micros: budget.remainingMicros ?? null, caps: budget.caps } });
+        process.stdout.write(
+          [
+            `${k.id}  ${k.label}  (${k.status})`,
+            `  issued by ${k.issuedBy} at ${localTime(k.createdAt)}; expires ${localTime(k.expiresAt)}`,
+            ...(k.revokedAt ? [`  revoked at ${localTime(k.revokedAt)}: ${k.revokedReason ?? ''}`] : []),
+            ...(k.parentId ? [`  parent ${k.parentId}${k.isSession ? ' (session)' : ''}`] : []),
+            `  allow: ${k.policy.allow.join(', ')}`,
+            ...(k.policy.approve_over_usd_micros !== undefined ? [`  approval above ${usd(k.policy.approve_over_usd_micros)}`] : []),
+            ...(k.policy.approve_actions.length ? [`  approval for ${k.policy.approve_actions.join(', ')}`] : []),
+            ...(k.policy.sms_countries ? [`  SMS to ${k.policy.sms_countries.join(', ')}`] : []),
+            ...(k.policy.email_domains ? [`  e-mail to ${k.policy.email_domains.join(', ')}`] : []),
+            ...(k.policy.email_from ? [`  e-mail from ${k.policy.email_from.join(', ')}`] : []),
+            ...(k.policy.rate_per_min ? [`  rate ${k.policy.rate_per_min}/min`] : []),
+            '',
+          ].join('\n'),
+        );
+        printTable(
+          ['cap of', 'window', 'action', 'limit', 'settled', 'pending', 'uncertain', 'calls', 'remaining'],
+          budget.caps.map((c) => [
+            c.scope,
+            c.window,
+            c.action ?? '*',
+            c.limitMicros !== undefined ? usd(c.limitMicros) : `${c.limitCalls} calls`,
+            usd(c.settledMicros),
+            usd(c.pendingMicros),
+            usd(c.uncertainMicros),
+            c.calls,
+            c.remainingMicros !== undefined ? usd(c.remainingMicros) : `${c.remainingCalls} calls`,
+          ]),
+        );
+      } finally {
+        await guard.close();
+      }
+    });
+
+  keys
+    .command('revoke <id>')
+    .description('revoke a key and every key below it; the next call of any of them is refused')
+    .option('--reason <text>', 'why (kept in the audit log)')
+    .option('--by <name>', 'who revokes (default: the OS user)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { reason?: string; by?: string; json?: boolean }) => {
+      const guard = openGuard();
+      try {
+        const { revoked } = await guard.ledger.revokeKey(id, { by: o.by ?? osUser(), ...(o.reason ? { reason: o.reason } : {}) });
+        if (o.json) return printJson({ revoked });
+        process.stdout.write(`Revoked ${revoked.length} key(s): ${revoked.join(', ')}\n`);
+      } finally {
+        await guard.close();
+      }
+    });
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+/**
+ * The runcap CLI. Each command group lives in its own file and registers
+ * itself here. Exit codes: 0 done, 1 refused / not found / verification
+ * failed, 2 usage error — each failure with one clear line on stderr.
+ */
+import { Command, CommanderError } from 'commander';
+import { isRuncapError } from '../policy/codes.js';
+import { EXIT, UsageError } from './io.js';
+import { registerInitCommand } from './init.js';
+import { registerKeysCommands } from './keys.js';
+import { registerServeCommand } from './serve.js';
+
+export function buildProgram(): Command {
+  const program = new Command('runcap')
+    .description('run-scoped spend caps, allowlists, approvals and audit for AI agents calling paid APIs')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerInitCommand(program);
+  registerKeysCommands(program);
+  registerServeCommand(program);
+  for (const c of program.commands) propagate(c);
+  return program;
+}
+
+/** Subcommands inherit exitOverride and error output, so every usage error exits 2. */
+function propagate(cmd: Command): void {
+  cmd.exitOverride().showHelpAfterError('(run with --help for usage)');
+  for (const c of cmd.commands) propagate(c);
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      return EXIT.usage; // commander already printed the one-line error
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`runcap: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    if (isRuncapError(err)) {
+      process.stderr.write(`runcap: ${err.code === 'INVALID_INPUT' || err.code === 'NOT_FOUND' || err.code === 'CONFLICT' ? '' : `${err.code}: `}${err.message}\n`);
+      return err.code === 'INVALID_INPUT' ? EXIT.usage : EXIT.refused;
+    }
+    process.stderr.write(`runcap: unexpected error: ${err instanceof Error ? err.message : String(err)}\n`);
+    return EXIT.refused;
+  }
+}
+
+// `serve` resolves once connected and then lives on its own event loop; the exit code applies when that ends.
+process.exitCode = await main(process.argv);

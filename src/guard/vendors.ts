@@ -1,0 +1,187 @@
+/**
+ * The vendors one server may call: for each adapter, where its credential
+ * comes from (credential command, credentials.json, or — with a warning — the
+ * environment), its loopback base-URL override, and its SDK client, created
+ * on first use and kept for the session. Generic over the adapter interface:
+ * nothing here knows one vendor from another.
+ */
+import { execFile } from 'node:child_process';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
+import { promisify } from 'node:util';
+import { RuncapError } from '../policy/codes.js';
+import { assertPrivate, homePath, loopbackBaseUrl, type RuncapConfig } from '../config.js';
+import { ADAPTERS } from '../vendors/index.js';
+import type { Pricing, VendorAdapter, VendorName } from '../vendors/types.js';
+
+const run = promisify(execFile);
+const CREDENTIAL_COMMAND_TIMEOUT_MS = 10_000;
+
+export type CredentialSource =
+  | { kind: 'command'; argv: string[] }
+  | { kind: 'file'; value: unknown }
+  | { kind: 'env'; names: readonly string[] }
+  | { kind: 'none' };
+
+export interface VendorRuntimeOptions {
+  home: string;
+  config: RuncapConfig;
+  /** the server's own environment: only credentials (fallback) and loopback base URLs are read from it */
+  env: NodeJS.ProcessEnv;
+  log: (line: string) => void;
+}
+
+interface Entry {
+  adapter: VendorAdapter;
+  source: CredentialSource;
+  baseUrl?: string;
+  client?: Promise<unknown>;
+  secrets: string[];
+}
+
+export class VendorRuntime {
+  readonly pricing: Pricing;
+  readonly timeoutMs: number;
+  private readonly entries = new Map<VendorName, Entry>();
+
+  /** Throws RuncapError naming what is wrong (a looser credentials file, a non-loopback base URL). */
+  constructor(private readonly opts: VendorRuntimeOptions, adapters: readonly VendorAdapter[] = ADAPTERS) {
+    const { config, env, home } = opts;
+    this.pricing = {
+      fx: config.fx,
+      smsPrices: config.sms_prices,
+      ...(config.sms_default_price ? { smsDefaultPrice: config.sms_default_price } : {}),
+      ...(config.sms_from ? { smsFrom: config.sms_from } : {}),
+      emailRateUsd: config.email_rate_usd,
+    };
+    this.timeoutMs = config.vendor_timeout_ms;
+    const fileEntries = readCredentialsFile(home);
+    for (const adapter of adapters) {
+      const envName = `RUNCAP_${adapter.vendor.toUpperCase()}_BASE_URL`;
+      const baseUrl = loopbackBaseUrl(envName, env[envName]);
+      const source = credentialSource(adapter, config, fileEntries, env);
+      this.entries.set(adapter.vendor, { adapter, source, ...(baseUrl ? { baseUrl } : {}), secrets: [] });
+    }
+  }
+
+  adapters(): VendorAdapter[] {
+    return [...this.entries.values()].map((e) => e.adapter);
+  }
+
+  source(vendor: VendorName): CredentialSource {
+    return this.entry(vendor).source;
+  }
+
+  /** Every secret this runtime has loaded so far, for scrubbing messages. */
+  knownSecrets(): string[] {
+    return [...this.entries.values()].flatMap((e) => e.secrets);
+  }
+
+  /** Check at start what can be checked without running anything: a credential command's program exists. */
+  assertUsable(vendor: VendorName): void {
+    const { source, adapter } = this.entry(vendor);
+    if (source.kind === 'none') {
+      throw new RuncapError(
+        'CREDENTIAL_MISSING',
+        `no credential for ${vendor}: set config.json credentials.${vendor}.command, add it to credentials.json, or set ${adapter.credentials.envNames.join(' / ')}`,
+      );
+    }
+    if (source.kind === 'command' && !programExists(source.argv[0]!)) {
+      throw new RuncapError('CREDENTIAL_MISSING', `the credential command for ${vendor} (${source.argv[0]}) was not found`);
+    }
+    if (source.kind === 'env') {
+      this.opts.log(`warning: ${vendor} credentials come from the environment (${source.names.join(', ')}); the agent's own environment may hold them too — prefer a credential command or ${homePath(this.opts.home, 'credentials')}`);
+    }
+  }
+
+  /** The vendor's SDK client, created on first use; a failing credential command answers CREDENTIAL_MISSING. */
+  client(vendor: VendorName): Promise<unknown> {
+    const e = this.entry(vendor);
+    if (!e.client) {
+      e.client = this.createClient(e);
+      // A failed credential command may succeed on a later call (the vault was locked, say).
+      e.client.catch(() => {
+        e.client = undefined;
+      });
+    }
+    return e.client;
+  }
+
+  private async createClient(e: Entry): Promise<unknown> {
+    const credential = await this.loadCredential(e);
+    e.secrets = e.adapter.credentials.secrets(credential);
+    return e.adapter.createClient({ credential, timeoutMs: this.timeoutMs, ...(e.baseUrl ? { baseUrl: e.baseUrl } : {}) });
+  }
+
+  private async loadCredential(e: Entry): Promise<unknown> {
+    const { adapter, source } = e;
+    const missing = (why: string) => new RuncapError('CREDENTIAL_MISSING', `the ${adapter.vendor} credential is not available: ${why}`);
+    try {
+      switch (source.kind) {
+        case 'command': {
+          let stdout: string;
+          try {
+            ({ stdout } = await run(source.argv[0]!, source.argv.slice(1), { timeout: CREDENTIAL_COMMAND_TIMEOUT_MS, maxBuffer: 64 * 1024, env: process.env }));
+          } catch (err) {
+            // Never echo the command's output: it may hold the secret.
+            const code = (err as { code?: unknown }).code;
+            throw missing(`the credential command failed${code !== undefined ? ` (${String(code)})` : ''}`);
+          }
+          return adapter.credentials.parse(stdout.trim());
+        }
+        case 'file':
+          return adapter.credentials.parse(source.value);
+        case 'env': {
+          const cred = adapter.credentials.fromEnv(this.opts.env);
+          if (cred === undefined) throw missing(`${source.names.join(' / ')} not set`);
+          return cred;
+        }
+        case 'none':
+          throw missing('no credential source is configured');
+      }
+    } catch (err) {
+      if (err instanceof RuncapError && err.code === 'CREDENTIAL_MISSING') throw err;
+      throw missing('it could not be parsed');
+    }
+  }
+
+  private entry(vendor: VendorName): Entry {
+    const e = this.entries.get(vendor);
+    if (!e) throw new RuncapError('INVALID_INPUT', `unknown vendor ${vendor}`);
+    return e;
+  }
+}
+
+function readCredentialsFile(home: string): Record<string, unknown> {
+  const path = homePath(home, 'credentials');
+  if (!existsSync(path)) return {};
+  assertPrivate(path, 'the credentials file', { secret: true });
+  try {
+    const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
+    return parsed as Record<string, unknown>;
+  } catch {
+    throw new RuncapError('INVALID_INPUT', `${path} is not a JSON object of vendor credentials`);
+  }
+}
+
+/** First match wins: credential command, credentials file, environment. */
+function credentialSource(adapter: VendorAdapter, config: RuncapConfig, file: Record<string, unknown>, env: NodeJS.ProcessEnv): CredentialSource {
+  const command = config.credentials[adapter.vendor]?.command;
+  if (command) return { kind: 'command', argv: command };
+  if (file[adapter.vendor] !== undefined) return { kind: 'file', value: file[adapter.vendor] };
+  if (adapter.credentials.fromEnv(env) !== undefined) return { kind: 'env', names: adapter.credentials.envNames };
+  return { kind: 'none' };
+}
+
+function programExists(program: string): boolean {
+  const candidates = isAbsolute(program) || program.includes('/') ? [program] : (process.env.PATH ?? '').split(delimiter).map((d) => join(d, program));
+  return candidates.some((p) => {
+    try {
+      accessSync(p, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * `runcap serve`: check everything, then speak MCP over stdio. stdout carries
+ * protocol only; every log line goes to stderr. Refuses to start, with one
+ * line naming what is wrong, rather than serving a half-working session.
+ */
+import { StdioServerTransport } from '@modelcontextprotocol/server/stdio';
+import { globMatches } from '../policy/glob.js';
+import { RuncapError } from '../policy/codes.js';
+import { isInitialized, loadConfig, resolveHome } from '../config.js';
+import { openGuard } from '../guard/index.js';
+import { VendorRuntime } from '../guard/vendors.js';
+import type { KeyInfo } from '../ledger/types.js';
+import { createServer } from './server.js';
+import type { ToolContext } from './context.js';
+
+export interface ServeOptions {
+  env?: NodeJS.ProcessEnv;
+  log?: (line: string) => void;
+}
+
+export async function serve(opts: ServeOptions = {}): Promise<void> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? ((line: string) => process.stderr.write(`runcap: ${line}\n`));
+  // Some SDKs print to stdout when debugging is on; stdout belongs to the protocol.
+  console.log = console.error;
+  console.info = console.error;
+  console.debug = console.error;
+
+  const home = resolveHome(env);
+  if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `RUNCAP_HOME ${home} is not initialized: run \`runcap init\``);
+  const config = loadConfig(home);
+  const presented = env.RUNCAP_KEY?.trim();
+  if (!presented) throw new RuncapError('KEY_INVALID', 'RUNCAP_KEY is not set: give the server a vault key from `runcap keys issue`');
+  if (presented.includes('${')) throw new RuncapError('KEY_INVALID', 'RUNCAP_KEY is the unexpanded text of a variable: set RUNCAP_KEY in the environment that starts the host');
+
+  const guard = openGuard({ home, log });
+  let key = presented;
+  let keyInfo: KeyInfo = await guard.ledger.resolveKey(key);
+  if (keyInfo.policy.session) {
+    const session = await guard.ledger.mintSession(key);
+    key = session.key;
+    keyInfo = session.info;
+    log(`session ${keyInfo.label} (${keyInfo.id}) minted from ${session.info.ancestors.at(-1)}, expires ${new Date(keyInfo.expiresAt).toISOString()}`);
+  } else {
+    log(`serving ${keyInfo.label} (${keyInfo.id}), expires ${new Date(keyInfo.expiresAt).toISOString()}`);
+  }
+
+  const chain = [...(await Promise.all(keyInfo.ancestors.map((id) => guard.ledger.getKey(id)))), keyInfo];
+  const allows = (action: string) => chain.every((k) => k.policy.allow.some((g) => globMatches(g, action)));
+  const vendors = new VendorRuntime({ home, config, env, log });
+  for (const adapter of vendors.adapters()) {
+    if (!allows(adapter.action)) continue;
+    // A vendor the allowlist names outright must work; one reached only through `*` is simply not offered.
+    const named = keyInfo.policy.allow.some((g) => g.startsWith(`${adapter.vendor}.`));
+    try {
+      vendors.assertUsable(adapter.vendor);
+    } catch (err) {
+      if (named) throw err;
+      log(`${adapter.toolName} is not offered: ${(err as Error).message}`);
+    }
+  }
+
+  const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log };
+  const server = createServer(ctx);
+  const transport = new StdioServerTransport();
+  const shutdown = async () => {
+    await server.close().catch(() => {});
+    await guard.close().catch(() => {});
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown());
+  process.once('SIGINT', () => void shutdown());
+  await server.connect(transport);
+  // connect() takes over the transport's callbacks; chain ours after it: the host closing stdin ends the session.
+  const onclose = transport.onclose;
+  transport.onclose = () => {
+    onclose?.();
+    void shutdown();
+  };
+}

@@ -1,0 +1,51 @@
+/**
+ * createServer(): one McpServer for one session's vault key, with the tools
+ * that key may use. Transports live apart (src/mcp/serve.ts), so tests and the
+ * benchmark can connect the same server to any transport.
+ */
+import { McpServer } from '@modelcontextprotocol/server';
+import { REASON_CODES } from '../policy/codes.js';
+import type { ToolContext } from './context.js';
+import { registerTools } from './tools/index.js';
+
+export const SERVER_INFO = { name: 'runcap', version: '0.1.0' } as const;
+
+const INSTRUCTIONS = [
+  'runcap guards paid actions for this run: every payment, SMS and e-mail goes through its tools and is checked against a budget, an allowlist and approval rules set by a human.',
+  'A denied call starts with a reason code. Never try to get around a denial (other tools, smaller split calls, other recipients).',
+  'APPROVAL_REQUIRED means a human must approve; you cannot and must not approve anything yourself. Use check_approval, then retry with exactly the same arguments.',
+  'Use get_budget to see what is left. Use verify_action before any other consequential action the user asked you to gate.',
+].join('\n');
+
+export function createServer(ctx: ToolContext): McpServer {
+  const server = new McpServer(SERVER_INFO, { instructions: INSTRUCTIONS });
+  routeToolErrorsThroughReasonCodes(server, ctx);
+  registerTools(server, ctx);
+  return server;
+}
+
+/**
+ * The SDK turns schema-validation failures (and anything a handler throws)
+ * into a tool error through McpServer.createToolError. Its text must start
+ * with a reason code like every other denial, and carry no secret. The method
+ * is private in the SDK's typings, so it is replaced on the instance.
+ */
+function routeToolErrorsThroughReasonCodes(server: McpServer, ctx: ToolContext): void {
+  const target = server as unknown as { createToolError: (message: string) => unknown };
+  target.createToolError = (message: string) => {
+    const known = REASON_CODES.find((c) => message.startsWith(`${c}:`));
+    const clean = scrub(message.replace(/^MCP error -?\d+: /, ''), ctx);
+    const text = known
+      ? clean
+      : /validation/i.test(message)
+        ? `INVALID_INPUT: ${clean.slice(0, 2000)}. Nothing was done; correct the arguments and call again.`
+        : `LEDGER_UNAVAILABLE: runcap could not handle this call (${clean.slice(0, 300)}). Nothing was done.`;
+    return { content: [{ type: 'text', text }], isError: true };
+  };
+}
+
+function scrub(text: string, ctx: ToolContext): string {
+  let out = text;
+  for (const s of [ctx.key, ...ctx.vendors.knownSecrets()]) if (s && s.length >= 8) out = out.split(s).join('[redacted]');
+  return out;
+}

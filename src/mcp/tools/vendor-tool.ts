@@ -1,0 +1,91 @@
+/**
+ * The one handler every guarded vendor tool shares: prepare (normalize +
+ * estimate) → credential → guarded call → result. The tool files differ only
+ * in name, description and how they summarize a success.
+ */
+import type { McpServer } from '@modelcontextprotocol/server';
+import { isRuncapError } from '../../policy/codes.js';
+import type { VendorAdapter, VendorName } from '../../vendors/types.js';
+import type { ToolContext } from '../context.js';
+import { denial, remainingOf, remainingSchema, success, usdString, type ToolResult } from '../results.js';
+import { z } from 'zod';
+
+export interface VendorToolSpec {
+  vendor: VendorName;
+  title: string;
+  description: string;
+  summarize(result: Record<string, unknown>, costUsd: string): string;
+}
+
+export function adapterOf(ctx: ToolContext, vendor: VendorName): VendorAdapter {
+  const adapter = ctx.vendors.adapters().find((a) => a.vendor === vendor);
+  if (!adapter) throw new Error(`no adapter for ${vendor}`);
+  return adapter;
+}
+
+export function registerVendorTool(server: McpServer, ctx: ToolContext, spec: VendorToolSpec): void {
+  const adapter = adapterOf(ctx, spec.vendor);
+  const outputSchema = adapter.resultSchema.extend({
+    reservation_id: z.string().describe('runcap reservation id of this call (in the audit log)'),
+    cost_usd: z.string().describe('what this call cost, in USD'),
+    cost_estimated: z.boolean().describe('true when the vendor has not reported the final price yet (settled at runcap\'s estimate)'),
+    remaining: remainingSchema,
+    note: z.string().optional(),
+  });
+  server.registerTool(
+    adapter.toolName,
+    {
+      title: spec.title,
+      description: spec.description,
+      inputSchema: adapter.inputSchema as z.ZodObject,
+      outputSchema,
+      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+    },
+    (input: unknown) => callVendor(ctx, adapter, spec, input),
+  );
+}
+
+async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: VendorToolSpec, input: unknown): Promise<ToolResult> {
+  let prepared;
+  try {
+    prepared = adapter.prepare(input, ctx.vendors.pricing);
+  } catch (err) {
+    if (isRuncapError(err) && err.code !== 'NOT_FOUND' && err.code !== 'CONFLICT' && err.code !== 'PASSPHRASE_WRONG') {
+      return denial(err.code, err.message);
+    }
+    return denial('INVALID_INPUT', 'the arguments could not be read');
+  }
+  let client: unknown;
+  try {
+    client = await ctx.vendors.client(adapter.vendor);
+  } catch (err) {
+    return denial('CREDENTIAL_MISSING', isRuncapError(err) ? err.message : `the ${adapter.vendor} client could not be created`);
+  }
+  const outcome = await ctx.guard.guardedCall(ctx.key, {
+    action: prepared.action,
+    estimateMicros: prepared.estimateMicros,
+    fingerprintArgs: prepared.fingerprintArgs,
+    recipients: prepared.recipients,
+    price: { ...prepared.price },
+    normalized: prepared.normalized,
+    call: (c) => adapter.call(client, prepared.normalized, c),
+    classifyError: (err) => adapter.classifyError(err),
+  });
+  if (!outcome.ok) {
+    return denial(outcome.code, outcome.message, {
+      ...(outcome.approvalId ? { approvalId: outcome.approvalId } : {}),
+      ...(outcome.reservationId ? { reservationId: outcome.reservationId } : {}),
+    });
+  }
+  const costUsd = usdString(outcome.costMicros);
+  const structured = {
+    ...(outcome.result as Record<string, unknown>),
+    reservation_id: outcome.reservationId,
+    cost_usd: costUsd,
+    cost_estimated: outcome.estimated,
+    remaining: remainingOf(outcome.budget),
+    ...(outcome.warning ? { note: outcome.warning } : {}),
+  };
+  const left = structured.remaining.usd === null ? '' : ` $${structured.remaining.usd} left in this run's budget.`;
+  return success(structured, `${spec.summarize(outcome.result as Record<string, unknown>, costUsd)}${left}`);
+}
