@@ -7,9 +7,16 @@
 import { Command, CommanderError } from 'commander';
 import { isRuncapError } from '../policy/codes.js';
 import { EXIT, UsageError } from './io.js';
+import { registerApprovalCommands } from './approvals.js';
+import { registerAuditCommands } from './audit.js';
+import { registerDemoCommand } from './demo.js';
 import { registerInitCommand } from './init.js';
 import { registerKeysCommands } from './keys.js';
+import { registerLimitsCommands } from './limits.js';
+import { registerPassphraseCommand } from './passphrase.js';
+import { registerReconcileCommand } from './reconcile.js';
 import { registerServeCommand } from './serve.js';
+import { registerSpendCommand } from './spend.js';
 
 export function buildProgram(): Command {
   const program = new Command('runcap')
@@ -18,8 +25,15 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerInitCommand(program);
+  registerPassphraseCommand(program);
   registerKeysCommands(program);
+  registerLimitsCommands(program);
+  registerApprovalCommands(program);
+  registerAuditCommands(program);
+  registerSpendCommand(program);
+  registerReconcileCommand(program);
   registerServeCommand(program);
+  registerDemoCommand(program);
   for (const c of program.commands) propagate(c);
   return program;
 }
