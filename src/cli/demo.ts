@@ -1,6 +1,192 @@
-/** runcap demo: the whole story offline, against tools/vendor-sim */
+/**
+ * runcap demo: the whole story offline, in seconds, with no accounts. It
+ * starts the vendor simulator, makes a throw-away RUNCAP_HOME, issues a key,
+ * spawns `runcap serve` and drives it with the MCP client exactly as an agent
+ * host would, playing the human (approve, revoke) through the library API.
+ */
+import { Client } from '@modelcontextprotocol/client';
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import type { Command } from 'commander';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startVendorSim } from '../../tools/vendor-sim/index.js';
+import { ensureHomeFiles, homePath } from '../config.js';
+import { openGuard } from '../guard/index.js';
+import { formatUsd } from '../policy/rules.js';
+import { printJson, printTable } from './io.js';
+
+interface Step {
+  step: string;
+  tool?: string;
+  outcome: string;
+  code?: string;
+  detail?: Record<string, unknown>;
+}
+
+const CLI_ENTRY = fileURLToPath(new URL('./main.js', import.meta.url));
 
 export function registerDemoCommand(program: Command): void {
-  void program; // TODO(issue 4): runcap demo: the whole story offline, against tools/vendor-sim
+  program
+    .command('demo')
+    .description('the whole story offline, against the bundled vendor simulator: no accounts, nothing leaves this machine')
+    .option('--json', 'print the steps and results as JSON')
+    .action(async (o: { json?: boolean }) => {
+      const ok = await runDemo({ json: !!o.json });
+      if (!ok) process.exitCode = 1;
+    });
+}
+
+export async function runDemo(opts: { json: boolean }): Promise<boolean> {
+  const say = (line = '') => {
+    if (!opts.json) process.stdout.write(`${line}\n`);
+  };
+  const steps: Step[] = [];
+  const root = mkdtempSync(join(tmpdir(), 'runcap-demo-'));
+  const home = join(root, 'home');
+  const sim = await startVendorSim();
+  let client: Client | undefined;
+  const guard = (() => {
+    ensureHomeFiles(home);
+    const config = JSON.parse(readFileSync(homePath(home, 'config'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(homePath(home, 'config'), JSON.stringify({ ...config, fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006' }, null, 2), { mode: 0o600 });
+    const c = sim.credentials;
+    writeFileSync(
+      homePath(home, 'credentials'),
+      JSON.stringify({
+        stripe: { secret_key: c.stripe.secretKey },
+        twilio: { account_sid: c.twilio.accountSid, auth_token: c.twilio.authToken },
+        resend: { api_key: c.resend.apiKey },
+      }),
+      { mode: 0o600 },
+    );
+    return openGuard({ home });
+  })();
+
+  try {
+    const passphrase = randomBytes(12).toString('base64url');
+    await guard.ledger.setPassphrase(passphrase);
+    say('runcap demo — everything runs on this machine: a vendor simulator stands in for Stripe, Twilio and Resend.');
+    say(`RUNCAP_HOME is ${home} (deleted at the end).`);
+    say();
+
+    const { info, key } = await guard.ledger.issueKey({
+      label: 'demo-run',
+      issuedBy: 'demo-human',
+      policy: {
+        allow: ['stripe.*', 'twilio.*', 'resend.*'],
+        caps: [{ window: 'total', usd_micros: 50_000_000 }],
+        approve_over_usd_micros: 20_000_000,
+        sms_countries: ['US'],
+        email_domains: ['example.com'],
+      },
+      ttlSeconds: 3600,
+    });
+    say(`1. A human issues a vault key for one agent run: ${info.label} (${info.id})`);
+    say('   $50 in total, a human approves anything above $20, SMS only to US numbers, e-mail only to example.com.');
+    steps.push({ step: 'issue key', outcome: 'issued', detail: { key_id: info.id, label: info.label } });
+
+    const transport = new StdioClientTransport({
+      command: process.execPath,
+      args: [CLI_ENTRY, 'serve'],
+      env: {
+        RUNCAP_HOME: home,
+        RUNCAP_KEY: key,
+        RUNCAP_STRIPE_BASE_URL: sim.url,
+        RUNCAP_TWILIO_BASE_URL: sim.url,
+        RUNCAP_RESEND_BASE_URL: sim.url,
+      },
+      stderr: 'pipe',
+    });
+    client = new Client({ name: 'runcap-demo-agent', version: '0.1.0' });
+    await client.connect(transport);
+    const { tools } = await client.listTools();
+    say(`2. The agent host starts \`runcap serve\` with that key. Tools offered: ${tools.map((t) => t.name).join(', ')}`);
+    say();
+
+    const call = async (label: string, tool: string, args: Record<string, unknown>): Promise<Step> => {
+      const r = await client!.callTool({ name: tool, arguments: args });
+      const text = (r.content as { type: string; text?: string }[])[0]?.text ?? '';
+      const step: Step = r.isError
+        ? { step: label, tool, outcome: 'denied', code: text.split(':')[0]!, detail: { message: text } }
+        : { step: label, tool, outcome: 'done', detail: r.structuredContent as Record<string, unknown> };
+      steps.push(step);
+      const sc = r.structuredContent as Record<string, any> | undefined;
+      say(`   agent → ${tool}(${JSON.stringify(args)})`);
+      const left = sc?.remaining?.usd ?? sc?.remaining_usd;
+      say(r.isError ? `   runcap ✗ ${text}` : `   runcap ✓ ${sc?.cost_usd !== undefined ? `done, cost $${sc.cost_usd}; ` : ''}$${left} left`);
+      say();
+      return step;
+    };
+
+    say('3. The agent pays, texts and e-mails within its budget:');
+    await call('payment', 'create_payment_intent', { amount: 1250, currency: 'usd', description: 'Order #1001' });
+    await call('sms', 'send_sms', { to: '+14155550123', body: 'Your order #1001 has shipped.' });
+    await call('email', 'send_email', { from: 'shop@example.com', to: ['ops@example.com'], subject: 'Order #1001', text: 'Shipped today.' });
+
+    say('4. An SMS to a country this run may not reach is refused before Twilio is called:');
+    await call('sms to GB', 'send_sms', { to: '+442071838750', body: 'Hello from the demo' });
+
+    say('5. A $30 payment needs a human:');
+    const big = { amount: 3000, currency: 'usd', description: 'Annual plan' };
+    const asked = await call('payment needing approval', 'create_payment_intent', big);
+    const approvalId = /apr_[0-9A-Z]{26}/.exec(String(asked.detail?.message ?? ''))?.[0];
+    if (approvalId) {
+      const a = await guard.ledger.approve(approvalId, { passphrase, by: 'demo-human' });
+      steps.push({ step: 'human approves', outcome: a.status, detail: { approval_id: a.id } });
+      say(`   human: runcap approve ${approvalId}  → approved (the demo plays the human through the library API; you would type the approver passphrase at a terminal)`);
+      say();
+      say('   The agent retries with exactly the same arguments:');
+      await call('payment after approval', 'create_payment_intent', big);
+    }
+
+    say('6. The agent keeps paying $4.00 until the cap stops it:');
+    for (let i = 0; i < 5; i++) {
+      const s = await call(`payment ${i + 1}`, 'create_payment_intent', { amount: 400, currency: 'usd', description: `Add-on ${i + 1}` });
+      if (s.code === 'CAP_EXCEEDED') break;
+    }
+
+    await guard.ledger.revokeKey(info.id, { reason: 'demo: run finished', by: 'demo-human' });
+    say(`7. The human revokes the run's key (runcap keys revoke ${info.id}); the next call is refused:`);
+    await call('after revoke', 'get_budget', {});
+    await call('payment after revoke', 'create_payment_intent', { amount: 100, currency: 'usd' });
+
+    const audit = await guard.ledger.queryAudit({ label: 'demo-run' });
+    const spend = await guard.ledger.spend('label');
+    const verification = await guard.ledger.verifyAudit();
+    const created = sim.created();
+    const vendorSide = { payments: created.stripe.length, sms: created.twilio.length, emails: created.resend.length };
+    if (opts.json) {
+      printJson({
+        steps,
+        audit: audit.map((r) => ({ at: new Date(r.at).toISOString(), event: r.event, label: r.label, action: r.action, amount_micros: r.amountMicros, code: r.code })),
+        spend,
+        audit_verify: verification,
+        vendor_sim_created: vendorSide,
+      });
+    } else {
+      say('8. The audit trail of the run (every row HMAC-chained):');
+      printTable(
+        ['time (UTC)', 'event', 'action', 'amount', 'code'],
+        audit.map((r) => [new Date(r.at).toISOString().slice(11, 19), r.event, r.action ?? '', r.amountMicros === null ? '' : formatUsd(r.amountMicros), r.code ?? '']),
+      );
+      say();
+      say('   Spend by label:');
+      printTable(
+        ['label', 'settled', 'pending', 'uncertain', 'calls'],
+        spend.map((s) => [s.group, formatUsd(s.settledMicros), formatUsd(s.pendingMicros), formatUsd(s.uncertainMicros), s.calls]),
+      );
+      say();
+      say(`   The simulator created ${vendorSide.payments} payment(s), ${vendorSide.sms} SMS and ${vendorSide.emails} e-mail(s): nothing a refused call asked for.`);
+      say(`   runcap audit verify: ${verification.ok ? `OK (${verification.rowsChecked} rows in ${verification.chainsChecked} chains, ${verification.countersChecked} counters)` : `BROKEN: ${verification.problems.map((p) => p.problem).join('; ')}`}`);
+    }
+    return verification.ok;
+  } finally {
+    await client?.close().catch(() => {});
+    await guard.close().catch(() => {});
+    await sim.close().catch(() => {});
+    rmSync(root, { recursive: true, force: true });
+  }
 }

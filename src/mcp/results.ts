@@ -46,7 +46,7 @@ export function denial(code: ReasonCode, message: string, ids: { approvalId?: st
   if (code === 'APPROVAL_REQUIRED' && ids.approvalId) {
     text =
       `APPROVAL_REQUIRED: a human must approve ${ids.approvalId} (runcap approvals watch). ` +
-      `Do not try to approve it yourself; call check_approval with approval_id "${ids.approvalId}", then retry with exactly the same arguments. (${message})`;
+      `Do not try to approve it yourself; call check_approval with approval_id "${ids.approvalId}", then retry with exactly the same arguments. (${message.split(';')[0]})`;
   } else {
     const ref = ids.reservationId ? ` [reservation ${ids.reservationId}]` : '';
     text = `${code}: ${message}${ref}. ${NEXT_STEP[code]}`.replace(/\.\. /g, '. ');

@@ -26,6 +26,8 @@ export function registerGetBudgetTool(server: McpServer, ctx: ToolContext): void
     },
     async () => {
       try {
+        // The key's state first: a revoked or expired run must hear so, not read a budget it cannot use.
+        await ctx.guard.ledger.resolveKey(ctx.key);
         const budget = await ctx.guard.ledger.budget(ctx.keyInfo.id);
         const remaining = remainingOf(budget);
         const structured = {
@@ -38,6 +40,7 @@ export function registerGetBudgetTool(server: McpServer, ctx: ToolContext): void
         };
         return success(structured, `Run ${budget.label}: ${remaining.usd === null ? 'no USD cap' : `$${remaining.usd} left`}.`);
       } catch (err) {
+        if (isRuncapError(err) && (err.code === 'KEY_REVOKED' || err.code === 'KEY_EXPIRED' || err.code === 'KEY_INVALID')) return denial(err.code, err.message);
         return denial('LEDGER_UNAVAILABLE', isRuncapError(err) ? err.message : 'the ledger could not be read');
       }
     },
