@@ -5,7 +5,7 @@
  */
 import type { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
-import type { ClassifiedError } from './types.js';
+import type { ClassifiedError, ReservationRef } from './types.js';
 
 /** Validates with the adapter's schema; failures become INVALID_INPUT with every issue listed. */
 export function parseInput<T>(schema: z.ZodType<T>, input: unknown): T {
@@ -104,6 +104,16 @@ export function describeUnknown(err: unknown): string {
  * request may still be processed for a while after the client gave up).
  */
 export const NOT_FOUND_MIN_AGE_MS = 5 * 60_000;
+
+/** The reservation's age at the lookup (ReservationRef.now, else the wall clock). */
+export function ageOf(ref: ReservationRef): number {
+  return (ref.now ?? Date.now()) - ref.createdAt;
+}
+
+/** True while "nothing found" must not be trusted yet: younger than ref.notFoundMinAgeMs (default NOT_FOUND_MIN_AGE_MS). */
+export function tooRecentForNotFound(ref: ReservationRef): boolean {
+  return ageOf(ref) < (ref.notFoundMinAgeMs ?? NOT_FOUND_MIN_AGE_MS);
+}
 
 /** Objects created this long before the reservation cannot belong to it (clock skew allowance). */
 export const LOOKUP_SKEW_MS = 2 * 60_000;

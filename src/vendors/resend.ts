@@ -12,7 +12,6 @@ import { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
 import {
   LOOKUP_SKEW_MS,
-  NOT_FOUND_MIN_AGE_MS,
   classifyStatus,
   describeUnknown,
   loopbackUrl,
@@ -21,6 +20,7 @@ import {
   parseInput,
   parseVendorTime,
   scrubSecrets,
+  tooRecentForNotFound,
   trimBase,
 } from './common.js';
 import { emailCostMicros, isPlainAddress, isSenderAddress, normalizeList, normalizeSender } from './email.js';
@@ -228,7 +228,7 @@ async function lookup(client: ResendClient, reservation: ReservationRef): Promis
     }
     if (untagged > 0) return { found: 'unknown', why: `${untagged} matching e-mails whose tags Resend did not return` };
     if (!reachedWindowStart) return { found: 'unknown', why: 'too many e-mails since the reservation; not all were checked' };
-    if (Date.now() - reservation.createdAt < NOT_FOUND_MIN_AGE_MS) {
+    if (tooRecentForNotFound(reservation)) {
       return { found: 'unknown', why: 'reservation too recent: a request may still be in flight at Resend' };
     }
     return { found: false };

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
 import {
   LOOKUP_SKEW_MS,
-  NOT_FOUND_MIN_AGE_MS,
+  ageOf,
   classifyStatus,
   describeUnknown,
   loopbackUrl,
@@ -16,6 +16,7 @@ import {
   nonEmptyString,
   parseInput,
   scrubSecrets,
+  tooRecentForNotFound,
 } from './common.js';
 import { convertMinor, minorToMicrosDetailed } from './currencies.js';
 import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter } from './types.js';
@@ -202,7 +203,7 @@ async function lookup(client: StripeClient, reservation: ReservationRef): Promis
     if (hit) return found(hit);
     // Search is eventually consistent (about a minute behind). For recent
     // reservations, also scan the strongly consistent list from shortly before.
-    const age = Date.now() - reservation.createdAt;
+    const age = ageOf(reservation);
     if (age < 60 * 60_000) {
       const gte = Math.floor((reservation.createdAt - LOOKUP_SKEW_MS) / 1000);
       let seen = 0;
@@ -227,7 +228,7 @@ async function lookup(client: StripeClient, reservation: ReservationRef): Promis
       }
       if (!exhausted) return { found: 'unknown', why: `more than ${seen} PaymentIntents since the reservation; not all were checked` };
     }
-    if (age < NOT_FOUND_MIN_AGE_MS) return { found: 'unknown', why: 'reservation too recent: a request may still be in flight at Stripe' };
+    if (tooRecentForNotFound(reservation)) return { found: 'unknown', why: 'reservation too recent: a request may still be in flight at Stripe' };
     return { found: false };
   } catch (err) {
     const c = classifyError(err);

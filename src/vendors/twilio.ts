@@ -12,7 +12,6 @@ import { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
 import {
   LOOKUP_SKEW_MS,
-  NOT_FOUND_MIN_AGE_MS,
   classifyStatus,
   describeUnknown,
   loopbackUrl,
@@ -20,6 +19,7 @@ import {
   nonEmptyString,
   parseInput,
   scrubSecrets,
+  tooRecentForNotFound,
   trimBase,
 } from './common.js';
 import { absDecimalToMicros, unitsTimesUsdRate } from './money.js';
@@ -167,6 +167,8 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
     const since = reservation.createdAt - LOOKUP_SKEW_MS;
     const matches = list.filter((m) => {
       if (m.body !== n.params.body || m.to !== n.params.to) return false;
+      // a message another reservation already settled with is not this one's (the same text sent twice)
+      if (reservation.claimedRefs?.has(m.sid)) return false;
       if (n.params.messagingServiceSid && m.messagingServiceSid && m.messagingServiceSid !== n.params.messagingServiceSid) return false;
       const created = m.dateCreated instanceof Date ? m.dateCreated.getTime() : NaN;
       return Number.isNaN(created) || created >= since;
@@ -176,7 +178,7 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
       return { found: 'unknown', why: `${matches.length} messages to ${n.params.to} with this body around that time; resolve by hand` };
     }
     if (list.length >= LIMIT) return { found: 'unknown', why: `more than ${LIMIT} messages to ${n.params.to}; not all were checked` };
-    if (Date.now() - reservation.createdAt < NOT_FOUND_MIN_AGE_MS) {
+    if (tooRecentForNotFound(reservation)) {
       return { found: 'unknown', why: 'reservation too recent: a request may still be in flight at Twilio' };
     }
     return { found: false };

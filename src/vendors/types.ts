@@ -82,6 +82,16 @@ export interface ReservationRef {
   createdAt: number; // ms since epoch
   estimateMicros: number;
   normalized: unknown; // the Prepared.normalized stored with the reservation
+  /**
+   * found:false only for a reservation at least this old (a timed-out request
+   * may still land): reconcile passes its stale threshold, config
+   * vendor_timeout_ms + 60 s. Default NOT_FOUND_MIN_AGE_MS (5 min).
+   */
+  notFoundMinAgeMs?: number;
+  /** the time ages are measured at (ms since epoch); default Date.now() */
+  now?: number;
+  /** vendor refs other reservations already hold: such an object never answers for this reservation */
+  claimedRefs?: ReadonlySet<string>;
 }
 
 export interface ClientOptions<C> {

@@ -1,0 +1,264 @@
+/**
+ * reconcile() and resolveManually() in-process: a real ledger file in a temp
+ * RUNCAP_HOME, the real vendor SDKs against tools/vendor-sim.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { reconcile, resolveManually, staleThresholdMs } from '../../src/guard/reconcile.js';
+import type { VendorRuntime } from '../../src/guard/vendors.js';
+import type { Reservation } from '../../src/ledger/types.js';
+import type { Fault } from '../../tools/vendor-sim/index.js';
+import type { VendorName } from '../../src/vendors/types.js';
+import { setupHome, type Home } from '../helpers/e2e.js';
+import { ageReservations, guardedVendorCall, runtimeOf, settledMicros, simCreatedMicros } from './helpers.js';
+
+let h: Home;
+let vendors: VendorRuntime;
+let key: string;
+let n = 0;
+
+beforeEach(async () => {
+  h = await setupHome();
+  vendors = runtimeOf(h);
+  ({ key } = await h.issue('reconcile-run', { allow: ['stripe.*', 'twilio.*', 'resend.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] }));
+});
+afterEach(async () => {
+  await h?.cleanup();
+});
+
+/** A distinct input each time (no DUPLICATE_PENDING between the calls of one test). */
+function inputFor(vendor: VendorName, body?: string): unknown {
+  n++;
+  switch (vendor) {
+    case 'stripe':
+      return { amount: 1000 + n, currency: 'usd', description: `order ${n}` };
+    case 'twilio':
+      return { to: '+14155550123', body: body ?? `your code is ${n}` };
+    case 'resend':
+      return { from: 'billing@example.com', to: ['a@example.com', 'b@example.com'], subject: `invoice ${n}`, text: 'hello' };
+  }
+}
+
+/**
+ * One guarded call, with a fault for its request. A drop applies twice: stripe-node
+ * retries a closed connection once even with retries off (safe: same idempotency key).
+ */
+async function call(vendor: VendorName, fault?: Fault, body?: string) {
+  if (fault) h.sim.inject({ vendor, fault, times: fault.kind === 'drop' ? 2 : 1 });
+  try {
+    return await guardedVendorCall(h, vendors, key, vendor, inputFor(vendor, body));
+  } finally {
+    h.sim.clearFaults();
+  }
+}
+
+const open = () => h.guard.ledger.listReservations({ states: ['pending', 'uncertain'] });
+const states = async (ids: string[]) => Promise.all(ids.map(async (id) => (await h.guard.ledger.getReservation(id)).state));
+
+describe('reconcile', () => {
+  it('settles what each vendor created and releases what it did not — the latter only once the reservation is stale', async () => {
+    const created: string[] = [];
+    const notCreated: string[] = [];
+    for (const vendor of ['stripe', 'twilio', 'resend'] as const) {
+      expect((await call(vendor)).ok).toBe(true);
+      for (const fault of [
+        { kind: 'status', status: 500, afterCreate: true },
+        { kind: 'drop', afterCreate: true },
+      ] as Fault[]) {
+        const o = await call(vendor, fault);
+        expect(o).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+        created.push((o as { reservationId: string }).reservationId);
+      }
+      for (const fault of [{ kind: 'status', status: 500 }, { kind: 'hang' }, { kind: 'drop' }] as Fault[]) {
+        const o = await call(vendor, fault);
+        expect(o).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+        notCreated.push((o as { reservationId: string }).reservationId);
+      }
+      // a definite refusal was released by the call path already
+      expect(await call(vendor, { kind: 'status', status: 400 })).toMatchObject({ ok: false, code: 'VENDOR_ERROR' });
+    }
+    expect(await open()).toHaveLength(created.length + notCreated.length);
+
+    // Fresh: what exists is settled, but "nothing found" is not trusted yet.
+    const first = await reconcile(h.guard, vendors);
+    expect(await states(created)).toEqual(created.map(() => 'settled'));
+    expect(await states(notCreated)).toEqual(notCreated.map(() => 'uncertain'));
+    expect(first.unresolved.map((u) => u.reservationId).sort()).toEqual([...notCreated].sort());
+    for (const u of first.unresolved) expect(u.why).toMatch(/too recent|in flight/);
+    expect(first.changed.filter((c) => c.to === 'released')).toEqual([]);
+    // the Twilio call settled at its estimate got its final price
+    expect(first.changed.filter((c) => c.to === 'corrected')).toHaveLength(1);
+
+    // Older than vendor_timeout_ms + 60 s: the vendor's "nothing" now releases them.
+    ageReservations(h.home, staleThresholdMs(h.guard) + 1000);
+    const second = await reconcile(h.guard, vendors);
+    expect(second.unresolved).toEqual([]);
+    expect(second.changed.map((c) => c.reservationId).sort()).toEqual([...notCreated].sort());
+    for (const c of second.changed) expect(c).toMatchObject({ from: 'uncertain', to: 'released', vendorRef: null, why: expect.stringMatching(/nothing was created/) });
+
+    expect(await open()).toEqual([]);
+    expect(await h.guard.ledger.listReservations({ states: ['settled'], estimatedOnly: true })).toEqual([]);
+    const sim = simCreatedMicros(h);
+    expect(await settledMicros(h.guard.ledger)).toEqual(sim);
+    expect(h.sim.created().stripe).toHaveLength(3);
+
+    const third = await reconcile(h.guard, vendors);
+    expect(third).toEqual({ changed: [], unresolved: [] });
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
+  it('never takes a message another reservation holds for this one (the same SMS sent twice)', async () => {
+    const ok = await call('twilio', undefined, 'see you at 5');
+    expect(ok.ok).toBe(true);
+    const firstSid = h.sim.created().twilio[0].sid as string;
+
+    // identical text, nothing created: the earlier message must not answer for it
+    const lost = await call('twilio', { kind: 'hang' }, 'see you at 5');
+    expect(lost).toMatchObject({ code: 'VENDOR_UNCERTAIN' });
+    ageReservations(h.home);
+    const r1 = await reconcile(h.guard, vendors);
+    expect(r1.changed.find((c) => c.reservationId === (lost as { reservationId: string }).reservationId)).toMatchObject({ to: 'released' });
+
+    // identical text, created but the answer was lost: this one is found, not confused with the first
+    const dropped = await call('twilio', { kind: 'drop', afterCreate: true }, 'see you at 5');
+    const droppedId = (dropped as { reservationId: string }).reservationId;
+    ageReservations(h.home);
+    const r2 = await reconcile(h.guard, vendors);
+    const secondSid = h.sim.created().twilio[1].sid as string;
+    expect(secondSid).not.toBe(firstSid);
+    expect(r2.changed.find((c) => c.reservationId === droppedId)).toMatchObject({ to: 'settled', vendorRef: secondSid });
+    expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
+  it('corrects a Twilio estimate to the final price, once, with an overrun row when above the estimate', async () => {
+    const o = await call('twilio');
+    expect(o).toMatchObject({ ok: true, estimated: true, costMicros: 8300 });
+    const resId = (o as { reservationId: string }).reservationId;
+    const sid = h.sim.created().twilio[0].sid as string;
+    h.sim.setPrice(sid, '-0.0123');
+
+    const r = await reconcile(h.guard, vendors);
+    expect(r.changed).toEqual([
+      expect.objectContaining({ reservationId: resId, from: 'settled', to: 'corrected', amountMicros: 12_300, vendorRef: sid, label: 'reconcile-run' }),
+    ]);
+    const res = await h.guard.ledger.getReservation(resId);
+    expect(res).toMatchObject({ state: 'settled', actualMicros: 12_300, estimated: false, corrected: true });
+    const audit = (await h.guard.ledger.queryAudit({})).filter((a) => a.reservationId === resId).map((a) => a.event);
+    expect(audit).toEqual(expect.arrayContaining(['corrected', 'overrun']));
+
+    h.sim.setPrice(sid, '-0.05'); // a later change at the vendor: the one correction is spent
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+    expect((await h.guard.ledger.getReservation(resId)).actualMicros).toBe(12_300);
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
+  it('leaves a reservation as it was, and lists it unresolved, when the vendor cannot be asked', async () => {
+    const s = await call('stripe', { kind: 'status', status: 500, afterCreate: true });
+    const t = await call('twilio', { kind: 'drop' });
+    const ids = [s, t].map((o) => (o as { reservationId: string }).reservationId);
+    ageReservations(h.home);
+    h.sim.inject({ vendor: 'stripe', fault: { kind: 'status', status: 500 }, times: Infinity });
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'drop' }, times: Infinity });
+    const before: Reservation[] = await Promise.all(ids.map((id) => h.guard.ledger.getReservation(id)));
+
+    const r = await reconcile(h.guard, vendors);
+    expect(r.changed).toEqual([]);
+    expect(r.unresolved.map((u) => u.reservationId).sort()).toEqual([...ids].sort());
+    for (const u of r.unresolved) {
+      expect(u.state).toBe('uncertain');
+      expect(u.why).toMatch(/lookup failed/);
+      for (const secret of [h.sim.credentials.stripe.secretKey, h.sim.credentials.twilio.authToken]) expect(u.why).not.toContain(secret);
+    }
+    expect(await Promise.all(ids.map((id) => h.guard.ledger.getReservation(id)))).toEqual(before);
+
+    h.sim.clearFaults();
+    const again = await reconcile(h.guard, vendors);
+    expect(again.unresolved).toEqual([]);
+    expect(await states(ids)).toEqual(['settled', 'released']);
+  });
+
+  it('lists a reservation unresolved when its vendor has no credential', async () => {
+    const bare = await setupHome({ credentials: 'none', sim: h.sim });
+    try {
+      const { key: k } = await bare.issue('no-creds', { allow: ['stripe.*'] });
+      const { stripeAdapter } = await import('../../src/vendors/stripe.js');
+      const p = stripeAdapter.prepare({ amount: 700, currency: 'usd' }, runtimeOf(bare).pricing);
+      const o = await bare.guard.guardedCall(k, {
+        ...p,
+        price: { ...p.price },
+        call: async () => {
+          throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        },
+        classifyError: (err) => stripeAdapter.classifyError(err),
+      });
+      expect(o).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+      const r = await reconcile(bare.guard, runtimeOf(bare));
+      expect(r.changed).toEqual([]);
+      expect(r.unresolved).toEqual([
+        expect.objectContaining({ reservationId: (o as { reservationId: string }).reservationId, state: 'uncertain', why: expect.stringMatching(/CREDENTIAL_MISSING/) }),
+      ]);
+    } finally {
+      await bare.cleanup();
+    }
+  });
+
+  it('resolves a pending reservation only once it is stale (its process is gone)', async () => {
+    // A call whose process "dies" after the vendor created the object: the reservation stays pending.
+    const vendor = 'resend';
+    let reservationId = '';
+    const adapter = vendors.adapters().find((a) => a.vendor === vendor)!;
+    const p = adapter.prepare(inputFor(vendor), vendors.pricing);
+    const client = await vendors.client(vendor);
+    let sent!: () => void;
+    const done = new Promise<void>((r) => (sent = r));
+    void h.guard.guardedCall(key, {
+      action: p.action,
+      estimateMicros: p.estimateMicros,
+      fingerprintArgs: p.fingerprintArgs,
+      recipients: p.recipients,
+      normalized: p.normalized,
+      call: async (ctx) => {
+        reservationId = ctx.reservationId;
+        await adapter.call(client, p.normalized, ctx);
+        sent();
+        return new Promise<never>(() => {}); // never returns: the process is gone
+      },
+      classifyError: (err) => adapter.classifyError(err),
+    });
+    await done;
+    expect((await h.guard.ledger.getReservation(reservationId)).state).toBe('pending');
+
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+    await expect(resolveManually(h.guard, reservationId, 'released', { by: 'alice' })).rejects.toMatchObject({ code: 'CONFLICT' });
+
+    const later = Date.now() + staleThresholdMs(h.guard) + 1000;
+    const r = await reconcile(h.guard, vendors, { now: later });
+    expect(r.changed).toEqual([expect.objectContaining({ reservationId, from: 'pending', to: 'settled', amountMicros: 1800 })]);
+    expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
+  });
+
+  it('resolves by hand, both ways, audited with who did it', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(((await call('stripe', { kind: 'status', status: 500 })) as { reservationId: string }).reservationId);
+    const [a, b, c] = ids as [string, string, string];
+    const estimateB = (await h.guard.ledger.getReservation(b)).estimateMicros;
+
+    const released = await resolveManually(h.guard, a, 'released', { by: 'alice' });
+    expect(released).toMatchObject({ reservationId: a, from: 'uncertain', to: 'released', why: expect.stringContaining('resolved by alice') });
+    const settledDefault = await resolveManually(h.guard, b, 'settled', { by: 'bob' });
+    expect(settledDefault).toMatchObject({ to: 'settled', amountMicros: estimateB, why: expect.stringContaining('resolved by bob') });
+    const settled = await resolveManually(h.guard, c, 'settled', { by: 'carol', amountMicros: 1_250_000 });
+    expect(settled).toMatchObject({ to: 'settled', amountMicros: 1_250_000 });
+
+    expect(await h.guard.ledger.getReservation(a)).toMatchObject({ state: 'released', note: expect.stringContaining('resolved by alice') });
+    expect(await h.guard.ledger.getReservation(c)).toMatchObject({ state: 'settled', actualMicros: 1_250_000 });
+    const audit = await h.guard.ledger.queryAudit({});
+    expect(audit.find((r) => r.reservationId === a && r.event === 'released')?.details).toMatchObject({ why: expect.stringContaining('resolved by alice') });
+    expect(audit.find((r) => r.reservationId === c && r.event === 'settled')).toMatchObject({ amountMicros: 1_250_000 });
+
+    await expect(resolveManually(h.guard, a, 'settled', { by: 'alice' })).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(resolveManually(h.guard, 'res_NOPE', 'released', { by: 'alice' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(resolveManually(h.guard, c, 'released', { by: 'alice', amountMicros: 5 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+});
