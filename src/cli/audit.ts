@@ -1,6 +1,153 @@
-/** runcap audit [--label L] [--key ID] [--since T] [--csv] | audit verify | audit head */
+/** runcap audit [--label L] [--key ID] [--since T] [--until T] [--csv] | audit verify | audit head */
 import type { Command } from 'commander';
+import { openGuard } from '../guard/index.js';
+import type { AuditRow } from '../ledger/types.js';
+import { csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd } from './io.js';
+import { timeOption } from './options.js';
+
+interface AuditOptions {
+  label?: string;
+  key?: string;
+  since?: number;
+  until?: number;
+  csv?: boolean;
+  json?: boolean;
+}
+
+const CSV_HEAD = ['time', 'chain', 'seq', 'event', 'key_id', 'label', 'issuer', 'delegation', 'action', 'amount_usd', 'amount_micros', 'code', 'reservation_id', 'approval_id', 'vendor_ref', 'details'];
+
+function rowJson(r: AuditRow) {
+  return {
+    id: r.id,
+    at: isoTime(r.at),
+    chain: r.chain,
+    seq: r.seq,
+    event: r.event,
+    key_id: r.keyId,
+    label: r.label,
+    issuer: r.issuer,
+    delegation: r.delegation,
+    action: r.action,
+    amount_micros: r.amountMicros,
+    amount_usd: r.amountMicros === null ? null : usd(r.amountMicros),
+    code: r.code,
+    reservation_id: r.reservationId,
+    approval_id: r.approvalId,
+    vendor_ref: r.vendorRef,
+    details: r.details,
+  };
+}
+
+/** CSV for spreadsheets and scripts; text cells are made inert too, as the file is often looked at in a terminal. */
+function rowCsv(r: AuditRow): unknown[] {
+  const t = (v: string | null) => (v === null ? '' : inert(v));
+  return [
+    isoTime(r.at),
+    r.chain,
+    r.seq,
+    r.event,
+    t(r.keyId),
+    t(r.label),
+    t(r.issuer),
+    inert(r.delegation.join(' > ')),
+    t(r.action),
+    r.amountMicros === null ? '' : usd(r.amountMicros).replace('$', ''),
+    r.amountMicros ?? '',
+    t(r.code),
+    t(r.reservationId),
+    t(r.approvalId),
+    t(r.vendorRef),
+    inert(JSON.stringify(r.details)),
+  ];
+}
 
 export function registerAuditCommands(program: Command): void {
-  void program; // TODO(issue 4): runcap audit [--label L] [--key ID] [--since T] [--csv] | audit verify | audit head
+  const audit = program
+    .command('audit')
+    .description('the audit trail, oldest first; `audit verify` checks the chains, `audit head` prints the chain heads')
+    .option('--label <label>', 'only this run label (and its sessions)')
+    .option('--key <id>', 'only this key id')
+    .option('--since <time>', 'from this time: 2h, 3d (ago), 2026-11-22 or 2026-11-22T14:00', (v: string) => timeOption(v))
+    .option('--until <time>', 'before this time (same forms as --since)', (v: string) => timeOption(v))
+    .option('--csv', 'print CSV with a header row')
+    .option('--json', 'print JSON')
+    .action(async (o: AuditOptions) => {
+      if (o.csv && o.json) throw new UsageError('choose one of --csv and --json');
+      const guard = openGuard();
+      try {
+        const rows = await guard.ledger.queryAudit({
+          ...(o.label !== undefined ? { label: o.label } : {}),
+          ...(o.key !== undefined ? { keyId: o.key } : {}),
+          ...(o.since !== undefined ? { since: o.since } : {}),
+          ...(o.until !== undefined ? { until: o.until } : {}),
+        });
+        if (o.json) return printJson(rows.map(rowJson));
+        if (o.csv) {
+          process.stdout.write(csvLine(CSV_HEAD));
+          for (const r of rows) process.stdout.write(csvLine(rowCsv(r)));
+          return;
+        }
+        printTable(
+          ['time', 'label', 'event', 'action', 'amount', 'code', 'reservation / approval', 'vendor ref'],
+          rows.map((r) => [
+            localTime(r.at),
+            inert(r.label ?? '-'),
+            r.event,
+            inert(r.action ?? '-'),
+            usd(r.amountMicros),
+            inert(r.code ?? ''),
+            [r.reservationId, r.approvalId].filter(Boolean).map(inert).join('\n'),
+            inert(r.vendorRef ?? ''),
+          ]),
+        );
+      } finally {
+        await guard.close();
+      }
+    });
+
+  audit
+    .command('verify')
+    .description('check every audit chain (HMAC) and recompute the counters; exit 1 on any break')
+    .option('--json', 'print JSON')
+    .action(async (_o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<{ json?: boolean }>(); // `audit verify --json`: the parent also knows --json
+      const guard = openGuard();
+      try {
+        const v = await guard.ledger.verifyAudit();
+        if (o.json) {
+          printJson({
+            ok: v.ok,
+            rows_checked: v.rowsChecked,
+            chains_checked: v.chainsChecked,
+            counters_checked: v.countersChecked,
+            problems: v.problems.map((p) => ({ chain: p.chain, seq: p.seq, row_id: p.rowId, problem: p.problem })),
+          });
+        } else if (v.ok) {
+          process.stdout.write(`OK: ${v.rowsChecked} audit rows in ${v.chainsChecked} chain(s) and ${v.countersChecked} counter(s) check out.\n`);
+        } else {
+          for (const p of v.problems) {
+            process.stdout.write(`BROKEN ${inert(p.chain)}${p.seq !== null ? ` seq ${p.seq}` : ''}${p.rowId !== null ? ` (row ${p.rowId})` : ''}: ${inert(p.problem)}\n`);
+          }
+        }
+        if (!v.ok) throw refused(`audit verification failed: ${v.problems.length} problem(s) in ${v.rowsChecked} rows`);
+      } finally {
+        await guard.close();
+      }
+    });
+
+  audit
+    .command('head')
+    .description('print the head (last seq and MAC) of every audit chain, to keep elsewhere: a later `audit head` must extend it')
+    .option('--json', 'print JSON')
+    .action(async (_o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<{ json?: boolean }>();
+      const guard = openGuard();
+      try {
+        const heads = await guard.ledger.auditHeads();
+        if (o.json) return printJson(heads.map((h) => ({ chain: h.chain, seq: h.seq, mac: h.mac })));
+        printTable(['chain', 'seq', 'mac'], heads.map((h) => [inert(h.chain), h.seq, h.mac]));
+      } finally {
+        await guard.close();
+      }
+    });
 }

@@ -54,10 +54,11 @@ export function inert(text: unknown): string {
 export async function askHidden(prompt: string): Promise<string> {
   const input = process.stdin;
   if (!input.isTTY) throw new RuncapError('INVALID_INPUT', 'a terminal is needed to type the passphrase (stdin is not a TTY)');
-  process.stderr.write(prompt);
   return new Promise((resolve, reject) => {
     let value = '';
+    // raw (no echo, no signals) BEFORE the prompt shows: keys typed as soon as it appears must not be echoed
     input.setRawMode(true);
+    process.stderr.write(prompt);
     input.resume();
     input.setEncoding('utf8');
     const done = (err?: Error) => {
@@ -98,3 +99,116 @@ export function osUser(): string {
     return 'unknown';
   }
 }
+
+/** A refusal (exit 1) with one clear line: no terminal, passphrases differ, verification failed … */
+export function refused(message: string): RuncapError {
+  return new RuncapError('CONFLICT', message);
+}
+
+/** Refuse (exit 1) unless stdin is a terminal: passphrases are typed by a human, never piped or passed as flags. */
+export function requireTty(what: string): void {
+  if (!process.stdin.isTTY) throw refused(`${what} needs a terminal: the approver passphrase is typed on a TTY, never piped or passed as a flag; nothing was done`);
+}
+
+/**
+ * Single keys from the terminal, in raw mode, for interactive loops (approvals
+ * watch). Keys typed while no question is open are dropped, so type-ahead can
+ * never answer a request before it was shown. Ctrl-C, Ctrl-D and the end of
+ * input call onStop.
+ */
+export class TtyKeys {
+  private queue: string[] = [];
+  private asking = false;
+  private wake: (() => void) | undefined;
+  private readonly onData = (chunk: string): void => {
+    for (const ch of chunk) {
+      if (ch === '\u0003' || ch === '\u0004') return this.onStop();
+      if (this.asking) this.queue.push(ch);
+    }
+    this.wake?.();
+  };
+  private readonly onEnd = (): void => this.onStop();
+
+  constructor(private readonly onStop: () => void, private readonly input: NodeJS.ReadStream = process.stdin) {
+    input.setRawMode(true);
+    input.setEncoding('utf8');
+    input.on('data', this.onData);
+    input.on('end', this.onEnd);
+    input.resume();
+  }
+
+  /** The next key typed from now on (lower case) that is one of `choices`; other keys are ignored. */
+  async choose(choices: string): Promise<string> {
+    this.queue = [];
+    this.asking = true;
+    try {
+      for (;;) {
+        while (this.queue.length) {
+          const key = this.queue.shift()!.toLowerCase();
+          if (choices.includes(key)) return key;
+        }
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+      }
+    } finally {
+      this.asking = false;
+      this.queue = [];
+    }
+  }
+
+  close(): void {
+    this.asking = false;
+    this.wake = undefined;
+    this.input.removeListener('data', this.onData);
+    this.input.removeListener('end', this.onEnd);
+    try {
+      this.input.setRawMode(false);
+    } catch {
+      // the terminal is gone
+    }
+    this.input.pause();
+  }
+}
+
+/** An amount in a currency's minor units, e.g. (5000, 'eur') → "EUR 50.00", (5000, 'jpy') → "JPY 5000". */
+export function currencyAmount(amountMinor: number, currency: string, digits: number): string {
+  const neg = amountMinor < 0;
+  const s = String(Math.abs(amountMinor)).padStart(digits + 1, '0');
+  const whole = digits ? s.slice(0, -digits) : s;
+  const frac = digits ? `.${s.slice(-digits)}` : '';
+  return `${currency.toUpperCase()} ${neg ? '-' : ''}${whole}${frac}`;
+}
+
+/** One CSV cell (RFC 4180): quoted when it holds a comma, quote, CR or LF; quotes doubled. */
+export function csvCell(value: unknown): string {
+  const s = value === null || value === undefined ? '' : typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function csvLine(cells: unknown[]): string {
+  return `${cells.map(csvCell).join(',')}\r\n`;
+}
+
+/**
+ * Like inert(), for text a human must judge exactly (what an approval allows):
+ * control characters, terminal escapes and invisible or direction-changing
+ * characters are not dropped but shown as \xNN / \uNNNN, so nothing can hide
+ * in them and nothing reaches the terminal as a control. Newlines are kept
+ * (callers lay multi-line text out themselves).
+ */
+export function visibleText(text: unknown): string {
+  return String(text).replace(HIDDEN, (c) => {
+    const n = c.charCodeAt(0);
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** true when visibleText() had to escape something. */
+export function hasHidden(text: unknown): boolean {
+  HIDDEN.lastIndex = 0;
+  const found = HIDDEN.test(String(text));
+  HIDDEN.lastIndex = 0;
+  return found;
+}
+
+const HIDDEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\ufff9-\ufffb]/g;

@@ -22,7 +22,6 @@ export function buildProgram(): Command {
   const program = new Command('runcap')
     .description('run-scoped spend caps, allowlists, approvals and audit for AI agents calling paid APIs')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerInitCommand(program);
   registerPassphraseCommand(program);
@@ -38,9 +37,9 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** Subcommands inherit exitOverride and error output, so every usage error exits 2. */
+/** Subcommands inherit exitOverride, so every usage error exits 2 after commander's one-line message. */
 function propagate(cmd: Command): void {
-  cmd.exitOverride().showHelpAfterError('(run with --help for usage)');
+  cmd.exitOverride();
   for (const c of cmd.commands) propagate(c);
 }
 

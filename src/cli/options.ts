@@ -46,3 +46,43 @@ export function maxCallsOption(value: string, previous: MaxCalls[] = []): MaxCal
   const window = m[3] === 'day' ? 'daily' : m[3] === 'month' ? 'monthly' : 'total';
   return [...previous, { action: m[1]!, calls: Number(m[2]), window }];
 }
+
+/** A person's name for --by: 1-128 printable characters. */
+export function nameOption(value: string): string {
+  if (value.length === 0 || value.length > 128 || /[\u0000-\u001f\u007f-\u009f]/.test(value)) {
+    throw new InvalidArgumentError(`"${value.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?').slice(0, 40)}" is not a name of 1-128 printable characters`);
+  }
+  return value;
+}
+
+/** A USD amount, or "none" to remove the limit (a string: commander turns a parser's null into ''). */
+export function usdOrNoneOption(value: string): number | 'none' {
+  if (/^(none|off)$/i.test(value.trim())) return 'none';
+  return usdOption(value);
+}
+
+/**
+ * A point in time for --since / --until, as ms since the epoch: relative to now
+ * ("90s", "30m", "1h", "2d" ago), an ISO date (local midnight) or an ISO date and
+ * time (local unless it names a zone: Z or ±hh:mm).
+ */
+export function timeOption(value: string, now: number = Date.now()): number {
+  const v = value.trim();
+  if (/^\d+[smhd]?$/.test(v)) {
+    try {
+      return now - parseDuration(v) * 1000;
+    } catch {
+      // fall through to the error below
+    }
+  }
+  const date = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v);
+  if (date) {
+    const [y, m, d] = [Number(date[1]), Number(date[2]), Number(date[3])];
+    const t = new Date(y, m - 1, d);
+    if (t.getFullYear() === y && t.getMonth() === m - 1 && t.getDate() === d) return t.getTime();
+  } else if (/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:?\d{2})?$/i.test(v)) {
+    const t = Date.parse(v.replace(' ', 'T'));
+    if (Number.isFinite(t)) return t;
+  }
+  throw new InvalidArgumentError(`"${value}" is not a time like 2h, 3d, 2026-11-22 or 2026-11-22T14:00`);
+}

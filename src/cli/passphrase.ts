@@ -1,6 +1,38 @@
-/** runcap passphrase: change the approver passphrase */
+/** runcap passphrase: change the approver passphrase (typed on the terminal only) */
 import type { Command } from 'commander';
+import { openGuard } from '../guard/index.js';
+import { RuncapError } from '../policy/codes.js';
+import { askHidden, refused, requireTty } from './io.js';
 
 export function registerPassphraseCommand(program: Command): void {
-  void program; // TODO(issue 4): runcap passphrase: change the approver passphrase
+  program
+    .command('passphrase')
+    .description('change the approver passphrase: asks the current one, then the new one twice, on the terminal')
+    .action(async () => {
+      requireTty('changing the approver passphrase');
+      const guard = openGuard();
+      try {
+        const ask = async (prompt: string) => {
+          try {
+            return await askHidden(prompt);
+          } catch (err) {
+            if (err instanceof RuncapError && err.message === 'interrupted') throw refused('cancelled; the passphrase was not changed');
+            throw err;
+          }
+        };
+        let old: string | undefined;
+        if (await guard.ledger.hasPassphrase()) {
+          old = await ask('Current approver passphrase: ');
+          if (!(await guard.ledger.checkPassphrase(old))) throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
+        }
+        const first = await ask('New approver passphrase (8+ characters): ');
+        if (first.length < 8 || first.length > 1024) throw refused('the approver passphrase must be 8 to 1024 characters; nothing was changed');
+        const second = await ask('Repeat the new one: ');
+        if (first !== second) throw refused('the two new passphrases differ; nothing was changed');
+        await guard.ledger.setPassphrase(first, old);
+        process.stdout.write('The approver passphrase was changed.\n');
+      } finally {
+        await guard.close();
+      }
+    });
 }

@@ -1,0 +1,364 @@
+/**
+ * runcap approvals | approve | deny | approvals watch, run as the built CLI
+ * against a real RUNCAP_HOME. Approving needs the passphrase typed on a
+ * terminal: driven through a pseudo-terminal (util-linux `script`).
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { homePath } from '../../src/config.js';
+import { openGuard } from '../../src/guard/index.js';
+import { PASSPHRASE, serverEnv, setupHome, startServer, textOf, type Home } from '../helpers/e2e.js';
+import { dbState } from '../helpers/ledger.js';
+import { killPtys, parseJson, ptyCli, runCli, visible } from '../helpers/cli.js';
+
+const ESC = '\u001b';
+const EVIL = 'Invoice \u001b]0;pwned\u0007 \u001b[2J\u001b[31mRED\u001b[0m \u009b6n end';
+const HOUR = 3_600_000;
+
+let h: Home;
+let key: string;
+let keyId: string;
+const ledgerFile = () => homePath(h.home, 'ledger');
+
+/** A pending approval raised the way a custom-action executor would: guard.verify over the approval threshold. */
+async function raise(description: string, amountUsd = 50): Promise<string> {
+  const r = await h.guard.verify(key, { action: 'deploy_production', amountUsd, details: { description } });
+  expect(r.code).toBe('APPROVAL_REQUIRED');
+  return r.approvalId!;
+}
+
+const status = async (id: string) => (await h.guard.ledger.getApproval(id)).status;
+const auditLength = async () => (await h.guard.ledger.queryAudit({})).length;
+
+beforeAll(async () => {
+  h = await setupHome();
+  const k = await h.issue('deploy-run', { allow: ['*'], approve_over_usd_micros: 10_000_000 });
+  key = k.key;
+  keyId = k.id;
+});
+afterEach(() => killPtys());
+afterAll(async () => h?.cleanup());
+
+describe('runcap approvals', () => {
+  it('lists pending approvals as a table and as JSON; --all also lists answered ones', async () => {
+    const id = await raise('list me', 12.5);
+    const denied = await raise('deny me');
+    await h.guard.ledger.deny(denied, { by: 'test' });
+
+    const table = await runCli(h.home, ['approvals']);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toContain(id);
+    expect(table.stdout).toContain('deploy-run');
+    expect(table.stdout).toContain('deploy_production');
+    expect(table.stdout).toContain('$12.50');
+    expect(table.stdout).toContain('pending');
+    expect(table.stdout).not.toContain(denied);
+
+    const json = await runCli(h.home, ['approvals', '--json']);
+    expect(json.code).toBe(0);
+    const list = parseJson<any[]>(json.stdout);
+    const mine = list.find((a) => a.id === id);
+    expect(mine).toMatchObject({ id, key_id: keyId, label: 'deploy-run', issued_by: 'test', action: 'deploy_production', amount_micros: 12_500_000, amount_usd: '$12.50', status: 'pending' });
+    expect(mine.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(list.some((a) => a.id === denied)).toBe(false);
+
+    const all = parseJson<any[]>((await runCli(h.home, ['approvals', '--all', '--json'])).stdout);
+    expect(all.find((a) => a.id === denied)).toMatchObject({ status: 'denied', decided_by: 'test' });
+    const allTable = await runCli(h.home, ['approvals', '--all']);
+    expect(allTable.stdout).toContain(denied);
+    expect(allTable.stdout).toContain('denied');
+  });
+
+  it('an unknown flag is a usage error (exit 2) and changes nothing', async () => {
+    const before = dbState(ledgerFile());
+    const r = await runCli(h.home, ['approvals', '--bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')[0]).toMatch(/unknown option '--bogus'/);
+    expect(dbState(ledgerFile())).toEqual(before);
+  });
+});
+
+describe('runcap approve without a terminal', () => {
+  it('refuses and grants nothing, whatever flags are given or piped', async () => {
+    const id = await raise('no tty please');
+    const attempts: { args: string[]; input?: string }[] = [
+      { args: ['approve', id] },
+      { args: ['approve', id], input: `${PASSPHRASE}\n` },
+      { args: ['approve', id, '--by', 'mallory'], input: `${PASSPHRASE}\n${PASSPHRASE}\n` },
+      { args: ['approve', id, '--json'], input: `${PASSPHRASE}\n` },
+      { args: ['approve', id, '--yes'], input: `${PASSPHRASE}\n` },
+      { args: ['approve', id, '--passphrase', PASSPHRASE] },
+      { args: ['approve', id, `--passphrase=${PASSPHRASE}`] },
+      { args: ['approve', '--passphrase-stdin', id], input: `${PASSPHRASE}\n` },
+      { args: ['approvals', 'watch'], input: `${PASSPHRASE}\na\n` },
+      { args: ['approvals', 'watch', '--yes'], input: `${PASSPHRASE}\na\n` },
+    ];
+    const before = dbState(ledgerFile());
+    for (const a of attempts) {
+      const r = await runCli(h.home, a.args, a.input !== undefined ? { input: a.input } : {});
+      expect(r.code, `${a.args.join(' ')} → ${r.stdout}${r.stderr}`).not.toBe(0);
+      expect(r.stderr.trim().split('\n')[0]).toMatch(/needs a terminal|unknown option/);
+      expect(await status(id)).toBe('pending');
+    }
+    // not even a failed attempt was written: nothing was asked, nothing was checked
+    expect(dbState(ledgerFile())).toEqual(before);
+    // plain refusals are exit 1 (refused), bad flags exit 2 (usage)
+    expect((await runCli(h.home, ['approve', id], { input: `${PASSPHRASE}\n` })).code).toBe(1);
+    expect((await runCli(h.home, ['approve', id, '--yes'])).code).toBe(2);
+    // the identical call is still not allowed
+    expect((await h.guard.verify(key, { action: 'deploy_production', amountUsd: 50, details: { description: 'no tty please' } })).code).toBe('APPROVAL_REQUIRED');
+  });
+
+  it('still shows what would be approved, inert, before refusing', async () => {
+    const id = await raise(EVIL);
+    const r = await runCli(h.home, ['approve', id]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(id);
+    expect(r.stdout).toContain('pwned');
+    expect(r.stdout + r.stderr).not.toContain(ESC);
+    expect(r.stdout).not.toContain('\u0007');
+    expect(r.stdout).not.toContain('\u009b');
+  });
+});
+
+describe('runcap approve on a terminal', () => {
+  it('a wrong passphrase is refused (exit 1), audited as approval_failed, and grants nothing', async () => {
+    const id = await raise('wrong passphrase');
+    const t = ptyCli(h.home, ['approve', id, '--by', 'bob']);
+    await t.waitFor(/passphrase \(Ctrl-C cancels\): /);
+    t.type('not the passphrase\r');
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toMatch(/wrong approver passphrase; nothing was approved/);
+    expect(await status(id)).toBe('pending');
+    const failed = (await h.guard.ledger.queryAudit({ keyId })).filter((r) => r.event === 'approval_failed' && r.approvalId === id);
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.details).toMatchObject({ by: 'bob' });
+    expect((await h.guard.ledger.queryAudit({ keyId })).some((r) => r.event === 'approval_approved' && r.approvalId === id)).toBe(false);
+  });
+
+  it('Ctrl-C at the prompt cancels (exit 1) and grants nothing', async () => {
+    const id = await raise('cancel me');
+    const before = await auditLength();
+    const t = ptyCli(h.home, ['approve', id]);
+    await t.waitFor(/passphrase \(Ctrl-C cancels\): /);
+    t.type('\u0003');
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toContain('cancelled; nothing was approved');
+    expect(await status(id)).toBe('pending');
+    expect(await auditLength()).toBe(before);
+  });
+
+  it('an MCP call needing approval: approve shows it all (inert), the right passphrase grants, the identical retry succeeds', async () => {
+    const served = await startServer(serverEnv(h, key));
+    try {
+      const args = { amount: 5000, currency: 'eur', description: EVIL, metadata: { order: '42\u001b[1A\u001b[2Kforged line', note: 'two\nlines' } };
+      const first = await served.client.callTool({ name: 'create_payment_intent', arguments: args });
+      expect(first.isError).toBe(true);
+      expect(textOf(first)).toMatch(/^APPROVAL_REQUIRED/);
+      const id = /apr_[0-9A-Z]+/.exec(textOf(first))![0];
+
+      const t = ptyCli(h.home, ['approve', id, '--by', 'carol']);
+      const at = await t.waitFor(/passphrase \(Ctrl-C cancels\): /);
+      const shown = t.output().slice(0, at);
+      expect(shown, visible(shown)).not.toContain(ESC);
+      expect(shown).not.toContain('\u0007');
+      for (const part of [
+        id,
+        'deploy-run',
+        'issued by:   test',
+        'stripe.payment_intents.create',
+        '$54.50 (EUR 50.00)',
+        'at 1.09 USD per EUR',
+        'requested:',
+        'if approved: this exact call may run once, until',
+        'grant TTL 30 min',
+        'amount: 5000',
+        'currency: "eur"',
+        'description: "Invoice \\x1b]0;pwned\\x07 \\x1b[2J\\x1b[31mRED\\x1b[0m \\x9b6n end"',
+        'metadata.order: "42\\x1b[1A\\x1b[2Kforged line"',
+        '! the text the agent wrote holds control characters',
+        'metadata.note: (2 lines)',
+        '| two',
+        '| lines',
+      ]) {
+        expect(shown, `missing ${part} in\n${visible(shown)}`).toContain(part);
+      }
+      expect(shown).toContain('recipients:  (none)');
+      // before the passphrase: nothing granted yet
+      expect(await status(id)).toBe('pending');
+      t.type(`${PASSPHRASE}\r`);
+      expect(await t.exited).toBe(0);
+      expect(t.output()).not.toContain(PASSPHRASE);
+      expect(t.output()).toMatch(new RegExp(`Approved ${id} by carol`));
+      expect(await h.guard.ledger.getApproval(id)).toMatchObject({ status: 'approved', decidedBy: 'carol' });
+
+      const retry = await served.client.callTool({ name: 'create_payment_intent', arguments: args });
+      expect(retry.isError, textOf(retry)).toBeFalsy();
+      expect((retry.structuredContent as { id: string }).id).toMatch(/^pi_/);
+      expect(await status(id)).toBe('consumed');
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('an approval that is no longer pending is refused before any passphrase is asked', async () => {
+    const id = await raise('answer twice');
+    await h.guard.ledger.deny(id, { by: 'test' });
+    const before = dbState(ledgerFile());
+    const t = ptyCli(h.home, ['approve', id]);
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toMatch(/is denied; it can no longer be approved/);
+    expect(t.output()).not.toMatch(/passphrase/i);
+    expect(dbState(ledgerFile())).toEqual(before);
+  });
+});
+
+describe('runcap deny', () => {
+  it('denies without a passphrase; the identical call is then APPROVAL_DENIED', async () => {
+    const id = await raise('please deny');
+    const r = await runCli(h.home, ['deny', id, '--reason', 'not today', '--by', 'dave', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(parseJson(r.stdout)).toMatchObject({ id, status: 'denied', decided_by: 'dave', deny_reason: 'not today' });
+    expect((await h.guard.verify(key, { action: 'deploy_production', amountUsd: 50, details: { description: 'please deny' } })).code).toBe('APPROVAL_DENIED');
+    const id2 = await raise('please deny too');
+    const r2 = await runCli(h.home, ['deny', id2]);
+    expect(r2.code).toBe(0);
+    expect(r2.stdout).toContain(`Denied ${id2}`);
+    expect(await h.guard.ledger.getApproval(id2)).toMatchObject({ status: 'denied', decidedBy: 'tester' });
+  });
+});
+
+describe('wrong ids, expired approvals, bad flags: one clear line, the documented exit code, nothing changed', () => {
+  it('unknown or malformed approval ids exit 1', async () => {
+    const before = dbState(ledgerFile());
+    for (const args of [
+      ['approve', 'apr_01NOPE'],
+      ['approve', 'nonsense'],
+      ['deny', 'apr_01NOPE'],
+      ['deny', "'; DROP TABLE approvals; --"],
+    ]) {
+      const r = await runCli(h.home, args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^runcap: no approval /);
+      expect(r.stdout).toBe('');
+    }
+    expect(dbState(ledgerFile())).toEqual(before);
+  });
+
+  it('an expired approval cannot be approved or denied (exit 1)', async () => {
+    // raised 25 h ago through the library with a clock set back: the request lapsed after 24 h
+    const past = openGuard({ home: h.home, clock: () => Date.now() - 25 * HOUR });
+    let id: string;
+    try {
+      const k = await past.ledger.issueKey({ label: 'old-run', policy: { allow: ['*'], approve_over_usd_micros: 1_000_000 }, issuedBy: 'test', ttlSeconds: 7 * 24 * 3600 });
+      const r = await past.verify(k.key, { action: 'deploy_staging', amountUsd: 5 });
+      expect(r.code).toBe('APPROVAL_REQUIRED');
+      id = r.approvalId!;
+    } finally {
+      await past.close();
+    }
+    expect(await status(id)).toBe('expired');
+    const before = dbState(ledgerFile());
+    const a = await runCli(h.home, ['approve', id]);
+    expect(a.code).toBe(1);
+    expect(a.stderr.trim()).toBe(`runcap: approval ${id} is expired; it can no longer be approved`);
+    const t = ptyCli(h.home, ['approve', id]);
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toContain('is expired');
+    const d = await runCli(h.home, ['deny', id]);
+    expect(d.code).toBe(1);
+    expect(d.stderr.trim().split('\n')).toHaveLength(1);
+    expect(d.stderr).toMatch(/is expired; it can no longer be answered/);
+    expect(dbState(ledgerFile())).toEqual(before);
+  });
+
+  it('unknown flags and bad values exit 2', async () => {
+    const id = await raise('flags');
+    const before = dbState(ledgerFile());
+    for (const args of [
+      ['approve', id, '--yes'],
+      ['approve'],
+      ['approve', id, 'extra'],
+      ['deny', id, '--bogus'],
+      ['deny', id, '--by', ''],
+      ['deny', id, '--by', 'evil\u001b[2J'],
+      ['approvals', 'watch', '--by', ''],
+    ]) {
+      const r = await runCli(h.home, args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr.split('\n')[0]).toMatch(/^error: /);
+    }
+    expect(dbState(ledgerFile())).toEqual(before);
+    expect(await status(id)).toBe('pending');
+  });
+});
+
+describe('runcap approvals watch', () => {
+  it('asks the passphrase once, then approves, skips and denies requests live; Ctrl-C ends it with exit 0', async () => {
+    // clear what earlier tests left pending, so the watch starts with a known queue
+    for (const a of await h.guard.ledger.listApprovals()) await h.guard.ledger.deny(a.id, { by: 'test' });
+    const approveMe = await raise(`approve me ${EVIL}`);
+    const skipMe = await raise('skip me');
+
+    const t = ptyCli(h.home, ['approvals', 'watch', '--by', 'erin']);
+    await t.waitFor('Approver passphrase: ');
+    t.type(`${PASSPHRASE}\r`);
+    let at = await t.waitFor(new RegExp(`Approval ${approveMe}[\\s\\S]*\\[a\\]pprove / \\[d\\]eny / \\[s\\]kip\\? `));
+    t.type('a');
+    at = await t.waitFor(`Approved ${approveMe}`, { from: at });
+    at = await t.waitFor(new RegExp(`Approval ${skipMe}[\\s\\S]*\\[s\\]kip\\? `), { from: at });
+    t.type('x'); // not a choice: ignored
+    t.type('s');
+    at = await t.waitFor(`Skipped ${skipMe}`, { from: at });
+
+    // a request raised while watching is shown and answered
+    const denyMe = await raise('deny me live');
+    at = await t.waitFor(new RegExp(`Approval ${denyMe}[\\s\\S]*\\[s\\]kip\\? `), { from: at });
+    t.type('d');
+    at = await t.waitFor(`Denied ${denyMe}`, { from: at });
+    t.type('\u0003');
+    expect(await t.exited).toBe(0);
+
+    const screen = t.output();
+    expect(screen, visible(screen)).not.toContain(ESC);
+    expect(screen).not.toContain('\u0007');
+    expect(screen).toContain('pwned');
+    expect(screen).not.toContain(PASSPHRASE);
+    expect(screen.match(/Approver passphrase/g)).toHaveLength(1);
+
+    expect(await h.guard.ledger.getApproval(approveMe)).toMatchObject({ status: 'approved', decidedBy: 'erin' });
+    expect(await status(skipMe)).toBe('pending');
+    expect(await h.guard.ledger.getApproval(denyMe)).toMatchObject({ status: 'denied', decidedBy: 'erin' });
+
+    // the identical call now succeeds once, consuming the grant; the denied one is refused
+    const retry = await h.guard.verify(key, { action: 'deploy_production', amountUsd: 50, details: { description: `approve me ${EVIL}` } });
+    expect(retry).toMatchObject({ allowed: true, approvalId: approveMe });
+    expect(await status(approveMe)).toBe('consumed');
+    expect((await h.guard.verify(key, { action: 'deploy_production', amountUsd: 50, details: { description: 'deny me live' } })).code).toBe('APPROVAL_DENIED');
+  });
+
+  it('SIGINT (as from kill -INT) ends the watch with exit 0, leaving open questions unanswered', async () => {
+    const id = await raise('left open by SIGINT');
+    const t = ptyCli(h.home, ['approvals', 'watch']);
+    await t.waitFor('Approver passphrase: ');
+    t.type(`${PASSPHRASE}\r`);
+    await t.waitFor(/\[s\]kip\? /);
+    const pid = t.runcapPid();
+    expect(pid).toBeTypeOf('number');
+    process.kill(pid!, 'SIGINT');
+    expect(await t.exited).toBe(0);
+    expect(t.output()).toContain('Stopped watching.');
+    expect(await status(id)).toBe('pending');
+  });
+
+  it('a wrong passphrase ends the watch with exit 1 before anything is shown or answered', async () => {
+    const id = await raise('watch wrong passphrase');
+    const t = ptyCli(h.home, ['approvals', 'watch']);
+    await t.waitFor('Approver passphrase: ');
+    t.type('wrong wrong wrong\r');
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toMatch(/wrong approver passphrase/);
+    expect(t.output()).not.toContain(`Approval ${id}`);
+    expect(await status(id)).toBe('pending');
+  });
+});

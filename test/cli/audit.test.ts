@@ -1,0 +1,181 @@
+/** runcap audit | audit verify | audit head, run as the built CLI against a real RUNCAP_HOME. */
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { homePath } from '../../src/config.js';
+import { PASSPHRASE, setupHome, type Home } from '../helpers/e2e.js';
+import { dbState, PAY, req } from '../helpers/ledger.js';
+import { parseJson, runCli } from '../helpers/cli.js';
+
+let h: Home;
+let alpha: { id: string; key: string };
+let beta: { id: string; key: string };
+let approvalId: string;
+const ledgerFile = () => homePath(h.home, 'ledger');
+
+/** RFC 4180 parser, strict enough to prove the CLI quotes properly. */
+function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let cell = '';
+  let i = 0;
+  let quoted = false;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') (cell += '"'), (i += 2);
+      else if (c === '"') (quoted = false), i++;
+      else (cell += c), i++;
+    } else if (c === '"' && cell === '') (quoted = true), i++;
+    else if (c === ',') row.push(cell), (cell = ''), i++;
+    else if (c === '\r' && text[i + 1] === '\n') row.push(cell), rows.push(row), (row = []), (cell = ''), (i += 2);
+    else if (c === '"' || c === '\n' || c === '\r') throw new Error(`bad CSV at ${i}: ${JSON.stringify(text.slice(Math.max(0, i - 20), i + 20))}`);
+    else (cell += c), i++;
+  }
+  if (cell !== '' || row.length) throw new Error('CSV does not end with CRLF');
+  return rows;
+}
+
+beforeAll(async () => {
+  h = await setupHome();
+  alpha = await h.issue('alpha-run', { allow: ['*'], approve_over_usd_micros: 10_000_000 });
+  beta = await h.issue('beta-run', { allow: ['stripe.*'] });
+  expect((await h.guard.verify(alpha.key, { action: 'deploy_staging', amountUsd: 1.5 })).allowed).toBe(true);
+  const r = await h.guard.verify(alpha.key, { action: 'deploy_production', amountUsd: 20 });
+  approvalId = r.approvalId!;
+  await h.guard.ledger.deny(approvalId, { by: 'ops', reason: 'too "much", sorry\nreally' });
+  const res = await h.guard.ledger.authorize(req(beta.key, PAY, 2_000_000));
+  if (!res.allowed) throw new Error(res.message);
+  await h.guard.ledger.settle(res.reservationId, 2_000_000, 'pi_ref,with "quotes"');
+  expect((await h.guard.verify(beta.key, { action: 'deploy_staging' })).code).toBe('ACTION_NOT_ALLOWED');
+});
+afterAll(async () => h?.cleanup());
+
+describe('runcap audit', () => {
+  it('--json lists every row with ISO UTC times; filters by label, key, since and until', async () => {
+    const all = await runCli(h.home, ['audit', '--json']);
+    expect(all.code, all.stderr).toBe(0);
+    const rows = parseJson<any[]>(all.stdout);
+    expect(rows.length).toBe((await h.guard.ledger.queryAudit({})).length);
+    for (const r of rows) expect(r.at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(rows.map((r) => r.event)).toEqual(expect.arrayContaining(['key_issued', 'verified', 'approval_requested', 'approval_denied', 'reserved', 'settled', 'denied']));
+    expect(rows.find((r) => r.event === 'verified')).toMatchObject({ label: 'alpha-run', action: 'deploy_staging', amount_micros: 1_500_000, amount_usd: '$1.50', key_id: alpha.id });
+    expect(rows.find((r) => r.event === 'settled')).toMatchObject({ label: 'beta-run', vendor_ref: 'pi_ref,with "quotes"' });
+
+    const byLabel = parseJson<any[]>((await runCli(h.home, ['audit', '--label', 'beta-run', '--json'])).stdout);
+    expect(byLabel.length).toBeGreaterThan(2);
+    expect(new Set(byLabel.map((r) => r.label))).toEqual(new Set(['beta-run']));
+    const byKey = parseJson<any[]>((await runCli(h.home, ['audit', '--key', alpha.id, '--json'])).stdout);
+    expect(byKey.length).toBe((await h.guard.ledger.queryAudit({ keyId: alpha.id })).length);
+    expect(new Set(byKey.map((r) => r.key_id))).toEqual(new Set([alpha.id]));
+
+    const recent = parseJson<any[]>((await runCli(h.home, ['audit', '--since', '1h', '--json'])).stdout);
+    expect(recent).toHaveLength(rows.length);
+    expect(parseJson((await runCli(h.home, ['audit', '--until', '2000-01-01', '--json'])).stdout)).toEqual([]);
+    expect(parseJson((await runCli(h.home, ['audit', '--since', '2999-01-01T00:00Z', '--json'])).stdout)).toEqual([]);
+    const window = parseJson<any[]>((await runCli(h.home, ['audit', '--since', '2000-01-01T00:00:00Z', '--until', '2d', '--json'])).stdout);
+    expect(window).toEqual([]); // until two days ago: nothing yet
+    const cut = rows.find((r) => r.event === 'settled').at as string;
+    const after = parseJson<any[]>((await runCli(h.home, ['audit', '--since', cut, '--json'])).stdout);
+    expect(after.length).toBeGreaterThan(0);
+    expect(after.every((r) => r.at >= cut)).toBe(true);
+    expect(after.length).toBeLessThan(rows.length);
+  });
+
+  it('prints a table with time, label, event, action, amount, code, ids and vendor ref', async () => {
+    const r = await runCli(h.home, ['audit', '--label', 'alpha-run']);
+    expect(r.code).toBe(0);
+    for (const col of ['time', 'label', 'event', 'action', 'amount', 'code', 'reservation / approval', 'vendor ref']) expect(r.stdout).toContain(col);
+    expect(r.stdout).toMatch(/alpha-run.*verified.*deploy_staging.*\$1\.50/);
+    expect(r.stdout).toContain(approvalId);
+    expect(r.stdout).toContain('APPROVAL_REQUIRED');
+    expect(r.stdout).not.toContain('beta-run');
+    expect(r.stdout).toMatch(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d/);
+  });
+
+  it('--csv has a header row and quotes commas, quotes and newlines properly', async () => {
+    const r = await runCli(h.home, ['audit', '--csv']);
+    expect(r.code).toBe(0);
+    const rows = parseCsv(r.stdout);
+    const head = rows[0]!;
+    expect(head).toEqual(['time', 'chain', 'seq', 'event', 'key_id', 'label', 'issuer', 'delegation', 'action', 'amount_usd', 'amount_micros', 'code', 'reservation_id', 'approval_id', 'vendor_ref', 'details']);
+    expect(rows.length).toBe(1 + (await h.guard.ledger.queryAudit({})).length);
+    for (const row of rows) expect(row).toHaveLength(head.length);
+    const col = (name: string) => head.indexOf(name);
+    const settled = rows.find((x) => x[col('event')] === 'settled')!;
+    expect(settled[col('vendor_ref')]).toBe('pi_ref,with "quotes"');
+    expect(settled[col('amount_usd')]).toBe('2.00');
+    const denied = rows.find((x) => x[col('event')] === 'approval_denied')!;
+    expect(JSON.parse(denied[col('details')]!)).toMatchObject({ by: 'ops', reason: 'too "much", sorry\nreally' });
+    expect(r.stdout).toContain('"pi_ref,with ""quotes"""');
+  });
+
+  it('bad times and flags are usage errors (exit 2), unknown keys or labels simply match nothing', async () => {
+    for (const args of [
+      ['audit', '--since', 'yesterday'],
+      ['audit', '--until', '2026-13-45'],
+      ['audit', '--since', '-1h'],
+      ['audit', '--csv', '--json'],
+      ['audit', '--bogus'],
+    ]) {
+      const r = await runCli(h.home, args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr.split('\n')[0]).toMatch(/^(error|runcap): /);
+      expect(r.stdout).toBe('');
+    }
+    const none = await runCli(h.home, ['audit', '--key', 'vk_NOPE', '--json']);
+    expect(none.code).toBe(0);
+    expect(parseJson(none.stdout)).toEqual([]);
+  });
+});
+
+describe('runcap audit head', () => {
+  it('prints the chain heads as a table and as JSON', async () => {
+    const heads = await h.guard.ledger.auditHeads();
+    const j = await runCli(h.home, ['audit', 'head', '--json']);
+    expect(j.code).toBe(0);
+    expect(parseJson(j.stdout)).toEqual(heads.map((x) => ({ chain: x.chain, seq: x.seq, mac: x.mac })));
+    expect(heads.map((x) => x.chain)).toEqual(expect.arrayContaining([alpha.id, beta.id]));
+    const t = await runCli(h.home, ['audit', 'head']);
+    expect(t.code).toBe(0);
+    for (const x of heads) expect(t.stdout).toMatch(new RegExp(`${x.chain}\\s*│\\s*${x.seq}\\s*│\\s*${x.mac}`));
+  });
+});
+
+describe('runcap audit verify', () => {
+  it('prints OK with counts (exit 0), and every problem with exit 1 once a row is tampered with', async () => {
+    const ok = await runCli(h.home, ['audit', 'verify']);
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    const rowsNow = (await h.guard.ledger.queryAudit({})).length;
+    expect(ok.stdout).toMatch(new RegExp(`^OK: ${rowsNow} audit rows in \\d+ chain\\(s\\) and \\d+ counter\\(s\\) check out\\.\\n$`));
+    const okJson = parseJson<any>((await runCli(h.home, ['audit', 'verify', '--json'])).stdout);
+    expect(okJson).toMatchObject({ ok: true, rows_checked: rowsNow, problems: [] });
+
+    // tamper: lower an audited amount, as someone editing the ledger by hand would
+    const db = new Database(ledgerFile());
+    try {
+      db.prepare("UPDATE audit SET amount = amount - 1000000 WHERE event = 'verified'").run();
+    } finally {
+      db.close();
+    }
+    const before = dbState(ledgerFile());
+    const bad = await runCli(h.home, ['audit', 'verify']);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/^BROKEN /m);
+    expect(bad.stdout).toContain(alpha.id);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/^runcap: audit verification failed: \d+ problem\(s\)/);
+    const badJson = await runCli(h.home, ['audit', 'verify', '--json']);
+    expect(badJson.code).toBe(1);
+    const v = parseJson<any>(badJson.stdout);
+    expect(v.ok).toBe(false);
+    expect(v.problems.length).toBeGreaterThan(0);
+    expect(v.problems.some((p: any) => p.chain === alpha.id)).toBe(true);
+    expect(dbState(ledgerFile())).toEqual(before); // verifying writes nothing
+  });
+});
+
+describe('the approver passphrase is no part of any output', () => {
+  it('audit and its CSV never contain it', async () => {
+    for (const args of [['audit', '--json'], ['audit', '--csv'], ['audit']]) expect((await runCli(h.home, args)).stdout).not.toContain(PASSPHRASE);
+  });
+});

@@ -1,0 +1,74 @@
+/** runcap passphrase: change the approver passphrase on a terminal only. */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { homePath } from '../../src/config.js';
+import { PASSPHRASE, setupHome, type Home } from '../helpers/e2e.js';
+import { dbState } from '../helpers/ledger.js';
+import { killPtys, ptyCli, runCli } from '../helpers/cli.js';
+
+let h: Home;
+beforeAll(async () => {
+  h = await setupHome();
+});
+afterEach(() => killPtys());
+afterAll(async () => h?.cleanup());
+
+const NEW = 'a brand new approver passphrase';
+
+describe('runcap passphrase', () => {
+  it('refuses without a terminal (exit 1), whatever is piped', async () => {
+    const before = dbState(homePath(h.home, 'ledger'));
+    const r = await runCli(h.home, ['passphrase'], { input: `${PASSPHRASE}\n${NEW}\n${NEW}\n` });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/needs a terminal/);
+    expect(dbState(homePath(h.home, 'ledger'))).toEqual(before);
+    expect((await runCli(h.home, ['passphrase', '--new', NEW])).code).toBe(2);
+  });
+
+  it('a wrong current passphrase is refused before the new one is asked (exit 1)', async () => {
+    const t = ptyCli(h.home, ['passphrase']);
+    await t.waitFor('Current approver passphrase: ');
+    t.type('nope nope nope\r');
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toMatch(/the current approver passphrase is wrong; nothing was changed/);
+    expect(t.output()).not.toMatch(/New approver passphrase/);
+    expect(await h.guard.ledger.checkPassphrase(PASSPHRASE)).toBe(true);
+  });
+
+  it('two different new passphrases, or a too short one, change nothing (exit 1)', async () => {
+    const t = ptyCli(h.home, ['passphrase']);
+    let at = await t.waitFor('Current approver passphrase: ');
+    t.type(`${PASSPHRASE}\r`);
+    at = await t.waitFor('New approver passphrase (8+ characters): ', { from: at });
+    t.type(`${NEW}\r`);
+    await t.waitFor('Repeat the new one: ', { from: at });
+    t.type(`${NEW}!\r`);
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toMatch(/the two new passphrases differ; nothing was changed/);
+
+    const s = ptyCli(h.home, ['passphrase']);
+    at = await s.waitFor('Current approver passphrase: ');
+    s.type(`${PASSPHRASE}\r`);
+    await s.waitFor('New approver passphrase (8+ characters): ', { from: at });
+    s.type('short\r');
+    expect(await s.exited).toBe(1);
+    expect(s.output()).toMatch(/must be 8 to 1024 characters/);
+    expect(await h.guard.ledger.checkPassphrase(PASSPHRASE)).toBe(true);
+  });
+
+  it('the right current passphrase and the new one twice change it; nothing is echoed', async () => {
+    const t = ptyCli(h.home, ['passphrase']);
+    let at = await t.waitFor('Current approver passphrase: ');
+    t.type(`${PASSPHRASE}\r`);
+    at = await t.waitFor('New approver passphrase (8+ characters): ', { from: at });
+    t.type(`${NEW}\r`);
+    await t.waitFor('Repeat the new one: ', { from: at });
+    t.type(`${NEW}\r`);
+    expect(await t.exited).toBe(0);
+    expect(t.output()).toContain('The approver passphrase was changed.');
+    expect(t.output()).not.toContain(PASSPHRASE);
+    expect(t.output()).not.toContain(NEW);
+    expect(await h.guard.ledger.checkPassphrase(NEW)).toBe(true);
+    expect(await h.guard.ledger.checkPassphrase(PASSPHRASE)).toBe(false);
+  });
+});
