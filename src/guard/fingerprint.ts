@@ -8,7 +8,13 @@ import canonicalize from 'canonicalize';
 import { RuncapError } from '../policy/codes.js';
 
 export function fingerprintOf(keyId: string, action: string, args: Record<string, unknown>): string {
-  const canonical = canonicalize(args);
+  let canonical: string | undefined;
+  try {
+    canonical = canonicalize(args);
+  } catch {
+    // NaN, Infinity, a BigInt or a cycle: bad input, not a ledger failure
+    canonical = undefined;
+  }
   if (canonical === undefined) throw new RuncapError('INVALID_INPUT', 'arguments cannot be serialized');
   return createHash('sha256').update(`${keyId}\n${action}\n${canonical}`).digest('hex');
 }

@@ -54,6 +54,10 @@ export function openGuard(opts: OpenGuardOptions = {}): Guard {
   const home = opts.home ?? resolveHome();
   if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `${home} is not initialized: run \`runcap init\``);
   const config = loadConfig(home);
+  if (config.ledger !== null && !opts.ledger) {
+    // Fail closed rather than silently using a local file the operator did not ask for.
+    throw new RuncapError('LEDGER_UNAVAILABLE', `config.json names a PostgreSQL ledger, which this version of runcap does not support yet; remove "ledger" to use ${homePath(home, 'ledger')}`);
+  }
   const log = opts.log ?? (() => {});
   const ledger =
     opts.ledger ??
@@ -81,7 +85,7 @@ async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log
   if (resource !== undefined && (typeof resource !== 'string' || resource.length > 500)) {
     throw new RuncapError('INVALID_INPUT', 'resource must be text of at most 500 characters');
   }
-  if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details) || JSON.stringify(details).length > MAX_DETAILS_BYTES)) {
+  if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details) || jsonLength(details) > MAX_DETAILS_BYTES)) {
     throw new RuncapError('INVALID_INPUT', `details must be an object of at most ${MAX_DETAILS_BYTES} bytes of JSON`);
   }
   const amountMicros = amountUsd === undefined ? undefined : toMicros(amountUsd);
@@ -116,11 +120,25 @@ async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log
   };
 }
 
+/** JSON size of a value; a cycle or a BigInt makes it unmeasurable (Infinity). */
+function jsonLength(value: unknown): number {
+  try {
+    return JSON.stringify(value).length;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
 function toMicros(usd: number | string): number {
   if (typeof usd === 'number') {
     if (!Number.isFinite(usd) || usd < 0) throw new RuncapError('INVALID_INPUT', 'amount_usd must be a finite, non-negative number');
-    // Through the shortest decimal text of the number, so 0.1 means ten cents, not a binary fraction.
-    return usdToMicros(usd.toFixed(6).replace(/\.?0+$/, '') || '0');
+    // Through the shortest decimal text of the number, so 0.1 means ten cents, not a binary fraction,
+    // and digits past the micro-dollar round up (toFixed(6) would round 1.0000004 down).
+    const text = String(usd);
+    if (!text.includes('e')) return usdToMicros(text);
+    // exponent form: either below a micro-dollar (1e-7: rounds up to one) or far above any cap (1e21: refused)
+    if (usd < 1) return 1;
+    throw new RuncapError('INVALID_INPUT', 'amount_usd is too large');
   }
   return usdToMicros(usd);
 }

@@ -1,12 +1,15 @@
 /** Test helpers: a fresh SQLite ledger file in a temp dir, with a controllable clock. */
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { expect } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
 import { publicIdOf } from '../../src/ledger/secrets.js';
-import type { AuthorizeRequest } from '../../src/ledger/types.js';
+import { RuncapError } from '../../src/policy/codes.js';
+import type { AuthorizeRequest, Decision, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
 
 export class TestClock {
   constructor(public ms = Date.UTC(2026, 10, 22, 12, 0, 0)) {}
@@ -16,23 +19,40 @@ export class TestClock {
   }
 }
 
+export const SECOND = 1000;
+export const MINUTE = 60 * SECOND;
+export const HOUR = 60 * MINUTE;
+export const DAY = 24 * HOUR;
+
 export function tempDir(prefix = 'runcap-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export function openTestLedger(opts: { clock?: TestClock; file?: string; secret?: Buffer; busyTimeoutMs?: number } = {}) {
+export type TestLedger = ReturnType<typeof openTestLedger>;
+
+export function openTestLedger(opts: { clock?: TestClock; file?: string; secret?: Buffer; busyTimeoutMs?: number; staleAfterMs?: number } = {}) {
   const { dir, cleanup } = tempDir();
   const clock = opts.clock ?? new TestClock();
   const secret = opts.secret ?? randomBytes(32);
   const file = opts.file ?? join(dir, 'ledger.db');
-  const ledger = new SqliteLedger({ file, auditSecret: secret, clock: clock.now, busyTimeoutMs: opts.busyTimeoutMs ?? 2000 });
+  const ledger = new SqliteLedger({
+    file,
+    auditSecret: secret,
+    clock: clock.now,
+    busyTimeoutMs: opts.busyTimeoutMs ?? 2000,
+    ...(opts.staleAfterMs !== undefined ? { staleAfterMs: opts.staleAfterMs } : {}),
+  });
   return {
     ledger,
     clock,
     file,
     secret,
     dir,
+    /** a second connection to the same file (another process would behave alike) */
+    reopen(extra: { busyTimeoutMs?: number } = {}) {
+      return new SqliteLedger({ file, auditSecret: secret, clock: clock.now, busyTimeoutMs: extra.busyTimeoutMs ?? 2000 });
+    },
     async close() {
       await ledger.close();
       cleanup();
@@ -55,3 +75,41 @@ export function req(key: string, action: string, estimateMicros: number, args: R
 }
 
 export const usd = (n: number): number => Math.round(n * 1_000_000);
+
+export const PAY = 'stripe.payment_intents.create';
+export const SMS = 'twilio.messages.create';
+export const EMAIL = 'resend.emails.send';
+
+export function issue(ledger: Ledger, label: string, policy: PolicyInput, extra: { ttlSeconds?: number; parentId?: string; issuedBy?: string } = {}): Promise<IssuedKey> {
+  return ledger.issueKey({ label, policy, issuedBy: extra.issuedBy ?? 'alice', ...(extra.ttlSeconds !== undefined ? { ttlSeconds: extra.ttlSeconds } : {}), ...(extra.parentId ? { parentId: extra.parentId } : {}) });
+}
+
+/** The allowed decision's reservation id; fails the test on a denial. */
+export function allowedId(d: Decision): string {
+  if (!d.allowed) throw new Error(`expected an allowed decision, got ${d.code}: ${d.message}`);
+  return d.reservationId;
+}
+
+/** Await a call that must fail with a RuncapError of this code. */
+export async function expectCode(p: Promise<unknown> | (() => unknown), code: RuncapError['code']): Promise<RuncapError> {
+  let err: unknown;
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (e) {
+    err = e;
+  }
+  expect(err, `expected a RuncapError ${code}`).toBeInstanceOf(RuncapError);
+  expect((err as RuncapError).code, (err as Error).message).toBe(code);
+  return err as RuncapError;
+}
+
+/** Every row of every table, read on a fresh connection: compare two of these to prove nothing was written. */
+export function dbState(file: string): Record<string, string[]> {
+  const db = new Database(file, { readonly: true });
+  try {
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as { name: string }[];
+    return Object.fromEntries(tables.map(({ name }) => [name, (db.prepare(`SELECT * FROM "${name}"`).all() as unknown[]).map((r) => JSON.stringify(r)).sort()]));
+  } finally {
+    db.close();
+  }
+}

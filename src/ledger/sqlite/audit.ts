@@ -63,24 +63,22 @@ export class AuditLog {
     private readonly db: Db,
     private readonly secret: Buffer,
   ) {
-    this.head = db.prepare<[string], { seq: number; mac: string }>('SELECT seq, mac FROM audit_heads WHERE chain = ?');
-    this.insert = db.prepare(
-      `INSERT INTO audit (chain, seq, at, event, key_id, label, issuer, delegation, action, amount, vendor_ref, code,
-                          reservation_id, approval_id, details, prev_mac, mac)
-       VALUES (@chain, @seq, @at, @event, @key_id, @label, @issuer, @delegation, @action, @amount, @vendor_ref, @code,
-               @reservation_id, @approval_id, @details, @prev_mac, @mac)`,
-    );
-    this.upsertHead = db.prepare(
-      `INSERT INTO audit_heads (chain, seq, mac) VALUES (?, ?, ?)
-       ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac`,
-    );
+    const [head, insert, upsertHead] = AuditLog.statements;
+    this.head = db.prepare<[string], { seq: number; mac: string }>(head);
+    this.insert = db.prepare(insert);
+    this.upsertHead = db.prepare(upsertHead);
   }
 
   /** SQL of the statements an append runs, for query-plan checks. */
   static readonly statements = [
     'SELECT seq, mac FROM audit_heads WHERE chain = ?',
-    `INSERT INTO audit_heads (chain, seq, mac) VALUES (?, ?, ?) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac`,
-  ];
+    `INSERT INTO audit (chain, seq, at, event, key_id, label, issuer, delegation, action, amount, vendor_ref, code,
+                        reservation_id, approval_id, details, prev_mac, mac)
+     VALUES (@chain, @seq, @at, @event, @key_id, @label, @issuer, @delegation, @action, @amount, @vendor_ref, @code,
+             @reservation_id, @approval_id, @details, @prev_mac, @mac)`,
+    `INSERT INTO audit_heads (chain, seq, mac) VALUES (?, ?, ?)
+     ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac`,
+  ] as const;
 
   /** Append one row; call inside the transaction that made the change it records. */
   append(at: number, input: AuditInput): void {

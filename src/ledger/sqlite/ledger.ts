@@ -109,8 +109,9 @@ const SQL = {
     ON CONFLICT (scope, window_key) DO UPDATE SET settled = settled + excluded.settled, pending = pending + excluded.pending,
       uncertain = uncertain + excluded.uncertain, calls = calls + excluded.calls`,
   openDuplicate: "SELECT id FROM reservations WHERE fingerprint = ? AND state IN ('pending','uncertain') LIMIT 1",
-  pruneRate: 'DELETE FROM rate_events WHERE key_id = ? AND at <= ?',
-  countRate: 'SELECT COUNT(*) AS n FROM rate_events WHERE key_id = ? AND at > ?',
+  // INDEXED BY: the table is small most of the time, so statistics (ANALYZE) could otherwise talk the planner into a scan
+  pruneRate: 'DELETE FROM rate_events INDEXED BY rate_events_key_at WHERE key_id = ? AND at <= ?',
+  countRate: 'SELECT COUNT(*) AS n FROM rate_events INDEXED BY rate_events_key_at WHERE key_id = ? AND at > ?',
   addRate: 'INSERT INTO rate_events (key_id, at) VALUES (?, ?)',
   insertReservation: `INSERT INTO reservations (id, key_id, label, action, fingerprint, state, estimate, actual, estimated, corrected,
       vendor_ref, day, month, created_at, updated_at, request, normalized, note)
@@ -123,6 +124,10 @@ const SQL = {
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note WHERE id = @id AND state = @from`,
   approvalsFor: `SELECT * FROM approvals WHERE key_id = ? AND fingerprint = ? AND status IN ('pending','approved','denied')
     ORDER BY created_at DESC`,
+  insertApproval: `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+  expireApproval: "UPDATE approvals SET status = 'expired' WHERE id = ?",
+  consumeGrant: "UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'",
 } as const;
 
 export class SqliteLedger implements Ledger {
@@ -358,13 +363,13 @@ export class SqliteLedger implements Ledger {
     checkAction(req.action);
     checkMicros(req.estimateMicros, 'estimate');
     checkFingerprint(req.fingerprint);
-    if (!Array.isArray(req.recipients)) throw new RuncapError('INVALID_INPUT', 'recipients must be a list');
+    checkRecipients(req.recipients);
     return this.decide(req.key, req.action, {
       estimate: req.estimateMicros,
       fingerprint: req.fingerprint,
       recipients: req.recipients,
-      request: JSON.stringify(req.request ?? { args: {} }),
-      normalized: req.normalized === undefined ? null : JSON.stringify(req.normalized),
+      request: toJson(req.request ?? { args: {} }, 'request'),
+      normalized: req.normalized === undefined ? null : toJson(req.normalized, 'normalized'),
       settleNow: false,
     });
   }
@@ -511,7 +516,7 @@ export class SqliteLedger implements Ledger {
     }
     for (const m of rated) this.st.addRate.run(m.id, now);
     if (grant) {
-      this.db.prepare("UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'").run(reservationId, grant.id);
+      this.st.consumeGrant.run(reservationId, grant.id);
       this.appendAudit(now, self, { event: 'approval_consumed', action, amountMicros: spec.estimate, approvalId: grant.id, reservationId });
     }
     this.appendAudit(now, self, {
@@ -570,7 +575,7 @@ export class SqliteLedger implements Ledger {
     let pending: ApprovalRow | undefined;
     for (const r of this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[]) {
       if (effectiveApprovalStatus(r, now) === 'expired') {
-        this.db.prepare("UPDATE approvals SET status = 'expired' WHERE id = ?").run(r.id);
+        this.st.expireApproval.run(r.id);
         this.appendAudit(now, self, { event: 'approval_expired', action, approvalId: r.id, details: { was: r.status } });
         continue;
       }
@@ -587,12 +592,7 @@ export class SqliteLedger implements Ledger {
     }
     if (pending) return { code: 'APPROVAL_REQUIRED', message: `${why}; waiting for a human to approve ${pending.id}`, approvalId: pending.id, created: false };
     const id = newId('apr');
-    this.db
-      .prepare(
-        `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
-      )
-      .run(id, self.id, action, spec.fingerprint, spec.estimate, spec.request, why, now, now + PENDING_APPROVAL_MS);
+    this.st.insertApproval.run(id, self.id, action, spec.fingerprint, spec.estimate, spec.request, why, now, now + PENDING_APPROVAL_MS);
     return { code: 'APPROVAL_REQUIRED', message: `${why}; a human must approve ${id}`, approvalId: id, created: true };
   }
 
@@ -1142,7 +1142,7 @@ export class SqliteLedger implements Ledger {
   private assertAnswerable(r: ApprovalRow, key: KeyRow, now: number): void {
     const status = effectiveApprovalStatus(r, now);
     if (status === 'expired' && r.status === 'pending') {
-      this.db.prepare("UPDATE approvals SET status = 'expired' WHERE id = ?").run(r.id);
+      this.st.expireApproval.run(r.id);
       this.appendAudit(now, key, { event: 'approval_expired', action: r.action, approvalId: r.id, details: { was: r.status } });
     }
     if (status !== 'pending') throw new RuncapError('CONFLICT', `approval ${r.id} is ${status}; it can no longer be answered`);
@@ -1260,6 +1260,29 @@ function checkAction(action: unknown): void {
 
 function checkFingerprint(fp: unknown): void {
   if (typeof fp !== 'string' || !FINGERPRINT_PATTERN.test(fp)) throw new RuncapError('INVALID_INPUT', 'fingerprint must be 64 lower-case hex digits');
+}
+
+/** An unknown or malformed recipient must never pass the recipient rules by being skipped. */
+function checkRecipients(recipients: unknown): void {
+  if (!Array.isArray(recipients)) throw new RuncapError('INVALID_INPUT', 'recipients must be a list');
+  for (const r of recipients as Partial<Record<string, unknown>>[]) {
+    const ok =
+      typeof r === 'object' && r !== null &&
+      (r.kind === 'sms_region'
+        ? typeof r.region === 'string' && /^[A-Z]{2}$/.test(r.region) && typeof r.number === 'string'
+        : (r.kind === 'email_recipient' || r.kind === 'email_sender') && typeof r.address === 'string' && r.address.includes('@'));
+    if (!ok) throw new RuncapError('INVALID_INPUT', 'a recipient is an SMS region (kind, region, number) or an e-mail address (kind, address)');
+  }
+}
+
+function toJson(value: unknown, what: string): string {
+  try {
+    const text = JSON.stringify(value);
+    if (typeof text === 'string') return text;
+  } catch {
+    // a BigInt or a cycle
+  }
+  throw new RuncapError('INVALID_INPUT', `${what} cannot be stored as JSON`);
 }
 
 function checkRef(ref: unknown): void {

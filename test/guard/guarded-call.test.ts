@@ -1,0 +1,173 @@
+/** guardedCall: nothing reaches the vendor unless authorize committed a reservation; every outcome is recorded. */
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { guardedCall, type CallResult, type GuardedCallSpec } from '../../src/guard/call.js';
+import { issue, openTestLedger, PAY, usd, type TestLedger } from '../helpers/ledger.js';
+import { holdLockInAnotherProcess } from '../ledger/workers/processes.js';
+
+let t: TestLedger;
+afterEach(async () => t?.close());
+
+let n = 0;
+function spec(over: Partial<GuardedCallSpec<string>> = {}, result: Partial<CallResult<string>> = {}) {
+  const estimateMicros = over.estimateMicros ?? usd(2);
+  const call = vi.fn(async (_ctx: { reservationId: string; keyId: string }) => ({ actualMicros: estimateMicros, estimated: false, vendorRef: 'pi_1', result: 'done', ...result }));
+  const s: GuardedCallSpec<string> = {
+    action: PAY,
+    estimateMicros,
+    fingerprintArgs: { amount: estimateMicros, n: ++n },
+    recipients: [],
+    call,
+    classifyError: (err) => ({ kind: (err as { definite?: boolean }).definite ? 'definite' : 'uncertain', message: String((err as Error).message) }),
+    ...over,
+  };
+  return { s, call: (over.call as typeof call | undefined) ?? call };
+}
+
+describe('the allowed path', () => {
+  it('calls the vendor once with the reservation id, settles the actual cost and reports what remains', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(10) }] });
+    const { s, call } = spec({ estimateMicros: usd(3) }, { actualMicros: usd(2.5) });
+    const out = await guardedCall(t.ledger, key, s);
+    expect(call).toHaveBeenCalledTimes(1);
+    if (!out.ok) throw new Error(out.message);
+    expect(call.mock.calls[0]![0]).toEqual({ reservationId: out.reservationId, keyId: info.id });
+    expect(out).toMatchObject({ result: 'done', costMicros: usd(2.5), estimated: false, budget: { remainingMicros: usd(7.5) } });
+    expect(out.warning).toBeUndefined();
+    expect(await t.ledger.getReservation(out.reservationId)).toMatchObject({ state: 'settled', actualMicros: usd(2.5), vendorRef: 'pi_1' });
+  });
+
+  it('an actual above the estimate is settled as it is and audited as an overrun', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const { s } = spec({ estimateMicros: usd(1) }, { actualMicros: usd(1.2), estimated: true });
+    const out = await guardedCall(t.ledger, key, s);
+    expect(out).toMatchObject({ ok: true, costMicros: usd(1.2), estimated: true });
+    expect((await t.ledger.queryAudit({ keyId: info.id })).filter((r) => r.event === 'overrun')).toMatchObject([{ amountMicros: usd(0.2) }]);
+  });
+});
+
+describe('vendor failures', () => {
+  it('a definite refusal releases the reservation: VENDOR_ERROR, nothing counted', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(10) }] });
+    const { s } = spec({ call: vi.fn(async () => Promise.reject(Object.assign(new Error('card declined'), { definite: true }))) });
+    const out = await guardedCall(t.ledger, key, s);
+    expect(out).toMatchObject({ ok: false, code: 'VENDOR_ERROR', reservationId: expect.stringMatching(/^res_/) });
+    if (out.ok) throw new Error();
+    expect((await t.ledger.getReservation(out.reservationId!)).state).toBe('released');
+    expect((await t.ledger.budget(info.id)).caps[0]).toMatchObject({ pendingMicros: 0, settledMicros: 0, calls: 0 });
+  });
+
+  it('an unknown outcome stays counted as uncertain, and the identical retry is refused without calling the vendor', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(10) }] });
+    const { s } = spec({ call: vi.fn(async () => Promise.reject(new Error('socket hang up'))), fingerprintArgs: { same: true } });
+    const out = await guardedCall(t.ledger, key, s);
+    expect(out).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+    expect((await t.ledger.budget(info.id)).caps[0]).toMatchObject({ uncertainMicros: usd(2), calls: 1 });
+    const retry = spec({ fingerprintArgs: { same: true } });
+    expect(await guardedCall(t.ledger, key, retry.s)).toMatchObject({ ok: false, code: 'DUPLICATE_PENDING', reservationId: (out as { reservationId: string }).reservationId });
+    expect(retry.call).not.toHaveBeenCalled();
+  });
+
+  it('a classifier that throws counts as uncertain', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const { s } = spec({
+      call: vi.fn(async () => Promise.reject(new Error('?'))),
+      classifyError: () => {
+        throw new Error('classifier bug');
+      },
+    });
+    expect(await guardedCall(t.ledger, key, s)).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+  });
+
+  it('a settle that cannot be written leaves the call reserved (counted) with a warning', async () => {
+    t = openTestLedger({ busyTimeoutMs: 50 });
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const other = new Database(t.file);
+    const { s } = spec({
+      call: vi.fn(async () => {
+        other.exec('BEGIN IMMEDIATE'); // the ledger gets busy while the vendor works
+        return { actualMicros: usd(2), estimated: false, vendorRef: 'pi_9', result: 'done' };
+      }),
+    });
+    const log = vi.fn();
+    const out = await guardedCall(t.ledger, key, s, log);
+    other.exec('ROLLBACK');
+    other.close();
+    expect(out).toMatchObject({ ok: true, warning: expect.stringContaining('reconcile') });
+    if (!out.ok) throw new Error();
+    expect(log).toHaveBeenCalled();
+    expect((await t.ledger.getReservation(out.reservationId)).state).toBe('pending');
+    expect((await t.ledger.spend('label'))[0]).toMatchObject({ pendingMicros: usd(2) });
+  });
+});
+
+describe('denials never reach the vendor', () => {
+  it('each code of the decision, with its ids', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: [PAY], caps: [{ window: 'per_call', usd_micros: usd(50) }], approve_over_usd_micros: usd(20) });
+    const cases: [Partial<GuardedCallSpec<string>>, string, string, Record<string, unknown>][] = [
+      [{}, `${info.id}_${'x'.repeat(43)}`, 'KEY_INVALID', {}],
+      [{}, 'garbage', 'KEY_INVALID', {}],
+      [{ action: 'resend.emails.send' }, key, 'ACTION_NOT_ALLOWED', {}],
+      [{ estimateMicros: usd(60) }, key, 'CAP_EXCEEDED', { cap: { window: 'per_call' } }],
+      [{ estimateMicros: usd(30) }, key, 'APPROVAL_REQUIRED', { approvalId: expect.stringMatching(/^apr_/) }],
+      [{ estimateMicros: Number.NaN }, key, 'INVALID_INPUT', {}],
+      [{ estimateMicros: -1 }, key, 'INVALID_INPUT', {}],
+      [{ estimateMicros: 0.5 }, key, 'INVALID_INPUT', {}],
+      [{ fingerprintArgs: { amount: Number.POSITIVE_INFINITY } }, key, 'INVALID_INPUT', {}],
+      [{ fingerprintArgs: { amount: 10n } as unknown as Record<string, unknown> }, key, 'INVALID_INPUT', {}],
+      [{ recipients: [{ kind: 'fax' } as never] }, key, 'INVALID_INPUT', {}],
+    ];
+    for (const [over, k, code, extra] of cases) {
+      const { s, call } = spec(over);
+      const out = await guardedCall(t.ledger, k, s);
+      expect(out, code).toMatchObject({ ok: false, code, ...extra });
+      expect(call, code).not.toHaveBeenCalled();
+    }
+    expect(await t.ledger.listReservations({})).toEqual([]);
+  });
+
+  it('a ledger locked by another process past the busy timeout: LEDGER_UNAVAILABLE, vendor not called', async () => {
+    t = openTestLedger({ busyTimeoutMs: 50 });
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const lock = await holdLockInAnotherProcess(t.file);
+    try {
+      const { s, call } = spec();
+      expect(await guardedCall(t.ledger, key, s)).toMatchObject({ ok: false, code: 'LEDGER_UNAVAILABLE' });
+      expect(call).not.toHaveBeenCalled();
+    } finally {
+      await lock.release();
+    }
+    const { s, call } = spec();
+    expect(await guardedCall(t.ledger, key, s)).toMatchObject({ ok: true });
+    expect(call).toHaveBeenCalledTimes(1);
+  });
+
+  it('a closed ledger, or one whose authorize throws anything: LEDGER_UNAVAILABLE, vendor not called', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    await t.ledger.close();
+    const { s, call } = spec();
+    expect(await guardedCall(t.ledger, key, s)).toMatchObject({ ok: false, code: 'LEDGER_UNAVAILABLE' });
+    expect(call).not.toHaveBeenCalled();
+  });
+});
+
+describe('the reservation id is the idempotency key', () => {
+  it('each allowed call gets its own', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const ids = new Set<string>();
+    for (let i = 0; i < 3; i++) {
+      const { s, call } = spec();
+      await guardedCall(t.ledger, key, s);
+      ids.add(call.mock.calls[0]![0].reservationId);
+    }
+    expect(ids.size).toBe(3);
+  });
+});

@@ -1,0 +1,121 @@
+// A separate OS process with its own connection to a shared ledger file. Plain ESM on
+// the BUILT code (dist/), so no TypeScript loader is needed. Driven by fork() from
+// test/ledger/concurrency.test.ts: argv[2] is a JSON job; the worker answers
+// { ready } once its connection is open, waits for "go", then sends { done, ... }.
+import { SqliteLedger } from '../../../dist/src/ledger/sqlite/ledger.js';
+import { guardedCall } from '../../../dist/src/guard/call.js';
+import { fingerprintOf } from '../../../dist/src/guard/fingerprint.js';
+import { publicIdOf } from '../../../dist/src/ledger/secrets.js';
+
+const job = JSON.parse(process.argv[2]);
+const ledger = new SqliteLedger({ file: job.file, auditSecret: Buffer.from(job.secret, 'hex'), busyTimeoutMs: job.busyTimeoutMs ?? 10_000 });
+
+// mulberry32: reproducible per worker (the interleaving of processes is not)
+let seed = job.seed >>> 0;
+function rand() {
+  seed = (seed + 0x6d2b79f5) >>> 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function hammer(key) {
+  const keyId = publicIdOf(key);
+  // every USD cap over the whole life of the key, its ancestors' included
+  const watch = (await ledger.budget(keyId)).caps.filter((c) => c.window === 'total' && c.limitMicros !== undefined);
+  const usedOf = ledger.db.prepare('SELECT settled + pending + uncertain AS used FROM counters WHERE scope = ? AND window_key = ?');
+  const violations = [];
+  let maxSeen = 0;
+  const check = (when) => {
+    for (const c of watch) {
+      const used = usedOf.get(`cap:${c.capId}`, 'total')?.used ?? 0;
+      if (c.scope === job.watchScope) maxSeen = Math.max(maxSeen, used);
+      if (used > c.limitMicros) violations.push({ when, scope: c.scope, used, limit: c.limitMicros });
+    }
+  };
+  const codes = {};
+  let allowed = 0;
+  const open = [];
+  const uncertain = [];
+  const transitions = { settled: 0, released: 0, uncertain: 0 };
+  for (let i = 0; i < job.ops; i++) {
+    const estimate = 1_000_000 + Math.floor(rand() * 6_000_001); // $1–$7
+    const args = { worker: job.id, i };
+    const d = await ledger.authorize({
+      key,
+      action: 'stripe.payment_intents.create',
+      estimateMicros: estimate,
+      fingerprint: fingerprintOf(keyId, 'stripe.payment_intents.create', args),
+      recipients: [],
+      request: { args },
+    });
+    if (d.allowed) {
+      allowed++;
+      open.push({ id: d.reservationId, estimate });
+    } else codes[d.code] = (codes[d.code] ?? 0) + 1;
+    check(`after authorize ${i}`);
+    // resolve some of what is open, in random order, keeping up to 3 in flight
+    const keep = Math.floor(rand() * 4);
+    while (open.length > keep) {
+      const [r] = open.splice(Math.floor(rand() * open.length), 1);
+      const p = rand();
+      if (p < 0.15) {
+        await ledger.settle(r.id, r.estimate, `pi_${job.id}_${i}`);
+        transitions.settled++;
+      } else if (p < 0.85) {
+        await ledger.release(r.id, 'card declined');
+        transitions.released++;
+      } else {
+        await ledger.markUncertain(r.id, 'timeout');
+        transitions.uncertain++;
+        uncertain.push(r);
+      }
+      check(`after a transition at ${i}`);
+    }
+    // now and then reconcile an uncertain one
+    if (uncertain.length && rand() < 0.2) {
+      const [r] = uncertain.splice(Math.floor(rand() * uncertain.length), 1);
+      if (rand() < 0.5) await ledger.settle(r.id, r.estimate, `pi_${job.id}_u${i}`);
+      else await ledger.release(r.id, 'not found at the vendor');
+      check(`after reconciling at ${i}`);
+    }
+  }
+  return { allowed, codes, violations, maxSeen, transitions };
+}
+
+async function pace(key) {
+  const codes = {};
+  let ok = 0;
+  for (let i = 0; i < job.ops; i++) {
+    const out = await guardedCall(ledger, key, {
+      action: 'stripe.payment_intents.create',
+      estimateMicros: 1_000_000,
+      fingerprintArgs: { worker: job.id, i },
+      recipients: [],
+      call: async () => {
+        await sleep(job.callMs); // the vendor
+        return { actualMicros: 1_000_000, estimated: false, vendorRef: `pi_${job.id}_${i}`, result: null };
+      },
+      classifyError: () => ({ kind: 'uncertain', message: 'unexpected' }),
+    });
+    if (out.ok) ok++;
+    else codes[out.code] = (codes[out.code] ?? 0) + 1;
+    if (out.ok && out.warning) codes.SETTLE_WARNING = (codes.SETTLE_WARNING ?? 0) + 1;
+  }
+  return { ok, codes };
+}
+
+let key = job.key;
+if (job.mintSession) key = (await ledger.mintSession(job.key)).key;
+process.send({ ready: true, keyId: publicIdOf(key) });
+process.once('message', async () => {
+  try {
+    const result = job.mode === 'pace' ? await pace(key) : await hammer(key);
+    await ledger.close();
+    process.send({ done: true, ...result }, () => process.exit(0));
+  } catch (err) {
+    process.send({ done: true, error: String(err?.stack ?? err) }, () => process.exit(1));
+  }
+});
