@@ -262,17 +262,9 @@ export async function resolveManually(guard: Guard, reservationId: string, as: '
     return { reservationId: r.id, action: r.action, label: r.label, from: state, to: 'released', amountMicros: r.estimateMicros, vendorRef: r.vendorRef, why };
   }
   const amount = opts.amountMicros ?? r.estimateMicros;
-  await guard.ledger.settle(r.id, amount, r.vendorRef, { estimated: false });
-  return {
-    reservationId: r.id,
-    action: r.action,
-    label: r.label,
-    from: state,
-    to: 'settled',
-    amountMicros: amount,
-    vendorRef: r.vendorRef,
-    why: `resolved by ${by}: settled by hand at ${formatUsd(amount)}${opts.amountMicros === undefined ? ' (the estimate)' : ''}`,
-  };
+  const why = `resolved by ${by}: settled by hand at ${formatUsd(amount)}${opts.amountMicros === undefined ? ' (the estimate)' : ''}`;
+  await guard.ledger.settle(r.id, amount, r.vendorRef, { estimated: false, note: why });
+  return { reservationId: r.id, action: r.action, label: r.label, from: state, to: 'settled', amountMicros: amount, vendorRef: r.vendorRef, why };
 }
 
 function describe(err: unknown): string {

@@ -284,7 +284,8 @@ export interface Ledger {
   // the guarded call
   authorize(req: AuthorizeRequest): Promise<Decision>;
   verify(req: VerifyRequest): Promise<Decision>;
-  settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean }): Promise<Reservation>;
+  /** note: why, and by whom when a human resolves it (kept on the reservation and in the audit row) */
+  settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string }): Promise<Reservation>;
   release(reservationId: string, why: string): Promise<Reservation>;
   markUncertain(reservationId: string, why: string, vendorRef?: string | null): Promise<Reservation>;
   correctEstimate(reservationId: string, finalMicros: number): Promise<Reservation>;

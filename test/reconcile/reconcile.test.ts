@@ -254,7 +254,8 @@ describe('reconcile', () => {
     expect(await h.guard.ledger.getReservation(c)).toMatchObject({ state: 'settled', actualMicros: 1_250_000 });
     const audit = await h.guard.ledger.queryAudit({});
     expect(audit.find((r) => r.reservationId === a && r.event === 'released')?.details).toMatchObject({ why: expect.stringContaining('resolved by alice') });
-    expect(audit.find((r) => r.reservationId === c && r.event === 'settled')).toMatchObject({ amountMicros: 1_250_000 });
+    expect(audit.find((r) => r.reservationId === c && r.event === 'settled')).toMatchObject({ amountMicros: 1_250_000, details: { why: expect.stringContaining('resolved by carol') } });
+    expect(await h.guard.ledger.getReservation(c)).toMatchObject({ note: expect.stringContaining('resolved by carol') });
 
     await expect(resolveManually(h.guard, a, 'settled', { by: 'alice' })).rejects.toMatchObject({ code: 'CONFLICT' });
     await expect(resolveManually(h.guard, 'res_NOPE', 'released', { by: 'alice' })).rejects.toMatchObject({ code: 'NOT_FOUND' });

@@ -598,13 +598,16 @@ export class SqliteLedger implements Ledger {
 
   // ───────────────────────── state transitions ─────────────────────────
 
-  async settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts: { estimated?: boolean } = {}): Promise<Reservation> {
+  async settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts: { estimated?: boolean; note?: string } = {}): Promise<Reservation> {
     checkMicros(actualMicros, 'actual');
     checkRef(vendorRef);
+    const note = opts.note === undefined ? undefined : checkText(opts.note, 'note', 1000);
     return this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
       const from = r.state as 'pending' | 'uncertain';
-      const next = { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now };
-      const events: AuditInput[] = [{ event: 'settled', amountMicros: actualMicros, vendorRef: next.vendor_ref, details: { from, estimate: r.estimate, estimated: !!opts.estimated } }];
+      const next = { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now, note: note ?? r.note };
+      const events: AuditInput[] = [
+        { event: 'settled', amountMicros: actualMicros, vendorRef: next.vendor_ref, details: { from, estimate: r.estimate, estimated: !!opts.estimated, ...(note ? { why: note } : {}) } },
+      ];
       if (actualMicros > r.estimate) events.push(overrun(r.estimate, actualMicros, next.vendor_ref));
       return { next, delta: { settled: actualMicros, [from]: -r.estimate }, events };
     });
