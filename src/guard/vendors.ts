@@ -72,6 +72,11 @@ export class VendorRuntime {
     return this.entry(vendor).source;
   }
 
+  /** Stop offering a vendor this session cannot use (its tool is then not listed). */
+  withdraw(vendor: VendorName): void {
+    this.entry(vendor).source = { kind: 'none' };
+  }
+
   /** Every secret this runtime has loaded so far, for scrubbing messages. */
   knownSecrets(): string[] {
     return [...this.entries.values()].flatMap((e) => e.secrets);

@@ -34,31 +34,38 @@ export async function serve(opts: ServeOptions = {}): Promise<void> {
   if (presented.includes('${')) throw new RuncapError('KEY_INVALID', 'RUNCAP_KEY is the unexpanded text of a variable: set RUNCAP_KEY in the environment that starts the host');
 
   const guard = openGuard({ home, log });
-  let key = presented;
-  let keyInfo: KeyInfo = await guard.ledger.resolveKey(key);
-  if (keyInfo.policy.session) {
-    const session = await guard.ledger.mintSession(key);
-    key = session.key;
-    keyInfo = session.info;
-    log(`session ${keyInfo.label} (${keyInfo.id}) minted from ${session.info.ancestors.at(-1)}, expires ${new Date(keyInfo.expiresAt).toISOString()}`);
-  } else {
-    log(`serving ${keyInfo.label} (${keyInfo.id}), expires ${new Date(keyInfo.expiresAt).toISOString()}`);
-  }
+  const presentedInfo: KeyInfo = await guard.ledger.resolveKey(presented);
+  const chainOf = async (info: KeyInfo) => [...(await Promise.all(info.ancestors.map((id) => guard.ledger.getKey(id)))), info];
+  const allowedBy = (chain: KeyInfo[]) => (action: string) => chain.every((k) => k.policy.allow.some((g) => globMatches(g, action)));
 
-  const chain = [...(await Promise.all(keyInfo.ancestors.map((id) => guard.ledger.getKey(id)))), keyInfo];
-  const allows = (action: string) => chain.every((k) => k.policy.allow.some((g) => globMatches(g, action)));
+  // Everything that can refuse the start is checked before anything is written (a session key) or
+  // logged, so a refusal is exactly one stderr line.
   const vendors = new VendorRuntime({ home, config, env, log });
+  const presentedAllows = allowedBy(await chainOf(presentedInfo));
   for (const adapter of vendors.adapters()) {
-    if (!allows(adapter.action)) continue;
+    if (!presentedAllows(adapter.action)) continue;
     // A vendor the allowlist names outright must work; one reached only through `*` is simply not offered.
-    const named = keyInfo.policy.allow.some((g) => g.startsWith(`${adapter.vendor}.`));
+    const named = presentedInfo.policy.allow.some((g) => g.startsWith(`${adapter.vendor}.`));
     try {
       vendors.assertUsable(adapter.vendor);
     } catch (err) {
       if (named) throw err;
+      vendors.withdraw(adapter.vendor);
       log(`${adapter.toolName} is not offered: ${(err as Error).message}`);
     }
   }
+
+  let key = presented;
+  let keyInfo = presentedInfo;
+  if (keyInfo.policy.session) {
+    const session = await guard.ledger.mintSession(key);
+    key = session.key;
+    keyInfo = session.info;
+    log(`session ${keyInfo.label} (${keyInfo.id}) minted from ${presentedInfo.id}, expires ${new Date(keyInfo.expiresAt).toISOString()}`);
+  } else {
+    log(`serving ${keyInfo.label} (${keyInfo.id}), expires ${new Date(keyInfo.expiresAt).toISOString()}`);
+  }
+  const allows = allowedBy(await chainOf(keyInfo));
 
   const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log };
   const server = createServer(ctx);

@@ -35,11 +35,15 @@ function routeToolErrorsThroughReasonCodes(server: McpServer, ctx: ToolContext):
   target.createToolError = (message: string) => {
     const known = REASON_CODES.find((c) => message.startsWith(`${c}:`));
     const clean = scrub(message.replace(/^MCP error -?\d+: /, ''), ctx);
+    // Only input validation happens before the handler; an output-validation failure comes after the
+    // vendor call, so "nothing was done" would be false there: the outcome is unknown to the agent.
     const text = known
       ? clean
-      : /validation/i.test(message)
+      : /^Input validation error/i.test(clean)
         ? `INVALID_INPUT: ${clean.slice(0, 2000)}. Nothing was done; correct the arguments and call again.`
-        : `LEDGER_UNAVAILABLE: runcap could not handle this call (${clean.slice(0, 300)}). Nothing was done.`;
+        : /^Output validation error/i.test(clean)
+          ? `VENDOR_UNCERTAIN: runcap could not report the result of this call (${clean.slice(0, 300)}); it may have been done. Do NOT retry; call get_budget and tell the user.`
+          : `LEDGER_UNAVAILABLE: runcap could not handle this call (${clean.slice(0, 300)}). Nothing was done.`;
     return { content: [{ type: 'text', text }], isError: true };
   };
 }

@@ -5,6 +5,7 @@
  */
 import type { McpServer } from '@modelcontextprotocol/server';
 import { isRuncapError } from '../../policy/codes.js';
+import { recipientRefusal } from '../../policy/rules.js';
 import type { VendorAdapter, VendorName } from '../../vendors/types.js';
 import type { ToolContext } from '../context.js';
 import { denial, remainingOf, remainingSchema, success, usdString, type ToolResult } from '../results.js';
@@ -50,6 +51,11 @@ async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: Vendor
   try {
     prepared = adapter.prepare(input, ctx.vendors.pricing);
   } catch (err) {
+    if (isRuncapError(err) && err.code === 'PRICE_UNKNOWN') {
+      // A destination the key may not reach is refused as such, priced or not: "add a price" would be the wrong advice.
+      const refused = await regionRefusal(ctx, err.details.region);
+      if (refused) return refused;
+    }
     if (isRuncapError(err) && err.code !== 'NOT_FOUND' && err.code !== 'CONFLICT' && err.code !== 'PASSPHRASE_WRONG') {
       return denial(err.code, err.message);
     }
@@ -88,4 +94,18 @@ async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: Vendor
   };
   const left = structured.remaining.usd === null ? '' : ` $${structured.remaining.usd} left in this run's budget.`;
   return success(structured, `${spec.summarize(outcome.result as Record<string, unknown>, costUsd)}${left}`);
+}
+
+/** RECIPIENT_NOT_ALLOWED when some member of the key's chain does not allow SMS to `region`; undefined otherwise. */
+async function regionRefusal(ctx: ToolContext, region: unknown): Promise<ToolResult | undefined> {
+  if (typeof region !== 'string') return undefined;
+  try {
+    const self = await ctx.guard.ledger.resolveKey(ctx.key);
+    const chain = [...(await Promise.all(self.ancestors.map((id) => ctx.guard.ledger.getKey(id)))), self];
+    const why = recipientRefusal(chain, [{ kind: 'sms_region', region, number: '' }]);
+    return why ? denial('RECIPIENT_NOT_ALLOWED', why) : undefined;
+  } catch (err) {
+    if (isRuncapError(err) && (err.code === 'KEY_REVOKED' || err.code === 'KEY_EXPIRED' || err.code === 'KEY_INVALID')) return denial(err.code, err.message);
+    return undefined;
+  }
 }

@@ -1,0 +1,79 @@
+/**
+ * Bad input through `runcap serve`: an unknown tool is a protocol error; any
+ * input a tool cannot take is a tool error starting with INVALID_INPUT:,
+ * nothing is reserved or sent, and the server answers the next call.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serverEnv, setupHome, startServer, textOf, type Home, type Served } from '../helpers/e2e.js';
+
+const MB = 1024 * 1024;
+
+describe('invalid input', () => {
+  let h: Home;
+  let s: Served;
+  beforeAll(async () => {
+    h = await setupHome();
+    const k = await h.issue('input-run', { allow: ['stripe.*', 'twilio.*', 'resend.*', 'deploy_*'], caps: [{ window: 'total', usd_micros: 100_000_000 }] });
+    s = await startServer(serverEnv(h, k.key));
+  });
+  afterAll(async () => {
+    await s?.close();
+    await h?.cleanup();
+  });
+
+  /** Nothing reserved, nothing sent, and the server still answers. */
+  async function expectNothingDone() {
+    expect(await h.guard.ledger.listReservations({})).toHaveLength(0);
+    expect(h.sim.requests()).toHaveLength(0);
+    const b = await s.call('get_budget');
+    expect(b.isError).toBeFalsy();
+    expect(b.structuredContent!.remaining_usd).toBe('100.00');
+  }
+
+  it('an unknown tool is a protocol error, not a tool result', async () => {
+    await expect(s.client.callTool({ name: 'refund_payment', arguments: { amount: 100 } })).rejects.toThrow(/refund_payment/);
+    // a tool this key does not get (no may_delegate) is just as unknown
+    await expect(s.client.callTool({ name: 'delegate_key', arguments: { label: 'x', cap_total_usd: 1 } })).rejects.toThrow(/delegate_key/);
+    await expectNothingDone();
+  });
+
+  const cases: [string, string, Record<string, unknown> | undefined, RegExp][] = [
+    ['amount as a string', 'create_payment_intent', { amount: '1000', currency: 'usd' }, /amount/],
+    ['a negative amount', 'create_payment_intent', { amount: -1000, currency: 'usd' }, /amount/],
+    ['a fractional amount', 'create_payment_intent', { amount: 10.5, currency: 'usd' }, /amount/],
+    ['a zero amount', 'create_payment_intent', { amount: 0, currency: 'usd' }, /amount/],
+    ['a missing currency', 'create_payment_intent', { amount: 1000 }, /currency/],
+    ['an extra property', 'create_payment_intent', { amount: 1000, currency: 'usd', idempotency_key: 'mine' }, /idempotency_key/],
+    ['a reserved metadata key', 'create_payment_intent', { amount: 1000, currency: 'usd', metadata: { runcap_x: 'y' } }, /runcap_/],
+    ['a reserved metadata key in capitals', 'create_payment_intent', { amount: 1000, currency: 'usd', metadata: { RUNCAP_reservation: 'y' } }, /runcap_/i],
+    ['a 1 MB description', 'create_payment_intent', { amount: 1000, currency: 'usd', description: 'd'.repeat(MB) }, /description/],
+    ['no arguments at all', 'create_payment_intent', undefined, /amount|currency/],
+    ['a 1 MB SMS body', 'send_sms', { to: '+14155552671', body: 'b'.repeat(MB) }, /body/],
+    ['a number that is not E.164', 'send_sms', { to: '415-555-2671', body: 'hi' }, /to/],
+    ['a 1 MB e-mail text', 'send_email', { from: 'a@example.com', to: 'b@example.com', subject: 's', text: 't'.repeat(MB) }, /text|content|bytes/i],
+    ['an e-mail without a body', 'send_email', { from: 'a@example.com', to: 'b@example.com', subject: 's' }, /text|html/],
+    ['51 e-mail recipients', 'send_email', { from: 'a@example.com', to: Array.from({ length: 51 }, (_, i) => `r${i}@example.com`), subject: 's', text: 't' }, /to/],
+    ['an argument to get_budget', 'get_budget', { verbose: true }, /verbose/],
+    ['a malformed approval id', 'check_approval', { approval_id: 'apr_../../etc' }, /approval/],
+    ['verify_action without an action', 'verify_action', { amount_usd: 1 }, /action/],
+    ['verify_action with a negative amount', 'verify_action', { action: 'deploy_x', amount_usd: -5 }, /amount_usd/],
+  ];
+
+  it.each(cases)('%s → INVALID_INPUT, nothing reserved or sent, server still answers', async (_what, tool, args, mentions) => {
+    const r = await s.client.callTool({ name: tool, ...(args ? { arguments: args } : {}) });
+    expect(r.isError).toBe(true);
+    expect(r.content).toHaveLength(1);
+    const text = textOf(r);
+    expect(text).toMatch(/^INVALID_INPUT: /);
+    expect(text).toMatch(mentions);
+    // a clear, bounded message: never the whole 1 MB back at the model
+    expect(text.length).toBeLessThan(4000);
+    await expectNothingDone();
+  });
+
+  it('an unknown currency is CURRENCY_UNSUPPORTED, nothing reserved', async () => {
+    const r = await s.call('create_payment_intent', { amount: 1000, currency: 'xyz' });
+    expect(textOf(r)).toMatch(/^CURRENCY_UNSUPPORTED: /);
+    await expectNothingDone();
+  });
+});
