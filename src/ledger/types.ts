@@ -284,6 +284,8 @@ export interface Ledger {
   // the guarded call
   authorize(req: AuthorizeRequest): Promise<Decision>;
   verify(req: VerifyRequest): Promise<Decision>;
+  /** Audit a denial decided before authorize (bad input, unknown price, missing credential): everything is audited. */
+  recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void>;
   /** note: why, and by whom when a human resolves it (kept on the reservation and in the audit row) */
   settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string }): Promise<Reservation>;
   release(reservationId: string, why: string): Promise<Reservation>;

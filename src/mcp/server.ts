@@ -44,6 +44,12 @@ function routeToolErrorsThroughReasonCodes(server: McpServer, ctx: ToolContext):
         : /^Output validation error/i.test(clean)
           ? `VENDOR_UNCERTAIN: runcap could not report the result of this call (${clean.slice(0, 300)}); it may have been done. Do NOT retry; call get_budget and tell the user.`
           : `LEDGER_UNAVAILABLE: runcap could not handle this call (${clean.slice(0, 300)}). Nothing was done.`;
+    if (!known) {
+      // Refused before any handler ran: audited like every other denial (synchronous write, best effort).
+      const code = text.slice(0, text.indexOf(':')) as (typeof REASON_CODES)[number];
+      const tool = /for tool ([a-z_]+)/.exec(clean)?.[1];
+      ctx.guard.ledger.recordDenial(ctx.key, { action: tool ? `mcp.${tool}` : '', code, message: text }).catch((err: unknown) => ctx.log(`could not audit a ${code} denial: ${String(err)}`));
+    }
     return { content: [{ type: 'text', text }], isError: true };
   };
 }

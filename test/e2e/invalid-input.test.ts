@@ -69,11 +69,19 @@ describe('invalid input', () => {
     // a clear, bounded message: never the whole 1 MB back at the model
     expect(text.length).toBeLessThan(4000);
     await expectNothingDone();
+    // refused before the ledger decided, and still audited under this run's key
+    const last = (await h.guard.ledger.queryAudit({ label: 'input-run' })).at(-1)!;
+    expect(last).toMatchObject({ event: 'denied', code: 'INVALID_INPUT', details: { before_authorize: true } });
   });
 
   it('an unknown currency is CURRENCY_UNSUPPORTED, nothing reserved', async () => {
     const r = await s.call('create_payment_intent', { amount: 1000, currency: 'xyz' });
     expect(textOf(r)).toMatch(/^CURRENCY_UNSUPPORTED: /);
     await expectNothingDone();
+    expect((await h.guard.ledger.queryAudit({ label: 'input-run' })).at(-1)).toMatchObject({
+      event: 'denied',
+      action: 'stripe.payment_intents.create',
+      code: 'CURRENCY_UNSUPPORTED',
+    });
   });
 });

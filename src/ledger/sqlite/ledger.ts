@@ -6,7 +6,7 @@
  */
 import type Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { RuncapError } from '../../policy/codes.js';
+import { RuncapError, type ReasonCode } from '../../policy/codes.js';
 import { globsCover, isValidAction } from '../../policy/glob.js';
 import {
   actionRefusedBy,
@@ -399,6 +399,18 @@ export class SqliteLedger implements Ledger {
     });
   }
 
+  async recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void> {
+    const message = checkText(String(denial.message).slice(0, 500), 'message', 500);
+    const now = this.clock();
+    transaction(this.db, 'normal', () => {
+      const parsed = typeof presentedKey === 'string' ? parseKey(presentedKey) : undefined;
+      const row = parsed ? this.keyRow(parsed.id) : undefined;
+      const known = row && parsed && secretMatches(parsed.secret, row.secret_hash) ? row : null;
+      const action = typeof denial.action === 'string' && isValidAction(denial.action) ? denial.action : null;
+      this.appendAudit(now, known, { event: 'denied', action, code: denial.code, details: { message, before_authorize: true, ...(known ? {} : { presented_id: parsed?.id ?? null }) } });
+    });
+  }
+
   /**
    * One decision. The allowing path is a single durable transaction. A denial
    * is found inside it too, but then rolled back and its rows (audit, a new
@@ -436,7 +448,7 @@ export class SqliteLedger implements Ledger {
   ): Decision {
     type Denied = Extract<Decision, { allowed: false }>;
     const deny = (code: Denied['code'], message: string, at?: KeyRow, extra: Partial<Denied> = {}, event: AuditInput['event'] = 'denied'): never => {
-      throw new DeferredDenial(() => this.recordDenial(now, presented, action, spec.estimate, { allowed: false, code, message, ...(at ? { keyId: at.id, label: at.label } : {}), ...extra }, at, event));
+      throw new DeferredDenial(() => this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, ...(at ? { keyId: at.id, label: at.label } : {}), ...extra }, at, event));
     };
 
     // 1. the key: resolves, secret matches, not expired, not revoked (itself and every ancestor)
@@ -487,7 +499,7 @@ export class SqliteLedger implements Ledger {
       if (!grant) {
         throw new DeferredDenial(() => {
           const { code, message, approvalId, created } = this.requestApproval(self, action, spec, why, now);
-          return this.recordDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, approvalId }, self, created ? 'approval_requested' : 'denied');
+          return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, approvalId }, self, created ? 'approval_requested' : 'denied');
         });
       }
     }
@@ -530,7 +542,7 @@ export class SqliteLedger implements Ledger {
     return { allowed: true, reservationId, keyId: self.id, label: self.label, estimateMicros: spec.estimate, ...(grant ? { approvalId: grant.id } : {}) };
   }
 
-  private recordDenial(now: number, presented: string, action: string, estimate: number, decision: Extract<Decision, { allowed: false }>, at: KeyRow | undefined, event: AuditInput['event']): Decision {
+  private writeDenial(now: number, presented: string, action: string, estimate: number, decision: Extract<Decision, { allowed: false }>, at: KeyRow | undefined, event: AuditInput['event']): Decision {
     this.appendAudit(now, at ?? null, {
       event,
       action,

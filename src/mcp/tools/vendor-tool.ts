@@ -4,7 +4,7 @@
  * in name, description and how they summarize a success.
  */
 import type { McpServer } from '@modelcontextprotocol/server';
-import { isRuncapError } from '../../policy/codes.js';
+import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
 import { recipientRefusal } from '../../policy/rules.js';
 import type { VendorAdapter, VendorName } from '../../vendors/types.js';
 import type { ToolContext } from '../context.js';
@@ -47,6 +47,20 @@ export function registerVendorTool(server: McpServer, ctx: ToolContext, spec: Ve
 }
 
 async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: VendorToolSpec, input: unknown): Promise<ToolResult> {
+  const { preLedger, ...result } = await decideAndCall(ctx, adapter, spec, input);
+  if (preLedger) {
+    // Refused before the ledger decided (bad input, no price, no credential): still audited, best effort.
+    await ctx.guard.ledger.recordDenial(ctx.key, { action: adapter.action, code: preLedger, message: textOf(result) }).catch((err: unknown) => ctx.log(`could not audit a ${preLedger} denial: ${String(err)}`));
+  }
+  return result;
+}
+
+function textOf(r: ToolResult): string {
+  return r.content[0]?.text ?? '';
+}
+
+async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: VendorToolSpec, input: unknown): Promise<ToolResult & { preLedger?: ReasonCode }> {
+  const early = (r: ToolResult, code: ReasonCode) => ({ ...r, preLedger: code });
   let prepared;
   try {
     prepared = adapter.prepare(input, ctx.vendors.pricing);
@@ -54,18 +68,18 @@ async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: Vendor
     if (isRuncapError(err) && err.code === 'PRICE_UNKNOWN') {
       // A destination the key may not reach is refused as such, priced or not: "add a price" would be the wrong advice.
       const refused = await regionRefusal(ctx, err.details.region);
-      if (refused) return refused;
+      if (refused) return early(refused, 'RECIPIENT_NOT_ALLOWED');
     }
     if (isRuncapError(err) && err.code !== 'NOT_FOUND' && err.code !== 'CONFLICT' && err.code !== 'PASSPHRASE_WRONG') {
-      return denial(err.code, err.message);
+      return early(denial(err.code, err.message), err.code);
     }
-    return denial('INVALID_INPUT', 'the arguments could not be read');
+    return early(denial('INVALID_INPUT', 'the arguments could not be read'), 'INVALID_INPUT');
   }
   let client: unknown;
   try {
     client = await ctx.vendors.client(adapter.vendor);
   } catch (err) {
-    return denial('CREDENTIAL_MISSING', isRuncapError(err) ? err.message : `the ${adapter.vendor} client could not be created`);
+    return early(denial('CREDENTIAL_MISSING', isRuncapError(err) ? err.message : `the ${adapter.vendor} client could not be created`), 'CREDENTIAL_MISSING');
   }
   const outcome = await ctx.guard.guardedCall(ctx.key, {
     action: prepared.action,
