@@ -154,3 +154,30 @@ export function parseVendorTime(v: unknown): number | undefined {
   }
   return Number.isNaN(t) ? undefined : t;
 }
+
+/**
+ * Credentials made of one secret string (Stripe, Resend): the env fallback, a
+ * credentials.json entry `{ "<field>": "…" }`, or a credential command's bare stdout.
+ */
+export function singleSecretCredentials<K extends string>(spec: { vendor: string; envName: string; field: string; prop: K; shape: string }) {
+  type Cred = Record<K, string>;
+  const make = (secret: string) => ({ [spec.prop]: secret.trim() }) as Cred;
+  return {
+    envNames: [spec.envName] as const,
+    fromEnv(env: NodeJS.ProcessEnv): Cred | undefined {
+      const v = env[spec.envName];
+      return nonEmptyString(v) ? make(v) : undefined;
+    },
+    parse(value: unknown): Cred {
+      const v = maybeJson(value);
+      if (nonEmptyString(v)) return make(v);
+      if (v && typeof v === 'object') {
+        const o = v as Record<string, unknown>;
+        const secret = o[spec.field] ?? o[spec.prop];
+        if (nonEmptyString(secret)) return make(secret);
+      }
+      throw new RuncapError('CREDENTIAL_MISSING', `${spec.vendor} credential must be ${spec.shape}`);
+    },
+    secrets: (cred: Cred) => [cred[spec.prop]],
+  };
+}

@@ -15,11 +15,11 @@ import {
   classifyStatus,
   describeUnknown,
   loopbackUrl,
-  maybeJson,
   nonEmptyString,
   parseInput,
   parseVendorTime,
   scrubSecrets,
+  singleSecretCredentials,
   tooRecentForNotFound,
   trimBase,
 } from './common.js';
@@ -247,24 +247,13 @@ export const resendAdapter: VendorAdapter<ResendInput, ResendNormalized, ResendR
   inputSchema: resendInputSchema,
   resultSchema: resendResultSchema,
   prepare,
-  credentials: {
-    envNames: ['RESEND_API_KEY'],
-    fromEnv(env) {
-      const v = env.RESEND_API_KEY;
-      return nonEmptyString(v) ? { apiKey: v.trim() } : undefined;
-    },
-    parse(value) {
-      const v = maybeJson(value);
-      if (nonEmptyString(v)) return { apiKey: v.trim() };
-      if (v && typeof v === 'object') {
-        const o = v as Record<string, unknown>;
-        const key = o.api_key ?? o.apiKey;
-        if (nonEmptyString(key)) return { apiKey: key.trim() };
-      }
-      throw new RuncapError('CREDENTIAL_MISSING', 'Resend credential must be an API key string or {"api_key": "re_…"}');
-    },
-    secrets: (cred) => [cred.apiKey],
-  },
+  credentials: singleSecretCredentials({
+    vendor: 'Resend',
+    envName: 'RESEND_API_KEY',
+    field: 'api_key',
+    prop: 'apiKey',
+    shape: 'an API key string or {"api_key": "re_…"}',
+  }),
   async createClient({ credential, baseUrl, timeoutMs }) {
     if (!nonEmptyString(credential?.apiKey)) throw new RuncapError('CREDENTIAL_MISSING', 'no Resend API key');
     // Always pass baseUrl: resend-node would otherwise read RESEND_BASE_URL from the environment.

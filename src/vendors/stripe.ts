@@ -12,10 +12,10 @@ import {
   classifyStatus,
   describeUnknown,
   loopbackUrl,
-  maybeJson,
   nonEmptyString,
   parseInput,
   scrubSecrets,
+  singleSecretCredentials,
   tooRecentForNotFound,
 } from './common.js';
 import { convertMinor, minorToMicrosDetailed } from './currencies.js';
@@ -245,24 +245,13 @@ export const stripeAdapter: VendorAdapter<StripeInput, StripeNormalized, StripeR
   inputSchema: stripeInputSchema,
   resultSchema: stripeResultSchema,
   prepare,
-  credentials: {
-    envNames: ['STRIPE_SECRET_KEY'],
-    fromEnv(env) {
-      const v = env.STRIPE_SECRET_KEY;
-      return nonEmptyString(v) ? { secretKey: v.trim() } : undefined;
-    },
-    parse(value) {
-      const v = maybeJson(value);
-      if (nonEmptyString(v)) return { secretKey: v.trim() };
-      if (v && typeof v === 'object') {
-        const o = v as Record<string, unknown>;
-        const key = o.secret_key ?? o.secretKey;
-        if (nonEmptyString(key)) return { secretKey: key.trim() };
-      }
-      throw new RuncapError('CREDENTIAL_MISSING', 'Stripe credential must be a secret key string or {"secret_key": "sk_…"}');
-    },
-    secrets: (cred) => [cred.secretKey],
-  },
+  credentials: singleSecretCredentials({
+    vendor: 'Stripe',
+    envName: 'STRIPE_SECRET_KEY',
+    field: 'secret_key',
+    prop: 'secretKey',
+    shape: 'a secret key string or {"secret_key": "sk_…"}',
+  }),
   async createClient({ credential, baseUrl, timeoutMs }) {
     if (!nonEmptyString(credential?.secretKey)) throw new RuncapError('CREDENTIAL_MISSING', 'no Stripe secret key');
     const { default: Stripe } = await import('stripe');

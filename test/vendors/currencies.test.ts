@@ -1,15 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { RuncapError } from '../../src/policy/codes.js';
 import { minorDigits, minorToMicros, minorToMicrosDetailed } from '../../src/vendors/currencies.js';
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof RuncapError ? e.code : 'NOT_RUNCAP';
-  }
-  return undefined;
-}
+import { codeOf } from '../helpers/errors.js';
 
 const FX = { EUR: '1.09', JPY: '0.0067', KWD: '3.26', GBP: '1.27', ISK: '0.0072', CLP: '0.00105' };
 
@@ -24,14 +15,14 @@ describe('minor units', () => {
   });
   it('refuses the special cases as not handled yet', () => {
     for (const c of ['isk', 'HUF', 'twd', 'ugx']) {
-      expect(code(() => minorDigits(c)), c).toBe('CURRENCY_UNSUPPORTED');
-      expect(code(() => minorToMicros(1000, c, { ...FX, HUF: '0.0028', TWD: '0.031', UGX: '0.00027' })), c).toBe('CURRENCY_UNSUPPORTED');
+      expect(codeOf(() => minorDigits(c)), c).toBe('CURRENCY_UNSUPPORTED');
+      expect(codeOf(() => minorToMicros(1000, c, { ...FX, HUF: '0.0028', TWD: '0.031', UGX: '0.00027' })), c).toBe('CURRENCY_UNSUPPORTED');
     }
     expect(() => minorDigits('isk')).toThrow(/not handled yet/);
   });
   it('rejects codes that are not three letters', () => {
-    expect(code(() => minorDigits('us'))).toBe('INVALID_INPUT');
-    expect(code(() => minorDigits('usd1'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => minorDigits('us'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => minorDigits('usd1'))).toBe('INVALID_INPUT');
   });
 });
 
@@ -51,26 +42,26 @@ describe('minorToMicros', () => {
   });
   it('KWD is three-decimal: 1230 = 1.230 KWD, last digit must be 0', () => {
     expect(minorToMicros(1230, 'kwd', FX)).toBe(4_009_800);
-    expect(code(() => minorToMicros(1235, 'kwd', FX))).toBe('INVALID_INPUT');
-    expect(code(() => minorToMicros(1, 'kwd', FX))).toBe('INVALID_INPUT');
+    expect(codeOf(() => minorToMicros(1235, 'kwd', FX))).toBe('INVALID_INPUT');
+    expect(codeOf(() => minorToMicros(1, 'kwd', FX))).toBe('INVALID_INPUT');
   });
   it('a currency without a rate is CURRENCY_UNSUPPORTED', () => {
-    expect(code(() => minorToMicros(100, 'chf', FX))).toBe('CURRENCY_UNSUPPORTED');
+    expect(codeOf(() => minorToMicros(100, 'chf', FX))).toBe('CURRENCY_UNSUPPORTED');
     expect(() => minorToMicros(100, 'chf', FX)).toThrow(/CHF/);
   });
   it('a zero or malformed rate is refused', () => {
-    expect(code(() => minorToMicros(100, 'eur', { EUR: '0' }))).toBe('CURRENCY_UNSUPPORTED');
-    expect(code(() => minorToMicros(100, 'eur', { EUR: '1e2' }))).toBe('CURRENCY_UNSUPPORTED');
+    expect(codeOf(() => minorToMicros(100, 'eur', { EUR: '0' }))).toBe('CURRENCY_UNSUPPORTED');
+    expect(codeOf(() => minorToMicros(100, 'eur', { EUR: '1e2' }))).toBe('CURRENCY_UNSUPPORTED');
   });
   it('non-positive or fractional amounts are invalid', () => {
-    expect(code(() => minorToMicros(0, 'usd', FX))).toBe('INVALID_INPUT');
-    expect(code(() => minorToMicros(-5, 'usd', FX))).toBe('INVALID_INPUT');
-    expect(code(() => minorToMicros(1.5, 'usd', FX))).toBe('INVALID_INPUT');
+    expect(codeOf(() => minorToMicros(0, 'usd', FX))).toBe('INVALID_INPUT');
+    expect(codeOf(() => minorToMicros(-5, 'usd', FX))).toBe('INVALID_INPUT');
+    expect(codeOf(() => minorToMicros(1.5, 'usd', FX))).toBe('INVALID_INPUT');
   });
   it('reports the rate used', () => {
     expect(minorToMicrosDetailed(100, 'eur', FX)).toEqual({ micros: 1_090_000, rate: '1.09', digits: 2 });
   });
   it('does not read inherited properties as rates', () => {
-    expect(code(() => minorToMicros(100, 'eur', Object.create({ EUR: '1' }) as Record<string, string>))).toBe('CURRENCY_UNSUPPORTED');
+    expect(codeOf(() => minorToMicros(100, 'eur', Object.create({ EUR: '1' }) as Record<string, string>))).toBe('CURRENCY_UNSUPPORTED');
   });
 });

@@ -1,28 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { RuncapError } from '../../src/policy/codes.js';
 import { domainOf, emailCostMicros, normalizeAddress, normalizeList, normalizeSender } from '../../src/vendors/email.js';
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof RuncapError ? e.code : 'NOT_RUNCAP';
-  }
-  return undefined;
-}
+import { codeOf } from '../helpers/errors.js';
 
 describe('e-mail helpers', () => {
   it('normalizes addresses', () => {
     expect(normalizeAddress('  Ann@Example.COM ')).toBe('ann@example.com');
-    expect(code(() => normalizeAddress('Ann <ann@example.com>'))).toBe('INVALID_INPUT');
-    expect(code(() => normalizeAddress('not-an-address'))).toBe('INVALID_INPUT');
-    expect(code(() => normalizeAddress('a@b'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => normalizeAddress('Ann <ann@example.com>'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => normalizeAddress('not-an-address'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => normalizeAddress('a@b'))).toBe('INVALID_INPUT');
   });
   it('normalizes senders with display names', () => {
     expect(normalizeSender('Billing <Billing@Example.com>')).toEqual({ display: 'Billing <billing@example.com>', address: 'billing@example.com' });
     expect(normalizeSender('"Acme, Inc." <a@acme.io>')).toEqual({ display: '"Acme, Inc." <a@acme.io>', address: 'a@acme.io' });
     expect(normalizeSender('A@Acme.io')).toEqual({ display: 'a@acme.io', address: 'a@acme.io' });
-    expect(code(() => normalizeSender('Billing <nope>'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => normalizeSender('Billing <nope>'))).toBe('INVALID_INPUT');
   });
   it('extracts domains', () => {
     expect(domainOf('x@Mail.Example.com')).toBe('mail.example.com');

@@ -1,15 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { RuncapError } from '../../src/policy/codes.js';
 import { absDecimalToMicros, microsToUsd, mulDecimalCeil, unitsTimesUsdRate, usdToMicros } from '../../src/vendors/money.js';
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof RuncapError ? e.code : 'NOT_RUNCAP';
-  }
-  return undefined;
-}
+import { codeOf } from '../helpers/errors.js';
 
 describe('usdToMicros', () => {
   it('parses exactly', () => {
@@ -29,12 +20,12 @@ describe('usdToMicros', () => {
   });
   it('rejects negatives, exponents, NaN and junk', () => {
     for (const bad of ['-1', '-0.01', '1e3', '1E-2', 'NaN', 'Infinity', '', ' 1', '1 ', '.5', '5.', '1,5', '+1', '0x10', '1.2.3']) {
-      expect(code(() => usdToMicros(bad)), bad).toBe('INVALID_INPUT');
+      expect(codeOf(() => usdToMicros(bad)), bad).toBe('INVALID_INPUT');
     }
-    expect(code(() => usdToMicros(12 as unknown as string))).toBe('INVALID_INPUT');
+    expect(codeOf(() => usdToMicros(12 as unknown as string))).toBe('INVALID_INPUT');
   });
   it('refuses results beyond safe integers', () => {
-    expect(code(() => usdToMicros('9007199254.740992'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => usdToMicros('9007199254.740992'))).toBe('INVALID_INPUT');
     expect(usdToMicros('9007199254.740991')).toBe(Number.MAX_SAFE_INTEGER);
   });
 });
@@ -54,7 +45,7 @@ describe('microsToUsd', () => {
     for (const m of [0, 1, 99, 100, 8_300, 12_500_000, 123_456_789]) expect(usdToMicros(microsToUsd(m))).toBe(m);
   });
   it('rejects non-integers', () => {
-    expect(code(() => microsToUsd(1.5))).toBe('INVALID_INPUT');
+    expect(codeOf(() => microsToUsd(1.5))).toBe('INVALID_INPUT');
   });
 });
 
@@ -72,11 +63,11 @@ describe('mulDecimalCeil', () => {
     expect(mulDecimalCeil(3_000_000, '0.1')).toBe(300_000);
   });
   it('rejects bad inputs and unsafe results', () => {
-    expect(code(() => mulDecimalCeil(-1, '1'))).toBe('INVALID_INPUT');
-    expect(code(() => mulDecimalCeil(1.5, '1'))).toBe('INVALID_INPUT');
-    expect(code(() => mulDecimalCeil(1, '-1'))).toBe('INVALID_INPUT');
-    expect(code(() => mulDecimalCeil(1, '1', 0))).toBe('INVALID_INPUT');
-    expect(code(() => mulDecimalCeil(Number.MAX_SAFE_INTEGER, '2'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => mulDecimalCeil(-1, '1'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => mulDecimalCeil(1.5, '1'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => mulDecimalCeil(1, '-1'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => mulDecimalCeil(1, '1', 0))).toBe('INVALID_INPUT');
+    expect(codeOf(() => mulDecimalCeil(Number.MAX_SAFE_INTEGER, '2'))).toBe('INVALID_INPUT');
   });
   it('unitsTimesUsdRate: units × USD rate in micros', () => {
     expect(unitsTimesUsdRate(3, '0.0083')).toBe(24_900);

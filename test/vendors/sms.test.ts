@@ -1,15 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { RuncapError } from '../../src/policy/codes.js';
 import { DEFAULT_SMS_PRICES, regionOf, segmentsOf, smsPriceFor } from '../../src/vendors/sms.js';
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof RuncapError ? e.code : 'NOT_RUNCAP';
-  }
-  return undefined;
-}
+import { codeOf } from '../helpers/errors.js';
 
 describe('segmentsOf', () => {
   it('GSM-7 boundaries 160 / 161 / 306 / 307', () => {
@@ -57,8 +48,8 @@ describe('segmentsOf', () => {
     expect(segmentsOf('ç').encoding).toBe('UCS-2');
   });
   it('empty and over-long bodies are invalid', () => {
-    expect(code(() => segmentsOf(''))).toBe('INVALID_INPUT');
-    expect(code(() => segmentsOf('a'.repeat(1601)))).toBe('INVALID_INPUT');
+    expect(codeOf(() => segmentsOf(''))).toBe('INVALID_INPUT');
+    expect(codeOf(() => segmentsOf('a'.repeat(1601)))).toBe('INVALID_INPUT');
   });
 });
 
@@ -75,11 +66,11 @@ describe('regionOf', () => {
     expect(regionOf('+4915112345678')).toBe('DE');
   });
   it('invalid or non-geographic numbers are INVALID_INPUT', () => {
-    expect(code(() => regionOf('+15555550100'))).toBe('INVALID_INPUT');
-    expect(code(() => regionOf('+12345'))).toBe('INVALID_INPUT');
-    expect(code(() => regionOf('4155552671'))).toBe('INVALID_INPUT');
-    expect(code(() => regionOf('+1 415 555 2671'))).toBe('INVALID_INPUT');
-    expect(code(() => regionOf('+80012345678'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => regionOf('+15555550100'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => regionOf('+12345'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => regionOf('4155552671'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => regionOf('+1 415 555 2671'))).toBe('INVALID_INPUT');
+    expect(codeOf(() => regionOf('+80012345678'))).toBe('INVALID_INPUT');
   });
 });
 
