@@ -38,6 +38,12 @@ export const configSchema = z
       )
       .default({}),
     ledger: z.string().regex(/^postgres(ql)?:\/\//).nullable().default(null),
+    /**
+     * Honour RUNCAP_*_BASE_URL (loopback only) from the server's environment. Off by default: the
+     * agent host's environment must not be able to send vendor requests — and credentials — to a
+     * listener of its own. The demo and the tests turn it on for the vendor simulator.
+     */
+    allow_base_url_overrides: z.boolean().default(false),
   })
   .strict();
 
@@ -131,8 +137,11 @@ export function ensureHomeFiles(home: string): string[] {
   return created;
 }
 
-/** Loopback only: vendor base-URL overrides exist for the simulator, never to redirect real traffic. */
-export function loopbackBaseUrl(name: string, value: string | undefined): string | undefined {
+/**
+ * Loopback only, and only when config.json allows it: vendor base-URL overrides exist for the
+ * simulator, never to redirect real traffic.
+ */
+export function loopbackBaseUrl(name: string, value: string | undefined, allowed: boolean): string | undefined {
   if (value === undefined || value === '') return undefined;
   let url: URL;
   try {
@@ -144,6 +153,9 @@ export function loopbackBaseUrl(name: string, value: string | undefined): string
   const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
   if (!loopback || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
     throw new RuncapError('INVALID_INPUT', `${name}=${url.origin} is refused: base-URL overrides are honoured only for loopback addresses (127.0.0.1, ::1, localhost)`);
+  }
+  if (!allowed) {
+    throw new RuncapError('INVALID_INPUT', `${name} is set but config.json does not allow base-URL overrides ("allow_base_url_overrides": true, for the vendor simulator only)`);
   }
   return url.origin;
 }

@@ -51,7 +51,7 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
   const guard = (() => {
     ensureHomeFiles(home);
     const config = JSON.parse(readFileSync(homePath(home, 'config'), 'utf8')) as Record<string, unknown>;
-    writeFileSync(homePath(home, 'config'), JSON.stringify({ ...config, fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006' }, null, 2), { mode: 0o600 });
+    writeFileSync(homePath(home, 'config'), JSON.stringify({ ...config, fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006', allow_base_url_overrides: true }, null, 2), { mode: 0o600 });
     const c = sim.credentials;
     writeFileSync(
       homePath(home, 'credentials'),

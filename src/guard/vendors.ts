@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { RuncapError } from '../policy/codes.js';
 import { assertPrivate, homePath, loopbackBaseUrl, type RuncapConfig } from '../config.js';
 import { ADAPTERS } from '../vendors/index.js';
+import { scrubSecrets } from '../vendors/common.js';
 import type { Pricing, VendorAdapter, VendorName } from '../vendors/types.js';
 
 const run = promisify(execFile);
@@ -58,7 +59,7 @@ export class VendorRuntime {
     const fileEntries = readCredentialsFile(home);
     for (const adapter of adapters) {
       const envName = `RUNCAP_${adapter.vendor.toUpperCase()}_BASE_URL`;
-      const baseUrl = loopbackBaseUrl(envName, env[envName]);
+      const baseUrl = loopbackBaseUrl(envName, env[envName], config.allow_base_url_overrides);
       const source = credentialSource(adapter, config, fileEntries, env);
       this.entries.set(adapter.vendor, { adapter, source, ...(baseUrl ? { baseUrl } : {}), secrets: [] });
     }
@@ -75,6 +76,11 @@ export class VendorRuntime {
   /** Stop offering a vendor this session cannot use (its tool is then not listed). */
   withdraw(vendor: VendorName): void {
     this.entry(vendor).source = { kind: 'none' };
+  }
+
+  /** Remove every secret this runtime knows (and anything shaped like a credential) from a message. */
+  scrub(message: string, extra: readonly string[] = []): string {
+    return scrubSecrets(message, [...extra, ...this.knownSecrets()]);
   }
 
   /** Every secret this runtime has loaded so far, for scrubbing messages. */
@@ -126,7 +132,7 @@ export class VendorRuntime {
         case 'command': {
           let stdout: string;
           try {
-            ({ stdout } = await run(source.argv[0]!, source.argv.slice(1), { timeout: CREDENTIAL_COMMAND_TIMEOUT_MS, maxBuffer: 64 * 1024, env: process.env }));
+            ({ stdout } = await run(source.argv[0]!, source.argv.slice(1), { timeout: CREDENTIAL_COMMAND_TIMEOUT_MS, maxBuffer: 64 * 1024, env: commandEnv() }));
           } catch (err) {
             // Never echo the command's output: it may hold the secret.
             const code = (err as { code?: unknown }).code;
@@ -155,6 +161,13 @@ export class VendorRuntime {
     if (!e) throw new RuncapError('INVALID_INPUT', `unknown vendor ${vendor}`);
     return e;
   }
+}
+
+/** A credential command gets the server's environment minus runcap's own secrets (the vault key may be a parent key). */
+function commandEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.RUNCAP_KEY;
+  return env;
 }
 
 function readCredentialsFile(home: string): Record<string, unknown> {

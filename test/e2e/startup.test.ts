@@ -52,6 +52,18 @@ describe('runcap serve refuses to start', () => {
     expect(await h.guard.ledger.listKeys()).toHaveLength(keys);
   });
 
+  it('a loopback base URL the config does not allow: the host environment cannot redirect vendor traffic (and credentials) to a listener of its own', async () => {
+    const cfg = homePath(h.home, 'config');
+    const original = readFileSync(cfg, 'utf8');
+    writeFileSync(cfg, JSON.stringify({ ...JSON.parse(original), allow_base_url_overrides: false }), { mode: 0o600 });
+    try {
+      await expectRefusal(serverEnv(h, key), /RUNCAP_STRIPE_BASE_URL is set but config\.json does not allow base-URL overrides/);
+      expect(h.sim.requests()).toHaveLength(0);
+    } finally {
+      writeFileSync(cfg, original, { mode: 0o600 });
+    }
+  });
+
   it('a world-writable config.json', async () => {
     chmodSync(homePath(h.home, 'config'), 0o666);
     try {

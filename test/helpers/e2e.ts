@@ -119,7 +119,7 @@ export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
   const config = JSON.parse(readFileSync(homePath(home, 'config'), 'utf8')) as Record<string, unknown>;
   writeFileSync(
     homePath(home, 'config'),
-    JSON.stringify({ ...config, fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, ...opts.config }),
+    JSON.stringify({ ...config, fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, allow_base_url_overrides: true, ...opts.config }),
     { mode: 0o600 },
   );
   const sim = opts.sim ?? (await startVendorSim({ credentials: CANARY }));

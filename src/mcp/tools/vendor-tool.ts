@@ -89,7 +89,11 @@ async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: Ven
     price: { ...prepared.price },
     normalized: prepared.normalized,
     call: (c) => adapter.call(client, prepared.normalized, c),
-    classifyError: (err) => adapter.classifyError(err),
+    classifyError: (err) => {
+      // The adapters scrub what looks like a credential; scrub the exact secrets this server holds too.
+      const c = adapter.classifyError(err);
+      return { ...c, message: ctx.vendors.scrub(c.message, [ctx.key]) };
+    },
   });
   if (!outcome.ok) {
     return denial(outcome.code, outcome.message, {
