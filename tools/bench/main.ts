@@ -1,0 +1,100 @@
+/**
+ * `npm run bench`: every benchmark of BENCHMARKS.md in one run, each timing
+ * next to a baseline measured in the same run (these machines are shared and
+ * noisy). Markdown on stdout, progress on stderr. Options:
+ *   --only a,b   run only these sections: guard, mcp, contention, size, cold
+ *   --out FILE   also write the raw results as JSON
+ *   --quick      fewer iterations (a smoke run, not for publishing)
+ */
+import { writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { coldStartMarkdown, runColdStart } from './cold-start.js';
+import { contentionMarkdown, runContention } from './contention.js';
+import { guardCostMarkdown, runGuardCost } from './guard-cost.js';
+import { ledgerSizeMarkdown, runLedgerSize } from './ledger-size.js';
+import { assertBuilt } from './lib/paths.js';
+import { mcpMarkdown, runMcpRoundTrip } from './mcp-roundtrip.js';
+
+const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold'] as const;
+type Section = (typeof SECTIONS)[number];
+
+interface Args {
+  only?: Set<string>;
+  out?: string;
+  quick: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { quick: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--only') {
+      a.only = new Set((argv[++i] ?? '').split(',').filter(Boolean));
+      for (const s of a.only) if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`unknown section ${s} (${SECTIONS.join(', ')})`);
+    } else if (arg === '--out') a.out = argv[++i];
+    else if (arg === '--quick') a.quick = true;
+    else throw new Error(`unknown argument ${arg} (--only ${SECTIONS.join(',')}, --out FILE, --quick)`);
+  }
+  return a;
+}
+
+export function machine(): string {
+  const c = cpus();
+  return `${c.length} vCPU (${c[0]?.model.trim() ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}, ${process.platform} ${process.arch}`;
+}
+
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' / ');
+
+async function main(): Promise<void> {
+  assertBuilt();
+  const args = parseArgs(process.argv.slice(2));
+  const want = (s: Section) => !args.only || args.only.has(s);
+  const startedAt = new Date().toISOString();
+  const results: Record<string, unknown> = { machine: machine(), startedAt, loadBefore: load(), quick: args.quick };
+  const out: string[] = [`## runcap benchmarks — ${startedAt}${args.quick ? ' (QUICK: not for publishing)' : ''}`, '', `Machine: ${machine()}. Load average (1/5/15 min) at start: ${load()}.`, ''];
+  const t0 = performance.now();
+  const log = (s: string) => process.stderr.write(`bench: ${s} (${((performance.now() - t0) / 1000).toFixed(0)} s, load ${load()})\n`);
+  const q = args.quick;
+
+  if (want('guard')) {
+    log('1-2 floor and guard cost');
+    const r = await runGuardCost(q ? { rounds: 3, block: 200, warmup: 100 } : {});
+    results.guard = r;
+    out.push(guardCostMarkdown(r), '');
+  }
+  if (want('mcp')) {
+    log('3 MCP round trip');
+    const r = await runMcpRoundTrip(q ? { calls: 100, warmup: 20 } : {});
+    results.mcp = r;
+    out.push(mcpMarkdown(r), '');
+  }
+  if (want('contention')) {
+    log('4 contention');
+    const r = await runContention(q ? { processes: [1, 2, 4, 8], seconds: 1, trials: 1 } : {});
+    results.contention = r;
+    out.push(contentionMarkdown(r), '');
+  }
+  if (want('size')) {
+    log('5 ledger size');
+    const r = await runLedgerSize(q ? { sizes: [1_000, 20_000], calls: 500 } : {});
+    results.size = r;
+    out.push(ledgerSizeMarkdown(r), '');
+  }
+  if (want('cold')) {
+    log('6 cold start');
+    const r = await runColdStart(q ? { runs: 4 } : {});
+    results.cold = r;
+    out.push(coldStartMarkdown(r), '');
+  }
+  results.totalSeconds = (performance.now() - t0) / 1000;
+  results.loadAfter = load();
+  out.push(`Total bench time: ${(results.totalSeconds as number).toFixed(0)} s. Load average at the end: ${load()}.`);
+  log('done');
+  process.stdout.write(`${out.join('\n')}\n`);
+  if (args.out) writeFileSync(args.out, JSON.stringify(results, null, 2));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
