@@ -141,7 +141,8 @@ export class AuditLog {
     const heads = new Map(this.heads().map((h) => [h.chain, h]));
     const seen = new Map<string, { seq: number; mac: string; broken: boolean }>();
     let rows = 0;
-    for (const r of this.db.prepare('SELECT * FROM audit ORDER BY chain, seq, id').iterate() as IterableIterator<StoredRow>) {
+    // In append order: within a chain, seq must then rise by exactly one per row.
+    for (const r of this.db.prepare('SELECT * FROM audit ORDER BY id').iterate() as IterableIterator<StoredRow>) {
       rows++;
       const state = seen.get(r.chain) ?? { seq: 0, mac: '', broken: false };
       seen.set(r.chain, state);

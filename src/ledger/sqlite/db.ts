@@ -43,6 +43,9 @@ export function openDb(file: string, opts: OpenOptions): Db {
     if (isNew) chmodSync(file, 0o600);
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
+    // A checkpoint stalls the commit that triggers it. Every 10,000 pages (~40 MB of WAL,
+    // a few hundred calls) instead of SQLite's 1,000 keeps that stall out of the p99.
+    db.pragma('wal_autocheckpoint = 10000');
     db.pragma('foreign_keys = ON');
     migrate(db);
     return db;
@@ -78,30 +81,49 @@ function migrate(db: Db): void {
  * in a second, relaxed transaction (see SqliteLedger.decide).
  */
 export function transaction<T>(db: Db, durability: Durability, fn: () => T): T {
+  const st = statementsOf(db);
   const relaxed = durability === 'normal';
   try {
-    if (relaxed) db.pragma('synchronous = NORMAL');
-    db.exec('BEGIN IMMEDIATE');
+    if (relaxed) st.normal.run();
+    st.begin.run();
   } catch (err) {
-    if (relaxed) db.pragma('synchronous = FULL');
+    if (relaxed) st.full.run();
     throw asLedgerError(err);
   }
   try {
     const value = fn();
-    db.exec('COMMIT');
+    st.commit.run();
     return value;
   } catch (err) {
     if (db.inTransaction) {
       try {
-        db.exec('ROLLBACK');
+        st.rollback.run();
       } catch {
         // the connection is broken; the error below says so
       }
     }
     throw asLedgerError(err);
   } finally {
-    if (relaxed) db.pragma('synchronous = FULL');
+    if (relaxed) st.full.run();
   }
+}
+
+/** Transaction control statements, prepared once per connection (not once per call). */
+const controlStatements = new WeakMap<Db, Record<'begin' | 'commit' | 'rollback' | 'normal' | 'full', Database.Statement>>();
+
+function statementsOf(db: Db) {
+  let st = controlStatements.get(db);
+  if (!st) {
+    st = {
+      begin: db.prepare('BEGIN IMMEDIATE'),
+      commit: db.prepare('COMMIT'),
+      rollback: db.prepare('ROLLBACK'),
+      normal: db.prepare('PRAGMA synchronous = NORMAL'),
+      full: db.prepare('PRAGMA synchronous = FULL'),
+    };
+    controlStatements.set(db, st);
+  }
+  return st;
 }
 
 export function read<T>(fn: () => T): T {

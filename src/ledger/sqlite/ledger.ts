@@ -967,7 +967,21 @@ export class SqliteLedger implements Ledger {
   }
 
   private capsFor(chain: KeyRow[]): CapRow[] {
-    return [...(this.st.globalCaps.all() as CapRow[]), ...chain.flatMap((k) => this.st.capsOfKey.all(k.id) as CapRow[])];
+    // A key's caps never change after it is issued, so they are read once per process;
+    // the global vendor caps can change from another process at any time, so they are read every time.
+    return [...(this.st.globalCaps.all() as CapRow[]), ...chain.flatMap((k) => this.capsOfKey(k.id))];
+  }
+
+  private readonly keyCaps = new Map<string, CapRow[]>();
+
+  private capsOfKey(keyId: string): CapRow[] {
+    let caps = this.keyCaps.get(keyId);
+    if (!caps) {
+      caps = this.st.capsOfKey.all(keyId) as CapRow[];
+      if (this.keyCaps.size > 10_000) this.keyCaps.clear();
+      this.keyCaps.set(keyId, caps);
+    }
+    return caps;
   }
 
   private counterOf(scope: string, key: string): CounterRow {
@@ -1173,8 +1187,20 @@ export class SqliteLedger implements Ledger {
       this.audit.append(now, input);
       return;
     }
-    const chain = this.chainOf(key);
-    this.audit.append(now, { ...input, keyId: key.id, label: key.label, issuer: key.issued_by, delegation: chain.map((k) => k.label) });
+    this.audit.append(now, { ...input, keyId: key.id, label: key.label, issuer: key.issued_by, delegation: this.delegationOf(key) });
+  }
+
+  private readonly delegations = new Map<string, string[]>();
+
+  /** Labels of the key's chain, root first; labels never change, so once per key per process. */
+  private delegationOf(key: KeyRow): string[] {
+    let labels = this.delegations.get(key.id);
+    if (!labels) {
+      labels = this.chainOf(key).map((k) => k.label);
+      if (this.delegations.size > 10_000) this.delegations.clear();
+      this.delegations.set(key.id, labels);
+    }
+    return labels;
   }
 }
 

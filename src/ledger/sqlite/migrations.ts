@@ -139,4 +139,15 @@ export const MIGRATIONS: readonly string[] = [
     mac   TEXT NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 2: fewer pages per decision. Every index on audit and reservations is written by each
+  //    authorize and settle; the admin queries they served (audit by key/label/time, reservations
+  //    by state) are rare and may scan. What the hot path reads stays indexed.
+  `
+  DROP INDEX audit_chain;
+  DROP INDEX audit_key_at;
+  DROP INDEX audit_label_at;
+  DROP INDEX audit_at;
+  DROP INDEX reservations_state;
+  DROP INDEX reservations_key;
+  `,
 ];
