@@ -5,34 +5,40 @@
  * failed, 2 usage error — each failure with one clear line on stderr.
  */
 import { Command, CommanderError } from 'commander';
+import module from 'node:module';
 import { isRuncapError } from '../policy/codes.js';
 import { EXIT, UsageError } from './io.js';
-import { registerApprovalCommands } from './approvals.js';
-import { registerAuditCommands } from './audit.js';
-import { registerDemoCommand } from './demo.js';
-import { registerInitCommand } from './init.js';
-import { registerKeysCommands } from './keys.js';
-import { registerLimitsCommands } from './limits.js';
-import { registerPassphraseCommand } from './passphrase.js';
-import { registerReconcileCommand } from './reconcile.js';
-import { registerServeCommand } from './serve.js';
-import { registerSpendCommand } from './spend.js';
+// Node 22.1+ caches compiled code between runs (cold start matters for `serve`); on Node 20 this is a no-op.
+(module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * Command groups in help order, each loaded only when needed: agent hosts start
+ * `runcap serve` for every session, and it should not pay for the demo's MCP
+ * client or the approval screens.
+ */
+const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
+  { commands: ['init'], load: async () => (await import('./init.js')).registerInitCommand },
+  { commands: ['passphrase'], load: async () => (await import('./passphrase.js')).registerPassphraseCommand },
+  { commands: ['keys'], load: async () => (await import('./keys.js')).registerKeysCommands },
+  { commands: ['limits'], load: async () => (await import('./limits.js')).registerLimitsCommands },
+  { commands: ['approvals', 'approve', 'deny'], load: async () => (await import('./approvals.js')).registerApprovalCommands },
+  { commands: ['audit'], load: async () => (await import('./audit.js')).registerAuditCommands },
+  { commands: ['spend'], load: async () => (await import('./spend.js')).registerSpendCommand },
+  { commands: ['reconcile'], load: async () => (await import('./reconcile.js')).registerReconcileCommand },
+  { commands: ['serve'], load: async () => (await import('./serve.js')).registerServeCommand },
+  { commands: ['demo'], load: async () => (await import('./demo.js')).registerDemoCommand },
+];
+
+/** The program with every command group, or only the one argv names (help and unknown commands get all). */
+export async function buildProgram(argv: string[] = process.argv): Promise<Command> {
   const program = new Command('runcap')
     .description('run-scoped spend caps, allowlists, approvals and audit for AI agents calling paid APIs')
     .version('0.1.0')
     .exitOverride();
-  registerInitCommand(program);
-  registerPassphraseCommand(program);
-  registerKeysCommands(program);
-  registerLimitsCommands(program);
-  registerApprovalCommands(program);
-  registerAuditCommands(program);
-  registerSpendCommand(program);
-  registerReconcileCommand(program);
-  registerServeCommand(program);
-  registerDemoCommand(program);
+  const named = GROUPS.find((g) => g.commands.includes(argv[2] ?? ''));
+  for (const group of named ? [named] : GROUPS) (await group.load())(program);
   for (const c of program.commands) propagate(c);
   return program;
 }
@@ -45,7 +51,7 @@ function propagate(cmd: Command): void {
 
 async function main(argv: string[]): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv);
+    await (await buildProgram(argv)).parseAsync(argv);
     return EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {
