@@ -6,8 +6,9 @@ import { z } from 'zod';
 import { isValidGlob } from './glob.js';
 
 export const MICROS_PER_USD = 1_000_000;
-/** $10 billion: far above any real cap, far below Number.MAX_SAFE_INTEGER. */
-export const MAX_MICROS = 10_000_000_000 * MICROS_PER_USD;
+/** $1 billion: far above any real cap, and 1e15 micro-USD stays a safe integer (below 2^53) through any sum of two. */
+export const MAX_USD = 1_000_000_000;
+export const MAX_MICROS = MAX_USD * MICROS_PER_USD;
 
 export const microsSchema = z
   .number()

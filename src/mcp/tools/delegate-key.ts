@@ -1,5 +1,6 @@
 import type { McpServer } from '@modelcontextprotocol/server';
 import { z } from 'zod';
+import { MAX_USD } from '../../policy/schema.js';
 import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
 import { parseDuration } from '../../policy/duration.js';
 import type { ToolContext } from '../context.js';
@@ -18,7 +19,7 @@ export function registerDelegateKeyTool(server: McpServer, ctx: ToolContext): vo
       ].join(' '),
       inputSchema: z.strictObject({
         label: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/, 'a label is 1-64 letters, digits and . _ : @ + -').describe('Name of the sub-agent run; becomes <this label>/<label>.'),
-        cap_total_usd: z.number().positive().max(10_000_000_000).describe('Total USD the child may spend over its life.'),
+        cap_total_usd: z.number().positive().max(MAX_USD).describe('Total USD the child may spend over its life.'),
         allow: z.array(z.string().min(1).max(128)).min(1).max(64).optional().describe('Allowed action globs, each within this key\'s own (e.g. ["twilio.*"]). Default: the same as this key.'),
         ttl: z.string().regex(/^\d+[smhd]$/, 'a duration like 30m, 2h or 1d').optional().describe('Lifetime such as 30m, 2h or 1d; at most what this key has left. Default: as long as this key.'),
       }),

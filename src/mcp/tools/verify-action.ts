@@ -1,5 +1,6 @@
 import type { McpServer } from '@modelcontextprotocol/server';
 import { z } from 'zod';
+import { MAX_USD } from '../../policy/schema.js';
 import { isRuncapError } from '../../policy/codes.js';
 import type { ToolContext } from '../context.js';
 import { denial, success } from '../results.js';
@@ -11,7 +12,7 @@ const inputSchema = z.strictObject({
     .max(128)
     .describe('What you are about to do, as a dotted name such as deploy_production or db.drop_table. Vendor actions (stripe.*, twilio.*, resend.*) have their own tools and are refused here.'),
   resource: z.string().max(500).optional().describe('What it acts on, e.g. a service or table name.'),
-  amount_usd: z.number().nonnegative().max(10_000_000_000).optional().describe('What it will cost in USD, if anything; counted against the budget at once when allowed.'),
+  amount_usd: z.number().nonnegative().max(MAX_USD).optional().describe('What it will cost in USD, if anything; counted against the budget at once when allowed.'),
   details: z.record(z.string(), z.unknown()).optional().describe('Anything a human approver should see.'),
 });
 
