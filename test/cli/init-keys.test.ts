@@ -1,0 +1,177 @@
+/**
+ * `runcap init` and `runcap keys issue | list | show | revoke`, run as the
+ * built CLI against a real RUNCAP_HOME: output, exit codes, file modes, and
+ * nothing changed by a refused command.
+ */
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { havePty, killPtys, parseJson, ptyCli, runCli } from '../helpers/cli.js';
+
+const PASS = 'init test passphrase';
+let root: string;
+
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), 'runcap-cli-init-'));
+});
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+afterEach(() => killPtys());
+
+const modeOf = (p: string) => (statSync(p).mode & 0o777).toString(8);
+
+describe('runcap init', () => {
+  it('creates the home (0700) and its files (0600), sets the passphrase from stdin, and a second run changes nothing', async () => {
+    const home = join(root, 'a');
+    const first = await runCli(home, ['init', '--passphrase-stdin'], { input: `${PASS}\n` });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`Initialized runcap in ${home}`);
+    expect(first.stdout).toContain('runcap keys issue');
+    expect(modeOf(home)).toBe('700');
+    for (const f of ['config.json', 'audit.key', 'ledger.db']) expect(modeOf(join(home, f))).toBe('600');
+    const config = JSON.parse(readFileSync(join(home, 'config.json'), 'utf8'));
+    // every default spelled out
+    expect(config).toMatchObject({ fx: { USD: '1' }, email_rate_usd: expect.any(String), vendor_timeout_ms: 30000, allow_base_url_overrides: false });
+    const auditKey = readFileSync(join(home, 'audit.key'), 'utf8');
+
+    const again = await runCli(home, ['init', '--passphrase-stdin'], { input: 'a different passphrase\n' });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/already initialized.*nothing changed/);
+    expect(readFileSync(join(home, 'audit.key'), 'utf8')).toBe(auditKey);
+    const json = await runCli(home, ['init', '--json']);
+    expect(parseJson(json.stdout)).toMatchObject({ home, created: [], passphrase_set: false, changed: false });
+  });
+
+  it('without --passphrase-stdin and without a terminal it refuses (exit 2) and sets no passphrase', async () => {
+    const home = join(root, 'b');
+    const r = await runCli(home, ['init']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/terminal.*--passphrase-stdin/);
+    // a later init with stdin can still set it
+    expect((await runCli(home, ['init', '--passphrase-stdin'], { input: `${PASS}\n` })).code).toBe(0);
+  });
+
+  it('a too-short passphrase is refused', async () => {
+    const r = await runCli(join(root, 'c'), ['init', '--passphrase-stdin'], { input: 'short\n' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/8 to 1024 characters/);
+  });
+
+  it.runIf(havePty())('asks the passphrase twice on a terminal, without echo', async () => {
+    const home = join(root, 'd');
+    const t = ptyCli(home, ['init']);
+    let at = await t.waitFor('Approver passphrase');
+    t.type(`${PASS}\r`);
+    at = await t.waitFor('Repeat it', { from: at });
+    t.type(`${PASS}\r`);
+    await t.waitFor('Initialized runcap', { from: at });
+    expect(await t.exited).toBe(0);
+    expect(t.output()).not.toContain(PASS);
+  });
+});
+
+describe('runcap keys', () => {
+  const home = () => join(root, 'keys');
+  beforeAll(async () => {
+    expect((await runCli(home(), ['init', '--passphrase-stdin'], { input: `${PASS}\n` })).code).toBe(0);
+  });
+
+  it('issue --json prints the key once with its policy; list, show and revoke work and parse', async () => {
+    const issued = await runCli(home(), [
+      'keys', 'issue', '--label', 'billing-run', '--allow', 'stripe.*', '--allow', 'resend.*', '--cap-total', '50', '--cap-daily', '20',
+      '--per-call-max', '30', '--max-calls', 'resend.*=20/day', '--approve-over', '20', '--email-domains', 'example.com,*.example.org',
+      '--sms-countries', 'us,ca', '--rate', '30/min', '--ttl', '2h', '--by', 'alice', '--json',
+    ]);
+    expect(issued.code, issued.stderr).toBe(0);
+    const k = parseJson(issued.stdout);
+    expect(k.key).toMatch(/^vk_[0-9A-Z]{26}_[A-Za-z0-9_-]{43}$/);
+    expect(k.key.startsWith(`${k.id}_`)).toBe(true);
+    expect(k.label).toBe('billing-run');
+    expect(k.policy).toMatchObject({
+      allow: ['stripe.*', 'resend.*'],
+      rate_per_min: 30,
+      approve_over_usd_micros: 20_000_000,
+      sms_countries: ['US', 'CA'],
+      email_domains: ['example.com', '*.example.org'],
+    });
+    expect(k.policy.caps).toEqual(
+      expect.arrayContaining([
+        { window: 'total', usd_micros: 50_000_000 },
+        { window: 'daily', usd_micros: 20_000_000 },
+        { window: 'per_call', usd_micros: 30_000_000 },
+        { window: 'daily', calls: 20, action: 'resend.*' },
+      ]),
+    );
+    const hours = (Date.parse(k.expires_at) - Date.now()) / 3_600_000;
+    expect(hours).toBeGreaterThan(1.9);
+    expect(hours).toBeLessThanOrEqual(2);
+
+    const list = await runCli(home(), ['keys', 'list', '--json']);
+    const rows = parseJson<any[]>(list.stdout);
+    const row = rows.find((r) => r.id === k.id);
+    expect(row).toMatchObject({ label: 'billing-run', status: 'active', issued_by: 'alice' });
+    // the secret is shown only at issue time
+    expect(list.stdout).not.toContain(k.key.slice(k.id.length + 1));
+    const table = await runCli(home(), ['keys', 'list']);
+    expect(table.stdout).toContain('billing-run');
+
+    const show = await runCli(home(), ['keys', 'show', k.id, '--json']);
+    expect(show.code).toBe(0);
+    expect(parseJson(show.stdout)).toMatchObject({ id: k.id, budget: { remaining_micros: 20_000_000 } });
+    const showText = await runCli(home(), ['keys', 'show', k.id]);
+    expect(showText.stdout).toContain('allow: stripe.*, resend.*');
+    expect(showText.stdout).toContain('$50.00');
+    expect(showText.stdout).not.toContain(k.key.slice(k.id.length + 1));
+
+    const child = await runCli(home(), ['keys', 'issue', '--label', 'sub', '--allow', 'stripe.*', '--cap-total', '10', '--parent', k.id, '--json']);
+    expect(child.code, child.stderr).toBe(0);
+    const c = parseJson(child.stdout);
+    expect(c.label).toBe('billing-run/sub');
+
+    const revoked = await runCli(home(), ['keys', 'revoke', k.id, '--reason', 'done', '--json']);
+    expect(revoked.code).toBe(0);
+    expect(parseJson(revoked.stdout).revoked.sort()).toEqual([k.id, c.id].sort());
+    const after = parseJson<any[]>((await runCli(home(), ['keys', 'list', '--json'])).stdout);
+    expect(after.find((r) => r.id === c.id).status).toBe('revoked');
+    const twice = await runCli(home(), ['keys', 'revoke', k.id]);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toMatch(/already revoked/);
+  });
+
+  it('refuses bad flags, bad amounts, widening children and unknown ids with one line, the documented exit code, and no change', async () => {
+    const before = (await runCli(home(), ['keys', 'list', '--json'])).stdout;
+    const cases: [string[], number, RegExp][] = [
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--cap-total', 'abc'], 2, /not a USD amount/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--cap-total', '-5'], 2, /not a USD amount/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--ttl', '0s'], 2, /duration/],
+      [['keys', 'issue', '--label', 'x'], 2, /--allow/],
+      [['keys', 'issue', '--label', 'has space', '--allow', 'stripe.*'], 2, /label/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe..*'], 2, /glob/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--frobnicate'], 2, /unknown option/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--parent', 'vk_01M0000000000000000000000Z'], 1, /no key/],
+      [['keys', 'show', 'vk_nope'], 1, /no key/],
+      [['keys', 'revoke', 'vk_nope'], 1, /no key/],
+    ];
+    for (const [args, code, line] of cases) {
+      const r = await runCli(home(), args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(r.stderr).toMatch(line);
+    }
+    // a child wider than its parent
+    const parent = parseJson((await runCli(home(), ['keys', 'issue', '--label', 'p', '--allow', 'stripe.*', '--cap-total', '10', '--json'])).stdout);
+    const mid = (await runCli(home(), ['keys', 'list', '--json'])).stdout;
+    for (const args of [
+      ['--allow', 'twilio.*', '--cap-total', '1'],
+      ['--allow', 'stripe.*', '--cap-total', '11'],
+      ['--allow', 'stripe.*', '--ttl', '400d'],
+    ]) {
+      const r = await runCli(home(), ['keys', 'issue', '--label', 'wide', '--parent', parent.id, ...args]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/widening refused|outlive|TTL/);
+    }
+    expect((await runCli(home(), ['keys', 'list', '--json'])).stdout).toBe(mid);
+    expect(before.length).toBeLessThan(mid.length); // only the valid parent was added
+  });
+});
