@@ -4,15 +4,40 @@
  * Approving needs the approver passphrase typed on a terminal: no flag skips
  * it, and without a TTY approve and watch refuse (exit 1) and grant nothing.
  * Everything the agent wrote (arguments, labels of delegated keys, reasons) is
- * shown through inert(), so it cannot move the cursor, retitle the window or
- * forge lines of the display.
+ * shown escaped and laid out by runcap (hard-wrapped at a fixed width under a
+ * continuation bar, runs of spaces shown, long values cut short), so it cannot
+ * move the cursor, retitle the window or forge lines of the display; the
+ * decisive facts are repeated right above every question.
  */
 import type { Command } from 'commander';
 import { openGuard, type Guard } from '../guard/index.js';
 import type { Approval, KeyInfo } from '../ledger/types.js';
 import { isRuncapError, RuncapError } from '../policy/codes.js';
 import { minorDigits } from '../vendors/currencies.js';
-import { askHidden, currencyAmount, hasHidden, inert, isoTime, localTime, osUser, printJson, printTable, refused, requireTty, TtyKeys, usd, visibleText } from './io.js';
+import {
+  agentAtoms,
+  askHidden,
+  type Atom,
+  CONT,
+  currencyAmount,
+  cutAtoms,
+  displayWidth,
+  hasEscaped,
+  inert,
+  isoTime,
+  layoutAtoms,
+  literalAtoms,
+  localTime,
+  osUser,
+  printJson,
+  printTable,
+  refused,
+  requireTty,
+  screenWidth,
+  TtyKeys,
+  usd,
+  wrapOwn,
+} from './io.js';
 import { nameOption } from './options.js';
 
 const POLL_MS = 500;
@@ -75,11 +100,39 @@ function priceNote(a: Approval): string | undefined {
     .join(', ');
 }
 
+/*
+ * How much of what the agent wrote is shown: at most VALUE_CHARS characters
+ * and VALUE_LINES lines of one parameter, PARAM_LINES lines of parameters in
+ * all, FIELD_CHARS characters of any other text (labels, action, one
+ * recipient …). What is left off is said, with where to read it in full.
+ */
+const VALUE_CHARS = 600;
+const VALUE_LINES = 12;
+const PARAM_LINES = 40;
+const FIELD_CHARS = 200;
+const NAME_CHARS = 120;
+const MAX_RECIPIENTS = 10;
+const EVERYTHING = 'runcap approvals --all --json shows everything';
+const more = (n: number) => `… (${n} more characters; ${EVERYTHING})`;
+
+/** Agent text for one line of the display: escaped, spaces shown, at most `max` characters (what is left off is said). */
+function agent(text: unknown, max = FIELD_CHARS): Atom[] {
+  const { atoms, rest } = cutAtoms(agentAtoms(text), max);
+  return rest ? [...atoms, ...literalAtoms(` ${more(rest)}`)] : atoms;
+}
+
+/** "  label:       value", value hard-wrapped under the continuation bar. */
+function field(label: string, atoms: Atom[], width: number): string[] {
+  return layoutAtoms(atoms, { first: `  ${label.padEnd(13)}`, width }).lines;
+}
+
+const text = (s: string): Atom[] => literalAtoms(s);
+
 /** Who or what receives the call, from the arguments the agent gave. */
-function recipientsOf(args: Record<string, unknown>): string[] {
-  const out: string[] = [];
+function recipientsOf(args: Record<string, unknown>): Atom[] {
+  const list: Atom[][] = [];
   const add = (role: string, v: unknown) => {
-    for (const x of Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]) out.push(`${role} ${visibleText(typeof x === 'string' ? x : JSON.stringify(x)).replace(/\n/g, '\\n')}`);
+    for (const x of Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]) list.push([...text(`${role} `), ...agent(typeof x === 'string' ? x : JSON.stringify(x), NAME_CHARS)]);
   };
   add('to', args.to);
   add('cc', args.cc);
@@ -87,36 +140,88 @@ function recipientsOf(args: Record<string, unknown>): string[] {
   add('from', args.from);
   add('reply-to', args.reply_to);
   add('customer', args.customer);
+  if (list.length === 0) return text('(none)');
+  const shown = list.slice(0, MAX_RECIPIENTS);
+  const out: Atom[] = list.length > 1 ? text(`${list.length}: `) : [];
+  shown.forEach((r, i) => out.push(...(i ? text(', ') : []), ...r));
+  if (list.length > shown.length) out.push(...text(` and ${list.length - shown.length} more (${EVERYTHING})`));
   return out;
 }
 
-/**
- * Every argument, one per line, nested objects flattened with dotted names,
- * text through visibleText() (escapes shown, never sent to the terminal).
- * Text spanning several lines is indented under a bar, so it cannot pass for
- * another field of the display.
- */
-function paramLines(value: unknown, path: string, out: string[]): void {
+/** Every argument as [dotted name, value], nested objects flattened. */
+function leavesOf(value: unknown, path: string, out: [string, unknown][]): void {
   if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
     const entries = Object.entries(value as Record<string, unknown>);
-    if (entries.length === 0 && path) out.push(`    ${visibleText(path)}: {}`);
-    for (const [k, v] of entries) paramLines(v, path ? `${path}.${k}` : k, out);
+    if (entries.length === 0 && path) out.push([path, {}]);
+    for (const [k, v] of entries) leavesOf(v, path ? `${path}.${k}` : k, out);
     return;
   }
-  const name = visibleText(path).replace(/\n/g, '\\n');
-  const text = typeof value === 'string' ? value : JSON.stringify(value) ?? String(value);
-  const lines = visibleText(text).split('\n');
-  if (lines.length === 1) out.push(`    ${name}: ${typeof value === 'string' ? `"${lines[0]}"` : lines[0]}`);
-  else {
-    out.push(`    ${name}: (${lines.length} lines)`);
-    for (const l of lines) out.push(`      | ${l}`);
-  }
+  out.push([path, value]);
 }
 
-/** true when any text the agent wrote holds a control character or an invisible one. */
+/**
+ * One argument: `    name: "text"` or `    name: 42`, hard-wrapped, every
+ * further line under the bar; text of several lines as `    name: (N lines)`
+ * and the lines under the bar, each newline shown as ↵. At most `maxLines`
+ * lines, plus one saying what was left off.
+ */
+function paramLines(path: string, value: unknown, width: number, maxLines: number): string[] {
+  const name = agent(path, NAME_CHARS);
+  const isText = typeof value === 'string';
+  const raw = isText ? value : JSON.stringify(value) ?? String(value);
+  const multi = isText && raw.includes('\n');
+  const { atoms, rest } = cutAtoms(agentAtoms(raw, multi ? 'split' : 'escape'), VALUE_CHARS);
+  let lines: string[];
+  let left = rest;
+  if (!multi) {
+    // the closing quote (shown only when nothing was left off) sticks to the last character: it can never be cut off alone
+    const last = atoms.at(-1);
+    const body = !isText || rest ? atoms : last ? [...atoms.slice(0, -1), { ...last, text: `${last.text}"`, width: last.width + 1 }] : text('"');
+    const laid = layoutAtoms([...name, ...text(isText ? ': "' : ': '), ...body], { first: '    ', width, maxLines });
+    lines = laid.lines;
+    left += laid.rest;
+  } else {
+    const head = layoutAtoms([...name, ...text(`: (${raw.split('\n').length} lines)`)], { first: '    ', width, maxLines }).lines;
+    const body = layoutAtoms(atoms, { first: CONT, width, maxLines: maxLines - head.length });
+    lines = [...head, ...body.lines];
+    left += body.rest;
+  }
+  if (left) lines.push(...wrapOwn(more(left), '    └ ', '      ', width));
+  return lines;
+}
+
+/**
+ * All arguments, in the agent's order, in at most PARAM_LINES lines: when
+ * they do not all fit in full, the longest are cut shorter first (every one
+ * keeps at least its first line); when even that is too many, short ones
+ * (amount, currency, confirm …) are shown before long ones, and a line says
+ * how many were left off.
+ */
+function parametersOf(args: Record<string, unknown>, width: number): string[] {
+  const leaves: [string, unknown][] = [];
+  leavesOf(args, '', leaves);
+  if (leaves.length === 0) return ['    (none)'];
+  const render = (cap: number) => leaves.map(([path, value]) => paramLines(path, value, width, cap));
+  for (let cap = VALUE_LINES; cap >= 1; cap--) {
+    const all = render(cap);
+    if (all.reduce((n, l) => n + l.length, 0) <= PARAM_LINES) return all.flat();
+  }
+  const one = render(1);
+  const order = one.map((lines, i) => i).sort((i, j) => Number(one[i]!.length > 1) - Number(one[j]!.length > 1) || i - j);
+  const shown = new Set<number>();
+  let used = 0;
+  for (const i of order) {
+    if (used + one[i]!.length > PARAM_LINES - 2) break;
+    shown.add(i);
+    used += one[i]!.length;
+  }
+  return [...one.filter((_, i) => shown.has(i)).flat(), ...wrapOwn(`… ${leaves.length - shown.size} more parameter(s) not shown; ${EVERYTHING}`, '    ', '      ', width)];
+}
+
+/** true when any text the agent wrote holds a character shown as an escape. */
 function anyHidden(value: unknown): boolean {
-  if (value !== null && typeof value === 'object') return Object.entries(value as Record<string, unknown>).some(([k, v]) => hasHidden(k) || anyHidden(v));
-  return typeof value === 'string' && hasHidden(value);
+  if (value !== null && typeof value === 'object') return Object.entries(value as Record<string, unknown>).some(([k, v]) => hasEscaped(k) || anyHidden(v));
+  return typeof value === 'string' && hasEscaped(value);
 }
 
 export interface ApprovalView {
@@ -140,35 +245,61 @@ export async function viewOf(guard: Guard, a: Approval, now = Date.now()): Promi
   return { approval: a, key, ancestors, grantExpiresAt: key ? now + key.policy.grant_ttl_s * 1000 : undefined };
 }
 
-/** Exactly what approving would allow, safe to print on a terminal. */
-export function renderApproval(v: ApprovalView): string {
+const keyAtoms = (v: ApprovalView): Atom[] => [
+  ...agent(v.approval.label, NAME_CHARS),
+  ...text(` (${inert(v.approval.keyId)})${v.key && v.key.status !== 'active' ? `  — key is ${v.key.status}` : ''}`),
+];
+
+/**
+ * Exactly what approving would allow, safe to print on a terminal: runcap's
+ * own lines start in column 0 or 2; agent text only ever follows a label of
+ * runcap's on the same line or a continuation bar, never starts a row.
+ */
+export function renderApproval(v: ApprovalView, width = screenWidth()): string {
   const a = v.approval;
   const args = a.request.args ?? {};
-  const recipients = recipientsOf(args);
-  const params: string[] = [];
-  paramLines(args, '', params);
   const note = priceNote(a);
   const grantTtl = v.key ? v.key.policy.grant_ttl_s : undefined;
   return [
     `Approval ${inert(a.id)}  (${a.status})`,
-    `  key:         ${inert(a.label)} (${inert(a.keyId)})${v.key && v.key.status !== 'active' ? `  — key is ${v.key.status}` : ''}`,
-    `  issued by:   ${inert(a.issuedBy)}`,
-    ...(v.ancestors.length ? [`  delegated:   from ${v.ancestors.map(inert).join(' > ')}`] : []),
-    `  action:      ${inert(a.action)}`,
-    `  amount:      ${amountText(a)}`,
-    ...(note ? [`  price:       ${note}`] : []),
-    `  recipients:  ${recipients.length ? recipients.join(', ') : '(none)'}`,
-    `  why asked:   ${inert(a.reason)}`,
+    ...field('key:', keyAtoms(v), width),
+    ...field('issued by:', agent(a.issuedBy, NAME_CHARS), width),
+    ...(v.ancestors.length ? field('delegated:', [...text('from '), ...v.ancestors.flatMap((l, i) => [...(i ? text(' > ') : []), ...agent(l, NAME_CHARS)])], width) : []),
+    ...field('action:', agent(a.action, NAME_CHARS), width),
+    ...field('amount:', agent(amountText(a), NAME_CHARS), width),
+    ...(note ? field('price:', agent(note), width) : []),
+    ...field('recipients:', recipientsOf(args), width),
+    ...field('why asked:', agent(a.reason, VALUE_CHARS), width),
     `  requested:   ${localTime(a.createdAt)}`,
     ...(a.status === 'pending'
       ? [
           `  open until:  ${localTime(a.expiresAt)}`,
-          `  if approved: this exact call may run once, until ${localTime(v.grantExpiresAt)}${grantTtl ? ` (grant TTL ${Math.round(grantTtl / 60)} min)` : ''}`,
+          `  if approved: this exact call may run once, until ${localTime(v.grantExpiresAt)}`,
+          ...(grantTtl ? [`               (grant TTL ${Math.round(grantTtl / 60)} min)`] : []),
         ]
       : [`  ${a.status === 'approved' ? 'grant until:' : 'expires:    '} ${localTime(a.expiresAt)}`]),
     `  parameters:`,
-    ...(params.length ? params : ['    (none)']),
-    ...(anyHidden(args) ? ['  ! the text the agent wrote holds control characters or invisible characters: shown above as \\xNN / \\uNNNN'] : []),
+    ...parametersOf(args, width),
+    ...(anyHidden(args) ? wrapOwn('! the text the agent wrote holds control characters, invisible or space-like characters: shown above as \\xNN / \\uNNNN', '  ', '    ', width) : []),
+    '',
+  ].join('\n');
+}
+
+/**
+ * The decisive facts again, printed right before the question (passphrase or
+ * approve / deny / skip), after everything the agent wrote: whatever the
+ * parameters above show, the last lines above the prompt are runcap's own.
+ */
+export function renderSummary(v: ApprovalView, width = screenWidth()): string {
+  const a = v.approval;
+  const vendor = vendorAmount(a);
+  const title = `── You are answering ${inert(a.id)} `;
+  return [
+    `${title}${'─'.repeat(Math.max(3, Math.min(width, 60) - displayWidth(title)))}`,
+    ...field('action:', agent(a.action, NAME_CHARS), width),
+    ...field('amount:', agent(vendor ? `${usd(a.estimateMicros)} (${vendor})` : usd(a.estimateMicros), NAME_CHARS), width),
+    ...field('recipients:', recipientsOf(a.request.args ?? {}), width),
+    ...field('key:', keyAtoms(v), width),
     '',
   ].join('\n');
 }
@@ -212,7 +343,7 @@ export function registerApprovalCommands(program: Command): void {
         const a = await guard.ledger.getApproval(id);
         if (a.status !== 'pending') throw refused(`approval ${inert(a.id)} is ${a.status}; it can no longer be approved`);
         const view = await viewOf(guard, a);
-        process.stdout.write(renderApproval(view));
+        process.stdout.write(`${renderApproval(view)}${renderSummary(view)}`);
         requireTty('approve');
         let passphrase: string;
         try {
@@ -285,7 +416,8 @@ async function watch(by: string): Promise<void> {
         // read it again: it may have been answered elsewhere while an earlier one was on screen
         const fresh = await guard.ledger.getApproval(a.id);
         if (fresh.status !== 'pending') continue;
-        process.stdout.write(`\n${renderApproval(await viewOf(guard, fresh))}`);
+        const view = await viewOf(guard, fresh);
+        process.stdout.write(`\n${renderApproval(view)}${renderSummary(view)}`);
         process.stderr.write('[a]pprove / [d]eny / [s]kip? ');
         const choice = await Promise.race([keys.choose('ads'), stopSignal]);
         if (choice === 'stop') break;

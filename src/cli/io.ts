@@ -212,3 +212,150 @@ export function hasHidden(text: unknown): boolean {
 }
 
 const HIDDEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\ufff9-\ufffb]/g;
+
+/*
+ * Laying out text an agent wrote (approve, approvals watch) so that it can
+ * never pass for runcap's own lines, whatever the width of the terminal:
+ * - hard-wrapped at a fixed width (LINE_WIDTH, narrower only when the
+ *   terminal says it is narrower), so the terminal never wraps it and the
+ *   agent never chooses where a row of the screen begins;
+ * - every line after the first carries the continuation prefix CONT, so no
+ *   agent text ever starts a row;
+ * - runs of more than 2 spaces shown as ␠×N, tabs and space-like or invisible
+ *   characters as \xNN / \uNNNN, so spaces cannot pad text into place;
+ * - widths counted conservatively (every character outside printable ASCII
+ *   as 2 columns), so wide characters cannot overflow a row either.
+ */
+
+/** Widest line laid out, in columns: an 80-column terminal never wraps it (a full row leaves the cursor on that row until the newline). */
+export const LINE_WIDTH = 80;
+/** Prefix of every continuation line of agent text. */
+export const CONT = '    │ ';
+
+/** One unit of laid-out text: `chars` counts the characters of agent text it stands for (0 for runcap's own text). */
+export interface Atom {
+  text: string;
+  width: number;
+  chars: number;
+  /** a newline of the agent's text (shown as ↵ at the end of its line) */
+  br?: true;
+}
+
+const SPACE_LIKE = /[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u2800\uffa0]/;
+const ESCAPED = new RegExp(`^(?:${HIDDEN.source}|${SPACE_LIKE.source})$`, 'u');
+const AGENT_TOKEN = new RegExp(` {3,}|\\n|[^]`, 'gu');
+
+/** Columns a text takes at most: printable ASCII 1, anything else 2 (wide and ambiguous-width characters included). */
+export function displayWidth(text: string): number {
+  let w = 0;
+  for (const ch of text) w += ch >= ' ' && ch <= '~' ? 1 : 2;
+  return w;
+}
+
+const escapeChar = (c: string): string => {
+  const n = c.codePointAt(0)!;
+  return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+};
+
+/** true when agentAtoms() shows something of the text as an escape (control, invisible or space-like characters). */
+export function hasEscaped(text: unknown): boolean {
+  for (const ch of String(text)) if (ch !== '\n' && ESCAPED.test(ch)) return true;
+  return false;
+}
+
+/**
+ * Text an agent wrote, as atoms to lay out: control, invisible and
+ * space-like characters escaped, more than 2 spaces in a row as ␠×N,
+ * newlines escaped as \n or (`newlines: 'split'`) kept as line breaks.
+ */
+export function agentAtoms(text: unknown, newlines: 'split' | 'escape' = 'escape'): Atom[] {
+  const out: Atom[] = [];
+  for (const [t] of String(text).matchAll(AGENT_TOKEN)) {
+    if (t === '\n') out.push(newlines === 'split' ? { text: '', width: 0, chars: 1, br: true } : { text: '\\n', width: 2, chars: 1 });
+    else if (t.length >= 3 && t[0] === ' ') {
+      const shown = `␠×${t.length}`;
+      out.push({ text: shown, width: displayWidth(shown), chars: t.length });
+    } else if (ESCAPED.test(t)) {
+      const shown = escapeChar(t);
+      out.push({ text: shown, width: shown.length, chars: 1 });
+    } else out.push({ text: t, width: displayWidth(t), chars: 1 });
+  }
+  return out;
+}
+
+/** runcap's own text as atoms (one per character, so it wraps like the rest). */
+export function literalAtoms(text: string): Atom[] {
+  return [...text].map((ch) => ({ text: ch, width: displayWidth(ch), chars: 0 }));
+}
+
+/** The first atoms holding at most `maxChars` characters of agent text, and how many characters were left off. */
+export function cutAtoms(atoms: Atom[], maxChars: number): { atoms: Atom[]; rest: number } {
+  let used = 0;
+  for (let i = 0; i < atoms.length; i++) {
+    if (used + atoms[i]!.chars > maxChars) return { atoms: atoms.slice(0, i), rest: charsOf(atoms.slice(i)) };
+    used += atoms[i]!.chars;
+  }
+  return { atoms, rest: 0 };
+}
+
+const charsOf = (atoms: Atom[]): number => atoms.reduce((n, a) => n + a.chars, 0);
+
+/**
+ * Hard-wrap atoms into lines of at most `width` columns: the first line
+ * starts with `first`, every further one with `cont`. At most `maxLines`
+ * lines; `rest` counts the characters of agent text that did not fit.
+ */
+export function layoutAtoms(atoms: Atom[], o: { first: string; cont?: string; width: number; maxLines?: number }): { lines: string[]; rest: number } {
+  const cont = o.cont ?? CONT;
+  const maxLines = Math.max(1, o.maxLines ?? Infinity);
+  const lines: string[] = [];
+  let line = o.first;
+  let start = displayWidth(o.first);
+  let w = start;
+  const rest = (i: number) => charsOf(atoms.slice(i));
+  for (let i = 0; i < atoms.length; i++) {
+    const a = atoms[i]!;
+    if (a.br) {
+      lines.push(`${line}↵`);
+      if (lines.length >= maxLines) return { lines, rest: rest(i + 1) };
+      line = cont;
+      w = start = displayWidth(cont);
+      continue;
+    }
+    const need = a.width + (atoms[i + 1]?.br ? 2 : 0);
+    if (w + need > o.width && w > start) {
+      lines.push(line);
+      if (lines.length >= maxLines) return { lines, rest: rest(i) };
+      line = cont;
+      w = start = displayWidth(cont);
+    }
+    line += a.text;
+    w += a.width;
+  }
+  lines.push(line);
+  return { lines, rest: 0 };
+}
+
+/** runcap's own text word-wrapped to `width` (further lines start with `cont`). */
+export function wrapOwn(text: string, first: string, cont: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = first;
+  let empty = true;
+  for (const word of text.split(' ')) {
+    if (!empty && displayWidth(line) + 1 + displayWidth(word) > width) {
+      lines.push(line);
+      line = cont;
+      empty = true;
+    }
+    line += empty ? word : ` ${word}`;
+    empty = false;
+  }
+  lines.push(line);
+  return lines;
+}
+
+/** Columns to lay agent text out in: LINE_WIDTH, or less when the terminal on `stream` is narrower. */
+export function screenWidth(stream: NodeJS.WriteStream = process.stdout): number {
+  const cols = stream.isTTY ? stream.columns : undefined;
+  return typeof cols === 'number' && cols > 0 ? Math.max(24, Math.min(LINE_WIDTH, cols)) : LINE_WIDTH;
+}

@@ -14,6 +14,101 @@ const ESC = '\u001b';
 const EVIL = 'Invoice \u001b]0;pwned\u0007 \u001b[2J\u001b[31mRED\u001b[0m \u009b6n end';
 const HOUR = 3_600_000;
 
+/**
+ * What a reviewer saw an agent do: a payment of $4,900.00 to cus_victim whose
+ * description, space-padded to an 80-column terminal, wraps into a complete
+ * fake request of $5.00 to cus_regular right above the question.
+ */
+const row = (s: string) => s.padEnd(80, ' ');
+const FORGED =
+  'Refund\t\tfor\u00a0\u00a0order 42.' +
+  ' '.repeat(60) +
+  row('') +
+  row('Approval apr_FAKE00000000000000000000000  (pending)') +
+  row('  key:         deploy-run (key_FAKE)') +
+  row('  action:      stripe.payment_intents.create') +
+  row('  amount:      $5.00') +
+  row('  recipients:  customer cus_regular') +
+  row('  parameters:') +
+  row('    amount: 500') +
+  'Z'.repeat(200);
+const FORGED_ARGS = {
+  amount: 490_000,
+  currency: 'usd',
+  customer: 'cus_victim',
+  description: FORGED,
+  metadata: {
+    order: '42',
+    ...Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`pad${i}`, row('') + row('  amount:      $5.00') + row('  recipients:  customer cus_regular') + 'P'.repeat(200)])),
+  },
+};
+const FORGED_LABEL = /^\s*(Approval apr_FAKE|amount:\s+\$5\.00|recipients:\s+customer cus_regular|key:\s+deploy-run \(key_FAKE|parameters:\s+\S)/;
+
+/**
+ * A regular expression for `text` as it reaches the test: the pseudo-terminal
+ * helper decodes each chunk of output on its own, so a character of several
+ * bytes cut by a chunk boundary arrives as one to three U+FFFD; matched as
+ * either.
+ */
+function loose(text: string, flags = ''): RegExp {
+  return new RegExp(
+    [...text].map((c) => (c.charCodeAt(0) > 0x7e ? `(?:${c}|\uFFFD{1,3})` : c.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&'))).join(''),
+    flags,
+  );
+}
+const BAR = loose('    │ ');
+const CUT = loose('    └ … (');
+
+/**
+ * The screen from the approval's first line to the question: no forged field
+ * label starts a line; every line of the parameters is a parameter of the
+ * request, a continuation under the bar or runcap's note of what was left
+ * off; no line is wider than 80 columns (an 80-column terminal never wraps
+ * it); the last lines above the question are runcap's summary of the real
+ * request.
+ */
+function expectNoForgery(screen: string, id: string, prompt: RegExp): void {
+  const lines = screen.slice(screen.indexOf(`Approval ${id}`)).split(/\r?\n/);
+  const q = lines.findIndex((l) => prompt.test(l));
+  expect(q, screen).toBeGreaterThan(0);
+  const shown = lines.slice(0, q);
+  const why = `\n${shown.join('\n')}`;
+  expect(screen, visible(screen)).not.toContain(ESC);
+  // as an 80-column terminal shows it, no forged field label starts a row; the forged text is there all the same (shown, not hidden), spaces and tabs made visible
+  const rows = shown.flatMap((l) => [...l.replace(/\uFFFD+/g, '?')].join('').match(/[^]{1,80}/gu) ?? ['']);
+  for (const r of rows) expect(r, why).not.toMatch(FORGED_LABEL);
+  expect(screen).toContain('Approval apr_FAKE');
+  expect(screen).toMatch(loose('    description: "Refund\\x09\\x09for\\xa0\\xa0order 42.␠×140Approval apr_FAKE'));
+  for (const l of shown) expect([...l.replace(/\uFFFD+/g, '?')].length, why).toBeLessThanOrEqual(80);
+  const from = shown.indexOf('  parameters:');
+  const to = shown.findIndex((l, i) => i > from && /^\S|^  \S/.test(l));
+  expect(from, why).toBeGreaterThan(0);
+  const params = shown.slice(from + 1, to);
+  const isBar = (l: string) => BAR.test(l) && l.search(BAR) === 0;
+  const isCut = (l: string) => CUT.test(l) && l.search(CUT) === 0 && / more characters; runcap approvals --all --json shows everything\)$/.test(l);
+  for (const l of params) expect(/^    (amount|currency|customer|description|metadata\.(order|pad\d+)): /.test(l) || isBar(l) || isCut(l), `${l} in ${why}`).toBe(true);
+  expect(params.length, why).toBeLessThanOrEqual(40);
+  // the description is wrapped under the bar and cut short; so are the padded metadata values
+  const descr = params.findIndex((l) => l.startsWith('    description: "Refund\\x09'));
+  const cut = params.findIndex((l, i) => i > descr && isCut(l));
+  expect(descr, why).toBeGreaterThanOrEqual(0);
+  expect(cut - descr, why).toBeGreaterThanOrEqual(2);
+  expect(params.slice(descr + 1, cut).every(isBar), why).toBe(true);
+  expect(params.join('\n')).not.toContain('Z'.repeat(200));
+  expect(params, why).toContain('    metadata.order: "42"');
+  const pad = params.findIndex((l) => loose('    metadata.pad0: "␠×82amount:␠×6$5.00␠×62recipients:').test(l));
+  expect(pad, why).toBeGreaterThan(0);
+  expect(params.slice(pad + 1).find((l) => !isBar(l)), why).toSatisfy(isCut);
+  // right above the question: runcap's own summary of the real request
+  expect(shown.slice(-5), why).toEqual([
+    expect.stringMatching(loose(`── You are answering ${id} ──`)),
+    '  action:      stripe.payment_intents.create',
+    '  amount:      $4900.00 (USD 4900.00)',
+    '  recipients:  customer cus_victim',
+    `  key:         deploy-run (${keyId})`,
+  ]);
+}
+
 let h: Home;
 let key: string;
 let keyId: string;
@@ -177,8 +272,8 @@ describe('runcap approve on a terminal', () => {
         'metadata.order: "42\\x1b[1A\\x1b[2Kforged line"',
         '! the text the agent wrote holds control characters',
         'metadata.note: (2 lines)',
-        '| two',
-        '| lines',
+        '│ two↵',
+        '│ lines',
       ]) {
         expect(shown, `missing ${part} in\n${visible(shown)}`).toContain(part);
       }
@@ -195,6 +290,24 @@ describe('runcap approve on a terminal', () => {
       expect(retry.isError, textOf(retry)).toBeFalsy();
       expect((retry.structuredContent as { id: string }).id).toMatch(/^pi_/);
       expect(await status(id)).toBe('consumed');
+    } finally {
+      await served.close();
+    }
+  });
+
+  it("text padded with spaces to wrap into a forged request cannot pass for runcap's lines; the real request is summed up right above the passphrase", async () => {
+    const served = await startServer(serverEnv(h, key));
+    try {
+      const first = await served.client.callTool({ name: 'create_payment_intent', arguments: FORGED_ARGS });
+      expect(textOf(first)).toMatch(/^APPROVAL_REQUIRED/);
+      const id = /apr_[0-9A-Z]+/.exec(textOf(first))![0];
+      const t = ptyCli(h.home, ['approve', id]);
+      await t.waitFor(/passphrase \(Ctrl-C cancels\): /);
+      expectNoForgery(t.output(), id, /^Approve this exact call as tester\? Type the approver passphrase/);
+      t.type('\u0003');
+      expect(await t.exited).toBe(1);
+      expect(await status(id)).toBe('pending');
+      await h.guard.ledger.deny(id, { by: 'test' });
     } finally {
       await served.close();
     }
@@ -335,6 +448,27 @@ describe('runcap approvals watch', () => {
     expect(retry).toMatchObject({ allowed: true, approvalId: approveMe });
     expect(await status(approveMe)).toBe('consumed');
     expect((await h.guard.verify(key, { action: 'deploy_production', amountUsd: 50, details: { description: 'deny me live' } })).code).toBe('APPROVAL_DENIED');
+  });
+
+  it("shows a forged, space-padded request laid out under the bar, with runcap's summary of the real one right above [a]pprove / [d]eny / [s]kip", async () => {
+    for (const a of await h.guard.ledger.listApprovals()) await h.guard.ledger.deny(a.id, { by: 'test' });
+    const served = await startServer(serverEnv(h, key));
+    try {
+      const first = await served.client.callTool({ name: 'create_payment_intent', arguments: { ...FORGED_ARGS, metadata: { ...FORGED_ARGS.metadata, order: '43' } } });
+      const id = /apr_[0-9A-Z]+/.exec(textOf(first))![0];
+      const t = ptyCli(h.home, ['approvals', 'watch']);
+      await t.waitFor('Approver passphrase: ');
+      t.type(`${PASSPHRASE}\r`);
+      await t.waitFor(/\[s\]kip\? /);
+      expectNoForgery(t.output().replace('metadata.order: "43"', 'metadata.order: "42"'), id, /^\[a\]pprove \/ \[d\]eny \/ \[s\]kip\? /);
+      t.type('d');
+      await t.waitFor(`Denied ${id}`);
+      t.type('\u0003');
+      expect(await t.exited).toBe(0);
+      expect(await status(id)).toBe('denied');
+    } finally {
+      await served.close();
+    }
   });
 
   it('SIGINT (as from kill -INT) ends the watch with exit 0, leaving open questions unanswered', async () => {

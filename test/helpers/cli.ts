@@ -86,12 +86,13 @@ export function ptyCli(home: string, args: string[], opts: { env?: Record<string
   });
   let out = '';
   const listeners = new Set<() => void>();
-  const onData = (d: Buffer) => {
-    out += d.toString();
+  const onData = (d: string) => {
+    out += d;
     for (const l of listeners) l();
   };
-  child.stdout.on('data', onData);
-  child.stderr.on('data', onData);
+  // decode as streams, so a character split across two chunks is not mangled
+  child.stdout.setEncoding('utf8').on('data', onData);
+  child.stderr.setEncoding('utf8').on('data', onData);
   child.stdin.on('error', () => {});
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   let done = false;
