@@ -84,74 +84,88 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
     }
   }
 
-  for (const r of open) {
-    const adapter = adapterForAction(r.action);
-    if (!adapter) {
-      unresolved(r, `no vendor adapter for ${r.action}: resolve it by hand (runcap reconcile --resolve ${r.id} --as settled|released)`);
-      continue;
+  // An answer of "unknown" can turn definite once other reservations have claimed their
+  // vendor objects (several similar SMS to one number): ask those again while answers change.
+  let queue = open;
+  for (let pass = 1; queue.length > 0; pass++) {
+    const unknown: { r: Reservation; why: string }[] = [];
+    let progressed = false;
+    for (const r of queue) {
+      const adapter = adapterForAction(r.action);
+      if (!adapter) {
+        unresolved(r, `no vendor adapter for ${r.action}: resolve it by hand (runcap reconcile --resolve ${r.id} --as settled|released)`);
+        continue;
+      }
+      const mine = claimed.get(r.action) ?? new Map<string, string>();
+      const others = new Set([...mine].filter(([, id]) => id !== r.id).map(([ref]) => ref));
+      const ref: ReservationRef = {
+        id: r.id,
+        vendorRef: r.vendorRef,
+        createdAt: r.createdAt,
+        estimateMicros: r.estimateMicros,
+        normalized: r.normalized,
+        notFoundMinAgeMs: threshold,
+        now,
+        claimedRefs: others,
+      };
+      let answer: Lookup;
+      try {
+        answer = await adapter.lookup(await vendors.client(adapter.vendor), ref);
+      } catch (err) {
+        unresolved(r, `${adapter.vendor} could not be asked: ${describe(err)}`);
+        continue;
+      }
+      const from = r.state as 'pending' | 'uncertain';
+      if (answer.found === true) {
+        const owner = mine.get(answer.vendorRef);
+        if (owner !== undefined && owner !== r.id) {
+          unresolved(r, `${adapter.vendor} answered with ${answer.vendorRef}, which already belongs to ${owner}; resolve it by hand`);
+          continue;
+        }
+        const done = await transition(guard, r, () =>
+          ledger.settle(r.id, answer.actualMicros, answer.vendorRef, { estimated: answer.estimated }),
+        );
+        if (done !== true) {
+          if (done) unresolved(r, done);
+          continue;
+        }
+        claim(r.action, answer.vendorRef, r.id);
+        progressed = true;
+        report.changed.push({
+          reservationId: r.id,
+          action: r.action,
+          label: r.label,
+          from,
+          to: 'settled',
+          amountMicros: answer.actualMicros,
+          vendorRef: answer.vendorRef,
+          why: `${adapter.vendor} has ${answer.vendorRef}${answer.estimated ? ' (no final price yet: settled at the estimate)' : ''}${
+            answer.actualMicros > r.estimateMicros ? `; overrun: ${formatUsd(answer.actualMicros)} > estimate ${formatUsd(r.estimateMicros)}` : ''
+          }`,
+        });
+      } else if (answer.found === false) {
+        // The adapters only say so for reservations old enough; checked again here, whatever the adapter.
+        if (now - r.createdAt < threshold) {
+          unresolved(r, `${adapter.vendor} has nothing yet, but a request may still be in flight; run reconcile again later`);
+          continue;
+        }
+        const why = `reconcile: ${adapter.vendor} has no record of it; nothing was created`;
+        const done = await transition(guard, r, () => ledger.release(r.id, why));
+        if (done !== true) {
+          if (done) unresolved(r, done);
+          continue;
+        }
+        progressed = true;
+        report.changed.push({ reservationId: r.id, action: r.action, label: r.label, from, to: 'released', amountMicros: r.estimateMicros, vendorRef: r.vendorRef, why });
+      } else {
+        unknown.push({ r, why: answer.why });
+      }
     }
-    const mine = claimed.get(r.action) ?? new Map<string, string>();
-    const others = new Set([...mine].filter(([, id]) => id !== r.id).map(([ref]) => ref));
-    const ref: ReservationRef = {
-      id: r.id,
-      vendorRef: r.vendorRef,
-      createdAt: r.createdAt,
-      estimateMicros: r.estimateMicros,
-      normalized: r.normalized,
-      notFoundMinAgeMs: threshold,
-      now,
-      claimedRefs: others,
-    };
-    let answer: Lookup;
-    try {
-      answer = await adapter.lookup(await vendors.client(adapter.vendor), ref);
-    } catch (err) {
-      unresolved(r, `${adapter.vendor} could not be asked: ${describe(err)}`);
-      continue;
+    if (!progressed || pass >= 5) {
+      for (const u of unknown) unresolved(u.r, u.why);
+      break;
     }
-    const from = r.state as 'pending' | 'uncertain';
-    if (answer.found === true) {
-      const owner = mine.get(answer.vendorRef);
-      if (owner !== undefined && owner !== r.id) {
-        unresolved(r, `${adapter.vendor} answered with ${answer.vendorRef}, which already belongs to ${owner}; resolve it by hand`);
-        continue;
-      }
-      const done = await transition(guard, r, () =>
-        ledger.settle(r.id, answer.actualMicros, answer.vendorRef, { estimated: answer.estimated }),
-      );
-      if (done !== true) {
-        if (done) unresolved(r, done);
-        continue;
-      }
-      claim(r.action, answer.vendorRef, r.id);
-      report.changed.push({
-        reservationId: r.id,
-        action: r.action,
-        label: r.label,
-        from,
-        to: 'settled',
-        amountMicros: answer.actualMicros,
-        vendorRef: answer.vendorRef,
-        why: `${adapter.vendor} has ${answer.vendorRef}${answer.estimated ? ' (no final price yet: settled at the estimate)' : ''}${
-          answer.actualMicros > r.estimateMicros ? `; overrun: ${formatUsd(answer.actualMicros)} > estimate ${formatUsd(r.estimateMicros)}` : ''
-        }`,
-      });
-    } else if (answer.found === false) {
-      // The adapters only say so for reservations old enough; checked again here, whatever the adapter.
-      if (now - r.createdAt < threshold) {
-        unresolved(r, `${adapter.vendor} has nothing yet, but a request may still be in flight; run reconcile again later`);
-        continue;
-      }
-      const why = `reconcile: ${adapter.vendor} has no record of it; nothing was created`;
-      const done = await transition(guard, r, () => ledger.release(r.id, why));
-      if (done !== true) {
-        if (done) unresolved(r, done);
-        continue;
-      }
-      report.changed.push({ reservationId: r.id, action: r.action, label: r.label, from, to: 'released', amountMicros: r.estimateMicros, vendorRef: r.vendorRef, why });
-    } else {
-      unresolved(r, answer.why);
-    }
+    queue = unknown.map((u) => u.r);
   }
 
   await correctEstimates(guard, vendors, report, unresolved);

@@ -23,22 +23,38 @@ import {
   tooRecentForNotFound,
   trimBase,
 } from './common.js';
-import { emailCostMicros, isPlainAddress, isSenderAddress, normalizeList, normalizeSender } from './email.js';
+import {
+  MAX_ADDRESS_LENGTH,
+  MAX_SENDER_LENGTH,
+  emailCostMicros,
+  isPlainAddress,
+  isSenderAddress,
+  normalizeList,
+  normalizeSender,
+} from './email.js';
 import type { ClassifiedError, Lookup, Prepared, Pricing, Recipient, ReservationRef, VendorAdapter } from './types.js';
 
 export const MAX_RECIPIENTS = 50;
+/** reply_to is no recipient (not charged, not under recipient rules) but still goes to Resend: bounded separately. */
+export const MAX_REPLY_TO = 10;
 /** text + html, UTF-8 bytes */
 export const MAX_CONTENT_BYTES = 256 * 1024;
 
-const address = z.string().max(254).refine(isPlainAddress, { message: 'must be a plain e-mail address (name@example.com)' });
+// abort: a too-long string never reaches the refinement (and its regex)
+const address = z
+  .string()
+  .max(MAX_ADDRESS_LENGTH, { abort: true })
+  .refine(isPlainAddress, { message: 'must be a plain e-mail address (name@example.com)' });
 const addressList = z.array(address).min(1).max(MAX_RECIPIENTS);
 
 export const resendInputSchema = z
   .strictObject({
     from: z
       .string()
-      .max(320)
-      .refine(isSenderAddress, { message: 'from must be an address, optionally with a name: "Name <name@example.com>"' })
+      .max(MAX_SENDER_LENGTH, { abort: true })
+      .refine(isSenderAddress, {
+        message: 'from must be an address, optionally with a name without @ , ; : < > " \\ or control characters: "Name <name@example.com>"',
+      })
       .describe('Sender address on a domain verified in Resend, e.g. "Billing <billing@example.com>".'),
     to: z
       .union([address, addressList])
@@ -48,7 +64,10 @@ export const resendInputSchema = z
     html: z.string().optional().describe('HTML body. Give text, html or both.'),
     cc: z.union([address, addressList]).optional().describe('Optional carbon-copy recipients.'),
     bcc: z.union([address, addressList]).optional().describe('Optional blind carbon-copy recipients.'),
-    reply_to: z.union([address, addressList]).optional().describe('Optional reply-to address or addresses.'),
+    reply_to: z
+      .union([address, z.array(address).min(1).max(MAX_REPLY_TO)])
+      .optional()
+      .describe(`Optional reply-to address, or a list of 1–${MAX_REPLY_TO} (plain addresses; not charged).`),
   })
   .superRefine((v, ctx) => {
     if (!v.text && !v.html) ctx.addIssue({ code: 'custom', message: 'give text, html or both', path: ['text'] });

@@ -180,6 +180,37 @@ function classifyError(err: unknown): ClassifiedError {
   return { kind: 'uncertain', message: describeUnknown(err) };
 }
 
+type StripeHttpClient = NonNullable<NonNullable<ConstructorParameters<typeof StripeSdk>[1]>['httpClient']>;
+
+/** The error code a dropped connection is reported under once stripe-node can no longer recognize (and resend) it. */
+export const CONNECTION_CLOSED_NO_RESEND = 'ERUNCAP_CONNECTION_CLOSED';
+
+/**
+ * stripe-node resends a request once after ECONNRESET / EPIPE even with
+ * maxNetworkRetries 0 (RequestSender._shouldRetry, "not guaranteed to be a
+ * no-op"). When the first attempt already created the PaymentIntent, the
+ * resend's answer (a 429, a 400 …) would be taken for the outcome and the
+ * reservation released although money moved. This wrapper re-codes those
+ * errors so the SDK does not recognize them and surfaces them as a
+ * StripeConnectionError (uncertain: counted until reconciled).
+ */
+export function noHiddenResend(inner: StripeHttpClient, closedCodes: readonly string[]): StripeHttpClient {
+  return {
+    getClientName: () => inner.getClientName(),
+    makeRequest: (...args: Parameters<StripeHttpClient['makeRequest']>) =>
+      inner.makeRequest(...args).catch((err: unknown) => {
+        const code = (err as { code?: unknown } | null)?.code;
+        if (typeof code === 'string' && closedCodes.includes(code)) {
+          const e = new Error(`connection closed before Stripe's answer arrived (${code}); the request may have been processed`);
+          (e as Error & { code: string; cause: unknown }).code = CONNECTION_CLOSED_NO_RESEND;
+          (e as Error & { cause: unknown }).cause = err;
+          throw e;
+        }
+        throw err;
+      }),
+  };
+}
+
 const RESERVATION_ID_RE = /^[A-Za-z0-9_-]{1,200}$/;
 
 async function lookup(client: StripeClient, reservation: ReservationRef): Promise<Lookup> {
@@ -255,7 +286,8 @@ export const stripeAdapter: VendorAdapter<StripeInput, StripeNormalized, StripeR
   async createClient({ credential, baseUrl, timeoutMs }) {
     if (!nonEmptyString(credential?.secretKey)) throw new RuncapError('CREDENTIAL_MISSING', 'no Stripe secret key');
     const { default: Stripe } = await import('stripe');
-    const common = { maxNetworkRetries: 0, timeout: timeoutMs, telemetry: false } as const;
+    const httpClient = noHiddenResend(Stripe.createNodeHttpClient(), Stripe.HttpClient.CONNECTION_CLOSED_ERROR_CODES);
+    const common = { maxNetworkRetries: 0, timeout: timeoutMs, telemetry: false, httpClient } as const;
     if (baseUrl) {
       const u = loopbackUrl(baseUrl);
       const protocol = u.protocol === 'https:' ? 'https' : 'http';

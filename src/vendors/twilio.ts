@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
 import {
   LOOKUP_SKEW_MS,
+  NOT_FOUND_MIN_AGE_MS,
   classifyStatus,
   describeUnknown,
   loopbackUrl,
@@ -110,8 +111,10 @@ function prepare(input: TwilioInput, pricing: Pricing): Prepared<TwilioNormalize
   } catch {
     throw new RuncapError('PRICE_UNKNOWN', `the SMS price configured for region ${region} is not a decimal string`, { region });
   }
-  const fingerprintArgs: Record<string, unknown> = { to, body: i.body };
-  if (i.from !== undefined) fingerprintArgs.from = params.from ?? params.messagingServiceSid;
+  // The effective sender, whether the agent gave it or the configured default
+  // applies: the same vendor request fingerprints the same either way, so a
+  // retry in the other form still meets the duplicate-pending check.
+  const fingerprintArgs: Record<string, unknown> = { to, body: i.body, from: params.from ?? params.messagingServiceSid };
   return {
     action: TWILIO_ACTION,
     normalized: { params, region, segments: seg.segments, encoding: seg.encoding, unitPriceUsd: price.price, estimateMicros },
@@ -132,8 +135,18 @@ export function priceMicros(price: unknown): number | undefined {
   }
 }
 
-function settledOf(n: TwilioNormalized, msg: { price?: unknown }): { actualMicros: number; estimated: boolean } {
-  const p = priceMicros(msg.price);
+/**
+ * The vendor's price in micro-USD, only when Twilio states it in USD
+ * (`price_unit`): an account billed in EUR or GBP reports prices in that
+ * currency, which must not be read as dollars. Otherwise undefined (keep the estimate).
+ */
+export function usdPriceMicros(msg: { price?: unknown; priceUnit?: unknown }): number | undefined {
+  if (typeof msg.priceUnit !== 'string' || msg.priceUnit.trim().toUpperCase() !== 'USD') return undefined;
+  return priceMicros(msg.price);
+}
+
+function settledOf(n: TwilioNormalized, msg: { price?: unknown; priceUnit?: unknown }): { actualMicros: number; estimated: boolean } {
+  const p = usdPriceMicros(msg);
   return p === undefined ? { actualMicros: n.estimateMicros, estimated: true } : { actualMicros: p, estimated: false };
 }
 
@@ -165,19 +178,38 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
       limit: LIMIT,
     });
     const since = reservation.createdAt - LOOKUP_SKEW_MS;
-    const matches = list.filter((m) => {
-      if (m.body !== n.params.body || m.to !== n.params.to) return false;
+    // A request of this reservation may land until it is old enough for "not found"
+    // (ReservationRef.notFoundMinAgeMs); later messages cannot be its own.
+    const until = reservation.createdAt + (reservation.notFoundMinAgeMs ?? NOT_FOUND_MIN_AGE_MS) + LOOKUP_SKEW_MS;
+    const createdOf = (m: MessageInstance) => (m.dateCreated instanceof Date ? m.dateCreated.getTime() : NaN);
+    // every message that could be this reservation's, whatever its stored body
+    const candidates = list.filter((m) => {
+      if (m.to !== n.params.to) return false;
       // a message another reservation already settled with is not this one's (the same text sent twice)
       if (reservation.claimedRefs?.has(m.sid)) return false;
       if (n.params.messagingServiceSid && m.messagingServiceSid && m.messagingServiceSid !== n.params.messagingServiceSid) return false;
-      const created = m.dateCreated instanceof Date ? m.dateCreated.getTime() : NaN;
+      const created = createdOf(m);
       return Number.isNaN(created) || created >= since;
     });
+    const matches = candidates.filter((m) => m.body === n.params.body);
     if (matches.length === 1) return found(matches[0]!);
     if (matches.length > 1) {
       return { found: 'unknown', why: `${matches.length} messages to ${n.params.to} with this body around that time; resolve by hand` };
     }
     if (list.length >= LIMIT) return { found: 'unknown', why: `more than ${LIMIT} messages to ${n.params.to}; not all were checked` };
+    // Twilio may store a body rewritten (encoding, shortened links) or blanked
+    // (message redaction): a message to this number in the window whose body
+    // differs may still be this one. Only none at all is "nothing was sent".
+    const others = candidates.filter((m) => {
+      const created = createdOf(m);
+      return Number.isNaN(created) || created <= until;
+    });
+    if (others.length > 0) {
+      return {
+        found: 'unknown',
+        why: `${others.length} message(s) to ${n.params.to} around that time, none with this exact body (Twilio may rewrite or redact stored bodies); resolve by hand`,
+      };
+    }
     if (tooRecentForNotFound(reservation)) {
       return { found: 'unknown', why: 'reservation too recent: a request may still be in flight at Twilio' };
     }
@@ -189,7 +221,7 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
 
 async function finalPrice(client: TwilioClient, vendorRef: string): Promise<number | undefined> {
   const m = await client.messages(vendorRef).fetch();
-  return priceMicros(m.price);
+  return usdPriceMicros(m);
 }
 
 export const TWILIO_ACTION = 'twilio.messages.create';

@@ -130,22 +130,45 @@ describe('stripe against the simulator', () => {
     expect((await failing(stripeAdapter, short, p.normalized)).kind).toBe('uncertain');
     expect(Date.now() - t0).toBeLessThan(3_000);
 
-    // stripe-node retries a reset connection once even with maxNetworkRetries 0
-    // (same idempotency key, so safe): two drops in a row are needed to fail.
-    sim.inject({ vendor: 'stripe', fault: { kind: 'drop', afterCreate: true }, times: 2 });
+    // a dropped connection before or after create: uncertain, never resent
+    sim.inject({ vendor: 'stripe', fault: { kind: 'drop' } });
     expect((await failing(stripeAdapter, client, p.normalized)).kind).toBe('uncertain');
+    sim.inject({ vendor: 'stripe', fault: { kind: 'drop', afterCreate: true } });
+    expect((await failing(stripeAdapter, client, p.normalized)).kind).toBe('uncertain');
+    expect(sim.created().stripe).toHaveLength(2);
+    expect(vendorRequests('stripe')).toHaveLength(4); // one per call
   });
 
-  it('one dropped connection after create is healed by the SDK retry with the same idempotency key', async () => {
+  it('one dropped connection after create: uncertain, not resent, one PaymentIntent, found by lookup', async () => {
+    const client = await clientOf(stripeAdapter, creds().stripe);
+    const p = stripeAdapter.prepare(input, pricing);
+    const id = resId();
+    const createdAt = Date.now();
+    sim.inject({ vendor: 'stripe', fault: { kind: 'drop', afterCreate: true } });
+    const c = await failing(stripeAdapter, client, p.normalized, id);
+    expect(c.kind).toBe('uncertain');
+    expect(c.message).toMatch(/StripeConnectionError/);
+    expect(sim.created().stripe).toHaveLength(1);
+    const posts = vendorRequests('stripe');
+    expect(posts.map((q) => q.headers['idempotency-key'])).toEqual([id]);
+    expect(await stripeAdapter.lookup(client, ref(id, p.normalized, createdAt))).toMatchObject({ found: true, vendorRef: sim.created().stripe[0].id });
+    // the reservation's own retry (same key) replays the PaymentIntent: still one object
+    const again = await stripeAdapter.call(client, p.normalized, { reservationId: id, keyId: KEY_ID });
+    expect(again.result.id).toBe(sim.created().stripe[0].id);
+    expect(sim.created().stripe).toHaveLength(1);
+  });
+
+  it('F1: a dropped connection after create followed by a 429 is uncertain, never a definite refusal', async () => {
     const client = await clientOf(stripeAdapter, creds().stripe);
     const p = stripeAdapter.prepare(input, pricing);
     const id = resId();
     sim.inject({ vendor: 'stripe', fault: { kind: 'drop', afterCreate: true } });
-    const r = await stripeAdapter.call(client, p.normalized, { reservationId: id, keyId: KEY_ID });
+    sim.inject({ vendor: 'stripe', fault: { kind: 'status', status: 429 } });
+    const c = await failing(stripeAdapter, client, p.normalized, id);
+    expect(c.kind).toBe('uncertain');
+    expect(c.status).toBeUndefined();
     expect(sim.created().stripe).toHaveLength(1);
-    expect(sim.created().stripe[0].id).toBe(r.result.id);
-    const posts = vendorRequests('stripe');
-    expect(posts.map((q) => q.headers['idempotency-key'])).toEqual([id, id]);
+    expect(vendorRequests('stripe')).toHaveLength(1); // no hidden resend
   });
 
   it('lookup finds a PaymentIntent by reservation id, and answers found:false when nothing was created', async () => {
@@ -261,6 +284,21 @@ describe('twilio against the simulator', () => {
     expect((await twilioAdapter.lookup(client, ref(resId(), p.normalized, Date.now()))).found).toBe('unknown');
     sim.inject({ vendor: 'twilio', fault: { kind: 'status', status: 503 } });
     expect((await twilioAdapter.lookup(client, ref(resId(), p.normalized, Date.now() - 10 * 60_000))).found).toBe('unknown');
+  });
+
+  it('lookup: a message to the number whose body differs (Twilio may rewrite or redact it) is unknown, not found:false', async () => {
+    const client = await clientOf(twilioAdapter, creds().twilio);
+    const p = twilioAdapter.prepare(input, pricing);
+    const createdAt = Date.now() - 1_000;
+    const later = Date.now() + 10 * 60_000; // old enough for "not found"
+    expect(await twilioAdapter.lookup(client, { ...ref(resId(), p.normalized, createdAt), now: later })).toEqual({ found: false });
+    await twilioAdapter.call(client, twilioAdapter.prepare({ ...input, body: 'Your code is ****' }, pricing).normalized, { reservationId: resId(), keyId: KEY_ID });
+    const l = await twilioAdapter.lookup(client, { ...ref(resId(), p.normalized, createdAt), now: later });
+    expect(l.found).toBe('unknown');
+    // another sender's message to the same number is no candidate
+    sim.reset();
+    await twilioAdapter.call(client, twilioAdapter.prepare({ ...input, body: 'x', from: '+14155550001' }, pricing).normalized, { reservationId: resId(), keyId: KEY_ID });
+    expect(await twilioAdapter.lookup(client, { ...ref(resId(), p.normalized, createdAt), now: later })).toEqual({ found: false });
   });
 
   it('lookup refuses to guess between two identical messages', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { scrubSecrets } from '../../src/vendors/common.js';
 import { ResendApiError, resendAdapter } from '../../src/vendors/resend.js';
-import { stripeAdapter } from '../../src/vendors/stripe.js';
+import { CONNECTION_CLOSED_NO_RESEND, noHiddenResend, stripeAdapter } from '../../src/vendors/stripe.js';
 import { twilioAdapter } from '../../src/vendors/twilio.js';
 
 describe('scrubSecrets', () => {
@@ -74,6 +74,34 @@ describe('classifyError', () => {
     expect(c(new ResendApiError('invalid_idempotent_request', 400, 'different payload')).kind).toBe('uncertain');
     expect(c(new ResendApiError('invalid_api_key', 403, 'API key re_abcdefghijkl is invalid')).message).not.toContain('re_abcdefghijkl');
     expect(c(new TypeError('fetch failed')).kind).toBe('uncertain');
+  });
+});
+
+describe('stripe httpClient wrapper (no hidden resend)', () => {
+  const inner = (err: unknown) => ({
+    getClientName: () => 'node',
+    makeRequest: async () => {
+      throw err;
+    },
+  });
+  const call = (c: ReturnType<typeof noHiddenResend>) => c.makeRequest('h', '1', '/v1/x', 'POST', {}, '', 'http', 1000);
+  it('re-codes ECONNRESET and EPIPE so stripe-node does not recognize (and resend) them', async () => {
+    for (const code of ['ECONNRESET', 'EPIPE']) {
+      const original = Object.assign(new Error('socket hang up'), { code });
+      const c = noHiddenResend(inner(original) as never, ['ECONNRESET', 'EPIPE']);
+      const err = (await call(c).catch((e: unknown) => e)) as Error & { code?: string; cause?: unknown };
+      expect(err.code).toBe(CONNECTION_CLOSED_NO_RESEND);
+      expect(['ECONNRESET', 'EPIPE']).not.toContain(err.code);
+      expect(err.cause).toBe(original);
+      expect(c.getClientName()).toBe('node');
+    }
+  });
+  it('passes other errors and answers through unchanged', async () => {
+    const timeout = Object.assign(new TypeError('ETIMEDOUT'), { code: 'ETIMEDOUT' });
+    expect(await call(noHiddenResend(inner(timeout) as never, ['ECONNRESET', 'EPIPE'])).catch((e: unknown) => e)).toBe(timeout);
+    const res = { getStatusCode: () => 200 };
+    const ok = noHiddenResend({ getClientName: () => 'node', makeRequest: async () => res } as never, ['ECONNRESET']);
+    expect(await call(ok)).toBe(res);
   });
 });
 

@@ -107,8 +107,8 @@ describe('twilio prepare', () => {
     expect(p.estimateMicros).toBe(8_300);
     expect(p.recipients).toEqual([{ kind: 'sms_region', region: 'US', number: '+14155552671' }]);
     expect(p.price).toEqual({ segments: 1, encoding: 'GSM-7', region: 'US', unitPriceUsd: '0.0083' });
-    // configured sender is not agent-supplied: not in the fingerprint
-    expect(p.fingerprintArgs).toEqual({ to: '+14155552671', body: 'hello' });
+    // the effective sender is fingerprinted, whether configured or given by the agent
+    expect(p.fingerprintArgs).toEqual({ to: '+14155552671', body: 'hello', from: '+14155550000' });
   });
   it('agent from is fingerprinted; a Messaging Service SID goes to messagingServiceSid', () => {
     const mg = 'MG' + 'a'.repeat(32);
@@ -182,6 +182,41 @@ describe('resend prepare', () => {
     expect(code(() => resendAdapter.prepare({ from: 'a@x.com', to: [], subject: 's', text: 't' }, pricing))).toBe('INVALID_INPUT');
     expect(code(() => resendAdapter.prepare({ from: 'a@x.com', to: 'Bob <b@x.com>', subject: 's', text: 't' }, pricing))).toBe('INVALID_INPUT');
     expect(code(() => resendAdapter.prepare({ from: 'a@x.com', to: 'b@x.com', subject: 'x'.repeat(999), text: 't' }, pricing))).toBe('INVALID_INPUT');
+  });
+  it('display-name injection in from is refused before anything is sent', () => {
+    for (const from of ['ceo@other.com, Team <ok@example.com>', 'Team; ceo@other.com <ok@example.com>', '"a@b.c" <ok@example.com>', 'T\r\nBcc: x@y.z <ok@example.com>']) {
+      expect(code(() => resendAdapter.prepare({ from, to: 'b@x.com', subject: 's', text: 't' }, pricing)), from).toBe('INVALID_INPUT');
+    }
+    const ok = resendAdapter.prepare({ from: 'Team <OK@example.com>', to: 'b@x.com', subject: 's', text: 't' }, pricing);
+    expect(ok.normalized.params.from).toBe('Team <ok@example.com>');
+    expect(ok.recipients[0]).toEqual({ kind: 'email_sender', address: 'ok@example.com' });
+  });
+  it('100 KB adversarial from / to / cc / reply_to are refused fast', () => {
+    const spaces = ' '.repeat(100_000) + 'x';
+    const named = '"' + ' '.repeat(100_000) + '<a@b.co';
+    const t0 = performance.now();
+    for (const from of [spaces, named, ' '.repeat(6_000) + 'x']) {
+      expect(resendAdapter.inputSchema.safeParse({ from, to: 'b@x.com', subject: 's', text: 't' }).success).toBe(false);
+      expect(code(() => resendAdapter.prepare({ from, to: 'b@x.com', subject: 's', text: 't' }, pricing))).toBe('INVALID_INPUT');
+    }
+    for (const field of ['to', 'cc', 'bcc', 'reply_to'] as const) {
+      for (const v of [spaces, [spaces], ['b@x.com', named]]) {
+        expect(code(() => resendAdapter.prepare({ from: 'a@x.com', to: 'b@x.com', subject: 's', text: 't', [field]: v }, pricing)), field).toBe('INVALID_INPUT');
+      }
+    }
+    expect(performance.now() - t0).toBeLessThan(1_000); // generous bound; the regex version took 27 s on 6,000 spaces
+  });
+  it('reply_to: plain addresses only, at most 10, not charged and not a recipient', () => {
+    const base2 = { from: 'a@x.com', to: 'b@x.com', subject: 's', text: 't' };
+    const ten = Array.from({ length: 10 }, (_, i) => `r${i}@x.com`);
+    const p = resendAdapter.prepare({ ...base2, reply_to: ten }, pricing);
+    expect(p.normalized.params.replyTo).toEqual(ten);
+    expect(p.estimateMicros).toBe(900);
+    expect(p.recipients.map((r) => r.kind)).toEqual(['email_sender', 'email_recipient']);
+    expect(code(() => resendAdapter.prepare({ ...base2, reply_to: [...ten, 'r10@x.com'] }, pricing))).toBe('INVALID_INPUT');
+    expect(code(() => resendAdapter.prepare({ ...base2, reply_to: 'Team <r@x.com>' }, pricing))).toBe('INVALID_INPUT');
+    expect(code(() => resendAdapter.prepare({ ...base2, reply_to: 'r@x.com, s@y.com' }, pricing))).toBe('INVALID_INPUT');
+    expect(code(() => resendAdapter.prepare({ ...base2, reply_to: [] }, pricing))).toBe('INVALID_INPUT');
   });
   it('reply_to is normalized to a list', () => {
     const p = resendAdapter.prepare({ from: 'a@x.com', to: 'b@x.com', subject: 's', text: 't', reply_to: 'R@x.com' }, pricing);
