@@ -2,10 +2,22 @@
  * SMS pricing helpers: segment counting (GSM-7 / UCS-2), the destination
  * region of a number, and the shipped default per-segment prices.
  */
-import { parsePhoneNumberFromString } from 'libphonenumber-js';
+import { createRequire } from 'node:module';
 import { RuncapError } from '../policy/codes.js';
 
 export const SMS_MAX_CHARS = 1600;
+
+/**
+ * libphonenumber-js and its metadata take ~50 ms to load: loaded on the first SMS, not at
+ * every server start (a server that never texts never pays for it). Synchronous, so
+ * prepare stays pure and synchronous.
+ */
+const requireCjs = createRequire(import.meta.url);
+let phoneLib: typeof import('libphonenumber-js') | undefined;
+function parsePhoneNumberFromString(text: string) {
+  phoneLib ??= requireCjs('libphonenumber-js') as typeof import('libphonenumber-js');
+  return phoneLib.parsePhoneNumberFromString(text);
+}
 
 /** GSM 03.38 basic character set (one septet each). ESC (0x1B) is not a user character. */
 const GSM_BASIC =
