@@ -172,3 +172,19 @@ describe('answering', () => {
     await expectCode(t.ledger.approvalStatus(`${a.info.id}_${'x'.repeat(43)}`, apr), 'KEY_INVALID');
   });
 });
+
+describe('approval floods', () => {
+  it('at most 20 requests of one key wait for a human; the 21st distinct call is RATE_LIMITED until one is answered', async () => {
+    const { key, info } = await issue(t.ledger, 'run', policy);
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) ids.push(approvalId(await t.ledger.authorize(req(key, PAY, usd(50), { n: i }))));
+    expect(new Set(ids).size).toBe(20);
+    const flood = await t.ledger.authorize(req(key, PAY, usd(50), { n: 20 }));
+    expect(flood).toMatchObject({ allowed: false, code: 'RATE_LIMITED' });
+    expect((await t.ledger.listApprovals()).filter((a) => a.keyId === info.id)).toHaveLength(20);
+    // an identical call still points at its waiting request
+    expect(approvalId(await t.ledger.authorize(req(key, PAY, usd(50), { n: 3 })))).toBe(ids[3]);
+    await t.ledger.deny(ids[0]!, { by: 'bob' });
+    expect(code(await t.ledger.authorize(req(key, PAY, usd(50), { n: 20 })))).toBe('APPROVAL_REQUIRED');
+  });
+});

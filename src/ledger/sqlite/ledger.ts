@@ -93,6 +93,7 @@ const DAY_MS = 24 * 3600 * 1000;
 const PENDING_APPROVAL_MS = DAY_MS;
 const DENIAL_HOLDS_MS = DAY_MS;
 const RATE_WINDOW_MS = 60_000;
+const MAX_PENDING_APPROVALS = 20;
 const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/;
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
 const RESERVATION_PATTERN = /^res_[0-9A-HJKMNP-TV-Z]{26}$/;
@@ -122,6 +123,7 @@ const SQL = {
   countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note WHERE id = @id AND state = @from`,
+  countPendingApprovals: "SELECT COUNT(*) AS n FROM approvals WHERE key_id = ? AND status = 'pending' AND expires_at > ?",
   approvalsFor: `SELECT * FROM approvals WHERE key_id = ? AND fingerprint = ? AND status IN ('pending','approved','denied')
     ORDER BY created_at DESC`,
   insertApproval: `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at)
@@ -499,7 +501,7 @@ export class SqliteLedger implements Ledger {
       if (!grant) {
         throw new DeferredDenial(() => {
           const { code, message, approvalId, created } = this.requestApproval(self, action, spec, why, now);
-          return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, approvalId }, self, created ? 'approval_requested' : 'denied');
+          return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, ...(approvalId ? { approvalId } : {}) }, self, created ? 'approval_requested' : 'denied');
         });
       }
     }
@@ -583,7 +585,7 @@ export class SqliteLedger implements Ledger {
     spec: { estimate: number; fingerprint: string; request: string },
     why: string,
     now: number,
-  ): { code: 'APPROVAL_REQUIRED' | 'APPROVAL_DENIED'; message: string; approvalId: string; created: boolean } {
+  ): { code: 'APPROVAL_REQUIRED' | 'APPROVAL_DENIED' | 'RATE_LIMITED'; message: string; approvalId?: string; created: boolean } {
     let pending: ApprovalRow | undefined;
     for (const r of this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[]) {
       if (effectiveApprovalStatus(r, now) === 'expired') {
@@ -603,6 +605,11 @@ export class SqliteLedger implements Ledger {
       if (r.status === 'pending' || r.status === 'approved') pending ??= r;
     }
     if (pending) return { code: 'APPROVAL_REQUIRED', message: `${why}; waiting for a human to approve ${pending.id}`, approvalId: pending.id, created: false };
+    // Every one-byte change of a request raises a new one: a run may not bury the approver.
+    const { n } = this.st.countPendingApprovals.get(self.id, now) as { n: number };
+    if (n >= MAX_PENDING_APPROVALS) {
+      return { code: 'RATE_LIMITED', message: `${n} approval requests of ${self.label} are already waiting for a human; wait until they are answered`, created: false };
+    }
     const id = newId('apr');
     this.st.insertApproval.run(id, self.id, action, spec.fingerprint, spec.estimate, spec.request, why, now, now + PENDING_APPROVAL_MS);
     return { code: 'APPROVAL_REQUIRED', message: `${why}; a human must approve ${id}`, approvalId: id, created: true };
