@@ -8,12 +8,11 @@ import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startVendorSim } from '../../tools/vendor-sim/index.js';
-import { ensureHomeFiles, homePath } from '../config.js';
+import { pointHomeAtSim, startVendorSim } from '../../tools/vendor-sim/index.js';
 import { openGuard } from '../guard/index.js';
 import { formatUsd } from '../policy/rules.js';
 import { printJson, printTable } from './io.js';
@@ -48,22 +47,8 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
   const home = join(root, 'home');
   const sim = await startVendorSim();
   let client: Client | undefined;
-  const guard = (() => {
-    ensureHomeFiles(home);
-    const config = JSON.parse(readFileSync(homePath(home, 'config'), 'utf8')) as Record<string, unknown>;
-    writeFileSync(homePath(home, 'config'), JSON.stringify({ ...config, fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006', allow_base_url_overrides: true }, null, 2), { mode: 0o600 });
-    const c = sim.credentials;
-    writeFileSync(
-      homePath(home, 'credentials'),
-      JSON.stringify({
-        stripe: { secret_key: c.stripe.secretKey },
-        twilio: { account_sid: c.twilio.accountSid, auth_token: c.twilio.authToken },
-        resend: { api_key: c.resend.apiKey },
-      }),
-      { mode: 0o600 },
-    );
-    return openGuard({ home });
-  })();
+  pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006' });
+  const guard = openGuard({ home });
 
   try {
     const passphrase = randomBytes(12).toString('base64url');

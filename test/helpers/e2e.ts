@@ -12,13 +12,13 @@
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ensureHomeFiles, homePath } from '../../src/config.js';
+import { homePath } from '../../src/config.js';
 import { openGuard, type Guard } from '../../src/guard/index.js';
 import type { PolicyInput } from '../../src/policy/schema.js';
-import { startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
+import { pointHomeAtSim, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
 
 export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/main.js');
 export const PASSPHRASE = 'test approver passphrase';
@@ -115,27 +115,12 @@ export interface HomeOptions {
 
 export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
   const home = join(mkdtempSync(join(tmpdir(), 'runcap-e2e-')), 'home');
-  ensureHomeFiles(home);
-  const config = JSON.parse(readFileSync(homePath(home, 'config'), 'utf8')) as Record<string, unknown>;
-  writeFileSync(
-    homePath(home, 'config'),
-    JSON.stringify({ ...config, fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, allow_base_url_overrides: true, ...opts.config }),
-    { mode: 0o600 },
-  );
   const sim = opts.sim ?? (await startVendorSim({ credentials: CANARY }));
-  const c = sim.credentials;
+  pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, ...opts.config });
   const creds = opts.credentials ?? 'file';
-  if (creds !== 'none') {
-    const content =
-      creds === 'file'
-        ? {
-            stripe: { secret_key: c.stripe.secretKey },
-            twilio: { account_sid: c.twilio.accountSid, auth_token: c.twilio.authToken },
-            resend: { api_key: c.resend.apiKey },
-          }
-        : creds;
-    writeFileSync(homePath(home, 'credentials'), JSON.stringify(content), { mode: 0o600 });
-    chmodSync(homePath(home, 'credentials'), 0o600);
+  if (creds === 'none') rmSync(homePath(home, 'credentials'));
+  else if (creds !== 'file') {
+    writeFileSync(homePath(home, 'credentials'), JSON.stringify(creds), { mode: 0o600 });
   }
   const guard = openGuard({ home });
   await guard.ledger.setPassphrase(PASSPHRASE);

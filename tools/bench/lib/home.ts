@@ -3,13 +3,14 @@
  * vendor credentials pointing at a vendor-sim, and keys issued through the
  * ledger API (the same path as `runcap keys issue`).
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureHomeFiles, homePath } from '../../../src/config.js';
+import { homePath } from '../../../src/config.js';
 import { openGuard, type Guard } from '../../../src/guard/index.js';
 import type { PolicyInput } from '../../../src/policy/schema.js';
 import type { SimCredentials } from '../../vendor-sim/types.js';
+import { pointHomeAtSim } from '../../vendor-sim/home.js';
 
 export interface BenchHome {
   home: string;
@@ -34,32 +35,13 @@ export interface HomeOptions {
 export async function createHome(opts: HomeOptions): Promise<BenchHome> {
   const root = mkdtempSync(join(opts.dir ?? tmpdir(), 'runcap-bench-'));
   const home = join(root, 'home');
-  ensureHomeFiles(home);
-  const config = JSON.parse(readFileSync(homePath(home, 'config'), 'utf8')) as Record<string, unknown>;
-  writeFileSync(
-    homePath(home, 'config'),
-    JSON.stringify({
-      ...config,
-      fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26', GBP: '1.27' },
-      sms_prices: { US: '0.0083', GB: '0.04' },
-      sms_from: '+15005550006',
-      vendor_timeout_ms: 2000,
-      allow_base_url_overrides: true,
-      ...opts.config,
-    }),
-    { mode: 0o600 },
-  );
-  const c = opts.credentials;
-  writeFileSync(
-    homePath(home, 'credentials'),
-    JSON.stringify({
-      stripe: { secret_key: c.stripe.secretKey },
-      twilio: { account_sid: c.twilio.accountSid, auth_token: c.twilio.authToken },
-      resend: { api_key: c.resend.apiKey },
-    }),
-    { mode: 0o600 },
-  );
-  chmodSync(homePath(home, 'credentials'), 0o600);
+  pointHomeAtSim(home, opts.credentials, {
+    fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26', GBP: '1.27' },
+    sms_prices: { US: '0.0083', GB: '0.04' },
+    sms_from: '+15005550006',
+    vendor_timeout_ms: 2000,
+    ...opts.config,
+  });
   const guard = openGuard({ home, ...(opts.busyTimeoutMs ? { busyTimeoutMs: opts.busyTimeoutMs } : {}) });
   return {
     home,
