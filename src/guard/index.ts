@@ -7,7 +7,7 @@ import { isInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, type
 import { SqliteLedger } from '../ledger/sqlite/ledger.js';
 import { publicIdOf } from '../ledger/secrets.js';
 import type { Clock, Ledger } from '../ledger/types.js';
-import { usdToMicros } from '../vendors/money.js';
+import { usdAmountToMicros } from '../vendors/money.js';
 import { failClosed, guardedCall, type GuardedCallSpec, type GuardedOutcome, type Log } from './call.js';
 import { fingerprintOf } from './fingerprint.js';
 
@@ -88,7 +88,7 @@ async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log
   if (details !== undefined && (typeof details !== 'object' || details === null || Array.isArray(details) || jsonLength(details) > MAX_DETAILS_BYTES)) {
     throw new RuncapError('INVALID_INPUT', `details must be an object of at most ${MAX_DETAILS_BYTES} bytes of JSON`);
   }
-  const amountMicros = amountUsd === undefined ? undefined : toMicros(amountUsd);
+  const amountMicros = amountUsd === undefined ? undefined : usdAmountToMicros(amountUsd);
   const args: Record<string, unknown> = { action };
   if (resource !== undefined) args.resource = resource;
   if (amountMicros !== undefined) args.amount_micros = amountMicros;
@@ -129,18 +129,5 @@ function jsonLength(value: unknown): number {
   }
 }
 
-function toMicros(usd: number | string): number {
-  if (typeof usd === 'number') {
-    if (!Number.isFinite(usd) || usd < 0) throw new RuncapError('INVALID_INPUT', 'amount_usd must be a finite, non-negative number');
-    // Through the shortest decimal text of the number, so 0.1 means ten cents, not a binary fraction,
-    // and digits past the micro-dollar round up (toFixed(6) would round 1.0000004 down).
-    const text = String(usd);
-    if (!text.includes('e')) return usdToMicros(text);
-    // exponent form: either below a micro-dollar (1e-7: rounds up to one) or far above any cap (1e21: refused)
-    if (usd < 1) return 1;
-    throw new RuncapError('INVALID_INPUT', 'amount_usd is too large');
-  }
-  return usdToMicros(usd);
-}
 
 export type { GuardedCallSpec, GuardedOutcome } from './call.js';

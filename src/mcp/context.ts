@@ -12,4 +12,6 @@ export interface ToolContext {
   /** true when every member of the key's delegation chain allows the action */
   allows(action: string): boolean;
   log(line: string): void;
+  /** register a vendor call in flight, so shutdown lets it finish and settle */
+  track<T>(call: Promise<T>): Promise<T>;
 }

@@ -6,8 +6,8 @@
 import { StdioServerTransport } from '@modelcontextprotocol/server/stdio';
 import { globMatches } from '../policy/glob.js';
 import { RuncapError } from '../policy/codes.js';
-import { isInitialized, loadConfig, resolveHome } from '../config.js';
-import { openGuard } from '../guard/index.js';
+import { isInitialized, loadConfig, resolveHome, type RuncapConfig } from '../config.js';
+import { openGuard, type Guard } from '../guard/index.js';
 import { VendorRuntime } from '../guard/vendors.js';
 import type { KeyInfo } from '../ledger/types.js';
 import { createServer } from './server.js';
@@ -34,6 +34,18 @@ export async function serve(opts: ServeOptions = {}): Promise<void> {
   if (presented.includes('${')) throw new RuncapError('KEY_INVALID', 'RUNCAP_KEY is the unexpanded text of a variable: set RUNCAP_KEY in the environment that starts the host');
 
   const guard = openGuard({ home, log });
+  try {
+    await start(guard, { home, config, env, presented, log });
+  } catch (err) {
+    await guard.close().catch(() => {});
+    throw err;
+  }
+}
+
+async function start(
+  guard: Guard,
+  { home, config, env, presented, log }: { home: string; config: RuncapConfig; env: NodeJS.ProcessEnv; presented: string; log: (line: string) => void },
+): Promise<void> {
   const presentedInfo: KeyInfo = await guard.ledger.resolveKey(presented);
   const chainOf = async (info: KeyInfo) => [...(await Promise.all(info.ancestors.map((id) => guard.ledger.getKey(id)))), info];
   const allowedBy = (chain: KeyInfo[]) => (action: string) => chain.every((k) => k.policy.allow.some((g) => globMatches(g, action)));
@@ -67,14 +79,31 @@ export async function serve(opts: ServeOptions = {}): Promise<void> {
   }
   const allows = allowedBy(await chainOf(keyInfo));
 
-  const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log };
+  // Calls in flight when the host goes away still finish and settle (the vendor may have acted);
+  // only then is the ledger closed. Bounded by the vendor timeout.
+  const inflight = new Set<Promise<unknown>>();
+  const track = <T>(call: Promise<T>): Promise<T> => {
+    inflight.add(call);
+    void call.finally(() => inflight.delete(call)).catch(() => {});
+    return call;
+  };
+  const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log, track };
   const server = createServer(ctx);
   const transport = new StdioServerTransport();
+  let closing = false;
   const shutdown = async () => {
+    if (closing) return;
+    closing = true;
+    if (inflight.size > 0) {
+      log(`waiting for ${inflight.size} call(s) in flight to finish`);
+      await Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, config.vendor_timeout_ms + 1000).unref())]);
+    }
     await server.close().catch(() => {});
     await guard.close().catch(() => {});
     process.exit(0);
   };
+  // A bug must not take the session down silently: say it on stderr; every call already fails closed.
+  process.on('unhandledRejection', (reason) => log(`internal error (the call it belonged to was not allowed to proceed): ${reason instanceof Error ? reason.message : String(reason)}`));
   process.once('SIGTERM', () => void shutdown());
   process.once('SIGINT', () => void shutdown());
   await server.connect(transport);

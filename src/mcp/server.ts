@@ -44,8 +44,9 @@ function routeToolErrorsThroughReasonCodes(server: McpServer, ctx: ToolContext):
         : /^Output validation error/i.test(clean)
           ? `VENDOR_UNCERTAIN: runcap could not report the result of this call (${clean.slice(0, 300)}); it may have been done. Do NOT retry; call get_budget and tell the user.`
           : `LEDGER_UNAVAILABLE: runcap could not handle this call (${clean.slice(0, 300)}). Nothing was done.`;
-    if (!known) {
+    if (!known && !/^Output validation error/i.test(clean)) {
       // Refused before any handler ran: audited like every other denial (synchronous write, best effort).
+      // (An output-validation failure comes after the call, which the ledger has already recorded.)
       const code = text.slice(0, text.indexOf(':')) as (typeof REASON_CODES)[number];
       const tool = /for tool ([a-z_]+)/.exec(clean)?.[1];
       ctx.guard.ledger.recordDenial(ctx.key, { action: tool ? `mcp.${tool}` : '', code, message: text }).catch((err: unknown) => ctx.log(`could not audit a ${code} denial: ${String(err)}`));

@@ -5,7 +5,7 @@
  */
 import { RuncapError } from '../policy/codes.js';
 
-export const MICROS_PER_USD = 1_000_000;
+export { MICROS_PER_USD } from '../policy/schema.js';
 const MICROS_BIG = 1_000_000n;
 
 const DECIMAL_RE = /^(\d+)(?:\.(\d+))?$/;
@@ -106,4 +106,18 @@ export function unitsTimesUsdRate(units: number, rateUsd: string): number {
 export function absDecimalToMicros(value: string): number {
   const s = value.trim();
   return usdToMicros(s.startsWith('-') || s.startsWith('+') ? s.slice(1) : s);
+}
+
+/**
+ * A USD amount given as a JSON number (tool input) or decimal string, in micros, rounding UP:
+ * through the number's shortest decimal text, so 0.1 means ten cents, not a binary fraction.
+ */
+export function usdAmountToMicros(usd: number | string): number {
+  if (typeof usd === 'string') return usdToMicros(usd);
+  if (typeof usd !== 'number' || !Number.isFinite(usd) || usd < 0) throw new RuncapError('INVALID_INPUT', 'a USD amount must be a finite, non-negative number');
+  const text = String(usd);
+  if (!text.includes('e')) return usdToMicros(text);
+  // exponent form: either below a micro-dollar (1e-7: rounds up to one) or far above any cap (1e21: refused)
+  if (usd < 1) return usd === 0 ? 0 : 1;
+  throw new RuncapError('INVALID_INPUT', 'the USD amount is too large');
 }

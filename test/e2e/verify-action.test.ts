@@ -48,6 +48,9 @@ describe('verify_action', () => {
       expect(r.isError).toBeFalsy();
       expect(r.structuredContent).toMatchObject({ allowed: false, code: 'ACTION_NOT_ALLOWED' });
       expect(totalCap(await s.call('get_budget'))).toMatchObject({ spent_usd: '3.00' });
+      // refused, and audited like every other decision
+      const audit = await h.guard.ledger.queryAudit({});
+      expect(audit.filter((row) => row.action === action).at(-1)).toMatchObject({ event: 'denied', code: 'ACTION_NOT_ALLOWED' });
     },
   );
 

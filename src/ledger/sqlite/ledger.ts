@@ -381,11 +381,9 @@ export class SqliteLedger implements Ledger {
     if (req.amountMicros !== undefined) checkMicros(req.amountMicros, 'amount_usd');
     checkFingerprint(req.fingerprint);
     if (vendorOf(req.action)) {
-      return {
-        allowed: false,
-        code: 'ACTION_NOT_ALLOWED',
-        message: `${req.action} is a vendor action: use its guarded tool, not verify_action`,
-      };
+      const message = `${req.action} is a vendor action: use its guarded tool, not verify_action`;
+      await this.recordDenial(req.key, { action: req.action, code: 'ACTION_NOT_ALLOWED', message }).catch(() => {});
+      return { allowed: false, code: 'ACTION_NOT_ALLOWED', message };
     }
     const args: Record<string, unknown> = { action: req.action };
     if (req.resource !== undefined) args.resource = req.resource;
@@ -825,6 +823,8 @@ export class SqliteLedger implements Ledger {
     }
     const hash = hashPassphrase(newPassphrase);
     transaction(this.db, 'full', () => {
+      // The passphrase checked above must still be the one replaced: two changes at once cannot both win.
+      if (this.setting('passphrase') !== stored) throw new RuncapError('CONFLICT', 'the approver passphrase changed meanwhile; nothing was changed');
       this.db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run('passphrase', hash);
       return undefined;
     });

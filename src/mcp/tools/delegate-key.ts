@@ -5,7 +5,7 @@ import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
 import { parseDuration } from '../../policy/duration.js';
 import type { ToolContext } from '../context.js';
 import { denial, success, usdString } from '../results.js';
-import { usdToMicros } from '../../vendors/money.js';
+import { usdAmountToMicros } from '../../vendors/money.js';
 
 export function registerDelegateKeyTool(server: McpServer, ctx: ToolContext): void {
   server.registerTool(
@@ -35,7 +35,7 @@ export function registerDelegateKeyTool(server: McpServer, ctx: ToolContext): vo
     },
     async (input) => {
       try {
-        const micros = usdToMicros(input.cap_total_usd.toFixed(6));
+        const micros = usdAmountToMicros(input.cap_total_usd);
         const issued = await ctx.guard.ledger.delegateKey(ctx.key, {
           label: input.label,
           capTotalMicros: micros,

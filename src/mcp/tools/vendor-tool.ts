@@ -47,7 +47,7 @@ export function registerVendorTool(server: McpServer, ctx: ToolContext, spec: Ve
 }
 
 async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: VendorToolSpec, input: unknown): Promise<ToolResult> {
-  const { preLedger, ...result } = await decideAndCall(ctx, adapter, spec, input);
+  const { preLedger, ...result } = await ctx.track(decideAndCall(ctx, adapter, spec, input));
   if (preLedger) {
     // Refused before the ledger decided (bad input, no price, no credential): still audited, best effort.
     await ctx.guard.ledger.recordDenial(ctx.key, { action: adapter.action, code: preLedger, message: textOf(result) }).catch((err: unknown) => ctx.log(`could not audit a ${preLedger} denial: ${String(err)}`));
@@ -68,7 +68,7 @@ async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: Ven
     if (isRuncapError(err) && err.code === 'PRICE_UNKNOWN') {
       // A destination the key may not reach is refused as such, priced or not: "add a price" would be the wrong advice.
       const refused = await regionRefusal(ctx, err.details.region);
-      if (refused) return early(refused, 'RECIPIENT_NOT_ALLOWED');
+      if (refused) return early(refused.result, refused.code);
     }
     if (isRuncapError(err) && err.code !== 'NOT_FOUND' && err.code !== 'CONFLICT' && err.code !== 'PASSPHRASE_WRONG') {
       return early(denial(err.code, err.message), err.code);
@@ -115,15 +115,17 @@ async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: Ven
 }
 
 /** RECIPIENT_NOT_ALLOWED when some member of the key's chain does not allow SMS to `region`; undefined otherwise. */
-async function regionRefusal(ctx: ToolContext, region: unknown): Promise<ToolResult | undefined> {
+async function regionRefusal(ctx: ToolContext, region: unknown): Promise<{ result: ToolResult; code: ReasonCode } | undefined> {
   if (typeof region !== 'string') return undefined;
   try {
     const self = await ctx.guard.ledger.resolveKey(ctx.key);
     const chain = [...(await Promise.all(self.ancestors.map((id) => ctx.guard.ledger.getKey(id)))), self];
     const why = recipientRefusal(chain, [{ kind: 'sms_region', region, number: '' }]);
-    return why ? denial('RECIPIENT_NOT_ALLOWED', why) : undefined;
+    return why ? { result: denial('RECIPIENT_NOT_ALLOWED', why), code: 'RECIPIENT_NOT_ALLOWED' } : undefined;
   } catch (err) {
-    if (isRuncapError(err) && (err.code === 'KEY_REVOKED' || err.code === 'KEY_EXPIRED' || err.code === 'KEY_INVALID')) return denial(err.code, err.message);
+    if (isRuncapError(err) && (err.code === 'KEY_REVOKED' || err.code === 'KEY_EXPIRED' || err.code === 'KEY_INVALID')) {
+      return { result: denial(err.code, err.message), code: err.code };
+    }
     return undefined;
   }
 }
