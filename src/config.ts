@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { RuncapError } from './policy/codes.js';
 
@@ -116,14 +116,35 @@ export function defaultConfig(): RuncapConfig {
 /**
  * Create RUNCAP_HOME (0700) and its config and audit secret, leaving anything
  * already there untouched. Returns the files it created.
+ *
+ * runcap never changes the mode of a directory it did not create: an existing
+ * RUNCAP_HOME that other users can read or write (RUNCAP_HOME=/tmp, a shared
+ * folder) is refused (CONFLICT, exit 1) before anything is created in it.
  */
 export function ensureHomeFiles(home: string): string[] {
   const created: string[] = [];
-  if (!existsSync(home)) {
-    mkdirSync(home, { recursive: true, mode: 0o700 });
-    created.push(home);
+  let made = false;
+  mkdirSync(dirname(home), { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(home, { mode: 0o700 });
+    made = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
-  chmodSync(home, statSync(home).mode & 0o700 ? (statSync(home).mode & 0o777 & ~0o077) | 0o700 : 0o700);
+  if (made) {
+    chmodSync(home, 0o700); // ours: the umask may have taken bits off, never added any
+    created.push(home);
+  } else {
+    const st = statSync(home);
+    if (!st.isDirectory()) throw new RuncapError('CONFLICT', `RUNCAP_HOME ${home} exists and is not a directory; nothing was created`);
+    const mode = st.mode & 0o777;
+    if (mode & 0o077) {
+      throw new RuncapError(
+        'CONFLICT',
+        `RUNCAP_HOME ${home} is accessible by other users (mode ${mode.toString(8)}): use a dedicated directory, or chmod 700 it yourself; nothing was created`,
+      );
+    }
+  }
   const config = homePath(home, 'config');
   if (!existsSync(config)) {
     writeFileSync(config, `${JSON.stringify(defaultConfig(), null, 2)}\n`, { mode: 0o600 });

@@ -36,13 +36,14 @@ import {
   screenWidth,
   TtyKeys,
   usd,
+  usdField,
   wrapOwn,
 } from './io.js';
 import { nameOption } from './options.js';
 
 const POLL_MS = 500;
 
-export function approvalJson(a: Approval) {
+function approvalJson(a: Approval) {
   return {
     id: a.id,
     key_id: a.keyId,
@@ -50,9 +51,9 @@ export function approvalJson(a: Approval) {
     issued_by: a.issuedBy,
     action: a.action,
     amount_micros: a.estimateMicros,
-    amount_usd: usd(a.estimateMicros),
+    amount_usd: usdField(a.estimateMicros),
     amount_vendor: vendorAmount(a) ?? null,
-    price: a.request.price ?? null,
+    price: a.request.price ? snakeKeys(a.request.price) : null,
     args: a.request.args,
     reason: a.reason,
     status: a.status,
@@ -63,6 +64,11 @@ export function approvalJson(a: Approval) {
     deny_reason: a.denyReason,
     reservation_id: a.reservationId,
   };
+}
+
+/** The price notes with snake_case names, like the rest of the JSON: amountMinor → amount_minor, unitPriceUsd → unit_price_usd. */
+function snakeKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]));
 }
 
 /** "EUR 50.00" for a payment, from the approval's price notes; undefined for other actions. */
@@ -79,7 +85,7 @@ function vendorAmount(a: Approval): string | undefined {
 }
 
 /** "$54.50 (EUR 50.00)" or "$0.0083". */
-export function amountText(a: Approval): string {
+function amountText(a: Approval): string {
   const v = vendorAmount(a);
   return v && !/^USD /.test(v) ? `${usd(a.estimateMicros)} (${v})` : usd(a.estimateMicros);
 }
@@ -224,7 +230,7 @@ function anyHidden(value: unknown): boolean {
   return typeof value === 'string' && hasEscaped(value);
 }
 
-export interface ApprovalView {
+interface ApprovalView {
   approval: Approval;
   key: KeyInfo | undefined;
   /** labels of the delegation chain above the key, root first */
@@ -233,7 +239,7 @@ export interface ApprovalView {
   grantExpiresAt: number | undefined;
 }
 
-export async function viewOf(guard: Guard, a: Approval, now = Date.now()): Promise<ApprovalView> {
+async function viewOf(guard: Guard, a: Approval, now = Date.now()): Promise<ApprovalView> {
   let key: KeyInfo | undefined;
   const ancestors: string[] = [];
   try {
@@ -255,7 +261,7 @@ const keyAtoms = (v: ApprovalView): Atom[] => [
  * own lines start in column 0 or 2; agent text only ever follows a label of
  * runcap's on the same line or a continuation bar, never starts a row.
  */
-export function renderApproval(v: ApprovalView, width = screenWidth()): string {
+function renderApproval(v: ApprovalView, width = screenWidth()): string {
   const a = v.approval;
   const args = a.request.args ?? {};
   const note = priceNote(a);
@@ -290,7 +296,7 @@ export function renderApproval(v: ApprovalView, width = screenWidth()): string {
  * approve / deny / skip), after everything the agent wrote: whatever the
  * parameters above show, the last lines above the prompt are runcap's own.
  */
-export function renderSummary(v: ApprovalView, width = screenWidth()): string {
+function renderSummary(v: ApprovalView, width = screenWidth()): string {
   const a = v.approval;
   const vendor = vendorAmount(a);
   const title = `── You are answering ${inert(a.id)} `;

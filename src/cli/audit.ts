@@ -1,8 +1,8 @@
 /** runcap audit [--label L] [--key ID] [--since T] [--until T] [--csv] | audit verify | audit head */
 import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
-import type { AuditRow } from '../ledger/types.js';
-import { csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd } from './io.js';
+import type { AuditRow, AuditVerification } from '../ledger/types.js';
+import { csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd, usdField } from './io.js';
 import { timeOption } from './options.js';
 
 interface AuditOptions {
@@ -29,7 +29,7 @@ function rowJson(r: AuditRow) {
     delegation: r.delegation,
     action: r.action,
     amount_micros: r.amountMicros,
-    amount_usd: r.amountMicros === null ? null : usd(r.amountMicros),
+    amount_usd: usdField(r.amountMicros),
     code: r.code,
     reservation_id: r.reservationId,
     approval_id: r.approvalId,
@@ -37,6 +37,15 @@ function rowJson(r: AuditRow) {
     details: r.details,
   };
 }
+
+/** `audit verify --json` (and the demo's audit_verify). */
+export const verificationJson = (v: AuditVerification) => ({
+  ok: v.ok,
+  rows_checked: v.rowsChecked,
+  chains_checked: v.chainsChecked,
+  counters_checked: v.countersChecked,
+  problems: v.problems.map((p) => ({ chain: p.chain, seq: p.seq, row_id: p.rowId, problem: p.problem })),
+});
 
 /** CSV for spreadsheets and scripts; text cells are made inert too, as the file is often looked at in a terminal. */
 function rowCsv(r: AuditRow): unknown[] {
@@ -51,7 +60,7 @@ function rowCsv(r: AuditRow): unknown[] {
     t(r.issuer),
     inert(r.delegation.join(' > ')),
     t(r.action),
-    r.amountMicros === null ? '' : usd(r.amountMicros).replace('$', ''),
+    usdField(r.amountMicros) ?? '',
     r.amountMicros ?? '',
     t(r.code),
     t(r.reservationId),
@@ -115,13 +124,7 @@ export function registerAuditCommands(program: Command): void {
       try {
         const v = await guard.ledger.verifyAudit();
         if (o.json) {
-          printJson({
-            ok: v.ok,
-            rows_checked: v.rowsChecked,
-            chains_checked: v.chainsChecked,
-            counters_checked: v.countersChecked,
-            problems: v.problems.map((p) => ({ chain: p.chain, seq: p.seq, row_id: p.rowId, problem: p.problem })),
-          });
+          printJson(verificationJson(v));
         } else if (v.ok) {
           process.stdout.write(`OK: ${v.rowsChecked} audit rows in ${v.chainsChecked} chain(s) and ${v.countersChecked} counter(s) check out.\n`);
         } else {

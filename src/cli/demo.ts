@@ -12,10 +12,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pointHomeAtSim, startVendorSim } from '../../tools/vendor-sim/index.js';
-import { openGuard } from '../guard/index.js';
+import { pointHomeAtSim, startVendorSim, type VendorSim } from '../../tools/vendor-sim/index.js';
+import { openGuard, type Guard } from '../guard/index.js';
 import { formatUsd } from '../policy/rules.js';
-import { printJson, printTable } from './io.js';
+import { printJson, printTable, usdField } from './io.js';
+import { verificationJson } from './audit.js';
+import { spendRowJson } from './spend.js';
 
 interface Step {
   step: string;
@@ -43,14 +45,18 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
     if (!opts.json) process.stdout.write(`${line}\n`);
   };
   const steps: Step[] = [];
-  const root = mkdtempSync(join(tmpdir(), 'runcap-demo-'));
-  const home = join(root, 'home');
-  const sim = await startVendorSim();
+  // Everything that must be undone, set as soon as it exists: whatever throws, the finally closes what is open.
+  let root: string | undefined;
+  let sim: VendorSim | undefined;
+  let guard: Guard | undefined;
   let client: Client | undefined;
-  pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006' });
-  const guard = openGuard({ home });
-
   try {
+    root = mkdtempSync(join(tmpdir(), 'runcap-demo-'));
+    const home = join(root, 'home');
+    sim = await startVendorSim();
+    const simUrl = sim.url;
+    pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006' });
+    guard = openGuard({ home });
     const passphrase = randomBytes(12).toString('base64url');
     await guard.ledger.setPassphrase(passphrase);
     say('runcap demo — everything runs on this machine: a vendor simulator stands in for Stripe, Twilio and Resend.');
@@ -79,9 +85,9 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
       env: {
         RUNCAP_HOME: home,
         RUNCAP_KEY: key,
-        RUNCAP_STRIPE_BASE_URL: sim.url,
-        RUNCAP_TWILIO_BASE_URL: sim.url,
-        RUNCAP_RESEND_BASE_URL: sim.url,
+        RUNCAP_STRIPE_BASE_URL: simUrl,
+        RUNCAP_TWILIO_BASE_URL: simUrl,
+        RUNCAP_RESEND_BASE_URL: simUrl,
       },
       stderr: 'pipe',
     });
@@ -146,9 +152,9 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
     if (opts.json) {
       printJson({
         steps,
-        audit: audit.map((r) => ({ at: new Date(r.at).toISOString(), event: r.event, label: r.label, action: r.action, amount_micros: r.amountMicros, code: r.code })),
-        spend,
-        audit_verify: verification,
+        audit: audit.map((r) => ({ at: new Date(r.at).toISOString(), event: r.event, label: r.label, action: r.action, amount_micros: r.amountMicros, amount_usd: usdField(r.amountMicros), code: r.code })),
+        spend: spend.map(spendRowJson),
+        audit_verify: verificationJson(verification),
         vendor_sim_created: vendorSide,
       });
     } else {
@@ -169,9 +175,18 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
     }
     return verification.ok;
   } finally {
-    await client?.close().catch(() => {});
-    await guard.close().catch(() => {});
-    await sim.close().catch(() => {});
-    rmSync(root, { recursive: true, force: true });
+    await quietly(() => client?.close());
+    await quietly(() => guard?.close());
+    await quietly(() => sim?.close());
+    if (root !== undefined) await quietly(() => rmSync(root!, { recursive: true, force: true }));
+  }
+}
+
+/** Run a clean-up step; a failure of one must not keep the others from running (or hide the demo's own error). */
+async function quietly(step: () => unknown): Promise<void> {
+  try {
+    await step();
+  } catch {
+    // nothing more to do
   }
 }

@@ -8,7 +8,7 @@ import { RuncapError } from '../policy/codes.js';
 export function registerInitCommand(program: Command): void {
   program
     .command('init')
-    .description('create RUNCAP_HOME (0700) with its ledger, config, audit secret and the approver passphrase; run again, it changes nothing')
+    .description('create RUNCAP_HOME (0700; an existing directory must be private already, it is never chmodded) with its ledger, config, audit secret and the approver passphrase; run again, it changes nothing')
     .option('--passphrase-stdin', 'read the approver passphrase from one line of stdin instead of asking twice on the terminal')
     .option('--json', 'print what was created as JSON')
     .action(async (opts: { passphraseStdin?: boolean; json?: boolean }) => {

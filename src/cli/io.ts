@@ -28,7 +28,19 @@ export function printTable(head: string[], rows: (string | number)[][]): void {
   process.stdout.write(`${table.toString()}\n`);
 }
 
+/** USD for people: "$12.50", "$0.0083"; "-" for none. */
 export const usd = (micros: number | null | undefined): string => (micros === null || micros === undefined ? '-' : formatUsd(micros));
+
+/**
+ * USD for machines (--json, CSV): a decimal string without "$", e.g. "12.50" or
+ * "0.0083" (as the MCP tools' usdString); null for none. Fields holding it are
+ * named *_usd, beside the exact integer *_micros.
+ */
+export function usdField(micros: number): string;
+export function usdField(micros: number | null | undefined): string | null;
+export function usdField(micros: number | null | undefined): string | null {
+  return micros === null || micros === undefined ? null : formatUsd(micros).replace('$', '');
+}
 
 /** Local time for people. */
 export function localTime(ms: number | null | undefined): string {
@@ -180,7 +192,7 @@ export function currencyAmount(amountMinor: number, currency: string, digits: nu
 }
 
 /** One CSV cell (RFC 4180): quoted when it holds a comma, quote, CR or LF; quotes doubled. */
-export function csvCell(value: unknown): string {
+function csvCell(value: unknown): string {
   const s = value === null || value === undefined ? '' : typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
@@ -189,29 +201,8 @@ export function csvLine(cells: unknown[]): string {
   return `${cells.map(csvCell).join(',')}\r\n`;
 }
 
-/**
- * Like inert(), for text a human must judge exactly (what an approval allows):
- * control characters, terminal escapes and invisible or direction-changing
- * characters are not dropped but shown as \xNN / \uNNNN, so nothing can hide
- * in them and nothing reaches the terminal as a control. Newlines are kept
- * (callers lay multi-line text out themselves).
- */
-export function visibleText(text: unknown): string {
-  return String(text).replace(HIDDEN, (c) => {
-    const n = c.charCodeAt(0);
-    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
-  });
-}
-
-/** true when visibleText() had to escape something. */
-export function hasHidden(text: unknown): boolean {
-  HIDDEN.lastIndex = 0;
-  const found = HIDDEN.test(String(text));
-  HIDDEN.lastIndex = 0;
-  return found;
-}
-
-const HIDDEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\ufff9-\ufffb]/g;
+/** Control, invisible and direction-changing characters: agentAtoms() shows them as \\xNN / \\uNNNN. */
+const HIDDEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\ufff9-\ufffb]/;
 
 /*
  * Laying out text an agent wrote (approve, approvals watch) so that it can

@@ -1,10 +1,10 @@
 /** runcap keys issue | list | show | revoke */
 import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
-import type { KeyInfo } from '../ledger/types.js';
+import type { Budget, CapStatus, KeyInfo } from '../ledger/types.js';
 import type { Cap, PolicyInput } from '../policy/schema.js';
 import { RuncapError } from '../policy/codes.js';
-import { isoTime, localTime, osUser, printJson, printTable, usd } from './io.js';
+import { isoTime, localTime, osUser, printJson, printTable, usd, usdField } from './io.js';
 import { collect, durationOption, listOption, maxCallsOption, rateOption, usdOption, type MaxCalls } from './options.js';
 
 interface IssueOptions {
@@ -16,6 +16,7 @@ interface IssueOptions {
   perCallMax?: number;
   maxCalls?: MaxCalls[];
   ttl?: number;
+  grantTtl?: number;
   rate?: number;
   approveOver?: number;
   approve?: string[];
@@ -30,7 +31,7 @@ interface IssueOptions {
   json?: boolean;
 }
 
-export function policyFromOptions(o: IssueOptions): PolicyInput {
+function policyFromOptions(o: IssueOptions): PolicyInput {
   if (!o.allow?.length) throw new RuncapError('INVALID_INPUT', 'name at least one allowed action with --allow (e.g. --allow "stripe.*")');
   const caps: Cap[] = [];
   if (o.perCallMax !== undefined) caps.push({ window: 'per_call', usd_micros: o.perCallMax });
@@ -46,6 +47,7 @@ export function policyFromOptions(o: IssueOptions): PolicyInput {
     allow: o.allow,
     caps,
     ...(o.rate !== undefined ? { rate_per_min: o.rate } : {}),
+    ...(o.grantTtl !== undefined ? { grant_ttl_s: o.grantTtl } : {}),
     ...(o.approveOver !== undefined ? { approve_over_usd_micros: o.approveOver } : {}),
     ...(o.approve?.length ? { approve_actions: o.approve } : {}),
     ...(o.smsCountries?.length ? { sms_countries: o.smsCountries.map((c) => c.toUpperCase()) } : {}),
@@ -56,7 +58,7 @@ export function policyFromOptions(o: IssueOptions): PolicyInput {
   };
 }
 
-export function keyJson(k: KeyInfo) {
+function keyJson(k: KeyInfo) {
   return {
     id: k.id,
     label: k.label,
@@ -72,6 +74,32 @@ export function keyJson(k: KeyInfo) {
   };
 }
 
+/** One cap of `keys show --json`: every field present (null when it does not apply), micros beside USD strings. */
+const capJson = (c: CapStatus) => ({
+  scope: c.scope,
+  window: c.window,
+  action: c.action ?? null,
+  limit_micros: c.limitMicros ?? null,
+  limit_usd: usdField(c.limitMicros),
+  limit_calls: c.limitCalls ?? null,
+  settled_micros: c.settledMicros,
+  settled_usd: usdField(c.settledMicros),
+  pending_micros: c.pendingMicros,
+  pending_usd: usdField(c.pendingMicros),
+  uncertain_micros: c.uncertainMicros,
+  uncertain_usd: usdField(c.uncertainMicros),
+  calls: c.calls,
+  remaining_micros: c.remainingMicros ?? null,
+  remaining_usd: usdField(c.remainingMicros),
+  remaining_calls: c.remainingCalls ?? null,
+});
+
+const budgetJson = (b: Budget) => ({
+  remaining_micros: b.remainingMicros ?? null,
+  remaining_usd: usdField(b.remainingMicros),
+  caps: b.caps.map(capJson),
+});
+
 export function registerKeysCommands(program: Command): void {
   const keys = program.command('keys').description('issue, list, show and revoke vault keys');
 
@@ -86,6 +114,7 @@ export function registerKeysCommands(program: Command): void {
     .option('--per-call-max <usd>', 'USD per single call', usdOption)
     .option('--max-calls <glob=N/day>', 'at most N calls matching a glob per day|month|total, repeatable (resend.*=20/day)', maxCallsOption)
     .option('--ttl <duration>', 'lifetime, e.g. 1h, 2d (default 24h)', durationOption)
+    .option('--grant-ttl <duration>', 'how long an approval lets the approved call run, e.g. 10m, 2h (default 30m)', durationOption)
     .option('--rate <N/min>', 'at most N allowed calls in any 60 s', rateOption)
     .option('--approve-over <usd>', 'a human must approve any call estimated above this', usdOption)
     .option('--approve <glob>', 'a human must approve every call matching this glob, repeatable', collect)
@@ -154,7 +183,7 @@ export function registerKeysCommands(program: Command): void {
       try {
         const k = await guard.ledger.getKey(id);
         const budget = await guard.ledger.budget(id);
-        if (o.json) return printJson({ ...keyJson(k), budget: { remaining_micros: budget.remainingMicros ?? null, caps: budget.caps } });
+        if (o.json) return printJson({ ...keyJson(k), budget: budgetJson(budget) });
         process.stdout.write(
           [
             `${k.id}  ${k.label}  (${k.status})`,
@@ -164,6 +193,7 @@ export function registerKeysCommands(program: Command): void {
             `  allow: ${k.policy.allow.join(', ')}`,
             ...(k.policy.approve_over_usd_micros !== undefined ? [`  approval above ${usd(k.policy.approve_over_usd_micros)}`] : []),
             ...(k.policy.approve_actions.length ? [`  approval for ${k.policy.approve_actions.join(', ')}`] : []),
+            ...(k.policy.approve_over_usd_micros !== undefined || k.policy.approve_actions.length ? [`  an approval lets the call run within ${grantTtlText(k.policy.grant_ttl_s)}`] : []),
             ...(k.policy.sms_countries ? [`  SMS to ${k.policy.sms_countries.join(', ')}`] : []),
             ...(k.policy.email_domains ? [`  e-mail to ${k.policy.email_domains.join(', ')}`] : []),
             ...(k.policy.email_from ? [`  e-mail from ${k.policy.email_from.join(', ')}`] : []),
@@ -206,4 +236,11 @@ export function registerKeysCommands(program: Command): void {
         await guard.close();
       }
     });
+}
+
+/** "30 min", "2 h", "90 s". */
+function grantTtlText(seconds: number): string {
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
 }

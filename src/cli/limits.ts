@@ -2,12 +2,12 @@
 import { Option, type Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import type { VendorLimit } from '../ledger/types.js';
-import { osUser, printJson, printTable, UsageError, usd } from './io.js';
+import { osUser, printJson, printTable, UsageError, usd, usdField } from './io.js';
 import { nameOption, usdOrNoneOption } from './options.js';
 
 const VENDORS = ['stripe', 'twilio', 'resend'];
 
-const limitJson = (l: VendorLimit) => ({ vendor: l.vendor, window: l.window, limit_micros: l.limitMicros, limit_usd: usd(l.limitMicros), cap_id: l.capId });
+const limitJson = (l: VendorLimit) => ({ vendor: l.vendor, window: l.window, limit_micros: l.limitMicros, limit_usd: usdField(l.limitMicros), cap_id: l.capId });
 
 function printLimits(list: VendorLimit[], json: boolean | undefined): void {
   if (json) return printJson(list.map(limitJson));

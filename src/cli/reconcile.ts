@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import { reconcile, resolveManually, type ReconcileChange } from '../guard/reconcile.js';
 import { VendorRuntime } from '../guard/vendors.js';
-import { inert, osUser, printJson, printTable, usd, UsageError } from './io.js';
+import { inert, osUser, printJson, printTable, usd, usdField, UsageError } from './io.js';
 import { usdOption } from './options.js';
 
 interface ReconcileOptions {
@@ -20,7 +20,7 @@ const changeJson = (c: ReconcileChange) => ({
   action: c.action,
   from: c.from,
   to: c.to,
-  amount_usd: usd(c.amountMicros).replace(/^\$/, ''),
+  amount_usd: usdField(c.amountMicros),
   amount_micros: c.amountMicros,
   vendor_ref: c.vendorRef,
   why: c.why,

@@ -2,17 +2,18 @@
 import { Option, type Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import type { SpendRow } from '../ledger/types.js';
-import { inert, printJson, printTable, usd } from './io.js';
+import { inert, printJson, printTable, usd, usdField } from './io.js';
 
-const rowJson = (r: SpendRow) => ({
+/** One spend row for --json (and the demo): exact micros and USD strings. */
+export const spendRowJson = (r: SpendRow) => ({
   group: r.group,
   settled_micros: r.settledMicros,
   pending_micros: r.pendingMicros,
   uncertain_micros: r.uncertainMicros,
   calls: r.calls,
-  settled_usd: usd(r.settledMicros),
-  pending_usd: usd(r.pendingMicros),
-  uncertain_usd: usd(r.uncertainMicros),
+  settled_usd: usdField(r.settledMicros),
+  pending_usd: usdField(r.pendingMicros),
+  uncertain_usd: usdField(r.uncertainMicros),
 });
 
 export function registerSpendCommand(program: Command): void {
@@ -32,7 +33,7 @@ export function registerSpendCommand(program: Command): void {
           total.uncertainMicros += r.uncertainMicros;
           total.calls += r.calls;
         }
-        if (o.json) return printJson({ by: o.by, rows: rows.map(rowJson), total: rowJson(total) });
+        if (o.json) return printJson({ by: o.by, rows: rows.map(spendRowJson), total: spendRowJson(total) });
         if (rows.length === 0) return printTable([o.by], []);
         printTable(
           [o.by, 'settled', 'pending', 'uncertain', 'calls'],

@@ -9,6 +9,7 @@ import { openGuard } from '../../src/guard/index.js';
 import { PASSPHRASE, serverEnv, setupHome, startServer, textOf, type Home } from '../helpers/e2e.js';
 import { dbState } from '../helpers/ledger.js';
 import { killPtys, parseJson, ptyCli, runCli, visible } from '../helpers/cli.js';
+import { expectMoneyFields } from './money-fields.js';
 
 const ESC = '\u001b';
 const EVIL = 'Invoice \u001b]0;pwned\u0007 \u001b[2J\u001b[31mRED\u001b[0m \u009b6n end';
@@ -152,7 +153,8 @@ describe('runcap approvals', () => {
     expect(json.code).toBe(0);
     const list = parseJson<any[]>(json.stdout);
     const mine = list.find((a) => a.id === id);
-    expect(mine).toMatchObject({ id, key_id: keyId, label: 'deploy-run', issued_by: 'test', action: 'deploy_production', amount_micros: 12_500_000, amount_usd: '$12.50', status: 'pending' });
+    expect(mine).toMatchObject({ id, key_id: keyId, label: 'deploy-run', issued_by: 'test', action: 'deploy_production', amount_micros: 12_500_000, amount_usd: '12.50', status: 'pending' });
+    expect(expectMoneyFields(list).length).toBeGreaterThan(0);
     expect(mine.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(list.some((a) => a.id === denied)).toBe(false);
 
@@ -250,6 +252,10 @@ describe('runcap approve on a terminal', () => {
       expect(first.isError).toBe(true);
       expect(textOf(first)).toMatch(/^APPROVAL_REQUIRED/);
       const id = /apr_[0-9A-Z]+/.exec(textOf(first))![0];
+      // JSON: USD as a plain decimal string, the vendor amount beside it, price notes in snake_case
+      const listed = parseJson<any[]>((await runCli(h.home, ['approvals', '--json'])).stdout).find((x) => x.id === id);
+      expect(listed).toMatchObject({ amount_micros: 54_500_000, amount_usd: '54.50', amount_vendor: 'EUR 50.00', price: { currency: 'eur', amount_minor: 5000, fx_rate: '1.09' } });
+      expectMoneyFields(listed);
 
       const t = ptyCli(h.home, ['approve', id, '--by', 'carol']);
       const at = await t.waitFor(/passphrase \(Ctrl-C cancels\): /);

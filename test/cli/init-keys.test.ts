@@ -3,11 +3,12 @@
  * built CLI against a real RUNCAP_HOME: output, exit codes, file modes, and
  * nothing changed by a refused command.
  */
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { havePty, killPtys, parseJson, ptyCli, runCli } from '../helpers/cli.js';
+import { expectMoneyFields } from './money-fields.js';
 
 const PASS = 'init test passphrase';
 let root: string;
@@ -52,6 +53,47 @@ describe('runcap init', () => {
     expect((await runCli(home, ['init', '--passphrase-stdin'], { input: `${PASS}\n` })).code).toBe(0);
   });
 
+  it('never changes the mode of a directory it did not create: an existing RUNCAP_HOME others can read or write is refused (exit 1), nothing is created', async () => {
+    for (const mode of [0o755, 0o750, 0o707, 0o1777]) {
+      const home = join(root, `shared-${mode.toString(8)}`);
+      mkdirSync(home);
+      chmodSync(home, mode);
+      writeFileSync(join(home, 'someone-elses-file'), 'x');
+      const r = await runCli(home, ['init', '--passphrase-stdin'], { input: `${PASS}\n` });
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toContain(`runcap: RUNCAP_HOME ${home} is accessible by other users (mode ${(mode & 0o777).toString(8)}): use a dedicated directory, or chmod 700 it yourself`);
+      expect(r.stdout).toBe('');
+      expect(statSync(home).mode & 0o7777).toBe(mode);
+      expect(readdirSync(home)).toEqual(['someone-elses-file']);
+    }
+    // chmod 700 by the owner, as the message says: then init goes ahead and leaves what was there
+    const home = join(root, 'shared-755');
+    chmodSync(home, 0o700);
+    const ok = await runCli(home, ['init', '--passphrase-stdin'], { input: `${PASS}\n` });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).not.toContain(`created ${home}\n`);
+    expect(modeOf(home)).toBe('700');
+    expect(readdirSync(home).sort()).toEqual(['audit.key', 'config.json', 'ledger.db', 'someone-elses-file']);
+  });
+
+  it('creates a missing RUNCAP_HOME (and missing parents) 0700 whatever the umask leaves', async () => {
+    const home = join(root, 'deep', 'er', 'home');
+    const r = await runCli(home, ['init', '--passphrase-stdin', '--json'], { input: `${PASS}\n` });
+    expect(r.code, r.stderr).toBe(0);
+    expect(parseJson(r.stdout).created).toContain(home);
+    expect(modeOf(home)).toBe('700');
+  });
+
+  it('a RUNCAP_HOME that is a file is refused (exit 1)', async () => {
+    const file = join(root, 'a-file');
+    writeFileSync(file, 'x');
+    const r = await runCli(file, ['init', '--passphrase-stdin'], { input: `${PASS}\n` });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/exists and is not a directory/);
+    expect(readFileSync(file, 'utf8')).toBe('x');
+  });
+
   it('a too-short passphrase is refused', async () => {
     const r = await runCli(join(root, 'c'), ['init', '--passphrase-stdin'], { input: 'short\n' });
     expect(r.code).toBe(2);
@@ -94,7 +136,9 @@ describe('runcap keys', () => {
       approve_over_usd_micros: 20_000_000,
       sms_countries: ['US', 'CA'],
       email_domains: ['example.com', '*.example.org'],
+      grant_ttl_s: 30 * 60, // the default
     });
+    expectMoneyFields(k);
     expect(k.policy.caps).toEqual(
       expect.arrayContaining([
         { window: 'total', usd_micros: 50_000_000 },
@@ -118,10 +162,25 @@ describe('runcap keys', () => {
 
     const show = await runCli(home(), ['keys', 'show', k.id, '--json']);
     expect(show.code).toBe(0);
-    expect(parseJson(show.stdout)).toMatchObject({ id: k.id, budget: { remaining_micros: 20_000_000 } });
+    const shown = parseJson(show.stdout);
+    expect(shown).toMatchObject({ id: k.id, budget: { remaining_micros: 20_000_000, remaining_usd: '20.00' } });
+    const CAP_FIELDS = ['scope', 'window', 'action', 'limit_micros', 'limit_usd', 'limit_calls', 'settled_micros', 'settled_usd', 'pending_micros', 'pending_usd', 'uncertain_micros', 'uncertain_usd', 'calls', 'remaining_micros', 'remaining_usd', 'remaining_calls'];
+    for (const c of shown.budget.caps) expect(Object.keys(c).sort()).toEqual([...CAP_FIELDS].sort());
+    expect(shown.budget.caps).toEqual(
+      expect.arrayContaining([
+        {
+          scope: 'billing-run', window: 'total', action: null, limit_micros: 50_000_000, limit_usd: '50.00', limit_calls: null,
+          settled_micros: 0, settled_usd: '0.00', pending_micros: 0, pending_usd: '0.00', uncertain_micros: 0, uncertain_usd: '0.00',
+          calls: 0, remaining_micros: 50_000_000, remaining_usd: '50.00', remaining_calls: null,
+        },
+        expect.objectContaining({ window: 'daily', action: 'resend.*', limit_micros: null, limit_usd: null, limit_calls: 20, remaining_micros: null, remaining_usd: null, remaining_calls: 20 }),
+      ]),
+    );
+    expectMoneyFields(shown);
     const showText = await runCli(home(), ['keys', 'show', k.id]);
     expect(showText.stdout).toContain('allow: stripe.*, resend.*');
     expect(showText.stdout).toContain('$50.00');
+    expect(showText.stdout).toContain('an approval lets the call run within 30 min');
     expect(showText.stdout).not.toContain(k.key.slice(k.id.length + 1));
 
     const child = await runCli(home(), ['keys', 'issue', '--label', 'sub', '--allow', 'stripe.*', '--cap-total', '10', '--parent', k.id, '--json']);
@@ -139,12 +198,23 @@ describe('runcap keys', () => {
     expect(twice.stderr).toMatch(/already revoked/);
   });
 
+  it('--grant-ttl sets how long an approval lets the approved call run (policy grant_ttl_s)', async () => {
+    const r = await runCli(home(), ['keys', 'issue', '--label', 'grants', '--allow', 'deploy_*', '--approve', 'deploy_production', '--grant-ttl', '10m', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const k = parseJson(r.stdout);
+    expect(k.policy).toMatchObject({ approve_actions: ['deploy_production'], grant_ttl_s: 600 });
+    const shown = parseJson((await runCli(home(), ['keys', 'show', k.id, '--json'])).stdout);
+    expect(shown.policy.grant_ttl_s).toBe(600);
+    expect((await runCli(home(), ['keys', 'show', k.id])).stdout).toContain('an approval lets the call run within 10 min');
+  });
+
   it('refuses bad flags, bad amounts, widening children and unknown ids with one line, the documented exit code, and no change', async () => {
     const before = (await runCli(home(), ['keys', 'list', '--json'])).stdout;
     const cases: [string[], number, RegExp][] = [
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--cap-total', 'abc'], 2, /not a USD amount/],
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--cap-total', '-5'], 2, /not a USD amount/],
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--ttl', '0s'], 2, /duration/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--grant-ttl', 'soon'], 2, /duration/],
       [['keys', 'issue', '--label', 'x'], 2, /--allow/],
       [['keys', 'issue', '--label', 'has space', '--allow', 'stripe.*'], 2, /label/],
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe..*'], 2, /glob/],

@@ -4,6 +4,7 @@ import { homePath } from '../../src/config.js';
 import { setupHome, type Home } from '../helpers/e2e.js';
 import { dbState, PAY, req, SMS } from '../helpers/ledger.js';
 import { parseJson, runCli } from '../helpers/cli.js';
+import { expectMoneyFields } from './money-fields.js';
 
 let h: Home;
 const ledgerFile = () => homePath(h.home, 'ledger');
@@ -24,7 +25,8 @@ describe('runcap limits', () => {
     expect(set.stdout).toContain('$1500.25');
     const twilio = await runCli(h.home, ['limits', 'set', '--vendor', 'twilio', '--daily', '0.005', '--json']);
     expect(twilio.code, twilio.stderr).toBe(0);
-    expect(parseJson<any[]>(twilio.stdout).find((l) => l.vendor === 'twilio')).toMatchObject({ window: 'daily', limit_micros: 5000, limit_usd: '$0.005' });
+    expect(parseJson<any[]>(twilio.stdout).find((l) => l.vendor === 'twilio')).toMatchObject({ window: 'daily', limit_micros: 5000, limit_usd: '0.005' });
+    expect(expectMoneyFields(parseJson(twilio.stdout)).length).toBeGreaterThan(0);
 
     const list = parseJson<any[]>((await runCli(h.home, ['limits', 'list', '--json'])).stdout);
     expect(list.map((l) => [l.vendor, l.window, l.limit_micros])).toEqual(
@@ -103,7 +105,9 @@ describe('runcap spend', () => {
     const j = parseJson<any>(byLabel.stdout);
     expect(j.by).toBe('label');
     const row = (g: string) => j.rows.find((r: any) => r.group === g);
-    expect(row('alpha-run')).toMatchObject({ settled_micros: 2_500_000, pending_micros: 8_300, uncertain_micros: 0, calls: 2, settled_usd: '$2.50', pending_usd: '$0.0083' });
+    expect(row('alpha-run')).toMatchObject({ settled_micros: 2_500_000, pending_micros: 8_300, uncertain_micros: 0, calls: 2, settled_usd: '2.50', pending_usd: '0.0083', uncertain_usd: '0.00' });
+    expect(j.total).toMatchObject({ settled_usd: '2.75', uncertain_usd: '1.00' });
+    expect(expectMoneyFields(j).length).toBe(6 * (j.rows.length + 1));
     expect(row('beta-run')).toMatchObject({ settled_micros: 250_000, pending_micros: 0, uncertain_micros: 1_000_000, calls: 2 });
     expect(j.total).toMatchObject({ group: 'total', settled_micros: 2_750_000, pending_micros: 8_300, uncertain_micros: 1_000_000, calls: 4 });
 

@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { formatUsd } from '../../src/policy/rules.js';
 import { CLI } from '../helpers/e2e.js';
+import { expectMoneyFields } from '../cli/money-fields.js';
 
 const run = promisify(execFile);
 
@@ -10,9 +12,9 @@ describe('runcap demo', () => {
     const { stdout } = await run(process.execPath, [CLI, 'demo', '--json'], { timeout: 60_000 });
     const out = JSON.parse(stdout) as {
       steps: { step: string; outcome: string; code?: string }[];
-      audit_verify: { ok: boolean };
+      audit_verify: { ok: boolean; rows_checked: number };
       vendor_sim_created: { payments: number; sms: number; emails: number };
-      spend: { group: string; settledMicros: number }[];
+      spend: { group: string; settled_micros: number; settled_usd: string }[];
     };
     const byStep = Object.fromEntries(out.steps.map((s) => [s.step, s]));
     expect(byStep['payment']!.outcome).toBe('done');
@@ -27,8 +29,12 @@ describe('runcap demo', () => {
     // refused calls never reached the simulator: 1 + 1 (approved) + the add-ons that fit
     expect(out.vendor_sim_created.sms).toBe(1);
     expect(out.vendor_sim_created.emails).toBe(1);
-    const settled = out.spend.find((s) => s.group === 'demo-run')!.settledMicros;
-    expect(settled).toBeLessThanOrEqual(50_000_000);
+    const demoRun = out.spend.find((s) => s.group === 'demo-run')!;
+    expect(demoRun.settled_micros).toBeLessThanOrEqual(50_000_000);
+    expect(demoRun.settled_usd).toBe(formatUsd(demoRun.settled_micros).replace('$', ''));
+    expect(out.audit_verify.rows_checked).toBeGreaterThan(0);
+    // one money format: *_usd plain decimal strings, *_micros integers, snake_case names
+    expectMoneyFields({ spend: out.spend, audit: (out as any).audit, audit_verify: out.audit_verify, vendor_sim_created: out.vendor_sim_created });
   });
 
   it('prints a narrated story for people', async () => {
