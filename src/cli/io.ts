@@ -6,7 +6,7 @@
 import Table from 'cli-table3';
 import { createInterface } from 'node:readline';
 import { userInfo } from 'node:os';
-import { formatUsd } from '../policy/rules.js';
+import { formatUsd, usdDecimal } from '../policy/rules.js';
 import { RuncapError } from '../policy/codes.js';
 
 /** 0 done, 1 refused / not found / verification failed, 2 usage error. */
@@ -39,7 +39,7 @@ export const usd = (micros: number | null | undefined): string => (micros === nu
 export function usdField(micros: number): string;
 export function usdField(micros: number | null | undefined): string | null;
 export function usdField(micros: number | null | undefined): string | null {
-  return micros === null || micros === undefined ? null : formatUsd(micros).replace('$', '');
+  return micros === null || micros === undefined ? null : usdDecimal(micros);
 }
 
 /** Local time for people. */

@@ -5,7 +5,7 @@
  * first block of an error) and says what to do next.
  */
 import { z } from 'zod';
-import { formatUsd } from '../policy/rules.js';
+import { usdDecimal } from '../policy/rules.js';
 import type { ReasonCode } from '../policy/codes.js';
 import type { Budget, CapStatus } from '../ledger/types.js';
 
@@ -17,7 +17,7 @@ export interface ToolResult {
 }
 
 /** USD as a decimal string without the $ sign, e.g. "12.50" or "0.0083". */
-export const usdString = (micros: number): string => formatUsd(micros).replace('$', '');
+export const usdString = usdDecimal;
 
 const NEXT_STEP: Record<ReasonCode, string> = {
   INVALID_INPUT: 'Nothing was done. Correct the arguments and call again.',

@@ -93,6 +93,11 @@ export function approvalReason(chain: readonly ChainMember[], action: string, es
   return undefined;
 }
 
+/** USD for machines (JSON fields named *_usd): the decimal string of formatUsd without the "$". */
+export function usdDecimal(micros: number): string {
+  return formatUsd(micros).replace('$', '');
+}
+
 /** USD for people: at least cents, more digits only when sub-cent matters. */
 export function formatUsd(micros: number): string {
   const sign = micros < 0 ? '-' : '';

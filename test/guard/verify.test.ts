@@ -33,7 +33,7 @@ describe('guard.verify', () => {
     const v = await g.verify(key, { action: 'buy_credits', amountUsd: '7.25', resource: 'acct_1' });
     expect(v).toMatchObject({ allowed: true, approvalRequired: false, code: 'OK', reservationId: expect.stringMatching(/^res_/) });
     expect((await g.ledger.budget(info.id)).caps[0]).toMatchObject({ settledMicros: usd(7.25), pendingMicros: 0, calls: 1 });
-    expect(await g.ledger.getReservation(v.reservationId!)).toMatchObject({ state: 'settled', actualMicros: usd(7.25), request: { args: { action: 'buy_credits', resource: 'acct_1', amount_usd: '$7.25' } } });
+    expect(await g.ledger.getReservation(v.reservationId!)).toMatchObject({ state: 'settled', actualMicros: usd(7.25), request: { args: { action: 'buy_credits', resource: 'acct_1', amount_usd: '7.25' } } });
     // the same verification again is simply counted again (nothing stays pending to be a duplicate)
     expect(await g.verify(key, { action: 'buy_credits', amountUsd: 2.75, resource: 'acct_1' })).toMatchObject({ allowed: true });
     expect(await g.verify(key, { action: 'buy_credits', amountUsd: 0.01 })).toMatchObject({ allowed: false, code: 'CAP_EXCEEDED', approvalRequired: false });

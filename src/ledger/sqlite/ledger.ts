@@ -15,6 +15,7 @@ import {
   domainAllowed,
   formatUsd,
   recipientRefusal,
+  usdDecimal,
   vendorOf,
   windowKey,
   windowsAt,
@@ -342,7 +343,7 @@ export class SqliteLedger implements Ledger {
         event: 'limit_set',
         action: `${vendor}.*`,
         amountMicros: limitMicros,
-        details: { vendor, window, by, limit_usd: limitMicros === null ? null : formatUsd(limitMicros) },
+        details: { vendor, window, by, limit_usd: limitMicros === null ? null : usdDecimal(limitMicros) },
       });
       return undefined;
     });
@@ -387,7 +388,7 @@ export class SqliteLedger implements Ledger {
     }
     const args: Record<string, unknown> = { action: req.action };
     if (req.resource !== undefined) args.resource = req.resource;
-    if (req.amountMicros !== undefined) args.amount_usd = formatUsd(req.amountMicros);
+    if (req.amountMicros !== undefined) args.amount_usd = usdDecimal(req.amountMicros);
     if (req.details !== undefined) args.details = req.details;
     return this.decide(req.key, req.action, {
       estimate: req.amountMicros ?? 0,
@@ -1249,7 +1250,7 @@ function overrun(estimate: number, actual: number, vendorRef: string | null): Au
     event: 'overrun',
     amountMicros: actual - estimate,
     vendorRef,
-    details: { estimate, actual, over: actual - estimate, over_usd: formatUsd(actual - estimate) },
+    details: { estimate, actual, over: actual - estimate, over_usd: usdDecimal(actual - estimate) },
   };
 }
 
