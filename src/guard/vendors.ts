@@ -13,7 +13,8 @@ import { RuncapError } from '../policy/codes.js';
 import { assertPrivate, homePath, loopbackBaseUrl, type RuncapConfig } from '../config.js';
 import { ADAPTERS } from '../vendors/index.js';
 import { scrubSecrets } from '../vendors/common.js';
-import type { Pricing, VendorAdapter, VendorName } from '../vendors/types.js';
+import type { Prepared, Pricing, VendorAdapter, VendorName } from '../vendors/types.js';
+import type { GuardedCallSpec } from './call.js';
 
 const run = promisify(execFile);
 const CREDENTIAL_COMMAND_TIMEOUT_MS = 10_000;
@@ -202,4 +203,26 @@ function programExists(program: string): boolean {
       return false;
     }
   });
+}
+
+/** The guarded-call spec of one prepared vendor call: estimate and fingerprint from prepare, call and classify from the adapter. */
+export function vendorCallSpec<N, R>(
+  adapter: VendorAdapter<unknown, N, R>,
+  client: unknown,
+  prepared: Prepared<N>,
+  scrub: (message: string) => string = (m) => m,
+): GuardedCallSpec<R> {
+  return {
+    action: prepared.action,
+    estimateMicros: prepared.estimateMicros,
+    fingerprintArgs: prepared.fingerprintArgs,
+    recipients: prepared.recipients,
+    price: { ...prepared.price },
+    normalized: prepared.normalized,
+    call: (c) => adapter.call(client, prepared.normalized, c),
+    classifyError: (err) => {
+      const classified = adapter.classifyError(err);
+      return { ...classified, message: scrub(classified.message) };
+    },
+  };
 }

@@ -2,7 +2,7 @@
 import Database from 'better-sqlite3';
 import { execFile } from 'node:child_process';
 import { homePath } from '../../src/config.js';
-import { VendorRuntime } from '../../src/guard/vendors.js';
+import { VendorRuntime, vendorCallSpec } from '../../src/guard/vendors.js';
 import type { GuardedOutcome } from '../../src/guard/index.js';
 import type { Ledger } from '../../src/ledger/types.js';
 import { adapterForVendor } from '../../src/vendors/index.js';
@@ -26,16 +26,7 @@ export async function guardedVendorCall(h: Home, vendors: VendorRuntime, key: st
   const adapter = adapterForVendor(vendor)!;
   const p = adapter.prepare(input, vendors.pricing);
   const client = await vendors.client(vendor);
-  return h.guard.guardedCall(key, {
-    action: p.action,
-    estimateMicros: p.estimateMicros,
-    fingerprintArgs: p.fingerprintArgs,
-    recipients: p.recipients,
-    price: { ...p.price },
-    normalized: p.normalized,
-    call: (c) => adapter.call(client, p.normalized, c),
-    classifyError: (err) => adapter.classifyError(err),
-  });
+  return h.guard.guardedCall(key, vendorCallSpec(adapter, client, p));
 }
 
 /** Simulates time passing: moves every reservation's creation back (as a test may; production never does). */

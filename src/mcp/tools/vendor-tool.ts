@@ -8,6 +8,7 @@ import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
 import { recipientRefusal } from '../../policy/rules.js';
 import type { VendorAdapter, VendorName } from '../../vendors/types.js';
 import type { ToolContext } from '../context.js';
+import { vendorCallSpec } from '../../guard/vendors.js';
 import { denial, remainingOf, remainingSchema, success, usdString, type ToolResult } from '../results.js';
 import { z } from 'zod';
 
@@ -81,20 +82,8 @@ async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: Ven
   } catch (err) {
     return early(denial('CREDENTIAL_MISSING', isRuncapError(err) ? err.message : `the ${adapter.vendor} client could not be created`), 'CREDENTIAL_MISSING');
   }
-  const outcome = await ctx.guard.guardedCall(ctx.key, {
-    action: prepared.action,
-    estimateMicros: prepared.estimateMicros,
-    fingerprintArgs: prepared.fingerprintArgs,
-    recipients: prepared.recipients,
-    price: { ...prepared.price },
-    normalized: prepared.normalized,
-    call: (c) => adapter.call(client, prepared.normalized, c),
-    classifyError: (err) => {
-      // The adapters scrub what looks like a credential; scrub the exact secrets this server holds too.
-      const c = adapter.classifyError(err);
-      return { ...c, message: ctx.vendors.scrub(c.message, [ctx.key]) };
-    },
-  });
+  // The adapters scrub what looks like a credential; scrub the exact secrets this server holds too.
+  const outcome = await ctx.guard.guardedCall(ctx.key, vendorCallSpec(adapter, client, prepared, (m) => ctx.vendors.scrub(m, [ctx.key])));
   if (!outcome.ok) {
     return denial(outcome.code, outcome.message, {
       ...(outcome.approvalId ? { approvalId: outcome.approvalId } : {}),
