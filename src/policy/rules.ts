@@ -2,6 +2,7 @@
  * Pure rules of the decision, shared by every ledger implementation so the
  * SQLite and any later PostgreSQL ledger decide identically. No I/O here.
  */
+import { RuncapError } from './codes.js';
 import { anyGlobMatches, globMatches } from './glob.js';
 import type { Cap, CapWindow, Policy } from './schema.js';
 
@@ -100,6 +101,8 @@ export function usdDecimal(micros: number): string {
 
 /** USD for people: at least cents, more digits only when sub-cent matters. */
 export function formatUsd(micros: number): string {
+  // Money is whole micro-USD everywhere; anything else is a bug upstream, not something to print.
+  if (!Number.isSafeInteger(micros)) throw new RuncapError('INVALID_INPUT', 'micros must be a safe integer');
   const sign = micros < 0 ? '-' : '';
   const abs = Math.abs(micros);
   const whole = Math.floor(abs / 1_000_000);

@@ -63,26 +63,6 @@ export function usdToMicros(usd: string): number {
 }
 
 /**
- * 12_500_000 → "12.50"; 8_300 → "0.0083"; 1 → "0.000001". At least two
- * decimals, never more than six, trailing zeros beyond the cents dropped.
- */
-export function microsToUsd(micros: number | bigint): string {
-  let v = typeof micros === 'bigint' ? micros : BigInt(toIntegerOrThrow(micros));
-  const neg = v < 0n;
-  if (neg) v = -v;
-  const whole = v / MICROS_BIG;
-  let frac = (v % MICROS_BIG).toString().padStart(6, '0');
-  frac = frac.replace(/0+$/, '');
-  if (frac.length < 2) frac = frac.padEnd(2, '0');
-  return `${neg ? '-' : ''}${whole.toString()}.${frac}`;
-}
-
-function toIntegerOrThrow(n: number): number {
-  if (!Number.isSafeInteger(n)) throw new RuncapError('INVALID_INPUT', 'micros must be a safe integer');
-  return n;
-}
-
-/**
  * ceil(amount × rate / divisor), exact. `amount` is a non-negative integer,
  * `rate` a non-negative decimal string, `divisor` a positive integer.
  * E.g. SMS: mulDecimalCeil(segments * 1e6, "0.0083"); FX:

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { absDecimalToMicros, microsToUsd, mulDecimalCeil, unitsTimesUsdRate, usdToMicros } from '../../src/vendors/money.js';
+import { absDecimalToMicros, mulDecimalCeil, unitsTimesUsdRate, usdToMicros } from '../../src/vendors/money.js';
+import { usdDecimal } from '../../src/policy/rules.js';
 import { codeOf } from '../helpers/errors.js';
 
 describe('usdToMicros', () => {
@@ -30,22 +31,22 @@ describe('usdToMicros', () => {
   });
 });
 
-describe('microsToUsd', () => {
+describe('usdDecimal (the USD text of micros, shared with the ledger, MCP and CLI)', () => {
   it('formats with at least cents, sub-cent kept', () => {
-    expect(microsToUsd(12_500_000)).toBe('12.50');
-    expect(microsToUsd(8_300)).toBe('0.0083');
-    expect(microsToUsd(0)).toBe('0.00');
-    expect(microsToUsd(1)).toBe('0.000001');
-    expect(microsToUsd(1_000_000)).toBe('1.00');
-    expect(microsToUsd(1_234_567)).toBe('1.234567');
-    expect(microsToUsd(-8_300)).toBe('-0.0083');
-    expect(microsToUsd(10n ** 20n)).toBe('100000000000000.00');
+    expect(usdDecimal(12_500_000)).toBe('12.50');
+    expect(usdDecimal(8_300)).toBe('0.0083');
+    expect(usdDecimal(0)).toBe('0.00');
+    expect(usdDecimal(1)).toBe('0.000001');
+    expect(usdDecimal(1_000_000)).toBe('1.00');
+    expect(usdDecimal(1_234_567)).toBe('1.234567');
+    expect(usdDecimal(-8_300)).toBe('-0.0083');
+    expect(usdDecimal(1_000_000_000_000_000)).toBe('1000000000.00');
   });
   it('round-trips', () => {
-    for (const m of [0, 1, 99, 100, 8_300, 12_500_000, 123_456_789]) expect(usdToMicros(microsToUsd(m))).toBe(m);
+    for (const m of [0, 1, 99, 100, 8_300, 12_500_000, 123_456_789]) expect(usdToMicros(usdDecimal(m))).toBe(m);
   });
   it('rejects non-integers', () => {
-    expect(codeOf(() => microsToUsd(1.5))).toBe('INVALID_INPUT');
+    expect(codeOf(() => usdDecimal(1.5))).toBe('INVALID_INPUT');
   });
 });
 
