@@ -49,6 +49,14 @@ export const configSchema = z
 
 export type RuncapConfig = z.infer<typeof configSchema>;
 
+/**
+ * A reservation pending longer than the vendor timeout plus 60 s is stale: its process is taken
+ * to be gone. Also the age below which reconcile never trusts "the vendor has nothing".
+ */
+export function staleAfterMs(config: Pick<RuncapConfig, 'vendor_timeout_ms'>): number {
+  return config.vendor_timeout_ms + 60_000;
+}
+
 /** RUNCAP_HOME, or ~/.runcap. */
 export function resolveHome(env: NodeJS.ProcessEnv = process.env): string {
   const fromEnv = env.RUNCAP_HOME;

@@ -3,7 +3,7 @@
  * config, guarded calls and verify() for custom actions.
  */
 import { isRuncapError, RuncapError, type ReasonCode } from '../policy/codes.js';
-import { isInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, type RuncapConfig } from '../config.js';
+import { isInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, staleAfterMs, type RuncapConfig } from '../config.js';
 import { SqliteLedger } from '../ledger/sqlite/ledger.js';
 import { publicIdOf } from '../ledger/secrets.js';
 import type { Clock, Ledger } from '../ledger/types.js';
@@ -66,7 +66,7 @@ export function openGuard(opts: OpenGuardOptions = {}): Guard {
       auditSecret: loadAuditSecret(home),
       ...(opts.clock ? { clock: opts.clock } : {}),
       busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
-      staleAfterMs: config.vendor_timeout_ms + 60_000,
+      staleAfterMs: staleAfterMs(config),
     });
   return {
     home,

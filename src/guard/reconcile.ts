@@ -25,6 +25,7 @@ import { scrubSecrets } from '../vendors/common.js';
 import type { Lookup, ReservationRef, VendorAdapter } from '../vendors/types.js';
 import type { Guard } from './index.js';
 import type { VendorRuntime } from './vendors.js';
+import { staleAfterMs } from '../config.js';
 
 export interface ReconcileChange {
   reservationId: string;
@@ -51,7 +52,7 @@ export interface ReconcileOptions {
 
 /** A pending reservation older than this is stale; "nothing was created" is trusted only past it. */
 export function staleThresholdMs(guard: Pick<Guard, 'config'>): number {
-  return guard.config.vendor_timeout_ms + 60_000;
+  return staleAfterMs(guard.config);
 }
 
 export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
