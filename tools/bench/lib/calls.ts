@@ -1,4 +1,5 @@
 /** A guarded Stripe call with the vendor replaced by an optional wait: what the guard itself costs. */
+import { vendorCallSpec } from '../../../src/guard/vendors.js';
 import type { Guard, GuardedCallSpec } from '../../../src/guard/index.js';
 import type { Pricing } from '../../../src/vendors/types.js';
 import { stripeAdapter, type StripeResult } from '../../../src/vendors/stripe.js';
@@ -17,13 +18,9 @@ export const BENCH_POLICY = {
 
 export function stripeSpec(amountCents: number, description: string, vendorMs = 0, onVendor?: (ms: number) => void): GuardedCallSpec<StripeResult> {
   const p = stripeAdapter.prepare({ amount: amountCents, currency: 'usd', description }, BENCH_PRICING);
+  // The product's own spec of a prepared call; only the vendor is replaced by a simulated delay.
   return {
-    action: p.action,
-    estimateMicros: p.estimateMicros,
-    fingerprintArgs: p.fingerprintArgs,
-    recipients: p.recipients,
-    price: { ...p.price },
-    normalized: p.normalized,
+    ...vendorCallSpec(stripeAdapter, null, p),
     async call({ reservationId }) {
       if (vendorMs > 0) {
         const t0 = performance.now();
