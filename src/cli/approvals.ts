@@ -213,7 +213,7 @@ function parametersOf(args: Record<string, unknown>, width: number): string[] {
     if (all.reduce((n, l) => n + l.length, 0) <= PARAM_LINES) return all.flat();
   }
   const one = render(1);
-  const order = one.map((lines, i) => i).sort((i, j) => Number(one[i]!.length > 1) - Number(one[j]!.length > 1) || i - j);
+  const order = one.map((_, i) => i).sort((i, j) => Number(one[i]!.length > 1) - Number(one[j]!.length > 1) || i - j);
   const shown = new Set<number>();
   let used = 0;
   for (const i of order) {

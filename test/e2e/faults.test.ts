@@ -12,11 +12,9 @@ const RES = /\[reservation (res_[0-9A-Z]{26})\]/;
 describe('vendor faults', () => {
   let h: Home;
   let s: Served;
-  let keyId = '';
   beforeAll(async () => {
     h = await setupHome({ config: { vendor_timeout_ms: 1000 } });
     const k = await h.issue('fault-run', { allow: ['stripe.*', 'twilio.*', 'resend.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] });
-    keyId = k.id;
     s = await startServer(serverEnv(h, k.key));
   });
   afterEach(() => h.sim.clearFaults());

@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeTime } from 'ulid';
-import { homePath, loadAuditSecret } from '../../src/config.js';
+import { loadAuditSecret } from '../../src/config.js';
 import { openGuard } from '../../src/guard/index.js';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { DEFAULT_CREDENTIALS } from '../vendor-sim/server.js';

@@ -65,7 +65,7 @@ import type {
   VerifyRequest,
 } from '../types.js';
 import { AuditLog, type AuditInput } from './audit.js';
-import { openDb, read, transaction, type Db, type Durability } from './db.js';
+import { openDb, read, transaction, type Db } from './db.js';
 import {
   chainStatus,
   effectiveApprovalStatus,
