@@ -477,6 +477,37 @@ describe('runcap approvals watch', () => {
     }
   });
 
+  it("answers, live, an approval raised by a running runcap serve; the agent's identical retry then succeeds once", async () => {
+    for (const a of await h.guard.ledger.listApprovals()) await h.guard.ledger.deny(a.id, { by: 'test' });
+    const served = await startServer(serverEnv(h, key));
+    const t = ptyCli(h.home, ['approvals', 'watch', '--by', 'frank']);
+    try {
+      await t.waitFor('Approver passphrase: ');
+      t.type(`${PASSPHRASE}\r`);
+      await t.waitFor('Watching for approval requests');
+      // the agent asks while the human is watching
+      const args = { amount: 6000, currency: 'usd', description: 'annual plan, raised live' };
+      const first = await served.client.callTool({ name: 'create_payment_intent', arguments: args });
+      expect(textOf(first)).toMatch(/^APPROVAL_REQUIRED: a human must approve apr_/);
+      const id = /apr_[0-9A-Z]+/.exec(textOf(first))![0];
+      const at = await t.waitFor(new RegExp(`Approval ${id}[\\s\\S]*\\[s\\]kip\\? `));
+      t.type('a');
+      await t.waitFor(`Approved ${id}`, { from: at });
+      t.type('\u0003');
+      expect(await t.exited).toBe(0);
+
+      const retry = await served.client.callTool({ name: 'create_payment_intent', arguments: args });
+      expect(retry.isError).toBeFalsy();
+      expect(retry.structuredContent).toMatchObject({ amount: 6000, currency: 'usd', cost_usd: '60.00' });
+      expect(await h.guard.ledger.getApproval(id)).toMatchObject({ status: 'consumed', decidedBy: 'frank' });
+      const again = await served.client.callTool({ name: 'create_payment_intent', arguments: args });
+      expect(textOf(again)).toMatch(/^APPROVAL_REQUIRED/);
+    } finally {
+      t.kill();
+      await served.close();
+    }
+  });
+
   it('SIGINT (as from kill -INT) ends the watch with exit 0, leaving open questions unanswered', async () => {
     const id = await raise('left open by SIGINT');
     const t = ptyCli(h.home, ['approvals', 'watch']);
