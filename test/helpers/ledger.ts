@@ -9,7 +9,7 @@ import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
 import { publicIdOf } from '../../src/ledger/secrets.js';
 import { RuncapError } from '../../src/policy/codes.js';
-import type { AuthorizeRequest, Decision, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
+import type { AuthorizeRequest, Clock, Decision, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
 
 export class TestClock {
   constructor(public ms = Date.UTC(2026, 10, 22, 12, 0, 0)) {}
@@ -29,11 +29,12 @@ export function tempDir(prefix = 'runcap-test-'): { dir: string; cleanup: () => 
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export type TestLedger = ReturnType<typeof openTestLedger>;
+export type TestLedger = ReturnType<typeof openTestLedger<TestClock>>;
 
-export function openTestLedger(opts: { clock?: TestClock; file?: string; secret?: Buffer; busyTimeoutMs?: number; staleAfterMs?: number } = {}) {
+/** A fresh ledger on a test clock: a TestClock by default, or any clock the caller shares with other processes. */
+export function openTestLedger<C extends { readonly now: Clock } = TestClock>(opts: { clock?: C; file?: string; secret?: Buffer; busyTimeoutMs?: number; staleAfterMs?: number } = {}) {
   const { dir, cleanup } = tempDir();
-  const clock = opts.clock ?? new TestClock();
+  const clock = opts.clock ?? (new TestClock() as unknown as C);
   const secret = opts.secret ?? randomBytes(32);
   const file = opts.file ?? join(dir, 'ledger.db');
   const ledger = new SqliteLedger({

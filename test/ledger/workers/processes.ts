@@ -3,6 +3,7 @@ import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fileClock, setFileClock } from './shared-clock.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -36,12 +37,38 @@ export function ensureBuilt(): void {
   if (!existsSync(join(root, 'dist', 'src', 'ledger', 'sqlite', 'ledger.js'))) throw new Error('dist/ could not be built: run `npm run build`');
 }
 
+/**
+ * The one clock a test and every worker it forks decide on: a worker on its own wall clock would
+ * judge keys issued on the test clock by another day (every key expired, once the real date passes
+ * the test's). Reads and sets go through a file shared by all the processes (shared-clock.mjs).
+ */
+export class SharedTestClock {
+  readonly now: () => number;
+  constructor(
+    readonly file: string,
+    startMs: number,
+  ) {
+    setFileClock(file, startMs);
+    this.now = fileClock(file);
+  }
+  set(ms: number): void {
+    setFileClock(this.file, ms);
+  }
+  advance(ms: number): void {
+    this.set(this.now() + ms);
+  }
+}
+
 export interface Job {
   id: number;
   mode: 'hammer' | 'pace';
   file: string;
   secret: string;
   key: string;
+  /** the SharedTestClock's file: the worker's ledger decides on that clock */
+  clockFile: string;
+  /** after its operation number `op`, the worker moves the shared clock forward to `ms` (if it is not there yet) */
+  setClockAt?: { op: number; ms: number };
   ops: number;
   seed?: number;
   mintSession?: boolean;

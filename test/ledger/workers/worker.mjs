@@ -6,9 +6,18 @@ import { SqliteLedger } from '../../../dist/src/ledger/sqlite/ledger.js';
 import { guardedCall } from '../../../dist/src/guard/call.js';
 import { fingerprintOf } from '../../../dist/src/guard/fingerprint.js';
 import { publicIdOf } from '../../../dist/src/ledger/secrets.js';
+import { fileClock, setFileClock } from './shared-clock.mjs';
 
 const job = JSON.parse(process.argv[2]);
-const ledger = new SqliteLedger({ file: job.file, auditSecret: Buffer.from(job.secret, 'hex'), busyTimeoutMs: job.busyTimeoutMs ?? 10_000 });
+if (!job.clockFile) throw new Error('a worker decides on the test\'s shared clock: job.clockFile is required');
+const clock = fileClock(job.clockFile);
+const ledger = new SqliteLedger({ file: job.file, auditSecret: Buffer.from(job.secret, 'hex'), busyTimeoutMs: job.busyTimeoutMs ?? 10_000, clock });
+
+/** Move the shared clock forward after operation `op`, the first worker to get there doing it. */
+function maybeSetClock(op) {
+  const at = job.setClockAt;
+  if (at && op === at.op && clock() < at.ms) setFileClock(job.clockFile, at.ms);
+}
 
 // mulberry32: reproducible per worker (the interleaving of processes is not)
 let seed = job.seed >>> 0;
@@ -23,16 +32,18 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function hammer(key) {
   const keyId = publicIdOf(key);
-  // every USD cap over the whole life of the key, its ancestors' included
-  const watch = (await ledger.budget(keyId)).caps.filter((c) => c.window === 'total' && c.limitMicros !== undefined);
-  const usedOf = ledger.db.prepare('SELECT settled + pending + uncertain AS used FROM counters WHERE scope = ? AND window_key = ?');
+  // every USD cap of the key and its ancestors, in every window it has counted in (total, each day, each month)
+  const watch = (await ledger.budget(keyId)).caps.filter((c) => c.window !== 'per_call' && c.limitMicros !== undefined);
+  const usedOf = ledger.db.prepare('SELECT window_key AS windowKey, settled + pending + uncertain AS used FROM counters WHERE scope = ?');
   const violations = [];
-  let maxSeen = 0;
+  // the highest use seen of the watched scope's caps, per window (d:2026-11-30, m:2026-11, total …)
+  const maxSeen = {};
   const check = (when) => {
     for (const c of watch) {
-      const used = usedOf.get(`cap:${c.capId}`, 'total')?.used ?? 0;
-      if (c.scope === job.watchScope) maxSeen = Math.max(maxSeen, used);
-      if (used > c.limitMicros) violations.push({ when, scope: c.scope, used, limit: c.limitMicros });
+      for (const { windowKey, used } of usedOf.all(`cap:${c.capId}`)) {
+        if (c.scope === job.watchScope) maxSeen[windowKey] = Math.max(maxSeen[windowKey] ?? 0, used);
+        if (used > c.limitMicros) violations.push({ when, scope: c.scope, windowKey, used, limit: c.limitMicros });
+      }
     }
   };
   const codes = {};
@@ -81,6 +92,7 @@ async function hammer(key) {
       else await ledger.release(r.id, 'not found at the vendor');
       check(`after reconciling at ${i}`);
     }
+    maybeSetClock(i);
   }
   return { allowed, codes, violations, maxSeen, transitions };
 }
