@@ -1,8 +1,9 @@
 /** runcap limits set | limits list | spend, run as the built CLI against a real RUNCAP_HOME. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { homePath } from '../../src/config.js';
-import { setupHome, type Home } from '../helpers/e2e.js';
-import { dbState, PAY, req, SMS } from '../helpers/ledger.js';
+import { forbidKey, setupHome, type Home } from '../helpers/e2e.js';
+import { openGuard } from '../../src/guard/index.js';
+import { dbState, PAY, req, SMS, TestClock } from '../helpers/ledger.js';
 import { parseJson, runCli } from '../helpers/cli.js';
 import { expectMoneyFields } from './money-fields.js';
 
@@ -88,17 +89,26 @@ describe('runcap limits', () => {
 describe('runcap spend', () => {
   it('settled, pending, uncertain and calls per label, vendor and day, with a total row', async () => {
     for (const l of await h.guard.ledger.listVendorLimits()) await h.guard.ledger.setVendorLimit(l.vendor, l.window, null, 'test');
-    const a = await h.issue('alpha-run', { allow: ['*'] });
-    const b = await h.issue('beta-run', { allow: ['*'] });
-    const settled = await h.guard.ledger.authorize(req(a.key, PAY, 2_000_000));
+    // every call is decided on one fixed day, whatever day (or minute before midnight) the test runs on
+    const clock = new TestClock(Date.UTC(2026, 10, 22, 23, 59, 59));
+    const guard = openGuard({ home: h.home, clock: clock.now });
+    const issueRun = async (label: string) => {
+      const issued = await guard.ledger.issueKey({ label, policy: { allow: ['*'] }, issuedBy: 'test' });
+      forbidKey(issued.key, `vault key ${label}`);
+      return issued;
+    };
+    const a = await issueRun('alpha-run');
+    const b = await issueRun('beta-run');
+    const settled = await guard.ledger.authorize(req(a.key, PAY, 2_000_000));
     if (!settled.allowed) throw new Error(settled.message);
-    await h.guard.ledger.settle(settled.reservationId, 2_500_000, 'pi_1');
-    const pending = await h.guard.ledger.authorize(req(a.key, SMS, 8_300));
+    await guard.ledger.settle(settled.reservationId, 2_500_000, 'pi_1');
+    const pending = await guard.ledger.authorize(req(a.key, SMS, 8_300));
     expect(pending.allowed).toBe(true);
-    const unsure = await h.guard.ledger.authorize(req(b.key, PAY, 1_000_000));
+    const unsure = await guard.ledger.authorize(req(b.key, PAY, 1_000_000));
     if (!unsure.allowed) throw new Error(`${unsure.code}: ${unsure.message}`);
-    await h.guard.ledger.markUncertain(unsure.reservationId, 'timeout');
-    expect((await h.guard.verify(b.key, { action: 'deploy_staging', amountUsd: '0.25' })).allowed).toBe(true);
+    await guard.ledger.markUncertain(unsure.reservationId, 'timeout');
+    expect((await guard.verify(b.key, { action: 'deploy_staging', amountUsd: '0.25' })).allowed).toBe(true);
+    await guard.close();
 
     const byLabel = await runCli(h.home, ['spend', '--json']);
     expect(byLabel.code, byLabel.stderr).toBe(0);
@@ -121,7 +131,7 @@ describe('runcap spend', () => {
     expect(byVendor.total.calls).toBe(4);
     const byDay = parseJson<any>((await runCli(h.home, ['spend', '--by', 'day', '--json'])).stdout);
     expect(byDay.rows).toHaveLength(1);
-    expect(byDay.rows[0].group).toBe(new Date().toISOString().slice(0, 10));
+    expect(byDay.rows[0].group).toBe('2026-11-22');
     expect((await runCli(h.home, ['spend', '--by', 'vendor'])).stdout).toMatch(/stripe/);
   });
 
