@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pointHomeAtSim, startVendorSim, type VendorSim } from '../../tools/vendor-sim/index.js';
+import { pointHomeAtSim, simServerEnv, startVendorSim, type VendorSim } from '../../tools/vendor-sim/index.js';
 import { openGuard, type Guard } from '../guard/index.js';
 import { formatUsd } from '../policy/rules.js';
 import { printJson, printTable, usdField } from './io.js';
@@ -82,13 +82,7 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
     const transport = new StdioClientTransport({
       command: process.execPath,
       args: [CLI_ENTRY, 'serve'],
-      env: {
-        RUNCAP_HOME: home,
-        RUNCAP_KEY: key,
-        RUNCAP_STRIPE_BASE_URL: simUrl,
-        RUNCAP_TWILIO_BASE_URL: simUrl,
-        RUNCAP_RESEND_BASE_URL: simUrl,
-      },
+      env: simServerEnv(home, simUrl, key),
       stderr: 'pipe',
     });
     client = new Client({ name: 'runcap-demo-agent', version: '0.1.0' });

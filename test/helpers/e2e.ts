@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { homePath } from '../../src/config.js';
 import { openGuard, type Guard } from '../../src/guard/index.js';
 import type { PolicyInput } from '../../src/policy/schema.js';
-import { pointHomeAtSim, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
+import { pointHomeAtSim, shiftedClockEnv, simServerEnv, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
 
 export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/main.js');
 export const PASSPHRASE = 'test approver passphrase';
@@ -149,14 +149,7 @@ export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
 }
 
 export function serverEnv(h: Pick<Home, 'home' | 'sim'>, key: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    RUNCAP_HOME: h.home,
-    RUNCAP_KEY: key,
-    RUNCAP_STRIPE_BASE_URL: h.sim.url,
-    RUNCAP_TWILIO_BASE_URL: h.sim.url,
-    RUNCAP_RESEND_BASE_URL: h.sim.url,
-    ...extra,
-  };
+  return { ...simServerEnv(h.home, h.sim.url, key), ...extra };
 }
 
 export interface Served {
@@ -233,7 +226,7 @@ export function runCli(args: string[], env: Record<string, string>, opts: { time
   const n = ++serverCount;
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [CLI, ...args], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), ...env },
+      env: { ...shiftedClockEnv(), PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -8,6 +8,7 @@ import type { Ledger } from '../../src/ledger/types.js';
 import { adapterForVendor } from '../../src/vendors/index.js';
 import { absDecimalToMicros, usdToMicros } from '../../src/vendors/money.js';
 import type { VendorName } from '../../src/vendors/types.js';
+import { shiftedClockEnv } from '../../tools/vendor-sim/index.js';
 import { CLI, type Home } from '../helpers/e2e.js';
 
 export const simEnv = (h: Pick<Home, 'sim'>) => ({
@@ -55,6 +56,7 @@ export interface CliResult {
 export function runCli(args: string[], env: Record<string, string>): Promise<CliResult> {
   const base: Record<string, string> = {};
   for (const k of ['PATH', 'HOME', 'USER', 'LANG', 'TMPDIR', 'SYSTEMROOT']) if (process.env[k] !== undefined) base[k] = process.env[k]!;
+  Object.assign(base, shiftedClockEnv());
   return new Promise((resolve) => {
     execFile(process.execPath, [CLI, ...args], { env: { ...base, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 99) : 0;

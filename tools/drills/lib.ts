@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { CLI } from '../bench/lib/paths.js';
 import type { CreatedObjects, RecordedRequest } from '../vendor-sim/types.js';
+import { shiftedClockEnv } from '../vendor-sim/home.js';
 
 const run = promisify(execFile);
 
@@ -76,7 +77,7 @@ export interface ReconcileJson {
 /** `runcap reconcile --json`, with the server's environment (home and loopback base URLs). */
 export async function reconcileCli(env: Record<string, string>, timeoutMs = 120_000): Promise<ReconcileJson> {
   const { stdout } = await run(process.execPath, [CLI, 'reconcile', '--json'], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    env: { ...shiftedClockEnv(), PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     timeout: timeoutMs,
     maxBuffer: 64 * 1024 * 1024,
   });

@@ -24,3 +24,26 @@ export function pointHomeAtSim(home: string, credentials: SimCredentials, config
   );
   chmodSync(file, 0o600); // writeFileSync keeps the mode of a file that already existed
 }
+
+/**
+ * The variables of a clock shifted for a whole process tree (libfaketime: LD_PRELOAD and FAKETIME*,
+ * as CI's shifted-clock run sets them). A host passes its server a clean environment, which would
+ * drop them: passed on, a server started by the demo, a test or a drill decides on the same clock as
+ * the process that issued its key. Empty when no clock is shifted.
+ */
+export function shiftedClockEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  if (env.FAKETIME === undefined) return {};
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && (e[0] === 'LD_PRELOAD' || e[0].startsWith('FAKETIME'))));
+}
+
+/** The environment of a `runcap serve` (or CLI) on a home pointed at the simulator at `simUrl`. */
+export function simServerEnv(home: string, simUrl: string, key?: string): Record<string, string> {
+  return {
+    ...shiftedClockEnv(),
+    RUNCAP_HOME: home,
+    ...(key !== undefined ? { RUNCAP_KEY: key } : {}),
+    RUNCAP_STRIPE_BASE_URL: simUrl,
+    RUNCAP_TWILIO_BASE_URL: simUrl,
+    RUNCAP_RESEND_BASE_URL: simUrl,
+  };
+}

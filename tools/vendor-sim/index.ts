@@ -16,4 +16,4 @@ export type {
 export { DEFAULT_CREDENTIALS, startVendorSim } from './server.js';
 export { simControl, type SimControl } from './control.js';
 export { smsSegments } from './util.js';
-export { pointHomeAtSim } from './home.js';
+export { pointHomeAtSim, shiftedClockEnv, simServerEnv } from './home.js';

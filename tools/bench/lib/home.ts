@@ -10,7 +10,7 @@ import { homePath } from '../../../src/config.js';
 import { openGuard, type Guard } from '../../../src/guard/index.js';
 import type { PolicyInput } from '../../../src/policy/schema.js';
 import type { SimCredentials } from '../../vendor-sim/types.js';
-import { pointHomeAtSim } from '../../vendor-sim/home.js';
+import { pointHomeAtSim, simServerEnv } from '../../vendor-sim/home.js';
 
 export interface BenchHome {
   home: string;
@@ -53,14 +53,7 @@ export async function createHome(opts: HomeOptions): Promise<BenchHome> {
       return { id: info.id, key };
     },
     env(key, extra = {}) {
-      return {
-        RUNCAP_HOME: home,
-        RUNCAP_KEY: key,
-        RUNCAP_STRIPE_BASE_URL: opts.simUrl,
-        RUNCAP_TWILIO_BASE_URL: opts.simUrl,
-        RUNCAP_RESEND_BASE_URL: opts.simUrl,
-        ...extra,
-      };
+      return { ...simServerEnv(home, opts.simUrl, key), ...extra };
     },
     async cleanup() {
       await guard.close().catch(() => {});
