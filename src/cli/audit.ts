@@ -1,7 +1,8 @@
-/** runcap audit [--label L] [--key ID] [--since T] [--until T] [--csv] | audit verify | audit head */
+/** runcap audit [--label L] [--key ID] [--since T] [--until T] [--csv] | audit verify [--against HEADS] | audit head */
 import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
 import { openGuard } from '../guard/index.js';
-import type { AuditRow, AuditVerification } from '../ledger/types.js';
+import type { AuditRow, AuditVerification, ChainHead } from '../ledger/types.js';
 import { csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd, usdField } from './io.js';
 import { timeOption } from './options.js';
 
@@ -39,13 +40,29 @@ function rowJson(r: AuditRow) {
 }
 
 /** `audit verify --json` (and the demo's audit_verify). */
-export const verificationJson = (v: AuditVerification) => ({
+export const verificationJson = (v: AuditVerification, against?: ChainHead[]) => ({
   ok: v.ok,
   rows_checked: v.rowsChecked,
   chains_checked: v.chainsChecked,
   counters_checked: v.countersChecked,
+  ...(against ? { heads_compared: against.length } : {}),
   problems: v.problems.map((p) => ({ chain: p.chain, seq: p.seq, row_id: p.rowId, problem: p.problem })),
 });
+
+/** The heads `audit head --json` wrote; their shape is checked by the ledger. */
+function readKeptHeads(file: string): ChainHead[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  try {
+    return JSON.parse(text) as ChainHead[];
+  } catch {
+    throw new UsageError(`${file} is not JSON: give the file \`runcap audit head --json\` wrote`);
+  }
+}
 
 /** CSV for spreadsheets and scripts; text cells are made inert too, as the file is often looked at in a terminal. */
 function rowCsv(r: AuditRow): unknown[] {
@@ -116,17 +133,24 @@ export function registerAuditCommands(program: Command): void {
 
   audit
     .command('verify')
-    .description('check every audit chain (HMAC) and recompute the counters; exit 1 on any break')
+    .description(
+      'check every audit chain (HMAC), recompute the counters, and replay the audit against keys, caps, vendor limits, ' +
+        'approvals and the passphrase; exit 1 on any break. A whole file rolled back looks consistent from inside: ' +
+        'give --against the heads `audit head --json` wrote earlier, kept elsewhere',
+    )
+    .option('--against <file>', 'chain heads kept elsewhere (`runcap audit head --json > FILE`): name every chain that went back')
     .option('--json', 'print JSON')
     .action(async (_o: unknown, cmd: Command) => {
-      const o = cmd.optsWithGlobals<{ json?: boolean }>(); // `audit verify --json`: the parent also knows --json
+      const o = cmd.optsWithGlobals<{ json?: boolean; against?: string }>(); // `audit verify --json`: the parent also knows --json
+      const against = o.against === undefined ? undefined : readKeptHeads(o.against);
       const guard = openGuard();
       try {
-        const v = await guard.ledger.verifyAudit();
+        const v = await guard.ledger.verifyAudit(against ? { against } : {});
         if (o.json) {
-          printJson(verificationJson(v));
+          printJson(verificationJson(v, against));
         } else if (v.ok) {
-          process.stdout.write(`OK: ${v.rowsChecked} audit rows in ${v.chainsChecked} chain(s) and ${v.countersChecked} counter(s) check out.\n`);
+          const kept = against ? ` Every chain reaches the ${against.length} head(s) kept in ${inert(o.against!)}.` : '';
+          process.stdout.write(`OK: ${v.rowsChecked} audit rows in ${v.chainsChecked} chain(s) and ${v.countersChecked} counter(s) check out.${kept}\n`);
         } else {
           for (const p of v.problems) {
             process.stdout.write(`BROKEN ${inert(p.chain)}${p.seq !== null ? ` seq ${p.seq}` : ''}${p.rowId !== null ? ` (row ${p.rowId})` : ''}: ${inert(p.problem)}\n`);
@@ -140,7 +164,7 @@ export function registerAuditCommands(program: Command): void {
 
   audit
     .command('head')
-    .description('print the head (last seq and MAC) of every audit chain, to keep elsewhere: a later `audit head` must extend it')
+    .description('print the head (last seq and MAC) of every audit chain, to keep elsewhere (another machine or user): `audit verify --against` that file names every chain that went back')
     .option('--json', 'print JSON')
     .action(async (_o: unknown, cmd: Command) => {
       const o = cmd.optsWithGlobals<{ json?: boolean }>();

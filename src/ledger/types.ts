@@ -198,7 +198,8 @@ export type AuditEvent =
   | 'overrun'
   | 'corrected'
   | 'verified'
-  | 'limit_set';
+  | 'limit_set'
+  | 'passphrase_set';
 
 export interface AuditRow {
   id: number;
@@ -309,7 +310,9 @@ export interface Ledger {
 
   // audit
   queryAudit(q: AuditQuery): Promise<AuditRow[]>;
-  verifyAudit(): Promise<AuditVerification>;
+  /** Check the chains, the counters and every policy-bearing row against the audit; with `against` (heads
+   *  kept elsewhere, from `auditHeads()`), also name every chain that no longer reaches its kept head. */
+  verifyAudit(opts?: { against?: ChainHead[] }): Promise<AuditVerification>;
   auditHeads(): Promise<ChainHead[]>;
   spend(by: 'label' | 'vendor' | 'day'): Promise<SpendRow[]>;
 

@@ -1,9 +1,13 @@
 /** runcap audit | audit verify | audit head, run as the built CLI against a real RUNCAP_HOME. */
 import Database from 'better-sqlite3';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { homePath } from '../../src/config.js';
+import { hashPassphrase } from '../../src/ledger/secrets.js';
 import { PASSPHRASE, setupHome, type Home } from '../helpers/e2e.js';
-import { dbState, PAY, req } from '../helpers/ledger.js';
+import { allowedId, dbState, PAY, req } from '../helpers/ledger.js';
 import { parseJson, runCli } from '../helpers/cli.js';
 import { expectMoneyFields } from './money-fields.js';
 
@@ -179,5 +183,125 @@ describe('runcap audit verify', () => {
 describe('the approver passphrase is no part of any output', () => {
   it('audit and its CSV never contain it', async () => {
     for (const args of [['audit', '--json'], ['audit', '--csv'], ['audit']]) expect((await runCli(h.home, args)).stdout).not.toContain(PASSPHRASE);
+  });
+
+  it('nor its hash: the passphrase_set row carries only a seal of it', async () => {
+    const db = new Database(ledgerFile(), { readonly: true });
+    const hash = (db.prepare("SELECT value FROM settings WHERE name = 'passphrase'").get() as { value: string }).value;
+    db.close();
+    const rows = parseJson<any[]>((await runCli(h.home, ['audit', '--json'])).stdout);
+    expect(rows.filter((r) => r.event === 'passphrase_set')).toHaveLength(1);
+    for (const args of [['audit', '--json'], ['audit', '--csv'], ['audit']]) {
+      const out = (await runCli(h.home, args)).stdout;
+      for (const part of [hash, ...hash.split('$').filter((x) => x.length > 8)]) expect(out).not.toContain(part);
+    }
+  });
+});
+
+describe('runcap audit verify names every edit of a policy-bearing row, and a rolled-back ledger against kept heads', () => {
+  let p: Home;
+  let run: { id: string; key: string };
+  let gone: string;
+  let waiting: string;
+  const scratch = mkdtempSync(join(tmpdir(), 'runcap-audit-cli-'));
+  let copies = 0;
+
+  beforeAll(async () => {
+    p = await setupHome();
+    run = await p.issue('edited-run', { allow: ['*'], caps: [{ window: 'total', usd_micros: 50_000_000 }], approve_over_usd_micros: 20_000_000 });
+    gone = (await p.issue('finished-run', { allow: ['*'] })).id;
+    await p.guard.ledger.revokeKey(gone, { by: 'ops', reason: 'done' });
+    await p.guard.ledger.setVendorLimit('stripe', 'daily', 100_000_000, 'ops');
+    const d = await p.guard.ledger.authorize(req(run.key, PAY, 30_000_000, { n: 'waiting' }));
+    if (d.allowed || !d.approvalId) throw new Error('expected an approval');
+    waiting = d.approvalId;
+  });
+  afterAll(async () => {
+    await p?.cleanup();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  /** A copy of the home as it is now (the WAL folded into the file first), for one edit. */
+  function copyHome(): string {
+    (p.guard.ledger as unknown as { db: Database.Database }).db.pragma('wal_checkpoint(TRUNCATE)');
+    const home = join(scratch, `home-${++copies}`);
+    cpSync(p.home, home, { recursive: true });
+    return home;
+  }
+  function edit(home: string, sql: string, ...args: unknown[]): void {
+    const db = new Database(homePath(home, 'ledger'));
+    try {
+      db.prepare(sql).run(...args);
+    } finally {
+      db.close();
+    }
+  }
+
+  const EDITS: { name: string; sql: string; args: () => unknown[]; names: () => string[] }[] = [
+    { name: 'an approval set to approved', sql: "UPDATE approvals SET status = 'approved', decided_by = 'mallory', decided_at = 1 WHERE id = ?", args: () => [waiting], names: () => [run.id, waiting, 'approved'] },
+    { name: 'a raised cap', sql: "UPDATE caps SET usd_micros = 5000000000 WHERE key_id = ? AND window = 'total'", args: () => [run.id], names: () => [run.id, '$5000.00'] },
+    { name: 'a widened policy', sql: "UPDATE keys SET policy = json_remove(policy, '$.approve_over_usd_micros') WHERE id = ?", args: () => [run.id], names: () => [run.id, 'policy', 'approve_over_usd_micros'] },
+    { name: 'a cleared revoked_at', sql: 'UPDATE keys SET revoked_at = NULL WHERE id = ?', args: () => [gone], names: () => [gone, 'revoked'] },
+    { name: 'a swapped passphrase hash', sql: "UPDATE settings SET value = ? WHERE name = 'passphrase'", args: () => [hashPassphrase('mallory knows this one')], names: () => ['global', 'passphrase'] },
+    { name: 'a changed vendor limit', sql: "UPDATE caps SET usd_micros = 900000000 WHERE key_id IS NULL AND scope = 'vendor:stripe'", args: () => [], names: () => ['global', 'vendor:stripe', '$900.00'] },
+  ];
+
+  it('the untouched copy verifies', async () => {
+    const ok = await runCli(copyHome(), ['audit', 'verify']);
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+  });
+
+  for (const e of EDITS) {
+    it(`${e.name}: BROKEN, named, exit 1`, async () => {
+      const home = copyHome();
+      edit(home, e.sql, ...e.args());
+      const bad = await runCli(home, ['audit', 'verify']);
+      expect(bad.code, bad.stdout + bad.stderr).toBe(1);
+      const lines = bad.stdout.split('\n').filter((l) => l.startsWith('BROKEN '));
+      expect(lines.some((l) => e.names().every((part) => l.includes(part))), bad.stdout).toBe(true);
+      const v = parseJson<any>((await runCli(home, ['audit', 'verify', '--json'])).stdout);
+      expect(v.ok).toBe(false);
+      expect(v.problems.some((x: any) => e.names().every((part) => `${x.chain} ${x.problem}`.includes(part)))).toBe(true);
+    });
+  }
+
+  it('a restored copy passes plain verify; --against the heads `audit head --json` kept names the chains that went back', async () => {
+    const before = copyHome(); // the copy someone will restore
+    const res = allowedId(await p.guard.ledger.authorize(req(run.key, PAY, 1_000_000, { n: 'after the copy' })));
+    await p.guard.ledger.settle(res, 1_000_000, 'pi_after');
+    const heads = await runCli(p.home, ['audit', 'head', '--json']);
+    expect(heads.code, heads.stderr).toBe(0);
+    const kept = join(scratch, 'heads.json');
+    writeFileSync(kept, heads.stdout);
+
+    const now = await runCli(p.home, ['audit', 'verify', '--against', kept]);
+    expect(now.code, now.stdout + now.stderr).toBe(0);
+    expect(now.stdout).toMatch(/^OK: .* Every chain reaches the \d+ head\(s\) kept in /);
+
+    const plain = await runCli(before, ['audit', 'verify']);
+    expect(plain.code, plain.stdout + plain.stderr).toBe(0);
+    const rolled = await runCli(before, ['audit', 'verify', '--against', kept]);
+    expect(rolled.code).toBe(1);
+    const broken = rolled.stdout.split('\n').filter((l) => l.startsWith('BROKEN '));
+    expect(broken).toHaveLength(1);
+    expect(broken[0]).toContain(run.id);
+    expect(broken[0]).toContain('went back');
+    const j = parseJson<any>((await runCli(before, ['audit', 'verify', '--against', kept, '--json'])).stdout);
+    expect(j).toMatchObject({ ok: false, heads_compared: parseJson<any[]>(heads.stdout).length });
+    expect(j.problems).toEqual([expect.objectContaining({ chain: run.id, problem: expect.stringContaining('went back') })]);
+  });
+
+  it('--against a missing file, or one that is not `audit head --json` output, is a usage error (exit 2)', async () => {
+    const home = copyHome();
+    const table = join(scratch, 'heads.txt');
+    writeFileSync(table, (await runCli(home, ['audit', 'head'])).stdout);
+    const wrong = join(scratch, 'wrong.json');
+    writeFileSync(wrong, JSON.stringify([{ chain: 'global', seq: 'one', mac: 'x' }]));
+    for (const file of [join(scratch, 'nope.json'), table, wrong]) {
+      const r = await runCli(home, ['audit', 'verify', '--against', file]);
+      expect(r.code, `${file}: ${r.stdout}${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(/^runcap: /);
+      expect(r.stdout).toBe('');
+    }
   });
 });

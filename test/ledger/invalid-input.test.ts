@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_MICROS, MAX_TTL_S, type PolicyInput } from '../../src/policy/schema.js';
 import { RuncapError } from '../../src/policy/codes.js';
+import type { ChainHead } from '../../src/ledger/types.js';
 import { allowedId, dbState, issue, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
@@ -137,6 +138,12 @@ const cases = (): Case[] => [
   ['setPassphrase wrong old', () => t.ledger.setPassphrase('a new long passphrase', 'wrong old one'), 'PASSPHRASE_WRONG'],
   // reports
   ['spend by week', () => t.ledger.spend('week' as 'day'), 'INVALID_INPUT'],
+  // heads kept elsewhere, as `audit verify --against` hands them over
+  ['verifyAudit against not a list', () => t.ledger.verifyAudit({ against: { chain: 'global' } as unknown as [] }), 'INVALID_INPUT'],
+  ['verifyAudit against a head without a seq', () => t.ledger.verifyAudit({ against: [{ chain: 'global', mac: 'a'.repeat(64) } as unknown as ChainHead] }), 'INVALID_INPUT'],
+  ['verifyAudit against a head with seq 0', () => t.ledger.verifyAudit({ against: [{ chain: 'global', seq: 0, mac: 'a'.repeat(64) }] }), 'INVALID_INPUT'],
+  ['verifyAudit against a head whose mac is not hex', () => t.ledger.verifyAudit({ against: [{ chain: 'global', seq: 1, mac: 'z'.repeat(64) }] }), 'INVALID_INPUT'],
+  ['verifyAudit against one chain twice', () => t.ledger.verifyAudit({ against: [{ chain: 'global', seq: 1, mac: 'a'.repeat(64) }, { chain: 'global', seq: 2, mac: 'b'.repeat(64) }] }), 'INVALID_INPUT'],
 ];
 
 describe('bad input', () => {

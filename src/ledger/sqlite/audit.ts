@@ -2,7 +2,9 @@
  * The audit log: one HMAC chain per key (and one named "global"). Each row's
  * MAC covers its fields and the previous row's MAC; the chain heads are kept
  * in audit_heads and can be exported, so a copy kept elsewhere reveals a
- * truncated tail. The HMAC secret lives in RUNCAP_HOME, never in the ledger.
+ * truncated tail or a rolled-back file. The HMAC secret lives in RUNCAP_HOME,
+ * never in the ledger: only it makes a row that verifies, which is what lets
+ * the ledger trust an approval_approved row when it consumes a grant.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { AuditEvent, AuditProblem, AuditQuery, AuditRow, ChainHead } from '../types.js';
@@ -46,6 +48,18 @@ interface StoredRow {
 
 export const GLOBAL_CHAIN = 'global';
 
+/** What a seal is for: the same value sealed for two purposes gives two unrelated seals. */
+export const SEAL = {
+  keySecretHash: 'key secret hash',
+  passphrase: 'approver passphrase hash',
+  approvalRequest: 'approval request',
+} as const;
+
+/** What a human is asked to approve, as sealed: the request's fingerprint and the text shown for it. */
+export function approvalRequestMaterial(r: { fingerprint: string; request: string }): string {
+  return `${r.fingerprint}\n${r.request}`;
+}
+
 function macOf(secret: Buffer, r: Omit<StoredRow, 'id' | 'mac'>): string {
   const material = JSON.stringify([
     r.chain, r.seq, r.at, r.event, r.key_id, r.label, r.issuer, r.delegation, r.action,
@@ -54,22 +68,32 @@ function macOf(secret: Buffer, r: Omit<StoredRow, 'id' | 'mac'>): string {
   return createHmac('sha256', secret).update(material).digest('hex');
 }
 
+/** The audit rows that decide an approval's fate; requested and approved only if their own MAC holds. */
+export interface ApprovalRecord {
+  requested?: AuditRow;
+  approved?: AuditRow;
+  /** any approval_consumed row, valid or not: a grant is consumed once, and a doubtful row errs on the safe side */
+  consumed: boolean;
+}
+
 export class AuditLog {
   private readonly head;
   private readonly insert;
   private readonly upsertHead;
+  private readonly approvalRows;
 
   constructor(
     private readonly db: Db,
     private readonly secret: Buffer,
   ) {
-    const [head, insert, upsertHead] = AuditLog.statements;
+    const [head, insert, upsertHead, approvalRows] = AuditLog.statements;
     this.head = db.prepare<[string], { seq: number; mac: string }>(head);
     this.insert = db.prepare(insert);
     this.upsertHead = db.prepare(upsertHead);
+    this.approvalRows = db.prepare<[string], StoredRow>(approvalRows);
   }
 
-  /** SQL of the statements an append runs, for query-plan checks. */
+  /** SQL of the statements an append (and a grant's consumption) runs, for query-plan checks. */
   static readonly statements = [
     'SELECT seq, mac FROM audit_heads WHERE chain = ?',
     `INSERT INTO audit (chain, seq, at, event, key_id, label, issuer, delegation, action, amount, vendor_ref, code,
@@ -78,7 +102,49 @@ export class AuditLog {
              @reservation_id, @approval_id, @details, @prev_mac, @mac)`,
     `INSERT INTO audit_heads (chain, seq, mac) VALUES (?, ?, ?)
      ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac`,
+    // the same IN list as the partial index audit_approval_rows, so the planner may use it
+    `SELECT * FROM audit WHERE approval_id = ? AND event IN ('approval_requested', 'approval_approved', 'approval_consumed') ORDER BY id`,
   ] as const;
+
+  /**
+   * A keyed digest of a value the audit row must pin but not reveal (a secret's
+   * hash, the passphrase hash, an approval's request): equal values give equal
+   * seals, and without the audit secret nobody can make one for a value of their own.
+   */
+  seal(purpose: (typeof SEAL)[keyof typeof SEAL], value: string): string {
+    return createHmac('sha256', this.secret).update(`${purpose}\u0000${value}`).digest('hex');
+  }
+
+  sealMatches(purpose: (typeof SEAL)[keyof typeof SEAL], value: string, seal: unknown): boolean {
+    return typeof seal === 'string' && safeEqualHex(this.seal(purpose, value), seal);
+  }
+
+  /** Rows of these events whose own MAC holds, in append order (verify's replay; scans, never on the hot path). */
+  *validRows(events: readonly AuditEvent[]): Generator<AuditRow> {
+    const sql = `SELECT * FROM audit WHERE event IN (${events.map(() => '?').join(', ')}) ORDER BY id`;
+    for (const r of this.db.prepare(sql).iterate(...events) as IterableIterator<StoredRow>) {
+      if (safeEqualHex(macOf(this.secret, r), r.mac)) yield toAuditRow(r);
+    }
+  }
+
+  /**
+   * The requested, approved and consumed rows of one approval; a row whose own MAC
+   * does not hold is left out, since anyone who can write the file can insert one.
+   * One indexed look-up: it runs only when a grant is about to be consumed or approved.
+   */
+  approvalRecord(approvalId: string): ApprovalRecord {
+    const record: ApprovalRecord = { consumed: false };
+    for (const r of this.approvalRows.all(approvalId)) {
+      if (r.event === 'approval_consumed') {
+        record.consumed = true;
+        continue;
+      }
+      if (!safeEqualHex(macOf(this.secret, r), r.mac)) continue;
+      if (r.event === 'approval_requested') record.requested ??= toAuditRow(r);
+      else record.approved ??= toAuditRow(r);
+    }
+    return record;
+  }
 
   /** Append one row; call inside the transaction that made the change it records. */
   append(at: number, input: AuditInput): void {
@@ -135,15 +201,29 @@ export class AuditLog {
     return this.db.prepare('SELECT chain, seq, mac FROM audit_heads ORDER BY chain').all() as ChainHead[];
   }
 
-  /** Walk every chain; name the first row of each chain that does not match. */
-  verify(): { rows: number; chains: number; problems: AuditProblem[] } {
+  /**
+   * Walk every chain; name the first row of each chain that does not match.
+   * With heads kept elsewhere (`runcap audit head`), also name every chain that
+   * no longer reaches its kept head: a rolled-back file is consistent in itself
+   * (counters and heads go back with the rows), so only a copy outside it can tell.
+   */
+  verify(kept: readonly ChainHead[] = []): { rows: number; chains: number; problems: AuditProblem[] } {
     const problems: AuditProblem[] = [];
     const heads = new Map(this.heads().map((h) => [h.chain, h]));
     const seen = new Map<string, { seq: number; mac: string; broken: boolean }>();
+    const keptHeads = new Map(kept.map((h) => [h.chain, h]));
+    const reached = new Map<string, { last: number; macAtKept?: string }>();
     let rows = 0;
     // In append order: within a chain, seq must then rise by exactly one per row.
     for (const r of this.db.prepare('SELECT * FROM audit ORDER BY id').iterate() as IterableIterator<StoredRow>) {
       rows++;
+      const keptHead = keptHeads.get(r.chain);
+      if (keptHead) {
+        const at = reached.get(r.chain) ?? { last: 0 };
+        at.last = Math.max(at.last, r.seq);
+        if (r.seq === keptHead.seq) at.macAtKept ??= r.mac;
+        reached.set(r.chain, at);
+      }
       const state = seen.get(r.chain) ?? { seq: 0, mac: '', broken: false };
       seen.set(r.chain, state);
       if (state.broken) continue;
@@ -172,6 +252,16 @@ export class AuditLog {
     }
     for (const chain of seen.keys()) {
       if (!heads.has(chain)) problems.push({ chain, seq: null, rowId: null, problem: `chain ${chain} has rows but no head (inserted?)` });
+    }
+    for (const k of kept) {
+      const at = reached.get(k.chain);
+      if (!at) {
+        problems.push({ chain: k.chain, seq: k.seq, rowId: null, problem: `chain ${k.chain} is gone, but the head kept elsewhere has it at seq ${k.seq} (the ledger was rolled back, or the chain deleted)` });
+      } else if (at.last < k.seq) {
+        problems.push({ chain: k.chain, seq: at.last, rowId: null, problem: `chain ${k.chain} went back: it ends at seq ${at.last}, but the head kept elsewhere is at seq ${k.seq} (the ledger was rolled back, or rows deleted)` });
+      } else if (at.macAtKept === undefined || !safeEqualHex(at.macAtKept, k.mac)) {
+        problems.push({ chain: k.chain, seq: k.seq, rowId: null, problem: `chain ${k.chain} was rewritten: its row at seq ${k.seq} is not the one the head kept elsewhere names` });
+      }
     }
     return { rows, chains: seen.size, problems };
   }

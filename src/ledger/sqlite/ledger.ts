@@ -64,7 +64,8 @@ import type {
   VendorLimit,
   VerifyRequest,
 } from '../types.js';
-import { AuditLog, type AuditInput } from './audit.js';
+import { approvalRequestMaterial, AuditLog, SEAL, type AuditInput } from './audit.js';
+import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from './audit-replay.js';
 import { openDb, read, transaction, type Db } from './db.js';
 import {
   chainStatus,
@@ -131,6 +132,7 @@ const SQL = {
     VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
   expireApproval: "UPDATE approvals SET status = 'expired' WHERE id = ?",
   consumeGrant: "UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'",
+  setAsideGrant: "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'approved'",
 } as const;
 
 export class SqliteLedger implements Ledger {
@@ -287,7 +289,7 @@ export class SqliteLedger implements Ledger {
         if (k.revoked_at === null) {
           this.db
             .prepare('UPDATE keys SET revoked_at = ?, revoked_reason = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL')
-            .run(now, k.id === row.id ? reason : `ancestor ${row.label} revoked: ${reason}`, opts.by, k.id);
+            .run(now, revocationReason(k.id, row, reason), opts.by, k.id);
           this.appendAudit(now, k, { event: 'key_revoked', code: 'KEY_REVOKED', details: { reason, by: opts.by, root: row.id } });
           revoked.push(k.id);
         }
@@ -496,11 +498,17 @@ export class SqliteLedger implements Ledger {
     let grant: ApprovalRow | undefined;
     const why = approvalReason(members, action, spec.estimate);
     if (why) {
-      grant = (this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[]).find((r) => r.status === 'approved' && effectiveApprovalStatus(r, now) === 'approved');
+      const live = (this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[])
+        .filter((r) => r.status === 'approved' && effectiveApprovalStatus(r, now) === 'approved')
+        .map((r) => ({ r, backing: this.grantBacking(r, self, now) }));
+      grant = live.find((g) => g.backing === 'backed')?.r;
       if (!grant) {
         throw new DeferredDenial(() => {
+          for (const g of live) this.setAsideGrant(g.r, g.backing, self, now);
           const { code, message, approvalId, created } = this.requestApproval(self, action, spec, why, now);
-          return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, ...(approvalId ? { approvalId } : {}) }, self, created ? 'approval_requested' : 'denied');
+          // the seal lets approve() and verify tell that the request a human sees is the one that was asked
+          const sealed = created ? { request_mac: this.audit.seal(SEAL.approvalRequest, approvalRequestMaterial(spec)) } : {};
+          return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, ...(approvalId ? { approvalId } : {}) }, self, created ? 'approval_requested' : 'denied', sealed);
         });
       }
     }
@@ -543,7 +551,16 @@ export class SqliteLedger implements Ledger {
     return { allowed: true, reservationId, keyId: self.id, label: self.label, estimateMicros: spec.estimate, ...(grant ? { approvalId: grant.id } : {}) };
   }
 
-  private writeDenial(now: number, presented: string, action: string, estimate: number, decision: Extract<Decision, { allowed: false }>, at: KeyRow | undefined, event: AuditInput['event']): Decision {
+  private writeDenial(
+    now: number,
+    presented: string,
+    action: string,
+    estimate: number,
+    decision: Extract<Decision, { allowed: false }>,
+    at: KeyRow | undefined,
+    event: AuditInput['event'],
+    extraDetails: Record<string, unknown> = {},
+  ): Decision {
     this.appendAudit(now, at ?? null, {
       event,
       action,
@@ -551,7 +568,7 @@ export class SqliteLedger implements Ledger {
       code: decision.code,
       approvalId: decision.approvalId ?? null,
       reservationId: decision.reservationId ?? null,
-      details: { message: decision.message, ...(decision.cap ? { cap: decision.cap } : {}), ...(at ? {} : { presented_id: parseKey(presented)?.id ?? null }) },
+      details: { message: decision.message, ...(decision.cap ? { cap: decision.cap } : {}), ...(at ? {} : { presented_id: parseKey(presented)?.id ?? null }), ...extraDetails },
     });
     return decision;
   }
@@ -781,17 +798,31 @@ export class SqliteLedger implements Ledger {
       });
       throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
     }
-    return transaction(this.db, 'full', () => {
+    const approved = transaction(this.db, 'full', () => {
       const r = this.approvalRow(id);
       const key = this.keyRow(r.key_id)!;
       this.assertAnswerable(r, key, now);
+      if (!this.requestIsAudited(r)) {
+        // committed without approving: the finding stays in the audit trail, for verify to name
+        this.appendAudit(now, key, { event: 'approval_failed', action: r.action, approvalId: id, code: APPROVAL_UNBACKED, details: { by: opts.by, why: 'the approval is not the request its approval_requested row recorded' } });
+        return undefined;
+      }
       const grantTtl = policyOf(key).grant_ttl_s * 1000;
       this.db
         .prepare("UPDATE approvals SET status = 'approved', decided_at = ?, decided_by = ?, expires_at = ? WHERE id = ? AND status = 'pending'")
         .run(now, opts.by, now + grantTtl, id);
-      this.appendAudit(now, key, { event: 'approval_approved', action: r.action, amountMicros: r.estimate, approvalId: id, details: { by: opts.by, grant_expires_at: now + grantTtl } });
+      // The grant is consumed only with this row behind it (grantBacking): its MAC is what only the audit secret makes.
+      this.appendAudit(now, key, {
+        event: 'approval_approved',
+        action: r.action,
+        amountMicros: r.estimate,
+        approvalId: id,
+        details: { by: opts.by, grant_expires_at: now + grantTtl, request_mac: this.audit.seal(SEAL.approvalRequest, approvalRequestMaterial(r)) },
+      });
       return toApproval({ ...r, status: 'approved', decided_at: now, decided_by: opts.by, expires_at: now + grantTtl }, key, now);
     });
+    if (!approved) throw new RuncapError('CONFLICT', `approval ${id} is not the request runcap recorded (the ledger was edited); nothing was approved`);
+    return approved;
   }
 
   async deny(id: string, opts: { reason?: string; by: string }): Promise<Approval> {
@@ -823,10 +854,13 @@ export class SqliteLedger implements Ledger {
       throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
     }
     const hash = hashPassphrase(newPassphrase);
+    const now = this.clock();
     transaction(this.db, 'full', () => {
       // The passphrase checked above must still be the one replaced: two changes at once cannot both win.
       if (this.setting('passphrase') !== stored) throw new RuncapError('CONFLICT', 'the approver passphrase changed meanwhile; nothing was changed');
       this.db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run('passphrase', hash);
+      // Neither the passphrase nor its hash: a seal lets verify tell the stored hash is this one, and nothing more.
+      this.audit.append(now, { event: 'passphrase_set', details: { replaced: stored !== undefined, passphrase_mac: this.audit.seal(SEAL.passphrase, hash) } });
       return undefined;
     });
   }
@@ -846,9 +880,11 @@ export class SqliteLedger implements Ledger {
     return read(() => this.audit.heads());
   }
 
-  async verifyAudit(): Promise<AuditVerification> {
-    return read(() => {
-      const chains = this.audit.verify();
+  async verifyAudit(opts: { against?: ChainHead[] } = {}): Promise<AuditVerification> {
+    const kept = opts.against === undefined ? [] : checkHeads(opts.against);
+    // One read transaction: every table is compared as of the same moment, whatever other processes write meanwhile.
+    return read(() => this.db.transaction(() => {
+      const chains = this.audit.verify(kept);
       const problems = [...chains.problems];
       // Recompute every counter from the reservations it should sum.
       const expected = new Map<string, CounterRow>();
@@ -883,8 +919,9 @@ export class SqliteLedger implements Ledger {
         }
       }
       problems.push(...this.reservationsAgainstAudit());
+      problems.push(...replayPolicyRows(this.db, this.audit, { pendingApprovalMs: PENDING_APPROVAL_MS }));
       return { ok: problems.length === 0, rowsChecked: chains.rows, chainsChecked: chains.chains, countersChecked, problems };
-    });
+    })());
   }
 
   /** Replay the audit rows of each reservation; its stored state must be where they lead. */
@@ -1165,7 +1202,8 @@ export class SqliteLedger implements Ledger {
     const chain = spec.parent ? [...this.chainOf(spec.parent), row] : [row];
     this.appendAudit(spec.now, row, {
       event: spec.event ?? 'key_issued',
-      details: { policy: spec.policy, expires_at: spec.expiresAt, parent: spec.parent?.id ?? null },
+      // the seal pins the secret hash for verify without putting it, or anything it could be tried against, in the audit
+      details: { policy: spec.policy, expires_at: spec.expiresAt, parent: spec.parent?.id ?? null, secret_hash_mac: this.audit.seal(SEAL.keySecretHash, row.secret_hash) },
     });
     return { info: toKeyInfo(row, chain, spec.now), key: formatKey(id, secret) };
   }
@@ -1183,6 +1221,47 @@ export class SqliteLedger implements Ledger {
       this.appendAudit(now, key, { event: 'approval_expired', action: r.action, approvalId: r.id, details: { was: r.status } });
     }
     if (status !== 'pending') throw new RuncapError('CONFLICT', `approval ${r.id} is ${status}; it can no longer be answered`);
+  }
+
+  // ─────────── grants backed by the audit (anyone who can write the file can write a status) ───────────
+
+  /**
+   * Whether a grant may be consumed: an approval_approved row with a valid MAC, of this key, for this
+   * exact request, not yet lapsed by its own grant_expires_at, and no approval_consumed row. One indexed
+   * look-up and one HMAC, only when a grant is about to be consumed. 'legacy': approved by a runcap that
+   * did not seal the request yet, so it cannot be told apart from an edited one and is not consumed.
+   */
+  private grantBacking(r: ApprovalRow, self: KeyRow, now: number): 'backed' | 'legacy' | 'unbacked' {
+    const record = this.audit.approvalRecord(r.id);
+    const a = record.approved;
+    if (record.consumed || !a || a.keyId !== self.id || a.action !== r.action) return 'unbacked';
+    const d = a.details as { grant_expires_at?: unknown; request_mac?: unknown };
+    if (d.request_mac === undefined) return 'legacy';
+    if (!this.audit.sealMatches(SEAL.approvalRequest, approvalRequestMaterial(r), d.request_mac)) return 'unbacked';
+    if (typeof d.grant_expires_at !== 'number' || now >= d.grant_expires_at) return 'unbacked';
+    return 'backed';
+  }
+
+  /** In the denial transaction: a grant that may not be consumed stops counting as one, audited, so the call asks a human again. */
+  private setAsideGrant(r: ApprovalRow, backing: 'legacy' | 'unbacked' | 'backed', key: KeyRow, now: number): void {
+    if (backing === 'backed' || this.st.setAsideGrant.run(r.id).changes !== 1) return;
+    this.appendAudit(now, key, {
+      event: 'approval_expired',
+      action: r.action,
+      approvalId: r.id,
+      ...(backing === 'unbacked'
+        ? { code: APPROVAL_UNBACKED, details: { was: 'approved', why: 'marked approved, but no valid approval_approved row backs it for this request' } }
+        : { details: { was: 'approved', why: 'granted before runcap sealed grants; a human must approve it again' } }),
+    });
+  }
+
+  /** Whether a pending approval is the request its approval_requested row (valid MAC) recorded. */
+  private requestIsAudited(r: ApprovalRow): boolean {
+    const q = this.audit.approvalRecord(r.id).requested;
+    if (!q || q.keyId !== r.key_id || q.action !== r.action || q.amountMicros !== r.estimate || q.at !== r.created_at) return false;
+    const seal = (q.details as { request_mac?: unknown }).request_mac;
+    // requested before runcap sealed requests: what the row itself pins above is all there is to compare
+    return seal === undefined || this.audit.sealMatches(SEAL.approvalRequest, approvalRequestMaterial(r), seal);
   }
 
   private setting(name: string): string | undefined {
@@ -1332,6 +1411,22 @@ function toJson(value: unknown, what: string): string {
     // a BigInt or a cycle
   }
   throw new RuncapError('INVALID_INPUT', `${what} cannot be stored as JSON`);
+}
+
+/** Chain heads kept elsewhere (`runcap audit head --json`): a list of { chain, seq, mac }. */
+function checkHeads(heads: unknown): ChainHead[] {
+  const bad = () => new RuncapError('INVALID_INPUT', 'the kept heads must be a list of { chain, seq, mac } as `runcap audit head --json` prints them');
+  if (!Array.isArray(heads)) throw bad();
+  const seen = new Set<string>();
+  return heads.map((h: Partial<Record<string, unknown>>) => {
+    if (typeof h !== 'object' || h === null) throw bad();
+    const { chain, seq, mac } = h;
+    if (typeof chain !== 'string' || chain.length === 0 || chain.length > 200 || seen.has(chain)) throw bad();
+    if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) throw bad();
+    if (typeof mac !== 'string' || !/^[0-9a-f]{64}$/.test(mac)) throw bad();
+    seen.add(chain);
+    return { chain, seq, mac };
+  });
 }
 
 function checkRef(ref: unknown): void {

@@ -150,4 +150,12 @@ export const MIGRATIONS: readonly string[] = [
   DROP INDEX reservations_state;
   DROP INDEX reservations_key;
   `,
+  // 3 (issue 9, audit-backed grants): the ledger consumes a grant only when an approval_approved row with a
+  //    valid MAC backs it, and approves only a request its approval_requested row recorded. A partial index
+  //    finds those rows by approval id; only these three events enter it, so the hot path's other audit
+  //    rows cost no extra page.
+  `
+  CREATE INDEX audit_approval_rows ON audit(approval_id)
+    WHERE event IN ('approval_requested', 'approval_approved', 'approval_consumed');
+  `,
 ];
