@@ -56,7 +56,20 @@ export function actionRefusedBy(chain: readonly ChainMember[], action: string): 
   return chain.find((m) => !anyGlobMatches(m.policy.allow, action));
 }
 
+/**
+ * An address whose local part names another host — the percent hack
+ * (`b%evil.com@example.com`), a bang path (`evil.com!b@example.com`) or a
+ * second `@` — may be delivered outside its domain, so it is in none. The
+ * vendor adapters refuse such addresses as INVALID_INPUT already; this holds
+ * for any other caller of the ledger.
+ */
+export function routesElsewhere(address: string): boolean {
+  const local = address.slice(0, address.lastIndexOf('@'));
+  return /[%!@]/.test(local);
+}
+
 export function domainAllowed(allowed: readonly string[], address: string): boolean {
+  if (routesElsewhere(address)) return false;
   const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
   return allowed.some((d) => (d.startsWith('*.') ? domain.endsWith(d.slice(1)) : domain === d));
 }

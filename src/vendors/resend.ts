@@ -44,7 +44,7 @@ export const MAX_CONTENT_BYTES = 256 * 1024;
 const address = z
   .string()
   .max(MAX_ADDRESS_LENGTH, { abort: true })
-  .refine(isPlainAddress, { message: 'must be a plain e-mail address (name@example.com)' });
+  .refine(isPlainAddress, { message: 'must be a plain e-mail address (name@example.com; no quotes, no % or ! in the name part)' });
 const addressList = z.array(address).min(1).max(MAX_RECIPIENTS);
 
 export const resendInputSchema = z

@@ -62,6 +62,20 @@ describe('recipient rules', () => {
     await expectRefused('send_email', { ...mail, ...change }, mention);
   });
 
+  it.each([
+    ['to', { to: 'b%evil.com@example.com' }],
+    ['cc', { cc: 'evil.com!b@example.com' }],
+    ['reply_to', { reply_to: 'b%evil.com@example.com' }],
+  ])('a %s whose local part routes elsewhere (percent hack, bang path) is INVALID_INPUT, nothing reserved or sent', async (_what, change) => {
+    const reservations = (await h.guard.ledger.listReservations({})).length;
+    const sent = h.sim.requests().length;
+    const r = await s.call('send_email', { ...mail, ...change });
+    expect(r.isError).toBe(true);
+    expect(textOf(r)).toMatch(/^INVALID_INPUT: /);
+    expect(h.sim.requests()).toHaveLength(sent);
+    expect(await h.guard.ledger.listReservations({})).toHaveLength(reservations);
+  });
+
   it('e-mail inside the rules goes through (addresses compared case-insensitively)', async () => {
     const r = await s.call('send_email', { ...mail, to: 'Ann@Example.COM', cc: ['bob@example.com'] });
     expect(r.isError).toBeFalsy();

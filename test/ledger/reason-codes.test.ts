@@ -83,6 +83,15 @@ describe('RECIPIENT_NOT_ALLOWED', () => {
     expect(denied(await t.ledger.authorize(mail(3, [{ kind: 'email_sender', address: 'ceo@example.com' }, ok])))).toBe('RECIPIENT_NOT_ALLOWED');
     expect(denied(await t.ledger.authorize(mail(4, [{ kind: 'email_sender', address: 'BOT@example.com' }, ok, { kind: 'email_recipient', address: 'x@eu.corp.example' }])))).toBe('ALLOWED');
   });
+
+  it('a local part that routes elsewhere (b%evil.com@, evil.com!b@, a second @) is in no allowed domain', async () => {
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'], email_domains: ['example.com'] });
+    const mail = (n: number, address: string) => req(key, EMAIL, usd(0.001), { n }, { recipients: [{ kind: 'email_recipient', address }] });
+    expect(denied(await t.ledger.authorize(mail(1, 'b%evil.com@example.com')))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await t.ledger.authorize(mail(2, 'evil.com!b@example.com')))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await t.ledger.authorize(mail(3, 'b@evil.com@example.com')))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await t.ledger.authorize(mail(4, 'b@example.com')))).toBe('ALLOWED');
+  });
 });
 
 describe('RATE_LIMITED', () => {
