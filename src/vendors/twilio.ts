@@ -120,7 +120,11 @@ function prepare(input: TwilioInput, pricing: Pricing): Prepared<TwilioNormalize
     normalized: { params, region, segments: seg.segments, encoding: seg.encoding, unitPriceUsd: price.price, estimateMicros },
     fingerprintArgs,
     estimateMicros,
-    recipients: [{ kind: 'sms_region', region, number: to }],
+    // the sender that will send, the configured default included, is held to the key's sender rule
+    recipients: [
+      { kind: 'sms_region', region, number: to },
+      { kind: 'sms_sender', sender: params.from ?? sender },
+    ],
     price: { segments: seg.segments, encoding: seg.encoding, region, unitPriceUsd: price.price },
   };
 }

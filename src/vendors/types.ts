@@ -5,6 +5,7 @@
  * of this shape plus its test.
  */
 import type { z } from 'zod';
+import type { Recipient } from '../policy/rules.js';
 
 export type VendorName = 'stripe' | 'twilio' | 'resend';
 
@@ -22,11 +23,8 @@ export interface Pricing {
   emailRateUsd: string;
 }
 
-/** Who or where a call reaches, in the terms of the policy's recipient rules. */
-export type Recipient =
-  | { kind: 'sms_region'; region: string; number: string }
-  | { kind: 'email_recipient'; address: string }
-  | { kind: 'email_sender'; address: string };
+/** Who or where a call reaches, in the terms of the policy's recipient rules (one definition, in policy). */
+export type { Recipient };
 
 /** What an approver is shown about money: always USD, and the vendor currency for payments. */
 export interface PriceNote {

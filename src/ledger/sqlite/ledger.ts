@@ -229,6 +229,7 @@ export class SqliteLedger implements Ledger {
         sms_countries: p.sms_countries,
         email_domains: p.email_domains,
         email_from: p.email_from,
+        sms_from: p.sms_from,
         grant_ttl_s: p.grant_ttl_s,
         may_delegate: p.may_delegate,
         max_depth: p.max_depth,
@@ -1108,6 +1109,7 @@ export class SqliteLedger implements Ledger {
       v.startsWith('*.') ? p.email_domains!.some((d) => d === v || (d.startsWith('*.') && v.endsWith(d.slice(1)))) : domainAllowed(p.email_domains!, `x@${v}`),
     );
     const from = subset('sender', child.email_from, p.email_from, (v) => p.email_from!.includes(v));
+    const smsFrom = subset('SMS sender', child.sms_from, p.sms_from, (v) => p.sms_from!.includes(v));
     if (p.rate_per_min !== undefined && child.rate_per_min !== undefined && child.rate_per_min > p.rate_per_min) throw widen('rate limit above the parent\'s');
     if (p.approve_over_usd_micros !== undefined && child.approve_over_usd_micros !== undefined && child.approve_over_usd_micros > p.approve_over_usd_micros) {
       throw widen('approval threshold above the parent\'s');
@@ -1121,6 +1123,7 @@ export class SqliteLedger implements Ledger {
       sms_countries: sms,
       email_domains: domains,
       email_from: from,
+      sms_from: smsFrom,
       grant_ttl_s: Math.min(child.grant_ttl_s, p.grant_ttl_s),
     });
   }
@@ -1319,8 +1322,10 @@ function checkRecipients(recipients: unknown): void {
       typeof r === 'object' && r !== null &&
       (r.kind === 'sms_region'
         ? typeof r.region === 'string' && /^[A-Z]{2}$/.test(r.region) && typeof r.number === 'string'
-        : (r.kind === 'email_recipient' || r.kind === 'email_sender') && typeof r.address === 'string' && r.address.includes('@'));
-    if (!ok) throw new RuncapError('INVALID_INPUT', 'a recipient is an SMS region (kind, region, number) or an e-mail address (kind, address)');
+        : r.kind === 'sms_sender'
+          ? typeof r.sender === 'string' && r.sender.length > 0
+          : (r.kind === 'email_recipient' || r.kind === 'email_sender' || r.kind === 'email_reply_to') && typeof r.address === 'string' && r.address.includes('@'));
+    if (!ok) throw new RuncapError('INVALID_INPUT', 'a recipient is an SMS region (kind, region, number), an SMS sender (kind, sender) or an e-mail address (kind, address)');
   }
 }
 
