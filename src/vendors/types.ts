@@ -90,6 +90,19 @@ export interface ReservationRef {
   now?: number;
   /** vendor refs other reservations already hold: such an object never answers for this reservation */
   claimedRefs?: ReadonlySet<string>;
+  /**
+   * the other unresolved reservations of this action whose vendor object is not known
+   * (pending or uncertain, any age). An adapter that matches by content (Twilio
+   * messages carry no reservation id) must not give one of them an object that
+   * could as well be this one's: it answers unknown instead.
+   */
+  rivals?: readonly RivalRef[];
+}
+
+export interface RivalRef {
+  id: string;
+  createdAt: number; // ms since epoch
+  normalized: unknown;
 }
 
 export interface ClientOptions<C> {
