@@ -74,6 +74,29 @@ describe('invalid input', () => {
     expect(last).toMatchObject({ event: 'denied', code: 'INVALID_INPUT', details: { before_authorize: true } });
   });
 
+  it('a flood of malformed calls is bounded in the audit log: 30 rows per minute, the rest counted, none lost', async () => {
+    const k = await h.issue('flood-run', { allow: ['stripe.*'] });
+    const flood = await startServer(serverEnv(h, k.key));
+    const N = 100;
+    try {
+      for (let i = 0; i < N; i++) {
+        const r = await flood.call('create_payment_intent', i % 2 ? { amount: 'x', currency: 'usd' } : { amount: 1000, currency: 'xyz' });
+        expect(textOf(r)).toMatch(/^(INVALID_INPUT|CURRENCY_UNSUPPORTED): /);
+      }
+    } finally {
+      await flood.close(); // the server's ledger writes what it still holds as it closes
+    }
+    const rows = (await h.guard.ledger.queryAudit({ keyId: k.id })).filter((r) => r.details.before_authorize === true);
+    const single = rows.filter((r) => r.event === 'denied');
+    const counts = rows.filter((r) => r.event === 'denials_counted');
+    expect(single.length + counts.reduce((n, r) => n + Number(r.details.count), 0)).toBe(N);
+    // the bound is per UTC minute (the calls may straddle one)
+    const minutes = new Set(single.map((r) => Math.floor(r.at / 60_000))).size;
+    expect(single.length).toBeLessThanOrEqual(30 * minutes);
+    expect(counts.length).toBeGreaterThan(0);
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
   it('an unknown currency is CURRENCY_UNSUPPORTED, nothing reserved', async () => {
     const r = await s.call('create_payment_intent', { amount: 1000, currency: 'xyz' });
     expect(textOf(r)).toMatch(/^CURRENCY_UNSUPPORTED: /);
