@@ -23,6 +23,7 @@ interface IssueOptions {
   smsCountries?: string[];
   emailDomains?: string[];
   emailFrom?: string[];
+  smsFrom?: string[];
   sessionCapTotal?: number;
   sessionTtl?: number;
   mayDelegate?: boolean;
@@ -53,6 +54,7 @@ function policyFromOptions(o: IssueOptions): PolicyInput {
     ...(o.smsCountries?.length ? { sms_countries: o.smsCountries.map((c) => c.toUpperCase()) } : {}),
     ...(o.emailDomains?.length ? { email_domains: o.emailDomains } : {}),
     ...(o.emailFrom?.length ? { email_from: o.emailFrom } : {}),
+    ...(o.smsFrom?.length ? { sms_from: o.smsFrom } : {}),
     ...(o.mayDelegate ? { may_delegate: true } : {}),
     ...(session ? { session } : {}),
   };
@@ -120,7 +122,8 @@ export function registerKeysCommands(program: Command): void {
     .option('--approve <glob>', 'a human must approve every call matching this glob, repeatable', collect)
     .option('--sms-countries <list>', 'allowed SMS destination countries, e.g. US,CA', listOption)
     .option('--email-domains <list>', 'allowed e-mail recipient domains, e.g. example.com,*.example.org', listOption)
-    .option('--email-from <address>', 'allowed sender address, repeatable', collect)
+    .option('--email-from <address>', 'allowed sender address (and reply_to), repeatable', collect)
+    .option('--sms-from <sender>', 'allowed SMS sender: an E.164 number or a Messaging Service SID (MG…), repeatable', collect)
     .option('--session-cap-total <usd>', 'session template: each `runcap serve` mints a child with this total cap', usdOption)
     .option('--session-ttl <duration>', 'session template: lifetime of each session key', durationOption)
     .option('--may-delegate', 'the agent may mint narrower child keys for sub-agents (delegate_key)')
@@ -197,6 +200,7 @@ export function registerKeysCommands(program: Command): void {
             ...(k.policy.sms_countries ? [`  SMS to ${k.policy.sms_countries.join(', ')}`] : []),
             ...(k.policy.email_domains ? [`  e-mail to ${k.policy.email_domains.join(', ')}`] : []),
             ...(k.policy.email_from ? [`  e-mail from ${k.policy.email_from.join(', ')}`] : []),
+            ...(k.policy.sms_from ? [`  SMS from ${k.policy.sms_from.join(', ')}`] : []),
             ...(k.policy.rate_per_min ? [`  rate ${k.policy.rate_per_min}/min`] : []),
             '',
           ].join('\n'),

@@ -97,7 +97,9 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
     await ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated });
   } catch (err) {
     // The vendor did it; the reservation stays pending (still counted) and reconcile settles it.
-    warning = `the call succeeded but its settlement could not be recorded yet (${describe(err)}); it stays reserved until \`runcap reconcile\``;
+    // The ledger's error stays in the log: its wording ("nothing was done") is about the settle,
+    // and an agent reading it about the call would retry a call that happened.
+    warning = `the call happened: it succeeded at the vendor. Do not retry it (that would pay or send again). runcap could not record the settlement yet, so its amount stays reserved until \`runcap reconcile\` records it`;
     log(`settle ${reservationId} failed: ${describe(err)}`);
   }
   const budget = await ledger.budget(keyId).catch(() => undefined);

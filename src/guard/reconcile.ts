@@ -79,11 +79,21 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
     if (!m) claimed.set(action, (m = new Map()));
     m.set(vendorRef, reservationId);
   };
+  // unresolved reservations whose vendor object nobody knows, per action: rivals of each other
+  // for an adapter that matches by content (two runs' identical SMS)
+  const unowned = new Map<string, Map<string, Reservation>>();
   if (open.length > 0) {
     for (const r of await ledger.listReservations({ states: ['settled', 'uncertain', 'pending'] })) {
       if (r.vendorRef) claim(r.action, r.vendorRef, r.id);
+      else if (r.state !== 'settled') {
+        let m = unowned.get(r.action);
+        if (!m) unowned.set(r.action, (m = new Map()));
+        m.set(r.id, r);
+      }
     }
   }
+  const rivalsOf = (r: Reservation) =>
+    [...(unowned.get(r.action)?.values() ?? [])].filter((o) => o.id !== r.id).map((o) => ({ id: o.id, createdAt: o.createdAt, normalized: o.normalized }));
 
   // An answer of "unknown" can turn definite once other reservations have claimed their
   // vendor objects (several similar SMS to one number): ask those again while answers change.
@@ -108,6 +118,7 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
         notFoundMinAgeMs: threshold,
         now,
         claimedRefs: others,
+        rivals: rivalsOf(r),
       };
       let answer: Lookup;
       try {
@@ -131,6 +142,7 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
           continue;
         }
         claim(r.action, answer.vendorRef, r.id);
+        unowned.get(r.action)?.delete(r.id);
         progressed = true;
         report.changed.push({
           reservationId: r.id,
@@ -156,6 +168,7 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
           if (done) unresolved(r, done);
           continue;
         }
+        unowned.get(r.action)?.delete(r.id);
         progressed = true;
         report.changed.push({ reservationId: r.id, action: r.action, label: r.label, from, to: 'released', amountMicros: r.estimateMicros, vendorRef: r.vendorRef, why });
       } else {

@@ -185,6 +185,8 @@ export type AuditEvent =
   | 'session_minted'
   | 'reserved'
   | 'denied'
+  /** denials decided before the ledger, past the per-minute bound of one row each: their count */
+  | 'denials_counted'
   | 'duplicate'
   | 'approval_requested'
   | 'approval_approved'
@@ -285,7 +287,11 @@ export interface Ledger {
   // the guarded call
   authorize(req: AuthorizeRequest): Promise<Decision>;
   verify(req: VerifyRequest): Promise<Decision>;
-  /** Audit a denial decided before authorize (bad input, unknown price, missing credential): everything is audited. */
+  /**
+   * Audit a denial decided before authorize (bad input, unknown price, missing credential): everything is audited.
+   * One row each up to a bound per key and UTC minute; past it they are counted and written as one
+   * `denials_counted` row (at the next such denial after that minute, before the audit is listed, or at close).
+   */
   recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void>;
   /** note: why, and by whom when a human resolves it (kept on the reservation and in the audit row) */
   settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string }): Promise<Reservation>;

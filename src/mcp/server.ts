@@ -20,8 +20,42 @@ const INSTRUCTIONS = [
 export function createServer(ctx: ToolContext): McpServer {
   const server = new McpServer(SERVER_INFO, { instructions: INSTRUCTIONS });
   routeToolErrorsThroughReasonCodes(server, ctx);
+  refuseArgumentsThatAreNoObject(server);
   registerTools(server, ctx);
   return server;
+}
+
+type RequestHandler = (request: { params?: { name?: unknown; arguments?: unknown } }, ctx: unknown) => Promise<unknown>;
+
+/**
+ * The SDK checks the shape of a tools/call request before any tool code runs, so
+ * arguments that are not an object (`5`, a string, a list, null) come back as a bare
+ * JSON-RPC error with no reason code. For a tool this server offers they are malformed
+ * input like any other: a tool error starting with INVALID_INPUT, through
+ * createToolError (so audited too). Server._wrapHandler is the SDK's hook that wraps
+ * every registered handler with that check; wrapping what it returns puts this one in
+ * front. It is protected in the SDK's typings, so it is replaced on the instance, before
+ * the tools (and with them the tools/call handler) are registered. An unknown tool stays
+ * the SDK's protocol error.
+ */
+function refuseArgumentsThatAreNoObject(server: McpServer): void {
+  const inner = server.server as unknown as { _wrapHandler(method: string, handler: RequestHandler): RequestHandler };
+  const tools = server as unknown as { createToolError(message: string): unknown };
+  const wrapHandler = inner._wrapHandler.bind(inner);
+  inner._wrapHandler = (method, handler) => {
+    const wrapped = wrapHandler(method, handler);
+    if (method !== 'tools/call') return wrapped;
+    return async (request, ctx) => {
+      const name = request?.params?.name;
+      const args = request?.params?.arguments;
+      const isObject = typeof args === 'object' && args !== null && !Array.isArray(args);
+      if (args !== undefined && !isObject && typeof name === 'string' && server.toolInputSchemaJson(name) !== undefined) {
+        const kind = args === null ? 'null' : Array.isArray(args) ? 'a list' : `a ${typeof args}`;
+        return tools.createToolError(`Input validation error: Invalid arguments for tool ${name}: arguments must be an object of named arguments, not ${kind}`);
+      }
+      return wrapped(request, ctx);
+    };
+  };
 }
 
 /**

@@ -4,13 +4,19 @@
  */
 import { RuncapError } from './codes.js';
 import { anyGlobMatches, globMatches } from './glob.js';
-import type { Cap, CapWindow, Policy } from './schema.js';
+import { smsSenderKey, type Cap, type CapWindow, type Policy } from './schema.js';
 
-/** Who or where a call reaches, in the terms of the recipient rules. */
+/**
+ * Who or where a call reaches, in the terms of the recipient rules: the
+ * destinations, and who it comes from (replies to an e-mail go to its
+ * reply_to, so that is held to the sender rule, or the domain rule).
+ */
 export type Recipient =
   | { kind: 'sms_region'; region: string; number: string }
+  | { kind: 'sms_sender'; sender: string }
   | { kind: 'email_recipient'; address: string }
-  | { kind: 'email_sender'; address: string };
+  | { kind: 'email_sender'; address: string }
+  | { kind: 'email_reply_to'; address: string };
 
 export const VENDOR_PREFIXES = ['stripe.', 'twilio.', 'resend.'] as const;
 
@@ -56,7 +62,20 @@ export function actionRefusedBy(chain: readonly ChainMember[], action: string): 
   return chain.find((m) => !anyGlobMatches(m.policy.allow, action));
 }
 
+/**
+ * An address whose local part names another host — the percent hack
+ * (`b%evil.com@example.com`), a bang path (`evil.com!b@example.com`) or a
+ * second `@` — may be delivered outside its domain, so it is in none. The
+ * vendor adapters refuse such addresses as INVALID_INPUT already; this holds
+ * for any other caller of the ledger.
+ */
+export function routesElsewhere(address: string): boolean {
+  const local = address.slice(0, address.lastIndexOf('@'));
+  return /[%!@]/.test(local);
+}
+
 export function domainAllowed(allowed: readonly string[], address: string): boolean {
+  if (routesElsewhere(address)) return false;
   const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
   return allowed.some((d) => (d.startsWith('*.') ? domain.endsWith(d.slice(1)) : domain === d));
 }
@@ -74,6 +93,17 @@ export function recipientRefusal(chain: readonly ChainMember[], recipients: read
       }
       if (r.kind === 'email_sender' && p.email_from && !p.email_from.includes(r.address.toLowerCase())) {
         return `sending from ${r.address} is not allowed for ${m.label} (allowed senders: ${p.email_from.join(', ') || 'none'})`;
+      }
+      if (r.kind === 'email_reply_to') {
+        if (p.email_from && !p.email_from.includes(r.address.toLowerCase())) {
+          return `reply_to ${r.address} is not allowed for ${m.label} (replies may go only to its allowed senders: ${p.email_from.join(', ') || 'none'})`;
+        }
+        if (!p.email_from && p.email_domains && !domainAllowed(p.email_domains, r.address)) {
+          return `reply_to ${r.address} is not allowed for ${m.label} (allowed domains: ${p.email_domains.join(', ') || 'none'})`;
+        }
+      }
+      if (r.kind === 'sms_sender' && p.sms_from && !p.sms_from.includes(smsSenderKey(r.sender))) {
+        return `sending SMS from ${r.sender} is not allowed for ${m.label} (allowed senders: ${p.sms_from.join(', ') || 'none'})`;
       }
     }
   }

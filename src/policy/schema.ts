@@ -47,6 +47,16 @@ const domainSchema = z
   .string()
   .toLowerCase()
   .regex(/^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'must be a domain like example.com');
+/** An SMS sender as policies store and compare it: a Messaging Service SID's hex in lower case, a number as it is. */
+export function smsSenderKey(sender: string): string {
+  return sender.startsWith('MG') ? `MG${sender.slice(2).toLowerCase()}` : sender;
+}
+
+/** An SMS sender: an E.164 number or a Twilio Messaging Service SID. */
+const smsSenderSchema = z
+  .string()
+  .regex(/^(?:\+[1-9]\d{1,14}|MG[0-9a-fA-F]{32})$/, 'must be an E.164 number (+14155550123) or a Messaging Service SID (MG…)')
+  .transform(smsSenderKey);
 const addressSchema = z
   .string()
   .toLowerCase()
@@ -80,6 +90,8 @@ export const policySchema = z
     sms_countries: z.array(regionSchema).max(300).optional(),
     email_domains: z.array(domainSchema).max(300).optional(),
     email_from: z.array(addressSchema).max(300).optional(),
+    /** absent: any sender; present: only these numbers and Messaging Services */
+    sms_from: z.array(smsSenderSchema).max(300).optional(),
     grant_ttl_s: ttlSchema.default(DEFAULT_GRANT_TTL_S),
     may_delegate: z.boolean().default(false),
     max_depth: z.number().int().min(0).max(8).default(DEFAULT_MAX_DEPTH),

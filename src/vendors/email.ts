@@ -12,9 +12,13 @@ export const MAX_SENDER_LENGTH = 320;
 
 /**
  * Deliberately plain: local@domain.tld, no spaces, no angle brackets, no quotes.
+ * The local part takes RFC 5322 atext except `%` and `!`: relays that still
+ * honour the percent hack (`b%evil.com@example.com`) or bang paths
+ * (`evil.com!b@example.com`) deliver such an address to another host than
+ * the domain the recipient rules see.
  * Only ever run on strings of at most MAX_ADDRESS_LENGTH characters.
  */
-const ADDRESS_RE = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
+const ADDRESS_RE = /^[A-Za-z0-9.#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
 
 /**
  * Characters a display name may not contain: the RFC 5322 specials that can

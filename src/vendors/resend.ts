@@ -35,7 +35,7 @@ import {
 import type { ClassifiedError, Lookup, Prepared, Pricing, Recipient, ReservationRef, VendorAdapter } from './types.js';
 
 export const MAX_RECIPIENTS = 50;
-/** reply_to is no recipient (not charged, not under recipient rules) but still goes to Resend: bounded separately. */
+/** reply_to is not charged (no recipient of the cost) but is held to the sender or domain rule; bounded separately. */
 export const MAX_REPLY_TO = 10;
 /** text + html, UTF-8 bytes */
 export const MAX_CONTENT_BYTES = 256 * 1024;
@@ -44,7 +44,7 @@ export const MAX_CONTENT_BYTES = 256 * 1024;
 const address = z
   .string()
   .max(MAX_ADDRESS_LENGTH, { abort: true })
-  .refine(isPlainAddress, { message: 'must be a plain e-mail address (name@example.com)' });
+  .refine(isPlainAddress, { message: 'must be a plain e-mail address (name@example.com; no quotes, no % or ! in the name part)' });
 const addressList = z.array(address).min(1).max(MAX_RECIPIENTS);
 
 export const resendInputSchema = z
@@ -156,6 +156,8 @@ function prepare(input: ResendInput, pricing: Pricing): Prepared<ResendNormalize
   const list: Recipient[] = [
     { kind: 'email_sender', address: sender.address },
     ...[...to, ...cc, ...bcc].map((a): Recipient => ({ kind: 'email_recipient', address: a })),
+    // not charged, but replies go there: held to the sender rule (or the domain rule)
+    ...(params.replyTo ?? []).map((a): Recipient => ({ kind: 'email_reply_to', address: a })),
   ];
   return {
     action: RESEND_ACTION,

@@ -120,7 +120,11 @@ function prepare(input: TwilioInput, pricing: Pricing): Prepared<TwilioNormalize
     normalized: { params, region, segments: seg.segments, encoding: seg.encoding, unitPriceUsd: price.price, estimateMicros },
     fingerprintArgs,
     estimateMicros,
-    recipients: [{ kind: 'sms_region', region, number: to }],
+    // the sender that will send, the configured default included, is held to the key's sender rule
+    recipients: [
+      { kind: 'sms_region', region, number: to },
+      { kind: 'sms_sender', sender: params.from ?? sender },
+    ],
     price: { segments: seg.segments, encoding: seg.encoding, region, unitPriceUsd: price.price },
   };
 }
@@ -180,7 +184,9 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
     const since = reservation.createdAt - LOOKUP_SKEW_MS;
     // A request of this reservation may land until it is old enough for "not found"
     // (ReservationRef.notFoundMinAgeMs); later messages cannot be its own.
-    const until = reservation.createdAt + (reservation.notFoundMinAgeMs ?? NOT_FOUND_MIN_AGE_MS) + LOOKUP_SKEW_MS;
+    const landsWithin = (reservation.notFoundMinAgeMs ?? NOT_FOUND_MIN_AGE_MS) + LOOKUP_SKEW_MS;
+    const until = reservation.createdAt + landsWithin;
+    const couldLandFor = (createdAt: number, at: number) => Number.isNaN(at) || (at >= createdAt - LOOKUP_SKEW_MS && at <= createdAt + landsWithin);
     const createdOf = (m: MessageInstance) => (m.dateCreated instanceof Date ? m.dateCreated.getTime() : NaN);
     // every message that could be this reservation's, whatever its stored body
     const candidates = list.filter((m) => {
@@ -192,7 +198,16 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
       return Number.isNaN(created) || created >= since;
     });
     const matches = candidates.filter((m) => m.body === n.params.body);
-    if (matches.length === 1) return found(matches[0]!);
+    if (matches.length === 1) {
+      const m = matches[0]!;
+      // Another run may have sent the very same SMS around then: the message could be
+      // either one's, and guessing would charge the wrong run and release the other.
+      const rival = reservation.rivals?.find((r) => sameMessage(r.normalized as TwilioNormalized, n) && couldLandFor(r.createdAt, createdOf(m)));
+      if (rival) {
+        return { found: 'unknown', why: `message ${m.sid} could be this reservation's or ${rival.id}'s (the same SMS to ${n.params.to} around that time); resolve them by hand` };
+      }
+      return found(m);
+    }
     if (matches.length > 1) {
       return { found: 'unknown', why: `${matches.length} messages to ${n.params.to} with this body around that time; resolve by hand` };
     }
@@ -217,6 +232,12 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
   } catch (err) {
     return { found: 'unknown', why: `Twilio lookup failed: ${classifyError(err).message}` };
   }
+}
+
+/** The same request to Twilio: one message of it cannot be told from the other's. */
+function sameMessage(a: TwilioNormalized | null | undefined, b: TwilioNormalized): boolean {
+  const p = a?.params;
+  return !!p && p.to === b.params.to && p.body === b.params.body && p.from === b.params.from && p.messagingServiceSid === b.params.messagingServiceSid;
 }
 
 async function finalPrice(client: TwilioClient, vendorRef: string): Promise<number | undefined> {

@@ -5,6 +5,7 @@
  * of this shape plus its test.
  */
 import type { z } from 'zod';
+import type { Recipient } from '../policy/rules.js';
 
 export type VendorName = 'stripe' | 'twilio' | 'resend';
 
@@ -22,11 +23,8 @@ export interface Pricing {
   emailRateUsd: string;
 }
 
-/** Who or where a call reaches, in the terms of the policy's recipient rules. */
-export type Recipient =
-  | { kind: 'sms_region'; region: string; number: string }
-  | { kind: 'email_recipient'; address: string }
-  | { kind: 'email_sender'; address: string };
+/** Who or where a call reaches, in the terms of the policy's recipient rules (one definition, in policy). */
+export type { Recipient };
 
 /** What an approver is shown about money: always USD, and the vendor currency for payments. */
 export interface PriceNote {
@@ -92,6 +90,19 @@ export interface ReservationRef {
   now?: number;
   /** vendor refs other reservations already hold: such an object never answers for this reservation */
   claimedRefs?: ReadonlySet<string>;
+  /**
+   * the other unresolved reservations of this action whose vendor object is not known
+   * (pending or uncertain, any age). An adapter that matches by content (Twilio
+   * messages carry no reservation id) must not give one of them an object that
+   * could as well be this one's: it answers unknown instead.
+   */
+  rivals?: readonly RivalRef[];
+}
+
+export interface RivalRef {
+  id: string;
+  createdAt: number; // ms since epoch
+  normalized: unknown;
 }
 
 export interface ClientOptions<C> {

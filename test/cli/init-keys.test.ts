@@ -198,6 +198,24 @@ describe('runcap keys', () => {
     expect(twice.stderr).toMatch(/already revoked/);
   });
 
+  it('--sms-from sets the SMS sender allowlist (numbers and Messaging Service SIDs); a child may only narrow it', async () => {
+    const mg = `MG${'a'.repeat(32)}`;
+    const r = await runCli(home(), ['keys', 'issue', '--label', 'texter', '--allow', 'twilio.*', '--sms-from', '+15005550006', '--sms-from', mg, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const k = parseJson(r.stdout);
+    expect(k.policy.sms_from).toEqual(['+15005550006', mg]);
+    expect((await runCli(home(), ['keys', 'show', k.id])).stdout).toContain(`SMS from +15005550006, ${mg}`);
+    const narrow = await runCli(home(), ['keys', 'issue', '--label', 'n', '--allow', 'twilio.*', '--sms-from', mg, '--parent', k.id, '--json']);
+    expect(narrow.code, narrow.stderr).toBe(0);
+    expect(parseJson(narrow.stdout).policy.sms_from).toEqual([mg]);
+    const wide = await runCli(home(), ['keys', 'issue', '--label', 'w', '--allow', 'twilio.*', '--sms-from', '+15005550007', '--parent', k.id]);
+    expect(wide.code, wide.stderr).toBe(2);
+    expect(wide.stderr).toMatch(/widening refused/);
+    const bad = await runCli(home(), ['keys', 'issue', '--label', 'b', '--allow', 'twilio.*', '--sms-from', 'bob']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it('--grant-ttl sets how long an approval lets the approved call run (policy grant_ttl_s)', async () => {
     const r = await runCli(home(), ['keys', 'issue', '--label', 'grants', '--allow', 'deploy_*', '--approve', 'deploy_production', '--grant-ttl', '10m', '--json']);
     expect(r.code, r.stderr).toBe(0);

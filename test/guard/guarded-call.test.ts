@@ -104,6 +104,26 @@ describe('vendor failures', () => {
     expect((await t.ledger.getReservation(out.reservationId)).state).toBe('pending');
     expect((await t.ledger.spend('label'))[0]).toMatchObject({ pendingMicros: usd(2) });
   });
+
+  it('the note of an unrecorded settle says the call happened and must not be retried, never "nothing was done"', async () => {
+    t = openTestLedger({ busyTimeoutMs: 50 });
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const other = new Database(t.file);
+    const { s } = spec({
+      call: vi.fn(async () => {
+        other.exec('BEGIN IMMEDIATE');
+        return { actualMicros: usd(2), estimated: false, vendorRef: 'pi_10', result: 'done' };
+      }),
+    });
+    const out = await guardedCall(t.ledger, key, s);
+    other.exec('ROLLBACK');
+    other.close();
+    if (!out.ok) throw new Error(out.message);
+    // the ledger's own error says "nothing was done" about the settle; the agent must never read that about the call
+    expect(out.warning).not.toMatch(/nothing was done/i);
+    expect(out.warning).toMatch(/happened/);
+    expect(out.warning).toMatch(/do not retry/i);
+  });
 });
 
 describe('denials never reach the vendor', () => {

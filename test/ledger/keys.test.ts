@@ -156,6 +156,18 @@ describe('every ancestor rule applies to a child', () => {
   });
 });
 
+describe('the SMS sender rule passes to sessions and delegated keys', () => {
+  it('a session and a delegate_key child carry the parent sender rule, and a narrower child is accepted', async () => {
+    const root = await issue(t.ledger, 'root', { allow: [SMS], may_delegate: true, sms_from: ['+15005550006', '+15005550008'], session: { caps: [] } });
+    const session = await t.ledger.mintSession(root.key);
+    expect(session.info.policy.sms_from).toEqual(['+15005550006', '+15005550008']);
+    const delegated = await t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(1) });
+    expect(delegated.info.policy.sms_from).toEqual(['+15005550006', '+15005550008']);
+    const narrower = await issue(t.ledger, 'narrow', { allow: [SMS], sms_from: ['+15005550008'] }, { parentId: root.info.id });
+    expect(narrower.info.policy.sms_from).toEqual(['+15005550008']);
+  });
+});
+
 describe('widening is refused, and writes nothing', () => {
   const parentPolicy: PolicyInput = {
     allow: [PAY, SMS],
@@ -166,6 +178,7 @@ describe('widening is refused, and writes nothing', () => {
     sms_countries: ['US'],
     email_domains: ['example.com'],
     email_from: ['bot@example.com'],
+    sms_from: ['+15005550006'],
   };
   const wider: [string, PolicyInput][] = [
     ['an action the parent may not use', { allow: [EMAIL] }],
@@ -177,6 +190,7 @@ describe('widening is refused, and writes nothing', () => {
     ['another e-mail domain', { allow: [PAY], email_domains: ['other.test'] }],
     ['every subdomain of the parent domain', { allow: [PAY], email_domains: ['*.example.com'] }],
     ['another sender', { allow: [PAY], email_from: ['ceo@example.com'] }],
+    ['another SMS sender', { allow: [SMS], sms_from: ['+15005550006', '+15005550007'] }],
     ['a higher rate', { allow: [PAY], rate_per_min: 11 }],
     ['a higher approval threshold', { allow: [PAY], approve_over_usd_micros: usd(16) }],
     ['may_delegate under a parent that may not', { allow: [PAY], may_delegate: true }],
@@ -207,6 +221,7 @@ describe('widening is refused, and writes nothing', () => {
     );
     expect(kid.info.label).toBe('root/kid');
     expect(kid.info.policy).toMatchObject({ email_domains: ['example.com'], email_from: ['bot@example.com'] });
+    expect(kid.info.policy.sms_from).toEqual(['+15005550006']);
   });
 
   it('a TTL past the parent is refused; no TTL is clipped to the parent', async () => {

@@ -83,6 +83,54 @@ describe('RECIPIENT_NOT_ALLOWED', () => {
     expect(denied(await t.ledger.authorize(mail(3, [{ kind: 'email_sender', address: 'ceo@example.com' }, ok])))).toBe('RECIPIENT_NOT_ALLOWED');
     expect(denied(await t.ledger.authorize(mail(4, [{ kind: 'email_sender', address: 'BOT@example.com' }, ok, { kind: 'email_recipient', address: 'x@eu.corp.example' }])))).toBe('ALLOWED');
   });
+
+  it('reply_to is held to the sender rule where one is set, else to the domain rule, for the key and every ancestor', async () => {
+    const domains = await issue(t.ledger, 'domains', { allow: ['*'], email_domains: ['example.com'] });
+    const senders = await issue(t.ledger, 'senders', { allow: ['*'], email_domains: ['example.com'], email_from: ['bot@example.com'] });
+    const open = await issue(t.ledger, 'open', { allow: ['*'] });
+    // the parent has only a domain rule; the child adds a sender rule: both hold
+    const child = await issue(t.ledger, 'kid', { allow: ['*'], email_from: ['bot@example.com'] }, { parentId: domains.info.id });
+    let n = 0;
+    const mail = (key: string, replyTo: string) =>
+      t.ledger.authorize(req(key, EMAIL, usd(0.001), { n: ++n }, { recipients: [{ kind: 'email_recipient', address: 'a@example.com' }, { kind: 'email_reply_to', address: replyTo }] }));
+    expect(denied(await mail(domains.key, 'eve@evil.test'))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await mail(domains.key, 'sales@example.com'))).toBe('ALLOWED');
+    expect(denied(await mail(senders.key, 'sales@example.com'))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await mail(senders.key, 'BOT@example.com'))).toBe('ALLOWED');
+    expect(denied(await mail(child.key, 'sales@example.com'))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await mail(child.key, 'bot@example.com'))).toBe('ALLOWED');
+    expect(denied(await mail(open.key, 'eve@evil.test'))).toBe('ALLOWED');
+    const refused = await mail(domains.key, 'eve@evil.test');
+    expect(refused.allowed ? '' : refused.message).toContain('eve@evil.test');
+  });
+
+  it('the SMS sender rule: only the listed numbers and Messaging Services, for the key and every ancestor', async () => {
+    const mg = `MG${'a'.repeat(32)}`;
+    const root = await issue(t.ledger, 'root', { allow: ['*'], sms_from: ['+15005550006', mg] });
+    const child = await issue(t.ledger, 'kid', { allow: ['*'] }, { parentId: root.info.id });
+    const open = await issue(t.ledger, 'open', { allow: ['*'] });
+    let n = 0;
+    const sms = (key: string, sender: string) =>
+      t.ledger.authorize(req(key, SMS, usd(0.01), { n: ++n }, { recipients: [{ kind: 'sms_region', region: 'US', number: '+14155552671' }, { kind: 'sms_sender', sender }] }));
+    for (const key of [root.key, child.key]) {
+      expect(denied(await sms(key, '+15005550007'))).toBe('RECIPIENT_NOT_ALLOWED');
+      expect(denied(await sms(key, `MG${'b'.repeat(32)}`))).toBe('RECIPIENT_NOT_ALLOWED');
+      expect(denied(await sms(key, '+15005550006'))).toBe('ALLOWED');
+      expect(denied(await sms(key, `MG${'A'.repeat(32)}`))).toBe('ALLOWED'); // a SID's hex in either case
+    }
+    expect(denied(await sms(open.key, '+15005550007'))).toBe('ALLOWED');
+    const refused = await sms(root.key, '+15005550007');
+    expect(refused.allowed ? '' : refused.message).toContain('+15005550007');
+  });
+
+  it('a local part that routes elsewhere (b%evil.com@, evil.com!b@, a second @) is in no allowed domain', async () => {
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'], email_domains: ['example.com'] });
+    const mail = (n: number, address: string) => req(key, EMAIL, usd(0.001), { n }, { recipients: [{ kind: 'email_recipient', address }] });
+    expect(denied(await t.ledger.authorize(mail(1, 'b%evil.com@example.com')))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await t.ledger.authorize(mail(2, 'evil.com!b@example.com')))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await t.ledger.authorize(mail(3, 'b@evil.com@example.com')))).toBe('RECIPIENT_NOT_ALLOWED');
+    expect(denied(await t.ledger.authorize(mail(4, 'b@example.com')))).toBe('ALLOWED');
+  });
 });
 
 describe('RATE_LIMITED', () => {

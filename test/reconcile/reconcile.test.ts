@@ -130,6 +130,33 @@ describe('reconcile', () => {
     expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
   });
 
+  it('two runs with identical unresolved SMS: the one message is given to neither, and both are reported unresolved', async () => {
+    const other = await h.issue('other-run', { allow: ['twilio.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] });
+    const same = { to: '+14155550123', body: 'your table is ready' };
+    // run 1: nothing reaches Twilio; run 2, a moment later: the message is created but the answer is lost
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'hang' }, times: 1 });
+    const lost = await guardedVendorCall(h, vendors, key, 'twilio', same);
+    h.sim.clearFaults();
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'drop', afterCreate: true }, times: 1 });
+    const sent = await guardedVendorCall(h, vendors, other.key, 'twilio', same);
+    h.sim.clearFaults();
+    expect(lost).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+    expect(sent).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+    expect(h.sim.created().twilio).toHaveLength(1);
+    const ids = [(lost as { reservationId: string }).reservationId, (sent as { reservationId: string }).reservationId];
+    ageReservations(h.home, staleThresholdMs(h.guard) + 1000);
+
+    const report = await reconcile(h.guard, vendors);
+    // either run could own the message: settling one with it and releasing the other would charge the wrong run
+    expect(report.changed.filter((c) => ids.includes(c.reservationId))).toEqual([]);
+    expect(await states(ids)).toEqual(['uncertain', 'uncertain']);
+    const why = Object.fromEntries(report.unresolved.map((u) => [u.reservationId, u.why]));
+    expect(why[ids[0]!]).toContain(ids[1]);
+    expect(why[ids[1]!]).toContain(ids[0]);
+    expect(why[ids[0]!]).toMatch(/resolve (it|them) by hand/);
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
   it('corrects a Twilio estimate to the final price, once, with an overrun row when above the estimate', async () => {
     const o = await call('twilio');
     expect(o).toMatchObject({ ok: true, estimated: true, costMicros: 8300 });

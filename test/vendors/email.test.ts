@@ -11,6 +11,13 @@ describe('e-mail helpers', () => {
     expect(codeOf(() => normalizeAddress('=?utf-8?q?ceo=40other.com?=@example.com'))).toBe('INVALID_INPUT');
     expect(normalizeAddress("o'brien+tag=x@example.com")).toBe("o'brien+tag=x@example.com");
   });
+  it('refuses local parts that relays route elsewhere: the percent hack and bang paths', () => {
+    for (const v of ['b%evil.com@example.com', 'evil.com!b@example.com', 'b%40evil.com@example.com']) {
+      expect(isPlainAddress(v), v).toBe(false);
+      expect(codeOf(() => normalizeAddress(v)), v).toBe('INVALID_INPUT');
+      expect(isSenderAddress(`Team <${v}>`), v).toBe(false);
+    }
+  });
   it('normalizes senders with display names', () => {
     expect(normalizeSender('Billing <Billing@Example.com>')).toEqual({ display: 'Billing <billing@example.com>', address: 'billing@example.com' });
     expect(normalizeSender('"Billing" <Billing@Example.com>')).toEqual({ display: 'Billing <billing@example.com>', address: 'billing@example.com' });

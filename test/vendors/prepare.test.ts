@@ -105,7 +105,8 @@ describe('twilio prepare', () => {
     expect(p.action).toBe('twilio.messages.create');
     expect(p.normalized.params).toEqual({ to: '+14155552671', body: 'hello', from: '+14155550000' });
     expect(p.estimateMicros).toBe(8_300);
-    expect(p.recipients).toEqual([{ kind: 'sms_region', region: 'US', number: '+14155552671' }]);
+    // the effective sender (here the configured default) is held to the key's sender rule
+    expect(p.recipients).toEqual([{ kind: 'sms_region', region: 'US', number: '+14155552671' }, { kind: 'sms_sender', sender: '+14155550000' }]);
     expect(p.price).toEqual({ segments: 1, encoding: 'GSM-7', region: 'US', unitPriceUsd: '0.0083' });
     // the effective sender is fingerprinted, whether configured or given by the agent
     expect(p.fingerprintArgs).toEqual({ to: '+14155552671', body: 'hello', from: '+14155550000' });
@@ -115,6 +116,7 @@ describe('twilio prepare', () => {
     const p = twilioAdapter.prepare({ to: '+442071838750', body: 'hi “there”', from: mg }, pricing);
     expect(p.normalized.params).toEqual({ to: '+442071838750', body: 'hi “there”', messagingServiceSid: mg });
     expect(p.fingerprintArgs).toEqual({ to: '+442071838750', body: 'hi “there”', from: mg });
+    expect(p.recipients).toContainEqual({ kind: 'sms_sender', sender: mg });
     expect(p.price.encoding).toBe('UCS-2');
     expect(p.estimateMicros).toBe(50_000); // config GB overrides the shipped 0.0524
   });
@@ -130,7 +132,7 @@ describe('twilio prepare', () => {
     expect(code(() => twilioAdapter.prepare({ to: '+18765550123', body: 'x' }, pricing))).toBe('PRICE_UNKNOWN');
     const p = twilioAdapter.prepare({ to: '+18765550123', body: 'x' }, { ...pricing, smsDefaultPrice: '0.12' });
     expect(p.estimateMicros).toBe(120_000);
-    expect(p.recipients).toEqual([{ kind: 'sms_region', region: 'JM', number: '+18765550123' }]);
+    expect(p.recipients).toEqual([{ kind: 'sms_region', region: 'JM', number: '+18765550123' }, { kind: 'sms_sender', sender: '+14155550000' }]);
   });
   it('invalid numbers and bodies', () => {
     expect(code(() => twilioAdapter.prepare({ to: '+15555550100', body: 'x' }, pricing))).toBe('INVALID_INPUT');
@@ -206,13 +208,14 @@ describe('resend prepare', () => {
     }
     expect(performance.now() - t0).toBeLessThan(1_000); // generous bound; the regex version took 27 s on 6,000 spaces
   });
-  it('reply_to: plain addresses only, at most 10, not charged and not a recipient', () => {
+  it('reply_to: plain addresses only, at most 10, not charged, and held to the sender and domain rules', () => {
     const base2 = { from: 'a@x.com', to: 'b@x.com', subject: 's', text: 't' };
     const ten = Array.from({ length: 10 }, (_, i) => `r${i}@x.com`);
     const p = resendAdapter.prepare({ ...base2, reply_to: ten }, pricing);
     expect(p.normalized.params.replyTo).toEqual(ten);
     expect(p.estimateMicros).toBe(900);
-    expect(p.recipients.map((r) => r.kind)).toEqual(['email_sender', 'email_recipient']);
+    expect(p.recipients.map((r) => r.kind)).toEqual(['email_sender', 'email_recipient', ...ten.map(() => 'email_reply_to')]);
+    expect(p.recipients.filter((r) => r.kind === 'email_reply_to')).toEqual(ten.map((address) => ({ kind: 'email_reply_to', address })));
     expect(code(() => resendAdapter.prepare({ ...base2, reply_to: [...ten, 'r10@x.com'] }, pricing))).toBe('INVALID_INPUT');
     expect(code(() => resendAdapter.prepare({ ...base2, reply_to: 'Team <r@x.com>' }, pricing))).toBe('INVALID_INPUT');
     expect(code(() => resendAdapter.prepare({ ...base2, reply_to: 'r@x.com, s@y.com' }, pricing))).toBe('INVALID_INPUT');

@@ -104,6 +104,22 @@ describe('twilio lookup: found:false only when no message to that number exists 
     expect((await twilioAdapter.lookup(two.client, ref(old, p.normalized))).found).toBe('unknown');
   });
 
+  it('a message another unresolved reservation of the same request could own answers for neither', async () => {
+    const m = msg({ dateCreated: new Date(old + 30_000) });
+    const { client } = stubClient([m]);
+    const mine = ref(old, p.normalized, { notFoundMinAgeMs: 90_000 });
+    const rival = { id: 'res_rival', createdAt: old + 20_000, normalized: p.normalized };
+    const l = await twilioAdapter.lookup(client, { ...mine, rivals: [rival] });
+    expect(l.found).toBe('unknown');
+    expect(l.found === 'unknown' ? l.why : '').toContain('res_rival');
+    // a reservation of another request, or one whose window ends before the message, is no rival
+    const elsewhere = { ...rival, normalized: twilioAdapter.prepare({ to: TO, body: 'another text' }, pricing).normalized };
+    const earlier = { ...rival, createdAt: old - 5 * MIN };
+    for (const r of [elsewhere, earlier]) {
+      expect(await twilioAdapter.lookup(client, { ...mine, rivals: [r] })).toEqual({ found: true, vendorRef: m.sid, actualMicros: 7_500, estimated: false });
+    }
+  });
+
   it('a Messaging Service sender: messages of another service are not candidates', async () => {
     const mg = 'MG' + 'a'.repeat(32);
     const q = twilioAdapter.prepare({ to: TO, body: BODY, from: mg }, pricing);

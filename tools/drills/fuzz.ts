@@ -184,6 +184,7 @@ export async function fuzzDrill(opts: FuzzOptions = {}): Promise<DrillResult> {
     reachedVendor: 0,
     codes: {} as Record<string, number>,
     nonObjectArgs: 0,
+    nonObjectsInvalidInput: 0,
     protocolErrorsOnNonObjects: 0,
     protocolErrorSample: '',
     serverStderrLines: 0,
@@ -229,7 +230,7 @@ export async function fuzzDrill(opts: FuzzOptions = {}): Promise<DrillResult> {
         result = await served.client.callTool({ name: c.tool, arguments: c.args as Record<string, unknown> }, { timeout: 15_000 });
       } catch (err) {
         if (!isObject) {
-          stats.protocolErrorsOnNonObjects++; // the SDK refuses non-object arguments at the protocol level
+          stats.protocolErrorsOnNonObjects++; // a bare JSON-RPC error: no reason code (must not happen)
           stats.protocolErrorSample ||= (err as Error).message.slice(0, 200);
         } else failures.noAnswer.push(`${label}: ${(err as Error).message.slice(0, 120)}`);
         continue;
@@ -247,6 +248,7 @@ export async function fuzzDrill(opts: FuzzOptions = {}): Promise<DrillResult> {
         const code = /^([A-Z_]+):/.exec(text)?.[1];
         if (!code || !CODES.has(code)) failures.errorWithoutCode.push(`${label} → ${text.slice(0, 120)}`);
         else stats.codes[code] = (stats.codes[code] ?? 0) + 1;
+        if (!isObject && code === 'INVALID_INPUT') stats.nonObjectsInvalidInput++;
       } else stats.succeeded++;
       if (i % 1000 === 0) log(`fuzz: ${i} calls`);
     }
@@ -256,9 +258,9 @@ export async function fuzzDrill(opts: FuzzOptions = {}): Promise<DrillResult> {
     checks.add('no vendor request from a non-vendor tool', failures.toolOnlyCalledVendor.length === 0, failures.toolOnlyCalledVendor.slice(0, 3).join(' | '));
     checks.add('every error carries a reason code first', failures.errorWithoutCode.length === 0, failures.errorWithoutCode.length ? `${failures.errorWithoutCode.length}: ${failures.errorWithoutCode.slice(0, 3).join(' | ')}` : `${Object.values(stats.codes).reduce((a, b) => a + b, 0)} errors, all coded`);
     checks.add(
-      'non-object arguments (which the MCP schema forbids) are refused before runcap, by the SDK',
-      stats.protocolErrorsOnNonObjects === stats.nonObjectArgs,
-      `${stats.protocolErrorsOnNonObjects} of ${stats.nonObjectArgs} answered with JSON-RPC invalid params (no reason code; nothing done): see BENCHMARKS.md F3`,
+      'non-object arguments (which the MCP schema forbids) are refused as INVALID_INPUT tool errors, never a bare protocol error',
+      stats.protocolErrorsOnNonObjects === 0 && stats.nonObjectsInvalidInput === stats.nonObjectArgs,
+      `${stats.nonObjectsInvalidInput} of ${stats.nonObjectArgs} answered INVALID_INPUT; ${stats.protocolErrorsOnNonObjects} JSON-RPC errors${stats.protocolErrorSample ? ` (${stats.protocolErrorSample})` : ''} (BENCHMARKS.md F3, fixed)`,
     );
     checks.add('valid inputs still reach the vendor (the drill is not vacuous)', stats.reachedVendor > 0, `${stats.reachedVendor} calls reached vendor-sim`);
     let alive = false;

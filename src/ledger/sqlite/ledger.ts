@@ -64,7 +64,7 @@ import type {
   VendorLimit,
   VerifyRequest,
 } from '../types.js';
-import { approvalRequestMaterial, AuditLog, SEAL, type AuditInput } from './audit.js';
+import { approvalRequestMaterial, AuditLog, GLOBAL_CHAIN, SEAL, type AuditInput } from './audit.js';
 import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from './audit-replay.js';
 import { openDb, read, transaction, type Db } from './db.js';
 import {
@@ -95,6 +95,14 @@ const DAY_MS = 24 * 3600 * 1000;
 const PENDING_APPROVAL_MS = DAY_MS;
 const DENIAL_HOLDS_MS = DAY_MS;
 const RATE_WINDOW_MS = 60_000;
+/**
+ * Denials decided before the ledger (malformed calls) pass no rate limit, so each chain (a key, or
+ * the keyless one) gets this many rows of them per UTC minute; the rest are counted into one row.
+ */
+export const DENIAL_ROWS_PER_MINUTE = 30;
+const DENIAL_MINUTE_MS = 60_000;
+/** distinct actions named in one count row; the rest are summed under "other" */
+const MAX_COUNTED_ACTIONS = 16;
 const MAX_PENDING_APPROVALS = 20;
 const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/;
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
@@ -133,7 +141,23 @@ const SQL = {
   expireApproval: "UPDATE approvals SET status = 'expired' WHERE id = ?",
   consumeGrant: "UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'",
   setAsideGrant: "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'approved'",
+  denialTally: 'SELECT * FROM denial_tallies WHERE chain = ?',
+  saveDenialTally: `INSERT INTO denial_tallies (chain, minute, written, held, codes, actions, first_at, last_at)
+    VALUES (@chain, @minute, @written, @held, @codes, @actions, @first_at, @last_at)
+    ON CONFLICT (chain) DO UPDATE SET minute = excluded.minute, written = excluded.written, held = excluded.held,
+      codes = excluded.codes, actions = excluded.actions, first_at = excluded.first_at, last_at = excluded.last_at`,
 } as const;
+
+interface DenialTallyRow {
+  chain: string;
+  minute: number;
+  written: number;
+  held: number;
+  codes: string;
+  actions: string;
+  first_at: number | null;
+  last_at: number | null;
+}
 
 export class SqliteLedger implements Ledger {
   readonly db: Db;
@@ -158,7 +182,13 @@ export class SqliteLedger implements Ledger {
   }
 
   async close(): Promise<void> {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    try {
+      this.writeHeldDenials();
+    } catch {
+      // best effort: the counts stay in denial_tallies and the next process writes them
+    }
+    this.db.close();
   }
 
   // ───────────────────────────── keys ─────────────────────────────
@@ -231,6 +261,7 @@ export class SqliteLedger implements Ledger {
         sms_countries: p.sms_countries,
         email_domains: p.email_domains,
         email_from: p.email_from,
+        sms_from: p.sms_from,
         grant_ttl_s: p.grant_ttl_s,
         may_delegate: p.may_delegate,
         max_depth: p.max_depth,
@@ -410,7 +441,74 @@ export class SqliteLedger implements Ledger {
       const row = parsed ? this.keyRow(parsed.id) : undefined;
       const known = row && parsed && secretMatches(parsed.secret, row.secret_hash) ? row : null;
       const action = typeof denial.action === 'string' && isValidAction(denial.action) ? denial.action : null;
+      if (!this.admitDenialRow(now, known, denial.code, action)) return;
       this.appendAudit(now, known, { event: 'denied', action, code: denial.code, details: { message, before_authorize: true, ...(known ? {} : { presented_id: parsed?.id ?? null }) } });
+    });
+  }
+
+  /**
+   * Whether a denial decided before the ledger gets its own audit row: the first
+   * DENIAL_ROWS_PER_MINUTE of its chain's UTC minute do; the others are counted in
+   * denial_tallies, and written to the chain as one denials_counted row once that
+   * minute is over (or sooner, see writeHeldDenials). Runs inside recordDenial's transaction.
+   */
+  private admitDenialRow(now: number, key: KeyRow | null, code: string, action: string | null): boolean {
+    const chain = key?.id ?? GLOBAL_CHAIN;
+    const minute = Math.floor(now / DENIAL_MINUTE_MS);
+    let tally = this.st.denialTally.get(chain) as DenialTallyRow | undefined;
+    if (tally && tally.minute !== minute) {
+      this.appendHeldDenials(tally, key);
+      tally = undefined;
+    }
+    tally ??= { chain, minute, written: 0, held: 0, codes: '{}', actions: '{}', first_at: null, last_at: null };
+    const admitted = tally.written < DENIAL_ROWS_PER_MINUTE;
+    if (admitted) {
+      tally.written++;
+    } else {
+      const codes = JSON.parse(tally.codes) as Record<string, number>;
+      const actions = JSON.parse(tally.actions) as Record<string, number>;
+      codes[code] = (codes[code] ?? 0) + 1;
+      const a = action ?? '(none)';
+      const slot = a in actions || Object.keys(actions).length < MAX_COUNTED_ACTIONS ? a : 'other';
+      actions[slot] = (actions[slot] ?? 0) + 1;
+      tally = { ...tally, held: tally.held + 1, codes: JSON.stringify(codes), actions: JSON.stringify(actions), first_at: tally.first_at ?? now, last_at: now };
+    }
+    this.st.saveDenialTally.run(tally);
+    return admitted;
+  }
+
+  /** One denials_counted row for what a tally holds (nothing when it holds none). */
+  private appendHeldDenials(tally: DenialTallyRow, key: KeyRow | null): void {
+    if (tally.held === 0) return;
+    this.appendAudit(tally.last_at ?? this.clock(), key, {
+      event: 'denials_counted',
+      details: {
+        count: tally.held,
+        codes: JSON.parse(tally.codes) as Record<string, number>,
+        actions: JSON.parse(tally.actions) as Record<string, number>,
+        first_at: tally.first_at,
+        last_at: tally.last_at,
+        minute: new Date(tally.minute * DENIAL_MINUTE_MS).toISOString(),
+        rows_written_that_minute: tally.written,
+        before_authorize: true,
+        ...(key || tally.chain === GLOBAL_CHAIN ? {} : { chain: tally.chain }),
+      },
+    });
+  }
+
+  /**
+   * Writes every held denial count to its chain now, so none waits for a later denial
+   * that may never come: at close and before the audit is listed. A tally keeps its
+   * minute and rows written: the bound still holds for the rest of that minute.
+   */
+  private writeHeldDenials(): void {
+    // a plain read first: with nothing held, no write lock is taken (and no busy wait)
+    if (!this.db.prepare('SELECT 1 FROM denial_tallies WHERE held > 0 LIMIT 1').get()) return;
+    transaction(this.db, 'normal', () => {
+      for (const tally of this.db.prepare('SELECT * FROM denial_tallies WHERE held > 0').all() as DenialTallyRow[]) {
+        this.appendHeldDenials(tally, tally.chain === GLOBAL_CHAIN ? null : (this.keyRow(tally.chain) ?? null));
+        this.st.saveDenialTally.run({ ...tally, held: 0, codes: '{}', actions: '{}', first_at: null, last_at: null });
+      }
     });
   }
 
@@ -873,6 +971,11 @@ export class SqliteLedger implements Ledger {
   // ─────────────────────────────── audit ───────────────────────────────
 
   async queryAudit(q: AuditQuery): Promise<AuditRow[]> {
+    try {
+      this.writeHeldDenials();
+    } catch {
+      // best effort: a busy ledger still lists what it has; the counts are written later
+    }
     return read(() => this.audit.query(q));
   }
 
@@ -1145,6 +1248,7 @@ export class SqliteLedger implements Ledger {
       v.startsWith('*.') ? p.email_domains!.some((d) => d === v || (d.startsWith('*.') && v.endsWith(d.slice(1)))) : domainAllowed(p.email_domains!, `x@${v}`),
     );
     const from = subset('sender', child.email_from, p.email_from, (v) => p.email_from!.includes(v));
+    const smsFrom = subset('SMS sender', child.sms_from, p.sms_from, (v) => p.sms_from!.includes(v));
     if (p.rate_per_min !== undefined && child.rate_per_min !== undefined && child.rate_per_min > p.rate_per_min) throw widen('rate limit above the parent\'s');
     if (p.approve_over_usd_micros !== undefined && child.approve_over_usd_micros !== undefined && child.approve_over_usd_micros > p.approve_over_usd_micros) {
       throw widen('approval threshold above the parent\'s');
@@ -1158,6 +1262,7 @@ export class SqliteLedger implements Ledger {
       sms_countries: sms,
       email_domains: domains,
       email_from: from,
+      sms_from: smsFrom,
       grant_ttl_s: Math.min(child.grant_ttl_s, p.grant_ttl_s),
     });
   }
@@ -1398,8 +1503,10 @@ function checkRecipients(recipients: unknown): void {
       typeof r === 'object' && r !== null &&
       (r.kind === 'sms_region'
         ? typeof r.region === 'string' && /^[A-Z]{2}$/.test(r.region) && typeof r.number === 'string'
-        : (r.kind === 'email_recipient' || r.kind === 'email_sender') && typeof r.address === 'string' && r.address.includes('@'));
-    if (!ok) throw new RuncapError('INVALID_INPUT', 'a recipient is an SMS region (kind, region, number) or an e-mail address (kind, address)');
+        : r.kind === 'sms_sender'
+          ? typeof r.sender === 'string' && r.sender.length > 0
+          : (r.kind === 'email_recipient' || r.kind === 'email_sender' || r.kind === 'email_reply_to') && typeof r.address === 'string' && r.address.includes('@'));
+    if (!ok) throw new RuncapError('INVALID_INPUT', 'a recipient is an SMS region (kind, region, number), an SMS sender (kind, sender) or an e-mail address (kind, address)');
   }
 }
 

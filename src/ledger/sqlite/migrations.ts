@@ -158,4 +158,19 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX audit_approval_rows ON audit(approval_id)
     WHERE event IN ('approval_requested', 'approval_approved', 'approval_consumed');
   `,
+  // 4 (denial tallies): denials decided before the ledger (malformed calls) get one audit row each
+  //    only up to a bound per chain and UTC minute; past it they are counted here until one
+  //    denials_counted row writes them to the chain. One row per chain, found by primary key.
+  `
+  CREATE TABLE denial_tallies (
+    chain    TEXT PRIMARY KEY,            -- the audit chain: a key id, or 'global' for calls without a valid key
+    minute   INTEGER NOT NULL,            -- floor(at / 60000) of the minute counted
+    written  INTEGER NOT NULL,            -- denial rows written one by one in that minute
+    held     INTEGER NOT NULL,            -- denials counted but not yet in the audit log
+    codes    TEXT NOT NULL,               -- JSON { reason code: count } of the held ones
+    actions  TEXT NOT NULL,               -- JSON { action: count } of the held ones
+    first_at INTEGER,                     -- the first and last held one
+    last_at  INTEGER
+  ) WITHOUT ROWID;
+  `,
 ];
