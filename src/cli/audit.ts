@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import type { AuditRow, AuditVerification } from '../ledger/types.js';
-import { csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd, usdField } from './io.js';
+import { CsvNumber, csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd, usdField } from './io.js';
 import { timeOption } from './options.js';
 
 interface AuditOptions {
@@ -47,7 +47,10 @@ export const verificationJson = (v: AuditVerification) => ({
   problems: v.problems.map((p) => ({ chain: p.chain, seq: p.seq, row_id: p.rowId, problem: p.problem })),
 });
 
-/** CSV for spreadsheets and scripts; text cells are made inert too, as the file is often looked at in a terminal. */
+/**
+ * CSV for spreadsheets and scripts; text cells are made inert too, as the file
+ * is often looked at in a terminal, and (csvLine) never start a formula.
+ */
 function rowCsv(r: AuditRow): unknown[] {
   const t = (v: string | null) => (v === null ? '' : inert(v));
   return [
@@ -60,7 +63,7 @@ function rowCsv(r: AuditRow): unknown[] {
     t(r.issuer),
     inert(r.delegation.join(' > ')),
     t(r.action),
-    usdField(r.amountMicros) ?? '',
+    r.amountMicros === null ? '' : new CsvNumber(usdField(r.amountMicros)),
     r.amountMicros ?? '',
     t(r.code),
     t(r.reservationId),

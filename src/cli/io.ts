@@ -191,9 +191,31 @@ export function currencyAmount(amountMinor: number, currency: string, digits: nu
   return `${currency.toUpperCase()} ${neg ? '-' : ''}${whole}${frac}`;
 }
 
-/** One CSV cell (RFC 4180): quoted when it holds a comma, quote, CR or LF; quotes doubled. */
+/**
+ * A decimal runcap wrote itself (an amount as "12.50" or "-0.0083"): put in
+ * a CSV cell as it is, so a spreadsheet reads it as a number — a negative one
+ * included, which plain text starting with "-" would not be.
+ */
+export class CsvNumber {
+  constructor(readonly text: string) {
+    if (!/^-?\d+(\.\d+)?$/.test(text)) throw new RuncapError('INVALID_INPUT', `not a decimal number: ${inert(text)}`);
+  }
+}
+
+/** First characters that make a spreadsheet take a cell for a formula (OWASP's list for CSV injection). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/**
+ * One CSV cell (RFC 4180): quoted when it holds a comma, quote, CR or LF;
+ * quotes doubled. Text a spreadsheet would run as a formula is prefixed with
+ * ' inside a quoted field, so it shows as the text it is; only JS numbers and
+ * CsvNumbers, which runcap writes itself, are left bare.
+ */
 function csvCell(value: unknown): string {
+  if (value instanceof CsvNumber) return value.text;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
   const s = value === null || value === undefined ? '' : typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
+  if (FORMULA_START.test(s)) return `"'${s.replace(/"/g, '""')}"`;
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
