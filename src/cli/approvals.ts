@@ -407,7 +407,7 @@ async function watch(by: string): Promise<void> {
       if (isRuncapError(err) && err.message === 'interrupted') return;
       throw err;
     }
-    if (!(await guard.ledger.checkPassphrase(passphrase))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
+    if (!(await guard.ledger.checkPassphrase(passphrase, { by, during: 'approvals watch' }))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigint);
     keys = new TtyKeys(stop);

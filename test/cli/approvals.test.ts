@@ -532,4 +532,18 @@ describe('runcap approvals watch', () => {
     expect(t.output()).not.toContain(`Approval ${id}`);
     expect(await status(id)).toBe('pending');
   });
+
+  it('a wrong passphrase at the start of the watch is audited like a failed approve: approval_failed, PASSPHRASE_WRONG, who typed it', async () => {
+    const id = await raise('watch wrong passphrase, audited');
+    const before = await h.guard.ledger.queryAudit({});
+    const t = ptyCli(h.home, ['approvals', 'watch', '--by', 'grace']);
+    await t.waitFor('Approver passphrase: ');
+    t.type('not it at all\r');
+    expect(await t.exited).toBe(1);
+    const added = (await h.guard.ledger.queryAudit({})).slice(before.length);
+    expect(added).toMatchObject([{ event: 'approval_failed', code: 'PASSPHRASE_WRONG', keyId: null, approvalId: null, details: { by: 'grace', during: 'approvals watch' } }]);
+    expect(JSON.stringify(added)).not.toContain('not it at all');
+    expect(await status(id)).toBe('pending');
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
 });

@@ -58,6 +58,7 @@ import type {
   IssueKeyInput,
   KeyInfo,
   Ledger,
+  PassphraseAttempt,
   Reservation,
   ReservationState,
   SpendRow,
@@ -774,11 +775,7 @@ export class SqliteLedger implements Ledger {
     const stored = read(() => this.setting('passphrase'));
     if (!stored) throw new RuncapError('CONFLICT', 'no approver passphrase is set: run `runcap init` first');
     if (typeof opts.passphrase !== 'string' || !passphraseMatches(opts.passphrase, stored)) {
-      transaction(this.db, 'full', () => {
-        const key = this.keyRow(existing.key_id)!;
-        this.appendAudit(now, key, { event: 'approval_failed', action: existing.action, approvalId: id, code: 'PASSPHRASE_WRONG', details: { by: opts.by } });
-        return undefined;
-      });
+      this.auditWrongPassphrase(now, { by: opts.by, approvalId: existing.id });
       throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
     }
     return transaction(this.db, 'full', () => {
@@ -831,9 +828,14 @@ export class SqliteLedger implements Ledger {
     });
   }
 
-  async checkPassphrase(passphrase: string): Promise<boolean> {
+  async checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean> {
+    if (attempt) checkName(attempt.by, 'approver');
+    const now = this.clock();
     const stored = read(() => this.setting('passphrase'));
-    return stored !== undefined && typeof passphrase === 'string' && passphraseMatches(passphrase, stored);
+    if (stored === undefined) return false;
+    if (typeof passphrase === 'string' && passphraseMatches(passphrase, stored)) return true;
+    this.auditWrongPassphrase(now, attempt);
+    return false;
   }
 
   // ─────────────────────────────── audit ───────────────────────────────
@@ -1183,6 +1185,20 @@ export class SqliteLedger implements Ledger {
       this.appendAudit(now, key, { event: 'approval_expired', action: r.action, approvalId: r.id, details: { was: r.status } });
     }
     if (status !== 'pending') throw new RuncapError('CONFLICT', `approval ${r.id} is ${status}; it can no longer be answered`);
+  }
+
+  /** Every wrong approver passphrase leaves a row (never the text typed): guessing is seen in the audit log. */
+  private auditWrongPassphrase(now: number, attempt: PassphraseAttempt | undefined): void {
+    transaction(this.db, 'full', () => {
+      if (attempt?.approvalId !== undefined) {
+        const r = this.approvalRow(attempt.approvalId);
+        this.appendAudit(now, this.keyRow(r.key_id)!, { event: 'approval_failed', action: r.action, approvalId: r.id, code: 'PASSPHRASE_WRONG', details: { by: attempt.by } });
+      } else {
+        const event = attempt?.during === 'approvals watch' ? 'approval_failed' : 'passphrase_failed';
+        this.appendAudit(now, null, { event, code: 'PASSPHRASE_WRONG', details: { by: attempt?.by ?? null, during: attempt?.during ?? null } });
+      }
+      return undefined;
+    });
   }
 
   private setting(name: string): string | undefined {
