@@ -388,29 +388,23 @@ export function registerApprovalCommands(program: Command): void {
 async function watch(by: string): Promise<void> {
   requireTty('approvals watch');
   const guard = openGuard();
-  let keys: TtyKeys | undefined;
   let stopped = false;
   let wake: (() => void) | undefined;
-  const stop = () => {
-    stopped = true;
-    wake?.();
-  };
   const stopSignal = new Promise<'stop'>((resolve) => {
     wake = () => resolve('stop');
   });
-  const onSigint = () => stop();
+  // one keyboard for the whole watch, in raw mode from the passphrase on: Ctrl-C is a key, and what is typed between questions is dropped
+  const keys = new TtyKeys(() => {
+    stopped = true;
+    wake?.();
+  });
+  const onSignal = () => keys.stop();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
-    let passphrase: string;
-    try {
-      passphrase = await askHidden('Approver passphrase: ');
-    } catch (err) {
-      if (isRuncapError(err) && err.message === 'interrupted') return;
-      throw err;
-    }
+    const passphrase = await keys.line('Approver passphrase: ', { hidden: true });
+    if (passphrase === undefined) return;
     if (!(await guard.ledger.checkPassphrase(passphrase, { by, during: 'approvals watch' }))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
-    process.on('SIGINT', onSigint);
-    process.on('SIGTERM', onSigint);
-    keys = new TtyKeys(stop);
     process.stderr.write(`Watching for approval requests as ${inert(by)} (Ctrl-C stops)…\n`);
     const seen = new Set<string>();
     while (!stopped) {
@@ -424,9 +418,8 @@ async function watch(by: string): Promise<void> {
         if (fresh.status !== 'pending') continue;
         const view = await viewOf(guard, fresh);
         process.stdout.write(`\n${renderApproval(view)}${renderSummary(view)}`);
-        process.stderr.write('[a]pprove / [d]eny / [s]kip? ');
-        const choice = await Promise.race([keys.choose('ads'), stopSignal]);
-        if (choice === 'stop') break;
+        const choice = await keys.choose('[a]pprove / [d]eny / [s]kip? ', 'ads');
+        if (choice === undefined) break;
         process.stderr.write(`${choice}\n`);
         try {
           if (choice === 'a') {
@@ -450,9 +443,9 @@ async function watch(by: string): Promise<void> {
     }
     process.stderr.write('\nStopped watching.\n');
   } finally {
-    process.removeListener('SIGINT', onSigint);
-    process.removeListener('SIGTERM', onSigint);
-    keys?.close();
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    keys.close();
     await guard.close();
   }
 }

@@ -14,6 +14,7 @@ import { expectMoneyFields } from './money-fields.js';
 const ESC = '\u001b';
 const EVIL = 'Invoice \u001b]0;pwned\u0007 \u001b[2J\u001b[31mRED\u001b[0m \u009b6n end';
 const HOUR = 3_600_000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * What a reviewer saw an agent do: a payment of $4,900.00 to cus_victim whose
@@ -230,6 +231,19 @@ describe('runcap approve on a terminal', () => {
     expect(failed).toHaveLength(1);
     expect(failed[0]!.details).toMatchObject({ by: 'bob' });
     expect((await h.guard.ledger.queryAudit({ keyId })).some((r) => r.event === 'approval_approved' && r.approvalId === id)).toBe(false);
+  });
+
+  it('a passphrase typed ahead, before the request is on screen, is dropped: nothing is approved until keys are pressed after the prompt', async () => {
+    const id = await raise('typed ahead of approve');
+    const t = ptyCli(h.home, ['approve', id, '--by', 'ivan']);
+    t.type(`${PASSPHRASE}\r`); // at once: long before runcap has drawn anything
+    await t.waitFor(/passphrase \(Ctrl-C cancels\): /);
+    await sleep(800);
+    expect(await status(id)).toBe('pending');
+    t.type('\u0003');
+    expect(await t.exited).toBe(1);
+    expect(await status(id)).toBe('pending');
+    expect((await h.guard.ledger.queryAudit({ keyId })).filter((r) => r.approvalId === id).map((r) => r.event)).toEqual(['approval_requested']);
   });
 
   it('Ctrl-C at the prompt cancels (exit 1) and grants nothing', async () => {
@@ -506,6 +520,38 @@ describe('runcap approvals watch', () => {
       t.kill();
       await served.close();
     }
+  });
+
+  it('keys typed ahead while a harmless request is answered (a double tap, the answer pasted twice) never answer the costly one that follows', async () => {
+    for (const a of await h.guard.ledger.listApprovals()) await h.guard.ledger.deny(a.id, { by: 'test' });
+    // what an agent would queue: a harmless request, at once followed by a costly one
+    const harmless = await raise('harmless: deploy the docs', 11);
+    const costly = await raise('costly: deploy everything', 4900);
+    const t = ptyCli(h.home, ['approvals', 'watch', '--by', 'heidi']);
+    await t.waitFor('Approver passphrase: ');
+    t.type(`${PASSPHRASE}\r`);
+    let at = await t.waitFor(new RegExp(`Approval ${harmless}[\\s\\S]*\\[s\\]kip\\? `));
+    t.type('a');
+    at = await t.waitFor(/^a\r?\n/, { from: at }); // the key, echoed
+    // typed while the harmless one is being approved, before the costly one is on screen
+    t.type('a');
+    await sleep(20);
+    t.type('a\r');
+    await sleep(20);
+    t.type('a\ra\r');
+    at = await t.waitFor(`Approved ${harmless}`, { from: at });
+    at = await t.waitFor(new RegExp(`Approval ${costly}[\\s\\S]*\\[s\\]kip\\? `), { from: at });
+    await sleep(800);
+    expect(await status(costly)).toBe('pending');
+    expect(t.output().slice(at)).not.toMatch(/Approved/);
+    // a key pressed after the question is on screen answers it
+    t.type('s');
+    await t.waitFor(`Skipped ${costly}`, { from: at });
+    t.type('\u0003');
+    expect(await t.exited).toBe(0);
+    expect(await h.guard.ledger.getApproval(harmless)).toMatchObject({ status: 'approved', decidedBy: 'heidi' });
+    expect(await status(costly)).toBe('pending');
+    expect((await h.guard.ledger.queryAudit({ keyId })).filter((r) => r.approvalId === costly).map((r) => r.event)).toEqual(['approval_requested']);
   });
 
   it('SIGINT (as from kill -INT) ends the watch with exit 0, leaving open questions unanswered', async () => {
