@@ -3,6 +3,9 @@
  *
  * Approving needs the approver passphrase typed on a terminal: no flag skips
  * it, and without a TTY approve and watch refuse (exit 1) and grant nothing.
+ * It also needs the last 4 characters of the request's id typed after the
+ * request was shown, and no key typed before a question appeared ever answers
+ * it (TtyKeys), so type-ahead cannot answer a request nobody saw.
  * Everything the agent wrote (arguments, labels of delegated keys, reasons) is
  * shown escaped and laid out by runcap (hard-wrapped at a fixed width under a
  * continuation bar, runs of spaces shown, long values cut short), so it cannot
@@ -16,7 +19,6 @@ import { isRuncapError, RuncapError } from '../policy/codes.js';
 import { minorDigits } from '../vendors/currencies.js';
 import {
   agentAtoms,
-  askHidden,
   type Atom,
   CONT,
   currencyAmount,
@@ -310,6 +312,18 @@ function renderSummary(v: ApprovalView, width = screenWidth()): string {
   ].join('\n');
 }
 
+/*
+ * Approving is deliberate: after the passphrase (or [a] in the watch) the
+ * human types the last 4 characters of the request's own id, on screen in the
+ * summary right above. A key repeat, a double tap or an answer pasted twice
+ * cannot do that for a request that was not shown, and keys meant for another
+ * request do not match this one (ids differ in their last characters, even
+ * two made in the same millisecond).
+ */
+const confirmPrompt = (id: string) => `Type the last 4 characters of ${inert(id)} to approve it (anything else does not): `;
+const confirms = (id: string, typed: string) => typed.trim().toUpperCase() === id.slice(-4).toUpperCase();
+const notHowItEnds = (id: string, typed: string) => `"${inert(typed.trim()).slice(0, 40)}" is not how ${inert(id)} ends`;
+
 function approvalRows(list: Approval[]): (string | number)[][] {
   return list.map((a) => [a.id, inert(a.label), inert(a.action), amountText(a), localTime(a.createdAt), a.status, localTime(a.expiresAt)]);
 }
@@ -333,13 +347,13 @@ export function registerApprovalCommands(program: Command): void {
 
   approvals
     .command('watch')
-    .description('ask the approver passphrase once, then approve / deny / skip each pending request as it arrives (Ctrl-C stops)')
+    .description("ask the approver passphrase once, then approve (confirmed with the id's last 4 characters) / deny / skip each pending request as it arrives (Ctrl-C stops)")
     .option('--by <name>', 'who answers (default: the OS user)', nameOption)
     .action(async (o: { by?: string }) => watch(o.by ?? osUser()));
 
   program
     .command('approve <id>')
-    .description('show exactly what would be allowed, then approve it with the approver passphrase typed on the terminal')
+    .description("show exactly what would be allowed, then approve it with the approver passphrase and the id's last 4 characters, typed on the terminal")
     .option('--by <name>', 'who approves (default: the OS user)', nameOption)
     .option('--json', 'print the approved approval as JSON')
     .action(async (id: string, o: { by?: string; json?: boolean }) => {
@@ -351,14 +365,20 @@ export function registerApprovalCommands(program: Command): void {
         const view = await viewOf(guard, a);
         process.stdout.write(`${renderApproval(view)}${renderSummary(view)}`);
         requireTty('approve');
-        let passphrase: string;
+        const keys = new TtyKeys();
+        let done: Approval;
         try {
-          passphrase = await askHidden(`Approve this exact call as ${inert(by)}? Type the approver passphrase (Ctrl-C cancels): `);
-        } catch (err) {
-          if (isRuncapError(err) && err.message === 'interrupted') throw refused('cancelled; nothing was approved');
-          throw err;
+          const passphrase = await keys.line(`Approve this exact call as ${inert(by)}? Type the approver passphrase (Ctrl-C cancels): `, { hidden: true });
+          if (passphrase === undefined) throw refused('cancelled; nothing was approved');
+          // a wrong passphrase is told (and audited, as approving with it would be) before the confirmation is asked
+          if (!(await guard.ledger.checkPassphrase(passphrase, { by, approvalId: a.id }))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
+          const typed = await keys.line(confirmPrompt(a.id));
+          if (typed === undefined) throw refused('cancelled; nothing was approved');
+          if (!confirms(a.id, typed)) throw refused(`not confirmed: ${notHowItEnds(a.id, typed)}; nothing was approved`);
+          done = await guard.ledger.approve(a.id, { passphrase, by });
+        } finally {
+          keys.close();
         }
-        const done = await guard.ledger.approve(a.id, { passphrase, by });
         if (o.json) return printJson(approvalJson(done));
         process.stdout.write(`Approved ${done.id} by ${inert(by)}: the identical call may run once until ${localTime(done.expiresAt)}.\n`);
       } finally {
@@ -382,6 +402,20 @@ export function registerApprovalCommands(program: Command): void {
         await guard.close();
       }
     });
+}
+
+/** [a]pprove / [d]eny / [s]kip one request in the watch, approving only once confirmed (asked again otherwise); undefined when stopped. */
+async function answer(keys: TtyKeys, id: string): Promise<'a' | 'd' | 's' | undefined> {
+  for (;;) {
+    const choice = await keys.choose('[a]pprove / [d]eny / [s]kip? ', 'ads');
+    if (choice === undefined) return undefined;
+    process.stderr.write(`${choice}\n`);
+    if (choice !== 'a') return choice as 'd' | 's';
+    const typed = await keys.line(confirmPrompt(id));
+    if (typed === undefined) return undefined;
+    if (confirms(id, typed)) return 'a';
+    process.stderr.write(`Not approved: ${notHowItEnds(id, typed)}.\n`);
+  }
 }
 
 /** approvals watch: passphrase once, then answer each pending request live until Ctrl-C / SIGINT. */
@@ -418,9 +452,8 @@ async function watch(by: string): Promise<void> {
         if (fresh.status !== 'pending') continue;
         const view = await viewOf(guard, fresh);
         process.stdout.write(`\n${renderApproval(view)}${renderSummary(view)}`);
-        const choice = await keys.choose('[a]pprove / [d]eny / [s]kip? ', 'ads');
+        const choice = await answer(keys, fresh.id);
         if (choice === undefined) break;
-        process.stderr.write(`${choice}\n`);
         try {
           if (choice === 'a') {
             const done = await guard.ledger.approve(fresh.id, { passphrase, by });
