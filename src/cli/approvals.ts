@@ -3,6 +3,9 @@
  *
  * Approving needs the approver passphrase typed on a terminal: no flag skips
  * it, and without a TTY approve and watch refuse (exit 1) and grant nothing.
+ * It also needs the last 4 characters of the request's id typed after the
+ * request was shown, and no key typed before a question appeared ever answers
+ * it (TtyKeys), so type-ahead cannot answer a request nobody saw.
  * Everything the agent wrote (arguments, labels of delegated keys, reasons) is
  * shown escaped and laid out by runcap (hard-wrapped at a fixed width under a
  * continuation bar, runs of spaces shown, long values cut short), so it cannot
@@ -16,7 +19,6 @@ import { isRuncapError, RuncapError } from '../policy/codes.js';
 import { minorDigits } from '../vendors/currencies.js';
 import {
   agentAtoms,
-  askHidden,
   type Atom,
   CONT,
   currencyAmount,
@@ -310,6 +312,18 @@ function renderSummary(v: ApprovalView, width = screenWidth()): string {
   ].join('\n');
 }
 
+/*
+ * Approving is deliberate: after the passphrase (or [a] in the watch) the
+ * human types the last 4 characters of the request's own id, on screen in the
+ * summary right above. A key repeat, a double tap or an answer pasted twice
+ * cannot do that for a request that was not shown, and keys meant for another
+ * request do not match this one (ids differ in their last characters, even
+ * two made in the same millisecond).
+ */
+const confirmPrompt = (id: string) => `Type the last 4 characters of ${inert(id)} to approve it (anything else does not): `;
+const confirms = (id: string, typed: string) => typed.trim().toUpperCase() === id.slice(-4).toUpperCase();
+const notHowItEnds = (id: string, typed: string) => `"${inert(typed.trim()).slice(0, 40)}" is not how ${inert(id)} ends`;
+
 function approvalRows(list: Approval[]): (string | number)[][] {
   return list.map((a) => [a.id, inert(a.label), inert(a.action), amountText(a), localTime(a.createdAt), a.status, localTime(a.expiresAt)]);
 }
@@ -333,13 +347,13 @@ export function registerApprovalCommands(program: Command): void {
 
   approvals
     .command('watch')
-    .description('ask the approver passphrase once, then approve / deny / skip each pending request as it arrives (Ctrl-C stops)')
+    .description("ask the approver passphrase once, then approve (confirmed with the id's last 4 characters) / deny / skip each pending request as it arrives (Ctrl-C stops)")
     .option('--by <name>', 'who answers (default: the OS user)', nameOption)
     .action(async (o: { by?: string }) => watch(o.by ?? osUser()));
 
   program
     .command('approve <id>')
-    .description('show exactly what would be allowed, then approve it with the approver passphrase typed on the terminal')
+    .description("show exactly what would be allowed, then approve it with the approver passphrase and the id's last 4 characters, typed on the terminal")
     .option('--by <name>', 'who approves (default: the OS user)', nameOption)
     .option('--json', 'print the approved approval as JSON')
     .action(async (id: string, o: { by?: string; json?: boolean }) => {
@@ -351,14 +365,20 @@ export function registerApprovalCommands(program: Command): void {
         const view = await viewOf(guard, a);
         process.stdout.write(`${renderApproval(view)}${renderSummary(view)}`);
         requireTty('approve');
-        let passphrase: string;
+        const keys = new TtyKeys();
+        let done: Approval;
         try {
-          passphrase = await askHidden(`Approve this exact call as ${inert(by)}? Type the approver passphrase (Ctrl-C cancels): `);
-        } catch (err) {
-          if (isRuncapError(err) && err.message === 'interrupted') throw refused('cancelled; nothing was approved');
-          throw err;
+          const passphrase = await keys.line(`Approve this exact call as ${inert(by)}? Type the approver passphrase (Ctrl-C cancels): `, { hidden: true });
+          if (passphrase === undefined) throw refused('cancelled; nothing was approved');
+          // a wrong passphrase is told (and audited, as approving with it would be) before the confirmation is asked
+          if (!(await guard.ledger.checkPassphrase(passphrase, { by, approvalId: a.id }))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
+          const typed = await keys.line(confirmPrompt(a.id));
+          if (typed === undefined) throw refused('cancelled; nothing was approved');
+          if (!confirms(a.id, typed)) throw refused(`not confirmed: ${notHowItEnds(a.id, typed)}; nothing was approved`);
+          done = await guard.ledger.approve(a.id, { passphrase, by });
+        } finally {
+          keys.close();
         }
-        const done = await guard.ledger.approve(a.id, { passphrase, by });
         if (o.json) return printJson(approvalJson(done));
         process.stdout.write(`Approved ${done.id} by ${inert(by)}: the identical call may run once until ${localTime(done.expiresAt)}.\n`);
       } finally {
@@ -384,33 +404,41 @@ export function registerApprovalCommands(program: Command): void {
     });
 }
 
+/** [a]pprove / [d]eny / [s]kip one request in the watch, approving only once confirmed (asked again otherwise); undefined when stopped. */
+async function answer(keys: TtyKeys, id: string): Promise<'a' | 'd' | 's' | undefined> {
+  for (;;) {
+    const choice = await keys.choose('[a]pprove / [d]eny / [s]kip? ', 'ads');
+    if (choice === undefined) return undefined;
+    process.stderr.write(`${choice}\n`);
+    if (choice !== 'a') return choice as 'd' | 's';
+    const typed = await keys.line(confirmPrompt(id));
+    if (typed === undefined) return undefined;
+    if (confirms(id, typed)) return 'a';
+    process.stderr.write(`Not approved: ${notHowItEnds(id, typed)}.\n`);
+  }
+}
+
 /** approvals watch: passphrase once, then answer each pending request live until Ctrl-C / SIGINT. */
 async function watch(by: string): Promise<void> {
   requireTty('approvals watch');
   const guard = openGuard();
-  let keys: TtyKeys | undefined;
   let stopped = false;
   let wake: (() => void) | undefined;
-  const stop = () => {
-    stopped = true;
-    wake?.();
-  };
   const stopSignal = new Promise<'stop'>((resolve) => {
     wake = () => resolve('stop');
   });
-  const onSigint = () => stop();
+  // one keyboard for the whole watch, in raw mode from the passphrase on: Ctrl-C is a key, and what is typed between questions is dropped
+  const keys = new TtyKeys(() => {
+    stopped = true;
+    wake?.();
+  });
+  const onSignal = () => keys.stop();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
-    let passphrase: string;
-    try {
-      passphrase = await askHidden('Approver passphrase: ');
-    } catch (err) {
-      if (isRuncapError(err) && err.message === 'interrupted') return;
-      throw err;
-    }
-    if (!(await guard.ledger.checkPassphrase(passphrase))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
-    process.on('SIGINT', onSigint);
-    process.on('SIGTERM', onSigint);
-    keys = new TtyKeys(stop);
+    const passphrase = await keys.line('Approver passphrase: ', { hidden: true });
+    if (passphrase === undefined) return;
+    if (!(await guard.ledger.checkPassphrase(passphrase, { by, during: 'approvals watch' }))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
     process.stderr.write(`Watching for approval requests as ${inert(by)} (Ctrl-C stops)…\n`);
     const seen = new Set<string>();
     while (!stopped) {
@@ -424,10 +452,8 @@ async function watch(by: string): Promise<void> {
         if (fresh.status !== 'pending') continue;
         const view = await viewOf(guard, fresh);
         process.stdout.write(`\n${renderApproval(view)}${renderSummary(view)}`);
-        process.stderr.write('[a]pprove / [d]eny / [s]kip? ');
-        const choice = await Promise.race([keys.choose('ads'), stopSignal]);
-        if (choice === 'stop') break;
-        process.stderr.write(`${choice}\n`);
+        const choice = await answer(keys, fresh.id);
+        if (choice === undefined) break;
         try {
           if (choice === 'a') {
             const done = await guard.ledger.approve(fresh.id, { passphrase, by });
@@ -450,9 +476,9 @@ async function watch(by: string): Promise<void> {
     }
     process.stderr.write('\nStopped watching.\n');
   } finally {
-    process.removeListener('SIGINT', onSigint);
-    process.removeListener('SIGTERM', onSigint);
-    keys?.close();
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    keys.close();
     await guard.close();
   }
 }

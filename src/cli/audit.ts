@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { openGuard } from '../guard/index.js';
 import type { AuditRow, AuditVerification, ChainHead } from '../ledger/types.js';
-import { csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd, usdField } from './io.js';
+import { CsvNumber, csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd, usdField } from './io.js';
 import { timeOption } from './options.js';
 
 interface AuditOptions {
@@ -64,7 +64,10 @@ function readKeptHeads(file: string): ChainHead[] {
   }
 }
 
-/** CSV for spreadsheets and scripts; text cells are made inert too, as the file is often looked at in a terminal. */
+/**
+ * CSV for spreadsheets and scripts; text cells are made inert too, as the file
+ * is often looked at in a terminal, and (csvLine) never start a formula.
+ */
 function rowCsv(r: AuditRow): unknown[] {
   const t = (v: string | null) => (v === null ? '' : inert(v));
   return [
@@ -77,7 +80,7 @@ function rowCsv(r: AuditRow): unknown[] {
     t(r.issuer),
     inert(r.delegation.join(' > ')),
     t(r.action),
-    usdField(r.amountMicros) ?? '',
+    r.amountMicros === null ? '' : new CsvNumber(usdField(r.amountMicros)),
     r.amountMicros ?? '',
     t(r.code),
     t(r.reservationId),

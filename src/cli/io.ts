@@ -62,35 +62,17 @@ export function inert(text: unknown): string {
     .replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '');
 }
 
-/** Read a line from the terminal without echo. Refuses when stdin is not a TTY. */
+/** Read a line from the terminal without echo, typed after the prompt appeared. Refuses when stdin is not a TTY. */
 export async function askHidden(prompt: string): Promise<string> {
-  const input = process.stdin;
-  if (!input.isTTY) throw new RuncapError('INVALID_INPUT', 'a terminal is needed to type the passphrase (stdin is not a TTY)');
-  return new Promise((resolve, reject) => {
-    let value = '';
-    // raw (no echo, no signals) BEFORE the prompt shows: keys typed as soon as it appears must not be echoed
-    input.setRawMode(true);
-    process.stderr.write(prompt);
-    input.resume();
-    input.setEncoding('utf8');
-    const done = (err?: Error) => {
-      input.setRawMode(false);
-      input.pause();
-      input.removeListener('data', onData);
-      process.stderr.write('\n');
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const onData = (chunk: string) => {
-      for (const ch of chunk) {
-        if (ch === '\r' || ch === '\n') return done();
-        if (ch === '\u0003') return done(new RuncapError('INVALID_INPUT', 'interrupted'));
-        if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1);
-        else value += ch;
-      }
-    };
-    input.on('data', onData);
-  });
+  if (!process.stdin.isTTY) throw new RuncapError('INVALID_INPUT', 'a terminal is needed to type the passphrase (stdin is not a TTY)');
+  const keys = new TtyKeys();
+  try {
+    const value = await keys.line(prompt, { hidden: true });
+    if (value === undefined) throw new RuncapError('INVALID_INPUT', 'interrupted');
+    return value;
+  } finally {
+    keys.close();
+  }
 }
 
 /** Read one line from (non-TTY) stdin: for scripted `init --passphrase-stdin`. */
@@ -123,25 +105,43 @@ export function requireTty(what: string): void {
 }
 
 /**
- * Single keys from the terminal, in raw mode, for interactive loops (approvals
- * watch). Keys typed while no question is open are dropped, so type-ahead can
- * never answer a request before it was shown. Ctrl-C, Ctrl-D and the end of
- * input call onStop.
+ * How long after a request is drawn keys are still taken as typed before it:
+ * a double tap, a key repeat or the rest of a paste arriving (over ssh, late)
+ * land in this window and are dropped. No human answers a question faster.
+ */
+const SETTLE_MS = 100;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * The keyboard, in raw mode (no echo, no signals), for every question runcap
+ * asks a human at a terminal: the approver passphrase, approve / deny / skip,
+ * the confirmation of an approval. An answer is only ever made of keys pressed
+ * after its own question appeared: keys typed while no question is open are
+ * dropped, and before a prompt is written everything typed so far is read and
+ * dropped — for SETTLE_MS, then two more turns of the event loop, since a key
+ * already waiting in the terminal is read only in the poll phase of a later
+ * turn (a setImmediate runs after the poll phase of its own turn, so the
+ * second one runs after a full turn that read it). Ctrl-C, Ctrl-D and the end
+ * of input stop: the open question and every later one answer undefined.
  */
 export class TtyKeys {
   private queue: string[] = [];
   private asking = false;
+  private stopped = false;
   private wake: (() => void) | undefined;
   private readonly onData = (chunk: string): void => {
     for (const ch of chunk) {
-      if (ch === '\u0003' || ch === '\u0004') return this.onStop();
+      if (ch === '\u0003' || ch === '\u0004') return this.stop();
       if (this.asking) this.queue.push(ch);
     }
     this.wake?.();
   };
-  private readonly onEnd = (): void => this.onStop();
+  private readonly onEnd = (): void => this.stop();
 
-  constructor(private readonly onStop: () => void, private readonly input: NodeJS.ReadStream = process.stdin) {
+  /** Raw mode from here on: keys typed as soon as a prompt appears are never echoed by the terminal. */
+  constructor(private readonly onStop: () => void = () => {}, private readonly input: NodeJS.ReadStream = process.stdin) {
     input.setRawMode(true);
     input.setEncoding('utf8');
     input.on('data', this.onData);
@@ -149,27 +149,63 @@ export class TtyKeys {
     input.resume();
   }
 
-  /** The next key typed from now on (lower case) that is one of `choices`; other keys are ignored. */
-  async choose(choices: string): Promise<string> {
+  /** Stop asking (Ctrl-C, or a signal): the open question answers undefined. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.asking = false;
     this.queue = [];
-    this.asking = true;
+    this.onStop();
+    this.wake?.();
+  }
+
+  /** The first key typed after `prompt` appeared (lower case) that is one of `choices`; other keys are ignored. */
+  async choose(prompt: string, choices: string): Promise<string | undefined> {
+    if (!(await this.open(prompt))) return undefined;
     try {
       for (;;) {
-        while (this.queue.length) {
-          const key = this.queue.shift()!.toLowerCase();
-          if (choices.includes(key)) return key;
-        }
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
+        const key = await this.nextKey();
+        if (key === undefined) return undefined;
+        const lower = key.toLowerCase();
+        if (choices.includes(lower)) return lower;
       }
     } finally {
-      this.asking = false;
-      this.queue = [];
+      this.shut();
+    }
+  }
+
+  /** A line typed after `prompt` appeared, up to Enter; echoed (made inert) unless hidden. */
+  async line(prompt: string, o: { hidden?: boolean } = {}): Promise<string | undefined> {
+    if (!(await this.open(prompt))) return undefined;
+    let value = '';
+    try {
+      for (;;) {
+        const key = await this.nextKey();
+        if (key === undefined) {
+          process.stderr.write('\n');
+          return undefined;
+        }
+        if (key === '\r' || key === '\n') {
+          process.stderr.write('\n');
+          return value;
+        }
+        if (key === '\u007f' || key === '\b') {
+          if (value && !o.hidden) process.stderr.write('\b \b');
+          value = [...value].slice(0, -1).join('');
+        } else {
+          value += key;
+          if (!o.hidden) process.stderr.write(inert(key));
+        }
+      }
+    } finally {
+      this.shut();
     }
   }
 
   close(): void {
     this.asking = false;
+    this.stopped = true;
+    this.wake?.();
     this.wake = undefined;
     this.input.removeListener('data', this.onData);
     this.input.removeListener('end', this.onEnd);
@@ -179,6 +215,34 @@ export class TtyKeys {
       // the terminal is gone
     }
     this.input.pause();
+  }
+
+  /** Drop everything typed so far, then show the prompt and take keys; false once stopped. */
+  private async open(prompt: string): Promise<boolean> {
+    this.shut();
+    await sleep(SETTLE_MS);
+    await nextTurn();
+    await nextTurn();
+    if (this.stopped) return false;
+    this.queue = [];
+    process.stderr.write(prompt);
+    this.asking = true;
+    return true;
+  }
+
+  private shut(): void {
+    this.asking = false;
+    this.queue = [];
+  }
+
+  private async nextKey(): Promise<string | undefined> {
+    for (;;) {
+      if (this.stopped) return undefined;
+      const key = this.queue.shift();
+      if (key !== undefined) return key;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
   }
 }
 
@@ -191,9 +255,31 @@ export function currencyAmount(amountMinor: number, currency: string, digits: nu
   return `${currency.toUpperCase()} ${neg ? '-' : ''}${whole}${frac}`;
 }
 
-/** One CSV cell (RFC 4180): quoted when it holds a comma, quote, CR or LF; quotes doubled. */
+/**
+ * A decimal runcap wrote itself (an amount as "12.50" or "-0.0083"): put in
+ * a CSV cell as it is, so a spreadsheet reads it as a number — a negative one
+ * included, which plain text starting with "-" would not be.
+ */
+export class CsvNumber {
+  constructor(readonly text: string) {
+    if (!/^-?\d+(\.\d+)?$/.test(text)) throw new RuncapError('INVALID_INPUT', `not a decimal number: ${inert(text)}`);
+  }
+}
+
+/** First characters that make a spreadsheet take a cell for a formula (OWASP's list for CSV injection). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/**
+ * One CSV cell (RFC 4180): quoted when it holds a comma, quote, CR or LF;
+ * quotes doubled. Text a spreadsheet would run as a formula is prefixed with
+ * ' inside a quoted field, so it shows as the text it is; only JS numbers and
+ * CsvNumbers, which runcap writes itself, are left bare.
+ */
 function csvCell(value: unknown): string {
+  if (value instanceof CsvNumber) return value.text;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
   const s = value === null || value === undefined ? '' : typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
+  if (FORMULA_START.test(s)) return `"'${s.replace(/"/g, '""')}"`;
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 

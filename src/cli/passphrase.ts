@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import { RuncapError } from '../policy/codes.js';
-import { askHidden, refused, requireTty } from './io.js';
+import { askHidden, osUser, refused, requireTty } from './io.js';
 
 export function registerPassphraseCommand(program: Command): void {
   program
@@ -23,7 +23,7 @@ export function registerPassphraseCommand(program: Command): void {
         let old: string | undefined;
         if (await guard.ledger.hasPassphrase()) {
           old = await ask('Current approver passphrase: ');
-          if (!(await guard.ledger.checkPassphrase(old))) throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
+          if (!(await guard.ledger.checkPassphrase(old, { by: osUser(), during: 'passphrase change' }))) throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
         }
         const first = await ask('New approver passphrase (8+ characters): ');
         if (first.length < 8 || first.length > 1024) throw refused('the approver passphrase must be 8 to 1024 characters; nothing was changed');

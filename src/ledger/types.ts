@@ -194,6 +194,7 @@ export type AuditEvent =
   | 'approval_consumed'
   | 'approval_expired'
   | 'approval_failed'
+  | 'passphrase_failed'
   | 'settled'
   | 'released'
   | 'uncertain'
@@ -260,6 +261,19 @@ export interface SpendRow {
   calls: number;
 }
 
+/**
+ * Who typed the approver passphrase, and what for, kept in the audit row of a
+ * wrong one: for one approval it is that approval's `approval_failed` (as a
+ * wrong passphrase given to approve() is); at the start of `approvals watch` an
+ * `approval_failed` of no approval; for a change (and when not said) a
+ * `passphrase_failed`. Both on the global chain when no approval is named.
+ */
+export interface PassphraseAttempt {
+  by: string;
+  approvalId?: string;
+  during?: 'approvals watch' | 'passphrase change';
+}
+
 export interface VendorLimit {
   vendor: string;
   window: 'daily' | 'monthly';
@@ -312,7 +326,8 @@ export interface Ledger {
   deny(id: string, opts: { reason?: string; by: string }): Promise<Approval>;
   hasPassphrase(): Promise<boolean>;
   setPassphrase(newPassphrase: string, oldPassphrase?: string): Promise<void>;
-  checkPassphrase(passphrase: string): Promise<boolean>;
+  /** Whether `passphrase` is the approver passphrase; a wrong one is audited, with who typed it and what for. */
+  checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean>;
 
   // audit
   queryAudit(q: AuditQuery): Promise<AuditRow[]>;

@@ -14,6 +14,10 @@ import { expectMoneyFields } from './money-fields.js';
 const ESC = '\u001b';
 const EVIL = 'Invoice \u001b]0;pwned\u0007 \u001b[2J\u001b[31mRED\u001b[0m \u009b6n end';
 const HOUR = 3_600_000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The question that makes approving deliberate, and its answer: the request's own last 4 characters. */
+const confirmPrompt = (id: string) => `Type the last 4 characters of ${id} to approve it (anything else does not): `;
+const last4 = (id: string) => id.slice(-4);
 
 /**
  * What a reviewer saw an agent do: a payment of $4,900.00 to cus_victim whose
@@ -232,6 +236,46 @@ describe('runcap approve on a terminal', () => {
     expect((await h.guard.ledger.queryAudit({ keyId })).some((r) => r.event === 'approval_approved' && r.approvalId === id)).toBe(false);
   });
 
+  it('a passphrase typed ahead, before the request is on screen, is dropped: nothing is approved until keys are pressed after the prompt', async () => {
+    const id = await raise('typed ahead of approve');
+    const t = ptyCli(h.home, ['approve', id, '--by', 'ivan']);
+    t.type(`${PASSPHRASE}\r`); // at once: long before runcap has drawn anything
+    await t.waitFor(/passphrase \(Ctrl-C cancels\): /);
+    await sleep(800);
+    expect(await status(id)).toBe('pending');
+    t.type('\u0003');
+    expect(await t.exited).toBe(1);
+    expect(await status(id)).toBe('pending');
+    expect((await h.guard.ledger.queryAudit({ keyId })).filter((r) => r.approvalId === id).map((r) => r.event)).toEqual(['approval_requested']);
+  });
+
+  it('approving takes the last 4 characters of the id, typed after their prompt: typed ahead they are dropped; wrong ones grant nothing (exit 1)', async () => {
+    const other = await raise('another request');
+    const id = await raise('confirm me');
+    const t = ptyCli(h.home, ['approve', id, '--by', 'judy']);
+    let at = await t.waitFor(/passphrase \(Ctrl-C cancels\): /);
+    t.type(`${PASSPHRASE}\r${last4(id)}\r`); // the confirmation typed before its question appeared
+    at = await t.waitFor(confirmPrompt(id), { from: at });
+    await sleep(800);
+    expect(await status(id)).toBe('pending');
+    // keys meant for another request do not match this one
+    t.type(`${last4(other)}\r`);
+    expect(await t.exited).toBe(1);
+    expect(t.output().slice(at)).toContain(`not confirmed: "${last4(other)}" is not how ${id} ends; nothing was approved`);
+    expect(await status(id)).toBe('pending');
+    expect(await status(other)).toBe('pending');
+    expect((await h.guard.ledger.queryAudit({ keyId })).filter((r) => r.approvalId === id).map((r) => r.event)).toEqual(['approval_requested']);
+    // Ctrl-C at the confirmation cancels too
+    const c = ptyCli(h.home, ['approve', id]);
+    at = await c.waitFor(/passphrase \(Ctrl-C cancels\): /);
+    c.type(`${PASSPHRASE}\r`);
+    await c.waitFor(confirmPrompt(id), { from: at });
+    c.type('\u0003');
+    expect(await c.exited).toBe(1);
+    expect(c.output()).toContain('cancelled; nothing was approved');
+    expect(await status(id)).toBe('pending');
+  });
+
   it('Ctrl-C at the prompt cancels (exit 1) and grants nothing', async () => {
     const id = await raise('cancel me');
     const before = await auditLength();
@@ -287,6 +331,9 @@ describe('runcap approve on a terminal', () => {
       // before the passphrase: nothing granted yet
       expect(await status(id)).toBe('pending');
       t.type(`${PASSPHRASE}\r`);
+      await t.waitFor(confirmPrompt(id), { from: at });
+      expect(await status(id)).toBe('pending');
+      t.type(`${last4(id).toLowerCase()}\r`); // either case
       expect(await t.exited).toBe(0);
       expect(t.output()).not.toContain(PASSPHRASE);
       expect(t.output()).toMatch(new RegExp(`Approved ${id} by carol`));
@@ -424,6 +471,8 @@ describe('runcap approvals watch', () => {
     t.type(`${PASSPHRASE}\r`);
     let at = await t.waitFor(new RegExp(`Approval ${approveMe}[\\s\\S]*\\[a\\]pprove / \\[d\\]eny / \\[s\\]kip\\? `));
     t.type('a');
+    at = await t.waitFor(confirmPrompt(approveMe), { from: at });
+    t.type(`${last4(approveMe)}\r`);
     at = await t.waitFor(`Approved ${approveMe}`, { from: at });
     at = await t.waitFor(new RegExp(`Approval ${skipMe}[\\s\\S]*\\[s\\]kip\\? `), { from: at });
     t.type('x'); // not a choice: ignored
@@ -492,7 +541,9 @@ describe('runcap approvals watch', () => {
       const id = /apr_[0-9A-Z]+/.exec(textOf(first))![0];
       const at = await t.waitFor(new RegExp(`Approval ${id}[\\s\\S]*\\[s\\]kip\\? `));
       t.type('a');
-      await t.waitFor(`Approved ${id}`, { from: at });
+      const confirm = await t.waitFor(confirmPrompt(id), { from: at });
+      t.type(`${last4(id)}\r`);
+      await t.waitFor(`Approved ${id}`, { from: confirm });
       t.type('\u0003');
       expect(await t.exited).toBe(0);
 
@@ -506,6 +557,64 @@ describe('runcap approvals watch', () => {
       t.kill();
       await served.close();
     }
+  });
+
+  it('keys typed ahead while a harmless request is answered (a double tap, the answer pasted twice) never answer the costly one that follows', async () => {
+    for (const a of await h.guard.ledger.listApprovals()) await h.guard.ledger.deny(a.id, { by: 'test' });
+    // what an agent would queue: a harmless request, at once followed by a costly one
+    const harmless = await raise('harmless: deploy the docs', 11);
+    const costly = await raise('costly: deploy everything', 4900);
+    const t = ptyCli(h.home, ['approvals', 'watch', '--by', 'heidi']);
+    await t.waitFor('Approver passphrase: ');
+    t.type(`${PASSPHRASE}\r`);
+    let at = await t.waitFor(new RegExp(`Approval ${harmless}[\\s\\S]*\\[s\\]kip\\? `));
+    t.type('a');
+    at = await t.waitFor(confirmPrompt(harmless), { from: at });
+    t.type(`${last4(harmless)}\r`);
+    at = await t.waitFor(new RegExp(`^${last4(harmless)}\\r?\\n`), { from: at }); // the confirmation, echoed
+    // typed while the harmless one is being approved, before the costly one is on screen: a double tap, then the whole answer pasted twice
+    t.type('a');
+    await sleep(20);
+    t.type('a\r');
+    await sleep(20);
+    t.type(`a${last4(harmless)}\ra${last4(harmless)}\r`);
+    at = await t.waitFor(`Approved ${harmless}`, { from: at });
+    at = await t.waitFor(new RegExp(`Approval ${costly}[\\s\\S]*\\[s\\]kip\\? `), { from: at });
+    await sleep(800);
+    expect(await status(costly)).toBe('pending');
+    expect(t.output().slice(at)).not.toMatch(/Approved/);
+    // a key pressed after the question is on screen answers it
+    t.type('s');
+    await t.waitFor(`Skipped ${costly}`, { from: at });
+    t.type('\u0003');
+    expect(await t.exited).toBe(0);
+    expect(await h.guard.ledger.getApproval(harmless)).toMatchObject({ status: 'approved', decidedBy: 'heidi' });
+    expect(await status(costly)).toBe('pending');
+    expect((await h.guard.ledger.queryAudit({ keyId })).filter((r) => r.approvalId === costly).map((r) => r.event)).toEqual(['approval_requested']);
+  });
+
+  it('in the watch, a confirmation typed before its question is dropped and a wrong one approves nothing: the question is asked again', async () => {
+    for (const a of await h.guard.ledger.listApprovals()) await h.guard.ledger.deny(a.id, { by: 'test' });
+    const id = await raise('confirm me in the watch');
+    const t = ptyCli(h.home, ['approvals', 'watch', '--by', 'ken']);
+    await t.waitFor('Approver passphrase: ');
+    t.type(`${PASSPHRASE}\r`);
+    let at = await t.waitFor(new RegExp(`Approval ${id}[\\s\\S]*\\[s\\]kip\\? `));
+    t.type(`a${last4(id)}\r`); // in one go: the confirmation arrives before its question
+    at = await t.waitFor(confirmPrompt(id), { from: at });
+    await sleep(800);
+    expect(await status(id)).toBe('pending');
+    t.type('ZZZZ\r');
+    at = await t.waitFor(`Not approved: "ZZZZ" is not how ${id} ends.`, { from: at });
+    at = await t.waitFor('[a]pprove / [d]eny / [s]kip? ', { from: at });
+    expect(await status(id)).toBe('pending');
+    t.type('a');
+    at = await t.waitFor(confirmPrompt(id), { from: at });
+    t.type(`${last4(id)}\r`);
+    await t.waitFor(`Approved ${id}`, { from: at });
+    t.type('\u0003');
+    expect(await t.exited).toBe(0);
+    expect(await h.guard.ledger.getApproval(id)).toMatchObject({ status: 'approved', decidedBy: 'ken' });
   });
 
   it('SIGINT (as from kill -INT) ends the watch with exit 0, leaving open questions unanswered', async () => {
@@ -531,5 +640,19 @@ describe('runcap approvals watch', () => {
     expect(t.output()).toMatch(/wrong approver passphrase/);
     expect(t.output()).not.toContain(`Approval ${id}`);
     expect(await status(id)).toBe('pending');
+  });
+
+  it('a wrong passphrase at the start of the watch is audited like a failed approve: approval_failed, PASSPHRASE_WRONG, who typed it', async () => {
+    const id = await raise('watch wrong passphrase, audited');
+    const before = await h.guard.ledger.queryAudit({});
+    const t = ptyCli(h.home, ['approvals', 'watch', '--by', 'grace']);
+    await t.waitFor('Approver passphrase: ');
+    t.type('not it at all\r');
+    expect(await t.exited).toBe(1);
+    const added = (await h.guard.ledger.queryAudit({})).slice(before.length);
+    expect(added).toMatchObject([{ event: 'approval_failed', code: 'PASSPHRASE_WRONG', keyId: null, approvalId: null, details: { by: 'grace', during: 'approvals watch' } }]);
+    expect(JSON.stringify(added)).not.toContain('not it at all');
+    expect(await status(id)).toBe('pending');
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
   });
 });

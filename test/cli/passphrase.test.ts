@@ -35,6 +35,18 @@ describe('runcap passphrase', () => {
     expect(await h.guard.ledger.checkPassphrase(PASSPHRASE)).toBe(true);
   });
 
+  it('a wrong current passphrase is audited (passphrase_failed, PASSPHRASE_WRONG, the OS user), never the text typed', async () => {
+    const before = await h.guard.ledger.queryAudit({});
+    const t = ptyCli(h.home, ['passphrase']);
+    await t.waitFor('Current approver passphrase: ');
+    t.type('guess guess guess\r');
+    expect(await t.exited).toBe(1);
+    const added = (await h.guard.ledger.queryAudit({})).slice(before.length);
+    expect(added).toMatchObject([{ event: 'passphrase_failed', code: 'PASSPHRASE_WRONG', keyId: null, details: { by: 'tester', during: 'passphrase change' } }]);
+    expect(JSON.stringify(added)).not.toContain('guess');
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
   it('two different new passphrases, or a too short one, change nothing (exit 1)', async () => {
     const t = ptyCli(h.home, ['passphrase']);
     let at = await t.waitFor('Current approver passphrase: ');

@@ -143,6 +143,32 @@ describe('answering', () => {
     expect(await t.ledger.checkPassphrase(PASS)).toBe(true);
   });
 
+  it('checkPassphrase audits every wrong passphrase, with who typed it and what for; a right one leaves no row', async () => {
+    await withPassphrase();
+    const { key, info } = await issue(t.ledger, 'run', policy);
+    const apr = approvalId(await t.ledger.authorize(req(key, PAY, usd(50))));
+    const before = (await t.ledger.queryAudit({})).length;
+    expect(await t.ledger.checkPassphrase(PASS, { by: 'bob', approvalId: apr })).toBe(true);
+    expect(await t.ledger.checkPassphrase(PASS, { by: 'bob', during: 'approvals watch' })).toBe(true);
+    expect(await t.ledger.queryAudit({})).toHaveLength(before);
+    expect(await t.ledger.checkPassphrase('guess one', { by: 'mallory', approvalId: apr })).toBe(false);
+    expect(await t.ledger.checkPassphrase('guess two', { by: 'mallory', during: 'approvals watch' })).toBe(false);
+    expect(await t.ledger.checkPassphrase('guess three', { by: 'mallory', during: 'passphrase change' })).toBe(false);
+    expect(await t.ledger.checkPassphrase('guess four')).toBe(false);
+    const added = (await t.ledger.queryAudit({})).slice(before);
+    expect(added).toMatchObject([
+      // for one approval: exactly the row a wrong passphrase given to approve() leaves, on that key's chain
+      { event: 'approval_failed', chain: info.id, keyId: info.id, approvalId: apr, action: PAY, code: 'PASSPHRASE_WRONG', details: { by: 'mallory' } },
+      { event: 'approval_failed', chain: 'global', keyId: null, approvalId: null, code: 'PASSPHRASE_WRONG', details: { by: 'mallory', during: 'approvals watch' } },
+      { event: 'passphrase_failed', chain: 'global', keyId: null, code: 'PASSPHRASE_WRONG', details: { by: 'mallory', during: 'passphrase change' } },
+      { event: 'passphrase_failed', chain: 'global', keyId: null, code: 'PASSPHRASE_WRONG', details: { by: null, during: null } },
+    ]);
+    expect(JSON.stringify(added)).not.toContain('guess');
+    expect((await t.ledger.getApproval(apr)).status).toBe('pending');
+    expect((await t.ledger.verifyAudit()).ok).toBe(true);
+    await expectCode(t.ledger.checkPassphrase('guess', { by: 'evil\u001b[2J' }), 'INVALID_INPUT');
+  });
+
   it('an approval is answered once; after expiry it cannot be answered', async () => {
     await withPassphrase();
     const { key } = await issue(t.ledger, 'run', policy, { ttlSeconds: 3 * 86400 });

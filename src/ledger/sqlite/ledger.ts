@@ -58,6 +58,7 @@ import type {
   IssueKeyInput,
   KeyInfo,
   Ledger,
+  PassphraseAttempt,
   Reservation,
   ReservationState,
   SpendRow,
@@ -889,11 +890,7 @@ export class SqliteLedger implements Ledger {
     const stored = read(() => this.setting('passphrase'));
     if (!stored) throw new RuncapError('CONFLICT', 'no approver passphrase is set: run `runcap init` first');
     if (typeof opts.passphrase !== 'string' || !passphraseMatches(opts.passphrase, stored)) {
-      transaction(this.db, 'full', () => {
-        const key = this.keyRow(existing.key_id)!;
-        this.appendAudit(now, key, { event: 'approval_failed', action: existing.action, approvalId: id, code: 'PASSPHRASE_WRONG', details: { by: opts.by } });
-        return undefined;
-      });
+      this.auditWrongPassphrase(now, { by: opts.by, approvalId: existing.id });
       throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
     }
     const approved = transaction(this.db, 'full', () => {
@@ -963,9 +960,14 @@ export class SqliteLedger implements Ledger {
     });
   }
 
-  async checkPassphrase(passphrase: string): Promise<boolean> {
+  async checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean> {
+    if (attempt) checkName(attempt.by, 'approver');
+    const now = this.clock();
     const stored = read(() => this.setting('passphrase'));
-    return stored !== undefined && typeof passphrase === 'string' && passphraseMatches(passphrase, stored);
+    if (stored === undefined) return false;
+    if (typeof passphrase === 'string' && passphraseMatches(passphrase, stored)) return true;
+    this.auditWrongPassphrase(now, attempt);
+    return false;
   }
 
   // ─────────────────────────────── audit ───────────────────────────────
@@ -1367,6 +1369,20 @@ export class SqliteLedger implements Ledger {
     const seal = (q.details as { request_mac?: unknown }).request_mac;
     // requested before runcap sealed requests: what the row itself pins above is all there is to compare
     return seal === undefined || this.audit.sealMatches(SEAL.approvalRequest, approvalRequestMaterial(r), seal);
+  }
+
+  /** Every wrong approver passphrase leaves a row (never the text typed): guessing is seen in the audit log. */
+  private auditWrongPassphrase(now: number, attempt: PassphraseAttempt | undefined): void {
+    transaction(this.db, 'full', () => {
+      if (attempt?.approvalId !== undefined) {
+        const r = this.approvalRow(attempt.approvalId);
+        this.appendAudit(now, this.keyRow(r.key_id)!, { event: 'approval_failed', action: r.action, approvalId: r.id, code: 'PASSPHRASE_WRONG', details: { by: attempt.by } });
+      } else {
+        const event = attempt?.during === 'approvals watch' ? 'approval_failed' : 'passphrase_failed';
+        this.appendAudit(now, null, { event, code: 'PASSPHRASE_WRONG', details: { by: attempt?.by ?? null, during: attempt?.during ?? null } });
+      }
+      return undefined;
+    });
   }
 
   private setting(name: string): string | undefined {
