@@ -14,7 +14,9 @@ import {
   capApplies,
   domainAllowed,
   formatUsd,
+  MAX_GROUP_TOTAL,
   recipientRefusal,
+  spendGroupOf,
   usdDecimal,
   vendorOf,
   windowKey,
@@ -497,6 +499,12 @@ export class SqliteLedger implements Ledger {
       const breach = this.capBreach(cap, spec.estimate, w, counted);
       if (breach) return deny('CAP_EXCEEDED', breachMessage(breach, spec.estimate), self, { cap: breach });
     }
+    // ... and what runcap can count exactly, for keys without caps too: past it no counter would be exact
+    const group = this.counterOf(spendGroupScope(action), '');
+    const groupUsed = group.settled + group.pending + group.uncertain;
+    if (groupUsed + spec.estimate > MAX_GROUP_TOTAL || group.calls + 1 > MAX_GROUP_TOTAL) {
+      return deny('CAP_EXCEEDED', exactRangeMessage(action, groupUsed, spec.estimate), self);
+    }
 
     // 7. approval: consume a matching live grant, or (in the denial transaction) ask a human
     let grant: ApprovalRow | undefined;
@@ -707,6 +715,15 @@ export class SqliteLedger implements Ledger {
         if (changes !== 1) throw new RuncapError('CONFLICT', `reservation ${reservationId} changed underneath; refused`);
         for (const c of this.st.countsOf.all(reservationId) as { scope: string; window_key: string }[]) {
           this.addCounter(c.scope, c.window_key, delta);
+        }
+        // An overrun grows the counters after the fact; past what runcap counts exactly it is refused
+        // (rolled back: the reservation stays as it was, still counted at its estimate).
+        if ((delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0) > 0 || (delta.calls ?? 0) > 0) {
+          const group = this.counterOf(spendGroupScope(r.action), '');
+          const used = group.settled + group.pending + group.uncertain;
+          if (used > MAX_GROUP_TOTAL || group.calls > MAX_GROUP_TOTAL) {
+            throw new RuncapError('CAP_EXCEEDED', `reservation ${reservationId} cannot be recorded at that amount: ${exactRangeMessage(r.action, used, 0)}`);
+          }
         }
         const key = this.keyRow(r.key_id)!;
         for (const e of events) this.appendAudit(now, key, { action: r.action, reservationId, ...e });
@@ -1255,9 +1272,23 @@ function contribution(r: Pick<ReservationRow, 'state' | 'estimate' | 'actual'>):
 function spendGroups(label: string, action: string, w: Windows): { scope: string; windowKey: string }[] {
   return [
     { scope: `spend-label:${label}`, windowKey: '' },
-    { scope: `spend-vendor:${vendorOf(action) ?? 'custom'}`, windowKey: '' },
+    { scope: spendGroupScope(action), windowKey: '' },
     { scope: `spend-day:${w.day}`, windowKey: '' },
   ];
+}
+
+/** The all-time counter of the call's spend group (its vendor, or custom), which MAX_GROUP_TOTAL bounds. */
+function spendGroupScope(action: string): string {
+  return `spend-vendor:${spendGroupOf(action)}`;
+}
+
+function exactRangeMessage(action: string, used: number, estimate: number): string {
+  const group = spendGroupOf(action);
+  return (
+    `${group === 'custom' ? 'custom actions' : group} may count at most ${formatUsd(MAX_GROUP_TOTAL)} over the ledger's life ` +
+    `(2^53 − 1 micro-USD, shared by the vendors, is what runcap counts exactly) and ${formatUsd(used)} is used` +
+    (estimate > 0 ? `; this call needs an estimated ${formatUsd(estimate)}` : '')
+  );
 }
 
 function overrun(estimate: number, actual: number, vendorRef: string | null): AuditInput {
