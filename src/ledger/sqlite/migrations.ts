@@ -155,6 +155,9 @@ export const MIGRATIONS: readonly string[] = [
   //    the denial and pending lookups search approvals by fingerprint across keys, and the
   //    waiting requests of a family are counted by its family id (the template for a session,
   //    the key itself otherwise). Grants are still looked up by (key_id, fingerprint).
+  //    Rows written before keep fingerprints of the old scheme (over the key id), which SQL
+  //    cannot recompute: a retry after the upgrade does not match a reservation left open or a
+  //    denial given before it, so resolve open reservations (runcap reconcile) before upgrading.
   `
   ALTER TABLE approvals ADD COLUMN family_id TEXT;
   UPDATE approvals SET family_id = (
