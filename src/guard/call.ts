@@ -7,7 +7,6 @@
 import { isRuncapError, type ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
 import type { Budget, CapBreach, Ledger } from '../ledger/types.js';
-import { publicIdOf } from '../ledger/secrets.js';
 import { fingerprintOf } from './fingerprint.js';
 
 export interface CallResult<R> {
@@ -60,7 +59,7 @@ export type Log = (line: string) => void;
 export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedCallSpec<R>, log: Log = () => {}): Promise<GuardedOutcome<R>> {
   let decision;
   try {
-    const fingerprint = fingerprintOf(publicIdOf(key), spec.action, spec.fingerprintArgs);
+    const fingerprint = fingerprintOf(spec.action, spec.fingerprintArgs);
     decision = await ledger.authorize({
       key,
       action: spec.action,

@@ -1,13 +1,15 @@
 /**
- * The fingerprint of a request: SHA-256 over the key id, the action and the
- * RFC 8785 canonical JSON of every argument the agent supplied (normalized).
- * An approval is bound to it, and an identical unresolved call is found by it.
+ * The fingerprint of a request: SHA-256 over the action and the RFC 8785
+ * canonical JSON of every argument the agent supplied (normalized). It names
+ * no key: the ledger binds it to the key's session family itself, so a retry
+ * from a restarted session is the same request, and which family a key
+ * belongs to is decided where the keys are, not by the caller.
  */
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { RuncapError } from '../policy/codes.js';
 
-export function fingerprintOf(keyId: string, action: string, args: Record<string, unknown>): string {
+export function fingerprintOf(action: string, args: Record<string, unknown>): string {
   let canonical: string | undefined;
   try {
     canonical = canonicalize(args);
@@ -16,5 +18,5 @@ export function fingerprintOf(keyId: string, action: string, args: Record<string
     canonical = undefined;
   }
   if (canonical === undefined) throw new RuncapError('INVALID_INPUT', 'arguments cannot be serialized');
-  return createHash('sha256').update(`${keyId}\n${action}\n${canonical}`).digest('hex');
+  return createHash('sha256').update(`${action}\n${canonical}`).digest('hex');
 }

@@ -5,7 +5,6 @@
 import { isRuncapError, RuncapError, type ReasonCode } from '../policy/codes.js';
 import { isInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, staleAfterMs, type RuncapConfig } from '../config.js';
 import { SqliteLedger } from '../ledger/sqlite/ledger.js';
-import { publicIdOf } from '../ledger/secrets.js';
 import type { Clock, Ledger } from '../ledger/types.js';
 import { usdAmountToMicros } from '../vendors/money.js';
 import { failClosed, guardedCall, type GuardedCallSpec, type GuardedOutcome, type Log } from './call.js';
@@ -98,7 +97,7 @@ async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log
     decision = await ledger.verify({
       key,
       action,
-      fingerprint: fingerprintOf(publicIdOf(key), action, args),
+      fingerprint: fingerprintOf(action, args),
       ...(resource !== undefined ? { resource } : {}),
       ...(amountMicros !== undefined ? { amountMicros } : {}),
       ...(details !== undefined ? { details } : {}),

@@ -83,7 +83,10 @@ export interface AuthorizeRequest {
   key: string;
   action: string;
   estimateMicros: number;
-  /** SHA-256 over key id, action and canonical args (computed by the guard) */
+  /**
+   * SHA-256 over the action and canonical args (computed by the guard, fingerprintOf); it names
+   * no key: the ledger binds it to the key's session family, and stores and reports that
+   */
   fingerprint: string;
   recipients: Recipient[];
   /** what an approver is shown: normalized arguments and price notes; never secrets */

@@ -25,6 +25,24 @@ export function vendorOf(action: string): string | undefined {
   return prefix?.slice(0, -1);
 }
 
+/** The spend group a call counts in, exactly one per call: its vendor, or `custom` (verify_action). */
+export function spendGroupOf(action: string): string {
+  return vendorOf(action) ?? 'custom';
+}
+
+/**
+ * How much one spend group may ever count: 2^53 − 1 shared equally by the groups.
+ * JavaScript numbers are exact integers only up to 2^53 − 1 (and SQLite turns a
+ * 64-bit overflow into a REAL), so every counter must stay at or below it. Every
+ * counter — a cap of a key or an ancestor in any window, a global vendor cap, the
+ * spend per label, vendor and day, call counts — sums the calls of a subset of
+ * the groups, and the totals of `runcap spend` sum all of them: holding each
+ * group (amounts and calls) at its share keeps every one of those sums exact.
+ * A call that would pass its group's share is refused (CAP_EXCEEDED). That is
+ * about $2.25 billion of all-time spend per vendor, far above any real cap.
+ */
+export const MAX_GROUP_TOTAL = Math.floor(Number.MAX_SAFE_INTEGER / (VENDOR_PREFIXES.length + 1));
+
 export interface ChainMember {
   id: string;
   label: string;

@@ -7,7 +7,6 @@ import { randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
-import { publicIdOf } from '../../src/ledger/secrets.js';
 import { RuncapError } from '../../src/policy/codes.js';
 import type { AuthorizeRequest, Clock, Decision, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
 
@@ -68,7 +67,7 @@ export function req(key: string, action: string, estimateMicros: number, args: R
     key,
     action,
     estimateMicros,
-    fingerprint: fingerprintOf(publicIdOf(key), action, full),
+    fingerprint: fingerprintOf(action, full),
     recipients: [],
     request: { args: full },
     ...extra,

@@ -3,7 +3,6 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
-import { publicIdOf } from '../../src/ledger/secrets.js';
 import { allowedId, DAY, issue, MINUTE, openTestLedger, PAY, req, SMS, usd, type TestLedger } from '../helpers/ledger.js';
 
 const norm = (sql: string) => sql.replace(/\s+/g, ' ').trim();
@@ -82,7 +81,7 @@ describe('query plans', () => {
       t.clock.advance(DAY);
       await ledger.authorize(req(key, PAY, usd(20), { n: 3 })); // expired: a new approval
       void toExpire;
-      await ledger.verify({ key, action: 'deploy', amountMicros: usd(1), fingerprint: fingerprintOf(publicIdOf(key), 'deploy', {}) });
+      await ledger.verify({ key, action: 'deploy', amountMicros: usd(1), fingerprint: fingerprintOf('deploy', {}) });
       await ledger.settle(a, usd(1), 'pi_1');
       await ledger.settle(b, usd(1), 'SM1', { estimated: true });
       await ledger.correctEstimate(b, usd(2));

@@ -14,7 +14,9 @@ import {
   capApplies,
   domainAllowed,
   formatUsd,
+  MAX_GROUP_TOTAL,
   recipientRefusal,
+  spendGroupOf,
   usdDecimal,
   vendorOf,
   windowKey,
@@ -65,6 +67,7 @@ import type {
   VendorLimit,
   VerifyRequest,
 } from '../types.js';
+import { familyFingerprint, familyOf } from '../family.js';
 import { approvalRequestMaterial, AuditLog, GLOBAL_CHAIN, SEAL, type AuditInput } from './audit.js';
 import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from './audit-replay.js';
 import { openDb, read, transaction, type Db } from './db.js';
@@ -134,11 +137,13 @@ const SQL = {
   countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note WHERE id = @id AND state = @from`,
-  countPendingApprovals: "SELECT COUNT(*) AS n FROM approvals WHERE key_id = ? AND status = 'pending' AND expires_at > ?",
+  countFamilyPendingApprovals: "SELECT COUNT(*) AS n FROM approvals WHERE family_id = ? AND status = 'pending' AND expires_at > ?",
   approvalsFor: `SELECT * FROM approvals WHERE key_id = ? AND fingerprint = ? AND status IN ('pending','approved','denied')
     ORDER BY created_at DESC`,
-  insertApproval: `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+  familyApprovalsFor: `SELECT * FROM approvals WHERE fingerprint = ? AND status IN ('pending','approved','denied')
+    ORDER BY created_at DESC`,
+  insertApproval: `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at, family_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
   expireApproval: "UPDATE approvals SET status = 'expired' WHERE id = ?",
   consumeGrant: "UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'",
   setAsideGrant: "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'approved'",
@@ -564,6 +569,9 @@ export class SqliteLedger implements Ledger {
     const revoked = chain.find((k) => k.revoked_at !== null);
     if (revoked) return deny('KEY_REVOKED', `key ${revoked.label} was revoked${revoked.revoked_reason ? `: ${revoked.revoked_reason}` : ''}`, self);
     const members = chain.map(toMember);
+    // The request as its session family sees it: a restarted session's identical call is the same call.
+    const family = familyOf(self);
+    const fingerprint = familyFingerprint(family, spec.fingerprint);
 
     // 2. the action, 3. the recipients, for every member of the chain
     const refusing = actionRefusedBy(members, action);
@@ -573,7 +581,7 @@ export class SqliteLedger implements Ledger {
 
     // 4. an identical call still unresolved: the retry after a timeout must not pay twice
     if (!spec.settleNow) {
-      const dup = this.st.openDuplicate.get(spec.fingerprint) as { id: string } | undefined;
+      const dup = this.st.openDuplicate.get(fingerprint) as { id: string } | undefined;
       if (dup) return deny('DUPLICATE_PENDING', `an identical call (${dup.id}) is still unresolved`, self, { reservationId: dup.id }, 'duplicate');
     }
 
@@ -592,21 +600,29 @@ export class SqliteLedger implements Ledger {
       const breach = this.capBreach(cap, spec.estimate, w, counted);
       if (breach) return deny('CAP_EXCEEDED', breachMessage(breach, spec.estimate), self, { cap: breach });
     }
+    // ... and what runcap can count exactly, for keys without caps too: past it no counter would be exact
+    const group = this.counterOf(spendGroupScope(action), '');
+    const groupUsed = group.settled + group.pending + group.uncertain;
+    if (groupUsed + spec.estimate > MAX_GROUP_TOTAL || group.calls + 1 > MAX_GROUP_TOTAL) {
+      return deny('CAP_EXCEEDED', exactRangeMessage(action, groupUsed, spec.estimate), self);
+    }
 
     // 7. approval: consume a matching live grant, or (in the denial transaction) ask a human
     let grant: ApprovalRow | undefined;
     const why = approvalReason(members, action, spec.estimate);
     if (why) {
-      const live = (this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[])
+      // a grant is bound to the exact key that asked, not to its family
+      const live = (this.st.approvalsFor.all(self.id, fingerprint) as ApprovalRow[])
         .filter((r) => r.status === 'approved' && effectiveApprovalStatus(r, now) === 'approved')
         .map((r) => ({ r, backing: this.grantBacking(r, self, now) }));
       grant = live.find((g) => g.backing === 'backed')?.r;
       if (!grant) {
         throw new DeferredDenial(() => {
           for (const g of live) this.setAsideGrant(g.r, g.backing, self, now);
-          const { code, message, approvalId, created } = this.requestApproval(self, action, spec, why, now);
+          const asked = { ...spec, fingerprint };
+          const { code, message, approvalId, created } = this.requestApproval(self, family, action, asked, why, now);
           // the seal lets approve() and verify tell that the request a human sees is the one that was asked
-          const sealed = created ? { request_mac: this.audit.seal(SEAL.approvalRequest, approvalRequestMaterial(spec)) } : {};
+          const sealed = created ? { request_mac: this.audit.seal(SEAL.approvalRequest, approvalRequestMaterial(asked)) } : {};
           return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, ...(approvalId ? { approvalId } : {}) }, self, created ? 'approval_requested' : 'denied', sealed);
         });
       }
@@ -619,7 +635,7 @@ export class SqliteLedger implements Ledger {
       key_id: self.id,
       label: self.label,
       action,
-      fingerprint: spec.fingerprint,
+      fingerprint,
       state: spec.settleNow ? 'settled' : 'pending',
       estimate: spec.estimate,
       actual: spec.settleNow ? spec.estimate : null,
@@ -693,19 +709,26 @@ export class SqliteLedger implements Ledger {
     return undefined;
   }
 
-  /** In the denial transaction: expire what lapsed, then answer with a live denial, the pending request, or a new one. */
+  /**
+   * In the denial transaction: expire what lapsed, then answer with a live denial, the pending
+   * request, or a new one. A denial holds for the whole session family (a restarted session may
+   * not ask again what a human refused) and the family shares one cap on waiting requests; a
+   * pending request or grant is reused only by the key that asked, since only it may consume it.
+   */
   private requestApproval(
     self: KeyRow,
+    family: string,
     action: string,
     spec: { estimate: number; fingerprint: string; request: string },
     why: string,
     now: number,
   ): { code: 'APPROVAL_REQUIRED' | 'APPROVAL_DENIED' | 'RATE_LIMITED'; message: string; approvalId?: string; created: boolean } {
     let pending: ApprovalRow | undefined;
-    for (const r of this.st.approvalsFor.all(self.id, spec.fingerprint) as ApprovalRow[]) {
+    for (const r of this.st.familyApprovalsFor.all(spec.fingerprint) as ApprovalRow[]) {
+      const mine = r.key_id === self.id;
       if (effectiveApprovalStatus(r, now) === 'expired') {
         this.st.expireApproval.run(r.id);
-        this.appendAudit(now, self, { event: 'approval_expired', action, approvalId: r.id, details: { was: r.status } });
+        this.appendAudit(now, mine ? self : this.keyRow(r.key_id) ?? null, { event: 'approval_expired', action, approvalId: r.id, details: { was: r.status } });
         continue;
       }
       if (r.status === 'denied' && (r.decided_at ?? 0) + DENIAL_HOLDS_MS > now) {
@@ -717,16 +740,17 @@ export class SqliteLedger implements Ledger {
         };
       }
       // approved meanwhile (a human answered between our two transactions): the retry will consume it
-      if (r.status === 'pending' || r.status === 'approved') pending ??= r;
+      if (mine && (r.status === 'pending' || r.status === 'approved')) pending ??= r;
     }
     if (pending) return { code: 'APPROVAL_REQUIRED', message: `${why}; waiting for a human to approve ${pending.id}`, approvalId: pending.id, created: false };
-    // Every one-byte change of a request raises a new one: a run may not bury the approver.
-    const { n } = this.st.countPendingApprovals.get(self.id, now) as { n: number };
+    // Every one-byte change of a request raises a new one, and so does every restart: a run may not bury the approver.
+    const { n } = this.st.countFamilyPendingApprovals.get(family, now) as { n: number };
     if (n >= MAX_PENDING_APPROVALS) {
-      return { code: 'RATE_LIMITED', message: `${n} approval requests of ${self.label} are already waiting for a human; wait until they are answered`, created: false };
+      const whose = family === self.id ? self.label : `${this.keyRow(family)?.label ?? family} and its sessions`;
+      return { code: 'RATE_LIMITED', message: `${n} approval requests of ${whose} are already waiting for a human; wait until they are answered`, created: false };
     }
     const id = newId('apr');
-    this.st.insertApproval.run(id, self.id, action, spec.fingerprint, spec.estimate, spec.request, why, now, now + PENDING_APPROVAL_MS);
+    this.st.insertApproval.run(id, self.id, action, spec.fingerprint, spec.estimate, spec.request, why, now, now + PENDING_APPROVAL_MS, family);
     return { code: 'APPROVAL_REQUIRED', message: `${why}; a human must approve ${id}`, approvalId: id, created: true };
   }
 
@@ -808,6 +832,15 @@ export class SqliteLedger implements Ledger {
         if (changes !== 1) throw new RuncapError('CONFLICT', `reservation ${reservationId} changed underneath; refused`);
         for (const c of this.st.countsOf.all(reservationId) as { scope: string; window_key: string }[]) {
           this.addCounter(c.scope, c.window_key, delta);
+        }
+        // An overrun grows the counters after the fact; past what runcap counts exactly it is refused
+        // (rolled back: the reservation stays as it was, still counted at its estimate).
+        if ((delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0) > 0 || (delta.calls ?? 0) > 0) {
+          const group = this.counterOf(spendGroupScope(r.action), '');
+          const used = group.settled + group.pending + group.uncertain;
+          if (used > MAX_GROUP_TOTAL || group.calls > MAX_GROUP_TOTAL) {
+            throw new RuncapError('CAP_EXCEEDED', `reservation ${reservationId} cannot be recorded at that amount: ${exactRangeMessage(r.action, used, 0)}`);
+          }
         }
         const key = this.keyRow(r.key_id)!;
         for (const e of events) this.appendAudit(now, key, { action: r.action, reservationId, ...e });
@@ -1440,9 +1473,23 @@ function contribution(r: Pick<ReservationRow, 'state' | 'estimate' | 'actual'>):
 function spendGroups(label: string, action: string, w: Windows): { scope: string; windowKey: string }[] {
   return [
     { scope: `spend-label:${label}`, windowKey: '' },
-    { scope: `spend-vendor:${vendorOf(action) ?? 'custom'}`, windowKey: '' },
+    { scope: spendGroupScope(action), windowKey: '' },
     { scope: `spend-day:${w.day}`, windowKey: '' },
   ];
+}
+
+/** The all-time counter of the call's spend group (its vendor, or custom), which MAX_GROUP_TOTAL bounds. */
+function spendGroupScope(action: string): string {
+  return `spend-vendor:${spendGroupOf(action)}`;
+}
+
+function exactRangeMessage(action: string, used: number, estimate: number): string {
+  const group = spendGroupOf(action);
+  return (
+    `${group === 'custom' ? 'custom actions' : group} may count at most ${formatUsd(MAX_GROUP_TOTAL)} over the ledger's life ` +
+    `(2^53 − 1 micro-USD, shared by the vendors, is what runcap counts exactly) and ${formatUsd(used)} is used` +
+    (estimate > 0 ? `; this call needs an estimated ${formatUsd(estimate)}` : '')
+  );
 }
 
 function overrun(estimate: number, actual: number, vendorRef: string | null): AuditInput {

@@ -173,4 +173,20 @@ export const MIGRATIONS: readonly string[] = [
     last_at  INTEGER
   ) WITHOUT ROWID;
   `,
+  // 5 (session families): duplicates, denial holds and the cap on waiting approvals span a
+  //    template key and its sessions. Fingerprints are bound to the family by the ledger, so
+  //    the denial and pending lookups search approvals by fingerprint across keys, and the
+  //    waiting requests of a family are counted by its family id (the template for a session,
+  //    the key itself otherwise). Grants are still looked up by (key_id, fingerprint).
+  //    Rows written before keep fingerprints of the old scheme (over the key id), which SQL
+  //    cannot recompute: a retry after the upgrade does not match a reservation left open or a
+  //    denial given before it, so resolve open reservations (runcap reconcile) before upgrading.
+  `
+  ALTER TABLE approvals ADD COLUMN family_id TEXT;
+  UPDATE approvals SET family_id = (
+    SELECT CASE WHEN k.is_session = 1 AND k.parent_id IS NOT NULL THEN k.parent_id ELSE k.id END FROM keys k WHERE k.id = approvals.key_id
+  );
+  CREATE INDEX approvals_fingerprint ON approvals(fingerprint, created_at);
+  CREATE INDEX approvals_family_pending ON approvals(family_id, expires_at) WHERE status = 'pending';
+  `,
 ];

@@ -58,7 +58,7 @@ async function hammer(key) {
       key,
       action: 'stripe.payment_intents.create',
       estimateMicros: estimate,
-      fingerprint: fingerprintOf(keyId, 'stripe.payment_intents.create', args),
+      fingerprint: fingerprintOf('stripe.payment_intents.create', args),
       recipients: [],
       request: { args },
     });
