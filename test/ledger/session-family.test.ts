@@ -139,16 +139,16 @@ describe('sibling runs under one root do not block each other', () => {
   });
 });
 
-describe('migration 3', () => {
+describe('migration 5 (session families)', () => {
   it('gives the approvals written before it their family: waiting requests of old sessions still count', async () => {
     const { template, s1, s2 } = await family(APPROVING);
     for (let i = 0; i < 10; i++) approvalId(await t.ledger.authorize(req(s1.key, PAY, usd(50), { n: i })));
     for (let i = 10; i < 20; i++) approvalId(await t.ledger.authorize(req(s2.key, PAY, usd(50), { n: i })));
-    // the ledger as migration 2 left it
+    // the ledger as migration 4 left it
     await t.ledger.close();
     const raw = new Database(t.file);
     raw.exec('DROP INDEX approvals_fingerprint; DROP INDEX approvals_family_pending; ALTER TABLE approvals DROP COLUMN family_id');
-    raw.pragma('user_version = 2');
+    raw.pragma('user_version = 4');
     raw.close();
     const ledger = t.reopen();
     try {

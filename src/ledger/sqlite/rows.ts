@@ -72,7 +72,7 @@ export interface ApprovalRow {
   decided_by: string | null;
   deny_reason: string | null;
   reservation_id: string | null;
-  /** the session family the request counts in (migration 3; null only on rows no key backs) */
+  /** the session family the request counts in (migration 5; null only on rows no key backs) */
   family_id: string | null;
 }
 
