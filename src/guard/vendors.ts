@@ -219,7 +219,7 @@ export function vendorCallSpec<N, R>(
     recipients: prepared.recipients,
     price: { ...prepared.price },
     normalized: prepared.normalized,
-    call: (c) => adapter.call(client, prepared.normalized, c),
+    call: (c, signal) => adapter.call(client, prepared.normalized, { ...c, signal }),
     classifyError: (err) => {
       const classified = adapter.classifyError(err);
       return { ...classified, message: scrub(classified.message) };
