@@ -135,7 +135,7 @@ async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unkno
   }
   if (classified.kind === 'definite') {
     try {
-      await ledger.release(reservationId, `vendor refused: ${classified.message}`);
+      await ledger.release(reservationId, `vendor refused: ${classified.message}`, { by: 'vendor' });
     } catch (e) {
       log(`release ${reservationId} failed: ${describe(e)}`);
     }

@@ -150,4 +150,10 @@ export const MIGRATIONS: readonly string[] = [
   DROP INDEX reservations_state;
   DROP INDEX reservations_key;
   `,
+  // 3 (issue 9, released_by): who released a reservation — the vendor's definite refusal, reconcile
+  //    (the vendor had no record of it), or a human by hand. Only a reservation reconcile released
+  //    may later be settled, when the vendor's object turns up after all. Earlier releases stay NULL.
+  `
+  ALTER TABLE reservations ADD COLUMN released_by TEXT CHECK (released_by IN ('vendor','reconcile','hand'));
+  `,
 ];
