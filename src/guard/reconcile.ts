@@ -179,7 +179,11 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
   return report;
 }
 
-/** How long after its creation reconcile keeps asking about a reservation it released (Stripe and Resend keep idempotency keys 24 h). */
+/**
+ * How long after its creation reconcile keeps asking about a reservation it released. A request
+ * that reached the vendor shows up within minutes; the bound keeps the look-ups of releases that
+ * were right from growing without end.
+ */
 export const RELEASED_RECHECK_MS = 24 * 60 * 60_000;
 
 /**

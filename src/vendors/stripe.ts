@@ -227,7 +227,7 @@ export function deadlineHttpClient(Stripe: typeof StripeSdk, deadlineMs: number)
   class DeadlineResponse extends Stripe.HttpClientResponse {
     constructor(
       private readonly res: IncomingMessage,
-      private readonly signal: AbortSignal,
+      private readonly timedOut: () => boolean,
     ) {
       super(res.statusCode ?? 0, res.headers as ConstructorParameters<typeof Stripe.HttpClientResponse>[1]);
     }
@@ -241,7 +241,7 @@ export function deadlineHttpClient(Stripe: typeof StripeSdk, deadlineMs: number)
     override toJSON(): Promise<unknown> {
       return new Promise((resolve, reject) => {
         let body = '';
-        const fail = (err: unknown) => reject(Stripe.HttpClient.makeResponseBodyError(this.signal.aborted ? Stripe.HttpClient.makeTimeoutError() : err));
+        const fail = (err: unknown) => reject(Stripe.HttpClient.makeResponseBodyError(this.timedOut() ? Stripe.HttpClient.makeTimeoutError() : err));
         this.res.setEncoding('utf8');
         this.res.on('data', (chunk: string) => (body += chunk));
         this.res.once('error', fail);
@@ -268,11 +268,15 @@ export function deadlineHttpClient(Stripe: typeof StripeSdk, deadlineMs: number)
         if (signal.aborted) return reject(Stripe.HttpClient.makeTimeoutError());
         const insecure = protocol === 'http';
         const req = (insecure ? http : https).request({ host, port, path, method, headers: headers as http.OutgoingHttpHeaders, agent: insecure ? agents.http : agents.https, ciphers });
-        const abort = () => req.destroy(Stripe.HttpClient.makeTimeoutError());
+        let timedOut = false;
+        const abort = () => {
+          timedOut = true;
+          req.destroy(Stripe.HttpClient.makeTimeoutError());
+        };
         signal.addEventListener('abort', abort, { once: true });
         req.once('close', () => signal.removeEventListener('abort', abort));
         req.setTimeout(timeout, abort);
-        req.on('response', (res) => resolve(new DeadlineResponse(res, signal)));
+        req.on('response', (res) => resolve(new DeadlineResponse(res, () => timedOut)));
         req.on('error', reject);
         req.end(requestData);
       });
