@@ -44,6 +44,19 @@ export const configSchema = z
      * listener of its own. The demo and the tests turn it on for the vendor simulator.
      */
     allow_base_url_overrides: z.boolean().default(false),
+    /**
+     * Start even when the environment names a proxy (HTTP_PROXY, HTTPS_PROXY, NO_PROXY in either
+     * case, NODE_USE_ENV_PROXY, --use-env-proxy), and let the vendor SDKs follow it as they would by
+     * default. Off by default: a proxy of the host's choosing would carry every vendor request and
+     * its credentials, so runcap refuses to start and its own connections ignore those variables.
+     */
+    allow_proxy_env: z.boolean().default(false),
+    /**
+     * Start even when the environment changes TLS verification (NODE_TLS_REJECT_UNAUTHORIZED) or adds
+     * certificate authorities (NODE_EXTRA_CA_CERTS, TWILIO_CA_BUNDLE). Off by default: either lets a
+     * listener that is not the vendor read the vendor credentials.
+     */
+    allow_tls_env: z.boolean().default(false),
   })
   .strict();
 
@@ -164,6 +177,46 @@ export function ensureHomeFiles(home: string): string[] {
     created.push(auditKey);
   }
   return created;
+}
+
+/** Environment variables that send HTTP(S) traffic through a proxy (any of them, in any case). */
+export const PROXY_ENV = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'NODE_USE_ENV_PROXY'] as const;
+/** Environment variables that weaken TLS verification or add certificate authorities. */
+export const TLS_ENV = ['NODE_TLS_REJECT_UNAUTHORIZED', 'NODE_EXTRA_CA_CERTS', 'TWILIO_CA_BUNDLE'] as const;
+
+/**
+ * Refuse to call vendors from an environment that can reroute their traffic or read it on the way,
+ * unless config.json allows it ("allow_proxy_env", "allow_tls_env"). Names every variable found, so
+ * one message says everything to unset. `execArgv` is the Node command line (--use-env-proxy).
+ */
+export function assertVendorNetworkEnv(
+  env: NodeJS.ProcessEnv,
+  config: Pick<RuncapConfig, 'allow_proxy_env' | 'allow_tls_env'>,
+  execArgv: readonly string[] = process.execArgv,
+): void {
+  const setNames = (names: readonly string[]) =>
+    Object.keys(env)
+      .filter((k) => names.includes(k.toUpperCase()) && env[k] !== undefined && env[k] !== '')
+      .sort();
+  const problems: string[] = [];
+  if (!config.allow_proxy_env) {
+    const proxy = setNames(PROXY_ENV);
+    const useEnvProxy = /(^|\s)--use-env-proxy(=|\s|$)/;
+    if (useEnvProxy.test(env.NODE_OPTIONS ?? '')) proxy.push('NODE_OPTIONS (--use-env-proxy)');
+    if (execArgv.some((a) => useEnvProxy.test(a))) proxy.push('node --use-env-proxy');
+    if (proxy.length > 0) {
+      problems.push(`${proxy.join(', ')} ${proxy.length > 1 ? 'are' : 'is'} set: a proxy would carry every vendor request and its credentials (allow it with "allow_proxy_env": true)`);
+    }
+  }
+  if (!config.allow_tls_env) {
+    const tls = setNames(TLS_ENV);
+    if (tls.length > 0) {
+      problems.push(`${tls.join(', ')} ${tls.length > 1 ? 'are' : 'is'} set: it weakens or widens TLS verification of the vendors (allow it with "allow_tls_env": true)`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new RuncapError('INVALID_INPUT', `refusing to call vendors: ${problems.join('; ')}; unset it where the host starts runcap, or allow it in config.json`);
+  }
 }
 
 /**

@@ -2,7 +2,9 @@
  * The guarded-call path: authorize → call → settle / release / mark uncertain.
  * It knows no vendor: the caller hands it an estimate, a fingerprintable
  * description of the request and two functions (call, classifyError).
- * Nothing is called unless the ledger committed a reservation for it.
+ * Nothing is called unless the ledger committed a reservation for it, and no
+ * call outlives its deadline: at the deadline its signal aborts the request and
+ * the reservation is marked uncertain (still counted), whatever the vendor SDK does.
  */
 import { isRuncapError, type ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
@@ -26,9 +28,18 @@ export interface GuardedCallSpec<R> {
   price?: Record<string, unknown>;
   /** what reconcile needs to find the call at the vendor */
   normalized?: unknown;
-  call(ctx: { reservationId: string; keyId: string }): Promise<CallResult<R>>;
+  /**
+   * The vendor call. `signal` aborts at the deadline: the call must stop its request then
+   * (destroy the socket), so nothing is still running once the outcome is recorded as unknown.
+   */
+  call(ctx: { reservationId: string; keyId: string }, signal: AbortSignal): Promise<CallResult<R>>;
   classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string };
+  /** The hard deadline of the whole vendor call, in ms (config vendor_timeout_ms); default DEFAULT_CALL_DEADLINE_MS. */
+  deadlineMs?: number;
 }
+
+/** The deadline of a call whose spec names none: config.json's default vendor_timeout_ms. */
+export const DEFAULT_CALL_DEADLINE_MS = 30_000;
 
 export type GuardedOutcome<R> =
   | {
@@ -84,12 +95,14 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
   }
 
   const { reservationId, keyId } = decision;
-  let outcome: CallResult<R>;
-  try {
-    outcome = await spec.call({ reservationId, keyId });
-  } catch (err) {
-    return afterFailure(ledger, reservationId, err, spec, log);
+  const deadlineMs = spec.deadlineMs ?? DEFAULT_CALL_DEADLINE_MS;
+  const ended = await withinDeadline(deadlineMs, (signal) => spec.call({ reservationId, keyId }, signal));
+  if (ended.kind === 'deadline') {
+    // An inactivity timer in the SDK is no bound (a trickling answer resets it): the deadline is.
+    return markedUncertain(ledger, reservationId, `abandoned at its deadline (${deadlineMs} ms): the request was aborted, and the vendor may still have acted`, log);
   }
+  if (ended.kind === 'failed') return afterFailure(ledger, reservationId, ended.error, spec, log);
+  const outcome = ended.value;
 
   let warning: string | undefined;
   try {
@@ -123,23 +136,64 @@ async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unkno
   }
   if (classified.kind === 'definite') {
     try {
-      await ledger.release(reservationId, `vendor refused: ${classified.message}`);
+      await ledger.release(reservationId, `vendor refused: ${classified.message}`, { by: 'vendor' });
     } catch (e) {
       log(`release ${reservationId} failed: ${describe(e)}`);
     }
     return { ok: false, code: 'VENDOR_ERROR', message: `the vendor refused the call: ${classified.message}`, reservationId };
   }
+  return markedUncertain(ledger, reservationId, classified.message, log);
+}
+
+async function markedUncertain(ledger: Ledger, reservationId: string, why: string, log: Log): Promise<Denial> {
   try {
-    await ledger.markUncertain(reservationId, classified.message);
+    await ledger.markUncertain(reservationId, why);
   } catch (e) {
     log(`mark uncertain ${reservationId} failed: ${describe(e)}`);
   }
   return {
     ok: false,
     code: 'VENDOR_UNCERTAIN',
-    message: `the outcome is unknown (${classified.message}); the amount stays reserved until \`runcap reconcile\` asks the vendor`,
+    message: `the outcome is unknown (${why}); the amount stays reserved until \`runcap reconcile\` asks the vendor`,
     reservationId,
   };
+}
+
+type Ended<T> = { kind: 'done'; value: T } | { kind: 'failed'; error: unknown } | { kind: 'deadline' };
+
+/**
+ * Runs `call` with a signal that aborts at the deadline, and answers then at the latest,
+ * whether or not the call honoured the signal: a late answer is ignored (the outcome
+ * is already recorded as unknown; reconcile asks the vendor).
+ */
+async function withinDeadline<T>(deadlineMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<Ended<T>> {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<Ended<T>>((resolve) => {
+    timer = setTimeout(() => {
+      controller.abort(new DeadlineExceeded(deadlineMs));
+      resolve({ kind: 'deadline' });
+    }, deadlineMs);
+  });
+  const running = Promise.resolve()
+    .then(() => call(controller.signal))
+    .then(
+      (value): Ended<T> => ({ kind: 'done', value }),
+      (error: unknown): Ended<T> => ({ kind: 'failed', error }),
+    );
+  try {
+    return await Promise.race([running, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The abort reason at a call's deadline. */
+export class DeadlineExceeded extends Error {
+  override readonly name = 'DeadlineExceeded';
+  constructor(readonly deadlineMs: number) {
+    super(`no complete answer within the deadline of ${deadlineMs} ms`);
+  }
 }
 
 /** Any error before the vendor call denies it: bad input as INVALID_INPUT, everything else as LEDGER_UNAVAILABLE. */

@@ -44,7 +44,7 @@ export interface Guard {
   readonly ledger: Ledger;
   /** Decide a custom action (deploy_production …) before your own executor runs it. */
   verify(key: string, input: VerifyInput): Promise<VerifyResult>;
-  /** estimate → authorize → call → settle / release / uncertain, for one vendor call */
+  /** estimate → authorize → call → settle / release / uncertain, for one vendor call, within config.vendor_timeout_ms */
   guardedCall<R>(key: string, spec: GuardedCallSpec<R>): Promise<GuardedOutcome<R>>;
   close(): Promise<void>;
 }
@@ -72,7 +72,8 @@ export function openGuard(opts: OpenGuardOptions = {}): Guard {
     config,
     ledger,
     verify: (key, input) => verifyAction(ledger, key, input, log),
-    guardedCall: (key, spec) => guardedCall(ledger, key, spec, log),
+    // Every call of this home is bounded by the home's vendor timeout unless its spec says otherwise.
+    guardedCall: (key, spec) => guardedCall(ledger, key, { ...spec, deadlineMs: spec.deadlineMs ?? config.vendor_timeout_ms }, log),
     close: () => ledger.close(),
   };
 }

@@ -8,6 +8,11 @@
  *   old enough that no request of it can still land) → released; anything
  *   else (the vendor cannot tell, an error, no credential) → left as it is and
  *   reported unresolved.
+ * - every reservation reconcile itself released within RELEASED_RECHECK_MS is
+ *   asked about again: a request may have landed after all (the vendor's
+ *   object turns up late). Found → settled again (Ledger.settleReleased, the
+ *   one transition out of `released`), counted against the caps and reported
+ *   as an overrun; anything else leaves the release as it is, silently.
  * - every settlement made at an estimate (Twilio) gets its final price once
  *   the vendor has one: the ledger's one allowed correction.
  * - what no vendor can answer a human resolves by hand (resolveManually).
@@ -32,7 +37,7 @@ export interface ReconcileChange {
   action: string;
   /** the run's label (of the key that made the call) */
   label: string;
-  from: 'pending' | 'uncertain' | 'settled';
+  from: 'pending' | 'uncertain' | 'settled' | 'released';
   to: 'settled' | 'released' | 'corrected';
   /** settled: the amount settled; corrected: the final price; released: the estimate no longer held */
   amountMicros: number;
@@ -163,7 +168,7 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
           continue;
         }
         const why = `reconcile: ${adapter.vendor} has no record of it; nothing was created`;
-        const done = await transition(guard, r, () => ledger.release(r.id, why));
+        const done = await transition(guard, r, () => ledger.release(r.id, why, { by: 'reconcile' }));
         if (done !== true) {
           if (done) unresolved(r, done);
           continue;
@@ -182,8 +187,57 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
     queue = unknown.map((u) => u.r);
   }
 
+  await recheckReleased(guard, vendors, report, { now, threshold });
   await correctEstimates(guard, vendors, report, unresolved);
   return report;
+}
+
+/**
+ * How long after its creation reconcile keeps asking about a reservation it released. A request
+ * that reached the vendor shows up within minutes; the bound keeps the look-ups of releases that
+ * were right from growing without end.
+ */
+export const RELEASED_RECHECK_MS = 24 * 60 * 60_000;
+
+/**
+ * Reservations reconcile released because the vendor had no record of them: ask again, and settle
+ * the ones whose object turned up after all. Such a settle counts an amount no cap held any more,
+ * so it is reported as an overrun. A vendor that still has nothing, cannot tell, or cannot be asked
+ * leaves the release standing, and nothing is reported: it was resolved already.
+ */
+async function recheckReleased(guard: Guard, vendors: VendorRuntime, report: ReconcileReport, { now, threshold }: { now: number; threshold: number }): Promise<void> {
+  const { ledger } = guard;
+  const released = (await ledger.listReservations({ states: ['released'], releasedBy: 'reconcile' })).filter((r) => r.createdAt >= now - RELEASED_RECHECK_MS);
+  if (released.length === 0) return;
+  // An object another reservation holds never answers for one of these (the same SMS sent again).
+  const held = new Map<string, Set<string>>();
+  const hold = (action: string, vendorRef: string) => {
+    let refs = held.get(action);
+    if (!refs) held.set(action, (refs = new Set()));
+    refs.add(vendorRef);
+  };
+  for (const r of await ledger.listReservations({ states: ['settled', 'uncertain', 'pending'] })) if (r.vendorRef) hold(r.action, r.vendorRef);
+  for (const r of released) {
+    const adapter = adapterForAction(r.action);
+    if (!adapter) continue;
+    const claimedRefs = held.get(r.action) ?? new Set<string>();
+    let answer: Lookup;
+    try {
+      const ref: ReservationRef = { id: r.id, vendorRef: r.vendorRef, createdAt: r.createdAt, estimateMicros: r.estimateMicros, normalized: r.normalized, notFoundMinAgeMs: threshold, now, claimedRefs };
+      answer = await adapter.lookup(await vendors.client(adapter.vendor), ref);
+    } catch {
+      continue;
+    }
+    if (answer.found !== true || claimedRefs.has(answer.vendorRef)) continue;
+    const why = `reconcile: ${adapter.vendor} has ${answer.vendorRef} after all, though reconcile had released it as not found: settled again; overrun: ${formatUsd(answer.actualMicros)} counted that was no longer held${answer.estimated ? ' (at the estimate: no final price yet)' : ''}`;
+    const done = await transition(guard, r, () => ledger.settleReleased(r.id, answer.actualMicros, answer.vendorRef, { estimated: answer.estimated, note: why }));
+    if (done !== true) {
+      if (done) report.unresolved.push({ reservationId: r.id, action: r.action, state: r.state, why: scrubSecrets(done, vendors.knownSecrets()) });
+      continue;
+    }
+    hold(r.action, answer.vendorRef);
+    report.changed.push({ reservationId: r.id, action: r.action, label: r.label, from: 'released', to: 'settled', amountMicros: answer.actualMicros, vendorRef: answer.vendorRef, why });
+  }
 }
 
 /** Settled at an estimate: ask for the final price, and correct it once the vendor has one. */
@@ -286,7 +340,7 @@ export async function resolveManually(guard: Guard, reservationId: string, as: '
   }
   if (as === 'released') {
     const why = `resolved by ${by}: released by hand (the vendor did nothing)`;
-    await guard.ledger.release(r.id, why);
+    await guard.ledger.release(r.id, why, { by: 'hand' });
     return { reservationId: r.id, action: r.action, label: r.label, from: state, to: 'released', amountMicros: r.estimateMicros, vendorRef: r.vendorRef, why };
   }
   const amount = opts.amountMicros ?? r.estimateMicros;

@@ -10,7 +10,7 @@ import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { promisify } from 'node:util';
 import { RuncapError } from '../policy/codes.js';
-import { assertPrivate, homePath, loopbackBaseUrl, type RuncapConfig } from '../config.js';
+import { assertPrivate, assertVendorNetworkEnv, homePath, loopbackBaseUrl, type RuncapConfig } from '../config.js';
 import { ADAPTERS } from '../vendors/index.js';
 import { scrubSecrets } from '../vendors/common.js';
 import type { Prepared, Pricing, VendorAdapter, VendorName } from '../vendors/types.js';
@@ -28,7 +28,10 @@ export type CredentialSource =
 export interface VendorRuntimeOptions {
   home: string;
   config: RuncapConfig;
-  /** the server's own environment: only credentials (fallback) and loopback base URLs are read from it */
+  /**
+   * the server's own environment: only credentials (fallback) and loopback base URLs are read from
+   * it, and it is checked for proxy and TLS variables (refused unless config.json allows them)
+   */
   env: NodeJS.ProcessEnv;
   log: (line: string) => void;
 }
@@ -46,9 +49,11 @@ export class VendorRuntime {
   readonly timeoutMs: number;
   private readonly entries = new Map<VendorName, Entry>();
 
-  /** Throws RuncapError naming what is wrong (a looser credentials file, a non-loopback base URL). */
+  /** Throws RuncapError naming what is wrong (proxy or TLS variables, a looser credentials file, a non-loopback base URL). */
   constructor(private readonly opts: VendorRuntimeOptions, adapters: readonly VendorAdapter[] = ADAPTERS) {
     const { config, env, home } = opts;
+    // Every caller of the vendors (serve, reconcile, the demo's server) builds one of these first.
+    assertVendorNetworkEnv(env, config);
     this.pricing = {
       fx: config.fx,
       smsPrices: config.sms_prices,
@@ -122,7 +127,12 @@ export class VendorRuntime {
   private async createClient(e: Entry): Promise<unknown> {
     const credential = await this.loadCredential(e);
     e.secrets = e.adapter.credentials.secrets(credential);
-    return e.adapter.createClient({ credential, timeoutMs: this.timeoutMs, ...(e.baseUrl ? { baseUrl: e.baseUrl } : {}) });
+    return e.adapter.createClient({
+      credential,
+      timeoutMs: this.timeoutMs,
+      allowProxyEnv: this.opts.config.allow_proxy_env,
+      ...(e.baseUrl ? { baseUrl: e.baseUrl } : {}),
+    });
   }
 
   private async loadCredential(e: Entry): Promise<unknown> {
@@ -219,7 +229,7 @@ export function vendorCallSpec<N, R>(
     recipients: prepared.recipients,
     price: { ...prepared.price },
     normalized: prepared.normalized,
-    call: (c) => adapter.call(client, prepared.normalized, c),
+    call: (c, signal) => adapter.call(client, prepared.normalized, { ...c, signal }),
     classifyError: (err) => {
       const classified = adapter.classifyError(err);
       return { ...classified, message: scrub(classified.message) };

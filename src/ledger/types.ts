@@ -139,6 +139,13 @@ export type Decision =
 
 export type ReservationState = 'pending' | 'settled' | 'released' | 'uncertain';
 
+/**
+ * Who released a reservation: the vendor refused for certain, reconcile found no record of it at
+ * the vendor, or a human resolved it by hand. Only a release by reconcile can be corrected later
+ * (Ledger.settleReleased), when the vendor's object turns up after all.
+ */
+export type ReleasedBy = 'vendor' | 'reconcile' | 'hand';
+
 export interface Reservation {
   id: string;
   keyId: string;
@@ -158,6 +165,8 @@ export interface Reservation {
   request: { args: Record<string, unknown>; price?: Record<string, unknown> };
   normalized: unknown;
   note: string | null;
+  /** set once released (null for releases made before it was recorded) */
+  releasedBy: ReleasedBy | null;
 }
 
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'consumed';
@@ -312,13 +321,22 @@ export interface Ledger {
   recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void>;
   /** note: why, and by whom when a human resolves it (kept on the reservation and in the audit row) */
   settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string }): Promise<Reservation>;
-  release(reservationId: string, why: string): Promise<Reservation>;
+  /** by: who releases it (default 'vendor', the call path's definite refusal) */
+  release(reservationId: string, why: string, opts?: { by?: ReleasedBy }): Promise<Reservation>;
+  /**
+   * The one transition out of `released`, for reconcile only: a reservation reconcile released
+   * (the vendor had no record of it) whose vendor object turned up after all is settled at the
+   * actual — counted again in the windows it was authorized in, audited as settled from released
+   * and as an overrun of the whole amount (nothing was held for it any more). CONFLICT for any
+   * other reservation, and for a second time.
+   */
+  settleReleased(reservationId: string, actualMicros: number, vendorRef: string, opts: { estimated?: boolean; note: string }): Promise<Reservation>;
   markUncertain(reservationId: string, why: string, vendorRef?: string | null): Promise<Reservation>;
   correctEstimate(reservationId: string, finalMicros: number): Promise<Reservation>;
   getReservation(id: string): Promise<Reservation>;
   /** pending reservations older than the stale threshold */
   staleReservations(): Promise<Reservation[]>;
-  listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string }): Promise<Reservation[]>;
+  listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string; releasedBy?: ReleasedBy }): Promise<Reservation[]>;
 
   // approvals
   listApprovals(opts?: { all?: boolean }): Promise<Approval[]>;

@@ -80,7 +80,10 @@ async function start(
   const allows = allowedBy(await chainOf(keyInfo));
 
   // Calls in flight when the host goes away still finish and settle (the vendor may have acted);
-  // only then is the ledger closed. Bounded by the vendor timeout.
+  // only then is the ledger closed. No timer cuts that short: every call ends by itself — its
+  // credential command, its ledger writes and its vendor request each have a bound, the vendor
+  // request a hard deadline (vendor_timeout_ms) after which it is aborted and recorded as uncertain.
+  // Exiting earlier would leave a call authorized but unrecorded.
   const inflight = new Set<Promise<unknown>>();
   const track = <T>(call: Promise<T>): Promise<T> => {
     inflight.add(call);
@@ -94,10 +97,9 @@ async function start(
   const shutdown = async () => {
     if (closing) return;
     closing = true;
-    if (inflight.size > 0) {
-      log(`waiting for ${inflight.size} call(s) in flight to finish`);
-      await Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, config.vendor_timeout_ms + 1000).unref())]);
-    }
+    if (inflight.size > 0) log(`waiting for ${inflight.size} call(s) in flight to finish`);
+    // calls that arrive while waiting (a host that signalled but kept stdin open) are waited for too
+    while (inflight.size > 0) await Promise.allSettled([...inflight]);
     await server.close().catch(() => {});
     await guard.close().catch(() => {});
     process.exit(0);

@@ -3,9 +3,12 @@
  * Cost = email rate × recipients (to + cc + bcc), before and after.
  * resend-node never throws: it returns { data, error }. An error is rethrown
  * here as ResendApiError so classifyError can tell definite from uncertain.
- * resend-node has no timeout option: every request gets an
- * AbortSignal.timeout(timeoutMs); an abort surfaces as Resend's own
- * `application_error` with statusCode null (uncertain).
+ * resend-node has no timeout option: every request gets a signal that aborts
+ * at its total deadline (timeoutMs) or with the guard's call signal, whichever
+ * is first (vendors/http.ts); an abort surfaces as Resend's own
+ * `application_error` with statusCode null (uncertain). resend-node passes its
+ * request options through to fetch: that is how the signal, and the dispatcher
+ * that uses no proxy, reach it.
  */
 import type { Resend as ResendSdk } from 'resend';
 import { z } from 'zod';
@@ -32,7 +35,8 @@ import {
   normalizeList,
   normalizeSender,
 } from './email.js';
-import type { ClassifiedError, Lookup, Prepared, Pricing, Recipient, ReservationRef, VendorAdapter } from './types.js';
+import { requestSignal, withCallSignal } from './http.js';
+import type { CallSuccess, ClassifiedError, Lookup, Prepared, Pricing, Recipient, ReservationRef, VendorAdapter } from './types.js';
 
 export const MAX_RECIPIENTS = 50;
 /** reply_to is not charged (no recipient of the cost) but is held to the sender or domain rule; bounded separately. */
@@ -114,6 +118,15 @@ export interface ResendCredential {
 export interface ResendClient {
   resend: ResendSdk;
   timeoutMs: number;
+  /** an undici dispatcher of our own (no proxy), unless config.json allows the proxy variables */
+  dispatcher?: unknown;
+}
+
+/** The fetch options of one request: its deadline signal, and the dispatcher when there is one. */
+function requestOptions(client: ResendClient): { signal: AbortSignal } {
+  const signal = requestSignal(client.timeoutMs);
+  // resend-node spreads its request options into fetch(): `dispatcher` is fetch's, not in resend's types.
+  return client.dispatcher === undefined ? { signal } : ({ signal, dispatcher: client.dispatcher } as { signal: AbortSignal });
 }
 
 /** A Resend `{ error }` answer, rethrown. */
@@ -208,8 +221,8 @@ async function lookup(client: ResendClient, reservation: ReservationRef): Promis
   const n = reservation.normalized as ResendNormalized;
   const found = (id: string): Lookup => ({ found: true, vendorRef: id, actualMicros: n.estimateMicros, estimated: false });
   const get = async (id: string) => {
-    const signal = AbortSignal.timeout(client.timeoutMs);
-    return unwrap(await client.resend.emails.get(id, { signal }), signal);
+    const options = requestOptions(client);
+    return unwrap(await client.resend.emails.get(id, options), options.signal);
   };
   try {
     if (reservation.vendorRef) return found((await get(reservation.vendorRef)).id);
@@ -222,8 +235,8 @@ async function lookup(client: ResendClient, reservation: ReservationRef): Promis
     let reachedWindowStart = false;
     let untagged = 0;
     for (let page = 0; page < 10 && !reachedWindowStart; page++) {
-      const signal = AbortSignal.timeout(client.timeoutMs);
-      const list = unwrap(await client.resend.emails.list(after ? { limit: 100, after } : { limit: 100 }, { signal }), signal);
+      const options = requestOptions(client);
+      const list = unwrap(await client.resend.emails.list(after ? { limit: 100, after } : { limit: 100 }, options), options.signal);
       for (const e of list.data) {
         const created = parseVendorTime(e.created_at);
         if (created !== undefined && created < since) {
@@ -258,6 +271,35 @@ async function lookup(client: ResendClient, reservation: ReservationRef): Promis
   }
 }
 
+/** One e-mail, tagged with its reservation and key (reconcile finds it by the tag). */
+async function send(client: ResendClient, n: ResendNormalized, reservationId: string, keyId: string): Promise<CallSuccess<ResendResult>> {
+  const { params } = n;
+  const payload = {
+    from: params.from,
+    to: params.to,
+    subject: params.subject,
+    ...(params.cc ? { cc: params.cc } : {}),
+    ...(params.bcc ? { bcc: params.bcc } : {}),
+    ...(params.replyTo ? { replyTo: params.replyTo } : {}),
+    tags: [
+      { name: 'runcap_reservation', value: tagValue(reservationId) },
+      { name: 'runcap_key', value: tagValue(keyId) },
+    ],
+  };
+  const body =
+    params.html !== undefined
+      ? { ...payload, html: params.html, ...(params.text !== undefined ? { text: params.text } : {}) }
+      : { ...payload, text: params.text ?? '' };
+  const options = requestOptions(client);
+  const data = unwrap(await client.resend.emails.send(body, { idempotencyKey: reservationId, ...options }), options.signal);
+  return {
+    actualMicros: n.estimateMicros,
+    estimated: false,
+    vendorRef: data.id,
+    result: { id: data.id },
+  };
+}
+
 export const RESEND_ACTION = 'resend.emails.send';
 const RESEND_API = 'https://api.resend.com';
 
@@ -275,39 +317,17 @@ export const resendAdapter: VendorAdapter<ResendInput, ResendNormalized, ResendR
     prop: 'apiKey',
     shape: 'an API key string or {"api_key": "re_…"}',
   }),
-  async createClient({ credential, baseUrl, timeoutMs }) {
+  async createClient({ credential, baseUrl, timeoutMs, allowProxyEnv }) {
     if (!nonEmptyString(credential?.apiKey)) throw new RuncapError('CREDENTIAL_MISSING', 'no Resend API key');
     // Always pass baseUrl: resend-node would otherwise read RESEND_BASE_URL from the environment.
     const base = baseUrl ? trimBase(loopbackUrl(baseUrl)) : RESEND_API;
     const { Resend } = await import('resend');
-    return { resend: new Resend(credential.apiKey, { baseUrl: base }), timeoutMs };
+    // fetch's global dispatcher follows the proxy variables under NODE_USE_ENV_PROXY; this one never does.
+    const dispatcher = allowProxyEnv ? undefined : new (await import('undici')).Agent();
+    return { resend: new Resend(credential.apiKey, { baseUrl: base }), timeoutMs, ...(dispatcher ? { dispatcher } : {}) };
   },
-  async call(client, n, { reservationId, keyId }) {
-    const signal = AbortSignal.timeout(client.timeoutMs);
-    const { params } = n;
-    const payload = {
-      from: params.from,
-      to: params.to,
-      subject: params.subject,
-      ...(params.cc ? { cc: params.cc } : {}),
-      ...(params.bcc ? { bcc: params.bcc } : {}),
-      ...(params.replyTo ? { replyTo: params.replyTo } : {}),
-      tags: [
-        { name: 'runcap_reservation', value: tagValue(reservationId) },
-        { name: 'runcap_key', value: tagValue(keyId) },
-      ],
-    };
-    const body =
-      params.html !== undefined
-        ? { ...payload, html: params.html, ...(params.text !== undefined ? { text: params.text } : {}) }
-        : { ...payload, text: params.text ?? '' };
-    const data = unwrap(await client.resend.emails.send(body, { idempotencyKey: reservationId, signal }), signal);
-    return {
-      actualMicros: n.estimateMicros,
-      estimated: false,
-      vendorRef: data.id,
-      result: { id: data.id },
-    };
+  call(client, n, { reservationId, keyId, signal }) {
+    return withCallSignal(signal, () => send(client, n, reservationId, keyId));
   },
   classifyError,
   lookup,

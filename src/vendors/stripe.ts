@@ -3,6 +3,8 @@
  * Estimate = amount (minor units) → USD with the operator FX table, rounding
  * up; actual = the returned PaymentIntent's amount at the same rate.
  */
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 import type StripeSdk from 'stripe';
 import { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
@@ -19,6 +21,7 @@ import {
   tooRecentForNotFound,
 } from './common.js';
 import { convertMinor, minorToMicrosDetailed } from './currencies.js';
+import { directAgents, requestSignal, withCallSignal } from './http.js';
 import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter } from './types.js';
 
 type StripeClient = StripeSdk;
@@ -211,6 +214,77 @@ export function noHiddenResend(inner: StripeHttpClient, closedCodes: readonly st
   };
 }
 
+/**
+ * stripe-node's Node HTTP client, with a deadline. Its `timeout` only measures
+ * inactivity, so an answer that trickles in never ends; here each request is also
+ * destroyed when requestSignal(deadlineMs) aborts — the guard's signal at the call's
+ * deadline, or the request's own total deadline — before or after the headers.
+ * Its agents use no proxy (stripe-node's own never did either).
+ */
+export function deadlineHttpClient(Stripe: typeof StripeSdk, deadlineMs: number): StripeHttpClient {
+  const agents = directAgents();
+  const ciphers = 'DEFAULT:!aNULL:!eNULL:!LOW:!EXPORT:!SSLv2:!MD5'; // as stripe-node's own client
+  class DeadlineResponse extends Stripe.HttpClientResponse {
+    constructor(
+      private readonly res: IncomingMessage,
+      private readonly timedOut: () => boolean,
+    ) {
+      super(res.statusCode ?? 0, res.headers as ConstructorParameters<typeof Stripe.HttpClientResponse>[1]);
+    }
+    override getRawResponse(): IncomingMessage {
+      return this.res;
+    }
+    override toStream(done: () => void): IncomingMessage {
+      this.res.once('end', () => done());
+      return this.res;
+    }
+    override toJSON(): Promise<unknown> {
+      return new Promise((resolve, reject) => {
+        let body = '';
+        const fail = (err: unknown) => reject(Stripe.HttpClient.makeResponseBodyError(this.timedOut() ? Stripe.HttpClient.makeTimeoutError() : err));
+        this.res.setEncoding('utf8');
+        this.res.on('data', (chunk: string) => (body += chunk));
+        this.res.once('error', fail);
+        this.res.once('close', () => {
+          if (!this.res.complete) fail(new Error('the connection closed before the whole answer arrived'));
+        });
+        this.res.once('end', () => {
+          try {
+            resolve(this._parseResponseBody(body));
+          } catch (e) {
+            reject(e);
+          }
+        });
+      });
+    }
+  }
+  class DeadlineHttpClient extends Stripe.HttpClient {
+    override getClientName(): string {
+      return 'node';
+    }
+    override makeRequest(host: string, port: string, path: string, method: string, headers: object, requestData: string, protocol: string, timeout: number) {
+      const signal = requestSignal(deadlineMs);
+      return new Promise<DeadlineResponse>((resolve, reject) => {
+        if (signal.aborted) return reject(Stripe.HttpClient.makeTimeoutError());
+        const insecure = protocol === 'http';
+        const req = (insecure ? http : https).request({ host, port, path, method, headers: headers as http.OutgoingHttpHeaders, agent: insecure ? agents.http : agents.https, ciphers });
+        let timedOut = false;
+        const abort = () => {
+          timedOut = true;
+          req.destroy(Stripe.HttpClient.makeTimeoutError());
+        };
+        signal.addEventListener('abort', abort, { once: true });
+        req.once('close', () => signal.removeEventListener('abort', abort));
+        req.setTimeout(timeout, abort);
+        req.on('response', (res) => resolve(new DeadlineResponse(res, () => timedOut)));
+        req.on('error', reject);
+        req.end(requestData);
+      });
+    }
+  }
+  return new DeadlineHttpClient();
+}
+
 const RESERVATION_ID_RE = /^[A-Za-z0-9_-]{1,200}$/;
 
 async function lookup(client: StripeClient, reservation: ReservationRef): Promise<Lookup> {
@@ -286,7 +360,7 @@ export const stripeAdapter: VendorAdapter<StripeInput, StripeNormalized, StripeR
   async createClient({ credential, baseUrl, timeoutMs }) {
     if (!nonEmptyString(credential?.secretKey)) throw new RuncapError('CREDENTIAL_MISSING', 'no Stripe secret key');
     const { default: Stripe } = await import('stripe');
-    const httpClient = noHiddenResend(Stripe.createNodeHttpClient(), Stripe.HttpClient.CONNECTION_CLOSED_ERROR_CODES);
+    const httpClient = noHiddenResend(deadlineHttpClient(Stripe, timeoutMs), Stripe.HttpClient.CONNECTION_CLOSED_ERROR_CODES);
     const common = { maxNetworkRetries: 0, timeout: timeoutMs, telemetry: false, httpClient } as const;
     if (baseUrl) {
       const u = loopbackUrl(baseUrl);
@@ -296,13 +370,15 @@ export const stripeAdapter: VendorAdapter<StripeInput, StripeNormalized, StripeR
     }
     return new Stripe(credential.secretKey, common);
   },
-  async call(client, n, { reservationId, keyId }) {
-    const pi = await client.paymentIntents.create(
-      {
-        ...n.params,
-        metadata: { ...(n.params.metadata ?? {}), runcap_reservation: reservationId, runcap_key: keyId },
-      },
-      { idempotencyKey: reservationId },
+  async call(client, n, { reservationId, keyId, signal }) {
+    const pi = await withCallSignal(signal, () =>
+      client.paymentIntents.create(
+        {
+          ...n.params,
+          metadata: { ...(n.params.metadata ?? {}), runcap_reservation: reservationId, runcap_key: keyId },
+        },
+        { idempotencyKey: reservationId },
+      ),
     );
     return {
       actualMicros: actualOf(n, pi.amount, pi.currency),

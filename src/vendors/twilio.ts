@@ -6,6 +6,7 @@
  * messages.create is NOT idempotent: no retries anywhere (SDK auto-retry off,
  * no retry in runcap).
  */
+import https from 'node:https';
 import type TwilioSdk from 'twilio';
 import type RequestClientNs from 'twilio/lib/base/RequestClient.js';
 import { z } from 'zod';
@@ -23,6 +24,7 @@ import {
   tooRecentForNotFound,
   trimBase,
 } from './common.js';
+import { directAgents, requestSignal, withCallSignal } from './http.js';
 import { absDecimalToMicros, unitsTimesUsdRate } from './money.js';
 import { SMS_MAX_CHARS, parseE164, segmentsOf, smsPriceFor } from './sms.js';
 import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter } from './types.js';
@@ -288,7 +290,7 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
     },
     secrets: (cred) => (cred.authToken !== undefined ? [cred.authToken] : [cred.apiKey, cred.apiSecret]),
   },
-  async createClient({ credential, baseUrl, timeoutMs }) {
+  async createClient({ credential, baseUrl, timeoutMs, allowProxyEnv }) {
     if (!credential || !nonEmptyString(credential.accountSid)) throw new RuncapError('CREDENTIAL_MISSING', 'no Twilio account SID');
     const base = baseUrl ? trimBase(loopbackUrl(baseUrl)) : TWILIO_API;
     const { default: twilio } = await import('twilio');
@@ -296,11 +298,30 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
      * Pins every request to one base URL: the loopback simulator, or
      * api.twilio.com (so TWILIO_REGION / TWILIO_EDGE in the environment cannot
      * redirect it), never logs (TWILIO_LOG_LEVEL=debug would console.log to
-     * stdout, the MCP protocol stream), and never retries.
+     * stdout, the MCP protocol stream), and never retries. Each request ends at
+     * its deadline (axios's `timeout` is an inactivity timer) and, unless
+     * config.json allows the proxy variables, connects straight to that URL.
      */
     class PinnedRequestClient extends twilio.RequestClient {
       constructor(private readonly base: string) {
         super({ timeout: timeoutMs, autoRetry: false });
+        if (!allowProxyEnv) {
+          // twilio-node sends every request through HTTP_PROXY when that is set, and axios falls back
+          // to Node's global agent, which NODE_USE_ENV_PROXY routes through a proxy: use agents of our own.
+          const built: unknown = this.axios.defaults.httpsAgent;
+          const direct = directAgents({ timeoutMs, https: built instanceof https.Agent ? built.options : {} });
+          this.axios.defaults.httpsAgent = direct.https;
+          this.axios.defaults.httpAgent = direct.http;
+        }
+        // Runs synchronously inside request(), in the call's async context: the call's signal applies.
+        this.axios.interceptors.request.use(
+          (config) => {
+            config.signal = requestSignal(timeoutMs);
+            return config;
+          },
+          undefined,
+          { synchronous: true },
+        );
       }
       override request<T>(opts: RequestOptions<T>) {
         const u = new URL(opts.uri);
@@ -318,8 +339,8 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
     if (!nonEmptyString(credential.authToken)) throw new RuncapError('CREDENTIAL_MISSING', 'no Twilio auth token');
     return twilio(credential.accountSid, credential.authToken, common);
   },
-  async call(client, n) {
-    const msg = await client.messages.create({ ...n.params });
+  async call(client, n, { signal }) {
+    const msg = await withCallSignal(signal, () => client.messages.create({ ...n.params }));
     const reported = Number.parseInt(String(msg.numSegments ?? ''), 10);
     return {
       ...settledOf(n, msg),

@@ -109,7 +109,13 @@ export interface ClientOptions<C> {
   credential: C;
   /** loopback base URL (simulator); absent → the vendor's real endpoint */
   baseUrl?: string;
+  /** the total deadline of one request (config vendor_timeout_ms); not an inactivity timer */
   timeoutMs: number;
+  /**
+   * Let the SDK follow proxy variables (HTTP_PROXY …) as it would by default. Only when
+   * config.json says "allow_proxy_env": true; otherwise every connection goes straight to the vendor.
+   */
+  allowProxyEnv?: boolean;
 }
 
 export interface VendorAdapter<I = any, N = any, R = any, Cred = any, Client = any> {
@@ -133,7 +139,12 @@ export interface VendorAdapter<I = any, N = any, R = any, Cred = any, Client = a
     secrets(cred: Cred): string[];
   };
   createClient(opts: ClientOptions<Cred>): Promise<Client>;
-  call(client: Client, normalized: N, ctx: { reservationId: string; keyId: string }): Promise<CallSuccess<R>>;
+  /**
+   * The vendor request. `signal` (the guard's, aborted at the call's deadline) must abort it
+   * for real — destroy the connection — and every request must also end at `timeoutMs` on its
+   * own, however slowly the answer arrives (vendors/http.ts).
+   */
+  call(client: Client, normalized: N, ctx: { reservationId: string; keyId: string; signal?: AbortSignal }): Promise<CallSuccess<R>>;
   classifyError(err: unknown): ClassifiedError;
   /** reconcile: what happened to this reservation at the vendor */
   lookup(client: Client, reservation: ReservationRef): Promise<Lookup>;

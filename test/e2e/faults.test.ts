@@ -103,6 +103,37 @@ describe('vendor faults', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
+  it('a vendor that trickles its answer (a byte at a time: no inactivity timer fires) is abandoned at the deadline — aborted, uncertain, still counted (Stripe, Twilio, Resend)', async () => {
+    const before = await counted();
+    const calls = [
+      ['create_payment_intent', { amount: 4321, currency: 'usd' }, 'stripe'],
+      ['send_sms', { to: '+14155552671', body: 'trickle' }, 'twilio'],
+      ['send_email', { from: 'a@example.com', to: 'b@example.com', subject: 'trickle', text: 'trickle' }, 'resend'],
+    ] as const;
+    const created = { stripe: h.sim.created().stripe.length, twilio: h.sim.created().twilio.length, resend: h.sim.created().resend.length };
+    for (const [, , vendor] of calls) h.sim.inject({ vendor, fault: { kind: 'trickle', intervalMs: 50 } });
+    const t0 = Date.now();
+    const results = await Promise.all(calls.map(([tool, args]) => s.call(tool, args)));
+    // the whole call ended at vendor_timeout_ms (1 s), though the answer never stopped arriving
+    expect(Date.now() - t0).toBeLessThan(4000);
+    for (const [i, r] of results.entries()) {
+      const vendor = calls[i]![2];
+      expect(textOf(r), vendor).toMatch(/^VENDOR_UNCERTAIN: .*deadline/);
+      const id = RES.exec(textOf(r))![1]!;
+      const res = await h.guard.ledger.getReservation(id);
+      expect(res.state, vendor).toBe('uncertain');
+      expect(res.note, vendor).toMatch(/abandoned at its deadline \(1000 ms\)/);
+      // the vendor acted (the simulator created the object first): reconcile can still find it
+      expect(h.sim.created()[vendor]).toHaveLength(created[vendor] + 1);
+    }
+    // nothing is still running: every trickling answer was cut off by runcap, not left to finish
+    const end = Date.now() + 1000;
+    while (h.sim.openResponses() > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    expect(h.sim.openResponses()).toBe(0);
+    const after = await counted();
+    expect(Number(after.uncertain_usd) - Number(before.uncertain_usd)).toBeGreaterThanOrEqual(43.21);
+  });
+
   it('a dropped connection → VENDOR_UNCERTAIN (Twilio, Resend, and Stripe after its one same-key retry)', async () => {
     h.sim.inject({ vendor: 'twilio', fault: { kind: 'drop' } });
     await expectUncertain('send_sms', { to: '+14155552671', body: 'drop' }, 'twilio');

@@ -4,6 +4,8 @@
  * or unsafe session. And the cases where it starts with less.
  */
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { homePath } from '../../src/config.js';
 import { CANARY, runCli, serverEnv, setupHome, startServer, type Home } from '../helpers/e2e.js';
@@ -11,8 +13,12 @@ import { CANARY, runCli, serverEnv, setupHome, startServer, type Home } from '..
 describe('runcap serve refuses to start', () => {
   let h: Home;
   let key = '';
+  let caFile = '';
   beforeAll(async () => {
     h = await setupHome();
+    // a real certificate file, so that Node itself has nothing to warn about
+    caFile = join(h.home, '..', 'extra-ca.pem');
+    writeFileSync(caFile, `${rootCertificates[0]}\n`);
     key = (await h.issue('start-run', { allow: ['stripe.*', 'resend.*'], caps: [{ window: 'total', usd_micros: 10_000_000 }] })).key;
   });
   afterAll(async () => {
@@ -59,6 +65,80 @@ describe('runcap serve refuses to start', () => {
     try {
       await expectRefusal(serverEnv(h, key), /RUNCAP_STRIPE_BASE_URL is set but config\.json does not allow base-URL overrides/);
       expect(h.sim.requests()).toHaveLength(0);
+    } finally {
+      writeFileSync(cfg, original, { mode: 0o600 });
+    }
+  });
+
+  it.each([
+    ['HTTP_PROXY', 'http://127.0.0.1:3128'],
+    ['HTTPS_PROXY', 'http://127.0.0.1:3128'],
+    ['NO_PROXY', 'api.twilio.com'],
+    ['http_proxy', 'http://127.0.0.1:3128'],
+    ['https_proxy', 'http://127.0.0.1:3128'],
+    ['no_proxy', '*'],
+    ['NODE_USE_ENV_PROXY', '1'],
+    ['NODE_TLS_REJECT_UNAUTHORIZED', '0'],
+    ['NODE_EXTRA_CA_CERTS', 'CA_FILE'],
+    ['TWILIO_CA_BUNDLE', 'CA_FILE'],
+  ])('%s in the environment: a proxy, or a TLS change, could read vendor traffic and credentials', async (name, given) => {
+    const value = given === 'CA_FILE' ? caFile : given;
+    const keys = (await h.guard.ledger.listKeys()).length;
+    const line = await expectRefusal(serverEnv(h, key, { [name]: value }), new RegExp(`refusing to call vendors: ${name} is set: .*config\\.json`));
+    expect(line).toMatch(/TLS/.test(name) || /CA/.test(name) ? /"allow_tls_env": true/ : /"allow_proxy_env": true/);
+    expect(line).not.toContain(value); // names the variable, not what it points at
+    expect(await h.guard.ledger.listKeys()).toHaveLength(keys);
+    expect(h.sim.requests()).toHaveLength(0);
+  });
+
+  it('--use-env-proxy in NODE_OPTIONS (Node 24 routes fetch and http through the proxy variables with it)', async () => {
+    const r = await runCli(['serve'], serverEnv(h, key, { NODE_OPTIONS: '--no-warnings --use-env-proxy', HTTPS_PROXY: 'http://127.0.0.1:3128' }));
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toBe('');
+    if (process.allowedNodeEnvironmentFlags.has('--use-env-proxy')) {
+      expect(r.stderr.trim()).toMatch(/^runcap: refusing to call vendors: HTTPS_PROXY, NODE_OPTIONS \(--use-env-proxy\) are set/);
+    } else {
+      // a Node without the flag refuses to start at all, before runcap runs
+      expect(r.stderr).toMatch(/--use-env-proxy is not allowed in NODE_OPTIONS/);
+    }
+  });
+
+  it('several at once are named in one line; an empty variable is not set', async () => {
+    const line = await expectRefusal(
+      serverEnv(h, key, { HTTPS_PROXY: 'http://127.0.0.1:3128', no_proxy: 'localhost', NODE_EXTRA_CA_CERTS: caFile, HTTP_PROXY: '' }),
+      /refusing to call vendors: HTTPS_PROXY, no_proxy are set: .*; NODE_EXTRA_CA_CERTS is set: /,
+    );
+    expect(line).not.toMatch(/HTTP_PROXY,/);
+    const s = await startServer(serverEnv(h, key, { HTTP_PROXY: '', NODE_TLS_REJECT_UNAUTHORIZED: '' }));
+    expect((await s.client.listTools()).tools.map((t) => t.name)).toContain('create_payment_intent');
+    await s.close();
+  });
+
+  it('runcap reconcile refuses them too (it calls the vendors)', async () => {
+    const r = await runCli(['reconcile'], { ...serverEnv(h, key), HTTPS_PROXY: 'http://127.0.0.1:3128' });
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^runcap: refusing to call vendors: HTTPS_PROXY is set: .*"allow_proxy_env": true/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('config.json may allow them explicitly: then the server starts and works', async () => {
+    const cfg = homePath(h.home, 'config');
+    const original = readFileSync(cfg, 'utf8');
+    const proxied = { HTTPS_PROXY: 'http://127.0.0.1:9', NO_PROXY: '127.0.0.1', NODE_EXTRA_CA_CERTS: caFile, TWILIO_CA_BUNDLE: caFile };
+    try {
+      writeFileSync(cfg, JSON.stringify({ ...JSON.parse(original), allow_proxy_env: true }), { mode: 0o600 });
+      await expectRefusal(serverEnv(h, key, proxied), /NODE_EXTRA_CA_CERTS, TWILIO_CA_BUNDLE are set: .*"allow_tls_env": true/);
+      writeFileSync(cfg, JSON.stringify({ ...JSON.parse(original), allow_proxy_env: true, allow_tls_env: true }), { mode: 0o600 });
+      const s = await startServer(serverEnv(h, key, proxied));
+      try {
+        const r = await s.call('create_payment_intent', { amount: 700, currency: 'usd' });
+        expect(r.isError, JSON.stringify(r)).toBeFalsy();
+      } finally {
+        await s.close();
+      }
+      // a value that is not a boolean is a config error, not an allowance
+      writeFileSync(cfg, JSON.stringify({ ...JSON.parse(original), allow_proxy_env: 'yes' }), { mode: 0o600 });
+      await expectRefusal(serverEnv(h, key), /config\.json: allow_proxy_env: /);
     } finally {
       writeFileSync(cfg, original, { mode: 0o600 });
     }

@@ -126,6 +126,54 @@ describe('vendor failures', () => {
   });
 });
 
+describe('every vendor call has a hard deadline', () => {
+  it('a call still running at its deadline is abandoned there: its signal aborts the request, the reservation is uncertain (still counted) and says why', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(10) }] });
+    let signal: AbortSignal | undefined;
+    let late: ((r: CallResult<string>) => void) | undefined;
+    const { s } = spec({
+      deadlineMs: 200,
+      // a vendor call that ignores its signal and answers long after the deadline
+      call: vi.fn((_ctx: { reservationId: string; keyId: string }, sig: AbortSignal) => {
+        signal = sig;
+        return new Promise<CallResult<string>>((resolve) => (late = resolve));
+      }),
+    });
+    const t0 = Date.now();
+    const out = await guardedCall(t.ledger, key, s);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(out).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN', message: expect.stringMatching(/deadline/) });
+    expect(signal?.aborted).toBe(true);
+    if (out.ok) throw new Error();
+    const r = await t.ledger.getReservation(out.reservationId!);
+    expect(r).toMatchObject({ state: 'uncertain', note: expect.stringMatching(/^abandoned at its deadline \(200 ms\)/) });
+    expect((await t.ledger.budget(info.id)).caps[0]).toMatchObject({ uncertainMicros: usd(2), pendingMicros: 0, calls: 1 });
+    const audited = (await t.ledger.queryAudit({ keyId: info.id })).filter((a) => a.reservationId === r.id);
+    expect(audited.map((a) => a.event)).toEqual(['reserved', 'uncertain']);
+    expect(audited[1]!.details).toMatchObject({ why: expect.stringMatching(/abandoned at its deadline/) });
+    // an answer after the deadline changes nothing: the outcome was recorded as unknown, reconcile decides
+    late!({ actualMicros: usd(2), estimated: false, vendorRef: 'pi_late', result: 'done' });
+    await new Promise((res) => setTimeout(res, 50));
+    expect((await t.ledger.getReservation(r.id)).state).toBe('uncertain');
+  }, 15_000);
+
+  it('a call that answers in time is not affected, and its signal never aborts', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    let signal: AbortSignal | undefined;
+    const { s } = spec({
+      deadlineMs: 5000,
+      call: vi.fn(async (_ctx: { reservationId: string; keyId: string }, sig: AbortSignal) => {
+        signal = sig;
+        return { actualMicros: usd(2), estimated: false, vendorRef: 'pi_ok', result: 'done' };
+      }),
+    });
+    expect(await guardedCall(t.ledger, key, s)).toMatchObject({ ok: true });
+    expect(signal?.aborted).toBe(false);
+  });
+});
+
 describe('denials never reach the vendor', () => {
   it('each code of the decision, with its ids', async () => {
     t = openTestLedger();

@@ -77,6 +77,61 @@ describe('compare-and-set transitions', () => {
   });
 });
 
+describe('released → settled: the one transition out of released, for reconcile only', () => {
+  it('a reservation reconcile released is settled when the vendor object turns up after all: counted again in its own windows, audited as an overrun, once', async () => {
+    const clock = new TestClock(Date.UTC(2026, 10, 30, 23, 59, 0));
+    t = openTestLedger({ clock });
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'daily', usd_micros: usd(10) }, { window: 'total', usd_micros: usd(10) }] }, { ttlSeconds: 7 * 86400 });
+    const id = await reserve(key, usd(6));
+    await t.ledger.markUncertain(id, 'timeout');
+    expect(await t.ledger.release(id, 'reconcile: stripe has no record of it', { by: 'reconcile' })).toMatchObject({ state: 'released', releasedBy: 'reconcile' });
+    clock.advance(2 * 60 * SECOND); // the next UTC day: the reservation still counts in the day it was authorized
+    await reserve(key, usd(5));
+    const settled = await t.ledger.settleReleased(id, usd(7), 'pi_late', { note: 'reconcile: stripe has pi_late after all' });
+    expect(settled).toMatchObject({ state: 'settled', actualMicros: usd(7), vendorRef: 'pi_late', note: 'reconcile: stripe has pi_late after all' });
+    const total = (await t.ledger.budget(info.id)).caps.find((c) => c.window === 'total')!;
+    expect(total).toMatchObject({ settledMicros: usd(7), pendingMicros: usd(5), calls: 2, remainingMicros: 0 });
+    const db = t.ledger.db;
+    expect(db.prepare("SELECT settled, calls FROM counters WHERE scope LIKE 'cap:%' AND window_key = 'd:2026-11-30'").get()).toEqual({ settled: usd(7), calls: 1 });
+    const rows = (await t.ledger.queryAudit({ keyId: info.id })).filter((r) => r.reservationId === id);
+    expect(rows.map((r) => r.event)).toEqual(['reserved', 'uncertain', 'released', 'settled', 'overrun']);
+    expect(rows[3]).toMatchObject({ amountMicros: usd(7), vendorRef: 'pi_late', details: { from: 'released', why: 'reconcile: stripe has pi_late after all' } });
+    // nothing was held for it any more: the whole amount is beyond what was reserved
+    expect(rows[4]).toMatchObject({ amountMicros: usd(7), details: { estimate: usd(6), actual: usd(7), held: 0 } });
+    expect((await t.ledger.verifyAudit()).problems).toEqual([]);
+    // over the cap now: the key is refused until it is not
+    expect(code(await t.ledger.authorize(req(key, PAY, 1, { n: 'after' })))).toBe('CAP_EXCEEDED');
+
+    // a second such transition is refused, and so is any other way out of settled
+    const before = dbState(t.file);
+    await expectCode(t.ledger.settleReleased(id, usd(7), 'pi_late', { note: 'again' }), 'CONFLICT');
+    await expectCode(t.ledger.release(id, 'again', { by: 'reconcile' }), 'CONFLICT');
+    expect(dbState(t.file)).toEqual(before);
+  });
+
+  it('nothing else leaves released: not a release by the vendor or by hand, not settle, not markUncertain', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const refused = await reserve(key, usd(1));
+    await t.ledger.release(refused, 'vendor refused: card declined');
+    const byHand = await reserve(key, usd(1));
+    await t.ledger.markUncertain(byHand, 'timeout');
+    await t.ledger.release(byHand, 'resolved by alice: released by hand', { by: 'hand' });
+    const byReconcile = await reserve(key, usd(1));
+    await t.ledger.release(byReconcile, 'reconcile: nothing was created', { by: 'reconcile' });
+    expect((await t.ledger.getReservation(refused)).releasedBy).toBe('vendor');
+    expect((await t.ledger.getReservation(byHand)).releasedBy).toBe('hand');
+    const before = dbState(t.file);
+    for (const id of [refused, byHand]) await expectCode(t.ledger.settleReleased(id, usd(1), 'pi_x', { note: 'found' }), 'CONFLICT');
+    for (const id of [refused, byHand, byReconcile]) {
+      await expectCode(t.ledger.settle(id, usd(1), 'pi_x'), 'CONFLICT');
+      await expectCode(t.ledger.markUncertain(id, 'again'), 'CONFLICT');
+      await expectCode(t.ledger.correctEstimate(id, usd(1)), 'CONFLICT');
+    }
+    expect(dbState(t.file)).toEqual(before);
+  });
+});
+
 describe('overrun: actual above estimate', () => {
   it('is settled as it is, audited, and the key is denied while over its cap', async () => {
     t = openTestLedger();

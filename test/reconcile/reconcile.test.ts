@@ -3,7 +3,7 @@
  * RUNCAP_HOME, the real vendor SDKs against tools/vendor-sim.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { reconcile, resolveManually, staleThresholdMs } from '../../src/guard/reconcile.js';
+import { reconcile, RELEASED_RECHECK_MS, resolveManually, staleThresholdMs } from '../../src/guard/reconcile.js';
 import type { VendorRuntime } from '../../src/guard/vendors.js';
 import type { Reservation } from '../../src/ledger/types.js';
 import type { Fault } from '../../tools/vendor-sim/index.js';
@@ -244,6 +244,8 @@ describe('reconcile', () => {
       fingerprintArgs: p.fingerprintArgs,
       recipients: p.recipients,
       normalized: p.normalized,
+      // the process is gone: no deadline of its own records the call either
+      deadlineMs: 600_000,
       call: async (ctx) => {
         reservationId = ctx.reservationId;
         await adapter.call(client, p.normalized, ctx);
@@ -288,5 +290,82 @@ describe('reconcile', () => {
     await expect(resolveManually(h.guard, 'res_NOPE', 'released', { by: 'alice' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(resolveManually(h.guard, c, 'released', { by: 'alice', amountMicros: 5 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+});
+
+describe('a reservation reconcile released whose vendor object turns up later', () => {
+  it('is settled again by reconcile — counted against the caps, reported and audited as an overrun — and only once', async () => {
+    const late = await h.issue('late-run', { allow: ['stripe.*'], caps: [{ window: 'total', usd_micros: 20_000_000 }] });
+    h.sim.inject({ vendor: 'stripe', fault: { kind: 'hang' } });
+    const lost = await guardedVendorCall(h, vendors, late.key, 'stripe', { amount: 1500, currency: 'usd', description: 'late' });
+    h.sim.clearFaults();
+    expect(lost).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+    const id = (lost as { reservationId: string }).reservationId;
+    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
+    const first = await reconcile(h.guard, vendors);
+    expect(first.changed).toEqual([expect.objectContaining({ reservationId: id, from: 'uncertain', to: 'released' })]);
+    expect(await h.guard.ledger.getReservation(id)).toMatchObject({ state: 'released', releasedBy: 'reconcile' });
+    expect((await h.guard.ledger.budget(late.id)).caps[0]).toMatchObject({ settledMicros: 0, uncertainMicros: 0, calls: 0 });
+    // nothing new at the vendor: the release stands, and nothing is reported
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+
+    // The request landed after all: the PaymentIntent of that reservation (its idempotency key, its metadata) appears.
+    const stripe = (await vendors.client('stripe')) as import('stripe').default;
+    const pi = await stripe.paymentIntents.create({ amount: 1500, currency: 'usd', metadata: { runcap_reservation: id } }, { idempotencyKey: id });
+    const found = await reconcile(h.guard, vendors);
+    expect(found.unresolved).toEqual([]);
+    expect(found.changed).toEqual([
+      expect.objectContaining({ reservationId: id, label: 'late-run', from: 'released', to: 'settled', amountMicros: 15_000_000, vendorRef: pi.id, why: expect.stringMatching(/after all.*overrun/) }),
+    ]);
+    expect(await h.guard.ledger.getReservation(id)).toMatchObject({ state: 'settled', actualMicros: 15_000_000, vendorRef: pi.id });
+    expect((await h.guard.ledger.budget(late.id)).caps[0]).toMatchObject({ settledMicros: 15_000_000, calls: 1, remainingMicros: 5_000_000 });
+    const audit = (await h.guard.ledger.queryAudit({ keyId: late.id })).filter((a) => a.reservationId === id);
+    expect(audit.map((a) => a.event)).toEqual(['reserved', 'uncertain', 'released', 'settled', 'overrun']);
+    expect(audit[2]!.details).toMatchObject({ by: 'reconcile' });
+    expect(audit[3]!.details).toMatchObject({ from: 'released' });
+    expect(audit[4]).toMatchObject({ amountMicros: 15_000_000, vendorRef: pi.id });
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+
+    // once: a second such transition is refused, and reconcile has nothing more to do
+    await expect(h.guard.ledger.settleReleased(id, 15_000_000, pi.id, { note: 'again' })).rejects.toMatchObject({ code: 'CONFLICT' });
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+  });
+
+  it('nobody else may take a reservation out of released: not the call path, not a human by hand, and not a release reconcile did not make', async () => {
+    // the vendor refused for certain: released by the call path, final even if an object shows up under its id
+    const refused = await call('stripe', { kind: 'status', status: 400 });
+    expect(refused).toMatchObject({ ok: false, code: 'VENDOR_ERROR' });
+    const refusedId = (refused as { reservationId: string }).reservationId;
+    // a human released one by hand
+    const byHand = await call('stripe', { kind: 'status', status: 500 });
+    const byHandId = (byHand as { reservationId: string }).reservationId;
+    await resolveManually(h.guard, byHandId, 'released', { by: 'alice' });
+    expect((await h.guard.ledger.getReservation(refusedId)).releasedBy).toBe('vendor');
+    expect((await h.guard.ledger.getReservation(byHandId)).releasedBy).toBe('hand');
+
+    const stripe = (await vendors.client('stripe')) as import('stripe').default;
+    for (const id of [refusedId, byHandId]) await stripe.paymentIntents.create({ amount: 1200, currency: 'usd', metadata: { runcap_reservation: id } });
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+    for (const id of [refusedId, byHandId]) {
+      expect((await h.guard.ledger.getReservation(id)).state).toBe('released');
+      await expect(h.guard.ledger.settleReleased(id, 1_200_000, 'pi_x', { note: 'found' })).rejects.toMatchObject({ code: 'CONFLICT' });
+      await expect(h.guard.ledger.settle(id, 1_200_000, 'pi_x')).rejects.toMatchObject({ code: 'CONFLICT' });
+      await expect(resolveManually(h.guard, id, 'settled', { by: 'alice' })).rejects.toMatchObject({ code: 'CONFLICT' });
+    }
+  });
+
+  it('stops asking once the reservation is older than the recheck window', async () => {
+    const lost = await call('stripe', { kind: 'hang' });
+    const id = (lost as { reservationId: string }).reservationId;
+    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
+    await reconcile(h.guard, vendors);
+    expect((await h.guard.ledger.getReservation(id)).state).toBe('released');
+    const stripe = (await vendors.client('stripe')) as import('stripe').default;
+    await stripe.paymentIntents.create({ amount: 1000, currency: 'usd', metadata: { runcap_reservation: id } });
+    const gets = () => h.sim.requests().filter((r) => r.vendor === 'stripe' && r.method === 'GET').length;
+    const before = gets();
+    expect(await reconcile(h.guard, vendors, { now: Date.now() + RELEASED_RECHECK_MS })).toEqual({ changed: [], unresolved: [] });
+    expect(gets()).toBe(before);
+    expect((await h.guard.ledger.getReservation(id)).state).toBe('released');
   });
 });

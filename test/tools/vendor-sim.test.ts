@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Resend } from 'resend';
@@ -455,6 +456,52 @@ describe('faults', () => {
     sim.clearFaults();
     await stripe().paymentIntents.create(pi());
     expect(() => sim.inject({ fault: { kind: 'status', status: 200 } })).toThrow();
+  });
+
+  it('trickle: created first, headers at once, then the body a byte per interval, so inactivity timeouts never fire; the client leaving ends it', async () => {
+    sim.inject({ vendor: 'stripe', fault: { kind: 'trickle', intervalMs: 40 } });
+    // stripe-node's `timeout` (300 ms here) is an inactivity timer: a byte every 40 ms keeps it from ever firing
+    let settled = false;
+    const sdk = stripe({ timeout: 300 })
+      .paymentIntents.create(pi(), { idempotencyKey: 'res_t1' })
+      .finally(() => (settled = true))
+      .catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 900));
+    expect(settled).toBe(false);
+    expect(sim.created().stripe).toHaveLength(1);
+    expect(sim.openResponses()).toBe(1);
+
+    // a raw client sees the status at once and then single bytes, spaced by the interval
+    sim.inject({ vendor: 'stripe', fault: { kind: 'trickle', intervalMs: 40 } });
+    const chunks: { at: number; size: number }[] = [];
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(`${sim.url}/v1/payment_intents`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${sim.credentials.stripe.secretKey}`, 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      req.on('error', () => {});
+      req.on('response', (res) => {
+        res.on('error', () => {});
+        res.on('data', (b: Buffer) => {
+          chunks.push({ at: Date.now(), size: b.length });
+          if (chunks.length === 4) req.destroy();
+        });
+        resolve(res.statusCode ?? 0);
+      });
+      req.once('error', reject);
+      req.end('amount=500&currency=usd');
+    });
+    expect(status).toBe(200);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(chunks.map((c) => c.size)).toEqual([1, 1, 1, 1]);
+    for (let i = 1; i < chunks.length; i++) expect(chunks[i]!.at - chunks[i - 1]!.at).toBeGreaterThanOrEqual(25);
+    expect(sim.created().stripe).toHaveLength(2);
+    // the raw client went away: only the SDK's response is still open
+    expect(sim.openResponses()).toBe(1);
+    sim.reset(); // releases it: the SDK call ends with a connection error
+    expect(await sdk).toBeInstanceOf(Stripe.errors.StripeError);
+    expect(sim.openResponses()).toBe(0);
+    expect(() => sim.inject({ fault: { kind: 'trickle', intervalMs: 0 } })).toThrow(/intervalMs/);
   });
 
   describe('stripe', () => {

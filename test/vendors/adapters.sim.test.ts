@@ -384,3 +384,48 @@ describe('resend against the simulator', () => {
     expect((await resendAdapter.lookup(client, ref(resId(), p.normalized, Date.now() - 10 * 60_000))).found).toBe('unknown');
   });
 });
+
+describe('every request has a total deadline, and the call signal aborts it (a trickling answer never trips an inactivity timer)', () => {
+  const cases = [
+    ['stripe', stripeAdapter, () => creds().stripe, { amount: 1234, currency: 'eur' }],
+    ['twilio', twilioAdapter, () => creds().twilio, { to: '+14155550123', body: 'slow' }],
+    ['resend', resendAdapter, () => creds().resend, { from: 'a@example.com', to: 'b@example.com', subject: 'slow', text: 'slow' }],
+  ] as const;
+
+  async function closed(): Promise<number> {
+    const end = Date.now() + 1000;
+    while (sim.openResponses() > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    return sim.openResponses();
+  }
+
+  it.each(cases)('%s: the request ends at timeoutMs, however slowly the answer arrives, and the connection is closed', async (vendor, adapter, credential, input) => {
+    const client = await clientOf(adapter as VendorAdapter, credential(), SHORT_TIMEOUT);
+    const p = (adapter as VendorAdapter).prepare(input, pricing);
+    sim.inject({ vendor, fault: { kind: 'trickle', intervalMs: 20 } });
+    const t0 = Date.now();
+    const c = await failing(adapter as VendorAdapter, client, p.normalized);
+    expect(c.kind).toBe('uncertain');
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(sim.created()[vendor]).toHaveLength(1);
+    expect(await closed()).toBe(0);
+  });
+
+  it.each(cases)('%s: the call signal aborts the request at once, long before timeoutMs', async (vendor, adapter, credential, input) => {
+    const client = await clientOf(adapter as VendorAdapter, credential(), 30_000);
+    const p = (adapter as VendorAdapter).prepare(input, pricing);
+    sim.inject({ vendor, fault: { kind: 'trickle', intervalMs: 20 } });
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('deadline')), 200);
+    const t0 = Date.now();
+    let caught: unknown;
+    try {
+      await (adapter as VendorAdapter).call(client, p.normalized, { reservationId: resId(), keyId: KEY_ID, signal: controller.signal });
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeDefined();
+    expect((adapter as VendorAdapter).classifyError(caught).kind).toBe('uncertain');
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(await closed()).toBe(0);
+  });
+});

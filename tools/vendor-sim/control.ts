@@ -11,6 +11,7 @@ export interface SimControl {
   clearFaults(): Promise<void>;
   setPrice(messageSid: string, price: string): Promise<void>;
   findEmails(filter: EmailFilter): Promise<any[]>;
+  openResponses(): Promise<number>;
   reset(): Promise<void>;
   health(): Promise<boolean>;
 }
@@ -58,6 +59,7 @@ export function simControl(url: string): SimControl {
       const qs = sp.toString();
       return call<any[]>('GET', `/__sim/emails${qs ? `?${qs}` : ''}`);
     },
+    openResponses: async () => (await call<{ open: number }>('GET', '/__sim/open')).open,
     reset: async () => {
       await call('POST', '/__sim/reset');
     },

@@ -2,6 +2,7 @@ import type { Fault, FaultRule, SimVendor } from './types.js';
 
 const MAX_RULES = 1000;
 const MAX_LATENCY_MS = 10 * 60 * 1000;
+const MAX_TRICKLE_INTERVAL_MS = 60 * 1000;
 
 interface ActiveRule {
   vendor: SimVendor | '*';
@@ -54,6 +55,13 @@ function normalizeFault(input: unknown): Fault {
     }
     case 'hang':
       return { kind: 'hang' };
+    case 'trickle': {
+      const intervalMs = f['intervalMs'];
+      if (typeof intervalMs !== 'number' || !Number.isInteger(intervalMs) || intervalMs < 1 || intervalMs > MAX_TRICKLE_INTERVAL_MS) {
+        throw new Error(`fault trickle: intervalMs must be an integer in 1..${MAX_TRICKLE_INTERVAL_MS}`);
+      }
+      return { kind: 'trickle', intervalMs };
+    }
     case 'drop':
       return { kind: 'drop', afterCreate: afterCreate === true };
     default:

@@ -119,6 +119,7 @@ export async function startVendorSim(opts: StartOptions = {}): Promise<VendorSim
   let recorded: RecordedRequest[] = [];
 
   const sockets = new Set<Socket>();
+  /** responses held open: hanging, or trickling their answer */
   const hanging = new Set<ServerResponse>();
   const sleeps = new Map<NodeJS.Timeout, () => void>();
   let closed = false;
@@ -153,6 +154,34 @@ export async function startVendorSim(opts: StartOptions = {}): Promise<VendorSim
 
   const send = (res: ServerResponse, mod: VendorModule, sreq: SimRequest, response: SimResponse) => {
     writeJson(res, response.status, response.body, { ...mod.decorate(sreq, response), ...(response.headers ?? {}) });
+  };
+
+  /** The headers at once, then the body one byte per interval: the socket is never idle long enough to time out. */
+  const trickle = (res: ServerResponse, mod: VendorModule, sreq: SimRequest, response: SimResponse, intervalMs: number) => {
+    if (res.destroyed || res.writableEnded || res.headersSent) return;
+    const payload = Buffer.from(JSON.stringify(response.body), 'utf8');
+    res.writeHead(response.status, {
+      'content-type': 'application/json; charset=utf-8',
+      ...mod.decorate(sreq, response),
+      ...(response.headers ?? {}),
+      'content-length': String(payload.length),
+    });
+    res.flushHeaders();
+    hanging.add(res);
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (res.destroyed || closed) return clearInterval(timer);
+      res.write(payload.subarray(sent, sent + 1));
+      sent++;
+      if (sent >= payload.length) {
+        clearInterval(timer);
+        res.end();
+      }
+    }, intervalMs);
+    res.on('close', () => {
+      clearInterval(timer);
+      hanging.delete(res);
+    });
   };
 
   async function handleVendor(mod: VendorModule, sreq: SimRequest, res: ServerResponse): Promise<void> {
@@ -196,6 +225,7 @@ export async function startVendorSim(opts: StartOptions = {}): Promise<VendorSim
       idem.store.finish(idem.key, saved);
     }
     if (final === 'drop') drop(res);
+    else if (fault?.kind === 'trickle') trickle(res, mod, sreq, final, fault.intervalMs);
     else send(res, mod, sreq, final);
   }
 
@@ -225,6 +255,8 @@ export async function startVendorSim(opts: StartOptions = {}): Promise<VendorSim
           return writeJson(res, 200, recorded);
         case 'GET /__sim/created':
           return writeJson(res, 200, createdAll());
+        case 'GET /__sim/open':
+          return writeJson(res, 200, { open: hanging.size });
         case 'GET /__sim/emails': {
           const filter: EmailFilter = {};
           const tag = url.searchParams.get('tag');
@@ -319,6 +351,7 @@ export async function startVendorSim(opts: StartOptions = {}): Promise<VendorSim
     clearFaults: () => faults.clear(),
     setPrice: (sid, price) => twilio.setPrice(sid, price),
     findEmails,
+    openResponses: () => hanging.size,
     reset,
     close: () => {
       closing ??= new Promise<void>((resolve) => {

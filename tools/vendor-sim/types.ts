@@ -18,7 +18,13 @@ export type Fault =
   /** Never answer, until the client gives up or the sim is closed/reset. */
   | { kind: 'hang' }
   /** Destroy the socket without a response. afterCreate: the request is processed (object created) first. */
-  | { kind: 'drop'; afterCreate?: boolean };
+  | { kind: 'drop'; afterCreate?: boolean }
+  /**
+   * The request is processed (object created), then the answer is sent one byte every
+   * `intervalMs`: the headers at once, the body a byte at a time. An inactivity timer never
+   * fires; only a deadline on the whole call ends it.
+   */
+  | { kind: 'trickle'; intervalMs: number };
 
 export interface FaultRule {
   vendor?: SimVendor | '*';
@@ -67,6 +73,8 @@ export interface VendorSim {
   setPrice(messageSid: string, price: string): void;
   /** Resend emails filtered by tag and/or recipient (the real API cannot filter; reconcile tests can). */
   findEmails(filter: EmailFilter): any[];
+  /** Vendor responses still held open (hang) or still being written (trickle) to a client that is still there. */
+  openResponses(): number;
   /** Forget requests, objects, idempotency keys, prices and faults; release hanging requests. */
   reset(): void;
   /** Stop listening and destroy every connection (hanging requests included). */

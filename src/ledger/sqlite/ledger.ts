@@ -61,6 +61,7 @@ import type {
   KeyInfo,
   Ledger,
   PassphraseAttempt,
+  ReleasedBy,
   Reservation,
   ReservationState,
   SpendRow,
@@ -111,6 +112,7 @@ const MAX_PENDING_APPROVALS = 20;
 const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/;
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
 const RESERVATION_PATTERN = /^res_[0-9A-HJKMNP-TV-Z]{26}$/;
+const RELEASED_BY: readonly ReleasedBy[] = ['vendor', 'reconcile', 'hand'];
 
 type Delta = { settled?: number; pending?: number; uncertain?: number; calls?: number };
 
@@ -136,7 +138,7 @@ const SQL = {
   reservationById: 'SELECT * FROM reservations WHERE id = ?',
   countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
-      vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note WHERE id = @id AND state = @from`,
+      vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note, released_by = @released_by WHERE id = @id AND state = @from`,
   countFamilyPendingApprovals: "SELECT COUNT(*) AS n FROM approvals WHERE family_id = ? AND status = 'pending' AND expires_at > ?",
   approvalsFor: `SELECT * FROM approvals WHERE key_id = ? AND fingerprint = ? AND status IN ('pending','approved','denied')
     ORDER BY created_at DESC`,
@@ -771,14 +773,39 @@ export class SqliteLedger implements Ledger {
     });
   }
 
-  async release(reservationId: string, why: string): Promise<Reservation> {
+  async release(reservationId: string, why: string, opts: { by?: ReleasedBy } = {}): Promise<Reservation> {
     const note = checkText(why, 'reason', 1000);
+    const by = opts.by ?? 'vendor';
+    if (!RELEASED_BY.includes(by)) throw new RuncapError('INVALID_INPUT', `a reservation is released by ${RELEASED_BY.join(', ')}`);
     return this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
       const from = r.state as 'pending' | 'uncertain';
       return {
-        next: { ...r, state: 'released' as const, actual: 0, updated_at: now, note },
+        next: { ...r, state: 'released' as const, actual: 0, updated_at: now, note, released_by: by },
         delta: { [from]: -r.estimate, calls: -1 },
-        events: [{ event: 'released', amountMicros: r.estimate, details: { from, why: note } }],
+        events: [{ event: 'released', amountMicros: r.estimate, details: { from, why: note, by } }],
+      };
+    });
+  }
+
+  async settleReleased(reservationId: string, actualMicros: number, vendorRef: string, opts: { estimated?: boolean; note: string }): Promise<Reservation> {
+    checkMicros(actualMicros, 'actual');
+    checkRef(vendorRef);
+    if (typeof vendorRef !== 'string') throw new RuncapError('INVALID_INPUT', 'the vendor object that turned up must be named');
+    const note = checkText(opts.note, 'note', 1000);
+    return this.transition(reservationId, ['released'], (r, now) => {
+      // A definite refusal or a human's release is final; only reconcile's "the vendor has no record" can be wrong.
+      if (r.released_by !== 'reconcile') {
+        throw new RuncapError('CONFLICT', `reservation ${r.id} was not released by reconcile; only such a release can be settled again`);
+      }
+      const events: AuditInput[] = [
+        { event: 'settled', amountMicros: actualMicros, vendorRef, details: { from: 'released', estimate: r.estimate, estimated: !!opts.estimated, why: note } },
+        // nothing was held for it any more: all of it is beyond what the caps had counted
+        overrun(r.estimate, actualMicros, vendorRef, 0),
+      ];
+      return {
+        next: { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef, updated_at: now, note },
+        delta: { settled: actualMicros, calls: 1 },
+        events,
       };
     });
   }
@@ -867,7 +894,7 @@ export class SqliteLedger implements Ledger {
     );
   }
 
-  async listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string }): Promise<Reservation[]> {
+  async listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string; releasedBy?: ReleasedBy }): Promise<Reservation[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (filter.states?.length) {
@@ -878,6 +905,10 @@ export class SqliteLedger implements Ledger {
     if (filter.keyId) {
       where.push('key_id = ?');
       args.push(filter.keyId);
+    }
+    if (filter.releasedBy) {
+      where.push('released_by = ?');
+      args.push(filter.releasedBy);
     }
     return read(() =>
       (this.db.prepare(`SELECT * FROM reservations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id`).all(...args) as ReservationRow[]).map(toReservation),
@@ -1492,12 +1523,13 @@ function exactRangeMessage(action: string, used: number, estimate: number): stri
   );
 }
 
-function overrun(estimate: number, actual: number, vendorRef: string | null): AuditInput {
+/** held: what the reservation still counted when the actual came (its estimate, or 0 once released). */
+function overrun(estimate: number, actual: number, vendorRef: string | null, held = estimate): AuditInput {
   return {
     event: 'overrun',
-    amountMicros: actual - estimate,
+    amountMicros: actual - held,
     vendorRef,
-    details: { estimate, actual, over: actual - estimate, over_usd: usdDecimal(actual - estimate) },
+    details: { estimate, actual, over: actual - held, over_usd: usdDecimal(actual - held), ...(held !== estimate ? { held } : {}) },
   };
 }
 

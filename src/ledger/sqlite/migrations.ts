@@ -189,4 +189,10 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX approvals_fingerprint ON approvals(fingerprint, created_at);
   CREATE INDEX approvals_family_pending ON approvals(family_id, expires_at) WHERE status = 'pending';
   `,
+  // 6 (issue 9, released_by): who released a reservation — the vendor's definite refusal, reconcile
+  //    (the vendor had no record of it), or a human by hand. Only a reservation reconcile released
+  //    may later be settled, when the vendor's object turns up after all. Earlier releases stay NULL.
+  `
+  ALTER TABLE reservations ADD COLUMN released_by TEXT CHECK (released_by IN ('vendor','reconcile','hand'));
+  `,
 ];

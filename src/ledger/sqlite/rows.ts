@@ -1,6 +1,6 @@
 /** Row shapes of the SQLite ledger and their mapping to the public types. */
 import { policySchema, type Policy } from '../../policy/schema.js';
-import type { Approval, ApprovalStatus, KeyInfo, Reservation, ReservationState } from '../types.js';
+import type { Approval, ApprovalStatus, KeyInfo, ReleasedBy, Reservation, ReservationState } from '../types.js';
 
 export interface KeyRow {
   id: string;
@@ -55,6 +55,7 @@ export interface ReservationRow {
   request: string;
   normalized: string | null;
   note: string | null;
+  released_by: ReleasedBy | null;
 }
 
 export interface ApprovalRow {
@@ -133,6 +134,7 @@ export function toReservation(r: ReservationRow): Reservation {
     request: JSON.parse(r.request) as Reservation['request'],
     normalized: r.normalized === null ? null : JSON.parse(r.normalized),
     note: r.note,
+    releasedBy: r.released_by,
   };
 }
 

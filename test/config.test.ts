@@ -1,0 +1,41 @@
+/** config.ts: which environments may call the vendors (proxy and TLS variables, refused unless config.json allows them). */
+import { describe, expect, it } from 'vitest';
+import { assertVendorNetworkEnv, configSchema } from '../src/config.js';
+
+const strict = { allow_proxy_env: false, allow_tls_env: false };
+const refusal = (env: NodeJS.ProcessEnv, config = strict, execArgv: string[] = []) => {
+  try {
+    assertVendorNetworkEnv(env, config, execArgv);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+};
+
+describe('assertVendorNetworkEnv', () => {
+  it('is off by default in config.json', () => {
+    expect(configSchema.parse({})).toMatchObject({ allow_proxy_env: false, allow_tls_env: false });
+    expect(() => configSchema.parse({ allow_proxy_env: 1 })).toThrow();
+  });
+
+  it('passes an environment without them, or with them empty', () => {
+    expect(refusal({ PATH: '/usr/bin', HOME: '/root', NODE_OPTIONS: '--max-old-space-size=512' })).toBeUndefined();
+    expect(refusal({ HTTP_PROXY: '', NODE_EXTRA_CA_CERTS: '' })).toBeUndefined();
+  });
+
+  it('names every proxy variable in any case, and --use-env-proxy in NODE_OPTIONS or on the command line', () => {
+    expect(refusal({ Https_Proxy: 'http://p:1', all_good: 'x' })).toMatch(/^refusing to call vendors: Https_Proxy is set: .*"allow_proxy_env": true/);
+    expect(refusal({ NODE_OPTIONS: '--no-warnings --use-env-proxy' })).toMatch(/NODE_OPTIONS \(--use-env-proxy\) is set/);
+    expect(refusal({ NODE_OPTIONS: '--use-env-proxy-not-really' })).toBeUndefined();
+    expect(refusal({}, strict, ['--use-env-proxy'])).toMatch(/node --use-env-proxy is set/);
+    expect(refusal({ no_proxy: '*', NODE_USE_ENV_PROXY: '1' })).toMatch(/NODE_USE_ENV_PROXY, no_proxy are set/);
+  });
+
+  it('names the TLS variables apart, and each allowance covers only its own kind', () => {
+    const env = { HTTPS_PROXY: 'http://p:1', NODE_TLS_REJECT_UNAUTHORIZED: '0', TWILIO_CA_BUNDLE: '/ca.pem' };
+    expect(refusal(env)).toMatch(/HTTPS_PROXY is set: .*; NODE_TLS_REJECT_UNAUTHORIZED, TWILIO_CA_BUNDLE are set: .*"allow_tls_env": true/);
+    expect(refusal(env, { allow_proxy_env: true, allow_tls_env: false })).not.toMatch(/HTTPS_PROXY/);
+    expect(refusal(env, { allow_proxy_env: false, allow_tls_env: true })).not.toMatch(/TWILIO_CA_BUNDLE/);
+    expect(refusal(env, { allow_proxy_env: true, allow_tls_env: true })).toBeUndefined();
+  });
+});
