@@ -296,6 +296,28 @@ describe('policy-bearing rows', () => {
     expect(reservations()).toBe(before);
   });
 
+  it('a consumed grant set back to approved with its approval_consumed row deleted is still not used twice, and verify names the use', async () => {
+    raw.prepare("DELETE FROM audit WHERE event = 'approval_consumed' AND approval_id = ?").run(gated.consumedApproval);
+    raw.prepare("UPDATE approvals SET status = 'approved', reservation_id = NULL WHERE id = ?").run(gated.consumedApproval);
+    const before = reservations();
+    // the reservation the grant allowed still names it: that row too would have to go
+    const again = await t.ledger.authorize(req(gated.key, PAY, usd(30), { n: 'granted' }));
+    expect(again).toMatchObject({ allowed: false, code: 'APPROVAL_REQUIRED' });
+    expect(reservations()).toBe(before);
+    const v = await t.ledger.verifyAudit();
+    expect(v.problems.map((p) => p.problem)).toContainEqual(expect.stringMatching(new RegExp(`approval ${gated.consumedApproval} allowed the call of audit row \\d+ but has no approval_consumed row`)));
+  });
+
+  it('a grant that allowed two calls is named, whatever the approvals table says', async () => {
+    // as if the grant had been set back and used again: a second reservation row names it
+    const used = raw.prepare("SELECT * FROM audit WHERE event = 'reserved' AND approval_id = ?").get(gated.consumedApproval) as Record<string, unknown>;
+    expect(used).toBeDefined();
+    const other = raw.prepare("SELECT id FROM audit WHERE event = 'reserved' AND approval_id IS NULL ORDER BY id LIMIT 1").get() as { id: number };
+    raw.prepare('UPDATE audit SET approval_id = ? WHERE id = ?').run(gated.consumedApproval, other.id);
+    const v = await t.ledger.verifyAudit();
+    expect(v.problems.map((p) => p.problem)).toContainEqual(expect.stringContaining(`approval ${gated.consumedApproval} allowed 2 calls`));
+  });
+
   it('a waiting request whose text or fingerprint was edited cannot be approved, and the attempt is named', async () => {
     raw.prepare("UPDATE approvals SET request = json_set(request, '$.args.n', 'harmless') WHERE id = ?").run(gated.waitingApproval);
     await named(gated.id, gated.waitingApproval, 'request or fingerprint');

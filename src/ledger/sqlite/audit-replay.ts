@@ -238,6 +238,15 @@ function approvalsAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[], pendin
     else if (r.event === 'approval_consumed') Object.assign(s, { status: 'consumed', reservation_id: r.reservationId });
     else if (r.event === 'approval_expired') s.status = 'expired';
   }
+  // A grant allows one call: its uses are the reservations made with it, whatever the approvals table says now.
+  const uses = new Map<string, number[]>();
+  const usedRows = db.prepare("SELECT approval_id AS approvalId, id FROM audit WHERE approval_id IS NOT NULL AND event IN ('reserved', 'verified') ORDER BY id").all() as { approvalId: string; id: number }[];
+  for (const u of usedRows) uses.set(u.approvalId, [...(uses.get(u.approvalId) ?? []), u.id]);
+  for (const [id, rowIds] of uses) {
+    const chain = replay.get(id)?.requested.keyId ?? GLOBAL_CHAIN;
+    if (rowIds.length > 1) problems.push(problem(chain, `approval ${id} allowed ${rowIds.length} calls (audit rows ${rowIds.join(', ')}), but a grant allows one (used again after an edit?)`));
+    else if (replay.get(id)?.state.status !== 'consumed') problems.push(problem(chain, `approval ${id} allowed the call of audit row ${rowIds[0]} but has no approval_consumed row (deleted?)`));
+  }
   for (const a of db.prepare('SELECT * FROM approvals').all() as ApprovalRow[]) {
     const want = replay.get(a.id);
     replay.delete(a.id);

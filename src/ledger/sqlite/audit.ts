@@ -102,8 +102,8 @@ export class AuditLog {
              @reservation_id, @approval_id, @details, @prev_mac, @mac)`,
     `INSERT INTO audit_heads (chain, seq, mac) VALUES (?, ?, ?)
      ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac`,
-    // the same IN list as the partial index audit_approval_rows, so the planner may use it
-    `SELECT * FROM audit WHERE approval_id = ? AND event IN ('approval_requested', 'approval_approved', 'approval_consumed') ORDER BY id`,
+    // approval_id = ? implies the partial index audit_approval_rows' approval_id IS NOT NULL, so the planner uses it
+    `SELECT * FROM audit WHERE approval_id = ? AND event IN ('approval_requested', 'approval_approved', 'approval_consumed', 'reserved', 'verified') ORDER BY id`,
   ] as const;
 
   /**
@@ -135,7 +135,8 @@ export class AuditLog {
   approvalRecord(approvalId: string): ApprovalRecord {
     const record: ApprovalRecord = { consumed: false };
     for (const r of this.approvalRows.all(approvalId)) {
-      if (r.event === 'approval_consumed') {
+      // used already, whatever its MAC: a consumed row, or a reservation the grant allowed (two rows to delete, not one)
+      if (r.event === 'approval_consumed' || r.event === 'reserved' || r.event === 'verified') {
         record.consumed = true;
         continue;
       }

@@ -151,12 +151,11 @@ export const MIGRATIONS: readonly string[] = [
   DROP INDEX reservations_key;
   `,
   // 3 (issue 9, audit-backed grants): the ledger consumes a grant only when an approval_approved row with a
-  //    valid MAC backs it, and approves only a request its approval_requested row recorded. A partial index
-  //    finds those rows by approval id; only these three events enter it, so the hot path's other audit
-  //    rows cost no extra page.
+  //    valid MAC backs it and no row shows it used already (approval_consumed, or a reservation made with
+  //    it), and approves only a request its approval_requested row recorded. A partial index finds the
+  //    rows that name an approval; the hot path's other audit rows name none and cost no extra page.
   `
-  CREATE INDEX audit_approval_rows ON audit(approval_id)
-    WHERE event IN ('approval_requested', 'approval_approved', 'approval_consumed');
+  CREATE INDEX audit_approval_rows ON audit(approval_id) WHERE approval_id IS NOT NULL;
   `,
   // 4 (denial tallies): denials decided before the ledger (malformed calls) get one audit row each
   //    only up to a bound per chain and UTC minute; past it they are counted here until one
