@@ -322,7 +322,8 @@ function renderSummary(v: ApprovalView, width = screenWidth()): string {
  */
 const confirmPrompt = (id: string) => `Type the last 4 characters of ${inert(id)} to approve it (anything else does not): `;
 const confirms = (id: string, typed: string) => typed.trim().toUpperCase() === id.slice(-4).toUpperCase();
-const notHowItEnds = (id: string, typed: string) => `"${inert(typed.trim()).slice(0, 40)}" is not how ${inert(id)} ends`;
+// what was typed is not repeated: a passphrase typed here by habit must not be printed again
+const notHowItEnds = (id: string) => `what was typed is not how ${inert(id)} ends`;
 
 function approvalRows(list: Approval[]): (string | number)[][] {
   return list.map((a) => [a.id, inert(a.label), inert(a.action), amountText(a), localTime(a.createdAt), a.status, localTime(a.expiresAt)]);
@@ -374,7 +375,7 @@ export function registerApprovalCommands(program: Command): void {
           if (!(await guard.ledger.checkPassphrase(passphrase, { by, approvalId: a.id }))) throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
           const typed = await keys.line(confirmPrompt(a.id));
           if (typed === undefined) throw refused('cancelled; nothing was approved');
-          if (!confirms(a.id, typed)) throw refused(`not confirmed: ${notHowItEnds(a.id, typed)}; nothing was approved`);
+          if (!confirms(a.id, typed)) throw refused(`not confirmed: ${notHowItEnds(a.id)}; nothing was approved`);
           done = await guard.ledger.approve(a.id, { passphrase, by });
         } finally {
           keys.close();
@@ -414,7 +415,7 @@ async function answer(keys: TtyKeys, id: string): Promise<'a' | 'd' | 's' | unde
     const typed = await keys.line(confirmPrompt(id));
     if (typed === undefined) return undefined;
     if (confirms(id, typed)) return 'a';
-    process.stderr.write(`Not approved: ${notHowItEnds(id, typed)}.\n`);
+    process.stderr.write(`Not approved: ${notHowItEnds(id)}.\n`);
   }
 }
 
