@@ -8,7 +8,9 @@
  *
  * A family is not the delegation tree: a child issued with --parent or by
  * delegate_key is a run of its own, and so are the sessions of another
- * template, so sibling runs never block each other.
+ * template, so sibling runs never block each other. But a key is checked
+ * against its ancestors' families too (the ledger's lineage), so a run cannot
+ * launder a retry or a denied request through a child it delegated itself.
  */
 import { createHash } from 'node:crypto';
 

@@ -139,6 +139,44 @@ describe('sibling runs under one root do not block each other', () => {
   });
 });
 
+describe('a key a run delegated itself does not launder its calls', () => {
+  const DELEGATING: PolicyInput = { ...APPROVING, may_delegate: true };
+  beforeEach(async () => {
+    await t.ledger.setPassphrase(PASS);
+  });
+
+  it("a child delegated from a session: its identical retry of the session's uncertain call is DUPLICATE_PENDING, and a denial holds for it", async () => {
+    const { s1 } = await family(DELEGATING);
+    const call = { customer: 'cus_1' };
+    const first = allowedId(await t.ledger.authorize(req(s1.key, PAY, usd(5), call)));
+    await t.ledger.markUncertain(first, 'timeout');
+    const child = await t.ledger.delegateKey(s1.key, { label: 'kid', capTotalMicros: usd(100) });
+    expect(await t.ledger.authorize(req(child.key, PAY, usd(5), call))).toMatchObject({ allowed: false, code: 'DUPLICATE_PENDING', reservationId: first });
+
+    const asked = approvalId(await t.ledger.authorize(req(s1.key, PAY, usd(50), { customer: 'cus_2' })));
+    await t.ledger.deny(asked, { by: 'bob', reason: 'no' });
+    expect(await t.ledger.authorize(req(child.key, PAY, usd(50), { customer: 'cus_2' }))).toMatchObject({ allowed: false, code: 'APPROVAL_DENIED', approvalId: asked });
+  });
+
+  it("a child of a plain key: the parent's unresolved call holds the child's identical one; the parent is not held by the child's", async () => {
+    const parent = await issue(t.ledger, 'orchestrator', DELEGATING);
+    const child = await issue(t.ledger, 'sub-agent', { allow: ['*'] }, { parentId: parent.info.id });
+    const first = allowedId(await t.ledger.authorize(req(parent.key, PAY, usd(5), { n: 1 })));
+    await t.ledger.markUncertain(first, 'timeout');
+    expect(await t.ledger.authorize(req(child.key, PAY, usd(5), { n: 1 }))).toMatchObject({ code: 'DUPLICATE_PENDING', reservationId: first });
+    const mine = allowedId(await t.ledger.authorize(req(child.key, PAY, usd(5), { n: 2 })));
+    await t.ledger.markUncertain(mine, 'timeout');
+    expect(code(await t.ledger.authorize(req(parent.key, PAY, usd(5), { n: 2 })))).toBe('ALLOWED');
+  });
+
+  it('waiting requests count over the lineage: a child of a session with 20 waiting gets no fresh quota', async () => {
+    const { s1 } = await family(DELEGATING);
+    for (let i = 0; i < 20; i++) approvalId(await t.ledger.authorize(req(s1.key, PAY, usd(50), { n: i })));
+    const child = await t.ledger.delegateKey(s1.key, { label: 'kid', capTotalMicros: usd(100) });
+    expect(code(await t.ledger.authorize(req(child.key, PAY, usd(50), { n: 20 })))).toBe('RATE_LIMITED');
+  });
+});
+
 describe('migration 5 (session families)', () => {
   it('gives the approvals written before it their family: waiting requests of old sessions still count', async () => {
     const { template, s1, s2 } = await family(APPROVING);

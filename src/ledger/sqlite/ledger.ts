@@ -572,8 +572,11 @@ export class SqliteLedger implements Ledger {
     if (revoked) return deny('KEY_REVOKED', `key ${revoked.label} was revoked${revoked.revoked_reason ? `: ${revoked.revoked_reason}` : ''}`, self);
     const members = chain.map(toMember);
     // The request as its session family sees it: a restarted session's identical call is the same call.
+    // And as the families of its ancestors see it: a key the run delegated itself does not launder
+    // its call (a retry after an unknown outcome, a request a human denied). Siblings share no lineage.
     const family = familyOf(self);
-    const fingerprint = familyFingerprint(family, spec.fingerprint);
+    const lineage = lineageOf(chain, family, spec.fingerprint);
+    const fingerprint = lineage[0]!.fingerprint; // as this key's own family stores it
 
     // 2. the action, 3. the recipients, for every member of the chain
     const refusing = actionRefusedBy(members, action);
@@ -583,7 +586,7 @@ export class SqliteLedger implements Ledger {
 
     // 4. an identical call still unresolved: the retry after a timeout must not pay twice
     if (!spec.settleNow) {
-      const dup = this.st.openDuplicate.get(fingerprint) as { id: string } | undefined;
+      const dup = lineage.map((l) => this.st.openDuplicate.get(l.fingerprint) as { id: string } | undefined).find(Boolean);
       if (dup) return deny('DUPLICATE_PENDING', `an identical call (${dup.id}) is still unresolved`, self, { reservationId: dup.id }, 'duplicate');
     }
 
@@ -622,7 +625,7 @@ export class SqliteLedger implements Ledger {
         throw new DeferredDenial(() => {
           for (const g of live) this.setAsideGrant(g.r, g.backing, self, now);
           const asked = { ...spec, fingerprint };
-          const { code, message, approvalId, created } = this.requestApproval(self, family, action, asked, why, now);
+          const { code, message, approvalId, created } = this.requestApproval(self, family, lineage, action, asked, why, now);
           // the seal lets approve() and verify tell that the request a human sees is the one that was asked
           const sealed = created ? { request_mac: this.audit.seal(SEAL.approvalRequest, approvalRequestMaterial(asked)) } : {};
           return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, ...(approvalId ? { approvalId } : {}) }, self, created ? 'approval_requested' : 'denied', sealed);
@@ -720,13 +723,14 @@ export class SqliteLedger implements Ledger {
   private requestApproval(
     self: KeyRow,
     family: string,
+    lineage: Lineage,
     action: string,
     spec: { estimate: number; fingerprint: string; request: string },
     why: string,
     now: number,
   ): { code: 'APPROVAL_REQUIRED' | 'APPROVAL_DENIED' | 'RATE_LIMITED'; message: string; approvalId?: string; created: boolean } {
     let pending: ApprovalRow | undefined;
-    for (const r of this.st.familyApprovalsFor.all(spec.fingerprint) as ApprovalRow[]) {
+    for (const r of lineage.flatMap((l) => this.st.familyApprovalsFor.all(l.fingerprint) as ApprovalRow[])) {
       const mine = r.key_id === self.id;
       if (effectiveApprovalStatus(r, now) === 'expired') {
         this.st.expireApproval.run(r.id);
@@ -746,7 +750,8 @@ export class SqliteLedger implements Ledger {
     }
     if (pending) return { code: 'APPROVAL_REQUIRED', message: `${why}; waiting for a human to approve ${pending.id}`, approvalId: pending.id, created: false };
     // Every one-byte change of a request raises a new one, and so does every restart: a run may not bury the approver.
-    const { n } = this.st.countFamilyPendingApprovals.get(family, now) as { n: number };
+    // counted over the lineage too, so a key the run delegated itself cannot open a fresh quota beside it
+    const n = lineage.reduce((sum, l) => sum + (this.st.countFamilyPendingApprovals.get(l.family, now) as { n: number }).n, 0);
     if (n >= MAX_PENDING_APPROVALS) {
       const whose = family === self.id ? self.label : `${this.keyRow(family)?.label ?? family} and its sessions`;
       return { code: 'RATE_LIMITED', message: `${n} approval requests of ${whose} are already waiting for a human; wait until they are answered`, created: false };
@@ -1613,6 +1618,13 @@ function toJson(value: unknown, what: string): string {
     // a BigInt or a cycle
   }
   throw new RuncapError('INVALID_INPUT', `${what} cannot be stored as JSON`);
+}
+
+/** The families of a key and of its ancestors (its own first), each with the request's fingerprint as that family stores it. */
+type Lineage = { family: string; fingerprint: string }[];
+function lineageOf(chain: KeyRow[], own: string, requestFingerprint: string): Lineage {
+  const families = [own, ...chain.map(familyOf).filter((f) => f !== own)];
+  return [...new Set(families)].map((family) => ({ family, fingerprint: familyFingerprint(family, requestFingerprint) }));
 }
 
 /** Chain heads kept elsewhere (`runcap audit head --json`): a list of { chain, seq, mac }. */
