@@ -180,9 +180,12 @@ export function ensureHomeFiles(home: string): string[] {
 }
 
 /** Environment variables that send HTTP(S) traffic through a proxy (any of them, in any case). */
-export const PROXY_ENV = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'NODE_USE_ENV_PROXY'] as const;
-/** Environment variables that weaken TLS verification or add certificate authorities. */
-export const TLS_ENV = ['NODE_TLS_REJECT_UNAUTHORIZED', 'NODE_EXTRA_CA_CERTS', 'TWILIO_CA_BUNDLE'] as const;
+export const PROXY_ENV = ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'NODE_USE_ENV_PROXY'] as const;
+/**
+ * Environment variables that weaken TLS verification or add certificate authorities (NODE_USE_SYSTEM_CA
+ * makes Node trust the system store, which SSL_CERT_FILE and SSL_CERT_DIR can then point anywhere).
+ */
+export const TLS_ENV = ['NODE_TLS_REJECT_UNAUTHORIZED', 'NODE_EXTRA_CA_CERTS', 'NODE_USE_SYSTEM_CA', 'TWILIO_CA_BUNDLE'] as const;
 
 /**
  * Refuse to call vendors from an environment that can reroute their traffic or read it on the way,
@@ -201,7 +204,8 @@ export function assertVendorNetworkEnv(
   const problems: string[] = [];
   if (!config.allow_proxy_env) {
     const proxy = setNames(PROXY_ENV);
-    const useEnvProxy = /(^|\s)--use-env-proxy(=|\s|$)/;
+    // Node takes the flag with dashes or underscores, and NODE_OPTIONS may quote it
+    const useEnvProxy = /(^|[\s"'])--use[-_]env[-_]proxy(=|[\s"']|$)/;
     if (useEnvProxy.test(env.NODE_OPTIONS ?? '')) proxy.push('NODE_OPTIONS (--use-env-proxy)');
     if (execArgv.some((a) => useEnvProxy.test(a))) proxy.push('node --use-env-proxy');
     if (proxy.length > 0) {

@@ -31,6 +31,19 @@ describe('assertVendorNetworkEnv', () => {
     expect(refusal({ no_proxy: '*', NODE_USE_ENV_PROXY: '1' })).toMatch(/NODE_USE_ENV_PROXY, no_proxy are set/);
   });
 
+  it('also ALL_PROXY, and --use-env-proxy spelled with underscores or quoted, as Node accepts it', () => {
+    expect(refusal({ all_proxy: 'socks5://127.0.0.1:1080' })).toMatch(/all_proxy is set/);
+    for (const opts of ['--use_env_proxy', '--use-env_proxy', '"--use-env-proxy"', "--no-warnings '--use_env_proxy'"]) {
+      expect(refusal({ NODE_OPTIONS: opts }), opts).toMatch(/NODE_OPTIONS \(--use-env-proxy\) is set/);
+    }
+    expect(refusal({}, strict, ['--use_env_proxy'])).toMatch(/node --use-env-proxy is set/);
+  });
+
+  it('NODE_USE_SYSTEM_CA is a TLS variable: with it, SSL_CERT_FILE could add any authority', () => {
+    expect(refusal({ NODE_USE_SYSTEM_CA: '1', SSL_CERT_FILE: '/tmp/ca.pem' })).toMatch(/NODE_USE_SYSTEM_CA is set: .*"allow_tls_env": true/);
+    expect(refusal({ NODE_USE_SYSTEM_CA: '1' }, { allow_proxy_env: false, allow_tls_env: true })).toBeUndefined();
+  });
+
   it('names the TLS variables apart, and each allowance covers only its own kind', () => {
     const env = { HTTPS_PROXY: 'http://p:1', NODE_TLS_REJECT_UNAUTHORIZED: '0', TWILIO_CA_BUNDLE: '/ca.pem' };
     expect(refusal(env)).toMatch(/HTTPS_PROXY is set: .*; NODE_TLS_REJECT_UNAUTHORIZED, TWILIO_CA_BUNDLE are set: .*"allow_tls_env": true/);
