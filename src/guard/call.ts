@@ -5,6 +5,8 @@
  * Nothing is called unless the ledger committed a reservation for it, and no
  * call outlives its deadline: at the deadline its signal aborts the request and
  * the reservation is marked uncertain (still counted), whatever the vendor SDK does.
+ * A process that is stopping (the spec's `stop` signal) abandons its calls the
+ * same way at once, rather than at their deadlines, so each is recorded before it exits.
  */
 import { isRuncapError, type ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
@@ -36,6 +38,12 @@ export interface GuardedCallSpec<R> {
   classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string };
   /** The hard deadline of the whole vendor call, in ms (config vendor_timeout_ms); default DEFAULT_CALL_DEADLINE_MS. */
   deadlineMs?: number;
+  /**
+   * Aborted when the process is stopping (serve's SIGTERM), with a reason that says why: a call not yet
+   * authorized is not made; one running is abandoned at once, its request aborted and the reservation
+   * recorded as uncertain ("abandoned at shutdown"), since a process about to exit cannot wait for its deadline.
+   */
+  stop?: AbortSignal;
 }
 
 /** The deadline of a call whose spec names none: config.json's default vendor_timeout_ms. */
@@ -68,6 +76,7 @@ export interface Denial {
 export type Log = (line: string) => void;
 
 export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedCallSpec<R>, log: Log = () => {}): Promise<GuardedOutcome<R>> {
+  if (spec.stop?.aborted) return { ok: false, code: 'LEDGER_UNAVAILABLE', message: `this call was not made (${stopReason(spec.stop)}); nothing was done` };
   let decision;
   try {
     const fingerprint = fingerprintOf(spec.action, spec.fingerprintArgs);
@@ -96,10 +105,15 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
 
   const { reservationId, keyId } = decision;
   const deadlineMs = spec.deadlineMs ?? DEFAULT_CALL_DEADLINE_MS;
-  const ended = await withinDeadline(deadlineMs, (signal) => spec.call({ reservationId, keyId }, signal));
+  const ended = await withinDeadline(deadlineMs, spec.stop, (signal) => spec.call({ reservationId, keyId }, signal));
   if (ended.kind === 'deadline') {
     // An inactivity timer in the SDK is no bound (a trickling answer resets it): the deadline is.
     return markedUncertain(ledger, reservationId, `abandoned at its deadline (${deadlineMs} ms): the request was aborted, and the vendor may still have acted`, log);
+  }
+  if (ended.kind === 'stopped') {
+    // Still counted, like any unknown outcome: reconcile asks the vendor (and finds nothing for a request never sent).
+    const why = ended.started ? 'the request was aborted, and the vendor may still have acted' : 'before its request was sent';
+    return markedUncertain(ledger, reservationId, `abandoned at shutdown (${ended.reason}): ${why}`, log);
   }
   if (ended.kind === 'failed') return afterFailure(ledger, reservationId, ended.error, spec, log);
   const outcome = ended.value;
@@ -159,21 +173,34 @@ async function markedUncertain(ledger: Ledger, reservationId: string, why: strin
   };
 }
 
-type Ended<T> = { kind: 'done'; value: T } | { kind: 'failed'; error: unknown } | { kind: 'deadline' };
+type Ended<T> =
+  | { kind: 'done'; value: T }
+  | { kind: 'failed'; error: unknown }
+  | { kind: 'deadline' }
+  | { kind: 'stopped'; started: boolean; reason: string };
 
 /**
- * Runs `call` with a signal that aborts at the deadline, and answers then at the latest,
- * whether or not the call honoured the signal: a late answer is ignored (the outcome
- * is already recorded as unknown; reconcile asks the vendor).
+ * Runs `call` with a signal that aborts at the deadline or when `stop` aborts, and answers
+ * then at the latest, whether or not the call honoured the signal: a late answer is ignored
+ * (the outcome is already recorded as unknown; reconcile asks the vendor).
  */
-async function withinDeadline<T>(deadlineMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<Ended<T>> {
+async function withinDeadline<T>(deadlineMs: number, stop: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>): Promise<Ended<T>> {
+  if (stop?.aborted) return { kind: 'stopped', started: false, reason: stopReason(stop) };
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
+  let onStop: (() => void) | undefined;
   const deadline = new Promise<Ended<T>>((resolve) => {
     timer = setTimeout(() => {
       controller.abort(new DeadlineExceeded(deadlineMs));
       resolve({ kind: 'deadline' });
     }, deadlineMs);
+    if (stop) {
+      onStop = () => {
+        controller.abort(stop.reason);
+        resolve({ kind: 'stopped', started: true, reason: stopReason(stop) });
+      };
+      stop.addEventListener('abort', onStop, { once: true });
+    }
   });
   const running = Promise.resolve()
     .then(() => call(controller.signal))
@@ -185,7 +212,15 @@ async function withinDeadline<T>(deadlineMs: number, call: (signal: AbortSignal)
     return await Promise.race([running, deadline]);
   } finally {
     clearTimeout(timer);
+    if (onStop) stop?.removeEventListener('abort', onStop);
   }
+}
+
+/** Why the process is stopping, as its stop signal's reason says ("runcap serve received SIGTERM"). */
+function stopReason(stop: AbortSignal): string {
+  const reason: unknown = stop.reason;
+  if (reason instanceof Error && reason.name !== 'AbortError') return reason.message;
+  return typeof reason === 'string' ? reason : 'the process is stopping';
 }
 
 /** The abort reason at a call's deadline. */

@@ -12,6 +12,10 @@ export interface ToolContext {
   /** true when every member of the key's delegation chain allows the action */
   allows(action: string): boolean;
   log(line: string): void;
-  /** register a vendor call in flight, so shutdown lets it finish and settle */
+  /** register a tool call in flight (with its audit rows), so shutdown closes the ledger only after it */
   track<T>(call: Promise<T>): Promise<T>;
+  /** aborted when serve is told to stop (SIGTERM, SIGINT, SIGHUP): every vendor call in flight is abandoned at once */
+  stopSignal: AbortSignal;
+  /** true once shutdown has begun (stdin closed or a signal): tool calls are refused from then on */
+  shuttingDown(): boolean;
 }

@@ -41,6 +41,9 @@ const NEXT_STEP: Record<ReasonCode, string> = {
     'Do NOT retry: the vendor may have done it, and a retry could pay or send twice (identical retries are refused until a human runs `runcap reconcile`). Tell the user.',
 };
 
+/** Why a tool call that reached a server already shutting down was not made (answered LEDGER_UNAVAILABLE). */
+export const SHUTTING_DOWN = 'runcap serve is shutting down (its host is ending this session), so this call was not made';
+
 export function denial(code: ReasonCode, message: string, ids: { approvalId?: string; reservationId?: string } = {}): ToolResult {
   let text: string;
   if (code === 'APPROVAL_REQUIRED' && ids.approvalId) {

@@ -2,6 +2,9 @@
  * `runcap serve`: check everything, then speak MCP over stdio. stdout carries
  * protocol only; every log line goes to stderr. Refuses to start, with one
  * line naming what is wrong, rather than serving a half-working session.
+ * Ends only once every call it took on is recorded: when stdin closes it waits
+ * for each (bounded by its deadline); told to stop by a signal it abandons each
+ * at once (recorded as uncertain) and then exits.
  */
 import { StdioServerTransport } from '@modelcontextprotocol/server/stdio';
 import { globMatches } from '../policy/glob.js';
@@ -20,7 +23,11 @@ export interface ServeOptions {
 
 export async function serve(opts: ServeOptions = {}): Promise<void> {
   const env = opts.env ?? process.env;
-  const log = opts.log ?? ((line: string) => process.stderr.write(`runcap: ${line}\n`));
+  // A host that crashed took stdout and stderr with it: a write to either fails with EPIPE, and an
+  // 'error' nobody handles would end the process before its calls are recorded.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
+  const log = opts.log ?? stderrLog;
   // Some SDKs print to stdout when debugging is on; stdout belongs to the protocol.
   console.log = console.error;
   console.info = console.error;
@@ -41,6 +48,19 @@ export async function serve(opts: ServeOptions = {}): Promise<void> {
     throw err;
   }
 }
+
+/** One line to stderr, or nothing once stderr is gone: logging never stops serve. */
+function stderrLog(line: string): void {
+  if (process.stderr.destroyed || !process.stderr.writable) return;
+  try {
+    process.stderr.write(`runcap: ${line}\n`);
+  } catch {
+    // the 'error' listener takes the asynchronous failures; this one was synchronous
+  }
+}
+
+/** The signals a host or supervisor stops serve with (SIGHUP: the terminal it ran in went away). */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 async function start(
   guard: Guard,
@@ -79,35 +99,48 @@ async function start(
   }
   const allows = allowedBy(await chainOf(keyInfo));
 
-  // Calls in flight when the host goes away still finish and settle (the vendor may have acted);
+  // Calls in flight when the host closes stdin still finish and settle (the vendor may have acted);
   // only then is the ledger closed. No timer cuts that short: every call ends by itself — its
   // credential command, its ledger writes and its vendor request each have a bound, the vendor
   // request a hard deadline (vendor_timeout_ms) after which it is aborted and recorded as uncertain.
-  // Exiting earlier would leave a call authorized but unrecorded.
+  // A signal cannot wait that long (the MCP SDK's client sends SIGKILL 2 s after its SIGTERM), so it
+  // abandons every call in flight at once: each request is aborted and recorded as uncertain, in
+  // milliseconds. Either way the process exits only after every call is recorded; exiting earlier
+  // would leave a call authorized but unrecorded (pending, for reconcile to find once it goes stale).
   const inflight = new Set<Promise<unknown>>();
   const track = <T>(call: Promise<T>): Promise<T> => {
     inflight.add(call);
     void call.finally(() => inflight.delete(call)).catch(() => {});
     return call;
   };
-  const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log, track };
+  const stopping = new AbortController();
+  let closing = false;
+  const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log, track, stopSignal: stopping.signal, shuttingDown: () => closing };
   const server = createServer(ctx);
   const transport = new StdioServerTransport();
-  let closing = false;
   const shutdown = async () => {
     if (closing) return;
     closing = true;
-    if (inflight.size > 0) log(`waiting for ${inflight.size} call(s) in flight to finish`);
-    // calls that arrive while waiting (a host that signalled but kept stdin open) are waited for too
+    if (inflight.size > 0) log(`waiting for ${inflight.size} call(s) in flight to ${stopping.signal.aborted ? 'be recorded' : 'finish'}`);
+    // tool calls that arrive while waiting (a host that signalled but kept stdin open) are refused, and waited for too
     while (inflight.size > 0) await Promise.allSettled([...inflight]);
+    // one turn of the event loop for the SDK to write the last answers to a host still reading
+    await new Promise((resolve) => setImmediate(resolve));
     await server.close().catch(() => {});
     await guard.close().catch(() => {});
     process.exit(0);
   };
+  const stop = (signal: (typeof STOP_SIGNALS)[number]) => {
+    if (!stopping.signal.aborted) {
+      if (inflight.size > 0) log(`${signal}: abandoning ${inflight.size} call(s) in flight (each is recorded as uncertain)`);
+      stopping.abort(new Error(`runcap serve received ${signal}`));
+    }
+    void shutdown();
+  };
   // A bug must not take the session down silently: say it on stderr; every call already fails closed.
   process.on('unhandledRejection', (reason) => log(`internal error (the call it belonged to was not allowed to proceed): ${reason instanceof Error ? reason.message : String(reason)}`));
-  process.once('SIGTERM', () => void shutdown());
-  process.once('SIGINT', () => void shutdown());
+  // Handlers stay installed: a second signal must not kill the process before the calls the first abandoned are recorded.
+  for (const signal of STOP_SIGNALS) process.on(signal, () => stop(signal));
   await server.connect(transport);
   // connect() takes over the transport's callbacks; chain ours after it: the host closing stdin ends the session.
   const onclose = transport.onclose;

@@ -7,6 +7,7 @@ import { McpServer } from '@modelcontextprotocol/server';
 import { REASON_CODES } from '../policy/codes.js';
 import type { ToolContext } from './context.js';
 import { registerTools } from './tools/index.js';
+import { denial, SHUTTING_DOWN } from './results.js';
 
 export const SERVER_INFO = { name: 'runcap', version: '0.1.0' } as const;
 
@@ -20,7 +21,7 @@ const INSTRUCTIONS = [
 export function createServer(ctx: ToolContext): McpServer {
   const server = new McpServer(SERVER_INFO, { instructions: INSTRUCTIONS });
   routeToolErrorsThroughReasonCodes(server, ctx);
-  refuseArgumentsThatAreNoObject(server);
+  wrapToolCalls(server, ctx);
   registerTools(server, ctx);
   return server;
 }
@@ -28,33 +29,50 @@ export function createServer(ctx: ToolContext): McpServer {
 type RequestHandler = (request: { params?: { name?: unknown; arguments?: unknown } }, ctx: unknown) => Promise<unknown>;
 
 /**
- * The SDK checks the shape of a tools/call request before any tool code runs, so
- * arguments that are not an object (`5`, a string, a list, null) come back as a bare
- * JSON-RPC error with no reason code. For a tool this server offers they are malformed
- * input like any other: a tool error starting with INVALID_INPUT, through
- * createToolError (so audited too). Server._wrapHandler is the SDK's hook that wraps
- * every registered handler with that check; wrapping what it returns puts this one in
- * front. It is protected in the SDK's typings, so it is replaced on the instance, before
- * the tools (and with them the tools/call handler) are registered. An unknown tool stays
- * the SDK's protocol error.
+ * What every tools/call request goes through before any tool code runs:
+ *
+ * - Once shutdown has begun, no call is started: each is answered LEDGER_UNAVAILABLE
+ *   (audited like every pre-ledger refusal), so a server about to close its ledger
+ *   takes on nothing it would have to abandon.
+ * - Every call is tracked, whatever the tool, so shutdown closes the ledger only
+ *   after the call and its audit rows are written.
+ * - The SDK checks the shape of a tools/call request before any tool code runs, so
+ *   arguments that are not an object (`5`, a string, a list, null) come back as a bare
+ *   JSON-RPC error with no reason code. For a tool this server offers they are malformed
+ *   input like any other: a tool error starting with INVALID_INPUT, through
+ *   createToolError (so audited too). An unknown tool stays the SDK's protocol error.
+ *
+ * Server._wrapHandler is the SDK's hook that wraps every registered handler with that
+ * check; wrapping what it returns puts these in front. It is protected in the SDK's
+ * typings, so it is replaced on the instance, before the tools (and with them the
+ * tools/call handler) are registered.
  */
-function refuseArgumentsThatAreNoObject(server: McpServer): void {
+function wrapToolCalls(server: McpServer, tc: ToolContext): void {
   const inner = server.server as unknown as { _wrapHandler(method: string, handler: RequestHandler): RequestHandler };
   const tools = server as unknown as { createToolError(message: string): unknown };
   const wrapHandler = inner._wrapHandler.bind(inner);
   inner._wrapHandler = (method, handler) => {
     const wrapped = wrapHandler(method, handler);
     if (method !== 'tools/call') return wrapped;
-    return async (request, ctx) => {
+    return (request, ctx) => tc.track(refusedOrCalled(request, ctx));
+    async function refusedOrCalled(request: Parameters<RequestHandler>[0], ctx: unknown): Promise<unknown> {
       const name = request?.params?.name;
+      const offered = typeof name === 'string' && server.toolInputSchemaJson(name) !== undefined;
+      if (tc.shuttingDown()) {
+        const refused = denial('LEDGER_UNAVAILABLE', SHUTTING_DOWN);
+        await tc.guard.ledger
+          .recordDenial(tc.key, { action: offered ? `mcp.${name}` : '', code: 'LEDGER_UNAVAILABLE', message: refused.content[0]!.text })
+          .catch((err: unknown) => tc.log(`could not audit a LEDGER_UNAVAILABLE denial: ${String(err)}`));
+        return refused;
+      }
       const args = request?.params?.arguments;
       const isObject = typeof args === 'object' && args !== null && !Array.isArray(args);
-      if (args !== undefined && !isObject && typeof name === 'string' && server.toolInputSchemaJson(name) !== undefined) {
+      if (args !== undefined && !isObject && offered) {
         const kind = args === null ? 'null' : Array.isArray(args) ? 'a list' : `a ${typeof args}`;
         return tools.createToolError(`Input validation error: Invalid arguments for tool ${name}: arguments must be an object of named arguments, not ${kind}`);
       }
       return wrapped(request, ctx);
-    };
+    }
   };
 }
 

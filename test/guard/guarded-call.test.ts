@@ -174,6 +174,45 @@ describe('every vendor call has a hard deadline', () => {
   });
 });
 
+describe('a process that is stopping abandons its calls at once', () => {
+  it('a call running when the stop signal aborts is abandoned then, long before its deadline: aborted, uncertain (still counted), "abandoned at shutdown"', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(10) }] });
+    const stopping = new AbortController();
+    let signal: AbortSignal | undefined;
+    const { s } = spec({
+      deadlineMs: 10_000,
+      stop: stopping.signal,
+      // a vendor call that ignores its signal: the guard answers at the stop anyway
+      call: vi.fn((_ctx: { reservationId: string; keyId: string }, sig: AbortSignal) => {
+        signal = sig;
+        setTimeout(() => stopping.abort(new Error('runcap serve received SIGTERM')), 50);
+        return new Promise<CallResult<string>>(() => {});
+      }),
+    });
+    const t0 = Date.now();
+    const out = await guardedCall(t.ledger, key, s);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(out).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+    expect(signal?.aborted).toBe(true);
+    if (out.ok) throw new Error();
+    const r = await t.ledger.getReservation(out.reservationId!);
+    expect(r).toMatchObject({ state: 'uncertain', note: expect.stringMatching(/^abandoned at shutdown \(runcap serve received SIGTERM\): the request was aborted/) });
+    expect((await t.ledger.budget(info.id)).caps[0]).toMatchObject({ uncertainMicros: usd(2), pendingMicros: 0, calls: 1 });
+  });
+
+  it('a call asked for once the stop signal has aborted is not authorized: nothing reserved, the vendor not called', async () => {
+    t = openTestLedger();
+    const { key, info } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const stopping = new AbortController();
+    stopping.abort(new Error('runcap serve received SIGINT'));
+    const { s, call } = spec({ stop: stopping.signal });
+    expect(await guardedCall(t.ledger, key, s)).toMatchObject({ ok: false, code: 'LEDGER_UNAVAILABLE', message: expect.stringMatching(/not made \(runcap serve received SIGINT\); nothing was done/) });
+    expect(call).not.toHaveBeenCalled();
+    expect(await t.ledger.listReservations({ keyId: info.id })).toHaveLength(0);
+  });
+});
+
 describe('denials never reach the vendor', () => {
   it('each code of the decision, with its ids', async () => {
     t = openTestLedger();

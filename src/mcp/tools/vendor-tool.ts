@@ -9,7 +9,7 @@ import { recipientRefusal } from '../../policy/rules.js';
 import type { VendorAdapter, VendorName } from '../../vendors/types.js';
 import type { ToolContext } from '../context.js';
 import { vendorCallSpec } from '../../guard/vendors.js';
-import { denial, remainingOf, remainingSchema, success, usdString, type ToolResult } from '../results.js';
+import { denial, remainingOf, remainingSchema, SHUTTING_DOWN, success, usdString, type ToolResult } from '../results.js';
 import { z } from 'zod';
 
 export interface VendorToolSpec {
@@ -48,7 +48,7 @@ export function registerVendorTool(server: McpServer, ctx: ToolContext, spec: Ve
 }
 
 async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: VendorToolSpec, input: unknown): Promise<ToolResult> {
-  const { preLedger, ...result } = await ctx.track(decideAndCall(ctx, adapter, spec, input));
+  const { preLedger, ...result } = await decideAndCall(ctx, adapter, spec, input);
   if (preLedger) {
     // Refused before the ledger decided (bad input, no price, no credential): still audited, best effort.
     await ctx.guard.ledger.recordDenial(ctx.key, { action: adapter.action, code: preLedger, message: textOf(result) }).catch((err: unknown) => ctx.log(`could not audit a ${preLedger} denial: ${String(err)}`));
@@ -78,12 +78,14 @@ async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: Ven
   }
   let client: unknown;
   try {
-    client = await ctx.vendors.client(adapter.vendor);
+    // A credential command may take seconds (a vault waiting to unlock): a server told to stop does not wait for it.
+    client = await untilStopped(ctx.vendors.client(adapter.vendor), ctx.stopSignal);
   } catch (err) {
     return early(denial('CREDENTIAL_MISSING', isRuncapError(err) ? err.message : `the ${adapter.vendor} client could not be created`), 'CREDENTIAL_MISSING');
   }
+  if (client === STOPPED) return early(denial('LEDGER_UNAVAILABLE', SHUTTING_DOWN), 'LEDGER_UNAVAILABLE');
   // The adapters scrub what looks like a credential; scrub the exact secrets this server holds too.
-  const outcome = await ctx.guard.guardedCall(ctx.key, vendorCallSpec(adapter, client, prepared, (m) => ctx.vendors.scrub(m, [ctx.key])));
+  const outcome = await ctx.guard.guardedCall(ctx.key, { ...vendorCallSpec(adapter, client, prepared, (m) => ctx.vendors.scrub(m, [ctx.key])), stop: ctx.stopSignal });
   if (!outcome.ok) {
     return denial(outcome.code, outcome.message, {
       ...(outcome.approvalId ? { approvalId: outcome.approvalId } : {}),
@@ -101,6 +103,18 @@ async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: Ven
   };
   const left = structured.remaining.usd === null ? '' : ` $${structured.remaining.usd} left in this run's budget.`;
   return success(structured, `${spec.summarize(outcome.result as Record<string, unknown>, costUsd)}${left}`);
+}
+
+const STOPPED = Symbol('stopped');
+
+/** `pending`, or STOPPED as soon as `stop` aborts (the pending promise is left to settle on its own). */
+function untilStopped<T>(pending: Promise<T>, stop: AbortSignal): Promise<T | typeof STOPPED> {
+  if (stop.aborted) return Promise.resolve(STOPPED);
+  return new Promise<T | typeof STOPPED>((resolve, reject) => {
+    const onStop = () => resolve(STOPPED);
+    stop.addEventListener('abort', onStop, { once: true });
+    pending.then(resolve, reject).finally(() => stop.removeEventListener('abort', onStop));
+  });
 }
 
 /** RECIPIENT_NOT_ALLOWED when some member of the key's chain does not allow SMS to `region`; undefined otherwise. */
