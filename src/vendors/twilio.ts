@@ -344,5 +344,6 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
   },
   classifyError,
   lookup,
+  lookupByContent: true,
   finalPrice,
 };

@@ -152,6 +152,12 @@ export interface VendorAdapter<I = any, N = any, R = any, Cred = any, Client = a
   classifyError(err: unknown): ClassifiedError;
   /** reconcile: what happened to this reservation at the vendor */
   lookup(client: Client, reservation: ReservationRef): Promise<Lookup>;
+  /**
+   * Its objects name no reservation (Twilio messages): without a vendorRef, lookup matches them
+   * by what they contain and when, so who else could have made one (ReservationRef.rivals) changes
+   * the answer.
+   */
+  lookupByContent?: boolean;
   /** reconcile: the final price of a call settled at an estimate; undefined while the vendor has none */
   finalPrice?(client: Client, vendorRef: string): Promise<number | undefined>;
 }
