@@ -13,6 +13,11 @@
  *   object turns up late). Found → settled again (Ledger.settleReleased, the
  *   one transition out of `released`), counted against the caps and reported
  *   as an overrun; anything else leaves the release as it is, silently.
+ * - both passes ask with one picture of the ledger (Holders): an object another
+ *   reservation names is never taken, and an object matched by content (a
+ *   Twilio message) that could as well be another reservation's is given to
+ *   neither — such an answer is confirmed against the ledger as it is after the
+ *   vendor answered, since the other may have been reserved meanwhile.
  * - every settlement made at an estimate (Twilio) gets its final price once
  *   the vendor has one: the ledger's one allowed correction.
  * - what no vendor can answer a human resolves by hand (resolveManually).
@@ -23,7 +28,7 @@
  * or loses cleanly.
  */
 import { isRuncapError, RuncapError } from '../policy/codes.js';
-import type { Reservation, ReservationState } from '../ledger/types.js';
+import type { Ledger, Reservation, ReservationState } from '../ledger/types.js';
 import { formatUsd } from '../policy/rules.js';
 import { adapterForAction } from '../vendors/index.js';
 import { scrubSecrets } from '../vendors/common.js';
@@ -76,29 +81,9 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
       : (await ledger.listReservations({ states: ['pending'] })).filter((r) => r.createdAt < now - threshold);
   const open = [...uncertain, ...stale].sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
 
-  // vendor refs already held by a reservation, per action: an object that answers for
-  // one reservation must never be taken for another (identical SMS sent twice).
-  const claimed = new Map<string, Map<string, string>>();
-  const claim = (action: string, vendorRef: string, reservationId: string) => {
-    let m = claimed.get(action);
-    if (!m) claimed.set(action, (m = new Map()));
-    m.set(vendorRef, reservationId);
-  };
-  // unresolved reservations whose vendor object nobody knows, per action: rivals of each other
-  // for an adapter that matches by content (two runs' identical SMS)
-  const unowned = new Map<string, Map<string, Reservation>>();
-  if (open.length > 0) {
-    for (const r of await ledger.listReservations({ states: ['settled', 'uncertain', 'pending'] })) {
-      if (r.vendorRef) claim(r.action, r.vendorRef, r.id);
-      else if (r.state !== 'settled') {
-        let m = unowned.get(r.action);
-        if (!m) unowned.set(r.action, (m = new Map()));
-        m.set(r.id, r);
-      }
-    }
-  }
-  const rivalsOf = (r: Reservation) =>
-    [...(unowned.get(r.action)?.values() ?? [])].filter((o) => o.id !== r.id).map((o) => ({ id: o.id, createdAt: o.createdAt, normalized: o.normalized }));
+  const question: Question = { threshold, now };
+  const load = () => Holders.load(ledger);
+  let holders = open.length > 0 ? await load() : new Holders();
 
   // An answer of "unknown" can turn definite once other reservations have claimed their
   // vendor objects (several similar SMS to one number): ask those again while answers change.
@@ -112,29 +97,16 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
         unresolved(r, `no vendor adapter for ${r.action}: resolve it by hand (runcap reconcile --resolve ${r.id} --as settled|released)`);
         continue;
       }
-      const mine = claimed.get(r.action) ?? new Map<string, string>();
-      const others = new Set([...mine].filter(([, id]) => id !== r.id).map(([ref]) => ref));
-      const ref: ReservationRef = {
-        id: r.id,
-        vendorRef: r.vendorRef,
-        createdAt: r.createdAt,
-        estimateMicros: r.estimateMicros,
-        normalized: r.normalized,
-        notFoundMinAgeMs: threshold,
-        now,
-        claimedRefs: others,
-        rivals: rivalsOf(r),
-      };
       let answer: Lookup;
       try {
-        answer = await adapter.lookup(await vendors.client(adapter.vendor), ref);
+        ({ answer, holders } = await ask(adapter, await vendors.client(adapter.vendor), r, holders, load, question));
       } catch (err) {
         unresolved(r, `${adapter.vendor} could not be asked: ${describe(err)}`);
         continue;
       }
       const from = r.state as 'pending' | 'uncertain';
       if (answer.found === true) {
-        const owner = mine.get(answer.vendorRef);
+        const owner = holders.ownerOf(r.action, answer.vendorRef);
         if (owner !== undefined && owner !== r.id) {
           unresolved(r, `${adapter.vendor} answered with ${answer.vendorRef}, which already belongs to ${owner}; resolve it by hand`);
           continue;
@@ -146,8 +118,7 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
           if (done) unresolved(r, done);
           continue;
         }
-        claim(r.action, answer.vendorRef, r.id);
-        unowned.get(r.action)?.delete(r.id);
+        holders.claim(r, answer.vendorRef);
         progressed = true;
         report.changed.push({
           reservationId: r.id,
@@ -173,7 +144,8 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
           if (done) unresolved(r, done);
           continue;
         }
-        unowned.get(r.action)?.delete(r.id);
+        // released on the vendor's "nothing": no rival of the unresolved ones any more
+        holders.forget(r);
         progressed = true;
         report.changed.push({ reservationId: r.id, action: r.action, label: r.label, from, to: 'released', amountMicros: r.estimateMicros, vendorRef: r.vendorRef, why });
       } else {
@@ -187,7 +159,7 @@ export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: Reco
     queue = unknown.map((u) => u.r);
   }
 
-  await recheckReleased(guard, vendors, report, { now, threshold });
+  await recheckReleased(guard, vendors, report, question);
   await correctEstimates(guard, vendors, report, unresolved);
   return report;
 }
@@ -205,39 +177,127 @@ export const RELEASED_RECHECK_MS = 24 * 60 * 60_000;
  * so it is reported as an overrun. A vendor that still has nothing, cannot tell, or cannot be asked
  * leaves the release standing, and nothing is reported: it was resolved already.
  */
-async function recheckReleased(guard: Guard, vendors: VendorRuntime, report: ReconcileReport, { now, threshold }: { now: number; threshold: number }): Promise<void> {
+async function recheckReleased(guard: Guard, vendors: VendorRuntime, report: ReconcileReport, question: Question): Promise<void> {
   const { ledger } = guard;
-  const released = (await ledger.listReservations({ states: ['released'], releasedBy: 'reconcile' })).filter((r) => r.createdAt >= now - RELEASED_RECHECK_MS);
+  const rechecked = () => ledger.listReservations({ states: ['released'], releasedBy: 'reconcile', createdSince: question.now - RELEASED_RECHECK_MS });
+  const released = await rechecked();
   if (released.length === 0) return;
-  // An object another reservation holds never answers for one of these (the same SMS sent again).
-  const held = new Map<string, Set<string>>();
-  const hold = (action: string, vendorRef: string) => {
-    let refs = held.get(action);
-    if (!refs) held.set(action, (refs = new Set()));
-    refs.add(vendorRef);
-  };
-  for (const r of await ledger.listReservations({ states: ['settled', 'uncertain', 'pending'] })) if (r.vendorRef) hold(r.action, r.vendorRef);
+  // these releases are rivals of each other too: an object that could be either one's is neither's
+  const load = async () => Holders.load(ledger, await rechecked());
+  let holders = await load();
   for (const r of released) {
     const adapter = adapterForAction(r.action);
     if (!adapter) continue;
-    const claimedRefs = held.get(r.action) ?? new Set<string>();
     let answer: Lookup;
     try {
-      const ref: ReservationRef = { id: r.id, vendorRef: r.vendorRef, createdAt: r.createdAt, estimateMicros: r.estimateMicros, normalized: r.normalized, notFoundMinAgeMs: threshold, now, claimedRefs };
-      answer = await adapter.lookup(await vendors.client(adapter.vendor), ref);
+      ({ answer, holders } = await ask(adapter, await vendors.client(adapter.vendor), r, holders, load, question));
     } catch {
       continue;
     }
-    if (answer.found !== true || claimedRefs.has(answer.vendorRef)) continue;
+    if (answer.found !== true) continue;
+    const owner = holders.ownerOf(r.action, answer.vendorRef);
+    if (owner !== undefined && owner !== r.id) continue;
     const why = `reconcile: ${adapter.vendor} has ${answer.vendorRef} after all, though reconcile had released it as not found: settled again; overrun: ${formatUsd(answer.actualMicros)} counted that was no longer held${answer.estimated ? ' (at the estimate: no final price yet)' : ''}`;
     const done = await transition(guard, r, () => ledger.settleReleased(r.id, answer.actualMicros, answer.vendorRef, { estimated: answer.estimated, note: why }));
     if (done !== true) {
       if (done) report.unresolved.push({ reservationId: r.id, action: r.action, state: r.state, why: scrubSecrets(done, vendors.knownSecrets()) });
       continue;
     }
-    hold(r.action, answer.vendorRef);
+    holders.claim(r, answer.vendorRef);
     report.changed.push({ reservationId: r.id, action: r.action, label: r.label, from: 'released', to: 'settled', amountMicros: answer.actualMicros, vendorRef: answer.vendorRef, why });
   }
+}
+
+/** What every look-up of one reconcile run shares: its stale threshold and the time ages are measured at. */
+interface Question {
+  threshold: number;
+  now: number;
+}
+
+/**
+ * What the ledger holds that a vendor object could answer for, per action — one picture for the
+ * main pass and the recheck of releases:
+ * - the vendor refs reservations name, in any state: an object that is one reservation's is never
+ *   another's (the same SMS sent twice);
+ * - the reservations that may have made an object nobody has linked to them: unresolved ones
+ *   (pending or uncertain, any age), ones settled without a vendor ref (by hand: something was
+ *   sent, nobody said which), and — loaded for the recheck only — the releases of reconcile still
+ *   rechecked. They are rivals of each other for an adapter that matches by content
+ *   (ReservationRef.rivals). A release is no rival of an unresolved reservation: the vendor had
+ *   nothing for it once, while the unresolved call is known to have been made.
+ */
+class Holders {
+  /** action → vendor ref → the reservation naming it */
+  private readonly owners = new Map<string, Map<string, string>>();
+  /** action → reservation id → a reservation that may own an object not linked to it */
+  private readonly unlinked = new Map<string, Map<string, Reservation>>();
+
+  static async load(ledger: Pick<Ledger, 'listReservations'>, rechecked: readonly Reservation[] = []): Promise<Holders> {
+    const h = new Holders();
+    for (const r of await ledger.listReservations({ states: ['pending', 'uncertain', 'settled'] })) h.add(r);
+    for (const r of await ledger.listReservations({ states: ['released'], hasVendorRef: true })) h.add(r);
+    for (const r of rechecked) h.add(r);
+    return h;
+  }
+
+  private add(r: Reservation): void {
+    if (r.vendorRef) return this.claim(r, r.vendorRef);
+    let m = this.unlinked.get(r.action);
+    if (!m) this.unlinked.set(r.action, (m = new Map()));
+    m.set(r.id, r);
+  }
+
+  /** r now names this object: it answers for nobody else, and r is nobody's rival any more */
+  claim(r: Pick<Reservation, 'id' | 'action'>, vendorRef: string): void {
+    let m = this.owners.get(r.action);
+    if (!m) this.owners.set(r.action, (m = new Map()));
+    m.set(vendorRef, r.id);
+    this.forget(r);
+  }
+
+  /** r can own no object any more that is not linked to it */
+  forget(r: Pick<Reservation, 'id' | 'action'>): void {
+    this.unlinked.get(r.action)?.delete(r.id);
+  }
+
+  ownerOf(action: string, vendorRef: string): string | undefined {
+    return this.owners.get(action)?.get(vendorRef);
+  }
+
+  /** The adapter's question about r: the objects others hold, and r's rivals. */
+  refFor(r: Reservation, { threshold, now }: Question): ReservationRef {
+    const claimedRefs = new Set<string>();
+    for (const [ref, id] of this.owners.get(r.action) ?? []) if (id !== r.id) claimedRefs.add(ref);
+    const rivals = [...(this.unlinked.get(r.action)?.values() ?? [])]
+      .filter((o) => o.id !== r.id)
+      .map((o) => ({ id: o.id, createdAt: o.createdAt, normalized: o.normalized }));
+    return { id: r.id, vendorRef: r.vendorRef, createdAt: r.createdAt, estimateMicros: r.estimateMicros, normalized: r.normalized, notFoundMinAgeMs: threshold, now, claimedRefs, rivals };
+  }
+}
+
+/**
+ * Asks the adapter about r. An object matched by its content only (VendorAdapter.lookupByContent:
+ * a Twilio message, r naming none) may be the object of a reservation made after `holders` was
+ * read — a run that reserved and sent the very same SMS while the vendor was being asked — which
+ * would then be counted twice. Such an answer stands only when asking again, against what the
+ * ledger holds now, names the same object; otherwise the second answer is the one given.
+ */
+async function ask(
+  adapter: VendorAdapter,
+  client: unknown,
+  r: Reservation,
+  holders: Holders,
+  reload: () => Promise<Holders>,
+  question: Question,
+): Promise<{ answer: Lookup; holders: Holders }> {
+  const answer = await adapter.lookup(client, holders.refFor(r, question));
+  if (answer.found !== true || !adapter.lookupByContent || r.vendorRef) return { answer, holders };
+  const now = await reload();
+  const again = await adapter.lookup(client, now.refFor(r, question));
+  if (again.found === true && again.vendorRef !== answer.vendorRef) {
+    return { answer: { found: 'unknown', why: `${adapter.vendor} answered with ${answer.vendorRef}, then with ${again.vendorRef}; run reconcile again` }, holders: now };
+  }
+  return { answer: again, holders: now };
 }
 
 /** Settled at an estimate: ask for the final price, and correct it once the vendor has one. */

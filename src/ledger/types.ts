@@ -169,6 +169,18 @@ export interface Reservation {
   releasedBy: ReleasedBy | null;
 }
 
+/** Which reservations Ledger.listReservations returns (every condition given must hold), oldest first. */
+export interface ReservationFilter {
+  states?: ReservationState[];
+  estimatedOnly?: boolean;
+  keyId?: string;
+  releasedBy?: ReleasedBy;
+  /** created at or after this time (ms since epoch) */
+  createdSince?: number;
+  /** only those that name a vendor object */
+  hasVendorRef?: boolean;
+}
+
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'consumed';
 
 export interface Approval {
@@ -336,7 +348,7 @@ export interface Ledger {
   getReservation(id: string): Promise<Reservation>;
   /** pending reservations older than the stale threshold */
   staleReservations(): Promise<Reservation[]>;
-  listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string; releasedBy?: ReleasedBy }): Promise<Reservation[]>;
+  listReservations(filter: ReservationFilter): Promise<Reservation[]>;
 
   // approvals
   listApprovals(opts?: { all?: boolean }): Promise<Approval[]>;

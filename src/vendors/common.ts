@@ -118,6 +118,26 @@ export function tooRecentForNotFound(ref: ReservationRef): boolean {
 /** Objects created this long before the reservation cannot belong to it (clock skew allowance). */
 export const LOOKUP_SKEW_MS = 2 * 60_000;
 
+/**
+ * The vendor creation times at which a request made for a reservation can have landed: from
+ * LOOKUP_SKEW_MS before the reservation to the age at which "not found" is trusted (every request
+ * of it has ended by then: each has a hard deadline) plus the same skew. An object created outside
+ * it is not that reservation's, however alike it looks.
+ */
+export interface LandingWindow {
+  from: number;
+  until: number;
+}
+
+export function landingWindow(createdAt: number, notFoundMinAgeMs: number = NOT_FOUND_MIN_AGE_MS): LandingWindow {
+  return { from: createdAt - LOOKUP_SKEW_MS, until: createdAt + notFoundMinAgeMs + LOOKUP_SKEW_MS };
+}
+
+/** Whether an object created at `at` (ms since epoch) can be of the window's reservation; an unknown time (NaN) can be anywhere. */
+export function landsIn(window: LandingWindow, at: number): boolean {
+  return Number.isNaN(at) || (at >= window.from && at <= window.until);
+}
+
 /** Accepts a JSON text (credential command stdout) or a value; returns the parsed value. */
 export function maybeJson(value: unknown): unknown {
   if (typeof value === 'string') {

@@ -12,10 +12,10 @@ import type RequestClientNs from 'twilio/lib/base/RequestClient.js';
 import { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
 import {
-  LOOKUP_SKEW_MS,
-  NOT_FOUND_MIN_AGE_MS,
   classifyStatus,
   describeUnknown,
+  landingWindow,
+  landsIn,
   loopbackUrl,
   maybeJson,
   nonEmptyString,
@@ -183,28 +183,26 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
       pageSize: 100,
       limit: LIMIT,
     });
-    const since = reservation.createdAt - LOOKUP_SKEW_MS;
-    // A request of this reservation may land until it is old enough for "not found"
-    // (ReservationRef.notFoundMinAgeMs); later messages cannot be its own.
-    const landsWithin = (reservation.notFoundMinAgeMs ?? NOT_FOUND_MIN_AGE_MS) + LOOKUP_SKEW_MS;
-    const until = reservation.createdAt + landsWithin;
-    const couldLandFor = (createdAt: number, at: number) => Number.isNaN(at) || (at >= createdAt - LOOKUP_SKEW_MS && at <= createdAt + landsWithin);
+    // Only a message created when a request of this reservation could have landed can be its own;
+    // an identical one sent later (the same text again, by another run or another session) is not.
+    const window = landingWindow(reservation.createdAt, reservation.notFoundMinAgeMs);
     const createdOf = (m: MessageInstance) => (m.dateCreated instanceof Date ? m.dateCreated.getTime() : NaN);
     // every message that could be this reservation's, whatever its stored body
     const candidates = list.filter((m) => {
       if (m.to !== n.params.to) return false;
-      // a message another reservation already settled with is not this one's (the same text sent twice)
+      // a message another reservation already holds is not this one's (the same text sent twice)
       if (reservation.claimedRefs?.has(m.sid)) return false;
       if (n.params.messagingServiceSid && m.messagingServiceSid && m.messagingServiceSid !== n.params.messagingServiceSid) return false;
-      const created = createdOf(m);
-      return Number.isNaN(created) || created >= since;
+      return landsIn(window, createdOf(m));
     });
     const matches = candidates.filter((m) => m.body === n.params.body);
     if (matches.length === 1) {
       const m = matches[0]!;
       // Another run may have sent the very same SMS around then: the message could be
       // either one's, and guessing would charge the wrong run and release the other.
-      const rival = reservation.rivals?.find((r) => sameMessage(r.normalized as TwilioNormalized, n) && couldLandFor(r.createdAt, createdOf(m)));
+      const rival = reservation.rivals?.find(
+        (r) => sameMessage(r.normalized as TwilioNormalized, n) && landsIn(landingWindow(r.createdAt, reservation.notFoundMinAgeMs), createdOf(m)),
+      );
       if (rival) {
         return { found: 'unknown', why: `message ${m.sid} could be this reservation's or ${rival.id}'s (the same SMS to ${n.params.to} around that time); resolve them by hand` };
       }
@@ -217,14 +215,10 @@ async function lookup(client: TwilioClient, reservation: ReservationRef): Promis
     // Twilio may store a body rewritten (encoding, shortened links) or blanked
     // (message redaction): a message to this number in the window whose body
     // differs may still be this one. Only none at all is "nothing was sent".
-    const others = candidates.filter((m) => {
-      const created = createdOf(m);
-      return Number.isNaN(created) || created <= until;
-    });
-    if (others.length > 0) {
+    if (candidates.length > 0) {
       return {
         found: 'unknown',
-        why: `${others.length} message(s) to ${n.params.to} around that time, none with this exact body (Twilio may rewrite or redact stored bodies); resolve by hand`,
+        why: `${candidates.length} message(s) to ${n.params.to} around that time, none with this exact body (Twilio may rewrite or redact stored bodies); resolve by hand`,
       };
     }
     if (tooRecentForNotFound(reservation)) {
@@ -350,5 +344,6 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
   },
   classifyError,
   lookup,
+  lookupByContent: true,
   finalPrice,
 };

@@ -83,7 +83,9 @@ export interface ReservationRef {
   /**
    * found:false only for a reservation at least this old (a timed-out request
    * may still land): reconcile passes its stale threshold, config
-   * vendor_timeout_ms + 60 s. Default NOT_FOUND_MIN_AGE_MS (5 min).
+   * vendor_timeout_ms + 60 s. Default NOT_FOUND_MIN_AGE_MS (5 min). It also
+   * ends the window in which an object of the reservation can have been created
+   * (landingWindow): an adapter that matches by content takes nothing made later.
    */
   notFoundMinAgeMs?: number;
   /** the time ages are measured at (ms since epoch); default Date.now() */
@@ -91,10 +93,12 @@ export interface ReservationRef {
   /** vendor refs other reservations already hold: such an object never answers for this reservation */
   claimedRefs?: ReadonlySet<string>;
   /**
-   * the other unresolved reservations of this action whose vendor object is not known
-   * (pending or uncertain, any age). An adapter that matches by content (Twilio
-   * messages carry no reservation id) must not give one of them an object that
-   * could as well be this one's: it answers unknown instead.
+   * the other reservations of this action that may have made a vendor object nobody has
+   * linked to them: unresolved (pending or uncertain, any age) or settled without a vendor
+   * ref (by hand) — and, when a release of reconcile is asked about again, the other such
+   * releases still rechecked. An adapter that matches by content (Twilio messages carry no
+   * reservation id) must not give this reservation an object that could as well be one of
+   * theirs: it answers unknown instead.
    */
   rivals?: readonly RivalRef[];
 }
@@ -148,6 +152,12 @@ export interface VendorAdapter<I = any, N = any, R = any, Cred = any, Client = a
   classifyError(err: unknown): ClassifiedError;
   /** reconcile: what happened to this reservation at the vendor */
   lookup(client: Client, reservation: ReservationRef): Promise<Lookup>;
+  /**
+   * Its objects name no reservation (Twilio messages): without a vendorRef, lookup matches them
+   * by what they contain and when, so who else could have made one (ReservationRef.rivals) changes
+   * the answer.
+   */
+  lookupByContent?: boolean;
   /** reconcile: the final price of a call settled at an estimate; undefined while the vendor has none */
   finalPrice?(client: Client, vendorRef: string): Promise<number | undefined>;
 }

@@ -130,6 +130,46 @@ describe('released → settled: the one transition out of released, for reconcil
     }
     expect(dbState(t.file)).toEqual(before);
   });
+
+  it('is refused with a vendor object another reservation of the action already holds, in any state; nothing is written', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const owner = await reserve(key, usd(1), SMS);
+    await t.ledger.settle(owner, usd(1), 'SM_taken');
+    const namedThenReleased = await reserve(key, usd(1), SMS);
+    await t.ledger.markUncertain(namedThenReleased, 'timeout', 'SM_named');
+    await t.ledger.release(namedThenReleased, 'resolved by alice: released by hand', { by: 'hand' });
+    const paid = await reserve(key, usd(1));
+    await t.ledger.settle(paid, usd(1), 'SM_other_action');
+    const late = await reserve(key, usd(1), SMS);
+    await t.ledger.release(late, 'reconcile: twilio has no record of it', { by: 'reconcile' });
+    const before = dbState(t.file);
+    for (const ref of ['SM_taken', 'SM_named']) await expectCode(t.ledger.settleReleased(late, usd(1), ref, { note: 'found' }), 'CONFLICT');
+    expect(dbState(t.file)).toEqual(before);
+    // the same name at another vendor is another object
+    expect(await t.ledger.settleReleased(late, usd(1), 'SM_other_action', { note: 'found' })).toMatchObject({ state: 'settled', vendorRef: 'SM_other_action' });
+  });
+});
+
+describe('listReservations filters in SQL', () => {
+  it('by creation time (createdSince) and by holding a vendor reference (hasVendorRef)', async () => {
+    const clock = new TestClock();
+    t = openTestLedger({ clock });
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] }, { ttlSeconds: 7 * 86400 });
+    const old = await reserve(key, usd(1));
+    await t.ledger.release(old, 'reconcile: nothing was created', { by: 'reconcile' });
+    clock.advance(2 * 86400 * SECOND);
+    const recent = await reserve(key, usd(1));
+    await t.ledger.release(recent, 'reconcile: nothing was created', { by: 'reconcile' });
+    const named = await reserve(key, usd(1));
+    await t.ledger.settle(named, usd(1), 'pi_named');
+    const since = clock.now() - 86400 * SECOND;
+    const ids = async (filter: Parameters<typeof t.ledger.listReservations>[0]) => (await t.ledger.listReservations(filter)).map((r) => r.id);
+    expect(await ids({ states: ['released'], releasedBy: 'reconcile', createdSince: since })).toEqual([recent]);
+    expect(await ids({ states: ['released'], releasedBy: 'reconcile' })).toEqual([old, recent]);
+    expect(await ids({ hasVendorRef: true })).toEqual([named]);
+    expect(await ids({ createdSince: clock.now() + 1 })).toEqual([]);
+  });
 });
 
 describe('overrun: actual above estimate', () => {

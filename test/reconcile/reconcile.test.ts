@@ -4,10 +4,12 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { reconcile, RELEASED_RECHECK_MS, resolveManually, staleThresholdMs } from '../../src/guard/reconcile.js';
-import type { VendorRuntime } from '../../src/guard/vendors.js';
+import { vendorCallSpec, type VendorRuntime } from '../../src/guard/vendors.js';
+import type { GuardedOutcome } from '../../src/guard/index.js';
 import type { Reservation } from '../../src/ledger/types.js';
 import type { Fault } from '../../tools/vendor-sim/index.js';
 import type { VendorName } from '../../src/vendors/types.js';
+import { adapterForVendor } from '../../src/vendors/index.js';
 import { setupHome, type Home } from '../helpers/e2e.js';
 import { ageReservations, guardedVendorCall, runtimeOf, settledMicros, simCreatedMicros } from './helpers.js';
 
@@ -367,5 +369,212 @@ describe('a reservation reconcile released whose vendor object turns up later', 
     expect(await reconcile(h.guard, vendors, { now: Date.now() + RELEASED_RECHECK_MS })).toEqual({ changed: [], unresolved: [] });
     expect(gets()).toBe(before);
     expect((await h.guard.ledger.getReservation(id)).state).toBe('released');
+  });
+});
+
+describe('a released SMS and a later identical one: the message goes to the call that sent it', () => {
+  const same = { to: '+14155550123', body: 'your table is ready' };
+
+  /** Run A's SMS (by default `same`): nothing reaches Twilio, and reconcile releases it as not found once it is stale. */
+  async function releasedSms(input: unknown = same): Promise<string> {
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'hang' }, times: 1 });
+    const lost = await guardedVendorCall(h, vendors, key, 'twilio', input);
+    h.sim.clearFaults();
+    expect(lost).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
+    const id = (lost as { reservationId: string }).reservationId;
+    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
+    expect((await reconcile(h.guard, vendors)).changed).toEqual([expect.objectContaining({ reservationId: id, to: 'released' })]);
+    return id;
+  }
+
+  /** A call of key k whose SMS Twilio has created, held before it returns: its server has not recorded it yet (pending). */
+  async function smsInFlight(k: string): Promise<{ sid: string; answer: () => Promise<GuardedOutcome<any>> }> {
+    const adapter = adapterForVendor('twilio')!;
+    const spec = vendorCallSpec(adapter, await vendors.client('twilio'), adapter.prepare(same, vendors.pricing));
+    const count = h.sim.created().twilio.length;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let created!: () => void;
+    const sent = new Promise<void>((r) => (created = r));
+    const outcome = h.guard.guardedCall(k, {
+      ...spec,
+      deadlineMs: 600_000,
+      call: async (c, signal) => {
+        const out = await spec.call(c, signal);
+        created();
+        await held;
+        return out;
+      },
+    });
+    await Promise.race([sent, outcome]);
+    expect(h.sim.created().twilio).toHaveLength(count + 1);
+    return {
+      sid: h.sim.created().twilio[count].sid as string,
+      answer: () => {
+        release();
+        return outcome;
+      },
+    };
+  }
+
+  it('pending: the recheck of the release does not take the message; its own call settles it, counted once', async () => {
+    const a = await releasedSms();
+    const other = await h.issue('other-run', { allow: ['twilio.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] });
+    const b = await smsInFlight(other.key);
+    let answered = false;
+    try {
+      // B's message could as well be A's (it lies in the window A's request could have landed in): A's recheck leaves it
+      expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+      expect(await h.guard.ledger.getReservation(a)).toMatchObject({ state: 'released', vendorRef: null });
+      answered = true;
+      expect(await b.answer()).toMatchObject({ ok: true, result: { sid: b.sid } });
+    } finally {
+      if (!answered) await b.answer();
+    }
+    const settled = await h.guard.ledger.listReservations({ states: ['settled'] });
+    expect(settled.map((r) => r.vendorRef)).toEqual([b.sid]);
+    expect(await reconcile(h.guard, vendors)).toMatchObject({ changed: [expect.objectContaining({ to: 'corrected', vendorRef: b.sid })], unresolved: [] });
+    expect(await h.guard.ledger.getReservation(a)).toMatchObject({ state: 'released' });
+    expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
+  it('uncertain: two later runs sent it, one message exists — the release does not take it, and once a human clears the other run, the run that sent it settles it', async () => {
+    const a = await releasedSms();
+    const caps = [{ window: 'total' as const, usd_micros: 1_000_000_000 }];
+    const sender = await h.issue('sender-run', { allow: ['twilio.*'], caps });
+    const quiet = await h.issue('quiet-run', { allow: ['twilio.*'], caps });
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'drop', afterCreate: true }, times: 1 });
+    const sent = await guardedVendorCall(h, vendors, sender.key, 'twilio', same);
+    h.sim.clearFaults();
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'hang' }, times: 1 });
+    const lost = await guardedVendorCall(h, vendors, quiet.key, 'twilio', same);
+    h.sim.clearFaults();
+    expect([sent, lost]).toMatchObject([{ code: 'VENDOR_UNCERTAIN' }, { code: 'VENDOR_UNCERTAIN' }]);
+    expect(h.sim.created().twilio).toHaveLength(1);
+    const sid = h.sim.created().twilio[0].sid as string;
+    const [b, c] = [sent, lost].map((o) => (o as { reservationId: string }).reservationId) as [string, string];
+
+    // B's and C's message could be either one's: both unresolved, and A's recheck does not take it either
+    const first = await reconcile(h.guard, vendors);
+    expect(first.changed).toEqual([]);
+    expect(first.unresolved.map((u) => u.reservationId).sort()).toEqual([b, c].sort());
+    expect(await states([a, b, c])).toEqual(['released', 'uncertain', 'uncertain']);
+
+    await resolveManually(h.guard, c, 'released', { by: 'alice' });
+    const second = await reconcile(h.guard, vendors);
+    expect(second.unresolved).toEqual([]);
+    expect(second.changed).toEqual([expect.objectContaining({ reservationId: b, label: 'sender-run', from: 'uncertain', to: 'settled', vendorRef: sid })]);
+    expect(await states([a, b, c])).toEqual(['released', 'settled', 'released']);
+    expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+    expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
+  });
+
+  it('settled by hand without a vendor reference: its message is not taken for the release either', async () => {
+    const a = await releasedSms();
+    const other = await h.issue('other-run', { allow: ['twilio.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] });
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'drop', afterCreate: true }, times: 1 });
+    const sent = await guardedVendorCall(h, vendors, other.key, 'twilio', same);
+    h.sim.clearFaults();
+    const b = (sent as { reservationId: string }).reservationId;
+    // the operator knows B's SMS went out and settles it by hand, naming no message
+    await resolveManually(h.guard, b, 'settled', { by: 'alice' });
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+    expect(await states([a, b])).toEqual(['released', 'settled']);
+    // the one message is counted once: at B's amount settled by hand
+    const byHand = (await h.guard.ledger.getReservation(b)).actualMicros;
+    expect(h.sim.created().twilio).toHaveLength(1);
+    expect(await settledMicros(h.guard.ledger)).toEqual({ stripe: 0, twilio: byHand, resend: 0, total: byHand });
+  });
+
+  it('a message sent while the recheck was under way, whose call has not returned: not taken for the release', async () => {
+    // rechecked first (older): a release of another SMS, whose question Twilio answers slowly
+    const first = await releasedSms({ to: '+14155550124', body: 'see you soon' });
+    const a = await releasedSms();
+    const other = await h.issue('other-run', { allow: ['twilio.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] });
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'latency', ms: 1500 }, times: 1 });
+    const asked = () => h.sim.requests().filter((q) => q.vendor === 'twilio' && q.method === 'GET').length;
+    const before = asked();
+    const rechecking = reconcile(h.guard, vendors);
+    for (let i = 0; asked() === before && i < 500; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(asked()).toBe(before + 1);
+    // meanwhile B reserves and sends A's very text, before A is asked about
+    const b = await smsInFlight(other.key);
+    let answered = false;
+    try {
+      expect(await rechecking).toEqual({ changed: [], unresolved: [] });
+      expect(await states([first, a])).toEqual(['released', 'released']);
+      answered = true;
+      expect(await b.answer()).toMatchObject({ ok: true, result: { sid: b.sid } });
+    } finally {
+      if (!answered) await b.answer();
+    }
+    expect((await h.guard.ledger.listReservations({ states: ['settled'] })).map((r) => r.vendorRef)).toEqual([b.sid]);
+    expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
+  });
+
+  it('an unresolved SMS whose twin was sent while reconcile was under way: the message is not taken for it either', async () => {
+    // asked about first (older): another unresolved SMS, whose question Twilio answers slowly
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'hang' }, times: 2 });
+    const slow = await guardedVendorCall(h, vendors, key, 'twilio', { to: '+14155550124', body: 'see you soon' });
+    const lost = await guardedVendorCall(h, vendors, key, 'twilio', same);
+    h.sim.clearFaults();
+    const u = (lost as { reservationId: string }).reservationId;
+    const other = await h.issue('other-run', { allow: ['twilio.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] });
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'latency', ms: 1500 }, times: 1 });
+    const asked = () => h.sim.requests().filter((q) => q.vendor === 'twilio' && q.method === 'GET').length;
+    const before = asked();
+    const reconciling = reconcile(h.guard, vendors);
+    for (let i = 0; asked() === before && i < 500; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(asked()).toBe(before + 1);
+    const b = await smsInFlight(other.key);
+    let answered = false;
+    try {
+      const report = await reconciling;
+      expect(report.changed).toEqual([]);
+      expect(report.unresolved.find((x) => x.reservationId === u)?.why).toMatch(/could be this reservation's or res_/);
+      expect(await states([(slow as { reservationId: string }).reservationId, u])).toEqual(['uncertain', 'uncertain']);
+      answered = true;
+      expect(await b.answer()).toMatchObject({ ok: true, result: { sid: b.sid } });
+    } finally {
+      if (!answered) await b.answer();
+    }
+    expect((await h.guard.ledger.listReservations({ states: ['settled'] })).map((r) => r.vendorRef)).toEqual([b.sid]);
+    // the message is B's now: U, once stale, is released, and nothing is counted twice
+    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [u, (slow as { reservationId: string }).reservationId]);
+    const later = await reconcile(h.guard, vendors);
+    expect(later.changed.filter((c) => c.reservationId === u)).toEqual([expect.objectContaining({ to: 'released' })]);
+    expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
+  });
+
+  it('two releases of the same SMS and one message in both their windows: neither takes it', async () => {
+    const a1 = await releasedSms();
+    const other = await h.issue('other-run', { allow: ['twilio.*'], caps: [{ window: 'total', usd_micros: 1_000_000_000 }] });
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'hang' }, times: 1 });
+    const lost = await guardedVendorCall(h, vendors, other.key, 'twilio', same);
+    h.sim.clearFaults();
+    const a2 = (lost as { reservationId: string }).reservationId;
+    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [a2]);
+    expect((await reconcile(h.guard, vendors)).changed).toEqual([expect.objectContaining({ reservationId: a2, to: 'released' })]);
+    const twilio = (await vendors.client('twilio')) as import('twilio').Twilio;
+    await twilio.messages.create({ to: same.to, from: '+15005550006', body: same.body });
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+    expect(await states([a1, a2])).toEqual(['released', 'released']);
+  });
+
+  it('an identical message created long after the window A\'s request could have landed in is not A\'s', async () => {
+    h.sim.inject({ vendor: 'twilio', fault: { kind: 'hang' }, times: 1 });
+    const lost = await guardedVendorCall(h, vendors, key, 'twilio', same);
+    h.sim.clearFaults();
+    const a = (lost as { reservationId: string }).reservationId;
+    // an hour old: well inside the recheck window, long past the time a request of it could land
+    ageReservations(h.home, 60 * 60_000, [a]);
+    expect((await reconcile(h.guard, vendors)).changed).toEqual([expect.objectContaining({ reservationId: a, to: 'released' })]);
+    // the same text to the same number now, by someone else (no reservation of runcap's)
+    const twilio = (await vendors.client('twilio')) as import('twilio').Twilio;
+    await twilio.messages.create({ to: same.to, from: '+15005550006', body: same.body });
+    expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
+    expect(await h.guard.ledger.getReservation(a)).toMatchObject({ state: 'released', vendorRef: null });
   });
 });

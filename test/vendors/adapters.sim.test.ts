@@ -309,6 +309,17 @@ describe('twilio against the simulator', () => {
     await twilioAdapter.call(client, p.normalized, { reservationId: resId(), keyId: KEY_ID });
     expect((await twilioAdapter.lookup(client, ref(resId(), p.normalized, createdAt))).found).toBe('unknown');
   });
+
+  it('lookup: an identical message created after the window a request of the reservation could land in is not its own', async () => {
+    const client = await clientOf(twilioAdapter, creds().twilio);
+    const p = twilioAdapter.prepare(input, pricing);
+    const createdAt = Date.now() - 60 * 60_000;
+    const old = { ...ref(resId(), p.normalized, createdAt), notFoundMinAgeMs: 62_000 };
+    await twilioAdapter.call(client, p.normalized, { reservationId: resId(), keyId: KEY_ID });
+    expect(await twilioAdapter.lookup(client, old)).toEqual({ found: false });
+    // a reservation of its time finds it
+    expect(await twilioAdapter.lookup(client, { ...old, createdAt: Date.now() - 1_000 })).toMatchObject({ found: true });
+  });
 });
 
 describe('resend against the simulator', () => {

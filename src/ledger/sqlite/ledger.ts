@@ -63,6 +63,7 @@ import type {
   PassphraseAttempt,
   ReleasedBy,
   Reservation,
+  ReservationFilter,
   ReservationState,
   SpendRow,
   VendorLimit,
@@ -136,6 +137,8 @@ const SQL = {
       @created_at, @request, @normalized, NULL)`,
   insertCount: 'INSERT INTO reservation_counts (reservation_id, scope, window_key) VALUES (?, ?, ?)',
   reservationById: 'SELECT * FROM reservations WHERE id = ?',
+  // settleReleased only (rare): a scan, so that the hot path keeps writing no index of vendor_ref
+  vendorRefHolder: 'SELECT id FROM reservations WHERE action = ? AND vendor_ref = ? AND id <> ? LIMIT 1',
   countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note, released_by = @released_by WHERE id = @id AND state = @from`,
@@ -802,6 +805,9 @@ export class SqliteLedger implements Ledger {
       if (r.released_by !== 'reconcile') {
         throw new RuncapError('CONFLICT', `reservation ${r.id} was not released by reconcile; only such a release can be settled again`);
       }
+      // An object that is another reservation's (a server settled the same SMS meanwhile) is never this one's too.
+      const holder = this.st.vendorRefHolder.get(r.action, vendorRef, r.id) as { id: string } | undefined;
+      if (holder) throw new RuncapError('CONFLICT', `${vendorRef} already belongs to reservation ${holder.id}; refused`);
       const events: AuditInput[] = [
         { event: 'settled', amountMicros: actualMicros, vendorRef, details: { from: 'released', estimate: r.estimate, estimated: !!opts.estimated, why: note } },
         // nothing was held for it any more: all of it is beyond what the caps had counted
@@ -899,7 +905,7 @@ export class SqliteLedger implements Ledger {
     );
   }
 
-  async listReservations(filter: { states?: ReservationState[]; estimatedOnly?: boolean; keyId?: string; releasedBy?: ReleasedBy }): Promise<Reservation[]> {
+  async listReservations(filter: ReservationFilter): Promise<Reservation[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (filter.states?.length) {
@@ -915,6 +921,12 @@ export class SqliteLedger implements Ledger {
       where.push('released_by = ?');
       args.push(filter.releasedBy);
     }
+    if (filter.createdSince !== undefined) {
+      if (!Number.isSafeInteger(filter.createdSince)) throw new RuncapError('INVALID_INPUT', 'createdSince must be a time in ms since the epoch');
+      where.push('created_at >= ?');
+      args.push(filter.createdSince);
+    }
+    if (filter.hasVendorRef) where.push('vendor_ref IS NOT NULL');
     return read(() =>
       (this.db.prepare(`SELECT * FROM reservations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id`).all(...args) as ReservationRow[]).map(toReservation),
     );
