@@ -137,8 +137,6 @@ const SQL = {
       @created_at, @request, @normalized, NULL)`,
   insertCount: 'INSERT INTO reservation_counts (reservation_id, scope, window_key) VALUES (?, ?, ?)',
   reservationById: 'SELECT * FROM reservations WHERE id = ?',
-  // settleReleased only (rare): a scan, so that the hot path keeps writing no index of vendor_ref
-  vendorRefHolder: 'SELECT id FROM reservations WHERE action = ? AND vendor_ref = ? AND id <> ? LIMIT 1',
   countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note, released_by = @released_by WHERE id = @id AND state = @from`,
@@ -806,7 +804,8 @@ export class SqliteLedger implements Ledger {
         throw new RuncapError('CONFLICT', `reservation ${r.id} was not released by reconcile; only such a release can be settled again`);
       }
       // An object that is another reservation's (a server settled the same SMS meanwhile) is never this one's too.
-      const holder = this.st.vendorRefHolder.get(r.action, vendorRef, r.id) as { id: string } | undefined;
+      // a scan, off the hot path (settleReleased is rare), so that the hot path keeps writing no index of vendor_ref
+      const holder = this.db.prepare('SELECT id FROM reservations WHERE action = ? AND vendor_ref = ? AND id <> ? LIMIT 1').get(r.action, vendorRef, r.id) as { id: string } | undefined;
       if (holder) throw new RuncapError('CONFLICT', `${vendorRef} already belongs to reservation ${holder.id}; refused`);
       const events: AuditInput[] = [
         { event: 'settled', amountMicros: actualMicros, vendorRef, details: { from: 'released', estimate: r.estimate, estimated: !!opts.estimated, why: note } },
