@@ -33,6 +33,8 @@ interface BareHost {
   stderr(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   send(message: unknown): void;
+  /** the first text block of the answer to request `id`, if serve wrote one */
+  answerText(id: number): string | undefined;
   /** the end of the test: the process is killed if still running */
   kill(): void;
 }
@@ -64,11 +66,29 @@ async function bareHost(home: Home, key: string, name: string): Promise<BareHost
     stderr: () => stderr,
     exited,
     send,
+    answerText: (id) =>
+      stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { id?: number; result?: { content: { text: string }[] } })
+        .find((m) => m.id === id)?.result?.content[0]?.text,
     kill: () => {
       clearTimeout(kill);
       child.kill('SIGKILL');
     },
   };
+}
+
+/** Until the vendor simulator has the payment's POST: the call is in flight at the vendor. */
+const untilAtVendor = (home: Home) => until(() => posts(home.sim, 'stripe').length > 0, 'the vendor request');
+
+/** The one reservation of the test: recorded uncertain with this note, still counted, and nothing of it left open at the vendor. */
+async function expectRecordedUncertain(home: Home, note: RegExp, context = '') {
+  const reservations = await home.guard.ledger.listReservations({});
+  expect(reservations, context).toHaveLength(1);
+  expect(reservations[0], context).toMatchObject({ state: 'uncertain', note: expect.stringMatching(note) });
+  expect(home.sim.openResponses()).toBe(0);
+  return reservations[0]!;
 }
 
 const paymentCall = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'create_payment_intent', arguments: { amount: 1000, currency: 'usd' } } });
@@ -79,7 +99,7 @@ it('a call in flight when the host closes the session still finishes and is sett
   const s = await startServer(serverEnv(h, key));
   h.sim.inject({ vendor: 'stripe', fault: { kind: 'latency', ms: 800 } });
   const call = s.client.callTool({ name: 'create_payment_intent', arguments: { amount: 1000, currency: 'usd' } }).catch(() => 'closed');
-  await until(() => h!.sim.requests().some((r) => r.vendor === 'stripe' && r.method === 'POST'), 'the vendor request');
+  await untilAtVendor(h!);
   await s.close(); // stdin closes while the vendor is still answering
   await call;
   expect(s.stderr()).toMatch(/waiting for 1 call\(s\) in flight/);
@@ -107,12 +127,9 @@ it('the host closing stdin during a slow call: serve exits only after the call i
 
     expect((await host.exited).code, host.stderr()).toBe(0);
     expect(host.stderr()).toMatch(/waiting for 1 call\(s\) in flight/);
-    expect(home.sim.requests().filter((r) => r.vendor === 'stripe' && r.method === 'POST')).toHaveLength(1);
-    const reservations = await home.guard.ledger.listReservations({});
-    expect(reservations).toHaveLength(1);
-    expect(reservations[0]).toMatchObject({ state: 'uncertain', note: expect.stringMatching(/^abandoned at its deadline \(1500 ms\)/) });
+    expect(posts(home.sim, 'stripe')).toHaveLength(1);
     // and nothing of the call is left running at the vendor
-    expect(home.sim.openResponses()).toBe(0);
+    await expectRecordedUncertain(home, /^abandoned at its deadline \(1500 ms\)/);
   } finally {
     host.kill();
   }
@@ -126,17 +143,14 @@ it('the host dies (stdin, stdout and stderr all closed) during a slow call: serv
   const host = await bareHost(home, key, 'host-dies');
   try {
     host.send(paymentCall(2));
-    await until(() => home.sim.requests().some((r) => r.vendor === 'stripe' && r.method === 'POST'), 'the vendor request');
+    await untilAtVendor(home);
     // A crashed or SIGKILLed host: every pipe to serve closes at once. Its first log line now meets a closed stderr.
     host.child.stdout.destroy();
     host.child.stderr.destroy();
     host.child.stdin.end();
 
     expect(await host.exited).toEqual({ code: 0, signal: null });
-    const reservations = await home.guard.ledger.listReservations({});
-    expect(reservations).toHaveLength(1);
-    expect(reservations[0]).toMatchObject({ state: 'uncertain', note: expect.stringMatching(/^abandoned at its deadline \(1500 ms\)/) });
-    expect(home.sim.openResponses()).toBe(0);
+    await expectRecordedUncertain(home, /^abandoned at its deadline \(1500 ms\)/);
   } finally {
     host.kill();
   }
@@ -151,7 +165,7 @@ it('SIGTERM twice in quick succession during a slow call: the call is abandoned 
   const host = await bareHost(home, key, 'sigterm');
   try {
     host.send(paymentCall(2));
-    await until(() => home.sim.requests().some((r) => r.vendor === 'stripe' && r.method === 'POST'), 'the vendor request');
+    await untilAtVendor(home);
     const t0 = Date.now();
     host.child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 50));
@@ -159,15 +173,11 @@ it('SIGTERM twice in quick succession during a slow call: the call is abandoned 
 
     expect(await host.exited, host.stderr()).toEqual({ code: 0, signal: null });
     expect(Date.now() - t0).toBeLessThan(10_000);
-    const reservations = await home.guard.ledger.listReservations({});
-    expect(reservations).toHaveLength(1);
-    expect(reservations[0]).toMatchObject({ state: 'uncertain', note: expect.stringMatching(/^abandoned at shutdown \(runcap serve received SIGTERM\)/) });
+    const recorded = await expectRecordedUncertain(home, /^abandoned at shutdown \(runcap serve received SIGTERM\)/);
     // still counted, as every unknown outcome is, until reconcile asks the vendor
-    expect((await home.guard.ledger.budget(reservations[0]!.keyId)).caps.find((c) => c.window === 'total')).toMatchObject({ uncertainMicros: 10_000_000 });
-    expect(home.sim.openResponses()).toBe(0);
+    expect((await home.guard.ledger.budget(recorded.keyId)).caps.find((c) => c.window === 'total')).toMatchObject({ uncertainMicros: 10_000_000 });
     // the host that signalled but kept reading got the answer: the outcome is unknown, do not retry
-    const answer = host.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { id?: number; result?: { content: { text: string }[] } }).find((m) => m.id === 2);
-    expect(answer?.result?.content[0]?.text).toMatch(/^VENDOR_UNCERTAIN: .*abandoned at shutdown/);
+    expect(host.answerText(2)).toMatch(/^VENDOR_UNCERTAIN: .*abandoned at shutdown/);
   } finally {
     host.kill();
   }
@@ -182,16 +192,13 @@ it("the MCP SDK client's own close() during a call slower than its 4 s grace: re
   const s = await startServer(serverEnv(home, key));
   home.sim.inject({ vendor: 'stripe', fault: { kind: 'trickle', intervalMs: 50 } });
   const call = s.client.callTool({ name: 'create_payment_intent', arguments: { amount: 1000, currency: 'usd' } }).catch(() => 'closed');
-  await until(() => home.sim.requests().some((r) => r.vendor === 'stripe' && r.method === 'POST'), 'the vendor request');
+  await untilAtVendor(home);
   const t0 = Date.now();
   await s.close();
   await call;
-  const reservations = await home.guard.ledger.listReservations({});
-  expect(reservations).toHaveLength(1);
-  expect(reservations[0], s.stderr()).toMatchObject({ state: 'uncertain', note: expect.stringMatching(/^abandoned at shutdown \(runcap serve received SIGTERM\)/) });
+  await expectRecordedUncertain(home, /^abandoned at shutdown \(runcap serve received SIGTERM\)/, s.stderr());
   // it exited by itself after the SIGTERM, before the SDK's SIGKILL 4 s after close() began
   expect(Date.now() - t0, s.stderr()).toBeLessThan(4_000);
-  expect(home.sim.openResponses()).toBe(0);
 });
 
 it('told to stop, serve makes no call it has not started: one still waiting for its credential is refused, and a call that arrives after the signal is never made', async () => {
@@ -205,17 +212,15 @@ it('told to stop, serve makes no call it has not started: one still waiting for 
   const email = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'send_email', arguments: { from: 'a@example.com', to: 'b@example.com', subject: 's', text: `mail ${id}` } } });
   try {
     host.send(paymentCall(2));
-    await until(() => home.sim.requests().some((r) => r.vendor === 'stripe' && r.method === 'POST'), 'the vendor request');
+    await untilAtVendor(home);
     host.send(email(3));
     await new Promise((r) => setTimeout(r, 300));
     host.child.kill('SIGTERM');
     host.send(email(4)); // after the signal: refused, or never read before the process exits — never made
 
     expect(await host.exited, host.stderr()).toEqual({ code: 0, signal: null });
-    const answers = host.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { id?: number; result?: { content: { text: string }[] } });
-    const textOfAnswer = (id: number) => answers.find((m) => m.id === id)?.result?.content[0]?.text;
-    expect(textOfAnswer(3)).toMatch(/^LEDGER_UNAVAILABLE: runcap serve is shutting down .*this call was not made. Nothing was done/);
-    const late = textOfAnswer(4);
+    expect(host.answerText(3)).toMatch(/^LEDGER_UNAVAILABLE: runcap serve is shutting down .*this call was not made. Nothing was done/);
+    const late = host.answerText(4);
     if (late !== undefined) expect(late).toMatch(/^LEDGER_UNAVAILABLE: runcap serve is shutting down/);
     const reservations = await home.guard.ledger.listReservations({});
     expect(reservations.map((r) => [r.action, r.state])).toEqual([['stripe.payment_intents.create', 'uncertain']]);
