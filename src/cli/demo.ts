@@ -58,7 +58,8 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
     pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09' }, sms_from: '+15005550006' });
     guard = openGuard({ home });
     const passphrase = randomBytes(12).toString('base64url');
-    await guard.ledger.setPassphrase(passphrase);
+    // the demo's human chose the passphrase just now: that is their proof for the root key below
+    const proof = await guard.ledger.setPassphrase(passphrase, undefined, { by: 'demo-human' });
     say('runcap demo — everything runs on this machine: a vendor simulator stands in for Stripe, Twilio and Resend.');
     say(`RUNCAP_HOME is ${home} (deleted at the end).`);
     say();
@@ -74,6 +75,7 @@ export async function runDemo(opts: { json: boolean }): Promise<boolean> {
         email_domains: ['example.com'],
       },
       ttlSeconds: 3600,
+      proof,
     });
     say(`1. A human issues a vault key for one agent run: ${info.label} (${info.id})`);
     say('   $50 in total, a human approves anything above $20, SMS only to US numbers, e-mail only to example.com.');

@@ -2,13 +2,14 @@
 import type { Command } from 'commander';
 import { ensureHomeFiles, homePath, resolveHome } from '../config.js';
 import { openGuard } from '../guard/index.js';
-import { askHidden, printJson, readStdinLine } from './io.js';
+import { askHidden, printJson, readStdinLine, usd, usdField } from './io.js';
+import { NEW_HOME_MONTHLY_LIMIT_MICROS, VENDORS } from '../policy/rules.js';
 import { RuncapError } from '../policy/codes.js';
 
 export function registerInitCommand(program: Command): void {
   program
     .command('init')
-    .description('create RUNCAP_HOME (0700; an existing directory must be private already, it is never chmodded) with its ledger, config, audit secret and the approver passphrase; run again, it changes nothing')
+    .description('create RUNCAP_HOME (0700; an existing directory must be private already, it is never chmodded) with its ledger, config, audit secret, the approver passphrase and a global limit of $100 a month per vendor; run again, it changes nothing')
     .option('--passphrase-stdin', 'read the approver passphrase from one line of stdin instead of asking twice on the terminal')
     .option('--json', 'print what was created as JSON')
     .action(async (opts: { passphraseStdin?: boolean; json?: boolean }) => {
@@ -17,6 +18,10 @@ export function registerInitCommand(program: Command): void {
       const guard = openGuard({ home });
       try {
         const ledgerCreated = created.length > 0 && !(await guard.ledger.hasPassphrase());
+        // A new home starts bounded; a home that holds anything already (a passphrase, a key, a limit) keeps its limits.
+        const isNew = !(await guard.ledger.hasPassphrase()) && (await guard.ledger.listKeys()).length === 0 && (await guard.ledger.listVendorLimits()).length === 0;
+        const defaultLimits = isNew ? VENDORS : [];
+        for (const vendor of defaultLimits) await guard.ledger.setVendorLimit(vendor, 'monthly', NEW_HOME_MONTHLY_LIMIT_MICROS, 'runcap init');
         let passphraseSet = false;
         if (!(await guard.ledger.hasPassphrase())) {
           const passphrase = opts.passphraseStdin ? await readStdinLine() : await askTwice();
@@ -25,10 +30,16 @@ export function registerInitCommand(program: Command): void {
         }
         if (ledgerCreated) created.push(homePath(home, 'ledger'));
         if (opts.json) {
-          printJson({ home, created, passphrase_set: passphraseSet, changed: created.length > 0 || passphraseSet });
+          printJson({
+            home,
+            created,
+            passphrase_set: passphraseSet,
+            limits_set: defaultLimits.map((vendor) => ({ vendor, window: 'monthly', limit_usd: usdField(NEW_HOME_MONTHLY_LIMIT_MICROS), limit_micros: NEW_HOME_MONTHLY_LIMIT_MICROS })),
+            changed: created.length > 0 || passphraseSet || defaultLimits.length > 0,
+          });
           return;
         }
-        if (created.length === 0 && !passphraseSet) {
+        if (created.length === 0 && !passphraseSet && defaultLimits.length === 0) {
           process.stdout.write(`runcap is already initialized in ${home}; nothing changed.\n`);
           return;
         }
@@ -36,12 +47,18 @@ export function registerInitCommand(program: Command): void {
           [
             `Initialized runcap in ${home}`,
             ...created.map((f) => `  created ${f}`),
-            ...(passphraseSet ? ['  set the approver passphrase (needed to approve requests; keep it from the agent)'] : []),
+            ...(passphraseSet ? ['  set the approver passphrase (needed to approve requests and to create budget; keep it from the agent)'] : []),
+            ...(defaultLimits.length
+              ? [
+                  `  set a global limit of ${usd(NEW_HOME_MONTHLY_LIMIT_MICROS)} per UTC month on each of ${defaultLimits.join(', ')}, over every key together`,
+                  '    (raise it, with the passphrase: runcap limits set --vendor stripe --monthly 2000)',
+                ]
+              : []),
             '',
             'Next:',
             `  1. Prices and FX rates:   edit ${homePath(home, 'config')} (fx, sms_prices, email_rate_usd)`,
             `  2. Vendor credentials:    a credential command in config.json, or ${homePath(home, 'credentials')} (mode 600)`,
-            '  3. A key for one run:     runcap keys issue --label billing-run --allow "stripe.*" --cap-total 50',
+            '  3. A key for one run:     runcap keys issue --label billing-run --allow "stripe.*" --cap-total 50   (asks the passphrase)',
             '  4. Give the agent host RUNCAP_KEY and start `runcap serve` (see mcp.json.example)',
             '  5. Answer approvals:      runcap approvals watch',
             '',

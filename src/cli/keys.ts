@@ -4,8 +4,10 @@ import { openGuard } from '../guard/index.js';
 import type { Budget, CapStatus, KeyInfo } from '../ledger/types.js';
 import type { Cap, PolicyInput } from '../policy/schema.js';
 import { RuncapError } from '../policy/codes.js';
-import { isoTime, localTime, osUser, printJson, printTable, usd, usdField } from './io.js';
-import { collect, durationOption, listOption, maxCallsOption, rateOption, usdOption, type MaxCalls } from './options.js';
+import { DEFAULT_MAX_CHILDREN } from '../policy/schema.js';
+import { proveAtTerminal } from './human.js';
+import { askHidden, inert, isoTime, localTime, osUser, printJson, printTable, readStdinLine, usd, usdField, UsageError } from './io.js';
+import { collect, countOption, durationOption, listOption, maxCallsOption, nameOption, rateOption, usdOption, type MaxCalls } from './options.js';
 
 interface IssueOptions {
   label: string;
@@ -27,7 +29,8 @@ interface IssueOptions {
   sessionCapTotal?: number;
   sessionTtl?: number;
   mayDelegate?: boolean;
-  parent?: string;
+  maxChildren?: number;
+  parent?: string | true;
   by?: string;
   json?: boolean;
 }
@@ -56,6 +59,7 @@ function policyFromOptions(o: IssueOptions): PolicyInput {
     ...(o.emailFrom?.length ? { email_from: o.emailFrom } : {}),
     ...(o.smsFrom?.length ? { sms_from: o.smsFrom } : {}),
     ...(o.mayDelegate ? { may_delegate: true } : {}),
+    ...(o.maxChildren !== undefined ? { max_children: o.maxChildren } : {}),
     ...(session ? { session } : {}),
   };
 }
@@ -126,21 +130,36 @@ export function registerKeysCommands(program: Command): void {
     .option('--sms-from <sender>', 'allowed SMS sender: an E.164 number or a Messaging Service SID (MG…), repeatable', collect)
     .option('--session-cap-total <usd>', 'session template: each `runcap serve` mints a child with this total cap', usdOption)
     .option('--session-ttl <duration>', 'session template: lifetime of each session key', durationOption)
-    .option('--may-delegate', 'the agent may mint narrower child keys for sub-agents (delegate_key)')
-    .option('--parent <id>', 'issue a child of this key (checked against all its rules; can only narrow)')
-    .option('--by <name>', 'who issues it (default: the OS user)')
+    .option('--may-delegate', 'it may have children: delegate_key for its agent, and `keys issue --parent` for whoever holds its secret')
+    .option('--max-children <n>', `at most this many live children at once (default ${DEFAULT_MAX_CHILDREN}, and never more than its parent's)`, countOption(10_000))
+    .option('--parent', 'issue a child of the key in RUNCAP_PARENT_KEY (or on stdin): it must be a --may-delegate key, and the child can only narrow it. No passphrase: the parent\'s secret is the authority')
+    .option('--by <name>', 'who issues it (default: the OS user)', nameOption)
     .option('--json', 'print { id, key, label, expires_at, policy } as JSON')
+    .addHelpText(
+      'after',
+      '\nA key without --parent is budget out of nothing: it asks for the approver passphrase on the terminal.\nScripts and orchestrators issue children of a delegating parent instead:\n  RUNCAP_PARENT_KEY=vk_… runcap keys issue --parent --label run-42 --allow "stripe.*" --cap-total 20\n',
+    )
     .action(async (o: IssueOptions) => {
+      if (typeof o.parent === 'string') {
+        // what was written there is not repeated: it may be a key secret, and it is in the process list already
+        throw new UsageError('--parent takes no value: put the parent key in RUNCAP_PARENT_KEY or on stdin (a key on the command line is visible in the process list)');
+      }
       const policy = policyFromOptions(o);
+      const by = o.by ?? osUser();
+      const ttl = o.ttl !== undefined ? { ttlSeconds: o.ttl } : {};
+      const parentKey = o.parent ? await readParentKey() : undefined;
       const guard = openGuard();
       try {
-        const issued = await guard.ledger.issueKey({
-          label: o.label,
-          policy,
-          issuedBy: o.by ?? osUser(),
-          ...(o.ttl !== undefined ? { ttlSeconds: o.ttl } : {}),
-          ...(o.parent ? { parentId: o.parent } : {}),
-        });
+        const issued =
+          parentKey !== undefined
+            ? await guard.ledger.issueChildKey(parentKey, { label: o.label, policy, issuedBy: by, ...ttl })
+            : await guard.ledger.issueKey({
+                label: o.label,
+                policy,
+                issuedBy: by,
+                ...ttl,
+                proof: await proveAtTerminal(guard, 'keys issue', by, `Issuing root key ${inert(o.label)} (${budgetSummary(policy)}) creates budget`),
+              });
         if (o.json) {
           printJson({ id: issued.info.id, key: issued.key, label: issued.info.label, expires_at: isoTime(issued.info.expiresAt), policy: issued.info.policy });
           return;
@@ -240,6 +259,20 @@ export function registerKeysCommands(program: Command): void {
         await guard.close();
       }
     });
+}
+
+/** The parent key of `keys issue --parent`: RUNCAP_PARENT_KEY, else one line of stdin (typed hidden on a terminal). */
+async function readParentKey(): Promise<string> {
+  const fromEnv = process.env.RUNCAP_PARENT_KEY;
+  const key = fromEnv !== undefined && fromEnv !== '' ? fromEnv : process.stdin.isTTY ? await askHidden('Parent key (vk_…): ') : await readStdinLine();
+  if (key.trim() === '') throw new UsageError('--parent: no parent key in RUNCAP_PARENT_KEY or on stdin');
+  return key.trim();
+}
+
+/** What a root key would let its run spend, for the question before the passphrase. */
+function budgetSummary(p: PolicyInput): string {
+  const caps = (p.caps ?? []).filter((c) => c.usd_micros !== undefined).map((c) => `${c.window === 'per_call' ? 'per call' : c.window} ${usd(c.usd_micros!)}`);
+  return `${p.allow.join(', ')}; ${caps.length ? caps.join(', ') : 'no USD cap of its own'}`;
 }
 
 /** "30 min", "2 h", "90 s". */

@@ -3,9 +3,10 @@ import { Option, type Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import type { VendorLimit } from '../ledger/types.js';
 import { osUser, printJson, printTable, UsageError, usd, usdField } from './io.js';
+import { VENDORS } from '../policy/rules.js';
 import { nameOption, usdOrNoneOption } from './options.js';
+import { proveAtTerminal } from './human.js';
 
-const VENDORS = ['stripe', 'twilio', 'resend'];
 
 const limitJson = (l: VendorLimit) => ({ vendor: l.vendor, window: l.window, limit_micros: l.limitMicros, limit_usd: usdField(l.limitMicros), cap_id: l.capId });
 
@@ -22,7 +23,7 @@ export function registerLimitsCommands(program: Command): void {
 
   limits
     .command('set')
-    .description('set or remove the global daily / monthly USD cap of a vendor (spend already in the window counts)')
+    .description('set or remove the global daily / monthly USD cap of a vendor (spend already in the window counts); raising or removing one asks for the approver passphrase')
     .addOption(new Option('--vendor <vendor>', 'stripe, twilio or resend').choices(VENDORS).makeOptionMandatory())
     .option('--daily <usd>', 'USD per UTC day over every key, or "none" to remove', usdOrNoneOption)
     .option('--monthly <usd>', 'USD per UTC calendar month over every key, or "none" to remove', usdOrNoneOption)
@@ -46,7 +47,18 @@ export function registerLimitsCommands(program: Command): void {
       const by = o.by ?? osUser();
       const guard = openGuard();
       try {
-        for (const [window, limit] of changes) await guard.ledger.setVendorLimit(o.vendor, window, limit, by);
+        const current = new Map((await guard.ledger.listVendorLimits()).filter((l) => l.vendor === o.vendor).map((l) => [l.window, l.limitMicros]));
+        // Raising or removing a limit creates budget: a human types the passphrase. Lowering or adding one only narrows.
+        const widening = changes.filter(([window, limit]) => current.has(window) && (limit === null || limit > current.get(window)!));
+        const proof = widening.length
+          ? await proveAtTerminal(
+              guard,
+              'limits set',
+              by,
+              `${widening.map(([window, limit]) => `${limit === null ? 'Removing' : 'Raising'} the ${window} limit of ${o.vendor} (${usd(current.get(window)!)}${limit === null ? '' : ` → ${usd(limit)}`})`).join('; ')} creates budget`,
+            )
+          : undefined;
+        for (const [window, limit] of changes) await guard.ledger.setVendorLimit(o.vendor, window, limit, by, proof);
         const list = await guard.ledger.listVendorLimits();
         if (!o.json) {
           for (const [window, limit] of changes) process.stdout.write(`${o.vendor} ${window}: ${limit === null ? 'no cap' : `capped at ${usd(limit)}`}\n`);

@@ -33,6 +33,14 @@ export function rateOption(value: string): number {
   return Number(m[1]);
 }
 
+/** A whole number from 0 to `max`. */
+export function countOption(max: number): (value: string) => number {
+  return (value) => {
+    if (!/^\d+$/.test(value) || Number(value) > max) throw new InvalidArgumentError(`"${value}" is not a whole number from 0 to ${max}`);
+    return Number(value);
+  };
+}
+
 export interface MaxCalls {
   action: string;
   calls: number;

@@ -1,10 +1,11 @@
 /** runcap reconcile [--json] | runcap reconcile --resolve RES_ID --as settled|released [--amount USD] [--by NAME] */
 import { Option, type Command } from 'commander';
 import { openGuard } from '../guard/index.js';
-import { reconcile, resolveManually, type ReconcileChange } from '../guard/reconcile.js';
+import { reconcile, resolveManually, resolvingFreesMoney, type ReconcileChange } from '../guard/reconcile.js';
+import { proveAtTerminal } from './human.js';
 import { VendorRuntime } from '../guard/vendors.js';
 import { inert, osUser, printJson, printTable, usd, usdField, UsageError } from './io.js';
-import { usdOption } from './options.js';
+import { nameOption, usdOption } from './options.js';
 
 interface ReconcileOptions {
   json?: boolean;
@@ -37,10 +38,10 @@ export function registerReconcileCommand(program: Command): void {
   program
     .command('reconcile')
     .description('resolve uncertain and stale reservations and estimated prices with the vendors (or one reservation by hand with --resolve)')
-    .option('--resolve <reservation>', 'resolve this reservation by hand (what the vendor cannot answer)')
+    .option('--resolve <reservation>', 'resolve this reservation by hand (what the vendor cannot answer); releasing it, or settling it below what is reserved, asks for the approver passphrase')
     .addOption(new Option('--as <state>', 'with --resolve: what happened').choices(['settled', 'released']))
     .option('--amount <usd>', 'with --as settled: the amount charged (default: the estimate)', usdOption)
-    .option('--by <name>', 'who resolves it (default: the OS user)')
+    .option('--by <name>', 'who resolves it (default: the OS user)', nameOption)
     .option('--json', 'print JSON')
     .action(async (o: ReconcileOptions) => {
       if (o.resolve === undefined) {
@@ -49,11 +50,23 @@ export function registerReconcileCommand(program: Command): void {
       }
       if (o.as === undefined) throw new UsageError('--resolve needs --as settled or --as released');
       if (o.amount !== undefined && o.as !== 'settled') throw new UsageError('--amount goes with --as settled');
+      const by = o.by ?? osUser();
       const guard = openGuard();
       try {
-        const c = await resolveManually(guard, o.resolve, o.as, {
-          by: o.by ?? osUser(),
+        const r = await guard.ledger.getReservation(o.resolve);
+        // Releasing, or settling below what is reserved, frees money: a human types the passphrase for it.
+        const proof = resolvingFreesMoney(o.as, r.estimateMicros, o.amount)
+          ? await proveAtTerminal(
+              guard,
+              'reconcile resolve',
+              by,
+              `${o.as === 'released' ? 'Releasing' : `Settling at ${usd(o.amount!)}`} ${r.id} (${inert(r.label)}, ${r.action}, ${usd(r.estimateMicros)} reserved) frees reserved money`,
+            )
+          : undefined;
+        const c = await resolveManually(guard, r.id, o.as, {
+          by,
           ...(o.amount !== undefined ? { amountMicros: o.amount } : {}),
+          ...(proof ? { proof } : {}),
         });
         if (o.json) return printJson(changeJson(c));
         process.stdout.write(`Resolved ${c.reservationId} (${inert(c.label)}, ${c.action}): ${c.from} → ${c.to}, ${usd(c.amountMicros)}. ${inert(c.why)}\n`);

@@ -28,7 +28,7 @@
  * or loses cleanly.
  */
 import { isRuncapError, RuncapError } from '../policy/codes.js';
-import type { Ledger, Reservation, ReservationState } from '../ledger/types.js';
+import type { HumanProof, Ledger, Reservation, ReservationState } from '../ledger/types.js';
 import { formatUsd } from '../policy/rules.js';
 import { adapterForAction } from '../vendors/index.js';
 import { scrubSecrets } from '../vendors/common.js';
@@ -373,6 +373,13 @@ export interface ResolveOptions {
   by: string;
   /** the time the stale check is made at; default the wall clock */
   now?: number;
+  /** a human typed the passphrase: needed to release, or to settle below the reserved amount (both free reserved money) */
+  proof?: HumanProof;
+}
+
+/** Whether resolving a reservation of `estimateMicros` this way frees reserved money, and so needs a HumanProof. */
+export function resolvingFreesMoney(as: 'settled' | 'released', estimateMicros: number, amountMicros?: number): boolean {
+  return as === 'released' || (amountMicros !== undefined && amountMicros < estimateMicros);
 }
 
 /**
@@ -400,12 +407,12 @@ export async function resolveManually(guard: Guard, reservationId: string, as: '
   }
   if (as === 'released') {
     const why = `resolved by ${by}: released by hand (the vendor did nothing)`;
-    await guard.ledger.release(r.id, why, { by: 'hand' });
+    await guard.ledger.release(r.id, why, { by: 'hand', ...(opts.proof ? { proof: opts.proof } : {}) });
     return { reservationId: r.id, action: r.action, label: r.label, from: state, to: 'released', amountMicros: r.estimateMicros, vendorRef: r.vendorRef, why };
   }
   const amount = opts.amountMicros ?? r.estimateMicros;
   const why = `resolved by ${by}: settled by hand at ${formatUsd(amount)}${opts.amountMicros === undefined ? ' (the estimate)' : ''}`;
-  await guard.ledger.settle(r.id, amount, r.vendorRef, { estimated: false, note: why });
+  await guard.ledger.settle(r.id, amount, r.vendorRef, { estimated: false, note: why, byHand: true, ...(opts.proof ? { proof: opts.proof } : {}) });
   return { reservationId: r.id, action: r.action, label: r.label, from: state, to: 'settled', amountMicros: amount, vendorRef: r.vendorRef, why };
 }
 

@@ -62,11 +62,16 @@ export function secretMatches(secret: string, storedHash: string): boolean {
 }
 
 const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
+/** log2 of scrypt's N: 15 (about 150 ms here) unless a ledger is told otherwise; never below 10. */
+export const PASSPHRASE_COST = { standard: 15, least: 10, most: 17 } as const;
 
-export function hashPassphrase(passphrase: string): string {
+/** A hash keeps its own parameters, so lowering the cost for new hashes (tests) leaves checking any other as it was. */
+export function hashPassphrase(passphrase: string, logN: number = PASSPHRASE_COST.standard): string {
+  if (!Number.isInteger(logN) || logN < PASSPHRASE_COST.least || logN > PASSPHRASE_COST.most) throw new RangeError(`scrypt cost 2^${logN} is outside 2^${PASSPHRASE_COST.least}..2^${PASSPHRASE_COST.most}`);
   const salt = randomBytes(16);
-  const hash = scryptSync(passphrase.normalize('NFC'), salt, 32, SCRYPT);
-  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
+  const params = { ...SCRYPT, N: 1 << logN };
+  const hash = scryptSync(passphrase.normalize('NFC'), salt, 32, params);
+  return `scrypt$${params.N}$${params.r}$${params.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
 }
 
 export function passphraseMatches(passphrase: string, stored: string): boolean {

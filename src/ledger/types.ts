@@ -33,13 +33,21 @@ export interface IssuedKey {
   key: string;
 }
 
+/** A root key: budget out of nothing, so only with a proof that a human typed the approver passphrase. */
 export interface IssueKeyInput {
   label: string;
   policy: PolicyInput;
   ttlSeconds?: number;
   issuedBy: string;
-  /** a child of this key (by id; the human issuing it is trusted) */
-  parentId?: string;
+  proof: HumanProof;
+}
+
+/** A child key, issued by whoever holds the secret of a parent that may delegate; never wider than the parent. */
+export interface ChildKeyInput {
+  label: string;
+  policy: PolicyInput;
+  ttlSeconds?: number;
+  issuedBy: string;
 }
 
 export interface DelegateInput {
@@ -211,6 +219,8 @@ export type AuditEvent =
   | 'denied'
   /** denials decided before the ledger, past the per-minute bound of one row each: their count */
   | 'denials_counted'
+  /** a human-only act (root key, wider limit, money freed by hand) refused for want of the passphrase */
+  | 'refused'
   | 'duplicate'
   | 'approval_requested'
   | 'approval_approved'
@@ -295,7 +305,32 @@ export interface SpendRow {
 export interface PassphraseAttempt {
   by: string;
   approvalId?: string;
-  during?: 'approvals watch' | 'passphrase change';
+  during?: 'approvals watch' | 'passphrase change' | HumanAct;
+}
+
+/**
+ * What only a human may do, because it creates budget: issue a root key, raise or
+ * remove a global limit, free reserved money by hand (release, or settle below the
+ * reserved amount). Each takes a HumanProof; each refusal is audited on the global chain.
+ */
+export type HumanAct = 'keys issue' | 'limits set' | 'reconcile resolve';
+
+/**
+ * That a human typed the approver passphrase, on this ledger, as `by`. Made only by
+ * `proveHuman` (or `setPassphrase`); an object that only looks like one is refused,
+ * and so is a proof made before the passphrase changed. It lasts as long as its holder
+ * keeps it: the CLI makes one per command, after the passphrase was typed.
+ */
+export interface HumanProof {
+  readonly by: string;
+  readonly provenAt: number;
+}
+
+/** A refusal of a human-only act before the ledger was asked (no terminal to type the passphrase on). */
+export interface HumanActRefusal {
+  act: HumanAct;
+  by: string;
+  why: string;
 }
 
 export interface VendorLimit {
@@ -307,7 +342,15 @@ export interface VendorLimit {
 
 export interface Ledger {
   // keys
+  /** A root key; PASSPHRASE_REQUIRED (audited) unless `proof` is this ledger's, for the passphrase still set. */
   issueKey(input: IssueKeyInput): Promise<IssuedKey>;
+  /**
+   * A child of the key whose secret is presented: refused (ACTION_NOT_ALLOWED) unless that key may delegate,
+   * checked against every rule of its chain, narrowed (never wider), at most its max_children live children.
+   * Every refusal is audited on the parent's chain when the parent is known (bounded like recordDenial).
+   */
+  issueChildKey(presentedParentKey: string, input: ChildKeyInput): Promise<IssuedKey>;
+  /** delegate_key's child: issueChildKey with a total cap, optional fewer actions, and no delegation of its own. */
   delegateKey(presentedKey: string, input: DelegateInput): Promise<IssuedKey>;
   /** A fresh child for one agent session of a key that carries a session template. */
   mintSession(presentedKey: string): Promise<IssuedKey>;
@@ -319,7 +362,11 @@ export interface Ledger {
   budget(keyId: string): Promise<Budget>;
 
   // global vendor caps
-  setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string): Promise<void>;
+  /**
+   * Set (null: remove) one global limit. Lowering it, or setting one where there was none, only narrows;
+   * raising or removing one creates budget and needs `proof` (PASSPHRASE_REQUIRED, audited, without it).
+   */
+  setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string, proof?: HumanProof): Promise<void>;
   listVendorLimits(): Promise<VendorLimit[]>;
 
   // the guarded call
@@ -332,9 +379,10 @@ export interface Ledger {
    */
   recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void>;
   /** note: why, and by whom when a human resolves it (kept on the reservation and in the audit row) */
-  settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string }): Promise<Reservation>;
-  /** by: who releases it (default 'vendor', the call path's definite refusal) */
-  release(reservationId: string, why: string, opts?: { by?: ReleasedBy }): Promise<Reservation>;
+  /** byHand: a human's answer rather than a vendor's; settling below the reserved amount then frees money and needs `proof` */
+  settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof }): Promise<Reservation>;
+  /** by: who releases it (default 'vendor', the call path's definite refusal); by 'hand' needs `proof` */
+  release(reservationId: string, why: string, opts?: { by?: ReleasedBy; proof?: HumanProof }): Promise<Reservation>;
   /**
    * The one transition out of `released`, for reconcile only: a reservation reconcile released
    * (the vendor had no record of it) whose vendor object turned up after all is settled at the
@@ -358,9 +406,14 @@ export interface Ledger {
   approve(id: string, opts: { passphrase: string; by: string }): Promise<Approval>;
   deny(id: string, opts: { reason?: string; by: string }): Promise<Approval>;
   hasPassphrase(): Promise<boolean>;
-  setPassphrase(newPassphrase: string, oldPassphrase?: string): Promise<void>;
+  /** Set (or, with the current one, change) the passphrase; whoever just chose it has proven it (`by`, default 'runcap init'). */
+  setPassphrase(newPassphrase: string, oldPassphrase?: string, opts?: { by?: string }): Promise<HumanProof>;
   /** Whether `passphrase` is the approver passphrase; a wrong one is audited, with who typed it and what for. */
   checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean>;
+  /** A HumanProof for the approver passphrase; PASSPHRASE_WRONG (audited like checkPassphrase) when it is not. */
+  proveHuman(passphrase: string, attempt: PassphraseAttempt & { during: HumanAct }): Promise<HumanProof>;
+  /** Audit a human-only act refused before the ledger was asked (bounded per UTC minute, like recordDenial). */
+  recordRefusal(refusal: HumanActRefusal): Promise<void>;
 
   // audit
   queryAudit(q: AuditQuery): Promise<AuditRow[]>;

@@ -33,7 +33,7 @@ export type ReasonCode = (typeof REASON_CODES)[number];
 export class RuncapError extends Error {
   override readonly name = 'RuncapError';
   constructor(
-    readonly code: ReasonCode | 'NOT_FOUND' | 'CONFLICT' | 'PASSPHRASE_WRONG',
+    readonly code: ReasonCode | 'NOT_FOUND' | 'CONFLICT' | 'PASSPHRASE_WRONG' | 'PASSPHRASE_REQUIRED',
     message: string,
     readonly details: Record<string, unknown> = {},
   ) {
@@ -43,4 +43,9 @@ export class RuncapError extends Error {
 
 export function isRuncapError(err: unknown): err is RuncapError {
   return err instanceof RuncapError;
+}
+
+/** Whether a RuncapError's code is one an agent is told (the others are the CLI's: not found, conflict, passphrase). */
+export function isReasonCode(code: RuncapError['code']): code is ReasonCode {
+  return (REASON_CODES as readonly string[]).includes(code);
 }

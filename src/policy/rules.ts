@@ -19,6 +19,14 @@ export type Recipient =
   | { kind: 'email_reply_to'; address: string };
 
 export const VENDOR_PREFIXES = ['stripe.', 'twilio.', 'resend.'] as const;
+/** The vendors a global limit can name: one per prefix. */
+export const VENDORS = VENDOR_PREFIXES.map((p) => p.slice(0, -1));
+
+/**
+ * The global limit `runcap init` writes into a new home, per vendor and UTC month: $100, the
+ * per-provider default Stripe's agent payment protocol with Cloudflare applies. A human raises it.
+ */
+export const NEW_HOME_MONTHLY_LIMIT_MICROS = 100_000_000;
 
 export function vendorOf(action: string): string | undefined {
   const prefix = VENDOR_PREFIXES.find((p) => action.startsWith(p));

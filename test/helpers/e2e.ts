@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import { homePath } from '../../src/config.js';
 import { openGuard, type Guard } from '../../src/guard/index.js';
 import type { PolicyInput } from '../../src/policy/schema.js';
+import type { HumanProof } from '../../src/ledger/types.js';
 import { pointHomeAtSim, shiftedClockEnv, simServerEnv, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
 
 export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/main.js');
@@ -101,7 +102,10 @@ export interface Home {
   home: string;
   guard: Guard;
   sim: VendorSim;
-  issue(label: string, policy: PolicyInput, opts?: { ttlSeconds?: number; parentId?: string }): Promise<{ id: string; key: string }>;
+  /** a root key (with the test human's proof), or with `parent` (that key's secret) a child of a may_delegate key */
+  issue(label: string, policy: PolicyInput, opts?: { ttlSeconds?: number; parent?: string }): Promise<{ id: string; key: string }>;
+  /** the proof the test's human made by setting the passphrase: for widening limits and freeing money by hand */
+  proof: HumanProof;
   /** Scans for leaked secrets (throws listing them), then removes the home. */
   cleanup(): Promise<void>;
 }
@@ -123,13 +127,15 @@ export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
     writeFileSync(homePath(home, 'credentials'), JSON.stringify(creds), { mode: 0o600 });
   }
   const guard = openGuard({ home });
-  await guard.ledger.setPassphrase(PASSPHRASE);
+  const proof = await guard.ledger.setPassphrase(PASSPHRASE, undefined, { by: 'test' });
   const h: Home = {
     home,
     guard,
     sim,
+    proof,
     async issue(label, policy, o = {}) {
-      const { info, key } = await guard.ledger.issueKey({ label, policy, issuedBy: 'test', ...o });
+      const input = { label, policy, issuedBy: 'test', ...(o.ttlSeconds !== undefined ? { ttlSeconds: o.ttlSeconds } : {}) };
+      const { info, key } = o.parent !== undefined ? await guard.ledger.issueChildKey(o.parent, input) : await guard.ledger.issueKey({ ...input, proof });
       forbidKey(key, `vault key ${label}`);
       return { id: info.id, key };
     },

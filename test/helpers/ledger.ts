@@ -8,7 +8,7 @@ import { expect } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
 import { RuncapError } from '../../src/policy/codes.js';
-import type { AuthorizeRequest, Clock, Decision, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
+import type { AuthorizeRequest, Clock, Decision, HumanProof, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
 
 export class TestClock {
   constructor(public ms = Date.UTC(2026, 10, 22, 12, 0, 0)) {}
@@ -41,6 +41,7 @@ export function openTestLedger<C extends { readonly now: Clock } = TestClock>(op
     auditSecret: secret,
     clock: clock.now,
     busyTimeoutMs: opts.busyTimeoutMs ?? 2000,
+    passphraseCost: TEST_PASSPHRASE_COST,
     ...(opts.staleAfterMs !== undefined ? { staleAfterMs: opts.staleAfterMs } : {}),
   });
   return {
@@ -51,7 +52,7 @@ export function openTestLedger<C extends { readonly now: Clock } = TestClock>(op
     dir,
     /** a second connection to the same file (another process would behave alike) */
     reopen(extra: { busyTimeoutMs?: number } = {}) {
-      return new SqliteLedger({ file, auditSecret: secret, clock: clock.now, busyTimeoutMs: extra.busyTimeoutMs ?? 2000 });
+      return new SqliteLedger({ file, auditSecret: secret, clock: clock.now, busyTimeoutMs: extra.busyTimeoutMs ?? 2000, passphraseCost: TEST_PASSPHRASE_COST });
     },
     async close() {
       await ledger.close();
@@ -80,8 +81,32 @@ export const PAY = 'stripe.payment_intents.create';
 export const SMS = 'twilio.messages.create';
 export const EMAIL = 'resend.emails.send';
 
-export function issue(ledger: Ledger, label: string, policy: PolicyInput, extra: { ttlSeconds?: number; parentId?: string; issuedBy?: string } = {}): Promise<IssuedKey> {
-  return ledger.issueKey({ label, policy, issuedBy: extra.issuedBy ?? 'alice', ...(extra.ttlSeconds !== undefined ? { ttlSeconds: extra.ttlSeconds } : {}), ...(extra.parentId ? { parentId: extra.parentId } : {}) });
+/** The approver passphrase of every test ledger, and the scrypt cost it is hashed at (the least the ledger takes: tests make hundreds). */
+export const TEST_PASSPHRASE = 'test approver passphrase';
+export const TEST_PASSPHRASE_COST = 10;
+
+const proofs = new WeakMap<Ledger, Promise<HumanProof>>();
+
+/** A human's proof on this ledger, as a test's human would make it: setting the passphrase, or typing it. */
+export function humanProof(ledger: Ledger): Promise<HumanProof> {
+  let proof = proofs.get(ledger);
+  if (!proof) {
+    proof = ledger
+      .hasPassphrase()
+      .then((has) => (has ? ledger.proveHuman(TEST_PASSPHRASE, { by: 'alice', during: 'keys issue' }) : ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' })));
+    proofs.set(ledger, proof);
+  }
+  return proof;
+}
+
+/**
+ * A root key (with the test human's proof), or with `parent` (that key's secret) a child issued the way
+ * scripts do: the parent must be a may_delegate key.
+ */
+export async function issue(ledger: Ledger, label: string, policy: PolicyInput, extra: { ttlSeconds?: number; parent?: string; issuedBy?: string } = {}): Promise<IssuedKey> {
+  const input = { label, policy, issuedBy: extra.issuedBy ?? 'alice', ...(extra.ttlSeconds !== undefined ? { ttlSeconds: extra.ttlSeconds } : {}) };
+  if (extra.parent !== undefined) return ledger.issueChildKey(extra.parent, input);
+  return ledger.issueKey({ ...input, proof: await humanProof(ledger) });
 }
 
 /** The allowed decision's reservation id; fails the test on a denial. */

@@ -17,7 +17,7 @@ const call = (key: string, estimate = usd(1), action = PAY, extra: Parameters<ty
 describe('expiry and revocation take effect on the very next authorize', () => {
   it('expiry, to the millisecond, for the key, its child and its session', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, session: { caps: [] } }, { ttlSeconds: 3600 });
-    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parentId: root.info.id });
+    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key });
     const session = await t.ledger.mintSession(root.key);
     expect(child.info.expiresAt).toBe(root.info.expiresAt);
     expect(session.info.expiresAt).toBe(root.info.expiresAt);
@@ -32,7 +32,7 @@ describe('expiry and revocation take effect on the very next authorize', () => {
 
   it('a child that expires before its parent stops on its own', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'] }, { ttlSeconds: 7200 });
-    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parentId: root.info.id, ttlSeconds: 60 });
+    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key, ttlSeconds: 60 });
     t.clock.advance(MINUTE);
     expect(code(await call(child.key))).toBe('KEY_EXPIRED');
     expect(code(await call(root.key))).toBe('ALLOWED');
@@ -40,7 +40,7 @@ describe('expiry and revocation take effect on the very next authorize', () => {
 
   it('revoking a key stops it, every descendant and every session at once, and nothing else', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, session: { caps: [] } });
-    const mid = await issue(t.ledger, 'mid', { allow: ['*'], may_delegate: true }, { parentId: root.info.id });
+    const mid = await issue(t.ledger, 'mid', { allow: ['*'], may_delegate: true }, { parent: root.key });
     const leaf = await t.ledger.delegateKey(mid.key, { label: 'leaf', capTotalMicros: usd(5) });
     const session = await t.ledger.mintSession(root.key);
     const other = await issue(t.ledger, 'other', { allow: ['*'] });
@@ -77,7 +77,7 @@ describe('the decision reads every ancestor, not only what was copied onto the c
   // revocation cascades and expiry is clipped when a key is written; the decision must not rely on that alone
   it('a child whose own row says active is refused while an ancestor is revoked or expired', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'] }, { ttlSeconds: 3600 });
-    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parentId: root.info.id });
+    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key });
     await t.ledger.revokeKey(root.info.id, { by: 'alice' });
     const raw = new Database(t.file);
     try {
@@ -97,8 +97,8 @@ describe('the decision reads every ancestor, not only what was copied onto the c
 describe('every ancestor rule applies to a child', () => {
   it('spend of children and grandchildren counts against the parent cap', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: usd(100) }] });
-    const a = await issue(t.ledger, 'a', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: usd(60) }] }, { parentId: root.info.id });
-    const b = await issue(t.ledger, 'b', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(60) }] }, { parentId: root.info.id });
+    const a = await issue(t.ledger, 'a', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: usd(60) }] }, { parent: root.key });
+    const b = await issue(t.ledger, 'b', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(60) }] }, { parent: root.key });
     const aa = await t.ledger.delegateKey(a.key, { label: 'aa', capTotalMicros: usd(30) });
     allowedId(await call(a.key, usd(30)));
     allowedId(await call(aa.key, usd(20)));
@@ -118,8 +118,8 @@ describe('every ancestor rule applies to a child', () => {
 
   it("an ancestor's rate counts the calls of all its descendants", async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], rate_per_min: 3 });
-    const a = await issue(t.ledger, 'a', { allow: ['*'] }, { parentId: root.info.id });
-    const b = await issue(t.ledger, 'b', { allow: ['*'] }, { parentId: root.info.id });
+    const a = await issue(t.ledger, 'a', { allow: ['*'] }, { parent: root.key });
+    const b = await issue(t.ledger, 'b', { allow: ['*'] }, { parent: root.key });
     expect(code(await call(a.key))).toBe('ALLOWED');
     expect(code(await call(a.key))).toBe('ALLOWED');
     expect(code(await call(b.key))).toBe('ALLOWED');
@@ -149,7 +149,7 @@ describe('every ancestor rule applies to a child', () => {
 
   it('recipient and approval rules are inherited by a child that names none', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], email_domains: ['example.com'], approve_over_usd_micros: usd(5) });
-    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parentId: root.info.id });
+    const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key });
     expect(code(await call(child.key, usd(0.001), EMAIL, { recipients: [{ kind: 'email_recipient', address: 'x@evil.test' }] }))).toBe('RECIPIENT_NOT_ALLOWED');
     expect(code(await call(child.key, usd(0.001), EMAIL, { recipients: [{ kind: 'email_recipient', address: 'x@example.com' }] }))).toBe('ALLOWED');
     expect(code(await call(child.key, usd(6)))).toBe('APPROVAL_REQUIRED');
@@ -163,7 +163,7 @@ describe('the SMS sender rule passes to sessions and delegated keys', () => {
     expect(session.info.policy.sms_from).toEqual(['+15005550006', '+15005550008']);
     const delegated = await t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(1) });
     expect(delegated.info.policy.sms_from).toEqual(['+15005550006', '+15005550008']);
-    const narrower = await issue(t.ledger, 'narrow', { allow: [SMS], sms_from: ['+15005550008'] }, { parentId: root.info.id });
+    const narrower = await issue(t.ledger, 'narrow', { allow: [SMS], sms_from: ['+15005550008'] }, { parent: root.key });
     expect(narrower.info.policy.sms_from).toEqual(['+15005550008']);
   });
 });
@@ -205,7 +205,7 @@ describe('widening is refused, and writes nothing', () => {
     const root = await issue(t.ledger, 'root', parentPolicy, { ttlSeconds: 3600 });
     await spend70(root.key);
     const before = dbState(t.file);
-    const err = await expectCode(issue(t.ledger, 'kid', policy, { parentId: root.info.id }), 'INVALID_INPUT');
+    const err = await expectCode(issue(t.ledger, 'kid', policy, { parent: root.key }), 'INVALID_INPUT');
     expect(err.message).toMatch(/widening refused/);
     expect(dbState(t.file)).toEqual(before);
   });
@@ -217,7 +217,7 @@ describe('widening is refused, and writes nothing', () => {
       t.ledger,
       'kid',
       { allow: [PAY], caps: [{ window: 'total', usd_micros: usd(30) }, { window: 'per_call', usd_micros: usd(20) }], sms_countries: ['US'], rate_per_min: 10, approve_over_usd_micros: usd(15) },
-      { parentId: root.info.id },
+      { parent: root.key },
     );
     expect(kid.info.label).toBe('root/kid');
     expect(kid.info.policy).toMatchObject({ email_domains: ['example.com'], email_from: ['bot@example.com'] });
@@ -227,7 +227,7 @@ describe('widening is refused, and writes nothing', () => {
   it('a TTL past the parent is refused; no TTL is clipped to the parent', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true }, { ttlSeconds: 3600 });
     const before = dbState(t.file);
-    await expectCode(issue(t.ledger, 'kid', { allow: ['*'] }, { parentId: root.info.id, ttlSeconds: 3601 }), 'INVALID_INPUT');
+    await expectCode(issue(t.ledger, 'kid', { allow: ['*'] }, { parent: root.key, ttlSeconds: 3601 }), 'INVALID_INPUT');
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: 1, ttlSeconds: 3601 }), 'INVALID_INPUT');
     expect(dbState(t.file)).toEqual(before);
     const kid = await t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: 1 });
@@ -253,15 +253,15 @@ describe('widening is refused, and writes nothing', () => {
 describe('depth and children limits', () => {
   it('max_depth counts from every ancestor', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, max_depth: 2 });
-    const a = await issue(t.ledger, 'a', { allow: ['*'], may_delegate: true, max_depth: 8 }, { parentId: root.info.id });
+    const a = await issue(t.ledger, 'a', { allow: ['*'], may_delegate: true, max_depth: 8 }, { parent: root.key });
     const b = await t.ledger.delegateKey(a.key, { label: 'b', capTotalMicros: usd(1) });
     expect(b.info.depth).toBe(2);
-    const shallow = await issue(t.ledger, 'shallow', { allow: ['*'], may_delegate: true, max_depth: 1 }, { parentId: root.info.id });
-    await issue(t.ledger, 'x', { allow: ['*'], may_delegate: true }, { parentId: shallow.info.id });
+    const shallow = await issue(t.ledger, 'shallow', { allow: ['*'], may_delegate: true, max_depth: 1 }, { parent: root.key });
+    await issue(t.ledger, 'x', { allow: ['*'], may_delegate: true }, { parent: shallow.key });
     // b is at the root's limit (2), and a's own limit of 8 does not lift it
-    const bb = await issue(t.ledger, 'bb', { allow: ['*'], may_delegate: true }, { parentId: a.info.id });
+    const bb = await issue(t.ledger, 'bb', { allow: ['*'], may_delegate: true }, { parent: a.key });
     const before = dbState(t.file);
-    await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parentId: bb.info.id }), 'INVALID_INPUT');
+    await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: bb.key }), 'INVALID_INPUT');
     expect(dbState(t.file)).toEqual(before);
   });
 
@@ -272,7 +272,7 @@ describe('depth and children limits', () => {
     for (let i = 0; i < 3; i++) await t.ledger.mintSession(root.key);
     const before = dbState(t.file);
     await expectCode(t.ledger.delegateKey(root.key, { label: 'c', capTotalMicros: 1 }), 'INVALID_INPUT');
-    await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parentId: root.info.id }), 'INVALID_INPUT');
+    await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: root.key }), 'INVALID_INPUT');
     expect(dbState(t.file)).toEqual(before);
     await t.ledger.revokeKey(a.info.id, { by: 'alice' });
     await t.ledger.delegateKey(root.key, { label: 'c', capTotalMicros: 1 });

@@ -89,7 +89,7 @@ describe('RECIPIENT_NOT_ALLOWED', () => {
     const senders = await issue(t.ledger, 'senders', { allow: ['*'], email_domains: ['example.com'], email_from: ['bot@example.com'] });
     const open = await issue(t.ledger, 'open', { allow: ['*'] });
     // the parent has only a domain rule; the child adds a sender rule: both hold
-    const child = await issue(t.ledger, 'kid', { allow: ['*'], email_from: ['bot@example.com'] }, { parentId: domains.info.id });
+    const child = await issue(t.ledger, 'kid', { allow: ['*'], email_from: ['bot@example.com'] }, { parent: domains.key });
     let n = 0;
     const mail = (key: string, replyTo: string) =>
       t.ledger.authorize(req(key, EMAIL, usd(0.001), { n: ++n }, { recipients: [{ kind: 'email_recipient', address: 'a@example.com' }, { kind: 'email_reply_to', address: replyTo }] }));
@@ -107,7 +107,7 @@ describe('RECIPIENT_NOT_ALLOWED', () => {
   it('the SMS sender rule: only the listed numbers and Messaging Services, for the key and every ancestor', async () => {
     const mg = `MG${'a'.repeat(32)}`;
     const root = await issue(t.ledger, 'root', { allow: ['*'], sms_from: ['+15005550006', mg] });
-    const child = await issue(t.ledger, 'kid', { allow: ['*'] }, { parentId: root.info.id });
+    const child = await issue(t.ledger, 'kid', { allow: ['*'] }, { parent: root.key });
     const open = await issue(t.ledger, 'open', { allow: ['*'] });
     let n = 0;
     const sms = (key: string, sender: string) =>

@@ -109,8 +109,8 @@ describe('sibling runs under one root do not block each other', () => {
   it('two children (not sessions) of one root: an unresolved call, a denial and 20 waiting requests of one leave the other free', async () => {
     await t.ledger.setPassphrase(PASS);
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, approve_over_usd_micros: usd(10) });
-    const a = await issue(t.ledger, 'a', { allow: ['*'] }, { parentId: root.info.id });
-    const b = await issue(t.ledger, 'b', { allow: ['*'] }, { parentId: root.info.id });
+    const a = await issue(t.ledger, 'a', { allow: ['*'] }, { parent: root.key });
+    const b = await issue(t.ledger, 'b', { allow: ['*'] }, { parent: root.key });
 
     const uncertain = allowedId(await t.ledger.authorize(req(a.key, PAY, usd(5), { customer: 'cus_1' })));
     await t.ledger.markUncertain(uncertain, 'timeout');
@@ -129,8 +129,8 @@ describe('sibling runs under one root do not block each other', () => {
 
   it('sessions of two different templates under one root are two families', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true });
-    const ta = await issue(t.ledger, 'ta', TEMPLATE, { parentId: root.info.id });
-    const tb = await issue(t.ledger, 'tb', TEMPLATE, { parentId: root.info.id });
+    const ta = await issue(t.ledger, 'ta', TEMPLATE, { parent: root.key });
+    const tb = await issue(t.ledger, 'tb', TEMPLATE, { parent: root.key });
     const sa = await t.ledger.mintSession(ta.key);
     const sb = await t.ledger.mintSession(tb.key);
     const first = allowedId(await t.ledger.authorize(req(sa.key, PAY, usd(5), { customer: 'cus_1' })));
@@ -160,7 +160,7 @@ describe('a key a run delegated itself does not launder its calls', () => {
 
   it("a child of a plain key: the parent's unresolved call holds the child's identical one; the parent is not held by the child's", async () => {
     const parent = await issue(t.ledger, 'orchestrator', DELEGATING);
-    const child = await issue(t.ledger, 'sub-agent', { allow: ['*'] }, { parentId: parent.info.id });
+    const child = await issue(t.ledger, 'sub-agent', { allow: ['*'] }, { parent: parent.key });
     const first = allowedId(await t.ledger.authorize(req(parent.key, PAY, usd(5), { n: 1 })));
     await t.ledger.markUncertain(first, 'timeout');
     expect(await t.ledger.authorize(req(child.key, PAY, usd(5), { n: 1 }))).toMatchObject({ code: 'DUPLICATE_PENDING', reservationId: first });

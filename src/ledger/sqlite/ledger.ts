@@ -6,7 +6,7 @@
  */
 import type Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { RuncapError, type ReasonCode } from '../../policy/codes.js';
+import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
 import { globsCover, isValidAction } from '../../policy/glob.js';
 import {
   actionRefusedBy,
@@ -19,12 +19,14 @@ import {
   spendGroupOf,
   usdDecimal,
   vendorOf,
+  VENDORS,
   windowKey,
   windowsAt,
   type ChainMember,
   type Windows,
 } from '../../policy/rules.js';
 import {
+  DEFAULT_MAX_CHILDREN,
   DEFAULT_TTL_S,
   MAX_MICROS,
   MAX_TTL_S,
@@ -55,7 +57,11 @@ import type {
   ChainHead,
   Clock,
   Decision,
+  ChildKeyInput,
   DelegateInput,
+  HumanAct,
+  HumanActRefusal,
+  HumanProof,
   IssuedKey,
   IssueKeyInput,
   KeyInfo,
@@ -95,7 +101,14 @@ export interface SqliteLedgerOptions {
   busyTimeoutMs?: number;
   /** vendor timeout + 60 s: a reservation pending longer is stale */
   staleAfterMs?: number;
+  /** log2 of scrypt's N for a passphrase set through this ledger (default 15; tests lower it, never below 10) */
+  passphraseCost?: number;
 }
+
+const HUMAN_ACTS: readonly HumanAct[] = ['keys issue', 'limits set', 'reconcile resolve'];
+
+/** How a key came to be, in its key_issued row: what vouched for the budget it carries. */
+type KeyAuthority = 'passphrase' | 'parent key' | 'delegate_key' | 'session template';
 
 const DAY_MS = 24 * 3600 * 1000;
 const PENDING_APPROVAL_MS = DAY_MS;
@@ -173,6 +186,9 @@ export class SqliteLedger implements Ledger {
   private readonly audit: AuditLog;
   private readonly clock: Clock;
   private readonly staleAfterMs: number;
+  private readonly passphraseCost: number | undefined;
+  /** every HumanProof this ledger made → the passphrase hash it proved (a look-alike object is in no such map) */
+  private readonly proofs = new WeakMap<HumanProof, string>();
   private readonly st: { [K in keyof typeof SQL]: Database.Statement<unknown[]> };
 
   constructor(opts: SqliteLedgerOptions) {
@@ -180,6 +196,7 @@ export class SqliteLedger implements Ledger {
     this.audit = new AuditLog(this.db, opts.auditSecret);
     this.clock = opts.clock ?? Date.now;
     this.staleAfterMs = opts.staleAfterMs ?? 90_000;
+    this.passphraseCost = opts.passphraseCost;
     this.st = Object.fromEntries(
       Object.entries(SQL).map(([name, sql]) => [name, this.db.prepare(sql)]),
     ) as SqliteLedger['st'];
@@ -208,45 +225,73 @@ export class SqliteLedger implements Ledger {
     const policy = parsePolicy(input.policy);
     const ttl = input.ttlSeconds === undefined ? undefined : checkTtl(input.ttlSeconds);
     const now = this.clock();
-    return transaction(this.db, 'full', () => {
-      if (input.parentId === undefined) {
+    return this.humanOnly('keys issue', input.proof, input.issuedBy, () =>
+      transaction(this.db, 'full', () => {
+        this.assertProof(input.proof, 'a root key creates budget');
         const expiresAt = now + (ttl ?? DEFAULT_TTL_S) * 1000;
-        return this.insertKey({ label: input.label, issuedBy: input.issuedBy, policy, expiresAt, parent: null, isSession: false, now });
-      }
-      const parent = this.keyRow(input.parentId);
-      if (!parent) throw new RuncapError('NOT_FOUND', `no key ${input.parentId}`);
-      const chain = this.chainOf(parent);
-      this.assertUsable(chain, now);
-      const issued = this.insertChild(chain, { label: input.label, policy, ttlSeconds: ttl, issuedBy: input.issuedBy, now, isSession: false });
-      return issued;
+        return this.insertKey({ label: input.label, issuedBy: input.issuedBy, policy, expiresAt, parent: null, isSession: false, now, authority: 'passphrase' });
+      }),
+    );
+  }
+
+  async issueChildKey(presentedParentKey: string, input: ChildKeyInput): Promise<IssuedKey> {
+    return this.childOf(presentedParentKey, 'keys.issue', () => {
+      checkLabel(input.label);
+      checkName(input.issuedBy, 'issuer');
+      return { label: input.label, policy: input.policy, ttlSeconds: input.ttlSeconds, issuedBy: input.issuedBy, authority: 'parent key' };
     });
   }
 
   async delegateKey(presentedKey: string, input: DelegateInput): Promise<IssuedKey> {
-    checkLabel(input.label);
-    checkMicros(input.capTotalMicros, 'cap_total_usd');
-    const ttl = input.ttlSeconds === undefined ? undefined : checkTtl(input.ttlSeconds);
-    const now = this.clock();
-    return transaction(this.db, 'full', () => {
-      const chain = this.resolveChain(presentedKey, now);
-      const parent = chain[chain.length - 1]!;
+    return this.childOf(presentedKey, 'mcp.delegate_key', (parent) => {
+      checkLabel(input.label);
+      checkMicros(input.capTotalMicros, 'cap_total_usd');
       const parentPolicy = policyOf(parent);
-      if (!parentPolicy.may_delegate) throw new RuncapError('ACTION_NOT_ALLOWED', `key ${parent.label} may not delegate`);
-      const policy = parsePolicy({
-        allow: input.allow ?? parentPolicy.allow,
-        caps: [{ window: 'total', usd_micros: input.capTotalMicros }],
-        may_delegate: false,
-      });
-      const issued = this.insertChild(chain, {
+      return {
         label: input.label,
-        policy,
-        ttlSeconds: ttl,
+        policy: { allow: input.allow ?? parentPolicy.allow, caps: [{ window: 'total', usd_micros: input.capTotalMicros }], may_delegate: false },
+        ttlSeconds: input.ttlSeconds,
         issuedBy: `${parent.label} (delegate_key)`,
-        now,
-        isSession: false,
-      });
-      return issued;
+        authority: 'delegate_key',
+      };
     });
+  }
+
+  /**
+   * A child of the presented key: only when it may delegate, only narrower, at most its
+   * max_children live. Whatever is refused is audited on the parent's chain (or the global
+   * one, for a key that does not resolve), bounded like recordDenial: a loop of refused
+   * issues cannot flood the audit.
+   */
+  private async childOf(
+    presentedParentKey: string,
+    action: string,
+    spec: (parent: KeyRow) => { label: string; policy: PolicyInput; ttlSeconds: number | undefined; issuedBy: string; authority: KeyAuthority },
+  ): Promise<IssuedKey> {
+    const now = this.clock();
+    try {
+      return transaction(this.db, 'full', () => {
+        const chain = this.resolveChain(presentedParentKey, now);
+        const parent = chain[chain.length - 1]!;
+        const parentPolicy = policyOf(parent);
+        if (!parentPolicy.may_delegate) {
+          throw new RuncapError('ACTION_NOT_ALLOWED', `key ${parent.label} may not delegate: only a key issued with --may-delegate can have children; nothing was issued`);
+        }
+        const s = spec(parent);
+        if (s.policy.max_children !== undefined && s.policy.max_children > parentPolicy.max_children) {
+          throw new RuncapError('INVALID_INPUT', `widening refused: --max-children ${s.policy.max_children} is above the parent's ${parentPolicy.max_children} (a child can only narrow ${parent.label})`);
+        }
+        // left out, a child may have no more children of its own than its parent may
+        const policy = parsePolicy({ ...s.policy, max_children: s.policy.max_children ?? Math.min(DEFAULT_MAX_CHILDREN, parentPolicy.max_children) });
+        const ttl = s.ttlSeconds === undefined ? undefined : checkTtl(s.ttlSeconds);
+        return this.insertChild(chain, { label: s.label, policy, ttlSeconds: ttl, issuedBy: s.issuedBy, now, isSession: false, authority: s.authority });
+      });
+    } catch (err) {
+      if (err instanceof RuncapError && isReasonCode(err.code)) {
+        await this.recordDenial(presentedParentKey, { action, code: err.code, message: err.message }).catch(() => {});
+      }
+      throw err;
+    }
   }
 
   async mintSession(presentedKey: string): Promise<IssuedKey> {
@@ -279,7 +324,7 @@ export class SqliteLedger implements Ledger {
       const wanted = now + (p.session.ttl_s ?? DEFAULT_TTL_S) * 1000;
       const expiresAt = Math.min(wanted, ...chain.map((k) => k.expires_at));
       const label = `${parent.label}/s-${randomBytes(4).toString('hex')}`;
-      const issued = this.insertKey({ label, issuedBy: parent.issued_by, policy, expiresAt, parent, isSession: true, now, event: 'session_minted' });
+      const issued = this.insertKey({ label, issuedBy: parent.issued_by, policy, expiresAt, parent, isSession: true, now, event: 'session_minted', authority: 'session template' });
       return issued;
     });
   }
@@ -351,44 +396,56 @@ export class SqliteLedger implements Ledger {
 
   // ───────────────────────── global vendor caps ─────────────────────────
 
-  async setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string): Promise<void> {
-    if (!['stripe', 'twilio', 'resend'].includes(vendor)) throw new RuncapError('INVALID_INPUT', `unknown vendor ${vendor} (stripe, twilio or resend)`);
+  async setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string, proof?: HumanProof): Promise<void> {
+    if (!VENDORS.includes(vendor)) throw new RuncapError('INVALID_INPUT', `unknown vendor ${vendor} (stripe, twilio or resend)`);
     if (window !== 'daily' && window !== 'monthly') throw new RuncapError('INVALID_INPUT', 'window must be daily or monthly');
     if (limitMicros !== null) checkMicros(limitMicros, 'limit');
     checkName(by, 'operator');
     const now = this.clock();
-    transaction(this.db, 'full', () => {
-      const scope = `vendor:${vendor}`;
-      const existing = this.db.prepare('SELECT id FROM caps WHERE key_id IS NULL AND scope = ? AND window = ?').get(scope, window) as { id: number } | undefined;
-      if (existing) {
-        this.db.prepare('DELETE FROM caps WHERE id = ?').run(existing.id);
-        this.db.prepare('DELETE FROM counters WHERE scope = ?').run(`cap:${existing.id}`);
-        this.db.prepare('DELETE FROM reservation_counts WHERE scope = ?').run(`cap:${existing.id}`);
-      }
-      if (limitMicros !== null) {
-        const capId = Number(
-          this.db.prepare('INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (NULL, ?, ?, ?, NULL, ?)').run(scope, window, limitMicros, `${vendor}.*`).lastInsertRowid,
-        );
-        // A new cap starts from what already counts in its current window, so setting it never resets spend.
-        const column = window === 'daily' ? 'day' : 'month';
-        const current = windowsAt(now)[window === 'daily' ? 'day' : 'month'];
-        const open = this.db
-          .prepare(`SELECT id FROM reservations WHERE ${column} = ? AND action LIKE ? AND state != 'released'`)
-          .all(current, `${vendor}.%`) as { id: string }[];
-        for (const r of open) {
-          const res = this.st.reservationById.get(r.id) as ReservationRow;
-          this.st.insertCount.run(r.id, `cap:${capId}`, windowKey(window, { day: res.day, month: res.month }));
-          this.addCounter(`cap:${capId}`, windowKey(window, { day: res.day, month: res.month }), contribution(res));
+    return this.humanOnly('limits set', proof, by, () =>
+      transaction(this.db, 'full', () => {
+        const scope = `vendor:${vendor}`;
+        const existing = this.db.prepare('SELECT id, usd_micros FROM caps WHERE key_id IS NULL AND scope = ? AND window = ?').get(scope, window) as { id: number; usd_micros: number } | undefined;
+        // raising or removing a limit creates budget; lowering it, or adding one, only narrows
+        const widens = existing !== undefined && (limitMicros === null || limitMicros > existing.usd_micros);
+        if (widens) this.assertProof(proof, `${limitMicros === null ? 'removing' : 'raising'} the ${window} limit of ${vendor} creates budget`);
+        if (existing) {
+          this.db.prepare('DELETE FROM caps WHERE id = ?').run(existing.id);
+          this.db.prepare('DELETE FROM counters WHERE scope = ?').run(`cap:${existing.id}`);
+          this.db.prepare('DELETE FROM reservation_counts WHERE scope = ?').run(`cap:${existing.id}`);
         }
-      }
-      this.audit.append(now, {
-        event: 'limit_set',
-        action: `${vendor}.*`,
-        amountMicros: limitMicros,
-        details: { vendor, window, by, limit_usd: limitMicros === null ? null : usdDecimal(limitMicros) },
-      });
-      return undefined;
-    });
+        if (limitMicros !== null) {
+          const capId = Number(
+            this.db.prepare('INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (NULL, ?, ?, ?, NULL, ?)').run(scope, window, limitMicros, `${vendor}.*`).lastInsertRowid,
+          );
+          // A new cap starts from what already counts in its current window, so setting it never resets spend.
+          const column = window === 'daily' ? 'day' : 'month';
+          const current = windowsAt(now)[window === 'daily' ? 'day' : 'month'];
+          const open = this.db
+            .prepare(`SELECT id FROM reservations WHERE ${column} = ? AND action LIKE ? AND state != 'released'`)
+            .all(current, `${vendor}.%`) as { id: string }[];
+          for (const r of open) {
+            const res = this.st.reservationById.get(r.id) as ReservationRow;
+            this.st.insertCount.run(r.id, `cap:${capId}`, windowKey(window, { day: res.day, month: res.month }));
+            this.addCounter(`cap:${capId}`, windowKey(window, { day: res.day, month: res.month }), contribution(res));
+          }
+        }
+        this.audit.append(now, {
+          event: 'limit_set',
+          action: `${vendor}.*`,
+          amountMicros: limitMicros,
+          details: {
+            vendor,
+            window,
+            by,
+            limit_usd: limitMicros === null ? null : usdDecimal(limitMicros),
+            was_usd: existing ? usdDecimal(existing.usd_micros) : null,
+            ...(widens ? { widened: true, passphrase_typed_by: proof!.by } : {}),
+          },
+        });
+        return undefined;
+      }),
+    );
   }
 
   async listVendorLimits(): Promise<VendorLimit[]> {
@@ -764,33 +821,56 @@ export class SqliteLedger implements Ledger {
 
   // ───────────────────────── state transitions ─────────────────────────
 
-  async settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts: { estimated?: boolean; note?: string } = {}): Promise<Reservation> {
+  async settle(
+    reservationId: string,
+    actualMicros: number,
+    vendorRef: string | null,
+    opts: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof } = {},
+  ): Promise<Reservation> {
     checkMicros(actualMicros, 'actual');
     checkRef(vendorRef);
     const note = opts.note === undefined ? undefined : checkText(opts.note, 'note', 1000);
-    return this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
-      const from = r.state as 'pending' | 'uncertain';
-      const next = { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now, note: note ?? r.note };
-      const events: AuditInput[] = [
-        { event: 'settled', amountMicros: actualMicros, vendorRef: next.vendor_ref, details: { from, estimate: r.estimate, estimated: !!opts.estimated, ...(note ? { why: note } : {}) } },
-      ];
-      if (actualMicros > r.estimate) events.push(overrun(r.estimate, actualMicros, next.vendor_ref));
-      return { next, delta: { settled: actualMicros, [from]: -r.estimate }, events };
-    });
+    const settling = () =>
+      this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
+        const from = r.state as 'pending' | 'uncertain';
+        // a vendor's answer is the truth; a human's answer below what was reserved frees the difference
+        if (opts.byHand && actualMicros < r.estimate) this.assertProof(opts.proof, `settling ${reservationId} below its reserved ${formatUsd(r.estimate)} frees reserved money`);
+        const next = { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now, note: note ?? r.note };
+        const events: AuditInput[] = [
+          {
+            event: 'settled',
+            amountMicros: actualMicros,
+            vendorRef: next.vendor_ref,
+            details: {
+              from,
+              estimate: r.estimate,
+              estimated: !!opts.estimated,
+              ...(note ? { why: note } : {}),
+              ...(opts.byHand && actualMicros < r.estimate ? { passphrase_typed_by: opts.proof!.by } : {}),
+            },
+          },
+        ];
+        if (actualMicros > r.estimate) events.push(overrun(r.estimate, actualMicros, next.vendor_ref));
+        return { next, delta: { settled: actualMicros, [from]: -r.estimate }, events };
+      });
+    return opts.byHand ? this.humanOnly('reconcile resolve', opts.proof, opts.proof?.by ?? 'unknown', settling) : settling();
   }
 
-  async release(reservationId: string, why: string, opts: { by?: ReleasedBy } = {}): Promise<Reservation> {
+  async release(reservationId: string, why: string, opts: { by?: ReleasedBy; proof?: HumanProof } = {}): Promise<Reservation> {
     const note = checkText(why, 'reason', 1000);
     const by = opts.by ?? 'vendor';
     if (!RELEASED_BY.includes(by)) throw new RuncapError('INVALID_INPUT', `a reservation is released by ${RELEASED_BY.join(', ')}`);
-    return this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
-      const from = r.state as 'pending' | 'uncertain';
-      return {
-        next: { ...r, state: 'released' as const, actual: 0, updated_at: now, note, released_by: by },
-        delta: { [from]: -r.estimate, calls: -1 },
-        events: [{ event: 'released', amountMicros: r.estimate, details: { from, why: note, by } }],
-      };
-    });
+    const releasing = () =>
+      this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
+        const from = r.state as 'pending' | 'uncertain';
+        if (by === 'hand') this.assertProof(opts.proof, `releasing ${reservationId} by hand frees ${formatUsd(r.estimate)} of reserved money`);
+        return {
+          next: { ...r, state: 'released' as const, actual: 0, updated_at: now, note, released_by: by },
+          delta: { [from]: -r.estimate, calls: -1 },
+          events: [{ event: 'released', amountMicros: r.estimate, details: { from, why: note, by, ...(by === 'hand' ? { passphrase_typed_by: opts.proof!.by } : {}) } }],
+        };
+      });
+    return by === 'hand' ? this.humanOnly('reconcile resolve', opts.proof, opts.proof?.by ?? 'unknown', releasing) : releasing();
   }
 
   async settleReleased(reservationId: string, actualMicros: number, vendorRef: string, opts: { estimated?: boolean; note: string }): Promise<Reservation> {
@@ -1020,15 +1100,17 @@ export class SqliteLedger implements Ledger {
     return read(() => this.setting('passphrase') !== undefined);
   }
 
-  async setPassphrase(newPassphrase: string, oldPassphrase?: string): Promise<void> {
+  async setPassphrase(newPassphrase: string, oldPassphrase?: string, opts: { by?: string } = {}): Promise<HumanProof> {
     if (typeof newPassphrase !== 'string' || newPassphrase.length < 8 || newPassphrase.length > 1024) {
       throw new RuncapError('INVALID_INPUT', 'the approver passphrase must be 8 to 1024 characters');
     }
+    const by = opts.by ?? 'runcap init';
+    checkName(by, 'approver');
     const stored = read(() => this.setting('passphrase'));
     if (stored !== undefined && (oldPassphrase === undefined || !passphraseMatches(oldPassphrase, stored))) {
       throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
     }
-    const hash = hashPassphrase(newPassphrase);
+    const hash = hashPassphrase(newPassphrase, this.passphraseCost);
     const now = this.clock();
     transaction(this.db, 'full', () => {
       // The passphrase checked above must still be the one replaced: two changes at once cannot both win.
@@ -1038,6 +1120,7 @@ export class SqliteLedger implements Ledger {
       this.audit.append(now, { event: 'passphrase_set', details: { replaced: stored !== undefined, passphrase_mac: this.audit.seal(SEAL.passphrase, hash) } });
       return undefined;
     });
+    return this.mintProof(by, hash, now);
   }
 
   async checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean> {
@@ -1048,6 +1131,61 @@ export class SqliteLedger implements Ledger {
     if (typeof passphrase === 'string' && passphraseMatches(passphrase, stored)) return true;
     this.auditWrongPassphrase(now, attempt);
     return false;
+  }
+
+  async proveHuman(passphrase: string, attempt: PassphraseAttempt & { during: HumanAct }): Promise<HumanProof> {
+    checkName(attempt.by, 'approver');
+    const now = this.clock();
+    const stored = read(() => this.setting('passphrase'));
+    if (stored === undefined) {
+      await this.recordRefusal({ act: attempt.during, by: attempt.by, why: 'no approver passphrase is set' });
+      throw new RuncapError('PASSPHRASE_REQUIRED', 'no approver passphrase is set: run `runcap init` first; nothing was done');
+    }
+    if (typeof passphrase !== 'string' || !passphraseMatches(passphrase, stored)) {
+      this.auditWrongPassphrase(now, attempt);
+      throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was done');
+    }
+    return this.mintProof(attempt.by, stored, now);
+  }
+
+  async recordRefusal(refusal: HumanActRefusal): Promise<void> {
+    // a refusal is recorded whatever it was given: the name is cut to something printable, never a reason to lose the row
+    const by = (typeof refusal.by === 'string' ? refusal.by.replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 128) : '') || 'unknown';
+    const why = String(refusal.why).slice(0, 500);
+    const act = HUMAN_ACTS.includes(refusal.act) ? refusal.act : null;
+    const now = this.clock();
+    transaction(this.db, 'normal', () => {
+      if (!this.admitDenialRow(now, null, 'PASSPHRASE_REQUIRED', act)) return;
+      this.appendAudit(now, null, { event: 'refused', action: null, code: 'PASSPHRASE_REQUIRED', details: { act, by, why } });
+    });
+  }
+
+  private mintProof(by: string, hash: string, now: number): HumanProof {
+    const proof: HumanProof = Object.freeze({ by, provenAt: now });
+    this.proofs.set(proof, hash);
+    return proof;
+  }
+
+  /** Inside the transaction that acts: the proof is one this ledger made, for the passphrase still set. */
+  private assertProof(proof: HumanProof | undefined, what: string): asserts proof is HumanProof {
+    const proved = proof !== undefined && proof !== null && typeof proof === 'object' ? this.proofs.get(proof) : undefined;
+    if (proved !== undefined && proved === this.setting('passphrase')) return;
+    throw new RuncapError(
+      'PASSPHRASE_REQUIRED',
+      `${what}: only a human who types the approver passphrase at a terminal may do that${proved !== undefined ? ' (the passphrase changed since it was typed)' : ''}; nothing was done`,
+    );
+  }
+
+  /** Runs a human-only act; a refusal for want of a proof is audited (bounded) before it is thrown on. */
+  private async humanOnly<T>(act: HumanAct, proof: HumanProof | undefined, by: string, run: () => T | Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof RuncapError && err.code === 'PASSPHRASE_REQUIRED') {
+        await this.recordRefusal({ act, by: proof?.by ?? by, why: err.message }).catch(() => {});
+      }
+      throw err;
+    }
   }
 
   // ─────────────────────────────── audit ───────────────────────────────
@@ -1272,7 +1410,7 @@ export class SqliteLedger implements Ledger {
 
   private insertChild(
     chain: KeyRow[],
-    spec: { label: string; policy: Policy; ttlSeconds: number | undefined; issuedBy: string; now: number; isSession: boolean },
+    spec: { label: string; policy: Policy; ttlSeconds: number | undefined; issuedBy: string; now: number; isSession: boolean; authority: KeyAuthority },
   ): IssuedKey {
     const parent = chain[chain.length - 1]!;
     const { now } = spec;
@@ -1298,7 +1436,7 @@ export class SqliteLedger implements Ledger {
       }
     }
     const policy = this.narrowed(chain, spec.policy, now);
-    return this.insertKey({ label: `${parent.label}/${spec.label}`, issuedBy: spec.issuedBy, policy, expiresAt, parent, isSession: spec.isSession, now });
+    return this.insertKey({ label: `${parent.label}/${spec.label}`, issuedBy: spec.issuedBy, policy, expiresAt, parent, isSession: spec.isSession, now, authority: spec.authority });
   }
 
   /** A child's policy may only narrow its parent's: refuse anything wider, inherit what it leaves out. */
@@ -1358,6 +1496,7 @@ export class SqliteLedger implements Ledger {
     isSession: boolean;
     now: number;
     event?: 'key_issued' | 'session_minted';
+    authority: KeyAuthority;
   }): IssuedKey {
     const id = newId('vk');
     const secret = newKeySecret();
@@ -1390,7 +1529,13 @@ export class SqliteLedger implements Ledger {
     this.appendAudit(spec.now, row, {
       event: spec.event ?? 'key_issued',
       // the seal pins the secret hash for verify without putting it, or anything it could be tried against, in the audit
-      details: { policy: spec.policy, expires_at: spec.expiresAt, parent: spec.parent?.id ?? null, secret_hash_mac: this.audit.seal(SEAL.keySecretHash, row.secret_hash) },
+      details: {
+        policy: spec.policy,
+        expires_at: spec.expiresAt,
+        parent: spec.parent?.id ?? null,
+        authority: spec.authority,
+        secret_hash_mac: this.audit.seal(SEAL.keySecretHash, row.secret_hash),
+      },
     });
     return { info: toKeyInfo(row, chain, spec.now), key: formatKey(id, secret) };
   }

@@ -1,7 +1,7 @@
 import type { McpServer } from '@modelcontextprotocol/server';
 import { z } from 'zod';
 import { MAX_USD } from '../../policy/schema.js';
-import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
+import { isReasonCode, isRuncapError, type ReasonCode } from '../../policy/codes.js';
 import { parseDuration } from '../../policy/duration.js';
 import type { ToolContext } from '../context.js';
 import { denial, success, usdString } from '../results.js';
@@ -53,7 +53,7 @@ export function registerDelegateKeyTool(server: McpServer, ctx: ToolContext): vo
         return success(structured, `Child key ${issued.info.id} (${issued.info.label}) created with $${structured.cap_total_usd} total. Give its key to the sub-agent as RUNCAP_KEY only.`);
       } catch (err) {
         if (isRuncapError(err)) {
-          const code: ReasonCode = err.code === 'NOT_FOUND' || err.code === 'CONFLICT' || err.code === 'PASSPHRASE_WRONG' ? 'INVALID_INPUT' : err.code;
+          const code: ReasonCode = isReasonCode(err.code) ? err.code : 'INVALID_INPUT';
           return denial(code, err.message);
         }
         return denial('LEDGER_UNAVAILABLE', 'the child key could not be created; nothing was changed');

@@ -4,7 +4,7 @@
  * in name, description and how they summarize a success.
  */
 import type { McpServer } from '@modelcontextprotocol/server';
-import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
+import { isReasonCode, isRuncapError, type ReasonCode } from '../../policy/codes.js';
 import { recipientRefusal } from '../../policy/rules.js';
 import type { VendorAdapter, VendorName } from '../../vendors/types.js';
 import type { ToolContext } from '../context.js';
@@ -71,7 +71,7 @@ async function decideAndCall(ctx: ToolContext, adapter: VendorAdapter, spec: Ven
       const refused = await regionRefusal(ctx, err.details.region);
       if (refused) return early(refused.result, refused.code);
     }
-    if (isRuncapError(err) && err.code !== 'NOT_FOUND' && err.code !== 'CONFLICT' && err.code !== 'PASSPHRASE_WRONG') {
+    if (isRuncapError(err) && isReasonCode(err.code)) {
       return early(denial(err.code, err.message), err.code);
     }
     return early(denial('INVALID_INPUT', 'the arguments could not be read'), 'INVALID_INPUT');

@@ -3,6 +3,7 @@
  * vendor credentials pointing at a vendor-sim, and keys issued through the
  * ledger API (the same path as `runcap keys issue`).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,13 +44,15 @@ export async function createHome(opts: HomeOptions): Promise<BenchHome> {
     ...opts.config,
   });
   const guard = openGuard({ home, ...(opts.busyTimeoutMs ? { busyTimeoutMs: opts.busyTimeoutMs } : {}) });
+  // root keys need a human's proof: the bench is that human, with a passphrase nobody else learns
+  const proof = await guard.ledger.setPassphrase(randomBytes(18).toString('base64url'), undefined, { by: 'bench' });
   return {
     home,
     ledgerFile: homePath(home, 'ledger'),
     guard,
     simUrl: opts.simUrl,
     async issue(label, policy, ttlSeconds) {
-      const { info, key } = await guard.ledger.issueKey({ label, policy, issuedBy: 'bench', ...(ttlSeconds ? { ttlSeconds } : {}) });
+      const { info, key } = await guard.ledger.issueKey({ label, policy, issuedBy: 'bench', proof, ...(ttlSeconds ? { ttlSeconds } : {}) });
       return { id: info.id, key };
     },
     env(key, extra = {}) {

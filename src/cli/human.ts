@@ -1,0 +1,33 @@
+/**
+ * What only a human may do — a root key, a raised or removed global limit, money
+ * freed by hand — is done with the approver passphrase typed at this terminal:
+ * never piped, never a flag, never the environment. The ledger checks the proof
+ * again inside the transaction that acts.
+ */
+import type { Guard } from '../guard/index.js';
+import type { HumanAct, HumanProof } from '../ledger/types.js';
+import { RuncapError } from '../policy/codes.js';
+import { askHidden, refused } from './io.js';
+
+/**
+ * A HumanProof for one act: `what` (shown before the question) says what it creates.
+ * Without a terminal the act is refused, and the refusal audited; a wrong passphrase
+ * is audited by the ledger.
+ */
+export async function proveAtTerminal(guard: Guard, act: HumanAct, by: string, what: string): Promise<HumanProof> {
+  if (!process.stdin.isTTY) {
+    await guard.ledger.recordRefusal({ act, by, why: 'no terminal to type the approver passphrase on' }).catch(() => {});
+    throw new RuncapError(
+      'PASSPHRASE_REQUIRED',
+      `${what}: that needs the approver passphrase, typed by a human at a terminal (stdin is not one; it is never piped or passed as a flag); nothing was done`,
+    );
+  }
+  let passphrase: string;
+  try {
+    passphrase = await askHidden(`${what}.\nType the approver passphrase to go on (Ctrl-C cancels): `);
+  } catch (err) {
+    if (err instanceof RuncapError && err.message === 'interrupted') throw refused('cancelled; nothing was done');
+    throw err;
+  }
+  return guard.ledger.proveHuman(passphrase, { by, during: act });
+}
