@@ -30,7 +30,7 @@ interface IssueOptions {
   sessionTtl?: number;
   mayDelegate?: boolean;
   maxChildren?: number;
-  parent?: string | true;
+  parent?: boolean;
   by?: string;
   json?: boolean;
 }
@@ -139,10 +139,16 @@ export function registerKeysCommands(program: Command): void {
       'after',
       '\nA key without --parent is budget out of nothing: it asks for the approver passphrase on the terminal.\nScripts and orchestrators issue children of a delegating parent instead:\n  RUNCAP_PARENT_KEY=vk_… runcap keys issue --parent --label run-42 --allow "stripe.*" --cap-total 20\n',
     )
-    .action(async (o: IssueOptions) => {
-      if (typeof o.parent === 'string') {
+    // a stray word is refused below, with the reason, rather than by commander: `--parent ID` was the old form
+    .allowExcessArguments(true)
+    .action(async (o: IssueOptions, command: Command) => {
+      if (command.args.length > 0) {
         // what was written there is not repeated: it may be a key secret, and it is in the process list already
-        throw new UsageError('--parent takes no value: put the parent key in RUNCAP_PARENT_KEY or on stdin (a key on the command line is visible in the process list)');
+        throw new UsageError(
+          o.parent
+            ? '--parent takes no value: put the parent key in RUNCAP_PARENT_KEY or on stdin (a key on the command line is visible in the process list)'
+            : `keys issue takes no arguments, only options (${command.args.length} given)`,
+        );
       }
       const policy = policyFromOptions(o);
       const by = o.by ?? osUser();
