@@ -74,9 +74,9 @@ describe('a root key needs a proof this ledger made, for the passphrase still se
     const proof = await t.ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' });
     const input = { label: 'root', policy: ROOT, issuedBy: 'mallory' };
     await expectRefused(() => t.ledger.issueKey({ ...input, proof: noProof }), { act: 'keys issue', by: 'mallory' });
-    await expectRefused(() => t.ledger.issueKey({ ...input, proof: lookAlike() }), { act: 'keys issue', by: 'x' });
-    // same fields as the real one, but not the object the ledger made
-    await expectRefused(() => t.ledger.issueKey({ ...input, proof: { ...proof } }), { act: 'keys issue', by: 'alice' });
+    await expectRefused(() => t.ledger.issueKey({ ...input, proof: lookAlike() }), { act: 'keys issue', by: 'mallory' });
+    // same fields as the real one, but not the object the ledger made: the row names the caller, not the proof's unvouched name
+    await expectRefused(() => t.ledger.issueKey({ ...input, proof: { ...proof } }), { act: 'keys issue', by: 'mallory' });
     expect(await t.ledger.listKeys()).toEqual([]);
     await expectVerified();
   });
@@ -141,7 +141,7 @@ describe('a root key needs a proof this ledger made, for the passphrase still se
   it('on a ledger with no passphrase there is no proof to be had, and no root key', async () => {
     t = openTestLedger();
     await expectRefused(() => t.ledger.proveHuman(TEST_PASSPHRASE, { by: 'alice', during: 'keys issue' }), { act: 'keys issue', by: 'alice' });
-    await expectRefused(() => t.ledger.issueKey({ label: 'root', policy: ROOT, issuedBy: 'alice', proof: lookAlike() }), { act: 'keys issue', by: 'x' });
+    await expectRefused(() => t.ledger.issueKey({ label: 'root', policy: ROOT, issuedBy: 'alice', proof: lookAlike() }), { act: 'keys issue', by: 'alice' });
     expect(await t.ledger.listKeys()).toEqual([]);
     expect(await t.ledger.hasPassphrase()).toBe(false);
     await expectVerified();
@@ -216,7 +216,7 @@ describe('global limits: narrowing is free, widening takes a proof', () => {
 
     await expectRefused(() => t.ledger.setVendorLimit('stripe', 'monthly', usd(80), 'ops'), { act: 'limits set', by: 'ops' });
     await expectRefused(() => t.ledger.setVendorLimit('stripe', 'monthly', null, 'ops'), { act: 'limits set', by: 'ops' });
-    await expectRefused(() => t.ledger.setVendorLimit('stripe', 'daily', usd(21), 'ops', lookAlike()), { act: 'limits set', by: 'x' });
+    await expectRefused(() => t.ledger.setVendorLimit('stripe', 'daily', usd(21), 'ops', lookAlike()), { act: 'limits set', by: 'ops' });
     expect(await limits()).toEqual([
       ['stripe', 'monthly', usd(50)],
       ['stripe', 'daily', usd(20)],
@@ -253,7 +253,7 @@ describe('money freed by hand takes a proof; the vendor and reconcile free it wi
     expect(before.remainingMicros).toBe(usd(80));
 
     await expectRefused(() => t.ledger.release(pending, 'looks unused', { by: 'hand' }), { act: 'reconcile resolve', by: 'unknown' });
-    await expectRefused(() => t.ledger.release(uncertain, 'looks unused', { by: 'hand', proof: lookAlike() }), { act: 'reconcile resolve', by: 'x' });
+    await expectRefused(() => t.ledger.release(uncertain, 'looks unused', { by: 'hand', proof: lookAlike() }), { act: 'reconcile resolve', by: 'unknown' });
     expect((await t.ledger.getReservation(pending)).state).toBe('pending');
     expect((await t.ledger.getReservation(uncertain)).state).toBe('uncertain');
     expect((await t.ledger.budget(root.info.id)).remainingMicros).toBe(usd(80));
@@ -286,7 +286,7 @@ describe('money freed by hand takes a proof; the vendor and reconcile free it wi
     const [below, at, above, vendor, proven] = [await reserve(root.key), await reserve(root.key), await reserve(root.key), await reserve(root.key), await reserve(root.key)];
 
     await expectRefused(() => t.ledger.settle(below, usd(3), 'pi_1', { byHand: true }), { act: 'reconcile resolve', by: 'unknown' });
-    await expectRefused(() => t.ledger.settle(below, 0, 'pi_1', { byHand: true, proof: lookAlike() }), { act: 'reconcile resolve', by: 'x' });
+    await expectRefused(() => t.ledger.settle(below, 0, 'pi_1', { byHand: true, proof: lookAlike() }), { act: 'reconcile resolve', by: 'unknown' });
     expect((await t.ledger.getReservation(below)).state).toBe('pending');
 
     expect(await t.ledger.settle(at, usd(10), 'pi_2', { byHand: true })).toMatchObject({ state: 'settled', actualMicros: usd(10) });

@@ -853,7 +853,7 @@ export class SqliteLedger implements Ledger {
         if (actualMicros > r.estimate) events.push(overrun(r.estimate, actualMicros, next.vendor_ref));
         return { next, delta: { settled: actualMicros, [from]: -r.estimate }, events };
       });
-    return opts.byHand ? this.humanOnly('reconcile resolve', opts.proof, opts.proof?.by ?? 'unknown', settling) : settling();
+    return opts.byHand ? this.humanOnly('reconcile resolve', opts.proof, 'unknown', settling) : settling();
   }
 
   async release(reservationId: string, why: string, opts: { by?: ReleasedBy; proof?: HumanProof } = {}): Promise<Reservation> {
@@ -870,7 +870,7 @@ export class SqliteLedger implements Ledger {
           events: [{ event: 'released', amountMicros: r.estimate, details: { from, why: note, by, ...(by === 'hand' ? { passphrase_typed_by: opts.proof!.by } : {}) } }],
         };
       });
-    return by === 'hand' ? this.humanOnly('reconcile resolve', opts.proof, opts.proof?.by ?? 'unknown', releasing) : releasing();
+    return by === 'hand' ? this.humanOnly('reconcile resolve', opts.proof, 'unknown', releasing) : releasing();
   }
 
   async settleReleased(reservationId: string, actualMicros: number, vendorRef: string, opts: { estimated?: boolean; note: string }): Promise<Reservation> {
@@ -1182,7 +1182,9 @@ export class SqliteLedger implements Ledger {
       return await run();
     } catch (err) {
       if (err instanceof RuncapError && err.code === 'PASSPHRASE_REQUIRED') {
-        await this.recordRefusal({ act, by: proof?.by ?? by, why: err.message }).catch(() => {});
+        // a name is taken from the proof only when this ledger made it: a look-alike names whoever it likes
+        const named = proof !== undefined && proof !== null && typeof proof === 'object' && this.proofs.has(proof) ? proof.by : by;
+        await this.recordRefusal({ act, by: named, why: err.message }).catch(() => {});
       }
       throw err;
     }
