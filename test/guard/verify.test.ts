@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ensureHomeFiles } from '../../src/config.js';
 import { openGuard, type Guard } from '../../src/guard/index.js';
 import { RuncapError } from '../../src/policy/codes.js';
-import { dbState, expectCode, issue, tempDir, TestClock, usd } from '../helpers/ledger.js';
+import { dbState, expectCode, issue, tempDir, TEST_PASSPHRASE, TestClock, usd } from '../helpers/ledger.js';
 
 let home: { dir: string; cleanup: () => void };
 let guard: Guard | undefined;
@@ -53,12 +53,11 @@ describe('guard.verify', () => {
 
   it('consumes a grant for the exact verification a human approved, once', async () => {
     const g = open();
-    await g.ledger.setPassphrase('correct horse battery');
     const { key } = await issue(g.ledger, 'deployer', { allow: ['deploy_*'], approve_actions: ['deploy_production'] });
     expect(await g.verify(key, { action: 'deploy_staging' })).toMatchObject({ allowed: true });
     const first = await g.verify(key, { action: 'deploy_production', resource: 'web', details: { sha: 'abc' } });
     expect(first).toMatchObject({ allowed: false, approvalRequired: true, code: 'APPROVAL_REQUIRED', approvalId: expect.stringMatching(/^apr_/) });
-    await g.ledger.approve(first.approvalId!, { passphrase: 'correct horse battery', by: 'bob' });
+    await g.ledger.approve(first.approvalId!, { passphrase: TEST_PASSPHRASE, by: 'bob' });
     // another resource or other details are another request
     expect(await g.verify(key, { action: 'deploy_production', resource: 'api', details: { sha: 'abc' } })).toMatchObject({ allowed: false, approvalRequired: true });
     expect(await g.verify(key, { action: 'deploy_production', resource: 'web', details: { sha: 'abd' } })).toMatchObject({ allowed: false, approvalRequired: true });

@@ -128,6 +128,24 @@ export async function expectCode(p: Promise<unknown> | (() => unknown), code: Ru
   return err as RuncapError;
 }
 
+/** The tables a refused call still writes: the audit row of its refusal, and the per-minute bound on such rows. */
+const REFUSAL_TABLES = new Set(['audit', 'audit_heads', 'denial_tallies']);
+
+/**
+ * The audit rows (raw columns) written since `before`, a dbState, once it is checked that nothing
+ * else changed: a refused call writes no key, cap or counter, only the audit of its refusal.
+ */
+export function auditRowsSince(file: string, before: Record<string, string[]>): Record<string, unknown>[] {
+  const after = dbState(file);
+  const rest = (s: Record<string, string[]>) => Object.fromEntries(Object.entries(s).filter(([name]) => !REFUSAL_TABLES.has(name)));
+  expect(rest(after)).toEqual(rest(before));
+  const old = new Set(before.audit);
+  return (after.audit ?? [])
+    .filter((r) => !old.has(r))
+    .map((r) => JSON.parse(r) as Record<string, unknown> & { id: number })
+    .sort((x, y) => x.id - y.id);
+}
+
 /** Every row of every table, read on a fresh connection: compare two of these to prove nothing was written. */
 export function dbState(file: string): Record<string, string[]> {
   const db = new Database(file, { readonly: true });

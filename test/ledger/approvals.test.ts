@@ -1,18 +1,19 @@
 /** Approvals and grants: single-use, bound to one key and one fingerprint, timed, answered once, audited. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Decision } from '../../src/ledger/types.js';
-import { allowedId, dbState, DAY, EMAIL, expectCode, issue, MINUTE, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, dbState, DAY, EMAIL, expectCode, humanProof, issue, MINUTE, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
-const PASS = 'correct horse battery staple';
+// the approver passphrase is the one the test human issues root keys with
+const PASS = TEST_PASSPHRASE;
 let t: TestLedger;
 beforeEach(async () => {
   t = openTestLedger();
 });
 afterEach(async () => t.close());
 
-// scrypt is slow on purpose: set the passphrase once per ledger only where approving
+// set on the first root key anyway; said where the test approves, so that it does not depend on a key being issued first
 async function withPassphrase() {
-  await t.ledger.setPassphrase(PASS);
+  await humanProof(t.ledger);
 }
 
 const approvalId = (d: Decision): string => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { hashPassphrase } from '../../src/ledger/secrets.js';
-import { allowedId, expectCode, issue, MINUTE, openTestLedger, PAY, req, SMS, tempDir, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, expectCode, humanProof, issue, MINUTE, openTestLedger, PAY, req, SMS, TEST_PASSPHRASE, tempDir, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 let raw: Database.Database;
@@ -20,7 +20,7 @@ let gated: { key: string; id: string; consumedApproval: string; waitingApproval:
 let revokedId: string;
 let otherKey: string;
 let otherId: string;
-const PASS = 'correct horse battery';
+const PASS = TEST_PASSPHRASE;
 
 interface Row {
   id: number;
@@ -35,22 +35,36 @@ interface Row {
 let template: { dir: string; cleanup: () => void; file: string; secret: Buffer };
 let copy: { dir: string; cleanup: () => void };
 
-/** One ledger with a bit of everything (approvals, overrun-free settles, releases, uncertain, a vendor cap), built once. */
+/**
+ * One ledger with a bit of everything (approvals, overrun-free settles, releases, uncertain, a vendor cap, and what
+ * only a human may do: a limit raised and money freed with the passphrase, the same refused without it; a child
+ * key, and one refused), built once.
+ */
 beforeAll(async () => {
   const built = openTestLedger();
   const l = built.ledger;
-  await l.setPassphrase('correct horse battery');
+  const proof = await humanProof(l);
   const { key, info } = await issue(l, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(50) }, { window: 'daily', calls: 20 }], approve_over_usd_micros: usd(20) });
   keyId = info.id;
-  const other = await issue(l, 'other', { allow: ['*'] });
+  const other = await issue(l, 'other', { allow: ['*'], may_delegate: true });
   otherKey = other.key;
   otherId = other.info.id;
   await l.setVendorLimit('twilio', 'daily', usd(5), 'ops');
+  await l.setVendorLimit('twilio', 'daily', usd(4), 'ops');
+  await expectCode(l.setVendorLimit('twilio', 'daily', usd(5), 'mallory'), 'PASSPHRASE_REQUIRED');
+  await l.setVendorLimit('twilio', 'daily', usd(5), 'ops', proof);
+  await issue(l, 'kid', { allow: [PAY], caps: [{ window: 'total', usd_micros: usd(1) }] }, { parent: other.key });
+  await expectCode(issue(l, 'many', { allow: [PAY], max_children: 51 }, { parent: other.key }), 'INVALID_INPUT');
   let n = 0;
   const reserve = async (k: string, amount: number, action = PAY) => allowedId(await l.authorize(req(k, action, amount, { n: ++n })));
   await l.settle(await reserve(key, usd(3)), usd(3), 'pi_1');
   await l.release(await reserve(key, usd(4)), 'declined');
   await l.markUncertain(await reserve(key, usd(2)), 'timeout');
+  const lost = await reserve(key, usd(1));
+  await l.markUncertain(lost, 'timeout');
+  await expectCode(l.release(lost, 'resolved by mallory: released by hand', { by: 'hand' }), 'PASSPHRASE_REQUIRED');
+  await l.release(lost, 'resolved by alice: released by hand', { by: 'hand', proof });
+  await l.settle(await reserve(key, usd(2)), usd(1), 'pi_by_hand', { byHand: true, note: 'resolved by alice: settled by hand at $1.00', proof });
   const sms = await reserve(key, usd(0.02), SMS);
   await l.settle(sms, usd(0.02), 'SM1', { estimated: true });
   await l.correctEstimate(sms, usd(0.03));
@@ -58,7 +72,7 @@ beforeAll(async () => {
   await reserve(other.key, usd(7));
   const d = await l.authorize(req(key, PAY, usd(25)));
   if (d.allowed || !d.approvalId) throw new Error('expected an approval');
-  await l.approve(d.approvalId, { passphrase: 'correct horse battery', by: 'bob' });
+  await l.approve(d.approvalId, { passphrase: PASS, by: 'bob' });
   allowedId(await l.authorize(req(key, PAY, usd(25))));
   await l.authorize(req(key, PAY, usd(100), { n: 'over' }));
   const g = await issue(l, 'gated', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(200) }], approve_over_usd_micros: usd(20) });

@@ -120,7 +120,7 @@ describe('zero overspend across processes', () => {
 
   it('two child keys in different processes share their parent cap', async () => {
     t = openShared();
-    const parent = await issue(t.ledger, 'parent', { allow: ['*'], caps: [{ window: 'total', usd_micros: CAP }] });
+    const parent = await issue(t.ledger, 'parent', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: CAP }] });
     const a = await issue(t.ledger, 'a', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(70) }] }, { parent: parent.key });
     const b = await issue(t.ledger, 'b', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(70) }] }, { parent: parent.key });
     await hammer(parent.info.id, (i) => (i % 2 ? b.key : a.key));

@@ -1,9 +1,12 @@
-/** Bad input to every public function of the ledger: a typed RuncapError, and not one row written. */
+/**
+ * Bad input to every public function of the ledger: a typed RuncapError, and not one row written —
+ * but for a refused child key, whose refusal is audited (bounded per minute) and nothing else.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_MICROS, MAX_TTL_S, type PolicyInput } from '../../src/policy/schema.js';
 import { RuncapError } from '../../src/policy/codes.js';
 import type { ChainHead } from '../../src/ledger/types.js';
-import { allowedId, dbState, issue, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, auditRowsSince, dbState, humanProof, issue, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 let key: string;
@@ -14,7 +17,7 @@ let before: Record<string, string[]>;
 
 beforeAll(async () => {
   t = openTestLedger();
-  await t.ledger.setPassphrase('correct horse battery');
+  await humanProof(t.ledger);
   const k = await issue(t.ledger, 'run', { allow: ['*'], may_delegate: true, approve_over_usd_micros: usd(100), caps: [{ window: 'total', usd_micros: usd(500) }] });
   key = k.key;
   keyId = k.info.id;
@@ -79,8 +82,14 @@ const cases = (): Case[] => [
   ['issueKey session cap NaN', () => issue(t.ledger, 'ok', { allow: ['*'], session: { caps: [{ window: 'total', usd_micros: Number.NaN }] } }), 'INVALID_INPUT'],
   ['issueKey max_depth 9', () => issue(t.ledger, 'ok', { allow: ['*'], max_depth: 9 }), 'INVALID_INPUT'],
   ...BAD_TTLS.map(([what, v]): Case => [`issueKey TTL ${what}`, () => issue(t.ledger, 'ok', base, { ttlSeconds: v }), 'INVALID_INPUT']),
-  ['issueKey unknown parent', () => issue(t.ledger, 'ok', base, { parentId: KID }), 'NOT_FOUND'],
-  ['issueKey widening child', () => issue(t.ledger, 'ok', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(1000) }] }, { parentId: keyId }), 'INVALID_INPUT'],
+  // issueChildKey
+  ['issueChildKey unknown parent', () => issue(t.ledger, 'ok', base, { parent: `${KID}_${'a'.repeat(43)}` }), 'KEY_INVALID'],
+  ['issueChildKey malformed parent', () => issue(t.ledger, 'ok', base, { parent: 'vk_nope' }), 'KEY_INVALID'],
+  ['issueChildKey parent id, not its key', () => issue(t.ledger, 'ok', base, { parent: keyId }), 'KEY_INVALID'],
+  ['issueChildKey widening child', () => issue(t.ledger, 'ok', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(1000) }] }, { parent: key }), 'INVALID_INPUT'],
+  ...['', 'a/b'].map((label): Case => [`issueChildKey label ${JSON.stringify(label)}`, () => issue(t.ledger, label, base, { parent: key }), 'INVALID_INPUT']),
+  ['issueChildKey issuer ""', () => issue(t.ledger, 'ok', base, { parent: key, issuedBy: '' }), 'INVALID_INPUT'],
+  ['issueChildKey max_children above the parent', () => issue(t.ledger, 'ok', { allow: ['*'], max_children: 51 }, { parent: key }), 'INVALID_INPUT'],
   // delegateKey
   ...BAD_NUMBERS.map(([what, v]): Case => [`delegateKey cap ${what}`, () => t.ledger.delegateKey(key, { label: 'kid', capTotalMicros: v }), 'INVALID_INPUT']),
   ...BAD_TTLS.map(([what, v]): Case => [`delegateKey TTL ${what}`, () => t.ledger.delegateKey(key, { label: 'kid', capTotalMicros: 1, ttlSeconds: v }), 'INVALID_INPUT']),
@@ -129,12 +138,12 @@ const cases = (): Case[] => [
   ['getReservation unknown', () => t.ledger.getReservation(RID), 'NOT_FOUND'],
   // approvals
   ['getApproval unknown', () => t.ledger.getApproval(AID), 'NOT_FOUND'],
-  ['approve unknown', () => t.ledger.approve(AID, { passphrase: 'correct horse battery', by: 'bob' }), 'NOT_FOUND'],
-  ['approve by ""', () => t.ledger.approve(aprId, { passphrase: 'correct horse battery', by: '' }), 'INVALID_INPUT'],
+  ['approve unknown', () => t.ledger.approve(AID, { passphrase: TEST_PASSPHRASE, by: 'bob' }), 'NOT_FOUND'],
+  ['approve by ""', () => t.ledger.approve(aprId, { passphrase: TEST_PASSPHRASE, by: '' }), 'INVALID_INPUT'],
   ['deny unknown', () => t.ledger.deny(AID, { by: 'bob' }), 'NOT_FOUND'],
   ['deny reason too long', () => t.ledger.deny(aprId, { by: 'bob', reason: 'x'.repeat(501) }), 'INVALID_INPUT'],
   ['approvalStatus unknown', () => t.ledger.approvalStatus(key, AID), 'NOT_FOUND'],
-  ['setPassphrase too short', () => t.ledger.setPassphrase('short', 'correct horse battery'), 'INVALID_INPUT'],
+  ['setPassphrase too short', () => t.ledger.setPassphrase('short', TEST_PASSPHRASE), 'INVALID_INPUT'],
   ['setPassphrase wrong old', () => t.ledger.setPassphrase('a new long passphrase', 'wrong old one'), 'PASSPHRASE_WRONG'],
   // reports
   ['spend by week', () => t.ledger.spend('week' as 'day'), 'INVALID_INPUT'],
@@ -146,8 +155,16 @@ const cases = (): Case[] => [
   ['verifyAudit against one chain twice', () => t.ledger.verifyAudit({ against: [{ chain: 'global', seq: 1, mac: 'a'.repeat(64) }, { chain: 'global', seq: 2, mac: 'b'.repeat(64) }] }), 'INVALID_INPUT'],
 ];
 
+/**
+ * A refused child key is audited, on the chain of the parent presented (the global one when it does not
+ * resolve). Only DENIAL_ROWS_PER_MINUTE (30) of those get a row per chain and minute, the rest are counted:
+ * keep the audited cases on one chain under 30, so that each of them has its row to check.
+ */
+const auditedAs = (name: string) => (name.startsWith('issueChildKey') ? 'keys.issue' : name.startsWith('delegateKey') ? 'mcp.delegate_key' : undefined);
+
 describe('bad input', () => {
-  it.each(cases().map((c) => [c[0], c] as const))('%s', async (_name, [, run, code]) => {
+  it.each(cases().map((c) => [c[0], c] as const))('%s', async (name, [, run, code]) => {
+    const mine = dbState(t.file);
     let err: unknown;
     try {
       await run();
@@ -156,7 +173,15 @@ describe('bad input', () => {
     }
     expect(err).toBeInstanceOf(RuncapError);
     expect((err as RuncapError).code, (err as Error).message).toBe(code);
-    expect(dbState(t.file)).toEqual(before);
+    const action = auditedAs(name);
+    if (action === undefined) expect(dbState(t.file)).toEqual(mine);
+    else expect(auditRowsSince(t.file, mine)).toMatchObject([{ event: 'denied', key_id: code === 'KEY_INVALID' ? null : keyId, action, code }]);
+  });
+
+  it('nothing but refusals was written by all of them', () => {
+    const rows = auditRowsSince(t.file, before);
+    expect(rows.length).toBe(cases().filter(([name]) => auditedAs(name) !== undefined).length);
+    for (const r of rows) expect(r).toMatchObject({ event: 'denied' });
   });
 
   it('the fixture itself is writable: a good call after all of them writes', async () => {

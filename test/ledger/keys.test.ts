@@ -2,7 +2,7 @@
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Decision, PolicyInput } from '../../src/ledger/types.js';
-import { allowedId, dbState, EMAIL, expectCode, HOUR, issue, MINUTE, openTestLedger, PAY, req, SMS, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, auditRowsSince, dbState, EMAIL, expectCode, HOUR, issue, MINUTE, openTestLedger, PAY, req, SMS, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 beforeEach(() => {
@@ -31,7 +31,7 @@ describe('expiry and revocation take effect on the very next authorize', () => {
   });
 
   it('a child that expires before its parent stops on its own', async () => {
-    const root = await issue(t.ledger, 'root', { allow: ['*'] }, { ttlSeconds: 7200 });
+    const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true }, { ttlSeconds: 7200 });
     const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key, ttlSeconds: 60 });
     t.clock.advance(MINUTE);
     expect(code(await call(child.key))).toBe('KEY_EXPIRED');
@@ -76,7 +76,7 @@ describe('expiry and revocation take effect on the very next authorize', () => {
 describe('the decision reads every ancestor, not only what was copied onto the child', () => {
   // revocation cascades and expiry is clipped when a key is written; the decision must not rely on that alone
   it('a child whose own row says active is refused while an ancestor is revoked or expired', async () => {
-    const root = await issue(t.ledger, 'root', { allow: ['*'] }, { ttlSeconds: 3600 });
+    const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true }, { ttlSeconds: 3600 });
     const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key });
     await t.ledger.revokeKey(root.info.id, { by: 'alice' });
     const raw = new Database(t.file);
@@ -117,7 +117,7 @@ describe('every ancestor rule applies to a child', () => {
   });
 
   it("an ancestor's rate counts the calls of all its descendants", async () => {
-    const root = await issue(t.ledger, 'root', { allow: ['*'], rate_per_min: 3 });
+    const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, rate_per_min: 3 });
     const a = await issue(t.ledger, 'a', { allow: ['*'] }, { parent: root.key });
     const b = await issue(t.ledger, 'b', { allow: ['*'] }, { parent: root.key });
     expect(code(await call(a.key))).toBe('ALLOWED');
@@ -128,7 +128,6 @@ describe('every ancestor rule applies to a child', () => {
   });
 
   it("a session, whose own policy carries no rate or approval rule, obeys its parent's", async () => {
-    await t.ledger.setPassphrase('correct horse battery');
     const root = await issue(t.ledger, 'root', {
       allow: [PAY, SMS],
       rate_per_min: 2,
@@ -148,7 +147,7 @@ describe('every ancestor rule applies to a child', () => {
   });
 
   it('recipient and approval rules are inherited by a child that names none', async () => {
-    const root = await issue(t.ledger, 'root', { allow: ['*'], email_domains: ['example.com'], approve_over_usd_micros: usd(5) });
+    const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, email_domains: ['example.com'], approve_over_usd_micros: usd(5) });
     const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key });
     expect(code(await call(child.key, usd(0.001), EMAIL, { recipients: [{ kind: 'email_recipient', address: 'x@evil.test' }] }))).toBe('RECIPIENT_NOT_ALLOWED');
     expect(code(await call(child.key, usd(0.001), EMAIL, { recipients: [{ kind: 'email_recipient', address: 'x@example.com' }] }))).toBe('ALLOWED');
@@ -168,10 +167,11 @@ describe('the SMS sender rule passes to sessions and delegated keys', () => {
   });
 });
 
-describe('widening is refused, and writes nothing', () => {
+describe('widening is refused, and writes nothing but the audit of the refusal', () => {
   const parentPolicy: PolicyInput = {
     allow: [PAY, SMS],
-    may_delegate: false,
+    may_delegate: true,
+    max_children: 5,
     caps: [{ window: 'total', usd_micros: usd(100) }, { window: 'per_call', usd_micros: usd(20) }],
     rate_per_min: 10,
     approve_over_usd_micros: usd(15),
@@ -193,7 +193,7 @@ describe('widening is refused, and writes nothing', () => {
     ['another SMS sender', { allow: [SMS], sms_from: ['+15005550006', '+15005550007'] }],
     ['a higher rate', { allow: [PAY], rate_per_min: 11 }],
     ['a higher approval threshold', { allow: [PAY], approve_over_usd_micros: usd(16) }],
-    ['may_delegate under a parent that may not', { allow: [PAY], may_delegate: true }],
+    ['more children than the parent may have', { allow: [PAY], may_delegate: true, max_children: 6 }],
   ];
 
   // $70 of the parent's $100, each call under its approval threshold
@@ -207,7 +207,18 @@ describe('widening is refused, and writes nothing', () => {
     const before = dbState(t.file);
     const err = await expectCode(issue(t.ledger, 'kid', policy, { parent: root.key }), 'INVALID_INPUT');
     expect(err.message).toMatch(/widening refused/);
-    expect(dbState(t.file)).toEqual(before);
+    expect(auditRowsSince(t.file, before)).toMatchObject([{ event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
+  });
+
+  it('a parent that may not delegate has no children at all, however narrow', async () => {
+    const root = await issue(t.ledger, 'root', { ...parentPolicy, may_delegate: false }, { ttlSeconds: 3600 });
+    const before = dbState(t.file);
+    for (const policy of [{ allow: [PAY], may_delegate: true }, { allow: [PAY], caps: [{ window: 'total' as const, usd_micros: usd(1) }] }]) {
+      const err = await expectCode(issue(t.ledger, 'kid', policy, { parent: root.key }), 'ACTION_NOT_ALLOWED');
+      expect(err.message).toMatch(/may not delegate/);
+    }
+    const refusal = { event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'ACTION_NOT_ALLOWED' };
+    expect(auditRowsSince(t.file, before)).toMatchObject([refusal, refusal]);
   });
 
   it('the same child, narrowed, is accepted', async () => {
@@ -229,7 +240,10 @@ describe('widening is refused, and writes nothing', () => {
     const before = dbState(t.file);
     await expectCode(issue(t.ledger, 'kid', { allow: ['*'] }, { parent: root.key, ttlSeconds: 3601 }), 'INVALID_INPUT');
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: 1, ttlSeconds: 3601 }), 'INVALID_INPUT');
-    expect(dbState(t.file)).toEqual(before);
+    expect(auditRowsSince(t.file, before)).toMatchObject([
+      { event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' },
+      { event: 'denied', key_id: root.info.id, action: 'mcp.delegate_key', code: 'INVALID_INPUT' },
+    ]);
     const kid = await t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: 1 });
     expect(kid.info.expiresAt).toBe(root.info.expiresAt);
   });
@@ -242,7 +256,8 @@ describe('widening is refused, and writes nothing', () => {
     const before = dbState(t.file);
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(6.01) }), 'INVALID_INPUT');
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(1), allow: ['stripe.*'] }), 'INVALID_INPUT');
-    expect(dbState(t.file)).toEqual(before);
+    const refusal = { event: 'denied', key_id: root.info.id, action: 'mcp.delegate_key', code: 'INVALID_INPUT' };
+    expect(auditRowsSince(t.file, before)).toMatchObject([refusal, refusal]);
     const kid = await t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(6) });
     expect(kid.info.policy.may_delegate).toBe(false);
     expect(kid.info.issuedBy).toContain('root');
@@ -262,7 +277,7 @@ describe('depth and children limits', () => {
     const bb = await issue(t.ledger, 'bb', { allow: ['*'], may_delegate: true }, { parent: a.key });
     const before = dbState(t.file);
     await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: bb.key }), 'INVALID_INPUT');
-    expect(dbState(t.file)).toEqual(before);
+    expect(auditRowsSince(t.file, before)).toMatchObject([{ event: 'denied', key_id: bb.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
   });
 
   it('max_children counts live children, not sessions', async () => {
@@ -273,7 +288,10 @@ describe('depth and children limits', () => {
     const before = dbState(t.file);
     await expectCode(t.ledger.delegateKey(root.key, { label: 'c', capTotalMicros: 1 }), 'INVALID_INPUT');
     await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: root.key }), 'INVALID_INPUT');
-    expect(dbState(t.file)).toEqual(before);
+    expect(auditRowsSince(t.file, before)).toMatchObject([
+      { event: 'denied', key_id: root.info.id, action: 'mcp.delegate_key', code: 'INVALID_INPUT' },
+      { event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' },
+    ]);
     await t.ledger.revokeKey(a.info.id, { by: 'alice' });
     await t.ledger.delegateKey(root.key, { label: 'c', capTotalMicros: 1 });
   });

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
-import { allowedId, DAY, issue, MINUTE, openTestLedger, PAY, req, SMS, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, DAY, issue, MINUTE, openTestLedger, PAY, req, SMS, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
 const norm = (sql: string) => sql.replace(/\s+/g, ' ').trim();
 
@@ -51,7 +51,6 @@ describe('query plans', () => {
       ledger = t.reopen();
       recording = false;
       // setup is not the hot path
-      await ledger.setPassphrase('correct horse battery');
       const { key, info } = await issue(ledger, 'hot', { allow: ['*'], rate_per_min: 100, approve_over_usd_micros: usd(10), caps: [{ window: 'daily', usd_micros: usd(100) }, { window: 'total', calls: 50, action: 'twilio.*' }] }, { ttlSeconds: 7 * 86400 });
       await ledger.setVendorLimit('stripe', 'monthly', usd(1000), 'ops');
       const raise = async (n: number) => {
@@ -73,7 +72,7 @@ describe('query plans', () => {
       await ledger.authorize(req(key, PAY, usd(20), { n: 15 })); // new approval
       await ledger.authorize(req(key, PAY, usd(20), { n: 15 })); // the pending one again
       recording = false;
-      await ledger.approve(granted, { passphrase: 'correct horse battery', by: 'bob' });
+      await ledger.approve(granted, { passphrase: TEST_PASSPHRASE, by: 'bob' });
       await ledger.deny(toDeny, { by: 'bob' });
       recording = true;
       allowedId(await ledger.authorize(req(key, PAY, usd(20), { n: 1 }))); // consumes the grant

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuthorizeRequest, Decision } from '../../src/ledger/types.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
 import { parseKey } from '../../src/ledger/secrets.js';
-import { allowedId, DAY, EMAIL, expectCode, issue, openTestLedger, PAY, req, SECOND, SMS, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, DAY, EMAIL, expectCode, humanProof, issue, openTestLedger, PAY, req, SECOND, SMS, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 beforeEach(() => {
@@ -85,7 +85,7 @@ describe('RECIPIENT_NOT_ALLOWED', () => {
   });
 
   it('reply_to is held to the sender rule where one is set, else to the domain rule, for the key and every ancestor', async () => {
-    const domains = await issue(t.ledger, 'domains', { allow: ['*'], email_domains: ['example.com'] });
+    const domains = await issue(t.ledger, 'domains', { allow: ['*'], may_delegate: true, email_domains: ['example.com'] });
     const senders = await issue(t.ledger, 'senders', { allow: ['*'], email_domains: ['example.com'], email_from: ['bot@example.com'] });
     const open = await issue(t.ledger, 'open', { allow: ['*'] });
     // the parent has only a domain rule; the child adds a sender rule: both hold
@@ -106,7 +106,7 @@ describe('RECIPIENT_NOT_ALLOWED', () => {
 
   it('the SMS sender rule: only the listed numbers and Messaging Services, for the key and every ancestor', async () => {
     const mg = `MG${'a'.repeat(32)}`;
-    const root = await issue(t.ledger, 'root', { allow: ['*'], sms_from: ['+15005550006', mg] });
+    const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, sms_from: ['+15005550006', mg] });
     const child = await issue(t.ledger, 'kid', { allow: ['*'] }, { parent: root.key });
     const open = await issue(t.ledger, 'open', { allow: ['*'] });
     let n = 0;
@@ -205,7 +205,10 @@ describe('CAP_EXCEEDED', () => {
     allowedId(await t.ledger.authorize(req(b.key, SMS, usd(2), { n: 3 })));
     // other vendors are not touched
     allowedId(await t.ledger.authorize(req(b.key, PAY, usd(50), { n: 4 })));
-    await t.ledger.setVendorLimit('twilio', 'daily', null, 'ops');
+    // lifting it creates budget: only with a human's proof
+    await expectCode(t.ledger.setVendorLimit('twilio', 'daily', null, 'ops'), 'PASSPHRASE_REQUIRED');
+    expect(await t.ledger.listVendorLimits()).toMatchObject([{ vendor: 'twilio', window: 'daily', limitMicros: usd(5) }]);
+    await t.ledger.setVendorLimit('twilio', 'daily', null, 'ops', await humanProof(t.ledger));
     allowedId(await t.ledger.authorize(req(b.key, SMS, usd(3), { n: 5 })));
     expect((await t.ledger.verifyAudit()).problems).toEqual([]);
   });
@@ -232,7 +235,6 @@ describe('DUPLICATE_PENDING', () => {
 
 describe('APPROVAL_REQUIRED and APPROVAL_DENIED', () => {
   it('asks a human, reuses the pending request, and answers a denial with APPROVAL_DENIED', async () => {
-    await t.ledger.setPassphrase('correct horse battery');
     const { key } = await issue(t.ledger, 'run', { allow: ['*'], approve_over_usd_micros: usd(10), approve_actions: ['twilio.*'] });
     expect(denied(await t.ledger.authorize(req(key, PAY, usd(10))))).toBe('ALLOWED');
     const big = req(key, PAY, usd(10.5));

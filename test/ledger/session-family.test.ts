@@ -9,9 +9,9 @@
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Decision, PolicyInput } from '../../src/ledger/types.js';
-import { allowedId, DAY, issue, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, DAY, humanProof, issue, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
-const PASS = 'correct horse battery staple';
+const PASS = TEST_PASSPHRASE;
 let t: TestLedger;
 beforeEach(() => {
   t = openTestLedger();
@@ -56,7 +56,7 @@ describe('an unresolved call is one call for the whole session family', () => {
 
 describe('approvals across the session family', () => {
   beforeEach(async () => {
-    await t.ledger.setPassphrase(PASS);
+    await humanProof(t.ledger);
   });
 
   it('a denial in session 1 answers APPROVAL_DENIED in session 2 for 24 h; then a new request may be raised', async () => {
@@ -107,7 +107,7 @@ describe('approvals across the session family', () => {
 
 describe('sibling runs under one root do not block each other', () => {
   it('two children (not sessions) of one root: an unresolved call, a denial and 20 waiting requests of one leave the other free', async () => {
-    await t.ledger.setPassphrase(PASS);
+    await humanProof(t.ledger);
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, approve_over_usd_micros: usd(10) });
     const a = await issue(t.ledger, 'a', { allow: ['*'] }, { parent: root.key });
     const b = await issue(t.ledger, 'b', { allow: ['*'] }, { parent: root.key });
@@ -142,7 +142,7 @@ describe('sibling runs under one root do not block each other', () => {
 describe('a key a run delegated itself does not launder its calls', () => {
   const DELEGATING: PolicyInput = { ...APPROVING, may_delegate: true };
   beforeEach(async () => {
-    await t.ledger.setPassphrase(PASS);
+    await humanProof(t.ledger);
   });
 
   it("a child delegated from a session: its identical retry of the session's uncertain call is DUPLICATE_PENDING, and a denial holds for it", async () => {

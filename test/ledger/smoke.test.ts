@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { openTestLedger, req, usd } from '../helpers/ledger.js';
+import { issue, openTestLedger, req, usd } from '../helpers/ledger.js';
 
 describe('ledger smoke', () => {
   let t: ReturnType<typeof openTestLedger>;
@@ -7,7 +7,7 @@ describe('ledger smoke', () => {
 
   it('reserves within a cap, refuses past it, settles and verifies the audit', async () => {
     t = openTestLedger();
-    const { key, info } = await t.ledger.issueKey({ label: 'billing-run', issuedBy: 'alice', policy: { allow: ['stripe.*'], caps: [{ window: 'total', usd_micros: usd(10) }] } });
+    const { key, info } = await issue(t.ledger, 'billing-run', { allow: ['stripe.*'], caps: [{ window: 'total', usd_micros: usd(10) }] });
     expect(key).toMatch(/^vk_[0-9A-Z]{26}_[A-Za-z0-9_-]{43}$/);
     const d1 = await t.ledger.authorize(req(key, 'stripe.payment_intents.create', usd(6), { n: 1 }));
     expect(d1.allowed).toBe(true);

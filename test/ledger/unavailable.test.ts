@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
-import { allowedId, dbState, expectCode, issue, openTestLedger, PAY, req, tempDir, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, dbState, expectCode, humanProof, issue, openTestLedger, PAY, req, tempDir, usd, type TestLedger } from '../helpers/ledger.js';
 import { holdLockInAnotherProcess } from './workers/processes.js';
 
 let t: TestLedger;
@@ -38,12 +38,13 @@ describe('locked past the busy timeout', () => {
     t = openTestLedger({ busyTimeoutMs: 50 });
     const { key, info } = await issue(t.ledger, 'run', { allow: ['*'] });
     const id = allowedId(await t.ledger.authorize(req(key, PAY, usd(2), { n: 1 })));
+    const proof = await humanProof(t.ledger);
     const lock = await holdLockInAnotherProcess(t.file);
     try {
       expect(await t.ledger.authorize(req(key, PAY, usd(1), { n: 2 }))).toMatchObject({ allowed: false, code: 'LEDGER_UNAVAILABLE' });
       await expectCode(t.ledger.settle(id, usd(2), 'pi_1'), 'LEDGER_UNAVAILABLE');
       await expectCode(t.ledger.release(id, 'x'), 'LEDGER_UNAVAILABLE');
-      await expectCode(t.ledger.issueKey({ label: 'late', issuedBy: 'alice', policy: { allow: ['*'] } }), 'LEDGER_UNAVAILABLE');
+      await expectCode(t.ledger.issueKey({ label: 'late', issuedBy: 'alice', policy: { allow: ['*'] }, proof }), 'LEDGER_UNAVAILABLE');
       await expectCode(t.ledger.revokeKey(info.id, { by: 'alice' }), 'LEDGER_UNAVAILABLE');
     } finally {
       await lock.release();

@@ -8,7 +8,9 @@ import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Fault, SimVendor } from '../../tools/vendor-sim/index.js';
-import { CLI, serverEnv, setupHome, startServer, textOf, type Home } from '../helpers/e2e.js';
+import { shiftedClockEnv } from '../../tools/vendor-sim/index.js';
+import { CLI, PASSPHRASE, serverEnv, setupHome, startServer, textOf, type Home } from '../helpers/e2e.js';
+import { killPtys, ptyCli, visible } from '../helpers/cli.js';
 import { ageReservations, guardedVendorCall, runCli, runtimeOf, settledMicros, simCreatedMicros, simEnv } from './helpers.js';
 
 const TOOLS: Record<SimVendor, string> = { stripe: 'create_payment_intent', twilio: 'send_sms', resend: 'send_email' };
@@ -39,8 +41,18 @@ describe('runcap reconcile after vendor faults and a killed server', () => {
     cliEnv = { RUNCAP_HOME: h.home, ...simEnv(h) };
   });
   afterAll(async () => {
+    killPtys();
     await h?.cleanup();
   });
+
+  /** `runcap reconcile args…` at a terminal, where a human types the approver passphrase when asked; its exit code and what followed the question. */
+  async function resolveAtTerminal(args: string[]): Promise<{ code: number | null; after: string }> {
+    const t = ptyCli(h.home, ['reconcile', ...args], { env: { ...shiftedClockEnv(), ...simEnv(h) } });
+    const at = await t.waitFor(/Type the approver passphrase to go on \(Ctrl-C cancels\): /);
+    t.type(`${PASSPHRASE}\r`);
+    const code = await t.exited;
+    return { code, after: visible(t.output().slice(at)).replaceAll('\r', '') };
+  }
 
   it('a session with faults for every vendor leaves uncertain reservations', async () => {
     const s = await startServer(serverEnv(h, key));
@@ -158,12 +170,20 @@ describe('runcap reconcile after vendor faults and a killed server', () => {
     for (const id of ids) expect(text.stdout).toContain(id);
     expect(text.stdout).toMatch(/--resolve RES_ID/);
 
-    const rel = await runCli(['reconcile', '--resolve', a, '--as', 'released', '--by', 'alice'], cliEnv);
-    expect(rel, rel.stderr).toMatchObject({ code: 0 });
-    expect(rel.stdout).toMatch(/uncertain → released/);
-    const set = await runCli(['reconcile', '--resolve', b, '--as', 'settled', '--amount', '1.25', '--by', 'bob', '--json'], cliEnv);
-    expect(set.code).toBe(0);
-    expect(JSON.parse(set.stdout)).toMatchObject({ reservation_id: b, from: 'uncertain', to: 'settled', amount_micros: 1_250_000, why: expect.stringContaining('resolved by bob') });
+    // releasing frees reserved money: without a terminal to type the passphrase on, refused (exit 1), audited, nothing done
+    const piped = await runCli(['reconcile', '--resolve', a, '--as', 'released', '--by', 'alice'], cliEnv);
+    expect(piped.code).toBe(1);
+    expect(piped.stderr).toMatch(/PASSPHRASE_REQUIRED: .*frees reserved money.*nothing was done/);
+    expect((await h.guard.ledger.getReservation(a)).state).toBe('uncertain');
+    expect((await h.guard.ledger.queryAudit({})).filter((x) => x.event === 'refused').at(-1)).toMatchObject({ code: 'PASSPHRASE_REQUIRED', details: { act: 'reconcile resolve', by: 'alice' } });
+
+    const rel = await resolveAtTerminal(['--resolve', a, '--as', 'released', '--by', 'alice']);
+    expect(rel.code, rel.after).toBe(0);
+    expect(rel.after).toMatch(/uncertain → released/);
+    // settling below the estimate frees money too
+    const set = await resolveAtTerminal(['--resolve', b, '--as', 'settled', '--amount', '1.25', '--by', 'bob', '--json']);
+    expect(set.code, set.after).toBe(0);
+    expect(JSON.parse(set.after)).toMatchObject({ reservation_id: b, from: 'uncertain', to: 'settled', amount_micros: 1_250_000, why: expect.stringContaining('resolved by bob') });
     const def = await runCli(['reconcile', '--resolve', c, '--as', 'settled'], cliEnv);
     expect(def.code).toBe(0);
 
@@ -172,8 +192,8 @@ describe('runcap reconcile after vendor faults and a killed server', () => {
     const cRes = await h.guard.ledger.getReservation(c);
     expect(cRes).toMatchObject({ state: 'settled', actualMicros: cRes.estimateMicros });
     const audit = await h.guard.ledger.queryAudit({});
-    expect(audit.find((x) => x.reservationId === a && x.event === 'released')?.details).toMatchObject({ why: expect.stringContaining('resolved by alice') });
-    expect(audit.find((x) => x.reservationId === b && x.event === 'settled')).toMatchObject({ amountMicros: 1_250_000 });
+    expect(audit.find((x) => x.reservationId === a && x.event === 'released')?.details).toMatchObject({ why: expect.stringContaining('resolved by alice'), passphrase_typed_by: 'alice' });
+    expect(audit.find((x) => x.reservationId === b && x.event === 'settled')).toMatchObject({ amountMicros: 1_250_000, details: { passphrase_typed_by: 'bob' } });
 
     expect((await runCli(['reconcile', '--resolve', 'res_01NOSUCHRESERVATION00000', '--as', 'released'], cliEnv)).code).toBe(1);
     expect((await runCli(['reconcile', '--resolve', a, '--as', 'settled'], cliEnv)).code).toBe(1); // already released

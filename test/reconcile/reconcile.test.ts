@@ -260,7 +260,7 @@ describe('reconcile', () => {
     expect((await h.guard.ledger.getReservation(reservationId)).state).toBe('pending');
 
     expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
-    await expect(resolveManually(h.guard, reservationId, 'released', { by: 'alice' })).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(resolveManually(h.guard, reservationId, 'released', { by: 'alice', proof: h.proof })).rejects.toMatchObject({ code: 'CONFLICT' });
 
     const later = Date.now() + staleThresholdMs(h.guard) + 1000;
     const r = await reconcile(h.guard, vendors, { now: later });
@@ -274,22 +274,28 @@ describe('reconcile', () => {
     const [a, b, c] = ids as [string, string, string];
     const estimateB = (await h.guard.ledger.getReservation(b)).estimateMicros;
 
-    const released = await resolveManually(h.guard, a, 'released', { by: 'alice' });
+    // releasing frees reserved money, and so does settling below the estimate: only with a human's proof
+    await expect(resolveManually(h.guard, a, 'released', { by: 'alice' })).rejects.toMatchObject({ code: 'PASSPHRASE_REQUIRED' });
+    await expect(resolveManually(h.guard, c, 'settled', { by: 'carol', amountMicros: 1_250_000 })).rejects.toMatchObject({ code: 'PASSPHRASE_REQUIRED' });
+    expect(await states([a, c])).toEqual(['uncertain', 'uncertain']);
+    const released = await resolveManually(h.guard, a, 'released', { by: 'alice', proof: h.proof });
     expect(released).toMatchObject({ reservationId: a, from: 'uncertain', to: 'released', why: expect.stringContaining('resolved by alice') });
     const settledDefault = await resolveManually(h.guard, b, 'settled', { by: 'bob' });
     expect(settledDefault).toMatchObject({ to: 'settled', amountMicros: estimateB, why: expect.stringContaining('resolved by bob') });
-    const settled = await resolveManually(h.guard, c, 'settled', { by: 'carol', amountMicros: 1_250_000 });
+    const settled = await resolveManually(h.guard, c, 'settled', { by: 'carol', amountMicros: 1_250_000, proof: h.proof });
     expect(settled).toMatchObject({ to: 'settled', amountMicros: 1_250_000 });
 
     expect(await h.guard.ledger.getReservation(a)).toMatchObject({ state: 'released', note: expect.stringContaining('resolved by alice') });
     expect(await h.guard.ledger.getReservation(c)).toMatchObject({ state: 'settled', actualMicros: 1_250_000 });
     const audit = await h.guard.ledger.queryAudit({});
-    expect(audit.find((r) => r.reservationId === a && r.event === 'released')?.details).toMatchObject({ why: expect.stringContaining('resolved by alice') });
-    expect(audit.find((r) => r.reservationId === c && r.event === 'settled')).toMatchObject({ amountMicros: 1_250_000, details: { why: expect.stringContaining('resolved by carol') } });
+    expect(audit.find((r) => r.reservationId === a && r.event === 'released')?.details).toMatchObject({ why: expect.stringContaining('resolved by alice'), passphrase_typed_by: 'test' });
+    expect(audit.find((r) => r.reservationId === c && r.event === 'settled')).toMatchObject({ amountMicros: 1_250_000, details: { why: expect.stringContaining('resolved by carol'), passphrase_typed_by: 'test' } });
+    // at the estimate nothing is freed: no passphrase was asked for, none is recorded
+    expect(audit.find((r) => r.reservationId === b && r.event === 'settled')?.details).not.toHaveProperty('passphrase_typed_by');
     expect(await h.guard.ledger.getReservation(c)).toMatchObject({ note: expect.stringContaining('resolved by carol') });
 
     await expect(resolveManually(h.guard, a, 'settled', { by: 'alice' })).rejects.toMatchObject({ code: 'CONFLICT' });
-    await expect(resolveManually(h.guard, 'res_NOPE', 'released', { by: 'alice' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(resolveManually(h.guard, 'res_NOPE', 'released', { by: 'alice', proof: h.proof })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(resolveManually(h.guard, c, 'released', { by: 'alice', amountMicros: 5 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     expect((await h.guard.ledger.verifyAudit()).ok).toBe(true);
   });
@@ -341,7 +347,7 @@ describe('a reservation reconcile released whose vendor object turns up later', 
     // a human released one by hand
     const byHand = await call('stripe', { kind: 'status', status: 500 });
     const byHandId = (byHand as { reservationId: string }).reservationId;
-    await resolveManually(h.guard, byHandId, 'released', { by: 'alice' });
+    await resolveManually(h.guard, byHandId, 'released', { by: 'alice', proof: h.proof });
     expect((await h.guard.ledger.getReservation(refusedId)).releasedBy).toBe('vendor');
     expect((await h.guard.ledger.getReservation(byHandId)).releasedBy).toBe('hand');
 
@@ -461,7 +467,7 @@ describe('a released SMS and a later identical one: the message goes to the call
     expect(first.unresolved.map((u) => u.reservationId).sort()).toEqual([b, c].sort());
     expect(await states([a, b, c])).toEqual(['released', 'uncertain', 'uncertain']);
 
-    await resolveManually(h.guard, c, 'released', { by: 'alice' });
+    await resolveManually(h.guard, c, 'released', { by: 'alice', proof: h.proof });
     const second = await reconcile(h.guard, vendors);
     expect(second.unresolved).toEqual([]);
     expect(second.changed).toEqual([expect.objectContaining({ reservationId: b, label: 'sender-run', from: 'uncertain', to: 'settled', vendorRef: sid })]);
