@@ -17,17 +17,19 @@ export function registerInitCommand(program: Command): void {
       const created = ensureHomeFiles(home);
       const guard = openGuard({ home });
       try {
-        const ledgerCreated = created.length > 0 && !(await guard.ledger.hasPassphrase());
+        const hadPassphrase = await guard.ledger.hasPassphrase();
+        const ledgerCreated = created.length > 0 && !hadPassphrase;
+        // The passphrase is asked before anything is written: an init that stops at the question leaves a home that is still new.
+        const passphrase = hadPassphrase ? undefined : opts.passphraseStdin ? await readStdinLine() : await askTwice();
+        if (passphrase !== undefined && (passphrase.length < 8 || passphrase.length > 1024)) {
+          throw new RuncapError('INVALID_INPUT', 'the approver passphrase must be 8 to 1024 characters; nothing was set');
+        }
         // A new home starts bounded; a home that holds anything already (a passphrase, a key, a limit) keeps its limits.
-        const isNew = !(await guard.ledger.hasPassphrase()) && (await guard.ledger.listKeys()).length === 0 && (await guard.ledger.listVendorLimits()).length === 0;
+        const isNew = !hadPassphrase && (await guard.ledger.listKeys()).length === 0 && (await guard.ledger.listVendorLimits()).length === 0;
         const defaultLimits = isNew ? VENDORS : [];
         for (const vendor of defaultLimits) await guard.ledger.setVendorLimit(vendor, 'monthly', NEW_HOME_MONTHLY_LIMIT_MICROS, 'runcap init');
-        let passphraseSet = false;
-        if (!(await guard.ledger.hasPassphrase())) {
-          const passphrase = opts.passphraseStdin ? await readStdinLine() : await askTwice();
-          await guard.ledger.setPassphrase(passphrase);
-          passphraseSet = true;
-        }
+        if (passphrase !== undefined) await guard.ledger.setPassphrase(passphrase);
+        const passphraseSet = passphrase !== undefined;
         if (ledgerCreated) created.push(homePath(home, 'ledger'));
         if (opts.json) {
           printJson({

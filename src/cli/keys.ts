@@ -280,7 +280,7 @@ async function readParentKey(): Promise<string> {
 /** What a root key would let its run spend, for the question before the passphrase. */
 function budgetSummary(p: PolicyInput): string {
   const caps = (p.caps ?? []).filter((c) => c.usd_micros !== undefined).map((c) => `${c.window === 'per_call' ? 'per call' : c.window} ${usd(c.usd_micros!)}`);
-  return `${p.allow.join(', ')}; ${caps.length ? caps.join(', ') : 'no USD cap of its own'}`;
+  return `${inert(p.allow.join(', '))}; ${caps.length ? caps.join(', ') : 'no USD cap of its own'}`;
 }
 
 /** "30 min", "2 h", "90 s". */

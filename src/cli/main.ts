@@ -37,12 +37,18 @@ export async function buildProgram(argv: string[] = process.argv): Promise<Comma
     .description('run-scoped spend caps, allowlists, approvals and audit for AI agents calling paid APIs')
     .version('0.1.0')
     .exitOverride()
-    // commander repeats what it could not parse (`--parent=vk_…`): a vault key's secret is not printed back
-    .configureOutput({ outputError: (text, write) => write(text.replace(/\bvk_[0-9A-Z]{26}_[A-Za-z0-9_-]+/g, 'vk_…')) });
+    // commander repeats what it could not parse (`--parent=vk_…`, `--passphrase=…`): no value is printed back
+    .configureOutput({ outputError: (text, write) => write(redactParseError(text)) });
   const named = GROUPS.find((g) => g.commands.includes(argv[2] ?? ''));
   for (const group of named ? [named] : GROUPS) (await group.load())(program);
   for (const c of program.commands) propagate(c);
   return program;
+}
+
+/** A parse error without the values it quotes: a vault key anywhere, and whatever follows `--option=`. */
+function redactParseError(text: string): string {
+  // commander quotes what it could not parse: the value runs to the last quote on its line (it may hold spaces and quotes)
+  return text.replace(/\bvk_[0-9A-Z]{26}_[A-Za-z0-9_-]+/g, 'vk_…').replace(/(--[A-Za-z0-9][\w-]*)=(?:[^\n]*(?=')|\S*)/g, '$1=…');
 }
 
 /** Subcommands inherit exitOverride, so every usage error exits 2 after commander's one-line message. */

@@ -261,6 +261,19 @@ describe('keys issue --parent: a child, by the secret of a parent that may deleg
     expect(await keysOf(home)).toEqual(before);
   });
 
+  it('an option written with = is never printed back: a passphrase or key mistyped as a flag stays off the screen', async () => {
+    for (const args of [
+      ['approve', 'apr_01M0000000000000000000000Z', '--passphrase=correct horse battery'],
+      ['keys', 'issue', '--label', 'x', '--allow', '*', "--passphrase=correct horse's battery"],
+      ['limits', 'set', '--vendor', 'stripe', '--monthly', '500', '--approver-passphrase=correct-horse'],
+    ]) {
+      const r = await runCli(home, args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/unknown option '--[a-z-]+=…'/);
+      expect(r.stderr).not.toContain('correct');
+    }
+  });
+
   it('a wrong or unknown parent key is refused (KEY_INVALID), its secret never printed or audited', async () => {
     const before = await keysOf(home);
     const wrongSecret = `${parent.id}_${'A'.repeat(43)}`;
