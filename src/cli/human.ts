@@ -7,7 +7,8 @@
 import type { Guard } from '../guard/index.js';
 import type { HumanAct, HumanProof } from '../ledger/types.js';
 import { RuncapError } from '../policy/codes.js';
-import { askHidden, refused } from './io.js';
+import { askHidden, refused, UsageError } from './io.js';
+import { isPrintableName } from './options.js';
 
 /**
  * A HumanProof for one act: `what` (shown before the question) says what it creates.
@@ -15,6 +16,8 @@ import { askHidden, refused } from './io.js';
  * is audited by the ledger.
  */
 export async function proveAtTerminal(guard: Guard, act: HumanAct, by: string, what: string): Promise<HumanProof> {
+  // a name the ledger would refuse is said before the passphrase is typed, not after
+  if (!isPrintableName(by)) throw new UsageError('the operator name (--by, or the OS user) must be 1-128 printable characters: give --by NAME');
   if (!process.stdin.isTTY) {
     await guard.ledger.recordRefusal({ act, by, why: 'no terminal to type the approver passphrase on' }).catch(() => {});
     throw new RuncapError(

@@ -5,6 +5,7 @@ import { openGuard } from '../guard/index.js';
 import { askHidden, printJson, readStdinLine, usd, usdField } from './io.js';
 import { NEW_HOME_MONTHLY_LIMIT_MICROS, VENDORS } from '../policy/rules.js';
 import { RuncapError } from '../policy/codes.js';
+import { PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../ledger/secrets.js';
 
 export function registerInitCommand(program: Command): void {
   program
@@ -21,9 +22,7 @@ export function registerInitCommand(program: Command): void {
         const ledgerCreated = created.length > 0 && !hadPassphrase;
         // The passphrase is asked before anything is written: an init that stops at the question leaves a home that is still new.
         const passphrase = hadPassphrase ? undefined : opts.passphraseStdin ? await readStdinLine() : await askTwice();
-        if (passphrase !== undefined && (passphrase.length < 8 || passphrase.length > 1024)) {
-          throw new RuncapError('INVALID_INPUT', 'the approver passphrase must be 8 to 1024 characters; nothing was set');
-        }
+        if (passphrase !== undefined && !passphraseLengthOk(passphrase)) throw new RuncapError('INVALID_INPUT', `${PASSPHRASE_LENGTH_RULE}; nothing was set`);
         // A new home starts bounded; a home that holds anything already (a passphrase, a key, a limit) keeps its limits.
         const isNew = !hadPassphrase && (await guard.ledger.listKeys()).length === 0 && (await guard.ledger.listVendorLimits()).length === 0;
         const defaultLimits = isNew ? VENDORS : [];

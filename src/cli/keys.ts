@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import { checkRootKeyInput } from '../ledger/sqlite/ledger.js';
-import type { Budget, CapStatus, KeyInfo } from '../ledger/types.js';
+import type { Budget, CapStatus, ChildKeyInput, KeyInfo } from '../ledger/types.js';
 import type { Cap, PolicyInput } from '../policy/schema.js';
 import { RuncapError } from '../policy/codes.js';
 import { DEFAULT_MAX_CHILDREN } from '../policy/schema.js';
@@ -36,8 +36,9 @@ interface IssueOptions {
   json?: boolean;
 }
 
-function policyFromOptions(o: IssueOptions): PolicyInput {
-  if (!o.allow?.length) throw new RuncapError('INVALID_INPUT', 'name at least one allowed action with --allow (e.g. --allow "stripe.*")');
+/** The policy the flags describe; a child (--parent) that names no --allow gets its parent's actions. */
+function policyFromOptions(o: IssueOptions): ChildKeyInput['policy'] {
+  if (!o.allow?.length && !o.parent) throw new RuncapError('INVALID_INPUT', 'name at least one allowed action with --allow (e.g. --allow "stripe.*")');
   const caps: Cap[] = [];
   if (o.perCallMax !== undefined) caps.push({ window: 'per_call', usd_micros: o.perCallMax });
   if (o.capTotal !== undefined) caps.push({ window: 'total', usd_micros: o.capTotal });
@@ -49,7 +50,7 @@ function policyFromOptions(o: IssueOptions): PolicyInput {
       ? { caps: o.sessionCapTotal !== undefined ? [{ window: 'total' as const, usd_micros: o.sessionCapTotal }] : [], ...(o.sessionTtl ? { ttl_s: o.sessionTtl } : {}) }
       : undefined;
   return {
-    allow: o.allow,
+    ...(o.allow?.length ? { allow: o.allow } : {}),
     caps,
     ...(o.rate !== undefined ? { rate_per_min: o.rate } : {}),
     ...(o.grantTtl !== undefined ? { grant_ttl_s: o.grantTtl } : {}),
@@ -114,7 +115,7 @@ export function registerKeysCommands(program: Command): void {
     .command('issue')
     .description('issue a vault key for one run (the secret is printed once)')
     .requiredOption('--label <label>', 'name of the run, e.g. billing-run-abc123 (travels into every audit row)')
-    .option('--allow <glob>', 'allowed action glob, repeatable (stripe.*, twilio.messages.create, deploy_*)', collect)
+    .option('--allow <glob>', "allowed action glob, repeatable (stripe.*, twilio.messages.create, deploy_*); a child's default: its parent's", collect)
     .option('--cap-total <usd>', 'total USD over the life of the key', usdOption)
     .option('--cap-daily <usd>', 'USD per UTC day', usdOption)
     .option('--cap-monthly <usd>', 'USD per UTC calendar month', usdOption)
@@ -155,19 +156,19 @@ export function registerKeysCommands(program: Command): void {
       const by = o.by ?? osUser();
       const ttl = o.ttl !== undefined ? { ttlSeconds: o.ttl } : {};
       const parentKey = o.parent ? await readParentKey() : undefined;
-      if (parentKey === undefined) checkRootKeyInput({ label: o.label, policy, issuedBy: by, ...ttl });
+      const rootPolicy = parentKey === undefined ? { ...policy, allow: o.allow! } : undefined;
+      if (rootPolicy) checkRootKeyInput({ label: o.label, policy: rootPolicy, issuedBy: by, ...ttl });
       const guard = openGuard();
       try {
-        const issued =
-          parentKey !== undefined
-            ? await guard.ledger.issueChildKey(parentKey, { label: o.label, policy, issuedBy: by, ...ttl })
-            : await guard.ledger.issueKey({
-                label: o.label,
-                policy,
-                issuedBy: by,
-                ...ttl,
-                proof: await proveAtTerminal(guard, 'keys issue', by, `Issuing root key ${inert(o.label)} (${budgetSummary(policy)}) creates budget`),
-              });
+        const issued = !rootPolicy
+          ? await guard.ledger.issueChildKey(parentKey!, { label: o.label, policy, issuedBy: by, ...ttl })
+          : await guard.ledger.issueKey({
+              label: o.label,
+              policy: rootPolicy,
+              issuedBy: by,
+              ...ttl,
+              proof: await proveAtTerminal(guard, 'keys issue', by, `Issuing root key ${inert(o.label)} (${budgetSummary(rootPolicy)}) creates budget`),
+            });
         if (o.json) {
           printJson({ id: issued.info.id, key: issued.key, label: issued.info.label, expires_at: isoTime(issued.info.expiresAt), policy: issued.info.policy });
           return;

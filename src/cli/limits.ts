@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import type { VendorLimit } from '../ledger/types.js';
 import { osUser, printJson, printTable, UsageError, usd, usdField } from './io.js';
-import { VENDORS } from '../policy/rules.js';
+import { limitChangeWidens, VENDORS } from '../policy/rules.js';
 import { nameOption, usdOrNoneOption } from './options.js';
 import { proveAtTerminal } from './human.js';
 
@@ -49,7 +49,7 @@ export function registerLimitsCommands(program: Command): void {
       try {
         const current = new Map((await guard.ledger.listVendorLimits()).filter((l) => l.vendor === o.vendor).map((l) => [l.window, l.limitMicros]));
         // Raising or removing a limit creates budget: a human types the passphrase. Lowering or adding one only narrows.
-        const widening = changes.filter(([window, limit]) => current.has(window) && (limit === null || limit > current.get(window)!));
+        const widening = changes.filter(([window, limit]) => limitChangeWidens(current.get(window), limit));
         const proof = widening.length
           ? await proveAtTerminal(
               guard,

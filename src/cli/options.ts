@@ -55,9 +55,14 @@ export function maxCallsOption(value: string, previous: MaxCalls[] = []): MaxCal
   return [...previous, { action: m[1]!, calls: Number(m[2]), window }];
 }
 
+/** A person's name as the ledger keeps it: 1-128 printable characters. */
+export function isPrintableName(value: string): boolean {
+  return value.length > 0 && value.length <= 128 && !/[\u0000-\u001f\u007f-\u009f]/.test(value);
+}
+
 /** A person's name for --by: 1-128 printable characters. */
 export function nameOption(value: string): string {
-  if (value.length === 0 || value.length > 128 || /[\u0000-\u001f\u007f-\u009f]/.test(value)) {
+  if (!isPrintableName(value)) {
     throw new InvalidArgumentError(`"${value.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?').slice(0, 40)}" is not a name of 1-128 printable characters`);
   }
   return value;

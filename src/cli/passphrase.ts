@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import { RuncapError } from '../policy/codes.js';
 import { askHidden, osUser, refused, requireTty } from './io.js';
+import { PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../ledger/secrets.js';
 
 export function registerPassphraseCommand(program: Command): void {
   program
@@ -26,7 +27,7 @@ export function registerPassphraseCommand(program: Command): void {
           if (!(await guard.ledger.checkPassphrase(old, { by: osUser(), during: 'passphrase change' }))) throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
         }
         const first = await ask('New approver passphrase (8+ characters): ');
-        if (first.length < 8 || first.length > 1024) throw refused('the approver passphrase must be 8 to 1024 characters; nothing was changed');
+        if (!passphraseLengthOk(first)) throw refused(`${PASSPHRASE_LENGTH_RULE}; nothing was changed`);
         const second = await ask('Repeat the new one: ');
         if (first !== second) throw refused('the two new passphrases differ; nothing was changed');
         await guard.ledger.setPassphrase(first, old);

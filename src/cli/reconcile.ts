@@ -1,7 +1,8 @@
 /** runcap reconcile [--json] | runcap reconcile --resolve RES_ID --as settled|released [--amount USD] [--by NAME] */
 import { Option, type Command } from 'commander';
 import { openGuard } from '../guard/index.js';
-import { reconcile, resolveManually, resolvingFreesMoney, type ReconcileChange } from '../guard/reconcile.js';
+import { assertResolvableByHand, reconcile, resolveManually, type ReconcileChange } from '../guard/reconcile.js';
+import { freesReservedMoney } from '../policy/rules.js';
 import { proveAtTerminal } from './human.js';
 import { VendorRuntime } from '../guard/vendors.js';
 import { inert, osUser, printJson, printTable, usd, usdField, UsageError } from './io.js';
@@ -54,8 +55,9 @@ export function registerReconcileCommand(program: Command): void {
       const guard = openGuard();
       try {
         const r = await guard.ledger.getReservation(o.resolve);
+        assertResolvableByHand(guard, r);
         // Releasing, or settling below what is reserved, frees money: a human types the passphrase for it.
-        const proof = resolvingFreesMoney(o.as, r.estimateMicros, o.amount)
+        const proof = freesReservedMoney(o.as, r.estimateMicros, o.amount)
           ? await proveAtTerminal(
               guard,
               'reconcile resolve',

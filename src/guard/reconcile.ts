@@ -377,17 +377,27 @@ export interface ResolveOptions {
   proof?: HumanProof;
 }
 
-/** Whether resolving a reservation of `estimateMicros` this way frees reserved money, and so needs a HumanProof. */
-export function resolvingFreesMoney(as: 'settled' | 'released', estimateMicros: number, amountMicros?: number): boolean {
-  return as === 'released' || (amountMicros !== undefined && amountMicros < estimateMicros);
-}
-
 /**
  * A human resolves what the vendor cannot answer: `released` (nothing was
  * done) or `settled` (at amountMicros, default the estimate). Only uncertain
  * reservations and stale pending ones: a fresh pending reservation may still
  * be settled by the server that made it.
  */
+/**
+ * Refuses (CONFLICT) a reservation a human cannot resolve: one already settled or released, and one
+ * pending whose call may still be in flight. The CLI asks it before the passphrase, resolveManually again.
+ */
+export function assertResolvableByHand(guard: Guard, r: Reservation, now: number = Date.now()): 'pending' | 'uncertain' {
+  const state: ReservationState = r.state;
+  if (state === 'settled' || state === 'released') {
+    throw new RuncapError('CONFLICT', `reservation ${r.id} is already ${state}; nothing to resolve`);
+  }
+  if (state === 'pending' && now - r.createdAt <= staleThresholdMs(guard)) {
+    throw new RuncapError('CONFLICT', `reservation ${r.id} is pending and not stale yet: its call may still be in flight; try again later`);
+  }
+  return state;
+}
+
 export async function resolveManually(guard: Guard, reservationId: string, as: 'settled' | 'released', opts: ResolveOptions): Promise<ReconcileChange> {
   if (as !== 'settled' && as !== 'released') throw new RuncapError('INVALID_INPUT', 'resolve as "settled" or "released"');
   const by = typeof opts.by === 'string' && opts.by.trim() ? opts.by.trim() : undefined;
@@ -397,14 +407,7 @@ export async function resolveManually(guard: Guard, reservationId: string, as: '
     if (!Number.isSafeInteger(opts.amountMicros) || opts.amountMicros < 0) throw new RuncapError('INVALID_INPUT', 'the amount must be a non-negative USD amount');
   }
   const r = await guard.ledger.getReservation(reservationId); // NOT_FOUND for an unknown id
-  const state: ReservationState = r.state;
-  if (state === 'settled' || state === 'released') {
-    throw new RuncapError('CONFLICT', `reservation ${r.id} is already ${state}; nothing to resolve`);
-  }
-  const now = opts.now ?? Date.now();
-  if (state === 'pending' && now - r.createdAt <= staleThresholdMs(guard)) {
-    throw new RuncapError('CONFLICT', `reservation ${r.id} is pending and not stale yet: its call may still be in flight; try again later`);
-  }
+  const state = assertResolvableByHand(guard, r, opts.now);
   if (as === 'released') {
     const why = `resolved by ${by}: released by hand (the vendor did nothing)`;
     await guard.ledger.release(r.id, why, { by: 'hand', ...(opts.proof ? { proof: opts.proof } : {}) });

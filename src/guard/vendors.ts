@@ -178,6 +178,7 @@ export class VendorRuntime {
 function commandEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   delete env.RUNCAP_KEY;
+  delete env.RUNCAP_PARENT_KEY;
   return env;
 }
 

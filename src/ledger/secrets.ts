@@ -61,6 +61,14 @@ export function secretMatches(secret: string, storedHash: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** What an approver passphrase may be: long enough to resist guessing, short enough to hash at once. */
+export const PASSPHRASE_LENGTH = { min: 8, max: 1024 } as const;
+export const PASSPHRASE_LENGTH_RULE = `the approver passphrase must be ${PASSPHRASE_LENGTH.min} to ${PASSPHRASE_LENGTH.max} characters`;
+
+export function passphraseLengthOk(passphrase: unknown): passphrase is string {
+  return typeof passphrase === 'string' && passphrase.length >= PASSPHRASE_LENGTH.min && passphrase.length <= PASSPHRASE_LENGTH.max;
+}
+
 const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 /** log2 of scrypt's N: 15 (about 150 ms here) unless a ledger is told otherwise; never below 10. */
 export const PASSPHRASE_COST = { standard: 15, least: 10, most: 17 } as const;

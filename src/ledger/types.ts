@@ -45,7 +45,8 @@ export interface IssueKeyInput {
 /** A child key, issued by whoever holds the secret of a parent that may delegate; never wider than the parent. */
 export interface ChildKeyInput {
   label: string;
-  policy: PolicyInput;
+  /** `allow` left out: the parent's */
+  policy: Omit<PolicyInput, 'allow'> & { allow?: string[] };
   ttlSeconds?: number;
   issuedBy: string;
 }
@@ -316,14 +317,15 @@ export interface PassphraseAttempt {
 export type HumanAct = 'keys issue' | 'limits set' | 'reconcile resolve';
 
 /**
- * That a human typed the approver passphrase, on this ledger, as `by`. Made only by
- * `proveHuman` (or `setPassphrase`); an object that only looks like one is refused,
- * and so is a proof made before the passphrase changed. It lasts as long as its holder
- * keeps it: the CLI makes one per command, after the passphrase was typed.
+ * That a human typed the approver passphrase, on this ledger, as `by`, for one act. Made only
+ * by `proveHuman` (for the act it names) or `setPassphrase` (whoever just chose the passphrase:
+ * for any act); an object that only looks like one is refused, and so is a proof made for another
+ * act or before the passphrase changed. The CLI makes one per command, after the passphrase was typed.
  */
 export interface HumanProof {
   readonly by: string;
   readonly provenAt: number;
+  readonly act: HumanAct | 'any';
 }
 
 /** A refusal of a human-only act before the ledger was asked (no terminal to type the passphrase on). */

@@ -28,6 +28,22 @@ export const VENDORS = VENDOR_PREFIXES.map((p) => p.slice(0, -1));
  */
 export const NEW_HOME_MONTHLY_LIMIT_MICROS = 100_000_000;
 
+/**
+ * Whether changing a global limit from `was` (undefined: there is none) to `next` (null: remove it)
+ * creates budget, so that only a human may do it. Adding a limit, or lowering one, only narrows.
+ */
+export function limitChangeWidens(was: number | undefined, next: number | null): boolean {
+  return was !== undefined && (next === null || next > was);
+}
+
+/**
+ * Whether a human's answer about a reservation frees reserved money: releasing it, or settling it
+ * below what it reserved (`settledMicros` undefined: at the reserved amount).
+ */
+export function freesReservedMoney(as: 'settled' | 'released', reservedMicros: number, settledMicros?: number): boolean {
+  return as === 'released' || (settledMicros !== undefined && settledMicros < reservedMicros);
+}
+
 export function vendorOf(action: string): string | undefined {
   const prefix = VENDOR_PREFIXES.find((p) => action.startsWith(p));
   return prefix?.slice(0, -1);

@@ -8,7 +8,7 @@ import { expect } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
 import { RuncapError } from '../../src/policy/codes.js';
-import type { AuthorizeRequest, Clock, Decision, HumanProof, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
+import type { AuthorizeRequest, Clock, Decision, HumanAct, HumanProof, IssuedKey, Ledger, PolicyInput } from '../../src/ledger/types.js';
 
 export class TestClock {
   constructor(public ms = Date.UTC(2026, 10, 22, 12, 0, 0)) {}
@@ -85,16 +85,21 @@ export const EMAIL = 'resend.emails.send';
 export const TEST_PASSPHRASE = 'test approver passphrase';
 export const TEST_PASSPHRASE_COST = 10;
 
-const proofs = new WeakMap<Ledger, Promise<HumanProof>>();
+const proofs = new WeakMap<Ledger, Map<HumanAct, Promise<HumanProof>>>();
 
-/** A human's proof on this ledger, as a test's human would make it: setting the passphrase, or typing it. */
-export function humanProof(ledger: Ledger): Promise<HumanProof> {
-  let proof = proofs.get(ledger);
+/**
+ * A human's proof on this ledger for one act, as a test's human would make it: by setting the passphrase
+ * (a proof for any act) when there is none yet, else by typing it for that act.
+ */
+export function humanProof(ledger: Ledger, act: HumanAct = 'keys issue'): Promise<HumanProof> {
+  let byAct = proofs.get(ledger);
+  if (!byAct) proofs.set(ledger, (byAct = new Map()));
+  let proof = byAct.get(act);
   if (!proof) {
     proof = ledger
       .hasPassphrase()
-      .then((has) => (has ? ledger.proveHuman(TEST_PASSPHRASE, { by: 'alice', during: 'keys issue' }) : ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' })));
-    proofs.set(ledger, proof);
+      .then((has) => (has ? ledger.proveHuman(TEST_PASSPHRASE, { by: 'alice', during: act }) : ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' })));
+    byAct.set(act, proof);
   }
   return proof;
 }

@@ -29,7 +29,7 @@ afterEach(async () => t?.close());
 
 const OTHER_PASSPHRASE = 'a second approver passphrase';
 /** Something shaped like a proof that no ledger made. */
-const lookAlike = (): HumanProof => ({ by: 'x', provenAt: 0 });
+const lookAlike = (): HumanProof => ({ by: 'x', provenAt: 0, act: 'any' });
 const noProof = undefined as unknown as HumanProof;
 const ROOT: PolicyInput = { allow: ['*'] };
 

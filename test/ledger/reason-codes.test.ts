@@ -208,7 +208,7 @@ describe('CAP_EXCEEDED', () => {
     // lifting it creates budget: only with a human's proof
     await expectCode(t.ledger.setVendorLimit('twilio', 'daily', null, 'ops'), 'PASSPHRASE_REQUIRED');
     expect(await t.ledger.listVendorLimits()).toMatchObject([{ vendor: 'twilio', window: 'daily', limitMicros: usd(5) }]);
-    await t.ledger.setVendorLimit('twilio', 'daily', null, 'ops', await humanProof(t.ledger));
+    await t.ledger.setVendorLimit('twilio', 'daily', null, 'ops', await humanProof(t.ledger, 'limits set'));
     allowedId(await t.ledger.authorize(req(b.key, SMS, usd(3), { n: 5 })));
     expect((await t.ledger.verifyAudit()).problems).toEqual([]);
   });

@@ -116,7 +116,7 @@ describe('released → settled: the one transition out of released, for reconcil
     await t.ledger.release(refused, 'vendor refused: card declined');
     const byHand = await reserve(key, usd(1));
     await t.ledger.markUncertain(byHand, 'timeout');
-    await t.ledger.release(byHand, 'resolved by alice: released by hand', { by: 'hand', proof: await humanProof(t.ledger) });
+    await t.ledger.release(byHand, 'resolved by alice: released by hand', { by: 'hand', proof: await humanProof(t.ledger, 'reconcile resolve') });
     const byReconcile = await reserve(key, usd(1));
     await t.ledger.release(byReconcile, 'reconcile: nothing was created', { by: 'reconcile' });
     expect((await t.ledger.getReservation(refused)).releasedBy).toBe('vendor');
@@ -138,7 +138,7 @@ describe('released → settled: the one transition out of released, for reconcil
     await t.ledger.settle(owner, usd(1), 'SM_taken');
     const namedThenReleased = await reserve(key, usd(1), SMS);
     await t.ledger.markUncertain(namedThenReleased, 'timeout', 'SM_named');
-    await t.ledger.release(namedThenReleased, 'resolved by alice: released by hand', { by: 'hand', proof: await humanProof(t.ledger) });
+    await t.ledger.release(namedThenReleased, 'resolved by alice: released by hand', { by: 'hand', proof: await humanProof(t.ledger, 'reconcile resolve') });
     const paid = await reserve(key, usd(1));
     await t.ledger.settle(paid, usd(1), 'SM_other_action');
     const late = await reserve(key, usd(1), SMS);

@@ -14,6 +14,8 @@ import {
   capApplies,
   domainAllowed,
   formatUsd,
+  freesReservedMoney,
+  limitChangeWidens,
   MAX_GROUP_TOTAL,
   recipientRefusal,
   spendGroupOf,
@@ -40,6 +42,8 @@ import {
   hashPassphrase,
   hashSecret,
   newId,
+  PASSPHRASE_LENGTH_RULE,
+  passphraseLengthOk,
   newKeySecret,
   parseKey,
   passphraseMatches,
@@ -187,8 +191,8 @@ export class SqliteLedger implements Ledger {
   private readonly clock: Clock;
   private readonly staleAfterMs: number;
   private readonly passphraseCost: number | undefined;
-  /** every HumanProof this ledger made → the passphrase hash it proved (a look-alike object is in no such map) */
-  private readonly proofs = new WeakMap<HumanProof, string>();
+  /** every HumanProof this ledger made → the passphrase hash it proved and the act it was typed for (a look-alike is in no such map) */
+  private readonly proofs = new WeakMap<HumanProof, { hash: string; act: HumanAct | 'any' }>();
   private readonly st: { [K in keyof typeof SQL]: Database.Statement<unknown[]> };
 
   constructor(opts: SqliteLedgerOptions) {
@@ -224,9 +228,9 @@ export class SqliteLedger implements Ledger {
     const now = this.clock();
     return this.humanOnly('keys issue', input.proof, input.issuedBy, () =>
       transaction(this.db, 'full', () => {
-        this.assertProof(input.proof, 'a root key creates budget');
+        this.assertProof(input.proof, 'keys issue', 'a root key creates budget');
         const expiresAt = now + (ttl ?? DEFAULT_TTL_S) * 1000;
-        return this.insertKey({ label: input.label, issuedBy: input.issuedBy, policy, expiresAt, parent: null, isSession: false, now, authority: 'passphrase' });
+        return this.insertKey({ label: input.label, issuedBy: input.issuedBy, policy, expiresAt, parent: null, isSession: false, now, authority: 'passphrase', passphraseTypedBy: input.proof.by });
       }),
     );
   }
@@ -243,10 +247,9 @@ export class SqliteLedger implements Ledger {
     return this.childOf(presentedKey, 'mcp.delegate_key', (parent) => {
       checkLabel(input.label);
       checkMicros(input.capTotalMicros, 'cap_total_usd');
-      const parentPolicy = policyOf(parent);
       return {
         label: input.label,
-        policy: { allow: input.allow ?? parentPolicy.allow, caps: [{ window: 'total', usd_micros: input.capTotalMicros }], may_delegate: false },
+        policy: { ...(input.allow ? { allow: input.allow } : {}), caps: [{ window: 'total', usd_micros: input.capTotalMicros }], may_delegate: false },
         ttlSeconds: input.ttlSeconds,
         issuedBy: `${parent.label} (delegate_key)`,
         authority: 'delegate_key',
@@ -263,7 +266,7 @@ export class SqliteLedger implements Ledger {
   private async childOf(
     presentedParentKey: string,
     action: string,
-    spec: (parent: KeyRow) => { label: string; policy: PolicyInput; ttlSeconds: number | undefined; issuedBy: string; authority: KeyAuthority },
+    spec: (parent: KeyRow) => { label: string; policy: ChildKeyInput['policy']; ttlSeconds: number | undefined; issuedBy: string; authority: KeyAuthority },
   ): Promise<IssuedKey> {
     const now = this.clock();
     try {
@@ -275,11 +278,12 @@ export class SqliteLedger implements Ledger {
           throw new RuncapError('ACTION_NOT_ALLOWED', `key ${parent.label} may not delegate: only a key issued with --may-delegate can have children; nothing was issued`);
         }
         const s = spec(parent);
-        if (s.policy.max_children !== undefined && s.policy.max_children > parentPolicy.max_children) {
-          throw new RuncapError('INVALID_INPUT', `widening refused: --max-children ${s.policy.max_children} is above the parent's ${parentPolicy.max_children} (a child can only narrow ${parent.label})`);
-        }
-        // left out, a child may have no more children of its own than its parent may
-        const policy = parsePolicy({ ...s.policy, max_children: s.policy.max_children ?? Math.min(DEFAULT_MAX_CHILDREN, parentPolicy.max_children) });
+        // left out, a child may have no more children of its own than its parent may (narrowed() refuses more)
+        const policy = parsePolicy({
+          ...s.policy,
+          allow: s.policy.allow ?? parentPolicy.allow,
+          max_children: s.policy.max_children ?? Math.min(DEFAULT_MAX_CHILDREN, parentPolicy.max_children),
+        });
         const ttl = s.ttlSeconds === undefined ? undefined : checkTtl(s.ttlSeconds);
         return this.insertChild(chain, { label: s.label, policy, ttlSeconds: ttl, issuedBy: s.issuedBy, now, isSession: false, authority: s.authority });
       });
@@ -403,9 +407,8 @@ export class SqliteLedger implements Ledger {
       transaction(this.db, 'full', () => {
         const scope = `vendor:${vendor}`;
         const existing = this.db.prepare('SELECT id, usd_micros FROM caps WHERE key_id IS NULL AND scope = ? AND window = ?').get(scope, window) as { id: number; usd_micros: number } | undefined;
-        // raising or removing a limit creates budget; lowering it, or adding one, only narrows
-        const widens = existing !== undefined && (limitMicros === null || limitMicros > existing.usd_micros);
-        if (widens) this.assertProof(proof, `${limitMicros === null ? 'removing' : 'raising'} the ${window} limit of ${vendor} creates budget`);
+        const widens = limitChangeWidens(existing?.usd_micros, limitMicros);
+        if (widens) this.assertProof(proof, 'limits set', `${limitMicros === null ? 'removing' : 'raising'} the ${window} limit of ${vendor} creates budget`);
         if (existing) {
           this.db.prepare('DELETE FROM caps WHERE id = ?').run(existing.id);
           this.db.prepare('DELETE FROM counters WHERE scope = ?').run(`cap:${existing.id}`);
@@ -831,7 +834,8 @@ export class SqliteLedger implements Ledger {
       this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
         const from = r.state as 'pending' | 'uncertain';
         // a vendor's answer is the truth; a human's answer below what was reserved frees the difference
-        if (opts.byHand && actualMicros < r.estimate) this.assertProof(opts.proof, `settling ${reservationId} below its reserved ${formatUsd(r.estimate)} frees reserved money`);
+        const freesMoney = opts.byHand === true && freesReservedMoney('settled', r.estimate, actualMicros);
+        if (freesMoney) this.assertProof(opts.proof, 'reconcile resolve', `settling ${reservationId} below its reserved ${formatUsd(r.estimate)} frees reserved money`);
         const next = { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now, note: note ?? r.note };
         const events: AuditInput[] = [
           {
@@ -843,7 +847,7 @@ export class SqliteLedger implements Ledger {
               estimate: r.estimate,
               estimated: !!opts.estimated,
               ...(note ? { why: note } : {}),
-              ...(opts.byHand && actualMicros < r.estimate ? { passphrase_typed_by: opts.proof!.by } : {}),
+              ...(freesMoney ? { passphrase_typed_by: opts.proof!.by } : {}),
             },
           },
         ];
@@ -860,7 +864,7 @@ export class SqliteLedger implements Ledger {
     const releasing = () =>
       this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
         const from = r.state as 'pending' | 'uncertain';
-        if (by === 'hand') this.assertProof(opts.proof, `releasing ${reservationId} by hand frees ${formatUsd(r.estimate)} of reserved money`);
+        if (by === 'hand') this.assertProof(opts.proof, 'reconcile resolve', `releasing ${reservationId} by hand frees ${formatUsd(r.estimate)} of reserved money`);
         return {
           next: { ...r, state: 'released' as const, actual: 0, updated_at: now, note, released_by: by },
           delta: { [from]: -r.estimate, calls: -1 },
@@ -1098,9 +1102,7 @@ export class SqliteLedger implements Ledger {
   }
 
   async setPassphrase(newPassphrase: string, oldPassphrase?: string, opts: { by?: string } = {}): Promise<HumanProof> {
-    if (typeof newPassphrase !== 'string' || newPassphrase.length < 8 || newPassphrase.length > 1024) {
-      throw new RuncapError('INVALID_INPUT', 'the approver passphrase must be 8 to 1024 characters');
-    }
+    if (!passphraseLengthOk(newPassphrase)) throw new RuncapError('INVALID_INPUT', PASSPHRASE_LENGTH_RULE);
     const by = opts.by ?? 'runcap init';
     checkName(by, 'approver');
     const stored = read(() => this.setting('passphrase'));
@@ -1117,7 +1119,8 @@ export class SqliteLedger implements Ledger {
       this.audit.append(now, { event: 'passphrase_set', details: { replaced: stored !== undefined, passphrase_mac: this.audit.seal(SEAL.passphrase, hash) } });
       return undefined;
     });
-    return this.mintProof(by, hash, now);
+    // whoever just chose the passphrase has proven it for anything (init's human, a test's, the demo's)
+    return this.mintProof(by, hash, now, 'any');
   }
 
   async checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean> {
@@ -1142,7 +1145,7 @@ export class SqliteLedger implements Ledger {
       this.auditWrongPassphrase(now, attempt);
       throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was done');
     }
-    return this.mintProof(attempt.by, stored, now);
+    return this.mintProof(attempt.by, stored, now, attempt.during);
   }
 
   async recordRefusal(refusal: HumanActRefusal): Promise<void> {
@@ -1157,20 +1160,19 @@ export class SqliteLedger implements Ledger {
     });
   }
 
-  private mintProof(by: string, hash: string, now: number): HumanProof {
-    const proof: HumanProof = Object.freeze({ by, provenAt: now });
-    this.proofs.set(proof, hash);
+  private mintProof(by: string, hash: string, now: number, act: HumanAct | 'any'): HumanProof {
+    const proof: HumanProof = Object.freeze({ by, provenAt: now, act });
+    this.proofs.set(proof, { hash, act });
     return proof;
   }
 
-  /** Inside the transaction that acts: the proof is one this ledger made, for the passphrase still set. */
-  private assertProof(proof: HumanProof | undefined, what: string): asserts proof is HumanProof {
-    const proved = proof !== undefined && proof !== null && typeof proof === 'object' ? this.proofs.get(proof) : undefined;
-    if (proved !== undefined && proved === this.setting('passphrase')) return;
-    throw new RuncapError(
-      'PASSPHRASE_REQUIRED',
-      `${what}: only a human who types the approver passphrase at a terminal may do that${proved !== undefined ? ' (the passphrase changed since it was typed)' : ''}; nothing was done`,
-    );
+  /** Inside the transaction that acts: the proof is one this ledger made, for this act, for the passphrase still set. */
+  private assertProof(proof: HumanProof | undefined, act: HumanAct, what: string): asserts proof is HumanProof {
+    const made = proof !== undefined && proof !== null && typeof proof === 'object' ? this.proofs.get(proof) : undefined;
+    const current = made !== undefined && made.hash === this.setting('passphrase');
+    if (current && (made.act === 'any' || made.act === act)) return;
+    const why = made === undefined ? '' : !current ? ' (the passphrase changed since it was typed)' : ` (the passphrase was typed for ${made.act})`;
+    throw new RuncapError('PASSPHRASE_REQUIRED', `${what}: only a human who types the approver passphrase at a terminal may do that${why}; nothing was done`);
   }
 
   /** Runs a human-only act; a refusal for want of a proof is audited (bounded) before it is thrown on. */
@@ -1373,6 +1375,20 @@ export class SqliteLedger implements Ledger {
     return left;
   }
 
+  /** The fewest calls any ancestor's call cap of this window (or total) that covers the cap's action has left. */
+  private callsLeftFor(chain: KeyRow[], cap: Cap, w: Windows): number | undefined {
+    let left: number | undefined;
+    for (const c of this.capsFor(chain)) {
+      if (c.key_id === null || c.calls === null || c.window === 'per_call') continue;
+      if (c.window !== cap.window && c.window !== 'total') continue;
+      if (c.action !== null && (cap.action === undefined || !globsCover([c.action], cap.action))) continue;
+      const counter = this.counterOf(`cap:${c.id}`, windowKey(c.window, w));
+      const remaining = Math.max(0, c.calls - counter.calls);
+      left = left === undefined ? remaining : Math.min(left, remaining);
+    }
+    return left;
+  }
+
   private budgetOf(chain: KeyRow[], now: number): Budget {
     const w = windowsAt(now);
     const self = chain[chain.length - 1]!;
@@ -1419,11 +1435,19 @@ export class SqliteLedger implements Ledger {
       const limit = policyOf(a).max_depth;
       if (depth - a.depth > limit) throw new RuncapError('INVALID_INPUT', `delegation is limited to ${limit} levels below ${a.label}`);
     }
+    // A template's sessions share its children: sessions are minted without bound, so counting per
+    // session would give every restart of a host a fresh max_children.
+    const family = familyOf(parent);
     const live = this.db
-      .prepare('SELECT COUNT(*) AS n FROM keys WHERE parent_id = ? AND is_session = 0 AND revoked_at IS NULL AND expires_at > ?')
-      .get(parent.id, now) as { n: number };
+      .prepare(
+        `SELECT COUNT(*) AS n FROM keys WHERE is_session = 0 AND revoked_at IS NULL AND expires_at > @now
+           AND (parent_id = @family OR parent_id IN (SELECT id FROM keys WHERE parent_id = @family AND is_session = 1))`,
+      )
+      .get({ family, now }) as { n: number };
     const maxChildren = policyOf(parent).max_children;
-    if (live.n >= maxChildren) throw new RuncapError('INVALID_INPUT', `${parent.label} already has ${live.n} live children (limit ${maxChildren})`);
+    if (live.n >= maxChildren) {
+      throw new RuncapError('INVALID_INPUT', `${parent.label} already has ${live.n} live children${family !== parent.id ? ' (with its sibling sessions)' : ''} (limit ${maxChildren})`);
+    }
 
     const parentExpiry = Math.min(...chain.map((k) => k.expires_at));
     let expiresAt: number;
@@ -1446,6 +1470,10 @@ export class SqliteLedger implements Ledger {
     for (const g of child.allow) if (!globsCover(p.allow, g)) throw widen(`action ${g} is not allowed for the parent`);
     const w = windowsAt(now);
     for (const cap of child.caps) {
+      if (cap.calls !== undefined) {
+        const left = this.callsLeftFor(chain, cap, w);
+        if (left !== undefined && cap.calls > left) throw widen(`${cap.window} limit of ${cap.calls} calls${cap.action ? ` of ${cap.action}` : ''} is above what the parent has left (${left})`);
+      }
       if (cap.usd_micros === undefined) continue;
       if (cap.window === 'per_call') {
         const parentMax = this.capsFor(chain).filter((c) => c.key_id !== null && c.window === 'per_call' && c.usd_micros !== null && c.action === null).map((c) => c.usd_micros!);
@@ -1473,6 +1501,13 @@ export class SqliteLedger implements Ledger {
       throw widen('approval threshold above the parent\'s');
     }
     if (child.may_delegate && !p.may_delegate) throw widen('the parent may not delegate, so its child may not either');
+    if (child.max_children > p.max_children) throw widen(`${child.max_children} live children is above the parent's ${p.max_children}`);
+    // a session template is budget each session starts with: none may start with more than the parent has left
+    for (const cap of child.session?.caps ?? []) {
+      if (cap.usd_micros === undefined || cap.window === 'per_call') continue;
+      const left = this.remainingFor(chain, cap, w);
+      if (left !== undefined && cap.usd_micros > left) throw widen(`session ${cap.window} cap ${formatUsd(cap.usd_micros)} is above what the parent has left (${formatUsd(left)})`);
+    }
     return policySchema.parse({
       ...child,
       rate_per_min: child.rate_per_min ?? p.rate_per_min,
@@ -1496,6 +1531,7 @@ export class SqliteLedger implements Ledger {
     now: number;
     event?: 'key_issued' | 'session_minted';
     authority: KeyAuthority;
+    passphraseTypedBy?: string;
   }): IssuedKey {
     const id = newId('vk');
     const secret = newKeySecret();
@@ -1533,6 +1569,7 @@ export class SqliteLedger implements Ledger {
         expires_at: spec.expiresAt,
         parent: spec.parent?.id ?? null,
         authority: spec.authority,
+        ...(spec.passphraseTypedBy !== undefined ? { passphrase_typed_by: spec.passphraseTypedBy } : {}),
         secret_hash_mac: this.audit.seal(SEAL.keySecretHash, row.secret_hash),
       },
     });
