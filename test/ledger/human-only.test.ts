@@ -11,6 +11,7 @@ import type { AuditRow, HumanProof, IssuedKey, PolicyInput } from '../../src/led
 import {
   allowedId,
   dbState,
+  EMAIL,
   expectCode,
   HOUR,
   issue,
@@ -19,6 +20,7 @@ import {
   PAY,
   req,
   SECOND,
+  SMS,
   TEST_PASSPHRASE,
   usd,
   type TestLedger,
@@ -144,6 +146,81 @@ describe('a root key needs a proof this ledger made, for the passphrase still se
     await expectRefused(() => t.ledger.issueKey({ label: 'root', policy: ROOT, issuedBy: 'alice', proof: lookAlike() }), { act: 'keys issue', by: 'alice' });
     expect(await t.ledger.listKeys()).toEqual([]);
     expect(await t.ledger.hasPassphrase()).toBe(false);
+    await expectVerified();
+  });
+});
+
+describe('a proof holds for the act it was typed for', () => {
+  it('typed for reconcile resolve: it frees money by hand, but issues no root key and raises no limit', async () => {
+    t = openTestLedger();
+    const chosen = await t.ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' });
+    await t.ledger.setVendorLimit('stripe', 'monthly', usd(100), 'ops');
+    const root = await t.ledger.issueKey({ label: 'root', policy: ROOT, issuedBy: 'alice', proof: chosen });
+    const res = await reserve(root.key);
+
+    const forResolve = await t.ledger.proveHuman(TEST_PASSPHRASE, { by: 'bob', during: 'reconcile resolve' });
+    expect(forResolve).toMatchObject({ by: 'bob', act: 'reconcile resolve' });
+    const key = await expectRefused(() => t.ledger.issueKey({ label: 'second', policy: ROOT, issuedBy: 'bob', proof: forResolve }), { act: 'keys issue', by: 'bob' });
+    expect(key).toContain('(the passphrase was typed for reconcile resolve)');
+    const limit = await expectRefused(() => t.ledger.setVendorLimit('stripe', 'monthly', usd(200), 'bob', forResolve), { act: 'limits set', by: 'bob' });
+    expect(limit).toContain('(the passphrase was typed for reconcile resolve)');
+    expect((await t.ledger.listKeys()).map((k) => k.label)).toEqual(['root']);
+    expect((await t.ledger.listVendorLimits()).map((l) => l.limitMicros)).toEqual([usd(100)]);
+
+    // what it was typed for, it does
+    expect(await t.ledger.release(res, 'not at the vendor', { by: 'hand', proof: forResolve })).toMatchObject({ state: 'released', releasedBy: 'hand' });
+    expect((await rowsOf('released')).at(-1)!.details).toMatchObject({ by: 'hand', passphrase_typed_by: 'bob' });
+    await expectVerified();
+  });
+
+  it('typed for keys issue: no release by hand, no settling below the estimate, no raised limit', async () => {
+    t = openTestLedger();
+    await t.ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' });
+    await t.ledger.setVendorLimit('stripe', 'monthly', usd(100), 'ops');
+    const forKeys = await t.ledger.proveHuman(TEST_PASSPHRASE, { by: 'carol', during: 'keys issue' });
+    expect(forKeys.act).toBe('keys issue');
+    const root = await t.ledger.issueKey({ label: 'root', policy: ROOT, issuedBy: 'carol', proof: forKeys });
+    const res = await reserve(root.key);
+    for (const act of [
+      () => t.ledger.release(res, 'looks unused', { by: 'hand', proof: forKeys }),
+      () => t.ledger.settle(res, usd(1), 'pi_1', { byHand: true, proof: forKeys }),
+    ]) {
+      expect(await expectRefused(act, { act: 'reconcile resolve', by: 'carol' })).toContain('(the passphrase was typed for keys issue)');
+    }
+    await expectRefused(() => t.ledger.setVendorLimit('stripe', 'monthly', null, 'carol', forKeys), { act: 'limits set', by: 'carol' });
+    expect((await t.ledger.getReservation(res)).state).toBe('pending');
+    expect((await t.ledger.listVendorLimits()).map((l) => l.limitMicros)).toEqual([usd(100)]);
+    await expectVerified();
+  });
+
+  it("the proof setPassphrase returns is its chooser's for every act", async () => {
+    t = openTestLedger();
+    const chosen = await t.ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' });
+    expect(chosen).toMatchObject({ by: 'alice', act: 'any' });
+    await t.ledger.setVendorLimit('stripe', 'monthly', usd(100), 'ops');
+    const root = await t.ledger.issueKey({ label: 'root', policy: ROOT, issuedBy: 'alice', proof: chosen });
+    await t.ledger.setVendorLimit('stripe', 'monthly', usd(200), 'ops', chosen);
+    const [a, b] = [await reserve(root.key), await reserve(root.key)];
+    await t.ledger.release(a, 'not at the vendor', { by: 'hand', proof: chosen });
+    await t.ledger.settle(b, usd(1), 'pi_1', { byHand: true, proof: chosen });
+    expect((await t.ledger.listVendorLimits()).map((l) => l.limitMicros)).toEqual([usd(200)]);
+    expect([(await t.ledger.getReservation(a)).state, (await t.ledger.getReservation(b)).actualMicros]).toEqual(['released', usd(1)]);
+    expect(await rowsOf('refused')).toEqual([]);
+    await expectVerified();
+  });
+
+  it("a root key's key_issued row names who typed the passphrase; a child's, a delegated key's and a session's name none", async () => {
+    t = openTestLedger();
+    await t.ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' });
+    const typed = await t.ledger.proveHuman(TEST_PASSPHRASE, { by: 'bob', during: 'keys issue' });
+    // issued for a CI job, typed in by bob: the row keeps both names
+    const root = await t.ledger.issueKey({ label: 'root', policy: { allow: ['*'], may_delegate: true, session: { caps: [] } }, issuedBy: 'ci-job', proof: typed });
+    const kid = await t.ledger.issueChildKey(root.key, { label: 'kid', policy: ROOT, issuedBy: 'script' });
+    const del = await t.ledger.delegateKey(root.key, { label: 'del', capTotalMicros: usd(1) });
+    const session = await t.ledger.mintSession(root.key);
+    const rows = new Map((await t.ledger.queryAudit({})).filter((r) => r.event === 'key_issued' || r.event === 'session_minted').map((r) => [r.keyId, r]));
+    expect(rows.get(root.info.id)).toMatchObject({ issuer: 'ci-job', details: { authority: 'passphrase', passphrase_typed_by: 'bob' } });
+    for (const k of [kid, del, session]) expect(rows.get(k.info.id)!.details, k.info.label).not.toHaveProperty('passphrase_typed_by');
     await expectVerified();
   });
 });
@@ -429,6 +506,81 @@ describe("children come from a delegating parent's secret, never wider than it",
     // the child's reservation uses the parent's too: nothing is left for a second child
     await reserve(exact.key, usd(6));
     await expectChildRefused(() => t.ledger.delegateKey(parent.key, { label: 'd', capTotalMicros: 1 }), 'INVALID_INPUT', parent.info.id, 'mcp.delegate_key');
+    await expectVerified();
+  });
+
+  it("a child's call caps are never above the calls its parent has left today", async () => {
+    t = openTestLedger();
+    const parent = await issue(t.ledger, 'p', { allow: ['*'], may_delegate: true, caps: [{ window: 'daily', calls: 3 }] });
+    const calls = (n: number) => ({ allow: ['*'], caps: [{ window: 'daily' as const, calls: n }] });
+    const wide = await expectChildRefused(() => t.ledger.issueChildKey(parent.key, child('c', calls(1000))), 'INVALID_INPUT', parent.info.id);
+    expect(wide).toContain('widening refused: daily limit of 1000 calls is above what the parent has left (3)');
+    expect((await t.ledger.issueChildKey(parent.key, child('all', calls(3)))).info.policy.caps).toEqual([{ window: 'daily', calls: 3 }]);
+
+    // two calls made today leave one
+    await reserve(parent.key);
+    await reserve(parent.key);
+    const two = await expectChildRefused(() => t.ledger.issueChildKey(parent.key, child('c', calls(2))), 'INVALID_INPUT', parent.info.id);
+    expect(two).toContain('above what the parent has left (1)');
+    expect((await t.ledger.issueChildKey(parent.key, child('one', calls(1)))).info.label).toBe('p/one');
+    await expectVerified();
+  });
+
+  it("a parent's call cap on some actions bounds a child's cap on those actions only", async () => {
+    t = openTestLedger();
+    const parent = await issue(t.ledger, 'p', { allow: ['*'], may_delegate: true, caps: [{ window: 'daily', calls: 3, action: 'resend.*' }] });
+    const capOn = (action: string | undefined) => ({ allow: ['*'], caps: [{ window: 'daily' as const, calls: 10, ...(action ? { action } : {}) }] });
+    const why = await expectChildRefused(() => t.ledger.issueChildKey(parent.key, child('c', capOn(EMAIL))), 'INVALID_INPUT', parent.info.id);
+    expect(why).toContain(`daily limit of 10 calls of ${EMAIL} is above what the parent has left (3)`);
+    // a cap on another action, or on every call, is not one the parent's covers: its own 3 still hold for e-mail
+    await t.ledger.issueChildKey(parent.key, child('sms', capOn(SMS)));
+    await t.ledger.issueChildKey(parent.key, child('any', capOn(undefined)));
+    await t.ledger.issueChildKey(parent.key, child('mail', { allow: ['*'], caps: [{ window: 'daily', calls: 3, action: EMAIL }] }));
+    expect((await t.ledger.listKeys()).map((k) => k.label).sort()).toEqual(['p', 'p/any', 'p/mail', 'p/sms']);
+    await expectVerified();
+  });
+
+  it("a child's session template starts no session with more than its parent has left", async () => {
+    t = openTestLedger();
+    const parent = await issue(t.ledger, 'p', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: usd(10) }] });
+    await reserve(parent.key, usd(4));
+    const withSession = (window: 'total' | 'daily', usdMicros: number) => ({ allow: ['*'], session: { caps: [{ window, usd_micros: usdMicros }] } });
+    for (const window of ['total', 'daily'] as const) {
+      const why = await expectChildRefused(() => t.ledger.issueChildKey(parent.key, child('c', withSession(window, usd(6) + 1))), 'INVALID_INPUT', parent.info.id);
+      expect(why).toContain(`widening refused: session ${window} cap`);
+      expect(why).toContain('above what the parent has left ($6.00)');
+    }
+    const exact = await t.ledger.issueChildKey(parent.key, child('exact', withSession('total', usd(6))));
+    const less = await t.ledger.issueChildKey(parent.key, child('less', withSession('daily', usd(2))));
+    expect([exact, less].map((k) => k.info.policy.session?.caps)).toEqual([[{ window: 'total', usd_micros: usd(6) }], [{ window: 'daily', usd_micros: usd(2) }]]);
+    await expectVerified();
+  });
+
+  it("max_children counts the children of a template's sessions together: a new session buys no new slots", async () => {
+    t = openTestLedger();
+    const template = await issue(t.ledger, 'tpl', { allow: ['*'], may_delegate: true, max_children: 2, session: { caps: [] } });
+    const [s1, s2, s3] = [await t.ledger.mintSession(template.key), await t.ledger.mintSession(template.key), await t.ledger.mintSession(template.key)];
+    const first = await t.ledger.issueChildKey(s1.key, child('c1'));
+    await t.ledger.delegateKey(s2.key, { label: 'c2', capTotalMicros: usd(1) });
+    const why = await expectChildRefused(() => t.ledger.issueChildKey(s3.key, child('c3')), 'INVALID_INPUT', s3.info.id);
+    expect(why).toContain('already has 2 live children (with its sibling sessions) (limit 2)');
+    await expectChildRefused(() => t.ledger.delegateKey(s3.key, { label: 'c3', capTotalMicros: usd(1) }), 'INVALID_INPUT', s3.info.id, 'mcp.delegate_key');
+    // the template itself counts its sessions' children as its own
+    await expectChildRefused(() => t.ledger.issueChildKey(template.key, child('c3')), 'INVALID_INPUT', template.info.id);
+    await t.ledger.revokeKey(first.info.id, { by: 'alice' });
+    const third = await t.ledger.issueChildKey(s3.key, child('c3'));
+    expect(third.info.parentId).toBe(s3.info.id);
+    await expectChildRefused(() => t.ledger.issueChildKey(s1.key, child('c4')), 'INVALID_INPUT', s1.info.id);
+    await expectVerified();
+  });
+
+  it("a child that names no actions gets its parent's", async () => {
+    t = openTestLedger();
+    const parent = await issue(t.ledger, 'p', { allow: ['stripe.*', 'resend.emails.send'], may_delegate: true });
+    const kid = await t.ledger.issueChildKey(parent.key, { label: 'kid', policy: { caps: [{ window: 'total', usd_micros: usd(2) }] }, issuedBy: 'script' });
+    expect(kid.info.policy.allow).toEqual(['stripe.*', 'resend.emails.send']);
+    expect(await t.ledger.authorize(req(kid.key, PAY, usd(1)))).toMatchObject({ allowed: true });
+    expect(await t.ledger.authorize(req(kid.key, SMS, usd(1)))).toMatchObject({ allowed: false, code: 'ACTION_NOT_ALLOWED' });
     await expectVerified();
   });
 });
