@@ -47,6 +47,22 @@ async function issueRoot(home: string, args: string[]): Promise<{ id: string; ke
   return jsonOnScreen(r.after);
 }
 
+/**
+ * Run on a terminal a command that must stop before it asks for the passphrase. Should the question
+ * show after all, it is cancelled with Ctrl-C, so the test fails on the screen rather than hanging.
+ */
+async function exitsUnasked(home: string, args: string[], env?: Record<string, string>): Promise<{ code: number | null; screen: string }> {
+  const t = ptyCli(home, args, env ? { env } : {});
+  t.waitFor(HUMAN_PROMPT).then(
+    () => t.type('\u0003'),
+    () => {},
+  );
+  const code = await t.exited;
+  const screen = t.output();
+  expect(screen, visible(screen)).not.toContain(HUMAN_PROMPT);
+  return { code, screen };
+}
+
 /** `keys issue --parent` the way a script runs it: no terminal, the parent's key in RUNCAP_PARENT_KEY. */
 const issueChild = (home: string, parentKey: string, args: string[], input?: string) =>
   runCli(home, ['keys', 'issue', '--parent', ...args], { env: { RUNCAP_PARENT_KEY: parentKey }, ...(input !== undefined ? { input } : {}) });
@@ -102,6 +118,19 @@ describe('keys issue without --parent, without a terminal: refused, audited, not
     expect(refused.length - refusedBefore).toBe(attempts.length);
     expect(refused.every((x) => x.details.act === 'keys issue')).toBe(true);
     expect(JSON.stringify(refused)).not.toContain(PASS);
+  });
+
+  it('a root key naming no --allow: exit 2 before any passphrase is asked, on a terminal or not, nothing audited', async () => {
+    const [keys, audit] = [await keysOf(home), await auditOf(home)];
+    const args = ['keys', 'issue', '--label', 'no-actions', '--cap-total', '2'];
+    const piped = await runCli(home, args, { input: `${PASS}\n` });
+    expect(piped.code, piped.stderr).toBe(2);
+    expect(piped.stderr).toMatch(/name at least one allowed action with --allow/);
+    const tty = await exitsUnasked(home, args);
+    expect(tty.code, visible(tty.screen)).toBe(2);
+    expect(tty.screen).toMatch(/name at least one allowed action with --allow/);
+    expect(await keysOf(home)).toEqual(keys);
+    expect(await auditOf(home)).toEqual(audit);
   });
 
   it('on a terminal, a passphrase in the environment is not used: the question is asked all the same', async () => {
@@ -175,7 +204,7 @@ describe('keys issue without --parent, on a terminal', () => {
 
 describe('keys issue --parent: a child, by the secret of a parent that may delegate, never wider', () => {
   let home: string;
-  let parent: { id: string; key: string };
+  let parent: { id: string; key: string; policy: any };
   let guard: Guard;
   beforeAll(async () => {
     home = await newHome();
@@ -207,6 +236,15 @@ describe('keys issue --parent: a child, by the secret of a parent that may deleg
     expect(r.stdout + r.stderr).not.toContain(parent.key);
   });
 
+  it("the README's example, naming no --allow, issues a child with its parent's actions", async () => {
+    const r = await issueChild(home, parent.key, ['--label', 'run-3', '--cap-total', '2', '--ttl', '2h', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const c = parseJson(r.stdout);
+    expect(c).toMatchObject({ label: 'orchestrator/run-3', policy: { allow: ['stripe.*'], caps: [{ window: 'total', usd_micros: 2_000_000 }] } });
+    expect(c.policy.allow).toEqual(parent.policy.allow);
+    expect((await keysOf(home)).find((k) => k.id === c.id)).toMatchObject({ parent: parent.id });
+  });
+
   it('a parent issued without --may-delegate has no children: exit 1, ACTION_NOT_ALLOWED, a `denied` row on its chain', async () => {
     const plain = await issueRoot(home, ['--label', 'leaf', '--allow', 'stripe.*', '--cap-total', '10']);
     const before = await keysOf(home);
@@ -227,7 +265,7 @@ describe('keys issue --parent: a child, by the secret of a parent that may deleg
       [['--allow', 'stripe.*', '--cap-total', '16'], /widening refused: total cap \$16\.00 is above what the parent has left \(\$15\.00\)/],
       [['--allow', '*', '--cap-total', '1'], /widening refused: action \* is not allowed for the parent/],
       [['--allow', 'twilio.*', '--cap-total', '1'], /widening refused: action twilio\.\* is not allowed/],
-      [['--allow', 'stripe.*', '--may-delegate', '--max-children', '51'], /widening refused: --max-children 51 is above the parent's 50/],
+      [['--allow', 'stripe.*', '--may-delegate', '--max-children', '51'], /widening refused: 51 live children is above the parent's 50/],
     ];
     for (const [args, message] of cases) {
       const r = await issueChild(home, parent.key, ['--label', 'wide', ...args]);
@@ -296,7 +334,7 @@ describe('keys issue --parent: a child, by the secret of a parent that may deleg
     expect(p.policy.max_children).toBe(2);
     const more = await issueChild(home, p.key, ['--label', 'greedy', '--allow', 'stripe.*', '--may-delegate', '--max-children', '3']);
     expect(more.code).toBe(2);
-    expect(more.stderr).toMatch(/widening refused: --max-children 3 is above the parent's 2/);
+    expect(more.stderr).toMatch(/widening refused: 3 live children is above the parent's 2/);
     const kids = [];
     for (const label of ['kid-1', 'kid-2']) {
       const r = await issueChild(home, p.key, ['--label', label, '--allow', 'stripe.*', '--cap-total', '1', '--json']);
@@ -342,6 +380,23 @@ describe('limits set: narrowing is free, widening takes the passphrase', () => {
       ['daily', '9.00', '10.00'],
     ]);
     for (const x of rows) expect(x.details).not.toHaveProperty('widened');
+  });
+
+  it('an OS user name the ledger would refuse, and no --by: exit 2 before the question, on a terminal or not; nothing audited', async () => {
+    const bad = { USER: 'bad\u0001name', LOGNAME: 'bad\u0001name' };
+    const args = ['limits', 'set', '--vendor', 'stripe', '--monthly', '500'];
+    expect(Number((await limit('stripe', 'monthly')).limit_usd)).toBeLessThan(500); // a raise: it would ask
+    const before = await limitsOf(home);
+    const humanRows = async () => (await auditOf(home)).filter((x) => x.event === 'refused' || x.event === 'passphrase_failed').length;
+    const rowsBefore = await humanRows();
+    const piped = await runCli(home, args, { env: bad, input: `${PASS}\n` });
+    expect(piped.code, piped.stderr).toBe(2);
+    expect(piped.stderr).toMatch(/the operator name \(--by, or the OS user\) must be 1-128 printable characters: give --by NAME/);
+    const tty = await exitsUnasked(home, args, bad);
+    expect(tty.code, visible(tty.screen)).toBe(2);
+    expect(tty.screen).toMatch(/give --by NAME/);
+    expect(await limitsOf(home)).toBe(before);
+    expect(await humanRows()).toBe(rowsBefore);
   });
 
   it('raising or removing one without a terminal: exit 1, PASSPHRASE_REQUIRED, every limit unchanged, a `refused` row each', async () => {
@@ -432,6 +487,26 @@ describe('reconcile --resolve: freeing reserved money by hand takes the passphra
     expect((await state(id)).state).toBe('released');
     const released = (await auditOf(home)).find((x) => x.event === 'released' && x.reservation_id === id);
     expect(released.details).toMatchObject({ by: 'hand', passphrase_typed_by: 'ops' });
+  });
+
+  it('a reservation already settled, or pending and fresh: exit 1 (a conflict), and the passphrase is never asked', async () => {
+    const settled = allowedId(await guard.ledger.authorize(req(key, PAY, 4_000_000, { n: 10 })));
+    await guard.ledger.settle(settled, 4_000_000, 'pi_settled');
+    const fresh = allowedId(await guard.ledger.authorize(req(key, PAY, 4_000_000, { n: 11 })));
+    const humanRows = async () => (await auditOf(home)).filter((x) => x.event === 'refused' || x.event === 'passphrase_failed').length;
+    const rowsBefore = await humanRows();
+    for (const as of [['--as', 'released'], ['--as', 'settled', '--amount', '1']]) {
+      const done = await exitsUnasked(home, ['reconcile', '--resolve', settled, ...as]);
+      expect(done.code, visible(done.screen)).toBe(1);
+      expect(done.screen).toContain(`runcap: reservation ${settled} is already settled; nothing to resolve`);
+    }
+    const inFlight = await exitsUnasked(home, ['reconcile', '--resolve', fresh, '--as', 'released']);
+    expect(inFlight.code, visible(inFlight.screen)).toBe(1);
+    expect(inFlight.screen).toContain(`runcap: reservation ${fresh} is pending and not stale yet`);
+    expect(await state(settled)).toEqual({ state: 'settled', actual: 4_000_000 });
+    expect(await state(fresh)).toEqual({ state: 'pending', actual: null });
+    expect(await humanRows()).toBe(rowsBefore);
+    await guard.ledger.release(fresh, 'test over');
   });
 
   it('--as settled below the estimate: the same rule; at the estimate (or above) no passphrase is needed', async () => {
