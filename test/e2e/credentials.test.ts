@@ -5,6 +5,8 @@
  */
 import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/client';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CANARY, CLI, posts, recordText, serverEnv, setupHome, startServer, textOf, type Home, type Served } from '../helpers/e2e.js';
 
@@ -115,5 +117,40 @@ describe('credential commands', () => {
       }
       expect(m.jsonrpc).toBe('2.0');
     }
+  });
+});
+
+describe("a credential command's environment", () => {
+  let h: Home;
+  let s: Served;
+  // what the command saw: the names in its environment, and whether any value held a vault key
+  const seen = () => JSON.parse(readFileSync(join(dirname(h.home), 'command-env.json'), 'utf8')) as { names: string[]; vaultKeyInValues: boolean };
+  const recordingCommand = [
+    process.execPath,
+    '-e',
+    `const { writeFileSync } = require('node:fs'); const { dirname, join } = require('node:path');
+     writeFileSync(join(dirname(process.env.RUNCAP_HOME), 'command-env.json'), JSON.stringify({ names: Object.keys(process.env), vaultKeyInValues: Object.values(process.env).some((v) => /vk_[0-9A-Z]{26}_/.test(v)) }));
+     console.log(JSON.stringify({ account_sid: ${JSON.stringify(CANARY.twilio.accountSid)}, auth_token: ${JSON.stringify(CANARY.twilio.authToken)} }))`,
+  ];
+  beforeAll(async () => {
+    h = await setupHome({ config: { credentials: { twilio: { command: recordingCommand } } } });
+    // an orchestrator holds a delegating key and starts the server with a child of it, both in the environment
+    const parent = await h.issue('orchestrator', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: 10_000_000 }] });
+    const run = await h.issue('run', { allow: ['*'], caps: [{ window: 'total', usd_micros: 5_000_000 }] }, { parent: parent.key });
+    s = await startServer(serverEnv(h, run.key, { RUNCAP_PARENT_KEY: parent.key, CREDENTIAL_TEST_MARKER: 'passed on' }));
+  });
+  afterAll(async () => {
+    await s?.close();
+    await h?.cleanup();
+  });
+
+  it("is the server's, without RUNCAP_KEY or RUNCAP_PARENT_KEY", async () => {
+    const r = await s.call('send_sms', { to: '+14155552671', body: 'via command' });
+    expect(r.isError, textOf(r)).toBeFalsy();
+    const env = seen();
+    expect(env.names).toEqual(expect.arrayContaining(['RUNCAP_HOME', 'CREDENTIAL_TEST_MARKER']));
+    expect(env.names).not.toContain('RUNCAP_KEY');
+    expect(env.names).not.toContain('RUNCAP_PARENT_KEY');
+    expect(env.vaultKeyInValues).toBe(false);
   });
 });
