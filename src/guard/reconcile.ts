@@ -378,12 +378,6 @@ export interface ResolveOptions {
 }
 
 /**
- * A human resolves what the vendor cannot answer: `released` (nothing was
- * done) or `settled` (at amountMicros, default the estimate). Only uncertain
- * reservations and stale pending ones: a fresh pending reservation may still
- * be settled by the server that made it.
- */
-/**
  * Refuses (CONFLICT) a reservation a human cannot resolve: one already settled or released, and one
  * pending whose call may still be in flight. The CLI asks it before the passphrase, resolveManually again.
  */
@@ -398,6 +392,12 @@ export function assertResolvableByHand(guard: Guard, r: Reservation, now: number
   return state;
 }
 
+/**
+ * A human resolves what the vendor cannot answer: `released` (nothing was
+ * done) or `settled` (at amountMicros, default the estimate). Only uncertain
+ * reservations and stale pending ones: a fresh pending reservation may still
+ * be settled by the server that made it.
+ */
 export async function resolveManually(guard: Guard, reservationId: string, as: 'settled' | 'released', opts: ResolveOptions): Promise<ReconcileChange> {
   if (as !== 'settled' && as !== 'released') throw new RuncapError('INVALID_INPUT', 'resolve as "settled" or "released"');
   const by = typeof opts.by === 'string' && opts.by.trim() ? opts.by.trim() : undefined;

@@ -540,6 +540,20 @@ describe("children come from a delegating parent's secret, never wider than it",
     await expectVerified();
   });
 
+  it("a parent's USD cap on some actions bounds a child's USD cap on the actions its glob covers", async () => {
+    t = openTestLedger();
+    const parent = await issue(t.ledger, 'p', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: usd(5), action: 'resend.*' }] });
+    const capOn = (action: string | undefined, dollars: number) => ({ allow: ['*'], caps: [{ window: 'total' as const, usd_micros: usd(dollars), ...(action ? { action } : {}) }] });
+    const why = await expectChildRefused(() => t.ledger.issueChildKey(parent.key, child('c', capOn(EMAIL, 10))), 'INVALID_INPUT', parent.info.id);
+    expect(why).toContain('total cap $10.00 is above what the parent has left ($5.00)');
+    await t.ledger.issueChildKey(parent.key, child('mail', capOn(EMAIL, 5)));
+    // a cap on another action, or on every call, is not one the parent's covers
+    await t.ledger.issueChildKey(parent.key, child('sms', capOn(SMS, 10)));
+    await t.ledger.issueChildKey(parent.key, child('any', capOn(undefined, 10)));
+    expect((await t.ledger.listKeys()).map((k) => k.label).sort()).toEqual(['p', 'p/any', 'p/mail', 'p/sms']);
+    await expectVerified();
+  });
+
   it("a child's session template starts no session with more than its parent has left", async () => {
     t = openTestLedger();
     const parent = await issue(t.ledger, 'p', { allow: ['*'], may_delegate: true, caps: [{ window: 'total', usd_micros: usd(10) }] });

@@ -1367,7 +1367,8 @@ export class SqliteLedger implements Ledger {
     for (const c of this.capsFor(chain)) {
       if (c.key_id === null || c.usd_micros === null || c.window === 'per_call') continue;
       if (c.window !== cap.window && c.window !== 'total') continue;
-      if (c.action !== null && c.action !== cap.action) continue;
+      // an action-scoped cap bounds every cap on actions its glob covers, as for call caps
+      if (c.action !== null && (cap.action === undefined || !globsCover([c.action], cap.action))) continue;
       const counter = this.counterOf(`cap:${c.id}`, windowKey(c.window, w));
       const remaining = Math.max(0, c.usd_micros - counter.settled - counter.pending - counter.uncertain);
       left = left === undefined ? remaining : Math.min(left, remaining);
