@@ -306,7 +306,7 @@ export class SqliteLedger implements Ledger {
       // Clip, never refuse: a session gets at most what every ancestor has left.
       const caps = p.session.caps.map((cap) => {
         if (cap.usd_micros === undefined || cap.window === 'per_call') return cap;
-        const left = this.remainingFor(chain, cap, w);
+        const left = this.leftFor(chain, cap, w);
         return left === undefined ? cap : { ...cap, usd_micros: Math.min(cap.usd_micros, left) };
       });
       const policy = parsePolicy({
@@ -1361,30 +1361,20 @@ export class SqliteLedger implements Ledger {
     this.st.addCounter.run(scope, key, d.settled ?? 0, d.pending ?? 0, d.uncertain ?? 0, d.calls ?? 0);
   }
 
-  /** What the tightest matching USD cap of the chain (same window, or total) has left. */
-  private remainingFor(chain: KeyRow[], cap: Cap, w: Windows): number | undefined {
+  /**
+   * What the tightest cap of the chain that bounds `cap` has left, in USD micros or in calls: a cap of
+   * the same window (or total), on every action or on a glob that covers the cap's action.
+   */
+  private leftFor(chain: KeyRow[], cap: Cap, w: Windows, unit: 'usd' | 'calls' = 'usd'): number | undefined {
     let left: number | undefined;
     for (const c of this.capsFor(chain)) {
-      if (c.key_id === null || c.usd_micros === null || c.window === 'per_call') continue;
-      if (c.window !== cap.window && c.window !== 'total') continue;
-      // an action-scoped cap bounds every cap on actions its glob covers, as for call caps
-      if (c.action !== null && (cap.action === undefined || !globsCover([c.action], cap.action))) continue;
-      const counter = this.counterOf(`cap:${c.id}`, windowKey(c.window, w));
-      const remaining = Math.max(0, c.usd_micros - counter.settled - counter.pending - counter.uncertain);
-      left = left === undefined ? remaining : Math.min(left, remaining);
-    }
-    return left;
-  }
-
-  /** The fewest calls any ancestor's call cap of this window (or total) that covers the cap's action has left. */
-  private callsLeftFor(chain: KeyRow[], cap: Cap, w: Windows): number | undefined {
-    let left: number | undefined;
-    for (const c of this.capsFor(chain)) {
-      if (c.key_id === null || c.calls === null || c.window === 'per_call') continue;
+      const limit = unit === 'usd' ? c.usd_micros : c.calls;
+      if (c.key_id === null || limit === null || c.window === 'per_call') continue;
       if (c.window !== cap.window && c.window !== 'total') continue;
       if (c.action !== null && (cap.action === undefined || !globsCover([c.action], cap.action))) continue;
       const counter = this.counterOf(`cap:${c.id}`, windowKey(c.window, w));
-      const remaining = Math.max(0, c.calls - counter.calls);
+      const used = unit === 'usd' ? counter.settled + counter.pending + counter.uncertain : counter.calls;
+      const remaining = Math.max(0, limit - used);
       left = left === undefined ? remaining : Math.min(left, remaining);
     }
     return left;
@@ -1472,7 +1462,7 @@ export class SqliteLedger implements Ledger {
     const w = windowsAt(now);
     for (const cap of child.caps) {
       if (cap.calls !== undefined) {
-        const left = this.callsLeftFor(chain, cap, w);
+        const left = this.leftFor(chain, cap, w, 'calls');
         if (left !== undefined && cap.calls > left) throw widen(`${cap.window} limit of ${cap.calls} calls${cap.action ? ` of ${cap.action}` : ''} is above what the parent has left (${left})`);
       }
       if (cap.usd_micros === undefined) continue;
@@ -1481,7 +1471,7 @@ export class SqliteLedger implements Ledger {
         if (parentMax.length && cap.usd_micros > Math.min(...parentMax)) throw widen(`per-call cap ${formatUsd(cap.usd_micros)} is above the parent's`);
         continue;
       }
-      const left = this.remainingFor(chain, cap, w);
+      const left = this.leftFor(chain, cap, w);
       if (left !== undefined && cap.usd_micros > left) throw widen(`${cap.window} cap ${formatUsd(cap.usd_micros)} is above what the parent has left (${formatUsd(left)})`);
     }
     const subset = (name: string, mine: string[] | undefined, theirs: string[] | undefined, ok: (v: string) => boolean) => {
@@ -1506,7 +1496,7 @@ export class SqliteLedger implements Ledger {
     // a session template is budget each session starts with: none may start with more than the parent has left
     for (const cap of child.session?.caps ?? []) {
       if (cap.usd_micros === undefined || cap.window === 'per_call') continue;
-      const left = this.remainingFor(chain, cap, w);
+      const left = this.leftFor(chain, cap, w);
       if (left !== undefined && cap.usd_micros > left) throw widen(`session ${cap.window} cap ${formatUsd(cap.usd_micros)} is above what the parent has left (${formatUsd(left)})`);
     }
     return policySchema.parse({
