@@ -21,11 +21,11 @@ export function registerPassphraseCommand(program: Command): void {
             throw err;
           }
         };
-        let old: string | undefined;
-        if (await guard.ledger.hasPassphrase()) {
-          old = await ask('Current approver passphrase: ');
-          if (!(await guard.ledger.checkPassphrase(old, { by: osUser(), during: 'passphrase change' }))) throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
-        }
+        // The first passphrase is init's to set: here, a home whose init stopped at the question would let
+        // anyone at a terminal choose the passphrase that creates budget.
+        if (!(await guard.ledger.hasPassphrase())) throw refused('no approver passphrase is set yet: `runcap init` sets the first one; nothing was changed');
+        const old = await ask('Current approver passphrase: ');
+        if (!(await guard.ledger.checkPassphrase(old, { by: osUser(), during: 'passphrase change' }))) throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
         const first = await ask('New approver passphrase (8+ characters): ');
         if (!passphraseLengthOk(first)) throw refused(`${PASSPHRASE_LENGTH_RULE}; nothing was changed`);
         const second = await ask('Repeat the new one: ');

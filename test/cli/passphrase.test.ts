@@ -1,6 +1,10 @@
 /** runcap passphrase: change the approver passphrase on a terminal only. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { homePath } from '../../src/config.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureHomeFiles, homePath } from '../../src/config.js';
+import { openGuard } from '../../src/guard/index.js';
 import { PASSPHRASE, setupHome, type Home } from '../helpers/e2e.js';
 import { dbState } from '../helpers/ledger.js';
 import { killPtys, ptyCli, runCli } from '../helpers/cli.js';
@@ -23,6 +27,25 @@ describe('runcap passphrase', () => {
     expect(r.stderr).toMatch(/needs a terminal/);
     expect(dbState(homePath(h.home, 'ledger'))).toEqual(before);
     expect((await runCli(h.home, ['passphrase', '--new', NEW])).code).toBe(2);
+  });
+
+  it('sets no first passphrase: that is init\'s (a home whose init stopped at the question stays without one)', async () => {
+    const bare = join(mkdtempSync(join(tmpdir(), 'runcap-nopass-')), 'home');
+    try {
+      ensureHomeFiles(bare);
+      const t = ptyCli(bare, ['passphrase']);
+      expect(await t.exited).toBe(1);
+      expect(t.output()).toMatch(/no approver passphrase is set yet: `runcap init` sets the first one/);
+      expect(t.output()).not.toMatch(/New approver passphrase/);
+      const guard = openGuard({ home: bare });
+      try {
+        expect(await guard.ledger.hasPassphrase()).toBe(false);
+      } finally {
+        await guard.close();
+      }
+    } finally {
+      rmSync(join(bare, '..'), { recursive: true, force: true });
+    }
   });
 
   it('a wrong current passphrase is refused before the new one is asked (exit 1)', async () => {
