@@ -18,6 +18,10 @@ import { isPrintableName } from './options.js';
 export async function proveAtTerminal(guard: Guard, act: HumanAct, by: string, what: string): Promise<HumanProof> {
   // a name the ledger would refuse is said before the passphrase is typed, not after
   if (!isPrintableName(by)) throw new UsageError('the operator name (--by, or the OS user) must be 1-128 printable characters: give --by NAME');
+  if (!(await guard.ledger.hasPassphrase())) {
+    await guard.ledger.recordRefusal({ act, by, why: 'no approver passphrase is set' }).catch(() => {});
+    throw new RuncapError('PASSPHRASE_REQUIRED', `${what}: no approver passphrase is set in this home yet; \`runcap init\` sets it; nothing was done`);
+  }
   if (!process.stdin.isTTY) {
     await guard.ledger.recordRefusal({ act, by, why: 'no terminal to type the approver passphrase on' }).catch(() => {});
     throw new RuncapError(

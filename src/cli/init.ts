@@ -1,8 +1,9 @@
 /** runcap init: create RUNCAP_HOME (0700), config, audit secret, ledger and the approver passphrase. */
 import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
 import { ensureHomeFiles, homePath, resolveHome } from '../config.js';
 import { openGuard } from '../guard/index.js';
-import { askHidden, printJson, readStdinLine, usd, usdField } from './io.js';
+import { askHidden, printJson, readStdinLine, refused, usd, usdField } from './io.js';
 import { NEW_HOME_MONTHLY_LIMIT_MICROS, VENDORS } from '../policy/rules.js';
 import { RuncapError } from '../policy/codes.js';
 import { PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../ledger/secrets.js';
@@ -11,16 +12,22 @@ export function registerInitCommand(program: Command): void {
   program
     .command('init')
     .description('create RUNCAP_HOME (0700; an existing directory must be private already, it is never chmodded) with its ledger, config, audit secret, the approver passphrase and a global limit of $100 a month per vendor; run again, it changes nothing')
-    .option('--passphrase-stdin', 'read the approver passphrase from one line of stdin instead of asking twice on the terminal')
+    .option('--passphrase-stdin', 'read the approver passphrase from one line of stdin instead of asking twice on the terminal (for a new home only)')
     .option('--json', 'print what was created as JSON')
     .action(async (opts: { passphraseStdin?: boolean; json?: boolean }) => {
       const home = resolveHome();
+      const ledgerExisted = existsSync(homePath(home, 'ledger'));
       const created = ensureHomeFiles(home);
       const guard = openGuard({ home });
       try {
         const hadPassphrase = await guard.ledger.hasPassphrase();
         const ledgerCreated = created.length > 0 && !hadPassphrase;
         // The passphrase is asked before anything is written: an init that stops at the question leaves a home that is still new.
+        if (!hadPassphrase && opts.passphraseStdin && ledgerExisted) {
+          // A ledger left without a passphrase (an init stopped at the question) goes to whoever types one at a
+          // terminal, not to whatever a script or an agent pipes in.
+          throw refused('this home has a ledger but no approver passphrase (an earlier init stopped before it): run `runcap init` at a terminal to set it; nothing was changed');
+        }
         const passphrase = hadPassphrase ? undefined : opts.passphraseStdin ? await readStdinLine() : await askTwice();
         if (passphrase !== undefined && !passphraseLengthOk(passphrase)) throw new RuncapError('INVALID_INPUT', `${PASSPHRASE_LENGTH_RULE}; nothing was set`);
         // A new home starts bounded; a home that holds anything already (a passphrase, a key, a limit) keeps its limits.

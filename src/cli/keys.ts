@@ -7,7 +7,7 @@ import type { Cap, PolicyInput } from '../policy/schema.js';
 import { RuncapError } from '../policy/codes.js';
 import { DEFAULT_MAX_CHILDREN } from '../policy/schema.js';
 import { proveAtTerminal } from './human.js';
-import { askHidden, inert, isoTime, localTime, osUser, printJson, printTable, readStdinLine, usd, usdField, UsageError } from './io.js';
+import { askHidden, inert, isoTime, localTime, osUser, printJson, printTable, readStdinLine, refused, usd, usdField, UsageError } from './io.js';
 import { collect, countOption, durationOption, listOption, maxCallsOption, nameOption, rateOption, usdOption, type MaxCalls } from './options.js';
 
 interface IssueOptions {
@@ -161,7 +161,10 @@ export function registerKeysCommands(program: Command): void {
       const guard = openGuard();
       try {
         const issued = !rootPolicy
-          ? await guard.ledger.issueChildKey(parentKey!, { label: o.label, policy, issuedBy: by, ...ttl })
+          ? await guard.ledger.issueChildKey(parentKey!, { label: o.label, policy, issuedBy: by, ...ttl }).catch((err: unknown) => {
+              if (err instanceof RuncapError && err.code === 'KEY_INVALID') throw new RuncapError('KEY_INVALID', `the parent key (RUNCAP_PARENT_KEY or stdin): ${err.message}`);
+              throw err;
+            })
           : await guard.ledger.issueKey({
               label: o.label,
               policy: rootPolicy,
@@ -273,9 +276,17 @@ export function registerKeysCommands(program: Command): void {
 /** The parent key of `keys issue --parent`: RUNCAP_PARENT_KEY, else one line of stdin (typed hidden on a terminal). */
 async function readParentKey(): Promise<string> {
   const fromEnv = process.env.RUNCAP_PARENT_KEY;
-  const key = fromEnv !== undefined && fromEnv !== '' ? fromEnv : process.stdin.isTTY ? await askHidden('Parent key (vk_…): ') : await readStdinLine();
-  if (key.trim() === '') throw new UsageError('--parent: no parent key in RUNCAP_PARENT_KEY or on stdin');
-  return key.trim();
+  let key: string;
+  try {
+    key = (fromEnv !== undefined && fromEnv !== '' ? fromEnv : process.stdin.isTTY ? await askHidden('Parent key (vk_…): ') : await readStdinLine()).trim();
+  } catch (err) {
+    if (err instanceof RuncapError && err.message === 'interrupted') throw refused('cancelled; nothing was issued');
+    throw err;
+  }
+  if (key === '') throw new UsageError('--parent: no parent key in RUNCAP_PARENT_KEY or on stdin');
+  // the old form named the parent by id: the id is public, so it is no authority; say what is needed
+  if (/^vk_[0-9A-HJKMNP-TV-Z]{26}$/.test(key)) throw new UsageError('--parent needs the parent\'s whole key (vk_<id>_<secret>), not its id: only whoever holds the secret may issue children');
+  return key;
 }
 
 /** What a root key would let its run spend, for the question before the passphrase. */

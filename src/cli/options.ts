@@ -2,13 +2,18 @@
 import { InvalidArgumentError } from 'commander';
 import { parseDuration } from '../policy/duration.js';
 import { usdToMicros } from '../vendors/money.js';
+import { MAX_MICROS, MAX_USD } from '../policy/schema.js';
 
 export function usdOption(value: string): number {
+  let micros: number;
   try {
-    return usdToMicros(value.replace(/^\$/, ''));
+    micros = usdToMicros(value.replace(/^\$/, ''));
   } catch {
     throw new InvalidArgumentError(`"${value}" is not a USD amount like 25 or 0.50`);
   }
+  // what the ledger would refuse is refused here, before any passphrase is asked for it
+  if (micros > MAX_MICROS) throw new InvalidArgumentError(`"${value}" is above $${MAX_USD.toLocaleString('en-US')}, the most runcap counts in one cap`);
+  return micros;
 }
 
 export function durationOption(value: string): number {

@@ -24,7 +24,8 @@ export const VENDORS = VENDOR_PREFIXES.map((p) => p.slice(0, -1));
 
 /**
  * The global limit `runcap init` writes into a new home, per vendor and UTC month: $100, the
- * per-provider default Stripe's agent payment protocol with Cloudflare applies. A human raises it.
+ * default per-provider limit Stripe sets for agents in the protocol it launched with Cloudflare (30 April
+ * 2026). A human raises it.
  */
 export const NEW_HOME_MONTHLY_LIMIT_MICROS = 100_000_000;
 

@@ -329,6 +329,20 @@ describe('keys issue --parent: a child, by the secret of a parent that may deleg
     expect(await keysOf(home)).toEqual(before);
   });
 
+  it("the parent's id where its key belongs (the old --parent ID): exit 2, saying the whole key is needed; Ctrl-C at the hidden question cancels", async () => {
+    const before = await keysOf(home);
+    for (const r of [await issueChild(home, parent.id, ['--label', 'by-id']), await runCli(home, ['keys', 'issue', '--parent', '--label', 'by-id'], { input: `${parent.id}\n` })]) {
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/--parent needs the parent's whole key \(vk_<id>_<secret>\), not its id/);
+    }
+    const t = ptyCli(home, ['keys', 'issue', '--parent', '--label', 'asked']);
+    await t.waitFor('Parent key (vk_…): ');
+    t.type('\u0003');
+    expect(await t.exited).toBe(1);
+    expect(t.output()).toMatch(/cancelled; nothing was issued/);
+    expect(await keysOf(home)).toEqual(before);
+  });
+
   it('--max-children: a parent typed in with --max-children 2 gets two live children, not a third; a child cannot ask for more', async () => {
     const p = await issueRoot(home, ['--label', 'two-kids', '--allow', 'stripe.*', '--cap-total', '10', '--may-delegate', '--max-children', '2']);
     expect(p.policy.max_children).toBe(2);
@@ -380,6 +394,14 @@ describe('limits set: narrowing is free, widening takes the passphrase', () => {
       ['daily', '9.00', '10.00'],
     ]);
     for (const x of rows) expect(x.details).not.toHaveProperty('widened');
+  });
+
+  it('an amount above what runcap counts in one cap: exit 2 before the question (a raise would ask), nothing changed', async () => {
+    const before = await limitsOf(home);
+    const tty = await exitsUnasked(home, ['limits', 'set', '--vendor', 'stripe', '--monthly', '20000', '--daily', '5000000000']);
+    expect(tty.code, visible(tty.screen)).toBe(2);
+    expect(tty.screen).toMatch(/"5000000000" is above \$1,000,000,000, the most runcap counts in one cap/);
+    expect(await limitsOf(home)).toBe(before);
   });
 
   it('an OS user name the ledger would refuse, and no --by: exit 2 before the question, on a terminal or not; nothing audited', async () => {
@@ -530,5 +552,56 @@ describe('reconcile --resolve: freeing reserved money by hand takes the passphra
     const more = await runCli(home, ['reconcile', '--resolve', above, '--as', 'settled', '--amount', '4.5']);
     expect(more.code, more.stderr).toBe(0);
     expect(await state(above)).toEqual({ state: 'settled', actual: 4_500_000 });
+  });
+});
+
+describe('a home whose init stopped before the passphrase', () => {
+  /** What `runcap init` leaves when it stops at the question: the files and an empty ledger, no passphrase. */
+  async function stoppedHome(): Promise<string> {
+    const home = join(root, `home-${++homes}`);
+    const r = await runCli(home, ['init']); // no terminal, no --passphrase-stdin: it stops at the question
+    expect(r.code, r.stderr).not.toBe(0);
+    const guard = openGuard({ home });
+    try {
+      expect(await guard.ledger.hasPassphrase()).toBe(false);
+    } finally {
+      await guard.close();
+    }
+    return home;
+  }
+
+  it('takes no passphrase piped in: init --passphrase-stdin is refused (exit 1); a terminal sets it, and the $100 limits with it', async () => {
+    const home = await stoppedHome();
+    expect(await limitsOf(home)).toBe('[]\n');
+    const piped = await runCli(home, ['init', '--passphrase-stdin'], { input: 'an agent chose this one\n' });
+    expect(piped.code, piped.stderr).toBe(1);
+    expect(piped.stderr).toMatch(/has a ledger but no approver passphrase .*run `runcap init` at a terminal/);
+    expect(await limitsOf(home)).toBe('[]\n');
+    const t = ptyCli(home, ['init']);
+    await t.waitFor('Approver passphrase (8+ characters): ');
+    t.type(`${PASS}\r`);
+    await t.waitFor('Repeat it: ');
+    t.type(`${PASS}\r`);
+    expect(await t.exited, visible(t.output())).toBe(0);
+    expect(parseJson<any[]>(await limitsOf(home)).map((l) => [l.vendor, l.window, l.limit_usd])).toEqual([
+      ['stripe', 'monthly', '100.00'],
+      ['twilio', 'monthly', '100.00'],
+      ['resend', 'monthly', '100.00'],
+    ]);
+  });
+
+  it('creates no budget: keys issue says no passphrase is set, before asking, on a terminal or not; audited', async () => {
+    const home = await stoppedHome();
+    const args = ['keys', 'issue', '--label', 'early', '--allow', 'stripe.*'];
+    const piped = await runCli(home, args);
+    expect(piped.code).toBe(1);
+    expect(piped.stderr).toMatch(/^runcap: PASSPHRASE_REQUIRED: .*no approver passphrase is set in this home yet; `runcap init` sets it/);
+    const tty = await exitsUnasked(home, args);
+    expect(tty.code, visible(tty.screen)).toBe(1);
+    expect(tty.screen).toMatch(/no approver passphrase is set in this home yet/);
+    expect(await keysOf(home)).toEqual([]);
+    const refusals = (await auditOf(home)).filter((r) => r.event === 'refused');
+    expect(refusals).toHaveLength(2);
+    expect(refusals.every((r) => r.details.why === 'no approver passphrase is set')).toBe(true);
   });
 });

@@ -448,8 +448,10 @@ describe("children come from a delegating parent's secret, never wider than it",
     const first = await t.ledger.issueChildKey(parent.key, child('c1'));
     await t.ledger.delegateKey(parent.key, { label: 'c2', capTotalMicros: usd(1) });
     const why = await expectChildRefused(() => t.ledger.issueChildKey(parent.key, child('c3')), 'INVALID_INPUT', parent.info.id);
-    expect(why).toContain('live children (limit 2)');
+    expect(why).toContain('p already has 2 live children (limit 2)');
     await expectChildRefused(() => t.ledger.delegateKey(parent.key, { label: 'c3', capTotalMicros: usd(1) }), 'INVALID_INPUT', parent.info.id, 'mcp.delegate_key');
+    const none = await issue(t.ledger, 'none', { allow: ['*'], may_delegate: true, max_children: 0 });
+    expect(await expectChildRefused(() => t.ledger.issueChildKey(none.key, child('c')), 'INVALID_INPUT', none.info.id)).toContain('none may have no children (max_children 0)');
     await t.ledger.revokeKey(first.info.id, { by: 'alice' });
     const third = await t.ledger.issueChildKey(parent.key, child('c3'));
     expect(third.info.parentId).toBe(parent.info.id);
@@ -577,7 +579,7 @@ describe("children come from a delegating parent's secret, never wider than it",
     const first = await t.ledger.issueChildKey(s1.key, child('c1'));
     await t.ledger.delegateKey(s2.key, { label: 'c2', capTotalMicros: usd(1) });
     const why = await expectChildRefused(() => t.ledger.issueChildKey(s3.key, child('c3')), 'INVALID_INPUT', s3.info.id);
-    expect(why).toContain('already has 2 live children (with its sibling sessions) (limit 2)');
+    expect(why).toContain("tpl already has 2 live children, its sessions' included (limit 2)");
     await expectChildRefused(() => t.ledger.delegateKey(s3.key, { label: 'c3', capTotalMicros: usd(1) }), 'INVALID_INPUT', s3.info.id, 'mcp.delegate_key');
     // the template itself counts its sessions' children as its own
     await expectChildRefused(() => t.ledger.issueChildKey(template.key, child('c3')), 'INVALID_INPUT', template.info.id);

@@ -1431,13 +1431,20 @@ export class SqliteLedger implements Ledger {
     const family = familyOf(parent);
     const live = this.db
       .prepare(
+        // a dead session's children are dead too (revocation cascades, expiry is clipped): only live sessions are looked in
         `SELECT COUNT(*) AS n FROM keys WHERE is_session = 0 AND revoked_at IS NULL AND expires_at > @now
-           AND (parent_id = @family OR parent_id IN (SELECT id FROM keys WHERE parent_id = @family AND is_session = 1))`,
+           AND (parent_id = @family OR parent_id IN (
+             SELECT id FROM keys WHERE parent_id = @family AND is_session = 1 AND revoked_at IS NULL AND expires_at > @now))`,
       )
       .get({ family, now }) as { n: number };
     const maxChildren = policyOf(parent).max_children;
     if (live.n >= maxChildren) {
-      throw new RuncapError('INVALID_INPUT', `${parent.label} already has ${live.n} live children${family !== parent.id ? ' (with its sibling sessions)' : ''} (limit ${maxChildren})`);
+      const head = family === parent.id ? parent : this.keyRow(family)!;
+      const sessions = policyOf(head).session !== undefined ? ", its sessions' included" : '';
+      throw new RuncapError(
+        'INVALID_INPUT',
+        maxChildren === 0 ? `${parent.label} may have no children (max_children 0)` : `${head.label} already has ${live.n} live children${sessions} (limit ${maxChildren})`,
+      );
     }
 
     const parentExpiry = Math.min(...chain.map((k) => k.expires_at));
