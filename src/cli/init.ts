@@ -18,18 +18,25 @@ export function registerInitCommand(program: Command): void {
       const home = resolveHome();
       const ledgerExisted = existsSync(homePath(home, 'ledger'));
       const created = ensureHomeFiles(home);
+      // A new ledger is made only once the passphrase is in hand: an init stopped at the question leaves none behind.
+      const obtain = async () => {
+        const typed = opts.passphraseStdin ? await readStdinLine() : await askTwice();
+        if (!passphraseLengthOk(typed)) throw new RuncapError('INVALID_INPUT', `${PASSPHRASE_LENGTH_RULE}; nothing was set`);
+        return typed;
+      };
+      let passphrase = ledgerExisted ? undefined : await obtain();
       const guard = openGuard({ home });
       try {
         const hadPassphrase = await guard.ledger.hasPassphrase();
-        const ledgerCreated = created.length > 0 && !hadPassphrase;
-        // The passphrase is asked before anything is written: an init that stops at the question leaves a home that is still new.
-        if (!hadPassphrase && opts.passphraseStdin && ledgerExisted) {
-          // A ledger left without a passphrase (an init stopped at the question) goes to whoever types one at a
-          // terminal, not to whatever a script or an agent pipes in.
-          throw refused('this home has a ledger but no approver passphrase (an earlier init stopped before it): run `runcap init` at a terminal to set it; nothing was changed');
+        const ledgerCreated = !ledgerExisted;
+        if (ledgerExisted && !hadPassphrase) {
+          // A ledger without a passphrase (an init that died before setting it, or one the library made) goes to
+          // whoever types one at a terminal, not to whatever a script or an agent pipes in.
+          if (opts.passphraseStdin) {
+            throw refused('this home has a ledger but no approver passphrase: run `runcap init` at a terminal to set it; nothing was changed');
+          }
+          passphrase = await obtain();
         }
-        const passphrase = hadPassphrase ? undefined : opts.passphraseStdin ? await readStdinLine() : await askTwice();
-        if (passphrase !== undefined && !passphraseLengthOk(passphrase)) throw new RuncapError('INVALID_INPUT', `${PASSPHRASE_LENGTH_RULE}; nothing was set`);
         // A new home starts bounded; a home that holds anything already (a passphrase, a key, a limit) keeps its limits.
         const isNew = !hadPassphrase && (await guard.ledger.listKeys()).length === 0 && (await guard.ledger.listVendorLimits()).length === 0;
         const defaultLimits = isNew ? VENDORS : [];

@@ -3,7 +3,7 @@
  * built CLI against a real RUNCAP_HOME: output, exit codes, file modes, and
  * nothing changed by a refused command.
  */
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -99,7 +99,8 @@ describe('runcap init', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/terminal.*--passphrase-stdin/);
-    // a later init with stdin can still set it
+    // it stopped before making a ledger, so the home is still new: a later init with stdin can still set it
+    expect(existsSync(join(home, 'ledger.db'))).toBe(false);
     expect((await runCli(home, ['init', '--passphrase-stdin'], { input: `${PASS}\n` })).code).toBe(0);
   });
 
