@@ -7,7 +7,7 @@
 import type { Guard } from '../guard/index.js';
 import type { HumanAct, HumanProof } from '../ledger/types.js';
 import { RuncapError } from '../policy/codes.js';
-import { askHidden, refused, UsageError } from './io.js';
+import { askHidden, UsageError } from './io.js';
 import { isPrintableName } from './options.js';
 
 /**
@@ -29,12 +29,6 @@ export async function proveAtTerminal(guard: Guard, act: HumanAct, by: string, w
       `${what}: that needs the approver passphrase, typed by a human at a terminal (stdin is not one; it is never piped or passed as a flag); nothing was done`,
     );
   }
-  let passphrase: string;
-  try {
-    passphrase = await askHidden(`${what}.\nType the approver passphrase to go on (Ctrl-C cancels): `);
-  } catch (err) {
-    if (err instanceof RuncapError && err.message === 'interrupted') throw refused('cancelled; nothing was done');
-    throw err;
-  }
+  const passphrase = await askHidden(`${what}.\nType the approver passphrase to go on (Ctrl-C cancels): `, { cancelled: 'cancelled; nothing was done' });
   return guard.ledger.proveHuman(passphrase, { by, during: act });
 }

@@ -62,13 +62,16 @@ export function inert(text: unknown): string {
     .replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '');
 }
 
-/** Read a line from the terminal without echo, typed after the prompt appeared. Refuses when stdin is not a TTY. */
-export async function askHidden(prompt: string): Promise<string> {
+/**
+ * Read a line from the terminal without echo, typed after the prompt appeared. Refuses when stdin is not a TTY.
+ * Ctrl-C refuses (exit 1) with `o.cancelled` when given, else it is an interruption (exit 2).
+ */
+export async function askHidden(prompt: string, o: { cancelled?: string } = {}): Promise<string> {
   if (!process.stdin.isTTY) throw new RuncapError('INVALID_INPUT', 'a terminal is needed to type the passphrase (stdin is not a TTY)');
   const keys = new TtyKeys();
   try {
     const value = await keys.line(prompt, { hidden: true });
-    if (value === undefined) throw new RuncapError('INVALID_INPUT', 'interrupted');
+    if (value === undefined) throw o.cancelled !== undefined ? refused(o.cancelled) : new RuncapError('INVALID_INPUT', 'interrupted');
     return value;
   } finally {
     keys.close();

@@ -7,7 +7,8 @@ import type { Cap, PolicyInput } from '../policy/schema.js';
 import { RuncapError } from '../policy/codes.js';
 import { DEFAULT_MAX_CHILDREN } from '../policy/schema.js';
 import { proveAtTerminal } from './human.js';
-import { askHidden, inert, isoTime, localTime, osUser, printJson, printTable, readStdinLine, refused, usd, usdField, UsageError } from './io.js';
+import { askHidden, inert, isoTime, localTime, osUser, printJson, printTable, readStdinLine, usd, usdField, UsageError } from './io.js';
+import { isKeyId } from '../ledger/secrets.js';
 import { collect, countOption, durationOption, listOption, maxCallsOption, nameOption, rateOption, usdOption, type MaxCalls } from './options.js';
 
 interface IssueOptions {
@@ -276,16 +277,11 @@ export function registerKeysCommands(program: Command): void {
 /** The parent key of `keys issue --parent`: RUNCAP_PARENT_KEY, else one line of stdin (typed hidden on a terminal). */
 async function readParentKey(): Promise<string> {
   const fromEnv = process.env.RUNCAP_PARENT_KEY;
-  let key: string;
-  try {
-    key = (fromEnv !== undefined && fromEnv !== '' ? fromEnv : process.stdin.isTTY ? await askHidden('Parent key (vk_…): ') : await readStdinLine()).trim();
-  } catch (err) {
-    if (err instanceof RuncapError && err.message === 'interrupted') throw refused('cancelled; nothing was issued');
-    throw err;
-  }
+  const given = fromEnv !== undefined && fromEnv !== '' ? fromEnv : process.stdin.isTTY ? await askHidden('Parent key (vk_…): ', { cancelled: 'cancelled; nothing was issued' }) : await readStdinLine();
+  const key = given.trim();
   if (key === '') throw new UsageError('--parent: no parent key in RUNCAP_PARENT_KEY or on stdin');
   // the old form named the parent by id: the id is public, so it is no authority; say what is needed
-  if (/^vk_[0-9A-HJKMNP-TV-Z]{26}$/.test(key)) throw new UsageError('--parent needs the parent\'s whole key (vk_<id>_<secret>), not its id: only whoever holds the secret may issue children');
+  if (isKeyId(key)) throw new UsageError('--parent needs the parent\'s whole key (vk_<id>_<secret>), not its id: only whoever holds the secret may issue children');
   return key;
 }
 

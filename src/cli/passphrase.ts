@@ -13,16 +13,9 @@ export function registerPassphraseCommand(program: Command): void {
       requireTty('changing the approver passphrase');
       const guard = openGuard();
       try {
-        const ask = async (prompt: string) => {
-          try {
-            return await askHidden(prompt);
-          } catch (err) {
-            if (err instanceof RuncapError && err.message === 'interrupted') throw refused('cancelled; the passphrase was not changed');
-            throw err;
-          }
-        };
-        // The first passphrase is init's to set: here, a home whose init stopped at the question would let
-        // anyone at a terminal choose the passphrase that creates budget.
+        const ask = (prompt: string) => askHidden(prompt, { cancelled: 'cancelled; the passphrase was not changed' });
+        // The first passphrase is init's to set: here, a ledger left without one would let anyone at a
+        // terminal choose the passphrase that creates budget.
         if (!(await guard.ledger.hasPassphrase())) throw refused('no approver passphrase is set yet: `runcap init` sets the first one; nothing was changed');
         const old = await ask('Current approver passphrase: ');
         if (!(await guard.ledger.checkPassphrase(old, { by: osUser(), during: 'passphrase change' }))) throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');

@@ -29,7 +29,9 @@ export function newId(prefix: 'vk' | 'res' | 'apr'): string {
   return `${prefix}_${nextUlid()}`;
 }
 
-const KEY_PATTERN = /^(vk_[0-9A-HJKMNP-TV-Z]{26})_([A-Za-z0-9_-]{43})$/;
+const KEY_ID = 'vk_[0-9A-HJKMNP-TV-Z]{26}';
+const KEY_PATTERN = new RegExp(`^(${KEY_ID})_([A-Za-z0-9_-]{43})$`);
+const KEY_ID_PATTERN = new RegExp(`^${KEY_ID}$`);
 
 export function newKeySecret(): string {
   return randomBytes(32).toString('base64url');
@@ -37,6 +39,11 @@ export function newKeySecret(): string {
 
 export function formatKey(id: string, secret: string): string {
   return `${id}_${secret}`;
+}
+
+/** Whether `text` is a key's public id alone (vk_<ulid>), without its secret. */
+export function isKeyId(text: string): boolean {
+  return KEY_ID_PATTERN.test(text);
 }
 
 /** Split a presented key into its public id and secret; undefined when malformed. */

@@ -1498,7 +1498,6 @@ export class SqliteLedger implements Ledger {
     if (p.approve_over_usd_micros !== undefined && child.approve_over_usd_micros !== undefined && child.approve_over_usd_micros > p.approve_over_usd_micros) {
       throw widen('approval threshold above the parent\'s');
     }
-    if (child.may_delegate && !p.may_delegate) throw widen('the parent may not delegate, so its child may not either');
     if (child.max_children > p.max_children) throw widen(`${child.max_children} live children is above the parent's ${p.max_children}`);
     // a session template is budget each session starts with: none may start with more than the parent has left
     for (const cap of child.session?.caps ?? []) {
