@@ -14,7 +14,7 @@ import { formatUsd } from '../../policy/rules.js';
 import type { AuditEvent, AuditProblem, AuditRow } from '../types.js';
 import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type AuditLog } from './audit.js';
 import type { Db } from './db.js';
-import type { ApprovalRow, CapRow, KeyRow } from './rows.js';
+import type { ApprovalRow, CapRow, KeyRow } from '../core/rows.js';
 
 /** The code of an audit row recording that the ledger found a grant or a request no valid audit row backs. */
 export const APPROVAL_UNBACKED = 'APPROVAL_UNBACKED';

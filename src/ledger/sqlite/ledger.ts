@@ -30,12 +30,9 @@ import {
 import {
   DEFAULT_MAX_CHILDREN,
   DEFAULT_TTL_S,
-  MAX_MICROS,
-  MAX_TTL_S,
   policySchema,
   type Cap,
   type Policy,
-  type PolicyInput,
 } from '../../policy/schema.js';
 import {
   formatKey,
@@ -79,7 +76,27 @@ import type {
   VendorLimit,
   VerifyRequest,
 } from '../types.js';
-import { familyFingerprint, familyOf } from '../family.js';
+import { familyFingerprint, familyOf } from '../core/family.js';
+import type { Write, Writes } from '../core/writes.js';
+import {
+  checkAction,
+  checkFingerprint,
+  checkHeads,
+  checkLabel,
+  checkMicros,
+  checkName,
+  checkRecipients,
+  checkRef,
+  checkRootKeyInput,
+  checkText,
+  checkTtl,
+  isReservationId,
+  parsePolicy,
+  RELEASED_BY,
+  toJson,
+} from '../core/input.js';
+
+export { checkRootKeyInput };
 import { approvalRequestMaterial, AuditLog, GLOBAL_CHAIN, SEAL, type AuditInput } from './audit.js';
 import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from './audit-replay.js';
 import { openDb, read, transaction, type Db } from './db.js';
@@ -95,7 +112,7 @@ import {
   type CounterRow,
   type KeyRow,
   type ReservationRow,
-} from './rows.js';
+} from '../core/rows.js';
 
 export interface SqliteLedgerOptions {
   file: string;
@@ -127,10 +144,6 @@ const DENIAL_MINUTE_MS = 60_000;
 /** distinct actions named in one count row; the rest are summed under "other" */
 const MAX_COUNTED_ACTIONS = 16;
 const MAX_PENDING_APPROVALS = 20;
-const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/;
-const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
-const RESERVATION_PATTERN = /^res_[0-9A-HJKMNP-TV-Z]{26}$/;
-const RELEASED_BY: readonly ReleasedBy[] = ['vendor', 'reconcile', 'hand'];
 
 type Delta = { settled?: number; pending?: number; uncertain?: number; calls?: number };
 
@@ -168,6 +181,10 @@ const SQL = {
   consumeGrant: "UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'",
   setAsideGrant: "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'approved'",
   denialTally: 'SELECT * FROM denial_tallies WHERE chain = ?',
+  insertKey: `INSERT INTO keys (id, secret_hash, label, issued_by, parent_id, ancestors, depth, is_session, policy, created_at, expires_at)
+    VALUES (@id, @secret_hash, @label, @issued_by, @parent_id, @ancestors, @depth, @is_session, @policy, @created_at, @expires_at)`,
+  insertCap: 'INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (?, ?, ?, ?, ?, ?)',
+  revokeKey: 'UPDATE keys SET revoked_at = ?, revoked_reason = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL',
   saveDenialTally: `INSERT INTO denial_tallies (chain, minute, written, held, codes, actions, first_at, last_at)
     VALUES (@chain, @minute, @written, @held, @codes, @actions, @first_at, @last_at)
     ON CONFLICT (chain) DO UPDATE SET minute = excluded.minute, written = excluded.written, held = excluded.held,
@@ -933,7 +950,7 @@ export class SqliteLedger implements Ledger {
     from: ReservationState[],
     change: (r: ReservationRow, now: number) => { next: ReservationRow; delta: Delta; events: AuditInput[] },
   ): Promise<Reservation> {
-    if (typeof reservationId !== 'string' || !RESERVATION_PATTERN.test(reservationId)) {
+    if (!isReservationId(reservationId)) {
       return Promise.reject(new RuncapError('INVALID_INPUT', 'not a reservation id (res_…)'));
     }
     const now = this.clock();
@@ -1298,6 +1315,80 @@ export class SqliteLedger implements Ledger {
         calls: c.calls,
       })),
     );
+  }
+
+  // ─────────────────────────── applying writes ───────────────────────────
+
+  /** Applies what a rule decided, in order, inside the caller's transaction; decides nothing. */
+  protected apply(now: number, w: Writes): void {
+    for (const op of w.ops) this.applyOne(op);
+    this.audit.appendAll(now, w.audit);
+  }
+
+  private applyOne(op: Write): void {
+    switch (op.kind) {
+      case 'insertKey': {
+        this.st.insertKey.run(op.key);
+        for (const c of op.caps) this.st.insertCap.run(c.key_id, c.scope, c.window, c.usd_micros, c.calls, c.action);
+        return;
+      }
+      case 'revokeKey':
+        this.st.revokeKey.run(op.at, op.reason, op.by, op.keyId);
+        return;
+      case 'insertReservation': {
+        const r = op.reservation;
+        this.st.insertReservation.run({ id: r.id, key_id: r.key_id, label: r.label, action: r.action, fingerprint: r.fingerprint, state: r.state, estimate: r.estimate, actual: r.actual, day: r.day, month: r.month, created_at: r.created_at, request: r.request, normalized: r.normalized });
+        for (const c of op.countsIn) {
+          this.st.insertCount.run(r.id, c.scope, c.windowKey);
+          this.addCounter(c.scope, c.windowKey, op.delta);
+        }
+        return;
+      }
+      case 'updateReservation': {
+        // compare-and-set: the state the rule read must still be the state we change
+        const { changes } = this.st.updateReservation.run({ ...op.next, from: op.from });
+        if (changes !== 1) throw new RuncapError('CONFLICT', `reservation ${op.next.id} changed underneath; refused`);
+        return;
+      }
+      case 'addCounters':
+        for (const c of op.counters) this.addCounter(c.scope, c.windowKey, op.delta);
+        return;
+      case 'addRateEvents':
+        for (const id of op.keyIds) this.st.addRate.run(id, op.at);
+        return;
+      case 'insertApproval': {
+        const a = op.approval;
+        this.st.insertApproval.run(a.id, a.key_id, a.action, a.fingerprint, a.estimate, a.request, a.reason, a.created_at, a.expires_at, a.family_id);
+        return;
+      }
+      case 'updateApproval': {
+        const columns = Object.keys(op.set);
+        const where = op.from === 'any' ? 'id = @id' : 'id = @id AND status = @from';
+        this.db.prepare(`UPDATE approvals SET ${columns.map((c) => `${c} = @${c}`).join(', ')} WHERE ${where}`).run({ ...op.set, id: op.id, ...(op.from === 'any' ? {} : { from: op.from }) });
+        return;
+      }
+      case 'saveDenialTally':
+        this.st.saveDenialTally.run(op.tally);
+        return;
+      case 'setSetting':
+        this.db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run(op.name, op.value);
+        return;
+      case 'replaceVendorCap': {
+        if (op.removeCapId !== null) {
+          this.db.prepare('DELETE FROM caps WHERE id = ?').run(op.removeCapId);
+          this.db.prepare('DELETE FROM counters WHERE scope = ?').run(`cap:${op.removeCapId}`);
+          this.db.prepare('DELETE FROM reservation_counts WHERE scope = ?').run(`cap:${op.removeCapId}`);
+        }
+        if (op.add) {
+          const capId = Number(this.st.insertCap.run(null, op.add.scope, op.add.window, op.add.usd_micros, null, op.add.action).lastInsertRowid);
+          for (const b of op.backfill) {
+            this.st.insertCount.run(b.reservationId, `cap:${capId}`, b.windowKey);
+            this.addCounter(`cap:${capId}`, b.windowKey, b.delta);
+          }
+        }
+        return;
+      }
+    }
   }
 
   // ─────────────────────────────── helpers ───────────────────────────────
@@ -1735,90 +1826,6 @@ function breachMessage(b: CapBreach, estimate: number): string {
   return `the ${where} (${formatUsd(b.limit)}) has ${formatUsd(b.remaining)} left; this call needs an estimated ${formatUsd(estimate)}`;
 }
 
-function parsePolicy(input: PolicyInput): Policy {
-  const parsed = policySchema.safeParse(input);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0]!;
-    throw new RuncapError('INVALID_INPUT', `policy ${first.path.join('.') || ''}: ${first.message}`.replace(' :', ':'));
-  }
-  return parsed.data;
-}
-
-/**
- * What a root key's input must pass before any proof is looked at. The CLI runs it before it asks
- * the passphrase: a typo is a usage error, not a passphrase typed for nothing (or a refusal audited).
- */
-export function checkRootKeyInput(input: Omit<IssueKeyInput, 'proof'>): { policy: Policy; ttl: number | undefined } {
-  checkLabel(input.label);
-  checkName(input.issuedBy, 'issuer');
-  return { policy: parsePolicy(input.policy), ttl: input.ttlSeconds === undefined ? undefined : checkTtl(input.ttlSeconds) };
-}
-
-function checkLabel(label: unknown): void {
-  if (typeof label !== 'string' || !LABEL_PATTERN.test(label)) {
-    throw new RuncapError('INVALID_INPUT', 'a label is 1-64 letters, digits and . _ : @ + - (no spaces or slashes)');
-  }
-}
-
-function checkName(name: unknown, what: string): void {
-  if (typeof name !== 'string' || name.length === 0 || name.length > 128 || /[\u0000-\u001f\u007f]/.test(name)) {
-    throw new RuncapError('INVALID_INPUT', `the ${what}'s name must be 1-128 printable characters`);
-  }
-}
-
-function checkText(text: unknown, what: string, max: number): string {
-  if (typeof text !== 'string' || text.length > max) throw new RuncapError('INVALID_INPUT', `${what} must be text of at most ${max} characters`);
-  return text;
-}
-
-function checkTtl(ttl: unknown): number {
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL_S) {
-    throw new RuncapError('INVALID_INPUT', `a TTL is a whole number of seconds from 1 to ${MAX_TTL_S}`);
-  }
-  return ttl;
-}
-
-function checkMicros(m: unknown, what: string): void {
-  if (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 0 || m > MAX_MICROS) {
-    throw new RuncapError('INVALID_INPUT', `${what} must be a whole, non-negative number of micro-USD below ${formatUsd(MAX_MICROS)}`);
-  }
-}
-
-function checkAction(action: unknown): void {
-  if (typeof action !== 'string' || !isValidAction(action)) {
-    throw new RuncapError('INVALID_INPUT', 'an action is a dotted name of letters, digits and _ (e.g. deploy_production)');
-  }
-}
-
-function checkFingerprint(fp: unknown): void {
-  if (typeof fp !== 'string' || !FINGERPRINT_PATTERN.test(fp)) throw new RuncapError('INVALID_INPUT', 'fingerprint must be 64 lower-case hex digits');
-}
-
-/** An unknown or malformed recipient must never pass the recipient rules by being skipped. */
-function checkRecipients(recipients: unknown): void {
-  if (!Array.isArray(recipients)) throw new RuncapError('INVALID_INPUT', 'recipients must be a list');
-  for (const r of recipients as Partial<Record<string, unknown>>[]) {
-    const ok =
-      typeof r === 'object' && r !== null &&
-      (r.kind === 'sms_region'
-        ? typeof r.region === 'string' && /^[A-Z]{2}$/.test(r.region) && typeof r.number === 'string'
-        : r.kind === 'sms_sender'
-          ? typeof r.sender === 'string' && r.sender.length > 0
-          : (r.kind === 'email_recipient' || r.kind === 'email_sender' || r.kind === 'email_reply_to') && typeof r.address === 'string' && r.address.includes('@'));
-    if (!ok) throw new RuncapError('INVALID_INPUT', 'a recipient is an SMS region (kind, region, number), an SMS sender (kind, sender) or an e-mail address (kind, address)');
-  }
-}
-
-function toJson(value: unknown, what: string): string {
-  try {
-    const text = JSON.stringify(value);
-    if (typeof text === 'string') return text;
-  } catch {
-    // a BigInt or a cycle
-  }
-  throw new RuncapError('INVALID_INPUT', `${what} cannot be stored as JSON`);
-}
-
 /** The families of a key and of its ancestors (its own first), each with the request's fingerprint as that family stores it. */
 type Lineage = { family: string; fingerprint: string }[];
 function lineageOf(chain: KeyRow[], own: string, requestFingerprint: string): Lineage {
@@ -1826,22 +1833,3 @@ function lineageOf(chain: KeyRow[], own: string, requestFingerprint: string): Li
   return [...new Set(families)].map((family) => ({ family, fingerprint: familyFingerprint(family, requestFingerprint) }));
 }
 
-/** Chain heads kept elsewhere (`runcap audit head --json`): a list of { chain, seq, mac }. */
-function checkHeads(heads: unknown): ChainHead[] {
-  const bad = () => new RuncapError('INVALID_INPUT', 'the kept heads must be a list of { chain, seq, mac } as `runcap audit head --json` prints them');
-  if (!Array.isArray(heads)) throw bad();
-  const seen = new Set<string>();
-  return heads.map((h: Partial<Record<string, unknown>>) => {
-    if (typeof h !== 'object' || h === null) throw bad();
-    const { chain, seq, mac } = h;
-    if (typeof chain !== 'string' || chain.length === 0 || chain.length > 200 || seen.has(chain)) throw bad();
-    if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) throw bad();
-    if (typeof mac !== 'string' || !/^[0-9a-f]{64}$/.test(mac)) throw bad();
-    seen.add(chain);
-    return { chain, seq, mac };
-  });
-}
-
-function checkRef(ref: unknown): void {
-  if (ref !== null && ref !== undefined && (typeof ref !== 'string' || ref.length > 255)) throw new RuncapError('INVALID_INPUT', 'vendor reference must be text up to 255 characters');
-}

@@ -1,4 +1,4 @@
-/** Row shapes of the SQLite ledger and their mapping to the public types. */
+/** The records every ledger storage reads and writes (one shape for SQLite and PostgreSQL) and their mapping to the public types. */
 import { policySchema, type Policy } from '../../policy/schema.js';
 import type { Approval, ApprovalStatus, KeyInfo, ReleasedBy, Reservation, ReservationState } from '../types.js';
 

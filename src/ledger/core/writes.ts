@@ -1,0 +1,90 @@
+/**
+ * What a decision tells its transaction to write. The rules (the rest of core/) return these;
+ * a storage (sqlite/, later PostgreSQL) applies them in order, inside the transaction that read
+ * the state they were decided on, and chains the audit inputs onto the heads it reads there
+ * (core/audit-chain.ts chainAudit makes the MACs). A storage decides nothing while applying.
+ */
+import type { ApprovalStatus, ReservationState } from '../types.js';
+import type { AuditInput } from './audit-chain.js';
+import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from './rows.js';
+
+/** A change to a counter's four sums. */
+export type Delta = { settled?: number; pending?: number; uncertain?: number; calls?: number };
+
+/** A counter: its scope (`cap:<id>`, `spend-label:…`, `spend-vendor:…`, `spend-day:…`) and window ('' for all time). */
+export type CounterKey = { scope: string; windowKey: string };
+
+export const EMPTY_COUNTER: Readonly<CounterRow> = Object.freeze({ settled: 0, pending: 0, uncertain: 0, calls: 0 });
+
+/** The key a storage keeps a counter read under, in a Map. */
+export function counterId(c: CounterKey): string {
+  return `${c.scope}\u0000${c.windowKey}`;
+}
+
+/** A denial tally: how many denials decided before the ledger a chain had this UTC minute. */
+export interface DenialTally {
+  chain: string;
+  minute: number;
+  written: number;
+  held: number;
+  codes: string;
+  actions: string;
+  first_at: number | null;
+  last_at: number | null;
+}
+
+export type Write =
+  | { kind: 'insertKey'; key: KeyRow; caps: Omit<CapRow, 'id'>[] }
+  | { kind: 'revokeKey'; keyId: string; at: number; reason: string; by: string }
+  /** the reservation, the counters it counts in (reservation_counts) and what it adds to each */
+  | { kind: 'insertReservation'; reservation: ReservationRow; countsIn: CounterKey[]; delta: Delta }
+  /** compare-and-set: applied only while the reservation is still `from`; otherwise the storage refuses with CONFLICT */
+  | { kind: 'updateReservation'; next: ReservationRow; from: ReservationState }
+  | { kind: 'addCounters'; counters: CounterKey[]; delta: Delta }
+  | { kind: 'addRateEvents'; keyIds: string[]; at: number }
+  | { kind: 'insertApproval'; approval: ApprovalRow }
+  /** applied only while the approval is still `from` */
+  | { kind: 'updateApproval'; id: string; from: ApprovalStatus | 'any'; set: Partial<Pick<ApprovalRow, 'status' | 'decided_at' | 'decided_by' | 'deny_reason' | 'expires_at' | 'reservation_id'>> }
+  | { kind: 'saveDenialTally'; tally: DenialTally }
+  | { kind: 'setSetting'; name: string; value: string }
+  /**
+   * A global vendor cap replaced: the old one (its counters and counts) dropped, the new one
+   * (if any) inserted, counting from the start what each open reservation of its window adds.
+   */
+  | {
+      kind: 'replaceVendorCap';
+      removeCapId: number | null;
+      add: { scope: string; window: 'daily' | 'monthly'; usd_micros: number; action: string } | null;
+      backfill: { reservationId: string; windowKey: string; delta: Delta }[];
+    };
+
+/** Audit inputs may carry their own time (a held denial count is dated by its last denial). */
+export type AuditEntry = AuditInput & { at?: number };
+
+export interface Writes {
+  ops: Write[];
+  audit: AuditEntry[];
+}
+
+export function writes(ops: Write[] = [], audit: AuditEntry[] = []): Writes {
+  return { ops, audit };
+}
+
+/** What one reservation adds to each counter it counts in, by its current state. */
+export function contribution(r: Pick<ReservationRow, 'state' | 'estimate' | 'actual'>): Delta {
+  switch (r.state) {
+    case 'pending':
+      return { pending: r.estimate, calls: 1 };
+    case 'uncertain':
+      return { uncertain: r.estimate, calls: 1 };
+    case 'settled':
+      return { settled: r.actual ?? 0, calls: 1 };
+    case 'released':
+      return {};
+  }
+}
+
+/** Money a counter holds: committed, pending and uncertain all count against a cap. */
+export function usedMicros(c: CounterRow): number {
+  return c.settled + c.pending + c.uncertain;
+}
