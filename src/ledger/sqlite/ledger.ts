@@ -9,22 +9,15 @@ import { randomBytes } from 'node:crypto';
 import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
 import { globsCover, isValidAction } from '../../policy/glob.js';
 import {
-  actionRefusedBy,
-  approvalReason,
-  capApplies,
   domainAllowed,
   formatUsd,
   freesReservedMoney,
   limitChangeWidens,
   MAX_GROUP_TOTAL,
-  recipientRefusal,
-  spendGroupOf,
   usdDecimal,
-  vendorOf,
   VENDORS,
   windowKey,
   windowsAt,
-  type ChainMember,
   type Windows,
 } from '../../policy/rules.js';
 import {
@@ -53,7 +46,6 @@ import type {
   AuditVerification,
   AuthorizeRequest,
   Budget,
-  CapBreach,
   CapStatus,
   ChainHead,
   Clock,
@@ -76,16 +68,32 @@ import type {
   VendorLimit,
   VerifyRequest,
 } from '../types.js';
-import { familyFingerprint, familyOf } from '../core/family.js';
-import type { Write, Writes } from '../core/writes.js';
+import { familyOf } from '../core/family.js';
+import { contribution, counterId, writes, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
 import {
-  checkAction,
-  checkFingerprint,
+  admitCall,
+  askHuman,
+  authorizeSpec,
+  verifySpec,
+  countersFor,
+  decideCall,
+  liveGrants,
+  PENDING_APPROVAL_MS,
+  rateWindowStart,
+  type ApprovalAsk,
+  type AskReads,
+  type CallSpec,
+  type Outcome,
+} from '../core/authorize.js';
+import { admitDenialRow, deniedBeforeLedger, flushTally, presentedActor } from '../core/denials.js';
+import { exactRangeMessage, spendGroupScope } from '../core/spend.js';
+import { actorOf, type Actor, type ApprovalRecord } from '../core/audit-chain.js';
+import type { CoreContext } from '../core/context.js';
+import {
   checkHeads,
   checkLabel,
   checkMicros,
   checkName,
-  checkRecipients,
   checkRef,
   checkRootKeyInput,
   checkText,
@@ -93,7 +101,6 @@ import {
   isReservationId,
   parsePolicy,
   RELEASED_BY,
-  toJson,
 } from '../core/input.js';
 
 export { checkRootKeyInput };
@@ -131,21 +138,8 @@ const HUMAN_ACTS: readonly HumanAct[] = ['keys issue', 'limits set', 'reconcile 
 /** How a key came to be, in its key_issued row: what vouched for the budget it carries. */
 type KeyAuthority = 'passphrase' | 'parent key' | 'delegate_key' | 'session template';
 
-const DAY_MS = 24 * 3600 * 1000;
-const PENDING_APPROVAL_MS = DAY_MS;
-const DENIAL_HOLDS_MS = DAY_MS;
-const RATE_WINDOW_MS = 60_000;
-/**
- * Denials decided before the ledger (malformed calls) pass no rate limit, so each chain (a key, or
- * the keyless one) gets this many rows of them per UTC minute; the rest are counted into one row.
- */
-export const DENIAL_ROWS_PER_MINUTE = 30;
-const DENIAL_MINUTE_MS = 60_000;
-/** distinct actions named in one count row; the rest are summed under "other" */
-const MAX_COUNTED_ACTIONS = 16;
-const MAX_PENDING_APPROVALS = 20;
+export { DENIAL_ROWS_PER_MINUTE } from '../core/denials.js';
 
-type Delta = { settled?: number; pending?: number; uncertain?: number; calls?: number };
 
 /** The hot-path statements, kept as text so a test can read their query plans. */
 const SQL = {
@@ -178,8 +172,6 @@ const SQL = {
   insertApproval: `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at, family_id)
     VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
   expireApproval: "UPDATE approvals SET status = 'expired' WHERE id = ?",
-  consumeGrant: "UPDATE approvals SET status = 'consumed', reservation_id = ? WHERE id = ? AND status = 'approved'",
-  setAsideGrant: "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'approved'",
   denialTally: 'SELECT * FROM denial_tallies WHERE chain = ?',
   insertKey: `INSERT INTO keys (id, secret_hash, label, issued_by, parent_id, ancestors, depth, is_session, policy, created_at, expires_at)
     VALUES (@id, @secret_hash, @label, @issued_by, @parent_id, @ancestors, @depth, @is_session, @policy, @created_at, @expires_at)`,
@@ -191,20 +183,19 @@ const SQL = {
       codes = excluded.codes, actions = excluded.actions, first_at = excluded.first_at, last_at = excluded.last_at`,
 } as const;
 
-interface DenialTallyRow {
-  chain: string;
-  minute: number;
-  written: number;
-  held: number;
-  codes: string;
-  actions: string;
-  first_at: number | null;
-  last_at: number | null;
+/** An approval's update, by the columns it sets; applied only while its status is still `from`. */
+function approvalUpdateSql(columns: readonly string[], from: string): string {
+  return `UPDATE approvals SET ${columns.map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id${from === 'any' ? '' : ' AND status = @from'}`;
 }
+
+/** The approval updates of the decision's path: a grant consumed, a grant set aside, a request expired. */
+const HOT_APPROVAL_UPDATES = [approvalUpdateSql(['status', 'reservation_id'], 'approved'), approvalUpdateSql(['status'], 'approved'), approvalUpdateSql(['status'], 'any')];
 
 export class SqliteLedger implements Ledger {
   readonly db: Db;
   private readonly audit: AuditLog;
+  /** what the rules of core/ are given besides the reads */
+  private readonly core: CoreContext;
   private readonly clock: Clock;
   private readonly staleAfterMs: number;
   private readonly passphraseCost: number | undefined;
@@ -215,6 +206,7 @@ export class SqliteLedger implements Ledger {
   constructor(opts: SqliteLedgerOptions) {
     this.db = openDb(opts.file, { busyTimeoutMs: opts.busyTimeoutMs ?? 5000 });
     this.audit = new AuditLog(this.db, opts.auditSecret);
+    this.core = { auditSecret: opts.auditSecret, newId };
     this.clock = opts.clock ?? Date.now;
     this.staleAfterMs = opts.staleAfterMs ?? 90_000;
     this.passphraseCost = opts.passphraseCost;
@@ -225,7 +217,19 @@ export class SqliteLedger implements Ledger {
 
   /** SQL of every statement authorize and settle may run (for the query-plan test). */
   static hotPathStatements(): string[] {
-    return [...Object.values(SQL), ...AuditLog.statements];
+    return [...Object.values(SQL), ...HOT_APPROVAL_UPDATES, ...AuditLog.statements];
+  }
+
+  private readonly statements = new Map<string, Database.Statement<unknown[]>>();
+
+  /** A statement whose text is built from a write's shape, prepared once per process. */
+  private prepared(sql: string): Database.Statement<unknown[]> {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
   }
 
   async close(): Promise<void> {
@@ -479,41 +483,16 @@ export class SqliteLedger implements Ledger {
   // ─────────────────────────── the decision ───────────────────────────
 
   async authorize(req: AuthorizeRequest): Promise<Decision> {
-    checkAction(req.action);
-    checkMicros(req.estimateMicros, 'estimate');
-    checkFingerprint(req.fingerprint);
-    checkRecipients(req.recipients);
-    return this.decide(req.key, req.action, {
-      estimate: req.estimateMicros,
-      fingerprint: req.fingerprint,
-      recipients: req.recipients,
-      request: toJson(req.request ?? { args: {} }, 'request'),
-      normalized: req.normalized === undefined ? null : toJson(req.normalized, 'normalized'),
-      settleNow: false,
-    });
+    return this.decide(req.key, authorizeSpec(req));
   }
 
   async verify(req: VerifyRequest): Promise<Decision> {
-    checkAction(req.action);
-    if (req.amountMicros !== undefined) checkMicros(req.amountMicros, 'amount_usd');
-    checkFingerprint(req.fingerprint);
-    if (vendorOf(req.action)) {
-      const message = `${req.action} is a vendor action: use its guarded tool, not verify_action`;
-      await this.recordDenial(req.key, { action: req.action, code: 'ACTION_NOT_ALLOWED', message }).catch(() => {});
-      return { allowed: false, code: 'ACTION_NOT_ALLOWED', message };
+    const spec = verifySpec(req);
+    if ('refused' in spec) {
+      await this.recordDenial(req.key, { action: req.action, code: spec.refused.code, message: spec.refused.message }).catch(() => {});
+      return spec.refused;
     }
-    const args: Record<string, unknown> = { action: req.action };
-    if (req.resource !== undefined) args.resource = req.resource;
-    if (req.amountMicros !== undefined) args.amount_usd = usdDecimal(req.amountMicros);
-    if (req.details !== undefined) args.details = req.details;
-    return this.decide(req.key, req.action, {
-      estimate: req.amountMicros ?? 0,
-      fingerprint: req.fingerprint,
-      recipients: [],
-      request: JSON.stringify({ args }),
-      normalized: null,
-      settleNow: true,
-    });
+    return this.decide(req.key, spec);
   }
 
   async recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void> {
@@ -522,98 +501,57 @@ export class SqliteLedger implements Ledger {
     transaction(this.db, 'normal', () => {
       const parsed = typeof presentedKey === 'string' ? parseKey(presentedKey) : undefined;
       const row = parsed ? this.keyRow(parsed.id) : undefined;
-      const known = row && parsed && secretMatches(parsed.secret, row.secret_hash) ? row : null;
+      const actor = presentedActor(parsed, row && this.chainOf(row));
       const action = typeof denial.action === 'string' && isValidAction(denial.action) ? denial.action : null;
-      if (!this.admitDenialRow(now, known, denial.code, action)) return;
-      this.appendAudit(now, known, { event: 'denied', action, code: denial.code, details: { message, before_authorize: true, ...(known ? {} : { presented_id: parsed?.id ?? null }) } });
+      if (!this.admitDenialRow(now, actor, denial.code, action)) return;
+      this.apply(now, writes([], [deniedBeforeLedger(actor, parsed?.id ?? null, { action, code: denial.code, message })]));
     });
   }
 
-  /**
-   * Whether a denial decided before the ledger gets its own audit row: the first
-   * DENIAL_ROWS_PER_MINUTE of its chain's UTC minute do; the others are counted in
-   * denial_tallies, and written to the chain as one denials_counted row once that
-   * minute is over (or sooner, see writeHeldDenials). Runs inside recordDenial's transaction.
-   */
-  private admitDenialRow(now: number, key: KeyRow | null, code: string, action: string | null): boolean {
-    const chain = key?.id ?? GLOBAL_CHAIN;
-    const minute = Math.floor(now / DENIAL_MINUTE_MS);
-    let tally = this.st.denialTally.get(chain) as DenialTallyRow | undefined;
-    if (tally && tally.minute !== minute) {
-      this.appendHeldDenials(tally, key);
-      tally = undefined;
-    }
-    tally ??= { chain, minute, written: 0, held: 0, codes: '{}', actions: '{}', first_at: null, last_at: null };
-    const admitted = tally.written < DENIAL_ROWS_PER_MINUTE;
-    if (admitted) {
-      tally.written++;
-    } else {
-      const codes = JSON.parse(tally.codes) as Record<string, number>;
-      const actions = JSON.parse(tally.actions) as Record<string, number>;
-      codes[code] = (codes[code] ?? 0) + 1;
-      const a = action ?? '(none)';
-      const slot = a in actions || Object.keys(actions).length < MAX_COUNTED_ACTIONS ? a : 'other';
-      actions[slot] = (actions[slot] ?? 0) + 1;
-      tally = { ...tally, held: tally.held + 1, codes: JSON.stringify(codes), actions: JSON.stringify(actions), first_at: tally.first_at ?? now, last_at: now };
-    }
-    this.st.saveDenialTally.run(tally);
+  /** Inside a denial's transaction: whether it gets its own audit row (core/denials.ts), its tally saved either way. */
+  private admitDenialRow(now: number, actor: Actor | null, code: string, action: string | null): boolean {
+    const tally = this.st.denialTally.get(actor?.id ?? GLOBAL_CHAIN) as DenialTally | undefined;
+    const { admitted, ...w } = admitDenialRow(tally, actor, now, code, action);
+    this.apply(now, w);
     return admitted;
   }
 
-  /** One denials_counted row for what a tally holds (nothing when it holds none). */
-  private appendHeldDenials(tally: DenialTallyRow, key: KeyRow | null): void {
-    if (tally.held === 0) return;
-    this.appendAudit(tally.last_at ?? this.clock(), key, {
-      event: 'denials_counted',
-      details: {
-        count: tally.held,
-        codes: JSON.parse(tally.codes) as Record<string, number>,
-        actions: JSON.parse(tally.actions) as Record<string, number>,
-        first_at: tally.first_at,
-        last_at: tally.last_at,
-        minute: new Date(tally.minute * DENIAL_MINUTE_MS).toISOString(),
-        rows_written_that_minute: tally.written,
-        before_authorize: true,
-        ...(key || tally.chain === GLOBAL_CHAIN ? {} : { chain: tally.chain }),
-      },
-    });
-  }
-
-  /**
-   * Writes every held denial count to its chain now, so none waits for a later denial
-   * that may never come: at close and before the audit is listed. A tally keeps its
-   * minute and rows written: the bound still holds for the rest of that minute.
-   */
+  /** Writes every held denial count to its chain now: at close and before the audit is listed. */
   private writeHeldDenials(): void {
     // a plain read first: with nothing held, no write lock is taken (and no busy wait)
     if (!this.db.prepare('SELECT 1 FROM denial_tallies WHERE held > 0 LIMIT 1').get()) return;
+    const now = this.clock();
     transaction(this.db, 'normal', () => {
-      for (const tally of this.db.prepare('SELECT * FROM denial_tallies WHERE held > 0').all() as DenialTallyRow[]) {
-        this.appendHeldDenials(tally, tally.chain === GLOBAL_CHAIN ? null : (this.keyRow(tally.chain) ?? null));
-        this.st.saveDenialTally.run({ ...tally, held: 0, codes: '{}', actions: '{}', first_at: null, last_at: null });
+      for (const tally of this.db.prepare('SELECT * FROM denial_tallies WHERE held > 0').all() as DenialTally[]) {
+        const key = tally.chain === GLOBAL_CHAIN ? undefined : this.keyRow(tally.chain);
+        this.apply(now, flushTally(tally, key ? actorOf(this.chainOf(key)) : null, now));
       }
     });
   }
 
   /**
-   * One decision. The allowing path is a single durable transaction. A denial
-   * is found inside it too, but then rolled back and its rows (audit, a new
-   * approval request) written in a second transaction that skips the fsync:
-   * losing a denial's record on power loss leaves nothing unaccounted.
+   * One decision (core/authorize.ts). The allowing path is a single durable transaction. A denial
+   * is found inside it too, but then rolled back and its rows (audit, a new approval request)
+   * written in a second transaction that skips the fsync.
    */
-  private async decide(
-    presented: string,
-    action: string,
-    spec: { estimate: number; fingerprint: string; recipients: AuthorizeRequest['recipients']; request: string; normalized: string | null; settleNow: boolean },
-  ): Promise<Decision> {
+  private async decide(presented: string, spec: CallSpec): Promise<Decision> {
     const now = this.clock();
-    const w = windowsAt(now);
     try {
       try {
-        return transaction(this.db, 'full', () => this.decideWithin(presented, action, spec, now, w));
+        return transaction(this.db, 'full', () => {
+          const outcome = this.decideWithin(presented, spec, now);
+          if (!outcome.allowed) throw new DeferredDenial(outcome);
+          this.apply(now, outcome.writes);
+          return outcome.decision;
+        });
       } catch (err) {
         if (!(err instanceof DeferredDenial)) throw err;
-        return transaction(this.db, 'normal', err.record);
+        const denied = err.outcome;
+        return transaction(this.db, 'normal', () => {
+          const { decision, record } = 'ask' in denied ? askHuman(this.core, denied.ask, this.askReads(denied.ask, now), now) : denied;
+          this.apply(now, record);
+          return decision;
+        });
       }
     } catch (err) {
       if (err instanceof RuncapError && err.code === 'LEDGER_UNAVAILABLE') {
@@ -623,217 +561,51 @@ export class SqliteLedger implements Ledger {
     }
   }
 
-  private decideWithin(
-    presented: string,
-    action: string,
-    spec: { estimate: number; fingerprint: string; recipients: AuthorizeRequest['recipients']; request: string; normalized: string | null; settleNow: boolean },
-    now: number,
-    w: Windows,
-  ): Decision {
-    type Denied = Extract<Decision, { allowed: false }>;
-    const deny = (code: Denied['code'], message: string, at?: KeyRow, extra: Partial<Denied> = {}, event: AuditInput['event'] = 'denied'): never => {
-      throw new DeferredDenial(() => this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, ...(at ? { keyId: at.id, label: at.label } : {}), ...extra }, at, event));
-    };
-
-    // 1. the key: resolves, secret matches, not expired, not revoked (itself and every ancestor)
+  /** The reads of one call, in the steps the rules ask for them. */
+  private decideWithin(presented: string, spec: CallSpec, now: number): Outcome {
     const parsed = parseKey(presented);
     const self = parsed ? this.keyRow(parsed.id) : undefined;
-    if (!parsed || !self) return deny('KEY_INVALID', 'the vault key is not known to this ledger');
-    if (!secretMatches(parsed.secret, self.secret_hash)) return deny('KEY_INVALID', 'the vault key does not match', self);
-    const chain = this.chainOf(self);
-    const expired = chain.find((k) => k.expires_at <= now);
-    if (expired) return deny('KEY_EXPIRED', `key ${expired.label} expired at ${new Date(expired.expires_at).toISOString()}`, self);
-    const revoked = chain.find((k) => k.revoked_at !== null);
-    if (revoked) return deny('KEY_REVOKED', `key ${revoked.label} was revoked${revoked.revoked_reason ? `: ${revoked.revoked_reason}` : ''}`, self);
-    const members = chain.map(toMember);
-    // The request as its session family sees it: a restarted session's identical call is the same call.
-    // And as the families of its ancestors see it: a key the run delegated itself does not launder
-    // its call (a retry after an unknown outcome, a request a human denied). Siblings share no lineage.
-    const family = familyOf(self);
-    const lineage = lineageOf(chain, family, spec.fingerprint);
-    const fingerprint = lineage[0]!.fingerprint; // as this key's own family stores it
-
-    // 2. the action, 3. the recipients, for every member of the chain
-    const refusing = actionRefusedBy(members, action);
-    if (refusing) return deny('ACTION_NOT_ALLOWED', `${action} is not allowed for ${refusing.label} (allowed: ${refusing.policy.allow.join(', ')})`, self);
-    const refusal = recipientRefusal(members, spec.recipients);
-    if (refusal) return deny('RECIPIENT_NOT_ALLOWED', refusal, self);
-
-    // 4. an identical call still unresolved: the retry after a timeout must not pay twice
-    if (!spec.settleNow) {
-      const dup = lineage.map((l) => this.st.openDuplicate.get(l.fingerprint) as { id: string } | undefined).find(Boolean);
-      if (dup) return deny('DUPLICATE_PENDING', `an identical call (${dup.id}) is still unresolved`, self, { reservationId: dup.id }, 'duplicate');
+    const adm = admitCall({ parsed, chain: self && this.chainOf(self) }, spec, now);
+    if (!adm.admitted) return adm.outcome;
+    const caps = this.capsFor(adm.chain);
+    const counters = new Map<string, CounterRow>();
+    for (const c of countersFor(caps, spec.action, adm.windows)) {
+      const row = this.st.counter.get(c.scope, c.windowKey) as CounterRow | undefined;
+      if (row) counters.set(counterId(c), row);
     }
-
-    // 5. rate, for every member that has a limit
-    const rated = members.filter((m) => m.policy.rate_per_min !== undefined);
-    for (const m of rated) {
-      this.st.pruneRate.run(m.id, now - RATE_WINDOW_MS);
-      const { n } = this.st.countRate.get(m.id, now - RATE_WINDOW_MS) as { n: number };
-      if (n >= m.policy.rate_per_min!) return deny('RATE_LIMITED', `${m.label} allows ${m.policy.rate_per_min} calls a minute; try again later`, self);
+    const openDuplicate = spec.settleNow
+      ? undefined
+      : adm.lineage.map((l) => this.st.openDuplicate.get(l.fingerprint) as { id: string } | undefined).find(Boolean)?.id;
+    const rateCounts = new Map<string, number>();
+    const since = rateWindowStart(now);
+    for (const m of adm.rated) {
+      this.st.pruneRate.run(m.id, since);
+      rateCounts.set(m.id, (this.st.countRate.get(m.id, since) as { n: number }).n);
     }
-
-    // 6. caps: every member and the global vendor caps, every window; pending and uncertain count
-    const counted: { scope: string; windowKey: string }[] = [];
-    for (const cap of this.capsFor(chain)) {
-      if (!capApplies({ action: cap.action ?? undefined }, action)) continue;
-      const breach = this.capBreach(cap, spec.estimate, w, counted);
-      if (breach) return deny('CAP_EXCEEDED', breachMessage(breach, spec.estimate), self, { cap: breach });
-    }
-    // ... and what runcap can count exactly, for keys without caps too: past it no counter would be exact
-    const group = this.counterOf(spendGroupScope(action), '');
-    const groupUsed = group.settled + group.pending + group.uncertain;
-    if (groupUsed + spec.estimate > MAX_GROUP_TOTAL || group.calls + 1 > MAX_GROUP_TOTAL) {
-      return deny('CAP_EXCEEDED', exactRangeMessage(action, groupUsed, spec.estimate), self);
-    }
-
-    // 7. approval: consume a matching live grant, or (in the denial transaction) ask a human
-    let grant: ApprovalRow | undefined;
-    const why = approvalReason(members, action, spec.estimate);
-    if (why) {
-      // a grant is bound to the exact key that asked, not to its family
-      const live = (this.st.approvalsFor.all(self.id, fingerprint) as ApprovalRow[])
-        .filter((r) => r.status === 'approved' && effectiveApprovalStatus(r, now) === 'approved')
-        .map((r) => ({ r, backing: this.grantBacking(r, self, now) }));
-      grant = live.find((g) => g.backing === 'backed')?.r;
-      if (!grant) {
-        throw new DeferredDenial(() => {
-          for (const g of live) this.setAsideGrant(g.r, g.backing, self, now);
-          const asked = { ...spec, fingerprint };
-          const { code, message, approvalId, created } = this.requestApproval(self, family, lineage, action, asked, why, now);
-          // the seal lets approve() and verify tell that the request a human sees is the one that was asked
-          const sealed = created ? { request_mac: this.audit.seal(SEAL.approvalRequest, approvalRequestMaterial(asked)) } : {};
-          return this.writeDenial(now, presented, action, spec.estimate, { allowed: false, code, message, keyId: self.id, label: self.label, ...(approvalId ? { approvalId } : {}) }, self, created ? 'approval_requested' : 'denied', sealed);
-        });
-      }
-    }
-
-    // 8. the reservation, its counters and its audit row
-    const reservationId = newId('res');
-    this.st.insertReservation.run({
-      id: reservationId,
-      key_id: self.id,
-      label: self.label,
-      action,
-      fingerprint,
-      state: spec.settleNow ? 'settled' : 'pending',
-      estimate: spec.estimate,
-      actual: spec.settleNow ? spec.estimate : null,
-      day: w.day,
-      month: w.month,
-      created_at: now,
-      request: spec.request,
-      normalized: spec.normalized,
-    });
-    const delta: Delta = spec.settleNow ? { settled: spec.estimate, calls: 1 } : { pending: spec.estimate, calls: 1 };
-    for (const c of [...counted, ...spendGroups(self.label, action, w)]) {
-      this.st.insertCount.run(reservationId, c.scope, c.windowKey);
-      this.addCounter(c.scope, c.windowKey, delta);
-    }
-    for (const m of rated) this.st.addRate.run(m.id, now);
-    if (grant) {
-      this.st.consumeGrant.run(reservationId, grant.id);
-      this.appendAudit(now, self, { event: 'approval_consumed', action, amountMicros: spec.estimate, approvalId: grant.id, reservationId });
-    }
-    this.appendAudit(now, self, {
-      event: spec.settleNow ? 'verified' : 'reserved',
-      action,
-      amountMicros: spec.estimate,
-      reservationId,
-      approvalId: grant?.id ?? null,
-      details: { day: w.day, month: w.month },
-    });
-    return { allowed: true, reservationId, keyId: self.id, label: self.label, estimateMicros: spec.estimate, ...(grant ? { approvalId: grant.id } : {}) };
+    const grants = adm.approvalWhy ? this.liveGrantsOf(adm.self.id, adm.fingerprint, now) : [];
+    return decideCall(this.core, adm, spec, { caps, counters, openDuplicate, rateCounts, grants }, now);
   }
 
-  private writeDenial(
-    now: number,
-    presented: string,
-    action: string,
-    estimate: number,
-    decision: Extract<Decision, { allowed: false }>,
-    at: KeyRow | undefined,
-    event: AuditInput['event'],
-    extraDetails: Record<string, unknown> = {},
-  ): Decision {
-    this.appendAudit(now, at ?? null, {
-      event,
-      action,
-      amountMicros: estimate,
-      code: decision.code,
-      approvalId: decision.approvalId ?? null,
-      reservationId: decision.reservationId ?? null,
-      details: { message: decision.message, ...(decision.cap ? { cap: decision.cap } : {}), ...(at ? {} : { presented_id: parseKey(presented)?.id ?? null }), ...extraDetails },
-    });
-    return decision;
+  private liveGrantsOf(keyId: string, fingerprint: string, now: number): { row: ApprovalRow; record: ApprovalRecord }[] {
+    return liveGrants(this.st.approvalsFor.all(keyId, fingerprint) as ApprovalRow[], now).map((row) => ({ row, record: this.audit.approvalRecord(row.id) }));
   }
 
-  private capBreach(cap: CapRow, estimate: number, w: Windows, counted: { scope: string; windowKey: string }[]): CapBreach | undefined {
-    const base = { capId: cap.id, scope: cap.scope, window: cap.window, ...(cap.action ? { action: cap.action } : {}) };
-    if (cap.window === 'per_call') {
-      if (cap.usd_micros !== null && estimate > cap.usd_micros) {
-        return { ...base, kind: 'usd', limit: cap.usd_micros, used: 0, remaining: cap.usd_micros };
-      }
-      return undefined;
+  /** What asking a human reads, in the denial transaction. */
+  private askReads(ask: ApprovalAsk, now: number): AskReads {
+    const { self, lineage } = ask.adm;
+    const lineageApprovals = lineage.flatMap((l) => this.st.familyApprovalsFor.all(l.fingerprint) as ApprovalRow[]);
+    const actors = new Map<string, Actor | null>();
+    for (const r of lineageApprovals) {
+      if (r.key_id === self.id || actors.has(r.key_id)) continue;
+      const key = this.keyRow(r.key_id);
+      actors.set(r.key_id, key ? actorOf(this.chainOf(key)) : null);
     }
-    const key = windowKey(cap.window, w);
-    const c = this.counterOf(`cap:${cap.id}`, key);
-    const used = c.settled + c.pending + c.uncertain;
-    if (cap.usd_micros !== null && used + estimate > cap.usd_micros) {
-      return { ...base, kind: 'usd', limit: cap.usd_micros, used, remaining: Math.max(0, cap.usd_micros - used) };
-    }
-    if (cap.calls !== null && c.calls + 1 > cap.calls) {
-      return { ...base, kind: 'calls', limit: cap.calls, used: c.calls, remaining: Math.max(0, cap.calls - c.calls) };
-    }
-    counted.push({ scope: `cap:${cap.id}`, windowKey: key });
-    return undefined;
-  }
-
-  /**
-   * In the denial transaction: expire what lapsed, then answer with a live denial, the pending
-   * request, or a new one. A denial holds for the whole session family (a restarted session may
-   * not ask again what a human refused) and the family shares one cap on waiting requests; a
-   * pending request or grant is reused only by the key that asked, since only it may consume it.
-   */
-  private requestApproval(
-    self: KeyRow,
-    family: string,
-    lineage: Lineage,
-    action: string,
-    spec: { estimate: number; fingerprint: string; request: string },
-    why: string,
-    now: number,
-  ): { code: 'APPROVAL_REQUIRED' | 'APPROVAL_DENIED' | 'RATE_LIMITED'; message: string; approvalId?: string; created: boolean } {
-    let pending: ApprovalRow | undefined;
-    for (const r of lineage.flatMap((l) => this.st.familyApprovalsFor.all(l.fingerprint) as ApprovalRow[])) {
-      const mine = r.key_id === self.id;
-      if (effectiveApprovalStatus(r, now) === 'expired') {
-        this.st.expireApproval.run(r.id);
-        this.appendAudit(now, mine ? self : this.keyRow(r.key_id) ?? null, { event: 'approval_expired', action, approvalId: r.id, details: { was: r.status } });
-        continue;
-      }
-      if (r.status === 'denied' && (r.decided_at ?? 0) + DENIAL_HOLDS_MS > now) {
-        return {
-          code: 'APPROVAL_DENIED',
-          message: `a human denied this exact call (${r.id})${r.deny_reason ? `: ${r.deny_reason}` : ''}; do not retry it`,
-          approvalId: r.id,
-          created: false,
-        };
-      }
-      // approved meanwhile (a human answered between our two transactions): the retry will consume it
-      if (mine && (r.status === 'pending' || r.status === 'approved')) pending ??= r;
-    }
-    if (pending) return { code: 'APPROVAL_REQUIRED', message: `${why}; waiting for a human to approve ${pending.id}`, approvalId: pending.id, created: false };
-    // Every one-byte change of a request raises a new one, and so does every restart: a run may not bury the approver.
-    // counted over the lineage too, so a key the run delegated itself cannot open a fresh quota beside it
-    const n = lineage.reduce((sum, l) => sum + (this.st.countFamilyPendingApprovals.get(l.family, now) as { n: number }).n, 0);
-    if (n >= MAX_PENDING_APPROVALS) {
-      const whose = family === self.id ? self.label : `${this.keyRow(family)?.label ?? family} and its sessions`;
-      return { code: 'RATE_LIMITED', message: `${n} approval requests of ${whose} are already waiting for a human; wait until they are answered`, created: false };
-    }
-    const id = newId('apr');
-    this.st.insertApproval.run(id, self.id, action, spec.fingerprint, spec.estimate, spec.request, why, now, now + PENDING_APPROVAL_MS, family);
-    return { code: 'APPROVAL_REQUIRED', message: `${why}; a human must approve ${id}`, approvalId: id, created: true };
+    return {
+      grants: this.liveGrantsOf(self.id, ask.adm.fingerprint, now),
+      lineageApprovals,
+      actors,
+      pendingPerFamily: lineage.map((l) => (this.st.countFamilyPendingApprovals.get(l.family, now) as { n: number }).n),
+    };
   }
 
   // ───────────────────────── state transitions ─────────────────────────
@@ -1361,12 +1133,9 @@ export class SqliteLedger implements Ledger {
         this.st.insertApproval.run(a.id, a.key_id, a.action, a.fingerprint, a.estimate, a.request, a.reason, a.created_at, a.expires_at, a.family_id);
         return;
       }
-      case 'updateApproval': {
-        const columns = Object.keys(op.set);
-        const where = op.from === 'any' ? 'id = @id' : 'id = @id AND status = @from';
-        this.db.prepare(`UPDATE approvals SET ${columns.map((c) => `${c} = @${c}`).join(', ')} WHERE ${where}`).run({ ...op.set, id: op.id, ...(op.from === 'any' ? {} : { from: op.from }) });
+      case 'updateApproval':
+        this.prepared(approvalUpdateSql(Object.keys(op.set), op.from)).run({ ...op.set, id: op.id, ...(op.from === 'any' ? {} : { from: op.from }) });
         return;
-      }
       case 'saveDenialTally':
         this.st.saveDenialTally.run(op.tally);
         return;
@@ -1681,36 +1450,6 @@ export class SqliteLedger implements Ledger {
 
   // ─────────── grants backed by the audit (anyone who can write the file can write a status) ───────────
 
-  /**
-   * Whether a grant may be consumed: an approval_approved row with a valid MAC, of this key, for this
-   * exact request, not yet lapsed by its own grant_expires_at, and no approval_consumed row. One indexed
-   * look-up and one HMAC, only when a grant is about to be consumed. 'legacy': approved by a runcap that
-   * did not seal the request yet, so it cannot be told apart from an edited one and is not consumed.
-   */
-  private grantBacking(r: ApprovalRow, self: KeyRow, now: number): 'backed' | 'legacy' | 'unbacked' {
-    const record = this.audit.approvalRecord(r.id);
-    const a = record.approved;
-    if (record.consumed || !a || a.keyId !== self.id || a.action !== r.action) return 'unbacked';
-    const d = a.details as { grant_expires_at?: unknown; request_mac?: unknown };
-    if (d.request_mac === undefined) return 'legacy';
-    if (!this.audit.sealMatches(SEAL.approvalRequest, approvalRequestMaterial(r), d.request_mac)) return 'unbacked';
-    if (typeof d.grant_expires_at !== 'number' || now >= d.grant_expires_at) return 'unbacked';
-    return 'backed';
-  }
-
-  /** In the denial transaction: a grant that may not be consumed stops counting as one, audited, so the call asks a human again. */
-  private setAsideGrant(r: ApprovalRow, backing: 'legacy' | 'unbacked' | 'backed', key: KeyRow, now: number): void {
-    if (backing === 'backed' || this.st.setAsideGrant.run(r.id).changes !== 1) return;
-    this.appendAudit(now, key, {
-      event: 'approval_expired',
-      action: r.action,
-      approvalId: r.id,
-      ...(backing === 'unbacked'
-        ? { code: APPROVAL_UNBACKED, details: { was: 'approved', why: 'marked approved, but no valid approval_approved row backs it for this request' } }
-        : { details: { was: 'approved', why: 'granted before runcap sealed grants; a human must approve it again' } }),
-    });
-  }
-
   /** Whether a pending approval is the request its approval_requested row (valid MAC) recorded. */
   private requestIsAudited(r: ApprovalRow): boolean {
     const q = this.audit.approvalRecord(r.id).requested;
@@ -1761,53 +1500,6 @@ export class SqliteLedger implements Ledger {
   }
 }
 
-/** Thrown inside the decision transaction to roll it back and record the denial in a relaxed one. */
-class DeferredDenial extends Error {
-  constructor(readonly record: () => Decision) {
-    super('denied');
-  }
-}
-
-function toMember(k: KeyRow): ChainMember {
-  return { id: k.id, label: k.label, policy: policyOf(k) };
-}
-
-/** What one reservation adds to each counter it counts in, by its current state. */
-function contribution(r: Pick<ReservationRow, 'state' | 'estimate' | 'actual'>): Delta {
-  switch (r.state) {
-    case 'pending':
-      return { pending: r.estimate, calls: 1 };
-    case 'uncertain':
-      return { uncertain: r.estimate, calls: 1 };
-    case 'settled':
-      return { settled: r.actual ?? 0, calls: 1 };
-    case 'released':
-      return {};
-  }
-}
-
-function spendGroups(label: string, action: string, w: Windows): { scope: string; windowKey: string }[] {
-  return [
-    { scope: `spend-label:${label}`, windowKey: '' },
-    { scope: spendGroupScope(action), windowKey: '' },
-    { scope: `spend-day:${w.day}`, windowKey: '' },
-  ];
-}
-
-/** The all-time counter of the call's spend group (its vendor, or custom), which MAX_GROUP_TOTAL bounds. */
-function spendGroupScope(action: string): string {
-  return `spend-vendor:${spendGroupOf(action)}`;
-}
-
-function exactRangeMessage(action: string, used: number, estimate: number): string {
-  const group = spendGroupOf(action);
-  return (
-    `${group === 'custom' ? 'custom actions' : group} may count at most ${formatUsd(MAX_GROUP_TOTAL)} over the ledger's life ` +
-    `(2^53 − 1 micro-USD, shared by the vendors, is what runcap counts exactly) and ${formatUsd(used)} is used` +
-    (estimate > 0 ? `; this call needs an estimated ${formatUsd(estimate)}` : '')
-  );
-}
-
 /** held: what the reservation still counted when the actual came (its estimate, or 0 once released). */
 function overrun(estimate: number, actual: number, vendorRef: string | null, held = estimate): AuditInput {
   return {
@@ -1818,18 +1510,10 @@ function overrun(estimate: number, actual: number, vendorRef: string | null, hel
   };
 }
 
-function breachMessage(b: CapBreach, estimate: number): string {
-  const window = b.window === 'per_call' ? 'per-call' : b.window;
-  const where = `${window} cap${b.action ? ` for ${b.action}` : ''} of ${b.scope}`;
-  if (b.kind === 'calls') return `the ${where} allows ${b.limit} calls and ${b.used} are used`;
-  if (b.window === 'per_call') return `this call needs an estimated ${formatUsd(estimate)}, above the ${where} (${formatUsd(b.limit)})`;
-  return `the ${where} (${formatUsd(b.limit)}) has ${formatUsd(b.remaining)} left; this call needs an estimated ${formatUsd(estimate)}`;
-}
 
-/** The families of a key and of its ancestors (its own first), each with the request's fingerprint as that family stores it. */
-type Lineage = { family: string; fingerprint: string }[];
-function lineageOf(chain: KeyRow[], own: string, requestFingerprint: string): Lineage {
-  const families = [own, ...chain.map(familyOf).filter((f) => f !== own)];
-  return [...new Set(families)].map((family) => ({ family, fingerprint: familyFingerprint(family, requestFingerprint) }));
+/** Thrown inside the decision transaction to roll it back and record the denial in a relaxed one. */
+class DeferredDenial extends Error {
+  constructor(readonly outcome: Extract<Outcome, { allowed: false }>) {
+    super('denied');
+  }
 }
-
