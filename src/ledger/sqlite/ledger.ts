@@ -37,7 +37,6 @@ import {
   newKeySecret,
   parseKey,
   passphraseMatches,
-  secretMatches,
 } from '../secrets.js';
 import type {
   Approval,
@@ -89,6 +88,7 @@ import { admitDenialRow, deniedBeforeLedger, flushTally, presentedActor } from '
 import { exactRangeMessage, spendGroupScope } from '../core/spend.js';
 import { actorOf, type Actor, type ApprovalRecord } from '../core/audit-chain.js';
 import type { CoreContext } from '../core/context.js';
+import { authenticated, usable } from '../core/presented.js';
 import {
   checkHeads,
   checkLabel,
@@ -108,7 +108,6 @@ import { approvalRequestMaterial, AuditLog, GLOBAL_CHAIN, SEAL, type AuditInput 
 import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from './audit-replay.js';
 import { openDb, read, transaction, type Db } from './db.js';
 import {
-  chainStatus,
   effectiveApprovalStatus,
   policyOf,
   toApproval,
@@ -1172,27 +1171,15 @@ export class SqliteLedger implements Ledger {
     return [...ids.map((id) => this.keyRow(id)!), row];
   }
 
-  /** Parse and check a presented key's secret; the chain, without expiry or revocation checks. */
+  /** The chain of a presented key whose secret matches (core/presented.ts), without expiry or revocation checks. */
   private authenticate(presented: string): KeyRow[] {
     const parsed = typeof presented === 'string' ? parseKey(presented) : undefined;
     const row = parsed ? this.keyRow(parsed.id) : undefined;
-    if (!parsed || !row || !secretMatches(parsed.secret, row.secret_hash)) {
-      throw new RuncapError('KEY_INVALID', 'the vault key is not known to this ledger');
-    }
-    return this.chainOf(row);
+    return authenticated(parsed, row && this.chainOf(row));
   }
 
   private resolveChain(presented: string, now: number): KeyRow[] {
-    const chain = this.authenticate(presented);
-    this.assertUsable(chain, now);
-    return chain;
-  }
-
-  private assertUsable(chain: KeyRow[], now: number): void {
-    const status = chainStatus(chain, now);
-    const self = chain[chain.length - 1]!;
-    if (status === 'revoked') throw new RuncapError('KEY_REVOKED', `key ${self.label} is revoked (itself or an ancestor)`);
-    if (status === 'expired') throw new RuncapError('KEY_EXPIRED', `key ${self.label} has expired (itself or an ancestor)`);
+    return usable(this.authenticate(presented), now);
   }
 
   private capsFor(chain: KeyRow[]): CapRow[] {
