@@ -105,7 +105,9 @@ import {
 
 export { checkRootKeyInput };
 import { approvalRequestMaterial, AuditLog, GLOBAL_CHAIN, SEAL, type AuditInput } from './audit.js';
-import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from './audit-replay.js';
+import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from '../core/policy-replay.js';
+import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
+import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
 import { openDb, read, transaction, type Db } from './db.js';
 import {
   effectiveApprovalStatus,
@@ -997,82 +999,18 @@ export class SqliteLedger implements Ledger {
     // One read transaction: every table is compared as of the same moment, whatever other processes write meanwhile.
     return read(() => this.db.transaction(() => {
       const chains = this.audit.verify(kept);
-      const problems = [...chains.problems];
-      // Recompute every counter from the reservations it should sum.
-      const expected = new Map<string, CounterRow>();
-      const rows = this.db
-        .prepare('SELECT rc.scope, rc.window_key, r.state, r.estimate, r.actual FROM reservation_counts rc JOIN reservations r ON r.id = rc.reservation_id')
-        .iterate() as IterableIterator<{ scope: string; window_key: string } & Pick<ReservationRow, 'state' | 'estimate' | 'actual'>>;
-      for (const r of rows) {
-        const k = `${r.scope}\u0000${r.window_key}`;
-        const c = expected.get(k) ?? { settled: 0, pending: 0, uncertain: 0, calls: 0 };
-        const d = contribution(r);
-        c.settled += d.settled ?? 0;
-        c.pending += d.pending ?? 0;
-        c.uncertain += d.uncertain ?? 0;
-        c.calls += d.calls ?? 0;
-        expected.set(k, c);
-      }
-      let countersChecked = 0;
-      for (const c of this.db.prepare('SELECT * FROM counters').iterate() as IterableIterator<CounterRow & { scope: string; window_key: string }>) {
-        countersChecked++;
-        const k = `${c.scope}\u0000${c.window_key}`;
-        const e = expected.get(k) ?? { settled: 0, pending: 0, uncertain: 0, calls: 0 };
-        expected.delete(k);
-        for (const f of ['settled', 'pending', 'uncertain', 'calls'] as const) {
-          if (c[f] !== e[f]) {
-            problems.push({ chain: 'counters', seq: null, rowId: null, problem: `counter ${c.scope} ${c.window_key || '(all time)'} ${f} is ${c[f]} but the reservations sum to ${e[f]}` });
-          }
-        }
-      }
-      for (const [k, e] of expected) {
-        if (e.settled || e.pending || e.uncertain || e.calls) {
-          problems.push({ chain: 'counters', seq: null, rowId: null, problem: `counter ${k.replace('\u0000', ' ')} is missing` });
-        }
-      }
-      problems.push(...this.reservationsAgainstAudit());
-      problems.push(...replayPolicyRows(this.db, this.audit, { pendingApprovalMs: PENDING_APPROVAL_MS }));
-      return { ok: problems.length === 0, rowsChecked: chains.rows, chainsChecked: chains.chains, countersChecked, problems };
+      const counters = countersAgainstReservations(countedReservations(this.db), storedCounters(this.db));
+      const problems = [
+        ...chains.problems,
+        ...counters.problems,
+        ...reservationsAgainstAudit(reservationEvents(this.db), reservationStates(this.db)),
+        ...replayPolicyRows(policyTables(this.db, this.audit), {
+          sealMatches: (purpose, value, given) => this.audit.sealMatches(purpose, value, given),
+          pendingApprovalMs: PENDING_APPROVAL_MS,
+        }),
+      ];
+      return { ok: problems.length === 0, rowsChecked: chains.rows, chainsChecked: chains.chains, countersChecked: counters.checked, problems };
     })());
-  }
-
-  /** Replay the audit rows of each reservation; its stored state must be where they lead. */
-  private reservationsAgainstAudit(): AuditVerification['problems'] {
-    const replay = new Map<string, { state: ReservationState; amount: number }>();
-    const events = this.db
-      .prepare("SELECT reservation_id, event, amount FROM audit WHERE reservation_id IS NOT NULL AND event IN ('reserved','verified','settled','released','uncertain','corrected') ORDER BY id")
-      .iterate() as IterableIterator<{ reservation_id: string; event: string; amount: number }>;
-    for (const e of events) {
-      const cur = replay.get(e.reservation_id);
-      switch (e.event) {
-        case 'reserved':
-          replay.set(e.reservation_id, { state: 'pending', amount: e.amount });
-          break;
-        case 'verified':
-        case 'settled':
-        case 'corrected':
-          replay.set(e.reservation_id, { state: 'settled', amount: e.amount });
-          break;
-        case 'released':
-          replay.set(e.reservation_id, { state: 'released', amount: 0 });
-          break;
-        case 'uncertain':
-          replay.set(e.reservation_id, { state: 'uncertain', amount: cur?.amount ?? e.amount });
-          break;
-      }
-    }
-    const problems: AuditVerification['problems'] = [];
-    for (const r of this.db.prepare('SELECT id, state, estimate, actual FROM reservations').iterate() as IterableIterator<Pick<ReservationRow, 'id' | 'state' | 'estimate' | 'actual'>>) {
-      const want = replay.get(r.id);
-      replay.delete(r.id);
-      const amount = r.state === 'settled' ? r.actual : r.state === 'released' ? 0 : r.estimate;
-      if (!want) problems.push({ chain: 'reservations', seq: null, rowId: null, problem: `reservation ${r.id} has no audit row (inserted?)` });
-      else if (want.state !== r.state || want.amount !== amount) {
-        problems.push({ chain: 'reservations', seq: null, rowId: null, problem: `reservation ${r.id} is ${r.state} ${amount} but its audit rows say ${want.state} ${want.amount}` });
-      }
-    }
-    for (const id of replay.keys()) problems.push({ chain: 'reservations', seq: null, rowId: null, problem: `reservation ${id} is audited but missing (deleted?)` });
-    return problems;
   }
 
   async spend(by: 'label' | 'vendor' | 'day'): Promise<SpendRow[]> {

@@ -1,5 +1,5 @@
 /**
- * Replaying the policy-bearing audit rows against the rows they describe.
+ * Replaying the policy-bearing audit rows against the rows they describe, as rules.
  * The hot path reads keys, caps, vendor limits and settings as they are;
  * sealing each of those rows would cost a MAC on every call, so instead
  * `verify` replays what the audit recorded (key_issued, session_minted,
@@ -8,13 +8,13 @@
  * without the audit secret vouches for nothing (the chain walk names it too).
  * The one policy row the hot path must not take on trust, a grant, is checked
  * against its approval_approved row when it is consumed (SqliteLedger).
+ * Pure: the storage reads the tables in one transaction and hands them over as arrays.
  */
 import canonicalize from 'canonicalize';
 import { formatUsd } from '../../policy/rules.js';
 import type { AuditEvent, AuditProblem, AuditRow } from '../types.js';
-import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type AuditLog } from './audit.js';
-import type { Db } from './db.js';
-import type { ApprovalRow, CapRow, KeyRow } from '../core/rows.js';
+import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type SealPurpose } from './audit-chain.js';
+import type { ApprovalRow, CapRow, KeyRow } from './rows.js';
 
 /** The code of an audit row recording that the ledger found a grant or a request no valid audit row backs. */
 export const APPROVAL_UNBACKED = 'APPROVAL_UNBACKED';
@@ -24,7 +24,8 @@ export function revocationReason(keyId: string, root: { id: string; label: strin
   return keyId === root.id ? reason : `ancestor ${root.label} revoked: ${reason}`;
 }
 
-const EVENTS: readonly AuditEvent[] = [
+/** The audit events the replay reads (the storage selects the valid rows of these, in append order). */
+export const POLICY_EVENTS: readonly AuditEvent[] = [
   'key_issued',
   'session_minted',
   'key_revoked',
@@ -38,16 +39,34 @@ const EVENTS: readonly AuditEvent[] = [
   'passphrase_set',
 ];
 
-export function replayPolicyRows(db: Db, audit: AuditLog, opts: { pendingApprovalMs: number }): AuditProblem[] {
-  const rows = [...audit.validRows(EVENTS)];
+/** What one read transaction found, for the replay. */
+export interface PolicyTables {
+  /** the rows of POLICY_EVENTS whose own MAC holds, in append order */
+  audit: readonly AuditRow[];
+  keys: readonly KeyRow[];
+  /** the caps that belong to a key */
+  keyCaps: readonly CapRow[];
+  /** the global vendor caps (no key), by id */
+  vendorCaps: readonly CapRow[];
+  approvals: readonly ApprovalRow[];
+  /** every reserved or verified audit row that names an approval, valid or not, in append order */
+  grantUses: readonly { approvalId: string; id: number }[];
+  /** the stored approver passphrase hash; undefined when none is set */
+  passphraseHash: string | undefined;
+}
+
+/** Checks a seal made with the audit secret (core/audit-chain.ts sealMatches, the secret bound). */
+export type SealCheck = (purpose: SealPurpose, value: string, given: unknown) => boolean;
+
+export function replayPolicyRows(t: PolicyTables, ctx: { sealMatches: SealCheck; pendingApprovalMs: number }): AuditProblem[] {
   const issued = new Map<string, AuditRow>();
-  for (const r of rows) if ((r.event === 'key_issued' || r.event === 'session_minted') && r.keyId && !issued.has(r.keyId)) issued.set(r.keyId, r);
+  for (const r of t.audit) if ((r.event === 'key_issued' || r.event === 'session_minted') && r.keyId && !issued.has(r.keyId)) issued.set(r.keyId, r);
   return [
-    ...keysAgainstAudit(db, audit, rows, issued),
-    ...keyCapsAgainstAudit(db, issued),
-    ...vendorLimitsAgainstAudit(db, rows),
-    ...approvalsAgainstAudit(db, audit, rows, opts.pendingApprovalMs),
-    ...passphraseAgainstAudit(db, audit, rows),
+    ...keysAgainstAudit(t.keys, t.audit, issued, ctx.sealMatches),
+    ...keyCapsAgainstAudit(t.keys, t.keyCaps, issued),
+    ...vendorLimitsAgainstAudit(t.vendorCaps, t.audit),
+    ...approvalsAgainstAudit(t, ctx.sealMatches, ctx.pendingApprovalMs),
+    ...passphraseAgainstAudit(t.passphraseHash, t.audit, ctx.sealMatches),
   ];
 }
 
@@ -56,11 +75,10 @@ const iso = (ms: unknown) => (typeof ms === 'number' && Number.isFinite(ms) ? ne
 const show = (v: unknown) => (v === null || v === undefined ? 'empty' : JSON.stringify(v));
 const same = (a: unknown, b: unknown) => canonicalize(a ?? null) === canonicalize(b ?? null);
 
-function keysAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[], issued: Map<string, AuditRow>): AuditProblem[] {
+function keysAgainstAudit(keys: readonly KeyRow[], rows: readonly AuditRow[], issued: Map<string, AuditRow>, sealMatches: SealCheck): AuditProblem[] {
   const problems: AuditProblem[] = [];
   const revoked = new Map<string, AuditRow>();
   for (const r of rows) if (r.event === 'key_revoked' && r.keyId && !revoked.has(r.keyId)) revoked.set(r.keyId, r);
-  const keys = db.prepare('SELECT * FROM keys').all() as KeyRow[];
   const byId = new Map(keys.map((k) => [k.id, k]));
   for (const k of keys) {
     const name = `key ${k.id} (${k.label})`;
@@ -89,7 +107,7 @@ function keysAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[], issued: Map
       problems.push(problem(k.id, `${name}: its policy differs from ${says.replace(' says', '')} in ${fields.join(', ') || 'its form'} (policy edited?)`));
     }
     // Rows written before runcap sealed the secret hash carry no seal; they cannot be checked.
-    if (d.secret_hash_mac !== undefined && !audit.sealMatches(SEAL.keySecretHash, k.secret_hash, d.secret_hash_mac)) {
+    if (d.secret_hash_mac !== undefined && !sealMatches(SEAL.keySecretHash, k.secret_hash, d.secret_hash_mac)) {
       problems.push(problem(k.id, `${name}: its secret hash is not the one issued (swapped: someone else's secret now opens it?)`));
     }
     const rev = revoked.get(k.id);
@@ -157,13 +175,13 @@ function compareCaps(chain: string, expected: CapShape[], found: CapRow[], name:
   return problems;
 }
 
-function keyCapsAgainstAudit(db: Db, issued: Map<string, AuditRow>): AuditProblem[] {
+function keyCapsAgainstAudit(keys: readonly KeyRow[], keyCaps: readonly CapRow[], issued: Map<string, AuditRow>): AuditProblem[] {
   const problems: AuditProblem[] = [];
   const byKey = new Map<string, CapRow[]>();
-  for (const c of db.prepare('SELECT * FROM caps WHERE key_id IS NOT NULL').all() as CapRow[]) {
+  for (const c of keyCaps) {
     byKey.set(c.key_id!, [...(byKey.get(c.key_id!) ?? []), c]);
   }
-  const known = new Set((db.prepare('SELECT id FROM keys').all() as { id: string }[]).map((k) => k.id));
+  const known = new Set(keys.map((k) => k.id));
   for (const [keyId, iss] of issued) {
     if (!known.has(keyId)) continue; // the missing key is named already
     const policy = (iss.details as { policy?: { caps?: Partial<CapShape>[] } }).policy;
@@ -183,7 +201,7 @@ function keyCapsAgainstAudit(db: Db, issued: Map<string, AuditRow>): AuditProble
   return problems;
 }
 
-function vendorLimitsAgainstAudit(db: Db, rows: AuditRow[]): AuditProblem[] {
+function vendorLimitsAgainstAudit(vendorCaps: readonly CapRow[], rows: readonly AuditRow[]): AuditProblem[] {
   const problems: AuditProblem[] = [];
   const limits = new Map<string, { vendor: string; window: string; limit: number | null; row: AuditRow }>();
   for (const r of rows) {
@@ -191,7 +209,7 @@ function vendorLimitsAgainstAudit(db: Db, rows: AuditRow[]): AuditProblem[] {
     const d = r.details as { vendor?: unknown; window?: unknown };
     limits.set(`vendor:${String(d.vendor)} ${String(d.window)}`, { vendor: String(d.vendor), window: String(d.window), limit: r.amountMicros, row: r });
   }
-  for (const c of db.prepare('SELECT * FROM caps WHERE key_id IS NULL ORDER BY id').all() as CapRow[]) {
+  for (const c of vendorCaps) {
     const name = `global cap ${c.id} (${c.scope} ${c.window})`;
     const set = limits.get(`${c.scope} ${c.window}`);
     limits.delete(`${c.scope} ${c.window}`);
@@ -215,10 +233,10 @@ function vendorLimitsAgainstAudit(db: Db, rows: AuditRow[]): AuditProblem[] {
 
 type ApprovalState = Pick<ApprovalRow, 'status' | 'expires_at' | 'decided_at' | 'decided_by' | 'deny_reason' | 'reservation_id'>;
 
-function approvalsAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[], pendingApprovalMs: number): AuditProblem[] {
+function approvalsAgainstAudit(t: PolicyTables, sealMatches: SealCheck, pendingApprovalMs: number): AuditProblem[] {
   const problems: AuditProblem[] = [];
   const replay = new Map<string, { requested: AuditRow; state: ApprovalState }>();
-  for (const r of rows) {
+  for (const r of t.audit) {
     if (!r.approvalId || !r.event.startsWith('approval_')) continue;
     if (r.code === APPROVAL_UNBACKED) {
       problems.push(problem(r.keyId ?? GLOBAL_CHAIN, `approval ${r.approvalId}: at ${iso(r.at)} the ledger found it ${r.event === 'approval_failed' ? 'unlike the request its approval_requested row recorded' : 'marked approved with no valid approval_approved row behind it'} (audit row ${r.id}): the ledger was edited`));
@@ -240,14 +258,13 @@ function approvalsAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[], pendin
   }
   // A grant allows one call: its uses are the reservations made with it, whatever the approvals table says now.
   const uses = new Map<string, number[]>();
-  const usedRows = db.prepare("SELECT approval_id AS approvalId, id FROM audit WHERE approval_id IS NOT NULL AND event IN ('reserved', 'verified') ORDER BY id").all() as { approvalId: string; id: number }[];
-  for (const u of usedRows) uses.set(u.approvalId, [...(uses.get(u.approvalId) ?? []), u.id]);
+  for (const u of t.grantUses) uses.set(u.approvalId, [...(uses.get(u.approvalId) ?? []), u.id]);
   for (const [id, rowIds] of uses) {
     const chain = replay.get(id)?.requested.keyId ?? GLOBAL_CHAIN;
     if (rowIds.length > 1) problems.push(problem(chain, `approval ${id} allowed ${rowIds.length} calls (audit rows ${rowIds.join(', ')}), but a grant allows one (used again after an edit?)`));
     else if (replay.get(id)?.state.status !== 'consumed') problems.push(problem(chain, `approval ${id} allowed the call of audit row ${rowIds[0]} but has no approval_consumed row (deleted?)`));
   }
-  for (const a of db.prepare('SELECT * FROM approvals').all() as ApprovalRow[]) {
+  for (const a of t.approvals) {
     const want = replay.get(a.id);
     replay.delete(a.id);
     if (!want) {
@@ -264,7 +281,7 @@ function approvalsAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[], pendin
     if (a.action !== q.action || a.estimate !== q.amountMicros) diffs.push(`is for ${a.action} ${show(a.estimate)} but was requested for ${q.action} ${show(q.amountMicros)}`);
     if (a.created_at !== q.at) diffs.push(`created_at is ${iso(a.created_at)} but it was requested at ${iso(q.at)}`);
     const seal = (q.details as { request_mac?: unknown }).request_mac;
-    if (seal !== undefined && !audit.sealMatches(SEAL.approvalRequest, approvalRequestMaterial(a), seal)) {
+    if (seal !== undefined && !sealMatches(SEAL.approvalRequest, approvalRequestMaterial(a), seal)) {
       diffs.push('its request or fingerprint is not the one requested (edited: a human would approve something else than what runs)');
     }
     for (const d of diffs) problems.push(problem(a.key_id, `approval ${a.id} ${d}`));
@@ -273,16 +290,15 @@ function approvalsAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[], pendin
   return problems;
 }
 
-function passphraseAgainstAudit(db: Db, audit: AuditLog, rows: AuditRow[]): AuditProblem[] {
+function passphraseAgainstAudit(stored: string | undefined, rows: readonly AuditRow[], sealMatches: SealCheck): AuditProblem[] {
   const last = rows.filter((r) => r.event === 'passphrase_set').at(-1);
-  const stored = (db.prepare("SELECT value FROM settings WHERE name = 'passphrase'").get() as { value: string } | undefined)?.value;
   if (stored === undefined) {
     return last ? [problem(GLOBAL_CHAIN, `the approver passphrase is gone, but passphrase_set (row ${last.id}) set one (deleted?)`)] : [];
   }
   if (!last) {
     return [problem(GLOBAL_CHAIN, 'the approver passphrase has no passphrase_set row: written into the ledger by hand, or set by a runcap that did not audit it yet (then set it again with `runcap passphrase`)')];
   }
-  if (!audit.sealMatches(SEAL.passphrase, stored, (last.details as { passphrase_mac?: unknown }).passphrase_mac)) {
+  if (!sealMatches(SEAL.passphrase, stored, (last.details as { passphrase_mac?: unknown }).passphrase_mac)) {
     return [problem(GLOBAL_CHAIN, `the approver passphrase hash is not the one passphrase_set (row ${last.id}) recorded (hash swapped?)`)];
   }
   return [];
