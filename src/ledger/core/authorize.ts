@@ -39,6 +39,7 @@ import {
   type AuditInput,
 } from './audit-chain.js';
 import { DAY_MS, type CoreContext } from './context.js';
+import { APPROVAL_UNBACKED } from './policy-replay.js';
 import { familyFingerprint, familyOf } from './family.js';
 import { effectiveApprovalStatus, policyOf, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from './rows.js';
 import { exactRangeMessage, spendGroupCounter, spendGroups } from './spend.js';
@@ -49,8 +50,6 @@ export const DENIAL_HOLDS_MS = DAY_MS;
 export const RATE_WINDOW_MS = 60_000;
 export const MAX_PENDING_APPROVALS = 20;
 
-/** The code of an audit row recording that the ledger found a grant or a request no valid audit row backs. */
-export const APPROVAL_UNBACKED = 'APPROVAL_UNBACKED';
 
 /** One call as the ledger decides it; `settleNow` for verify_action (nothing is left pending). */
 export interface CallSpec {
