@@ -15,14 +15,10 @@ import type { AuditEvent, AuditProblem, AuditRow } from '../types.js';
 import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type AuditLog } from './audit.js';
 import type { Db } from './db.js';
 import type { ApprovalRow, CapRow, KeyRow } from '../core/rows.js';
+import { revocationReason } from '../core/keys.js';
 
 /** The code of an audit row recording that the ledger found a grant or a request no valid audit row backs. */
 export const APPROVAL_UNBACKED = 'APPROVAL_UNBACKED';
-
-/** The revoked_reason revokeKey stores: the key's own reason, or which ancestor's revocation reached it. */
-export function revocationReason(keyId: string, root: { id: string; label: string }, reason: string): string {
-  return keyId === root.id ? reason : `ancestor ${root.label} revoked: ${reason}`;
-}
 
 const EVENTS: readonly AuditEvent[] = [
   'key_issued',
