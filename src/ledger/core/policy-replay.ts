@@ -15,14 +15,10 @@ import { formatUsd } from '../../policy/rules.js';
 import type { AuditEvent, AuditProblem, AuditRow } from '../types.js';
 import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type SealPurpose } from './audit-chain.js';
 import type { ApprovalRow, CapRow, KeyRow } from './rows.js';
+import { revocationReason } from './keys.js';
 
 /** The code of an audit row recording that the ledger found a grant or a request no valid audit row backs. */
 export const APPROVAL_UNBACKED = 'APPROVAL_UNBACKED';
-
-/** The revoked_reason revokeKey stores: the key's own reason, or which ancestor's revocation reached it. */
-export function revocationReason(keyId: string, root: { id: string; label: string }, reason: string): string {
-  return keyId === root.id ? reason : `ancestor ${root.label} revoked: ${reason}`;
-}
 
 /** The audit events the replay reads (the storage selects the valid rows of these, in append order). */
 export const POLICY_EVENTS: readonly AuditEvent[] = [

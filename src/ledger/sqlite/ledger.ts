@@ -7,9 +7,8 @@
 import type Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
-import { globsCover, isValidAction } from '../../policy/glob.js';
+import { isValidAction } from '../../policy/glob.js';
 import {
-  domainAllowed,
   formatUsd,
   freesReservedMoney,
   limitChangeWidens,
@@ -18,19 +17,9 @@ import {
   VENDORS,
   windowKey,
   windowsAt,
-  type Windows,
 } from '../../policy/rules.js';
 import {
-  DEFAULT_MAX_CHILDREN,
-  DEFAULT_TTL_S,
-  policySchema,
-  type Cap,
-  type Policy,
-} from '../../policy/schema.js';
-import {
-  formatKey,
   hashPassphrase,
-  hashSecret,
   newId,
   PASSPHRASE_LENGTH_RULE,
   passphraseLengthOk,
@@ -89,6 +78,7 @@ import { exactRangeMessage, spendGroupScope } from '../core/spend.js';
 import { actorOf, type Actor, type ApprovalRecord } from '../core/audit-chain.js';
 import type { CoreContext } from '../core/context.js';
 import { authenticated, usable } from '../core/presented.js';
+import * as keys from '../core/keys.js';
 import {
   checkHeads,
   checkLabel,
@@ -97,15 +87,13 @@ import {
   checkRef,
   checkRootKeyInput,
   checkText,
-  checkTtl,
   isReservationId,
-  parsePolicy,
   RELEASED_BY,
 } from '../core/input.js';
 
 export { checkRootKeyInput };
 import { approvalRequestMaterial, AuditLog, GLOBAL_CHAIN, SEAL, type AuditInput } from './audit.js';
-import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason } from '../core/policy-replay.js';
+import { APPROVAL_UNBACKED, replayPolicyRows } from '../core/policy-replay.js';
 import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
 import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
 import { openDb, read, transaction, type Db } from './db.js';
@@ -135,9 +123,6 @@ export interface SqliteLedgerOptions {
 }
 
 const HUMAN_ACTS: readonly HumanAct[] = ['keys issue', 'limits set', 'reconcile resolve'];
-
-/** How a key came to be, in its key_issued row: what vouched for the budget it carries. */
-type KeyAuthority = 'passphrase' | 'parent key' | 'delegate_key' | 'session template';
 
 export { DENIAL_ROWS_PER_MINUTE } from '../core/denials.js';
 
@@ -251,8 +236,9 @@ export class SqliteLedger implements Ledger {
     return this.humanOnly('keys issue', input.proof, input.issuedBy, () =>
       transaction(this.db, 'full', () => {
         this.assertProof(input.proof, 'keys issue', 'a root key creates budget');
-        const expiresAt = now + (ttl ?? DEFAULT_TTL_S) * 1000;
-        return this.insertKey({ label: input.label, issuedBy: input.issuedBy, policy, expiresAt, parent: null, isSession: false, now, authority: 'passphrase', passphraseTypedBy: input.proof.by });
+        const { writes, issued } = keys.issueRootKey({ label: input.label, issuedBy: input.issuedBy, policy, ttlSeconds: ttl, passphraseTypedBy: input.proof.by }, this.keyContext(now));
+        this.apply(now, writes);
+        return issued;
       }),
     );
   }
@@ -288,26 +274,17 @@ export class SqliteLedger implements Ledger {
   private async childOf(
     presentedParentKey: string,
     action: string,
-    spec: (parent: KeyRow) => { label: string; policy: ChildKeyInput['policy']; ttlSeconds: number | undefined; issuedBy: string; authority: KeyAuthority },
+    spec: (parent: KeyRow) => keys.ChildSpec,
   ): Promise<IssuedKey> {
     const now = this.clock();
     try {
       return transaction(this.db, 'full', () => {
         const chain = this.resolveChain(presentedParentKey, now);
-        const parent = chain[chain.length - 1]!;
-        const parentPolicy = policyOf(parent);
-        if (!parentPolicy.may_delegate) {
-          throw new RuncapError('ACTION_NOT_ALLOWED', `key ${parent.label} may not delegate: only a key issued with --may-delegate can have children; nothing was issued`);
-        }
-        const s = spec(parent);
-        // left out, a child may have no more children of its own than its parent may (narrowed() refuses more)
-        const policy = parsePolicy({
-          ...s.policy,
-          allow: s.policy.allow ?? parentPolicy.allow,
-          max_children: s.policy.max_children ?? Math.min(DEFAULT_MAX_CHILDREN, parentPolicy.max_children),
-        });
-        const ttl = s.ttlSeconds === undefined ? undefined : checkTtl(s.ttlSeconds);
-        return this.insertChild(chain, { label: s.label, policy, ttlSeconds: ttl, issuedBy: s.issuedBy, now, isSession: false, authority: s.authority });
+        const child = keys.childOf(chain, spec);
+        const state = { ...this.chainState(chain, now), liveChildren: this.liveChildrenOf(familyOf(chain[chain.length - 1]!), now) };
+        const { writes, issued } = keys.insertChild(state, child, this.keyContext(now));
+        this.apply(now, writes);
+        return issued;
       });
     } catch (err) {
       if (err instanceof RuncapError && isReasonCode(err.code)) {
@@ -321,33 +298,8 @@ export class SqliteLedger implements Ledger {
     const now = this.clock();
     return transaction(this.db, 'full', () => {
       const chain = this.resolveChain(presentedKey, now);
-      const parent = chain[chain.length - 1]!;
-      const p = policyOf(parent);
-      if (!p.session) throw new RuncapError('INVALID_INPUT', `key ${parent.label} carries no session template`);
-      const w = windowsAt(now);
-      // Clip, never refuse: a session gets at most what every ancestor has left.
-      const caps = p.session.caps.map((cap) => {
-        if (cap.usd_micros === undefined || cap.window === 'per_call') return cap;
-        const left = this.leftFor(chain, cap, w);
-        return left === undefined ? cap : { ...cap, usd_micros: Math.min(cap.usd_micros, left) };
-      });
-      const policy = parsePolicy({
-        allow: p.allow,
-        caps,
-        approve_actions: [],
-        sms_countries: p.sms_countries,
-        email_domains: p.email_domains,
-        email_from: p.email_from,
-        sms_from: p.sms_from,
-        grant_ttl_s: p.grant_ttl_s,
-        may_delegate: p.may_delegate,
-        max_depth: p.max_depth,
-        max_children: p.max_children,
-      });
-      const wanted = now + (p.session.ttl_s ?? DEFAULT_TTL_S) * 1000;
-      const expiresAt = Math.min(wanted, ...chain.map((k) => k.expires_at));
-      const label = `${parent.label}/s-${randomBytes(4).toString('hex')}`;
-      const issued = this.insertKey({ label, issuedBy: parent.issued_by, policy, expiresAt, parent, isSession: true, now, event: 'session_minted', authority: 'session template' });
+      const { writes, issued } = keys.mintSession(this.chainState(chain, now), randomBytes(4).toString('hex'), this.keyContext(now));
+      this.apply(now, writes);
       return issued;
     });
   }
@@ -389,21 +341,8 @@ export class SqliteLedger implements Ledger {
     return transaction(this.db, 'full', () => {
       const row = typeof id === 'string' ? this.keyRow(id) : undefined;
       if (!row) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
-      const revoked: string[] = [];
-      const queue: KeyRow[] = [row];
-      const children = this.db.prepare('SELECT * FROM keys WHERE parent_id = ?');
-      while (queue.length) {
-        const k = queue.shift()!;
-        if (k.revoked_at === null) {
-          this.db
-            .prepare('UPDATE keys SET revoked_at = ?, revoked_reason = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL')
-            .run(now, revocationReason(k.id, row, reason), opts.by, k.id);
-          this.appendAudit(now, k, { event: 'key_revoked', code: 'KEY_REVOKED', details: { reason, by: opts.by, root: row.id } });
-          revoked.push(k.id);
-        }
-        queue.push(...(children.all(k.id) as KeyRow[]));
-      }
-      if (revoked.length === 0) throw new RuncapError('CONFLICT', `key ${row.id} is already revoked`);
+      const { writes, revoked } = keys.revokeKey(this.chainOf(row), this.descendantsOf(row), { reason, by: opts.by }, now);
+      this.apply(now, writes);
       return { revoked };
     });
   }
@@ -1146,23 +1085,42 @@ export class SqliteLedger implements Ledger {
     this.st.addCounter.run(scope, key, d.settled ?? 0, d.pending ?? 0, d.uncertain ?? 0, d.calls ?? 0);
   }
 
-  /**
-   * What the tightest cap of the chain that bounds `cap` has left, in USD micros or in calls: a cap of
-   * the same window (or total), on every action or on a glob that covers the cap's action.
-   */
-  private leftFor(chain: KeyRow[], cap: Cap, w: Windows, unit: 'usd' | 'calls' = 'usd'): number | undefined {
-    let left: number | undefined;
-    for (const c of this.capsFor(chain)) {
-      const limit = unit === 'usd' ? c.usd_micros : c.calls;
-      if (c.key_id === null || limit === null || c.window === 'per_call') continue;
-      if (c.window !== cap.window && c.window !== 'total') continue;
-      if (c.action !== null && (cap.action === undefined || !globsCover([c.action], cap.action))) continue;
-      const counter = this.counterOf(`cap:${c.id}`, windowKey(c.window, w));
-      const used = unit === 'usd' ? counter.settled + counter.pending + counter.uncertain : counter.calls;
-      const remaining = Math.max(0, limit - used);
-      left = left === undefined ? remaining : Math.min(left, remaining);
+  /** What a key rule reads of a chain (core/keys.ts ChainState): its caps and the counters that can bound a child or a session. */
+  private chainState(chain: KeyRow[], now: number): keys.ChainState {
+    const caps = this.capsFor(chain);
+    const counters = new Map(keys.countersToRead(caps, now).map((c) => [counterId(c), this.counterOf(c.scope, c.windowKey)]));
+    return { chain, caps, counters };
+  }
+
+  /** The live children of a family: of the key itself and of its live sessions (core/keys.ts insertChild limits them). */
+  private liveChildrenOf(family: string, now: number): number {
+    const live = this.db
+      .prepare(
+        // a dead session's children are dead too (revocation cascades, expiry is clipped): only live sessions are looked in
+        `SELECT COUNT(*) AS n FROM keys WHERE is_session = 0 AND revoked_at IS NULL AND expires_at > @now
+           AND (parent_id = @family OR parent_id IN (
+             SELECT id FROM keys WHERE parent_id = @family AND is_session = 1 AND revoked_at IS NULL AND expires_at > @now))`,
+      )
+      .get({ family, now }) as { n: number };
+    return live.n;
+  }
+
+  /** Every key below `row`, level by level (revokeKey's cascade, core/keys.ts, decides what of it to revoke). */
+  private descendantsOf(row: KeyRow): KeyRow[] {
+    const children = this.db.prepare('SELECT * FROM keys WHERE parent_id = ?');
+    const below: KeyRow[] = [];
+    const queue = [row.id];
+    while (queue.length > 0) {
+      const found = children.all(queue.shift()!) as KeyRow[];
+      below.push(...found);
+      queue.push(...found.map((k) => k.id));
     }
-    return left;
+    return below;
+  }
+
+  /** Where a new key's id and secret come from, and the secret its audit seal is made with. */
+  private keyContext(now: number): keys.KeyContext {
+    return { now, auditSecret: this.core.auditSecret, newKeyId: () => this.core.newId('vk'), newKeySecret };
   }
 
   private budgetOf(chain: KeyRow[], now: number): Budget {
@@ -1197,165 +1155,6 @@ export class SqliteLedger implements Ledger {
       caps,
       ...(remainingMicros !== undefined ? { remainingMicros } : {}),
     };
-  }
-
-  private insertChild(
-    chain: KeyRow[],
-    spec: { label: string; policy: Policy; ttlSeconds: number | undefined; issuedBy: string; now: number; isSession: boolean; authority: KeyAuthority },
-  ): IssuedKey {
-    const parent = chain[chain.length - 1]!;
-    const { now } = spec;
-    // depth: every ancestor's limit, counted from that ancestor
-    const depth = parent.depth + 1;
-    for (const a of chain) {
-      const limit = policyOf(a).max_depth;
-      if (depth - a.depth > limit) throw new RuncapError('INVALID_INPUT', `delegation is limited to ${limit} levels below ${a.label}`);
-    }
-    // A template's sessions share its children: sessions are minted without bound, so counting per
-    // session would give every restart of a host a fresh max_children.
-    const family = familyOf(parent);
-    const live = this.db
-      .prepare(
-        // a dead session's children are dead too (revocation cascades, expiry is clipped): only live sessions are looked in
-        `SELECT COUNT(*) AS n FROM keys WHERE is_session = 0 AND revoked_at IS NULL AND expires_at > @now
-           AND (parent_id = @family OR parent_id IN (
-             SELECT id FROM keys WHERE parent_id = @family AND is_session = 1 AND revoked_at IS NULL AND expires_at > @now))`,
-      )
-      .get({ family, now }) as { n: number };
-    const maxChildren = policyOf(parent).max_children;
-    if (live.n >= maxChildren) {
-      const head = family === parent.id ? parent : this.keyRow(family)!;
-      const sessions = policyOf(head).session !== undefined ? ", its sessions' included" : '';
-      throw new RuncapError(
-        'INVALID_INPUT',
-        maxChildren === 0 ? `${parent.label} may have no children (max_children 0)` : `${head.label} already has ${live.n} live children${sessions} (limit ${maxChildren})`,
-      );
-    }
-
-    const parentExpiry = Math.min(...chain.map((k) => k.expires_at));
-    let expiresAt: number;
-    if (spec.ttlSeconds === undefined) expiresAt = Math.min(now + DEFAULT_TTL_S * 1000, parentExpiry);
-    else {
-      expiresAt = now + spec.ttlSeconds * 1000;
-      if (expiresAt > parentExpiry) {
-        throw new RuncapError('INVALID_INPUT', `a child cannot outlive its parent: ${parent.label} expires at ${new Date(parentExpiry).toISOString()}`);
-      }
-    }
-    const policy = this.narrowed(chain, spec.policy, now);
-    return this.insertKey({ label: `${parent.label}/${spec.label}`, issuedBy: spec.issuedBy, policy, expiresAt, parent, isSession: spec.isSession, now, authority: spec.authority });
-  }
-
-  /** A child's policy may only narrow its parent's: refuse anything wider, inherit what it leaves out. */
-  private narrowed(chain: KeyRow[], child: Policy, now: number): Policy {
-    const parent = chain[chain.length - 1]!;
-    const p = policyOf(parent);
-    const widen = (what: string) => new RuncapError('INVALID_INPUT', `widening refused: ${what} (a child can only narrow ${parent.label})`);
-    for (const g of child.allow) if (!globsCover(p.allow, g)) throw widen(`action ${g} is not allowed for the parent`);
-    const w = windowsAt(now);
-    for (const cap of child.caps) {
-      if (cap.calls !== undefined) {
-        const left = this.leftFor(chain, cap, w, 'calls');
-        if (left !== undefined && cap.calls > left) throw widen(`${cap.window} limit of ${cap.calls} calls${cap.action ? ` of ${cap.action}` : ''} is above what the parent has left (${left})`);
-      }
-      if (cap.usd_micros === undefined) continue;
-      if (cap.window === 'per_call') {
-        const parentMax = this.capsFor(chain).filter((c) => c.key_id !== null && c.window === 'per_call' && c.usd_micros !== null && c.action === null).map((c) => c.usd_micros!);
-        if (parentMax.length && cap.usd_micros > Math.min(...parentMax)) throw widen(`per-call cap ${formatUsd(cap.usd_micros)} is above the parent's`);
-        continue;
-      }
-      const left = this.leftFor(chain, cap, w);
-      if (left !== undefined && cap.usd_micros > left) throw widen(`${cap.window} cap ${formatUsd(cap.usd_micros)} is above what the parent has left (${formatUsd(left)})`);
-    }
-    const subset = (name: string, mine: string[] | undefined, theirs: string[] | undefined, ok: (v: string) => boolean) => {
-      if (theirs === undefined) return mine;
-      if (mine === undefined) return theirs;
-      const bad = mine.find((v) => !ok(v));
-      if (bad) throw widen(`${name} ${bad} is not allowed for the parent`);
-      return mine;
-    };
-    const sms = subset('SMS region', child.sms_countries, p.sms_countries, (v) => p.sms_countries!.includes(v));
-    const domains = subset('e-mail domain', child.email_domains, p.email_domains, (v) =>
-      v.startsWith('*.') ? p.email_domains!.some((d) => d === v || (d.startsWith('*.') && v.endsWith(d.slice(1)))) : domainAllowed(p.email_domains!, `x@${v}`),
-    );
-    const from = subset('sender', child.email_from, p.email_from, (v) => p.email_from!.includes(v));
-    const smsFrom = subset('SMS sender', child.sms_from, p.sms_from, (v) => p.sms_from!.includes(v));
-    if (p.rate_per_min !== undefined && child.rate_per_min !== undefined && child.rate_per_min > p.rate_per_min) throw widen('rate limit above the parent\'s');
-    if (p.approve_over_usd_micros !== undefined && child.approve_over_usd_micros !== undefined && child.approve_over_usd_micros > p.approve_over_usd_micros) {
-      throw widen('approval threshold above the parent\'s');
-    }
-    if (child.max_children > p.max_children) throw widen(`${child.max_children} live children is above the parent's ${p.max_children}`);
-    // a session template is budget each session starts with: none may start with more than the parent has left
-    for (const cap of child.session?.caps ?? []) {
-      if (cap.usd_micros === undefined || cap.window === 'per_call') continue;
-      const left = this.leftFor(chain, cap, w);
-      if (left !== undefined && cap.usd_micros > left) throw widen(`session ${cap.window} cap ${formatUsd(cap.usd_micros)} is above what the parent has left (${formatUsd(left)})`);
-    }
-    return policySchema.parse({
-      ...child,
-      rate_per_min: child.rate_per_min ?? p.rate_per_min,
-      approve_over_usd_micros: child.approve_over_usd_micros ?? p.approve_over_usd_micros,
-      approve_actions: [...new Set([...p.approve_actions, ...child.approve_actions])],
-      sms_countries: sms,
-      email_domains: domains,
-      email_from: from,
-      sms_from: smsFrom,
-      grant_ttl_s: Math.min(child.grant_ttl_s, p.grant_ttl_s),
-    });
-  }
-
-  private insertKey(spec: {
-    label: string;
-    issuedBy: string;
-    policy: Policy;
-    expiresAt: number;
-    parent: KeyRow | null;
-    isSession: boolean;
-    now: number;
-    event?: 'key_issued' | 'session_minted';
-    authority: KeyAuthority;
-    passphraseTypedBy?: string;
-  }): IssuedKey {
-    const id = newId('vk');
-    const secret = newKeySecret();
-    const ancestors = spec.parent ? [...(JSON.parse(spec.parent.ancestors) as string[]), spec.parent.id] : [];
-    const row: KeyRow = {
-      id,
-      secret_hash: hashSecret(secret),
-      label: spec.label,
-      issued_by: spec.issuedBy,
-      parent_id: spec.parent?.id ?? null,
-      ancestors: JSON.stringify(ancestors),
-      depth: ancestors.length,
-      is_session: spec.isSession ? 1 : 0,
-      policy: JSON.stringify(spec.policy),
-      created_at: spec.now,
-      expires_at: spec.expiresAt,
-      revoked_at: null,
-      revoked_reason: null,
-      revoked_by: null,
-    };
-    this.db
-      .prepare(
-        `INSERT INTO keys (id, secret_hash, label, issued_by, parent_id, ancestors, depth, is_session, policy, created_at, expires_at)
-         VALUES (@id, @secret_hash, @label, @issued_by, @parent_id, @ancestors, @depth, @is_session, @policy, @created_at, @expires_at)`,
-      )
-      .run(row);
-    const insertCap = this.db.prepare('INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (?, ?, ?, ?, ?, ?)');
-    for (const c of spec.policy.caps) insertCap.run(id, spec.label, c.window, c.usd_micros ?? null, c.calls ?? null, c.action ?? null);
-    const chain = spec.parent ? [...this.chainOf(spec.parent), row] : [row];
-    this.appendAudit(spec.now, row, {
-      event: spec.event ?? 'key_issued',
-      // the seal pins the secret hash for verify without putting it, or anything it could be tried against, in the audit
-      details: {
-        policy: spec.policy,
-        expires_at: spec.expiresAt,
-        parent: spec.parent?.id ?? null,
-        authority: spec.authority,
-        ...(spec.passphraseTypedBy !== undefined ? { passphrase_typed_by: spec.passphraseTypedBy } : {}),
-        secret_hash_mac: this.audit.seal(SEAL.keySecretHash, row.secret_hash),
-      },
-    });
-    return { info: toKeyInfo(row, chain, spec.now), key: formatKey(id, secret) };
   }
 
   private approvalRow(id: string): ApprovalRow {

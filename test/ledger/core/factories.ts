@@ -1,74 +1,66 @@
-/** Rows built by hand for the core's unit tests: sensible defaults, any field overridden. No database. */
-import type { AuditRow } from '../../../src/ledger/types.js';
-import type { ApprovalRow, CapRow, KeyRow } from '../../../src/ledger/core/rows.js';
+/** Rows built by hand for the core's unit tests: no database, only the shapes a storage would read. */
+import { policySchema, type PolicyInput } from '../../../src/policy/schema.js';
+import type { CapRow, CounterRow, KeyRow } from '../../../src/ledger/core/rows.js';
+import { counterId } from '../../../src/ledger/core/writes.js';
 
-export const T0 = Date.UTC(2030, 0, 15, 12, 0, 0);
+/** 2025-01-15 12:00 UTC: windows d:2025-01-15 and m:2025-01. */
+export const NOW = Date.UTC(2025, 0, 15, 12);
+export const HOUR_MS = 3600_000;
 
-export function keyRow(over: Partial<KeyRow> = {}): KeyRow {
+let keys = 0;
+
+/** A key row with this policy (parsed, defaults filled), below `parent` when given. */
+export function keyRow(label: string, policy: PolicyInput, opts: { parent?: KeyRow } & Partial<KeyRow> = {}): KeyRow {
+  const { parent, ...overrides } = opts;
+  const ancestors = parent ? [...(JSON.parse(parent.ancestors) as string[]), parent.id] : [];
   return {
-    id: 'k_root',
-    secret_hash: 'hash-of-root',
-    label: 'root',
+    id: `vk_test${String(++keys).padStart(21, '0')}`,
+    secret_hash: '0'.repeat(64),
+    label: parent ? `${parent.label}/${label}` : label,
     issued_by: 'alice',
-    parent_id: null,
-    ancestors: '[]',
-    depth: 0,
+    parent_id: parent?.id ?? null,
+    ancestors: JSON.stringify(ancestors),
+    depth: ancestors.length,
     is_session: 0,
-    policy: JSON.stringify({ allow: ['stripe.*'], caps: [] }),
-    created_at: T0,
-    expires_at: T0 + 86_400_000,
+    policy: JSON.stringify(policySchema.parse(policy)),
+    created_at: NOW - HOUR_MS,
+    expires_at: NOW + 24 * HOUR_MS,
     revoked_at: null,
     revoked_reason: null,
     revoked_by: null,
-    ...over,
+    ...overrides,
   };
 }
 
-export function capRow(over: Partial<CapRow> = {}): CapRow {
-  return { id: 1, key_id: 'k_root', scope: 'root', window: 'daily', usd_micros: 10_000_000, calls: null, action: null, ...over };
+/** Keys each below the previous one, root first: `chainOf(['root', p], ['mid', q])`. */
+export function chainOf(...specs: [label: string, policy: PolicyInput, overrides?: Partial<KeyRow>][]): KeyRow[] {
+  const chain: KeyRow[] = [];
+  for (const [label, policy, overrides] of specs) chain.push(keyRow(label, policy, { ...overrides, ...(chain.length ? { parent: chain[chain.length - 1]! } : {}) }));
+  return chain;
 }
 
-export function approvalRow(over: Partial<ApprovalRow> = {}): ApprovalRow {
-  return {
-    id: 'ap_1',
-    key_id: 'k_root',
-    action: 'stripe.charge',
-    fingerprint: 'fp-1',
-    estimate: 50_000_000,
-    request: 'charge $50',
-    reason: 'above $20',
-    status: 'pending',
-    created_at: T0,
-    expires_at: T0 + 86_400_000,
-    decided_at: null,
-    decided_by: null,
-    deny_reason: null,
-    reservation_id: null,
-    family_id: null,
-    ...over,
-  };
+let caps = 0;
+const capRows = new WeakMap<KeyRow, CapRow[]>();
+
+/** The cap rows a storage holds for a key: one per cap of its policy, scoped by its label; the same rows (ids) each time. */
+export function capsOf(key: KeyRow): CapRow[] {
+  let rows = capRows.get(key);
+  if (!rows) {
+    const policy = policySchema.parse(JSON.parse(key.policy));
+    rows = policy.caps.map((c) => ({ id: ++caps, key_id: key.id, scope: key.label, window: c.window, usd_micros: c.usd_micros ?? null, calls: c.calls ?? null, action: c.action ?? null }));
+    capRows.set(key, rows);
+  }
+  return rows;
 }
 
-let nextAuditId = 1;
-
-export function auditRow(over: Partial<AuditRow> & Pick<AuditRow, 'event'>): AuditRow {
-  const id = over.id ?? nextAuditId++;
-  return {
-    id,
-    chain: over.keyId ?? 'global',
-    seq: id,
-    at: T0,
-    keyId: null,
-    label: null,
-    issuer: null,
-    delegation: [],
-    action: null,
-    amountMicros: null,
-    vendorRef: null,
-    code: null,
-    reservationId: null,
-    approvalId: null,
-    details: {},
-    ...over,
-  };
+/** A global vendor cap row (key_id null). */
+export function globalCap(scope: string, window: 'daily' | 'monthly', usdMicros: number, action: string): CapRow {
+  return { id: ++caps, key_id: null, scope, window, usd_micros: usdMicros, calls: null, action };
 }
+
+/** Counters by counterId, as a storage reads them: `counters([cap, 'd:2025-01-15', { settled: 5 }])`. */
+export function counters(...entries: [cap: CapRow, windowKey: string, counted: Partial<CounterRow>][]): Map<string, CounterRow> {
+  return new Map(entries.map(([cap, windowKey, c]) => [counterId({ scope: `cap:${cap.id}`, windowKey }), { settled: 0, pending: 0, uncertain: 0, calls: 0, ...c }]));
+}
+
+export const usd = (n: number): number => Math.round(n * 1_000_000);

@@ -6,7 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { approvalRequestMaterial, seal, sealMatches, SEAL } from '../../../src/ledger/core/audit-chain.js';
-import { APPROVAL_UNBACKED, replayPolicyRows, revocationReason, type PolicyTables } from '../../../src/ledger/core/policy-replay.js';
+import { APPROVAL_UNBACKED, replayPolicyRows, type PolicyTables } from '../../../src/ledger/core/policy-replay.js';
+import { revocationReason } from '../../../src/ledger/core/keys.js';
 import {
   countersAgainstReservations,
   reservationsAgainstAudit,
@@ -15,7 +16,7 @@ import {
   type StoredCounter,
 } from '../../../src/ledger/core/verify.js';
 import type { ReservationRow } from '../../../src/ledger/core/rows.js';
-import { approvalRow, auditRow, capRow, keyRow, T0 } from './factories.js';
+import { approvalRow, auditRow, capRow, keyRow, T0 } from './stored-rows.js';
 
 const SECRET = Buffer.alloc(32, 7);
 const DAY = 86_400_000;
