@@ -289,7 +289,7 @@ export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, read
   let grant: ApprovalRow | undefined;
   if (adm.approvalWhy) {
     // a grant is bound to the exact key that asked, not to its family
-    grant = reads.grants.find((g) => grantBacking(ctx, g.row, g.record, self, now) === 'backed')?.row;
+    grant = grantsOfThisCall(reads.grants, adm).find((g) => grantBacking(ctx, g.row, g.record, self, now) === 'backed')?.row;
     if (!grant) {
       return { allowed: false, ask: { adm, spec, why: adm.approvalWhy } };
     }
@@ -378,6 +378,11 @@ export function breachMessage(b: CapBreach, estimate: number): string {
   return `the ${where} (${formatUsd(b.limit)}) has ${formatUsd(b.remaining)} left; this call needs an estimated ${formatUsd(estimate)}`;
 }
 
+/** Grants the storage read for this call, kept only if they are this key's, for this request (a grant's seal covers its own request, not this one). */
+function grantsOfThisCall<G extends { row: ApprovalRow }>(grants: readonly G[], adm: Pick<Admitted, 'self' | 'fingerprint'>): G[] {
+  return grants.filter((g) => g.row.key_id === adm.self.id && g.row.fingerprint === adm.fingerprint);
+}
+
 /**
  * Whether a grant may be consumed: an approval_approved row with a valid MAC, of this key, for this
  * exact request, not yet lapsed by its own grant_expires_at, and no approval_consumed row. 'legacy':
@@ -427,7 +432,7 @@ export function askHuman(ctx: CoreContext, ask: ApprovalAsk, reads: AskReads, no
   const audit: AuditInput[] = [];
 
   const setAside = new Set<string>();
-  for (const g of reads.grants) {
+  for (const g of grantsOfThisCall(reads.grants, adm)) {
     const backing = grantBacking(ctx, g.row, g.record, self, now);
     if (backing === 'backed') continue;
     setAside.add(g.row.id);

@@ -38,6 +38,7 @@ import {
   capsOf,
   chainOf,
   coreContext,
+  fingerprint,
   countersOf,
   grantFor,
   HOUR_MS,
@@ -712,6 +713,14 @@ describe('grants', () => {
     const backed = grantFor(chain, row);
     const o = decide(chain, spec, { grants: [unbacked, backed] });
     expect(o.allowed && o.decision.approvalId).toBe(row.id);
+  });
+
+  it("a backed grant of another request is never consumed for this one, whatever the storage hands over", () => {
+    const expensive = callSpec({ estimate: usd(900), request: '{"args":{"amount":90000}}', fingerprint: fingerprint('stripe.charges.create {"amount":90000}') });
+    const other = grantFor(chain, row); // backed, but for the $6 request
+    const o = decide(chain, expensive, { grants: [other] });
+    expect(o.allowed).toBe(false);
+    expect('ask' in o).toBe(true);
   });
 
   const notBacked: [string, Parameters<typeof grantFor>[2], 'unbacked' | 'legacy'][] = [
