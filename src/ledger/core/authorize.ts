@@ -131,6 +131,8 @@ export type Admission =
       rated: ChainMember[];
       /** why a human must approve this call; undefined if no rule asks */
       approvalWhy: string | undefined;
+      /** the time of the decision: its windows, the reservation's and the rate event's time, what has lapsed */
+      now: number;
       windows: Windows;
     };
 
@@ -211,6 +213,7 @@ export function admitCall(presented: Presented, spec: CallSpec, now: number): Ad
     fingerprint: lineage[0]!.fingerprint,
     rated: members.filter((m) => m.policy.rate_per_min !== undefined),
     approvalWhy: approvalReason(members, action, spec.estimate),
+    now,
     windows: windowsAt(now),
   };
 }
@@ -257,8 +260,8 @@ function counterAt(counters: ReadonlyMap<string, CounterRow>, c: CounterKey): Co
 }
 
 /** Steps 4–8: duplicate, rate, caps, exact range, approval; then the reservation. */
-export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, reads: CallReads, now: number): Outcome {
-  const { self, actor, windows: w } = adm;
+export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, reads: CallReads): Outcome {
+  const { self, actor, now, windows: w } = adm;
   const { action, estimate } = spec;
   const deny = (code: Denied['code'], message: string, extra: Partial<Denied> = {}, event: AuditInput['event'] = 'denied'): Outcome =>
     denial(now, action, spec, { allowed: false, code, message, keyId: self.id, label: self.label, ...extra }, actor, null, event);
@@ -425,8 +428,9 @@ export interface AskReads {
  * may not ask again what a human refused) and the family shares one cap on waiting requests; a
  * pending request or grant is reused only by the key that asked, since only it may consume it.
  */
-export function askHuman(ctx: CoreContext, ask: ApprovalAsk, reads: AskReads, now: number): { decision: Denied; record: Writes } {
+export function askHuman(ctx: CoreContext, ask: ApprovalAsk, reads: AskReads): { decision: Denied; record: Writes } {
   const { adm, spec, why } = ask;
+  const { now } = adm;
   const { self, actor, action } = { ...adm, action: spec.action };
   const ops: Write[] = [];
   const audit: AuditInput[] = [];

@@ -488,7 +488,7 @@ export class SqliteLedger implements Ledger {
         if (!(err instanceof DeferredDenial)) throw err;
         const denied = err.outcome;
         return transaction(this.db, 'normal', () => {
-          const { decision, record } = 'ask' in denied ? askHuman(this.core, denied.ask, this.askReads(denied.ask, now), now) : denied;
+          const { decision, record } = 'ask' in denied ? askHuman(this.core, denied.ask, this.askReads(denied.ask, now)) : denied;
           this.apply(now, record);
           return decision;
         });
@@ -523,7 +523,7 @@ export class SqliteLedger implements Ledger {
       rateCounts.set(m.id, (this.st.countRate.get(m.id, since) as { n: number }).n);
     }
     const grants = adm.approvalWhy ? this.liveGrantsOf(adm.self.id, adm.fingerprint, now) : [];
-    return decideCall(this.core, adm, spec, { caps, counters, openDuplicate, rateCounts, grants }, now);
+    return decideCall(this.core, adm, spec, { caps, counters, openDuplicate, rateCounts, grants });
   }
 
   private liveGrantsOf(keyId: string, fingerprint: string, now: number): { row: ApprovalRow; record: ApprovalRecord }[] {

@@ -65,7 +65,7 @@ function admitted(chain: KeyRow[], spec: CallSpec, now = NOW): Admitted {
 /** admitCall then decideCall, with the chain's own caps read unless `reads.caps` is given. */
 function decide(chain: KeyRow[], spec: CallSpec, reads: Partial<CallReads> = {}, now = NOW, ctx = coreContext()): Outcome {
   const adm = admitted(chain, spec, now);
-  return decideCall(ctx, adm, spec, callReads({ caps: capsForChain(chain), ...reads }), now);
+  return decideCall(ctx, adm, spec, callReads({ caps: capsForChain(chain), ...reads }));
 }
 
 function deniedCode(o: Outcome): string {
@@ -440,12 +440,12 @@ describe('windows are fixed at authorize', () => {
     expect(deniedCode(decide([key!], callSpec(), { caps, counters }, nextDay))).toBe('ALLOWED');
   });
 
-  it('decideCall counts in the windows admitCall fixed, even when handed a later clock reading', () => {
+  it('decideCall decides at the time admitCall fixed: its windows and its timestamps', () => {
     const [key] = chainOf([policy, { label: 'run' }]);
     const caps = capsOf(key!);
     const adm = admitted([key!], callSpec(), lastMs);
-    const o = decideCall(coreContext(), adm, callSpec(), callReads({ caps }), nextDay);
-    expect(reservationOp(o).reservation).toMatchObject({ day: '2026-01-31', month: '2026-01' });
+    const o = decideCall(coreContext(), adm, callSpec(), callReads({ caps }));
+    expect(reservationOp(o).reservation).toMatchObject({ day: '2026-01-31', month: '2026-01', created_at: lastMs, updated_at: lastMs });
   });
 });
 
@@ -526,7 +526,7 @@ describe('approval', () => {
   const ask = (chain: KeyRow[], spec: CallSpec, reads: Partial<AskReads> = {}, now = NOW, ctx = coreContext()) => {
     const o = decide(chain, spec, {}, now, ctx);
     if (o.allowed || !('ask' in o)) throw new Error(`does not ask: ${deniedCode(o)}`);
-    return { asked: o.ask, ...askHuman(ctx, o.ask, { grants: [], lineageApprovals: [], actors: new Map(), pendingPerFamily: [0], ...reads }, now) };
+    return { asked: o.ask, ...askHuman(ctx, o.ask, { grants: [], lineageApprovals: [], actors: new Map(), pendingPerFamily: [0], ...reads }) };
   };
 
   it('asks a human only above the threshold (not at it), or for an action a member names', () => {
@@ -739,7 +739,7 @@ describe('grants', () => {
     const o = decide(chain, spec, { grants: [grant] }, NOW, ctx);
     if (o.allowed || !('ask' in o)) throw new Error(`does not ask: ${deniedCode(o)}`);
     // the grant is also among the lineage's approvals; set aside, it is neither reused nor a grant
-    const { decision, record } = askHuman(ctx, o.ask, { grants: [grant], lineageApprovals: [grant.row], actors: new Map(), pendingPerFamily: [0] }, NOW);
+    const { decision, record } = askHuman(ctx, o.ask, { grants: [grant], lineageApprovals: [grant.row], actors: new Map(), pendingPerFamily: [0] });
     expect(record.ops).toEqual([{ kind: 'updateApproval', id: row.id, from: 'approved', set: { status: 'expired' } }, expect.objectContaining({ kind: 'insertApproval' })]);
     const expired = record.audit[0]!;
     expect(expired).toMatchObject({ event: 'approval_expired', action: PAY, approvalId: row.id, keyId: self.id });

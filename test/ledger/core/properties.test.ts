@@ -270,7 +270,7 @@ function authorize(w: World, s: Storage, ctx: ReturnType<typeof coreContext>, ch
   const since = rateWindowStart(now);
   const rateCounts = new Map(adm.rated.map((m) => [m.id, (s.rateEvents.get(m.id) ?? []).filter((at) => at > since).length]));
   // no human answers in these sequences: no request is ever approved, so there is no grant to read
-  const outcome = decideCall(ctx, adm, spec, { caps, counters, openDuplicate, rateCounts, grants: [] }, now);
+  const outcome = decideCall(ctx, adm, spec, { caps, counters, openDuplicate, rateCounts, grants: [] });
   if (outcome.allowed) return { outcome, applied: outcome.writes, decided: 'ALLOWED' };
   if (!('ask' in outcome)) return { outcome, applied: outcome.record, decided: outcome.decision.code };
   const newestFirst = [...s.approvals].sort((a, b) => b.created_at - a.created_at);
@@ -280,7 +280,7 @@ function authorize(w: World, s: Storage, ctx: ReturnType<typeof coreContext>, ch
     actors: new Map(),
     pendingPerFamily: adm.lineage.map((l) => s.approvals.filter((a) => a.family_id === l.family && a.status === 'pending' && a.expires_at > now).length),
   };
-  const asked = askHuman(ctx, outcome.ask, reads, now);
+  const asked = askHuman(ctx, outcome.ask, reads);
   return { outcome: { allowed: false, decision: asked.decision, record: asked.record }, applied: asked.record, decided: asked.decision.code };
 }
 
