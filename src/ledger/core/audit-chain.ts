@@ -140,6 +140,12 @@ export function sealMatches(secret: Buffer, purpose: SealPurpose, value: string,
   return typeof given === 'string' && safeEqualHex(seal(secret, purpose, value), given);
 }
 
+/** seal and sealMatches with the audit secret bound (a storage's audit log is one): what a rule needs to make or check a seal. */
+export interface Sealer {
+  seal(purpose: SealPurpose, value: string): string;
+  sealMatches(purpose: SealPurpose, value: string, given: unknown): boolean;
+}
+
 /** The audit rows that decide an approval's fate; requested and approved only if their own MAC holds. */
 export interface ApprovalRecord {
   requested?: AuditRow;

@@ -8,25 +8,7 @@ import type Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
 import { isValidAction } from '../../policy/glob.js';
-import {
-  formatUsd,
-  freesReservedMoney,
-  limitChangeWidens,
-  MAX_GROUP_TOTAL,
-  usdDecimal,
-  VENDORS,
-  windowKey,
-  windowsAt,
-} from '../../policy/rules.js';
-import {
-  hashPassphrase,
-  newId,
-  PASSPHRASE_LENGTH_RULE,
-  passphraseLengthOk,
-  newKeySecret,
-  parseKey,
-  passphraseMatches,
-} from '../secrets.js';
+import { hashPassphrase, newId, newKeySecret, parseKey, PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../secrets.js';
 import type {
   Approval,
   AuditQuery,
@@ -34,11 +16,10 @@ import type {
   AuditVerification,
   AuthorizeRequest,
   Budget,
-  CapStatus,
   ChainHead,
+  ChildKeyInput,
   Clock,
   Decision,
-  ChildKeyInput,
   DelegateInput,
   HumanAct,
   HumanActRefusal,
@@ -51,64 +32,48 @@ import type {
   ReleasedBy,
   Reservation,
   ReservationFilter,
-  ReservationState,
   SpendRow,
   VendorLimit,
   VerifyRequest,
 } from '../types.js';
-import { familyOf } from '../core/family.js';
-import { contribution, counterId, writes, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
+import * as answers from '../core/approvals.js';
+import { actorOf, type Actor, type ApprovalRecord } from '../core/audit-chain.js';
 import {
   admitCall,
   askHuman,
   authorizeSpec,
-  verifySpec,
   countersFor,
   decideCall,
   liveGrants,
   PENDING_APPROVAL_MS,
   rateWindowStart,
+  verifySpec,
   type ApprovalAsk,
   type AskReads,
   type CallSpec,
   type Outcome,
 } from '../core/authorize.js';
-import { admitDenialRow, deniedBeforeLedger, flushTally, presentedActor } from '../core/denials.js';
-import { exactRangeMessage, spendGroupScope } from '../core/spend.js';
-import { actorOf, type Actor, type ApprovalRecord } from '../core/audit-chain.js';
+import { budgetCounters, budgetOf } from '../core/budget.js';
 import type { CoreContext } from '../core/context.js';
-import { authenticated, usable } from '../core/presented.js';
+import { admitDenialRow, deniedBeforeLedger, flushTally, presentedActor } from '../core/denials.js';
+import { familyOf } from '../core/family.js';
+import { checkReplacement, HumanProofs, passphraseSet, refusalAudit, typedPassphrase, wrongPassphrase, wrongPassphraseAudit } from '../core/human.js';
+import { checkHeads, checkLabel, checkMicros, checkName, checkRef, checkRootKeyInput, checkText } from '../core/input.js';
 import * as keys from '../core/keys.js';
-import {
-  checkHeads,
-  checkLabel,
-  checkMicros,
-  checkName,
-  checkRef,
-  checkRootKeyInput,
-  checkText,
-  isReservationId,
-  RELEASED_BY,
-} from '../core/input.js';
+import * as limits from '../core/limits.js';
+import { replayPolicyRows } from '../core/policy-replay.js';
+import { authenticated, usable } from '../core/presented.js';
+import * as transitions from '../core/reservations.js';
+import type { TransitionRead, TransitionResult } from '../core/reservations.js';
+import { toApproval, toKeyInfo, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow, type ReservationRow } from '../core/rows.js';
+import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
+import { spendGroupScope } from '../core/spend.js';
+import { counterId, writes, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
+import { AuditLog, GLOBAL_CHAIN } from './audit.js';
+import { openDb, read, transaction, type Db } from './db.js';
+import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
 
 export { checkRootKeyInput };
-import { approvalRequestMaterial, AuditLog, GLOBAL_CHAIN, SEAL, type AuditInput } from './audit.js';
-import { APPROVAL_UNBACKED, replayPolicyRows } from '../core/policy-replay.js';
-import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
-import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
-import { openDb, read, transaction, type Db } from './db.js';
-import {
-  effectiveApprovalStatus,
-  policyOf,
-  toApproval,
-  toKeyInfo,
-  toReservation,
-  type ApprovalRow,
-  type CapRow,
-  type CounterRow,
-  type KeyRow,
-  type ReservationRow,
-} from '../core/rows.js';
 
 export interface SqliteLedgerOptions {
   file: string;
@@ -121,8 +86,6 @@ export interface SqliteLedgerOptions {
   /** log2 of scrypt's N for a passphrase set through this ledger (default 15; tests lower it, never below 10) */
   passphraseCost?: number;
 }
-
-const HUMAN_ACTS: readonly HumanAct[] = ['keys issue', 'limits set', 'reconcile resolve'];
 
 export { DENIAL_ROWS_PER_MINUTE } from '../core/denials.js';
 
@@ -147,7 +110,9 @@ const SQL = {
       @created_at, @request, @normalized, NULL)`,
   insertCount: 'INSERT INTO reservation_counts (reservation_id, scope, window_key) VALUES (?, ?, ?)',
   reservationById: 'SELECT * FROM reservations WHERE id = ?',
-  countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
+  // with the counter of the reservation's spend group (@group), the one a transition's exact-range rule reads
+  countsOf: `SELECT rc.scope, rc.window_key, c.settled, c.pending, c.uncertain, c.calls FROM reservation_counts rc
+    LEFT JOIN counters c ON c.scope = rc.scope AND c.window_key = rc.window_key AND rc.scope = @group WHERE rc.reservation_id = @id`,
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note, released_by = @released_by WHERE id = @id AND state = @from`,
   countFamilyPendingApprovals: "SELECT COUNT(*) AS n FROM approvals WHERE family_id = ? AND status = 'pending' AND expires_at > ?",
@@ -185,8 +150,8 @@ export class SqliteLedger implements Ledger {
   private readonly clock: Clock;
   private readonly staleAfterMs: number;
   private readonly passphraseCost: number | undefined;
-  /** every HumanProof this ledger made → the passphrase hash it proved and the act it was typed for (a look-alike is in no such map) */
-  private readonly proofs = new WeakMap<HumanProof, { hash: string; act: HumanAct | 'any' }>();
+  /** every HumanProof this ledger made */
+  private readonly proofs: HumanProofs = new HumanProofs();
   private readonly st: { [K in keyof typeof SQL]: Database.Statement<unknown[]> };
 
   constructor(opts: SqliteLedgerOptions) {
@@ -352,58 +317,27 @@ export class SqliteLedger implements Ledger {
     return read(() => {
       const row = this.keyRow(keyId);
       if (!row) throw new RuncapError('NOT_FOUND', `no key ${keyId}`);
-      return this.budgetOf(this.chainOf(row), now);
+      const chain = this.chainOf(row);
+      const caps = this.capsFor(chain);
+      const counters = new Map(budgetCounters(caps, now).map((c) => [counterId(c), this.counterOf(c.scope, c.windowKey)]));
+      return budgetOf(chain, caps, counters, now);
     });
   }
 
   // ───────────────────────── global vendor caps ─────────────────────────
 
   async setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string, proof?: HumanProof): Promise<void> {
-    if (!VENDORS.includes(vendor)) throw new RuncapError('INVALID_INPUT', `unknown vendor ${vendor} (stripe, twilio or resend)`);
-    if (window !== 'daily' && window !== 'monthly') throw new RuncapError('INVALID_INPUT', 'window must be daily or monthly');
-    if (limitMicros !== null) checkMicros(limitMicros, 'limit');
-    checkName(by, 'operator');
+    const change = { vendor, window, limitMicros, by, proof };
+    limits.checkVendorLimit(change);
     const now = this.clock();
     return this.humanOnly('limits set', proof, by, () =>
       transaction(this.db, 'full', () => {
-        const scope = `vendor:${vendor}`;
-        const existing = this.db.prepare('SELECT id, usd_micros FROM caps WHERE key_id IS NULL AND scope = ? AND window = ?').get(scope, window) as { id: number; usd_micros: number } | undefined;
-        const widens = limitChangeWidens(existing?.usd_micros, limitMicros);
-        if (widens) this.assertProof(proof, 'limits set', `${limitMicros === null ? 'removing' : 'raising'} the ${window} limit of ${vendor} creates budget`);
-        if (existing) {
-          this.db.prepare('DELETE FROM caps WHERE id = ?').run(existing.id);
-          this.db.prepare('DELETE FROM counters WHERE scope = ?').run(`cap:${existing.id}`);
-          this.db.prepare('DELETE FROM reservation_counts WHERE scope = ?').run(`cap:${existing.id}`);
-        }
-        if (limitMicros !== null) {
-          const capId = Number(
-            this.db.prepare('INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (NULL, ?, ?, ?, NULL, ?)').run(scope, window, limitMicros, `${vendor}.*`).lastInsertRowid,
-          );
-          // A new cap starts from what already counts in its current window, so setting it never resets spend.
-          const column = window === 'daily' ? 'day' : 'month';
-          const current = windowsAt(now)[window === 'daily' ? 'day' : 'month'];
-          const open = this.db
-            .prepare(`SELECT id FROM reservations WHERE ${column} = ? AND action LIKE ? AND state != 'released'`)
-            .all(current, `${vendor}.%`) as { id: string }[];
-          for (const r of open) {
-            const res = this.st.reservationById.get(r.id) as ReservationRow;
-            this.st.insertCount.run(r.id, `cap:${capId}`, windowKey(window, { day: res.day, month: res.month }));
-            this.addCounter(`cap:${capId}`, windowKey(window, { day: res.day, month: res.month }), contribution(res));
-          }
-        }
-        this.audit.append(now, {
-          event: 'limit_set',
-          action: `${vendor}.*`,
-          amountMicros: limitMicros,
-          details: {
-            vendor,
-            window,
-            by,
-            limit_usd: limitMicros === null ? null : usdDecimal(limitMicros),
-            was_usd: existing ? usdDecimal(existing.usd_micros) : null,
-            ...(widens ? { widened: true, passphrase_typed_by: proof!.by } : {}),
-          },
-        });
+        const backfill = limits.backfillOf(change, now);
+        const open = backfill
+          ? (this.db.prepare(`SELECT * FROM reservations WHERE ${backfill.field} = ? AND action LIKE ? AND state != 'released'`).all(backfill.key, `${backfill.vendor}.%`) as ReservationRow[])
+          : [];
+        const read = { globalCaps: this.st.globalCaps.all() as CapRow[], open, passphraseHash: this.setting('passphrase') };
+        this.apply(now, limits.setVendorLimit(change, read, this.proofs));
         return undefined;
       }),
     );
@@ -559,139 +493,72 @@ export class SqliteLedger implements Ledger {
     checkMicros(actualMicros, 'actual');
     checkRef(vendorRef);
     const note = opts.note === undefined ? undefined : checkText(opts.note, 'note', 1000);
+    const settlement = { actualMicros, vendorRef, estimated: opts.estimated, note, byHand: opts.byHand, proof: opts.proof };
     const settling = () =>
-      this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
-        const from = r.state as 'pending' | 'uncertain';
-        // a vendor's answer is the truth; a human's answer below what was reserved frees the difference
-        const freesMoney = opts.byHand === true && freesReservedMoney('settled', r.estimate, actualMicros);
-        if (freesMoney) this.assertProof(opts.proof, 'reconcile resolve', `settling ${reservationId} below its reserved ${formatUsd(r.estimate)} frees reserved money`);
-        const next = { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now, note: note ?? r.note };
-        const events: AuditInput[] = [
-          {
-            event: 'settled',
-            amountMicros: actualMicros,
-            vendorRef: next.vendor_ref,
-            details: {
-              from,
-              estimate: r.estimate,
-              estimated: !!opts.estimated,
-              ...(note ? { why: note } : {}),
-              ...(freesMoney ? { passphrase_typed_by: opts.proof!.by } : {}),
-            },
-          },
-        ];
-        if (actualMicros > r.estimate) events.push(overrun(r.estimate, actualMicros, next.vendor_ref));
-        return { next, delta: { settled: actualMicros, [from]: -r.estimate }, events };
-      });
+      this.transition(reservationId, (read) =>
+        transitions.settle(reservationId, read, settlement, { proofs: this.proofs, passphraseHash: opts.byHand ? this.setting('passphrase') : undefined }),
+      );
     return opts.byHand ? this.humanOnly('reconcile resolve', opts.proof, 'unknown', settling) : settling();
   }
 
   async release(reservationId: string, why: string, opts: { by?: ReleasedBy; proof?: HumanProof } = {}): Promise<Reservation> {
     const note = checkText(why, 'reason', 1000);
     const by = opts.by ?? 'vendor';
-    if (!RELEASED_BY.includes(by)) throw new RuncapError('INVALID_INPUT', `a reservation is released by ${RELEASED_BY.join(', ')}`);
+    transitions.checkReleasedBy(by);
     const releasing = () =>
-      this.transition(reservationId, ['pending', 'uncertain'], (r, now) => {
-        const from = r.state as 'pending' | 'uncertain';
-        if (by === 'hand') this.assertProof(opts.proof, 'reconcile resolve', `releasing ${reservationId} by hand frees ${formatUsd(r.estimate)} of reserved money`);
-        return {
-          next: { ...r, state: 'released' as const, actual: 0, updated_at: now, note, released_by: by },
-          delta: { [from]: -r.estimate, calls: -1 },
-          events: [{ event: 'released', amountMicros: r.estimate, details: { from, why: note, by, ...(by === 'hand' ? { passphrase_typed_by: opts.proof!.by } : {}) } }],
-        };
-      });
+      this.transition(reservationId, (read) =>
+        transitions.release(reservationId, read, { why: note, by, proof: opts.proof }, { proofs: this.proofs, passphraseHash: by === 'hand' ? this.setting('passphrase') : undefined }),
+      );
     return by === 'hand' ? this.humanOnly('reconcile resolve', opts.proof, 'unknown', releasing) : releasing();
   }
 
   async settleReleased(reservationId: string, actualMicros: number, vendorRef: string, opts: { estimated?: boolean; note: string }): Promise<Reservation> {
     checkMicros(actualMicros, 'actual');
     checkRef(vendorRef);
-    if (typeof vendorRef !== 'string') throw new RuncapError('INVALID_INPUT', 'the vendor object that turned up must be named');
+    transitions.checkTurnedUp(vendorRef);
     const note = checkText(opts.note, 'note', 1000);
-    return this.transition(reservationId, ['released'], (r, now) => {
-      // A definite refusal or a human's release is final; only reconcile's "the vendor has no record" can be wrong.
-      if (r.released_by !== 'reconcile') {
-        throw new RuncapError('CONFLICT', `reservation ${r.id} was not released by reconcile; only such a release can be settled again`);
-      }
-      // An object that is another reservation's (a server settled the same SMS meanwhile) is never this one's too.
+    return this.transition(reservationId, (read) => {
       // a scan, off the hot path (settleReleased is rare), so that the hot path keeps writing no index of vendor_ref
-      const holder = this.db.prepare('SELECT id FROM reservations WHERE action = ? AND vendor_ref = ? AND id <> ? LIMIT 1').get(r.action, vendorRef, r.id) as { id: string } | undefined;
-      if (holder) throw new RuncapError('CONFLICT', `${vendorRef} already belongs to reservation ${holder.id}; refused`);
-      const events: AuditInput[] = [
-        { event: 'settled', amountMicros: actualMicros, vendorRef, details: { from: 'released', estimate: r.estimate, estimated: !!opts.estimated, why: note } },
-        // nothing was held for it any more: all of it is beyond what the caps had counted
-        overrun(r.estimate, actualMicros, vendorRef, 0),
-      ];
-      return {
-        next: { ...r, state: 'settled' as const, actual: actualMicros, estimated: opts.estimated ? 1 : 0, vendor_ref: vendorRef, updated_at: now, note },
-        delta: { settled: actualMicros, calls: 1 },
-        events,
-      };
+      const holder = read && (this.db.prepare('SELECT id FROM reservations WHERE action = ? AND vendor_ref = ? AND id <> ? LIMIT 1').get(read.reservation.action, vendorRef, reservationId) as { id: string } | undefined);
+      return transitions.settleReleased(reservationId, read, { actualMicros, vendorRef, estimated: opts.estimated, note, holder: holder?.id });
     });
   }
 
   async markUncertain(reservationId: string, why: string, vendorRef?: string | null): Promise<Reservation> {
     const note = checkText(why, 'reason', 1000);
     checkRef(vendorRef ?? null);
-    return this.transition(reservationId, ['pending'], (r, now) => ({
-      next: { ...r, state: 'uncertain' as const, vendor_ref: vendorRef ?? r.vendor_ref, updated_at: now, note },
-      delta: { pending: -r.estimate, uncertain: r.estimate },
-      events: [{ event: 'uncertain', amountMicros: r.estimate, vendorRef: vendorRef ?? r.vendor_ref, details: { why: note } }],
-    }));
+    return this.transition(reservationId, (read) => transitions.markUncertain(reservationId, read, { why: note, vendorRef }));
   }
 
   async correctEstimate(reservationId: string, finalMicros: number): Promise<Reservation> {
     checkMicros(finalMicros, 'final price');
-    return this.transition(reservationId, ['settled'], (r, now) => {
-      if (r.estimated !== 1 || r.corrected === 1) {
-        throw new RuncapError('CONFLICT', `reservation ${r.id} is not a settled estimate awaiting its final price`);
-      }
-      const before = r.actual ?? 0;
-      const events: AuditInput[] = [{ event: 'corrected', amountMicros: finalMicros, vendorRef: r.vendor_ref, details: { was: before } }];
-      if (finalMicros > r.estimate) events.push(overrun(r.estimate, finalMicros, r.vendor_ref));
-      return {
-        next: { ...r, actual: finalMicros, estimated: 0, corrected: 1, updated_at: now },
-        delta: { settled: finalMicros - before },
-        events,
-      };
-    });
+    return this.transition(reservationId, (read) => transitions.correctEstimate(reservationId, read, finalMicros));
   }
 
-  private transition(
-    reservationId: string,
-    from: ReservationState[],
-    change: (r: ReservationRow, now: number) => { next: ReservationRow; delta: Delta; events: AuditInput[] },
-  ): Promise<Reservation> {
-    if (!isReservationId(reservationId)) {
-      return Promise.reject(new RuncapError('INVALID_INPUT', 'not a reservation id (res_…)'));
-    }
-    const now = this.clock();
+  /** One transition, in one relaxed transaction: the reservation, its counts with its spend group's counter, and its key, read for the rule to decide. */
+  private transition(reservationId: string, decide: (read: TransitionRead | undefined) => TransitionResult): Promise<Reservation> {
     try {
+      transitions.checkReservationId(reservationId);
+      const now = this.clock();
       const result = transaction(this.db, 'normal', () => {
         const r = this.st.reservationById.get(reservationId) as ReservationRow | undefined;
-        if (!r) throw new RuncapError('NOT_FOUND', `no reservation ${reservationId}`);
-        if (!from.includes(r.state)) {
-          throw new RuncapError('CONFLICT', `reservation ${reservationId} is ${r.state}; that transition is refused`);
+        let read: TransitionRead | undefined;
+        if (r) {
+          const group = spendGroupScope(r.action);
+          const rows = this.st.countsOf.all({ id: r.id, group }) as ({ scope: string; window_key: string } & { [K in keyof CounterRow]: number | null })[];
+          const held = rows.find((c) => c.settled !== null);
+          read = {
+            reservation: r,
+            counts: rows.map((c) => ({ scope: c.scope, windowKey: c.window_key })),
+            // counted in its group (as every reservation is), the join read its counter; otherwise one point read
+            group: held ? { settled: held.settled!, pending: held.pending!, uncertain: held.uncertain!, calls: held.calls! } : this.counterOf(group, ''),
+            actor: this.actorOfKey(r.key_id),
+            now,
+          };
         }
-        const { next, delta, events } = change(r, now);
-        // compare-and-set: the state we read must still be the state we change
-        const { changes } = this.st.updateReservation.run({ ...next, from: r.state });
-        if (changes !== 1) throw new RuncapError('CONFLICT', `reservation ${reservationId} changed underneath; refused`);
-        for (const c of this.st.countsOf.all(reservationId) as { scope: string; window_key: string }[]) {
-          this.addCounter(c.scope, c.window_key, delta);
-        }
-        // An overrun grows the counters after the fact; past what runcap counts exactly it is refused
-        // (rolled back: the reservation stays as it was, still counted at its estimate).
-        if ((delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0) > 0 || (delta.calls ?? 0) > 0) {
-          const group = this.counterOf(spendGroupScope(r.action), '');
-          const used = group.settled + group.pending + group.uncertain;
-          if (used > MAX_GROUP_TOTAL || group.calls > MAX_GROUP_TOTAL) {
-            throw new RuncapError('CAP_EXCEEDED', `reservation ${reservationId} cannot be recorded at that amount: ${exactRangeMessage(r.action, used, 0)}`);
-          }
-        }
-        const key = this.keyRow(r.key_id)!;
-        for (const e of events) this.appendAudit(now, key, { action: r.action, reservationId, ...e });
-        return toReservation(next);
+        const { reservation, writes } = decide(read);
+        this.apply(now, writes);
+        return reservation;
       });
       return Promise.resolve(result);
     } catch (err) {
@@ -778,36 +645,21 @@ export class SqliteLedger implements Ledger {
     const now = this.clock();
     const existing = read(() => this.approvalRow(id));
     const stored = read(() => this.setting('passphrase'));
-    if (!stored) throw new RuncapError('CONFLICT', 'no approver passphrase is set: run `runcap init` first');
-    if (typeof opts.passphrase !== 'string' || !passphraseMatches(opts.passphrase, stored)) {
+    answers.checkApproverSet(stored);
+    if (typedPassphrase(opts.passphrase, stored) !== 'right') {
       this.auditWrongPassphrase(now, { by: opts.by, approvalId: existing.id });
-      throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was approved');
+      throw wrongPassphrase('approved');
     }
-    const approved = transaction(this.db, 'full', () => {
+    const answered = transaction(this.db, 'full', () => {
       const r = this.approvalRow(id);
       const key = this.keyRow(r.key_id)!;
-      this.assertAnswerable(r, key, now);
-      if (!this.requestIsAudited(r)) {
-        // committed without approving: the finding stays in the audit trail, for verify to name
-        this.appendAudit(now, key, { event: 'approval_failed', action: r.action, approvalId: id, code: APPROVAL_UNBACKED, details: { by: opts.by, why: 'the approval is not the request its approval_requested row recorded' } });
-        return undefined;
-      }
-      const grantTtl = policyOf(key).grant_ttl_s * 1000;
-      this.db
-        .prepare("UPDATE approvals SET status = 'approved', decided_at = ?, decided_by = ?, expires_at = ? WHERE id = ? AND status = 'pending'")
-        .run(now, opts.by, now + grantTtl, id);
-      // The grant is consumed only with this row behind it (grantBacking): its MAC is what only the audit secret makes.
-      this.appendAudit(now, key, {
-        event: 'approval_approved',
-        action: r.action,
-        amountMicros: r.estimate,
-        approvalId: id,
-        details: { by: opts.by, grant_expires_at: now + grantTtl, request_mac: this.audit.seal(SEAL.approvalRequest, approvalRequestMaterial(r)) },
-      });
-      return toApproval({ ...r, status: 'approved', decided_at: now, decided_by: opts.by, expires_at: now + grantTtl }, key, now);
+      const outcome = answers.approve({ approval: r, key, actor: this.actorOfKey(key.id), now, requested: this.audit.approvalRecord(r.id).requested }, opts.by, this.audit);
+      // a refusal is committed too: the finding stays in the audit trail, for verify to name
+      this.apply(now, outcome.writes);
+      return outcome;
     });
-    if (!approved) throw new RuncapError('CONFLICT', `approval ${id} is not the request runcap recorded (the ledger was edited); nothing was approved`);
-    return approved;
+    if (answered.refused) throw answered.refused;
+    return answered.approval;
   }
 
   async deny(id: string, opts: { reason?: string; by: string }): Promise<Approval> {
@@ -817,12 +669,9 @@ export class SqliteLedger implements Ledger {
     return transaction(this.db, 'full', () => {
       const r = this.approvalRow(id);
       const key = this.keyRow(r.key_id)!;
-      this.assertAnswerable(r, key, now);
-      this.db
-        .prepare("UPDATE approvals SET status = 'denied', decided_at = ?, decided_by = ?, deny_reason = ? WHERE id = ? AND status = 'pending'")
-        .run(now, opts.by, reason, id);
-      this.appendAudit(now, key, { event: 'approval_denied', action: r.action, amountMicros: r.estimate, approvalId: id, details: { by: opts.by, reason } });
-      return toApproval({ ...r, status: 'denied', decided_at: now, decided_by: opts.by, deny_reason: reason }, key, now);
+      const { approval, writes } = answers.deny({ approval: r, key, actor: this.actorOfKey(key.id), now }, opts.by, reason);
+      this.apply(now, writes);
+      return approval;
     });
   }
 
@@ -835,29 +684,25 @@ export class SqliteLedger implements Ledger {
     const by = opts.by ?? 'runcap init';
     checkName(by, 'approver');
     const stored = read(() => this.setting('passphrase'));
-    if (stored !== undefined && (oldPassphrase === undefined || !passphraseMatches(oldPassphrase, stored))) {
-      throw new RuncapError('PASSPHRASE_WRONG', 'the current approver passphrase is wrong; nothing was changed');
-    }
+    checkReplacement(oldPassphrase, stored);
     const hash = hashPassphrase(newPassphrase, this.passphraseCost);
     const now = this.clock();
     transaction(this.db, 'full', () => {
       // The passphrase checked above must still be the one replaced: two changes at once cannot both win.
       if (this.setting('passphrase') !== stored) throw new RuncapError('CONFLICT', 'the approver passphrase changed meanwhile; nothing was changed');
-      this.db.prepare('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run('passphrase', hash);
-      // Neither the passphrase nor its hash: a seal lets verify tell the stored hash is this one, and nothing more.
-      this.audit.append(now, { event: 'passphrase_set', details: { replaced: stored !== undefined, passphrase_mac: this.audit.seal(SEAL.passphrase, hash) } });
+      this.apply(now, passphraseSet(this.audit, hash, stored !== undefined));
       return undefined;
     });
     // whoever just chose the passphrase has proven it for anything (init's human, a test's, the demo's)
-    return this.mintProof(by, hash, now, 'any');
+    return this.proofs.mint(by, hash, now, 'any');
   }
 
   async checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean> {
     if (attempt) checkName(attempt.by, 'approver');
     const now = this.clock();
     const stored = read(() => this.setting('passphrase'));
-    if (stored === undefined) return false;
-    if (typeof passphrase === 'string' && passphraseMatches(passphrase, stored)) return true;
+    const typed = typedPassphrase(passphrase, stored);
+    if (typed !== 'wrong') return typed === 'right';
     this.auditWrongPassphrase(now, attempt);
     return false;
   }
@@ -866,42 +711,30 @@ export class SqliteLedger implements Ledger {
     checkName(attempt.by, 'approver');
     const now = this.clock();
     const stored = read(() => this.setting('passphrase'));
-    if (stored === undefined) {
-      await this.recordRefusal({ act: attempt.during, by: attempt.by, why: 'no approver passphrase is set' });
-      throw new RuncapError('PASSPHRASE_REQUIRED', 'no approver passphrase is set: run `runcap init` first; nothing was done');
+    const proving = this.proofs.prove(passphrase, stored, attempt, now);
+    if (proving.kind === 'unset') {
+      await this.recordRefusal(proving.refusal);
+      throw proving.error;
     }
-    if (typeof passphrase !== 'string' || !passphraseMatches(passphrase, stored)) {
+    if (proving.kind === 'wrong') {
       this.auditWrongPassphrase(now, attempt);
-      throw new RuncapError('PASSPHRASE_WRONG', 'wrong approver passphrase; nothing was done');
+      throw proving.error;
     }
-    return this.mintProof(attempt.by, stored, now, attempt.during);
+    return proving.proof;
   }
 
   async recordRefusal(refusal: HumanActRefusal): Promise<void> {
-    // a refusal is recorded whatever it was given: the name is cut to something printable, never a reason to lose the row
-    const by = (typeof refusal.by === 'string' ? refusal.by.replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 128) : '') || 'unknown';
-    const why = String(refusal.why).slice(0, 500);
-    const act = HUMAN_ACTS.includes(refusal.act) ? refusal.act : null;
+    const { act, audit } = refusalAudit(refusal);
     const now = this.clock();
     transaction(this.db, 'normal', () => {
       if (!this.admitDenialRow(now, null, 'PASSPHRASE_REQUIRED', act)) return;
-      this.appendAudit(now, null, { event: 'refused', action: null, code: 'PASSPHRASE_REQUIRED', details: { act, by, why } });
+      this.apply(now, { ops: [], audit: [audit] });
     });
-  }
-
-  private mintProof(by: string, hash: string, now: number, act: HumanAct | 'any'): HumanProof {
-    const proof: HumanProof = Object.freeze({ by, provenAt: now, act });
-    this.proofs.set(proof, { hash, act });
-    return proof;
   }
 
   /** Inside the transaction that acts: the proof is one this ledger made, for this act, for the passphrase still set. */
   private assertProof(proof: HumanProof | undefined, act: HumanAct, what: string): asserts proof is HumanProof {
-    const made = proof !== undefined && proof !== null && typeof proof === 'object' ? this.proofs.get(proof) : undefined;
-    const current = made !== undefined && made.hash === this.setting('passphrase');
-    if (current && (made.act === 'any' || made.act === act)) return;
-    const why = made === undefined ? '' : !current ? ' (the passphrase changed since it was typed)' : ` (the passphrase was typed for ${made.act})`;
-    throw new RuncapError('PASSPHRASE_REQUIRED', `${what}: only a human who types the approver passphrase at a terminal may do that${why}; nothing was done`);
+    this.proofs.assert(proof, act, what, this.setting('passphrase'));
   }
 
   /** Runs a human-only act; a refusal for want of a proof is audited (bounded) before it is thrown on. */
@@ -910,9 +743,7 @@ export class SqliteLedger implements Ledger {
       return await run();
     } catch (err) {
       if (err instanceof RuncapError && err.code === 'PASSPHRASE_REQUIRED') {
-        // a name is taken from the proof only when this ledger made it: a look-alike names whoever it likes
-        const named = proof !== undefined && proof !== null && typeof proof === 'object' && this.proofs.has(proof) ? proof.by : by;
-        await this.recordRefusal({ act, by: named, why: err.message }).catch(() => {});
+        await this.recordRefusal({ act, by: this.proofs.refusalName(proof, by), why: err.message }).catch(() => {});
       }
       throw err;
     }
@@ -1123,39 +954,6 @@ export class SqliteLedger implements Ledger {
     return { now, auditSecret: this.core.auditSecret, newKeyId: () => this.core.newId('vk'), newKeySecret };
   }
 
-  private budgetOf(chain: KeyRow[], now: number): Budget {
-    const w = windowsAt(now);
-    const self = chain[chain.length - 1]!;
-    const caps: CapStatus[] = this.capsFor(chain).map((c) => {
-      const key = c.window === 'per_call' ? '' : windowKey(c.window, w);
-      const counter = c.window === 'per_call' ? { settled: 0, pending: 0, uncertain: 0, calls: 0 } : this.counterOf(`cap:${c.id}`, key);
-      const used = counter.settled + counter.pending + counter.uncertain;
-      return {
-        capId: c.id,
-        scope: c.scope,
-        keyId: c.key_id,
-        window: c.window,
-        windowKey: key,
-        ...(c.action ? { action: c.action } : {}),
-        ...(c.usd_micros !== null ? { limitMicros: c.usd_micros, remainingMicros: Math.max(0, c.usd_micros - (c.window === 'per_call' ? 0 : used)) } : {}),
-        ...(c.calls !== null ? { limitCalls: c.calls, remainingCalls: Math.max(0, c.calls - counter.calls) } : {}),
-        settledMicros: counter.settled,
-        pendingMicros: counter.pending,
-        uncertainMicros: counter.uncertain,
-        calls: counter.calls,
-      };
-    });
-    const windowed = caps.filter((c) => c.window !== 'per_call' && c.remainingMicros !== undefined && c.action === undefined && c.keyId !== null);
-    const remainingMicros = windowed.length ? Math.min(...windowed.map((c) => c.remainingMicros!)) : undefined;
-    return {
-      keyId: self.id,
-      label: self.label,
-      expiresAt: Math.min(...chain.map((k) => k.expires_at)),
-      allow: policyOf(self).allow,
-      caps,
-      ...(remainingMicros !== undefined ? { remainingMicros } : {}),
-    };
-  }
 
   private approvalRow(id: string): ApprovalRow {
     const r = typeof id === 'string' ? (this.db.prepare('SELECT * FROM approvals WHERE id = ?').get(id) as ApprovalRow | undefined) : undefined;
@@ -1163,36 +961,14 @@ export class SqliteLedger implements Ledger {
     return r;
   }
 
-  private assertAnswerable(r: ApprovalRow, key: KeyRow, now: number): void {
-    const status = effectiveApprovalStatus(r, now);
-    if (status === 'expired' && r.status === 'pending') {
-      this.st.expireApproval.run(r.id);
-      this.appendAudit(now, key, { event: 'approval_expired', action: r.action, approvalId: r.id, details: { was: r.status } });
-    }
-    if (status !== 'pending') throw new RuncapError('CONFLICT', `approval ${r.id} is ${status}; it can no longer be answered`);
-  }
-
   // ─────────── grants backed by the audit (anyone who can write the file can write a status) ───────────
 
-  /** Whether a pending approval is the request its approval_requested row (valid MAC) recorded. */
-  private requestIsAudited(r: ApprovalRow): boolean {
-    const q = this.audit.approvalRecord(r.id).requested;
-    if (!q || q.keyId !== r.key_id || q.action !== r.action || q.amountMicros !== r.estimate || q.at !== r.created_at) return false;
-    const seal = (q.details as { request_mac?: unknown }).request_mac;
-    // requested before runcap sealed requests: what the row itself pins above is all there is to compare
-    return seal === undefined || this.audit.sealMatches(SEAL.approvalRequest, approvalRequestMaterial(r), seal);
-  }
 
   /** Every wrong approver passphrase leaves a row (never the text typed): guessing is seen in the audit log. */
   private auditWrongPassphrase(now: number, attempt: PassphraseAttempt | undefined): void {
     transaction(this.db, 'full', () => {
-      if (attempt?.approvalId !== undefined) {
-        const r = this.approvalRow(attempt.approvalId);
-        this.appendAudit(now, this.keyRow(r.key_id)!, { event: 'approval_failed', action: r.action, approvalId: r.id, code: 'PASSPHRASE_WRONG', details: { by: attempt.by } });
-      } else {
-        const event = attempt?.during === 'approvals watch' ? 'approval_failed' : 'passphrase_failed';
-        this.appendAudit(now, null, { event, code: 'PASSPHRASE_WRONG', details: { by: attempt?.by ?? null, during: attempt?.during ?? null } });
-      }
+      const approval = attempt?.approvalId !== undefined ? this.approvalRow(attempt.approvalId) : undefined;
+      this.apply(now, { ops: [], audit: [wrongPassphraseAudit(attempt, approval && { row: approval, actor: this.actorOfKey(approval.key_id) })] });
       return undefined;
     });
   }
@@ -1201,37 +977,18 @@ export class SqliteLedger implements Ledger {
     return (this.db.prepare('SELECT value FROM settings WHERE name = ?').get(name) as { value: string } | undefined)?.value;
   }
 
-  /** Audit rows carry the key's label, issuer and delegation chain; never a secret. */
-  private appendAudit(now: number, key: KeyRow | null, input: AuditInput): void {
-    if (!key) {
-      this.audit.append(now, input);
-      return;
+  private readonly actors = new Map<string, Actor>();
+
+  /** Whom a key's audit rows are about (its chain's labels); labels never change, so once per key per process. */
+  private actorOfKey(keyId: string): Actor {
+    let actor = this.actors.get(keyId);
+    if (!actor) {
+      actor = actorOf(this.chainOf(this.keyRow(keyId)!));
+      if (this.actors.size > 10_000) this.actors.clear();
+      this.actors.set(keyId, actor);
     }
-    this.audit.append(now, { ...input, keyId: key.id, label: key.label, issuer: key.issued_by, delegation: this.delegationOf(key) });
+    return actor;
   }
-
-  private readonly delegations = new Map<string, string[]>();
-
-  /** Labels of the key's chain, root first; labels never change, so once per key per process. */
-  private delegationOf(key: KeyRow): string[] {
-    let labels = this.delegations.get(key.id);
-    if (!labels) {
-      labels = this.chainOf(key).map((k) => k.label);
-      if (this.delegations.size > 10_000) this.delegations.clear();
-      this.delegations.set(key.id, labels);
-    }
-    return labels;
-  }
-}
-
-/** held: what the reservation still counted when the actual came (its estimate, or 0 once released). */
-function overrun(estimate: number, actual: number, vendorRef: string | null, held = estimate): AuditInput {
-  return {
-    event: 'overrun',
-    amountMicros: actual - held,
-    vendorRef,
-    details: { estimate, actual, over: actual - held, over_usd: usdDecimal(actual - held), ...(held !== estimate ? { held } : {}) },
-  };
 }
 
 

@@ -1,7 +1,12 @@
 /** Rows built by hand for the core's unit tests: no database, only the shapes a storage would read. */
+import { RuncapError } from '../../../src/policy/codes.js';
 import { policySchema, type PolicyInput } from '../../../src/policy/schema.js';
-import type { CapRow, CounterRow, KeyRow } from '../../../src/ledger/core/rows.js';
-import { counterId } from '../../../src/ledger/core/writes.js';
+import type { AuditRow, HumanProof } from '../../../src/ledger/types.js';
+import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../../../src/ledger/core/rows.js';
+import { seal, sealMatches, type Actor, type Sealer } from '../../../src/ledger/core/audit-chain.js';
+import type { HumanProofs } from '../../../src/ledger/core/human.js';
+import type { ProofCheck, TransitionRead } from '../../../src/ledger/core/reservations.js';
+import { counterId, EMPTY_COUNTER, type CounterKey } from '../../../src/ledger/core/writes.js';
 
 /** 2025-01-15 12:00 UTC: windows d:2025-01-15 and m:2025-01. */
 export const NOW = Date.UTC(2025, 0, 15, 12);
@@ -64,3 +69,120 @@ export function counters(...entries: [cap: CapRow, windowKey: string, counted: P
 }
 
 export const usd = (n: number): number => Math.round(n * 1_000_000);
+
+// ── approval and audit rows (the same as the verify tests build) ──
+
+export const T0 = Date.UTC(2030, 0, 15, 12, 0, 0);
+
+export function approvalRow(over: Partial<ApprovalRow> = {}): ApprovalRow {
+  return {
+    id: 'ap_1',
+    key_id: 'k_root',
+    action: 'stripe.charge',
+    fingerprint: 'fp-1',
+    estimate: 50_000_000,
+    request: 'charge $50',
+    reason: 'above $20',
+    status: 'pending',
+    created_at: T0,
+    expires_at: T0 + 86_400_000,
+    decided_at: null,
+    decided_by: null,
+    deny_reason: null,
+    reservation_id: null,
+    family_id: null,
+    ...over,
+  };
+}
+
+let nextAuditId = 1;
+
+export function auditRow(over: Partial<AuditRow> & Pick<AuditRow, 'event'>): AuditRow {
+  const id = over.id ?? nextAuditId++;
+  return {
+    id,
+    chain: over.keyId ?? 'global',
+    seq: id,
+    at: T0,
+    keyId: null,
+    label: null,
+    issuer: null,
+    delegation: [],
+    action: null,
+    amountMicros: null,
+    vendorRef: null,
+    code: null,
+    reservationId: null,
+    approvalId: null,
+    details: {},
+    ...over,
+  };
+}
+
+// ── reservations and their transitions ──
+
+/** A reservation id of the shape the ledger makes (res_ + a ULID). */
+export const RES_ID = 'res_01HZZZZZZZZZZZZZZZZZZZZZZZ';
+
+export function reservationRow(over: Partial<ReservationRow> = {}): ReservationRow {
+  return {
+    id: RES_ID,
+    key_id: 'vk_reserver',
+    label: 'run',
+    action: 'stripe.payment_intents.create',
+    fingerprint: 'f'.repeat(64),
+    state: 'pending',
+    estimate: 5_000_000,
+    actual: null,
+    estimated: 0,
+    corrected: 0,
+    vendor_ref: null,
+    day: '2025-01-15',
+    month: '2025-01',
+    created_at: NOW - HOUR_MS,
+    updated_at: NOW - HOUR_MS,
+    request: '{"args":{}}',
+    normalized: null,
+    note: null,
+    released_by: null,
+    ...over,
+  };
+}
+
+/** Whom the rows of a reservation of `key` are about. */
+export const ACTOR: Actor = { id: 'vk_reserver', label: 'root/run', issuer: 'alice', delegation: ['root', 'root/run'] };
+
+/** The counters a reservation of `action` counts in (as authorize fixes them), its group's last. */
+export function countsFor(action: string, extra: CounterKey[] = [{ scope: 'cap:7', windowKey: 'd:2025-01-15' }]): CounterKey[] {
+  const group = ['stripe', 'twilio', 'resend'].find((v) => action.startsWith(`${v}.`)) ?? 'custom';
+  return [...extra, { scope: 'spend-label:root/run', windowKey: '' }, { scope: 'spend-day:2025-01-15', windowKey: '' }, { scope: `spend-vendor:${group}`, windowKey: '' }];
+}
+
+/** What a transition's transaction reads of `r`. */
+export function transitionRead(r: ReservationRow, over: Partial<TransitionRead> = {}): TransitionRead {
+  return { reservation: r, counts: countsFor(r.action), group: { ...EMPTY_COUNTER }, actor: ACTOR, now: NOW, ...over };
+}
+
+/** A proof check against this passphrase hash, as a transaction read it (undefined: none is set). */
+export function proofCheck(proofs: HumanProofs, passphraseHash: string | undefined): ProofCheck {
+  return { proofs, passphraseHash };
+}
+
+/** A HumanProof made by no ledger. */
+export const LOOK_ALIKE: HumanProof = Object.freeze({ by: 'mallory', provenAt: NOW, act: 'any' });
+
+/** The code and message a rule throws (undefined when it does not). */
+export function refusal(run: () => unknown): { code: string; message: string } | undefined {
+  try {
+    run();
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof RuncapError)) throw err;
+    return { code: err.code, message: err.message };
+  }
+}
+
+/** seal and sealMatches with this audit secret bound, as a storage's audit log offers them. */
+export function sealerOf(secret: Buffer): Sealer {
+  return { seal: (purpose, value) => seal(secret, purpose, value), sealMatches: (purpose, value, given) => sealMatches(secret, purpose, value, given) };
+}
