@@ -5,6 +5,8 @@
 export interface CoreContext {
   auditSecret: Buffer;
   newId: (prefix: 'vk' | 'res' | 'apr') => string;
+  /** a fresh key secret, shown once in the issued key and stored only as its hash */
+  newKeySecret: () => string;
 }
 
 export const DAY_MS = 24 * 3600 * 1000;

@@ -4,7 +4,9 @@
  * them per UTC minute; the rest are counted in its tally and written to the chain as one
  * denials_counted row once that minute is over (or sooner, at close and before the audit is listed).
  */
+import { isValidAction } from '../../policy/glob.js';
 import { secretMatches } from '../secrets.js';
+import { checkText } from './input.js';
 import { about, actorOf, GLOBAL_CHAIN, type Actor, type AuditInput } from './audit-chain.js';
 import type { KeyRow } from './rows.js';
 import type { DenialTally, Write } from './writes.js';
@@ -90,6 +92,12 @@ function heldDenialsRow(tally: DenialTally, chainActor: Actor | null, now?: numb
 export function presentedActor(parsed: { id: string; secret: string } | undefined, chain: readonly KeyRow[] | undefined): Actor | null {
   const self = chain?.[chain.length - 1];
   return parsed && self && secretMatches(parsed.secret, self.secret_hash) ? actorOf(chain!) : null;
+}
+
+/** A denial as it is recorded: its message cut to 500 characters, an action that is no valid action name left out. */
+export function denialToRecord(denial: { action: unknown; code: string; message: unknown }): { action: string | null; code: string; message: string } {
+  const message = checkText(String(denial.message).slice(0, 500), 'message', 500);
+  return { action: typeof denial.action === 'string' && isValidAction(denial.action) ? denial.action : null, code: denial.code, message };
 }
 
 /** The row of a denial decided before the ledger (the caller already passed it through admitDenialRow). */

@@ -10,24 +10,20 @@ import { globsCover } from '../../policy/glob.js';
 import { domainAllowed, formatUsd, windowKey, windowsAt, type Windows } from '../../policy/rules.js';
 import { DEFAULT_MAX_CHILDREN, DEFAULT_TTL_S, policySchema, type Cap, type Policy } from '../../policy/schema.js';
 import { formatKey, hashSecret } from '../secrets.js';
-import type { ChildKeyInput, IssuedKey } from '../types.js';
+import type { ChildKeyInput, DelegateInput, IssuedKey } from '../types.js';
 import { about, actorOf, SEAL, seal } from './audit-chain.js';
+import type { CoreContext } from './context.js';
 import { familyOf } from './family.js';
-import { checkTtl, parsePolicy } from './input.js';
+import { checkLabel, checkMicros, checkName, checkTtl, parsePolicy } from './input.js';
 import { policyOf, toKeyInfo, type CapRow, type CounterRow, type KeyRow } from './rows.js';
 import { counterId, EMPTY_COUNTER, usedMicros, type AuditEntry, type CounterKey, type Write, type Writes } from './writes.js';
 
 /** How a key came to be, in its key_issued row: what vouched for the budget it carries. */
 export type KeyAuthority = 'passphrase' | 'parent key' | 'delegate_key' | 'session template';
 
-/** What issuing a key takes besides the state read: the time, the audit secret (for the seal), and where ids and secrets come from. */
-export interface KeyContext {
+/** What issuing a key takes besides the state read: the time, and the core's audit secret (for the seal) and id source. */
+export interface KeyContext extends CoreContext {
   now: number;
-  auditSecret: Buffer;
-  /** a fresh key id (vk_…) */
-  newKeyId: () => string;
-  /** a fresh key secret, shown once in the issued key and stored only as its hash */
-  newKeySecret: () => string;
 }
 
 /** What a key rule reads of a chain in its transaction. */
@@ -52,6 +48,26 @@ export interface ChildSpec {
   ttlSeconds: number | undefined;
   issuedBy: string;
   authority: KeyAuthority;
+}
+
+/** A child issued with the parent's secret (`runcap keys issue --parent`). */
+export function childKeySpec(input: ChildKeyInput): ChildSpec {
+  checkLabel(input.label);
+  checkName(input.issuedBy, 'issuer');
+  return { label: input.label, policy: input.policy, ttlSeconds: input.ttlSeconds, issuedBy: input.issuedBy, authority: 'parent key' };
+}
+
+/** A child a run delegates itself (the delegate_key tool): one total cap, no delegation of its own. */
+export function delegateSpec(parent: KeyRow, input: DelegateInput): ChildSpec {
+  checkLabel(input.label);
+  checkMicros(input.capTotalMicros, 'cap_total_usd');
+  return {
+    label: input.label,
+    policy: { ...(input.allow ? { allow: input.allow } : {}), caps: [{ window: 'total', usd_micros: input.capTotalMicros }], may_delegate: false },
+    ttlSeconds: input.ttlSeconds,
+    issuedBy: `${parent.label} (delegate_key)`,
+    authority: 'delegate_key',
+  };
 }
 
 /** A child key once its own input is checked and the parent's defaults filled in. */
@@ -292,7 +308,7 @@ export function insertKey(
   },
   ctx: KeyContext,
 ): Issued {
-  const id = ctx.newKeyId();
+  const id = ctx.newId('vk');
   const secret = ctx.newKeySecret();
   const parent = spec.parentChain[spec.parentChain.length - 1];
   const ancestors = parent ? [...(JSON.parse(parent.ancestors) as string[]), parent.id] : [];

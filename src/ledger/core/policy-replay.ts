@@ -13,7 +13,7 @@
 import canonicalize from 'canonicalize';
 import { formatUsd } from '../../policy/rules.js';
 import type { AuditEvent, AuditProblem, AuditRow } from '../types.js';
-import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type SealPurpose } from './audit-chain.js';
+import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type Sealer } from './audit-chain.js';
 import type { ApprovalRow, CapRow, KeyRow } from './rows.js';
 import { revocationReason } from './keys.js';
 
@@ -51,18 +51,19 @@ export interface PolicyTables {
   passphraseHash: string | undefined;
 }
 
-/** Checks a seal made with the audit secret (core/audit-chain.ts sealMatches, the secret bound). */
-export type SealCheck = (purpose: SealPurpose, value: string, given: unknown) => boolean;
+/** Checks a seal made with the audit secret (a storage's audit log, the secret bound). */
+export type SealCheck = Sealer['sealMatches'];
 
 export function replayPolicyRows(t: PolicyTables, ctx: { sealMatches: SealCheck; pendingApprovalMs: number }): AuditProblem[] {
+  const { sealMatches, pendingApprovalMs } = ctx;
   const issued = new Map<string, AuditRow>();
   for (const r of t.audit) if ((r.event === 'key_issued' || r.event === 'session_minted') && r.keyId && !issued.has(r.keyId)) issued.set(r.keyId, r);
   return [
-    ...keysAgainstAudit(t.keys, t.audit, issued, ctx.sealMatches),
+    ...keysAgainstAudit(t.keys, t.audit, issued, sealMatches),
     ...keyCapsAgainstAudit(t.keys, t.keyCaps, issued),
     ...vendorLimitsAgainstAudit(t.vendorCaps, t.audit),
-    ...approvalsAgainstAudit(t, ctx.sealMatches, ctx.pendingApprovalMs),
-    ...passphraseAgainstAudit(t.passphraseHash, t.audit, ctx.sealMatches),
+    ...approvalsAgainstAudit(t, sealMatches, pendingApprovalMs),
+    ...passphraseAgainstAudit(t.passphraseHash, t.audit, sealMatches),
   ];
 }
 

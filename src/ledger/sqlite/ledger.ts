@@ -1,13 +1,12 @@
 /**
- * The SQLite ledger. Every decision is one BEGIN IMMEDIATE transaction that
- * reads only indexed rows (keys by id, caps by key, counters by primary key),
- * so its cost does not grow with history. The rules themselves are the pure
- * functions of src/policy, shared with any other ledger implementation.
+ * The SQLite ledger: storage beneath the decision core (src/ledger/core). Each request is one
+ * transaction (BEGIN IMMEDIATE for what writes) that reads what the core's rules ask for — only
+ * indexed rows (keys by id, caps by key, counters by primary key), so its cost does not grow with
+ * history — calls the rules, and applies the Writes they return. It decides nothing itself.
  */
 import type Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
-import { isValidAction } from '../../policy/glob.js';
 import { hashPassphrase, newId, newKeySecret, parseKey, PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../secrets.js';
 import type {
   Approval,
@@ -55,10 +54,10 @@ import {
 } from '../core/authorize.js';
 import { budgetCounters, budgetOf } from '../core/budget.js';
 import type { CoreContext } from '../core/context.js';
-import { admitDenialRow, deniedBeforeLedger, flushTally, presentedActor } from '../core/denials.js';
+import { admitDenialRow, deniedBeforeLedger, denialToRecord, flushTally, presentedActor } from '../core/denials.js';
 import { familyOf } from '../core/family.js';
 import { checkReplacement, HumanProofs, passphraseSet, refusalAudit, typedPassphrase, wrongPassphrase, wrongPassphraseAudit } from '../core/human.js';
-import { checkHeads, checkLabel, checkMicros, checkName, checkRef, checkRootKeyInput, checkText } from '../core/input.js';
+import { checkHeads, checkMicros, checkName, checkRef, checkRootKeyInput, checkText } from '../core/input.js';
 import * as keys from '../core/keys.js';
 import * as limits from '../core/limits.js';
 import { replayPolicyRows } from '../core/policy-replay.js';
@@ -157,7 +156,7 @@ export class SqliteLedger implements Ledger {
   constructor(opts: SqliteLedgerOptions) {
     this.db = openDb(opts.file, { busyTimeoutMs: opts.busyTimeoutMs ?? 5000 });
     this.audit = new AuditLog(this.db, opts.auditSecret);
-    this.core = { auditSecret: opts.auditSecret, newId };
+    this.core = { auditSecret: opts.auditSecret, newId, newKeySecret };
     this.clock = opts.clock ?? Date.now;
     this.staleAfterMs = opts.staleAfterMs ?? 90_000;
     this.passphraseCost = opts.passphraseCost;
@@ -209,25 +208,11 @@ export class SqliteLedger implements Ledger {
   }
 
   async issueChildKey(presentedParentKey: string, input: ChildKeyInput): Promise<IssuedKey> {
-    return this.childOf(presentedParentKey, 'keys.issue', () => {
-      checkLabel(input.label);
-      checkName(input.issuedBy, 'issuer');
-      return { label: input.label, policy: input.policy, ttlSeconds: input.ttlSeconds, issuedBy: input.issuedBy, authority: 'parent key' };
-    });
+    return this.childOf(presentedParentKey, 'keys.issue', () => keys.childKeySpec(input));
   }
 
   async delegateKey(presentedKey: string, input: DelegateInput): Promise<IssuedKey> {
-    return this.childOf(presentedKey, 'mcp.delegate_key', (parent) => {
-      checkLabel(input.label);
-      checkMicros(input.capTotalMicros, 'cap_total_usd');
-      return {
-        label: input.label,
-        policy: { ...(input.allow ? { allow: input.allow } : {}), caps: [{ window: 'total', usd_micros: input.capTotalMicros }], may_delegate: false },
-        ttlSeconds: input.ttlSeconds,
-        issuedBy: `${parent.label} (delegate_key)`,
-        authority: 'delegate_key',
-      };
-    });
+    return this.childOf(presentedKey, 'mcp.delegate_key', (parent) => keys.delegateSpec(parent, input));
   }
 
   /**
@@ -370,15 +355,14 @@ export class SqliteLedger implements Ledger {
   }
 
   async recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void> {
-    const message = checkText(String(denial.message).slice(0, 500), 'message', 500);
+    const recorded = denialToRecord(denial);
     const now = this.clock();
     transaction(this.db, 'normal', () => {
       const parsed = typeof presentedKey === 'string' ? parseKey(presentedKey) : undefined;
       const row = parsed ? this.keyRow(parsed.id) : undefined;
       const actor = presentedActor(parsed, row && this.chainOf(row));
-      const action = typeof denial.action === 'string' && isValidAction(denial.action) ? denial.action : null;
-      if (!this.admitDenialRow(now, actor, denial.code, action)) return;
-      this.apply(now, writes([], [deniedBeforeLedger(actor, parsed?.id ?? null, { action, code: denial.code, message })]));
+      if (!this.admitDenialRow(now, actor, recorded.code, recorded.action)) return;
+      this.apply(now, writes([], [deniedBeforeLedger(actor, parsed?.id ?? null, recorded)]));
     });
   }
 
@@ -951,7 +935,7 @@ export class SqliteLedger implements Ledger {
 
   /** Where a new key's id and secret come from, and the secret its audit seal is made with. */
   private keyContext(now: number): keys.KeyContext {
-    return { now, auditSecret: this.core.auditSecret, newKeyId: () => this.core.newId('vk'), newKeySecret };
+    return { ...this.core, now };
   }
 
 

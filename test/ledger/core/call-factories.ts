@@ -39,6 +39,7 @@ export function coreContext(): CoreContext & { issued: string[] } {
       issued.push(id);
       return id;
     },
+    newKeySecret: () => 'S'.repeat(43),
   };
 }
 

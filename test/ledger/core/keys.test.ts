@@ -31,7 +31,7 @@ const W = windowsAt(NOW);
 
 function ctx(now = NOW): KeyContext {
   let n = 0;
-  return { now, auditSecret: SECRET, newKeyId: () => `vk_new${String(++n).padStart(22, '0')}`, newKeySecret: () => 'S'.repeat(43) };
+  return { now, auditSecret: SECRET, newId: (prefix) => `${prefix}_new${String(++n).padStart(22, '0')}`, newKeySecret: () => 'S'.repeat(43) };
 }
 
 /** The chain's state with its caps as a storage would read them, and these counters. */
