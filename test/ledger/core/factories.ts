@@ -1,8 +1,8 @@
 /** Rows built by hand for the core's unit tests: no database, only the shapes a storage would read. */
 import { RuncapError } from '../../../src/policy/codes.js';
 import { policySchema, type PolicyInput } from '../../../src/policy/schema.js';
-import type { AuditRow, HumanProof } from '../../../src/ledger/types.js';
-import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../../../src/ledger/core/rows.js';
+import type { HumanProof } from '../../../src/ledger/types.js';
+import type { CapRow, CounterRow, KeyRow, ReservationRow } from '../../../src/ledger/core/rows.js';
 import { seal, sealMatches, type Actor, type Sealer } from '../../../src/ledger/core/audit-chain.js';
 import type { HumanProofs } from '../../../src/ledger/core/human.js';
 import type { ProofCheck, TransitionRead } from '../../../src/ledger/core/reservations.js';
@@ -70,54 +70,9 @@ export function counters(...entries: [cap: CapRow, windowKey: string, counted: P
 
 export const usd = (n: number): number => Math.round(n * 1_000_000);
 
-// ── approval and audit rows (the same as the verify tests build) ──
+// ── approval and audit rows: the ones the verify tests build ──
 
-export const T0 = Date.UTC(2030, 0, 15, 12, 0, 0);
-
-export function approvalRow(over: Partial<ApprovalRow> = {}): ApprovalRow {
-  return {
-    id: 'ap_1',
-    key_id: 'k_root',
-    action: 'stripe.charge',
-    fingerprint: 'fp-1',
-    estimate: 50_000_000,
-    request: 'charge $50',
-    reason: 'above $20',
-    status: 'pending',
-    created_at: T0,
-    expires_at: T0 + 86_400_000,
-    decided_at: null,
-    decided_by: null,
-    deny_reason: null,
-    reservation_id: null,
-    family_id: null,
-    ...over,
-  };
-}
-
-let nextAuditId = 1;
-
-export function auditRow(over: Partial<AuditRow> & Pick<AuditRow, 'event'>): AuditRow {
-  const id = over.id ?? nextAuditId++;
-  return {
-    id,
-    chain: over.keyId ?? 'global',
-    seq: id,
-    at: T0,
-    keyId: null,
-    label: null,
-    issuer: null,
-    delegation: [],
-    action: null,
-    amountMicros: null,
-    vendorRef: null,
-    code: null,
-    reservationId: null,
-    approvalId: null,
-    details: {},
-    ...over,
-  };
-}
+export { approvalRow, auditRow, T0 } from './stored-rows.js';
 
 // ── reservations and their transitions ──
 
