@@ -2,7 +2,7 @@
  * Property tests of the decision core: random keys (chains of 1–3 with random caps per window,
  * action-scoped caps, global vendor caps) and random sequences of calls and transitions, over a
  * small in-memory storage that reads what the core asks for and applies its Writes the way
- * SqliteLedger.apply does. After every step, every cap holds (only an overrun may pass it, and
+ * SqliteLedger.apply does; calls and transitions alike are decided by the core's own rules. After every step, every cap holds (only an overrun may pass it, and
  * only by the overrun), every counter is exactly the sum of the reservations counted in it, and a
  * denied call has changed nothing. fast-check shrinks a failure to a minimal sequence.
  */
@@ -20,7 +20,10 @@ import {
 } from '../../../src/ledger/core/authorize.js';
 import { type ApprovalRow, type CapRow, type CounterRow, type KeyRow, type ReservationRow } from '../../../src/ledger/core/rows.js';
 import { spendGroupScope } from '../../../src/ledger/core/spend.js';
-import { contribution, counterId, EMPTY_COUNTER, usedMicros, writes, type CounterKey, type Delta, type Write, type Writes } from '../../../src/ledger/core/writes.js';
+import { HumanProofs } from '../../../src/ledger/core/human.js';
+import { markUncertain, release, settle, type TransitionRead } from '../../../src/ledger/core/reservations.js';
+import { RuncapError } from '../../../src/policy/codes.js';
+import { contribution, counterId, EMPTY_COUNTER, usedMicros, type CounterKey, type Delta, type Write, type Writes } from '../../../src/ledger/core/writes.js';
 import { MAX_GROUP_TOTAL } from '../../../src/policy/rules.js';
 import { MAX_MICROS, type Cap, type PolicyInput } from '../../../src/policy/schema.js';
 import type { ReasonCode } from '../../../src/policy/codes.js';
@@ -91,45 +94,33 @@ function apply(s: Storage, w: Writes): void {
   }
 }
 
-// ─────────────────── the transitions, as SqliteLedger does them today ───────────────────
+// ─────────────────── the transitions: the core's own rules ───────────────────
 
 type Transition = { kind: 'settle'; actual: number } | { kind: 'release' } | { kind: 'markUncertain' };
 
+const ACTOR = { id: 'vk_model', label: 'model', issuer: 'alice', delegation: ['model'] };
+const NO_HUMAN = { proofs: new HumanProofs(), passphraseHash: undefined };
+
 /**
- * The counter deltas of settle, release and markUncertain exactly as src/ledger/sqlite/ledger.ts
- * makes them today (settle: settled +actual, from-state −estimate; release: from-state −estimate,
- * calls −1; markUncertain: pending −estimate, uncertain +estimate), applied to every counter the
- * reservation counts in, and the exact-range refusal of an overrun past MAX_GROUP_TOTAL. The one
- * place to swap for core/reservations.ts once it lands.
+ * A transition decided by core/reservations.ts on what the model storage holds: the reservation,
+ * the counters it counts in, its spend group's counter. A refusal (a transition from a state that
+ * does not allow it, an overrun past the exact range) writes nothing.
  */
 function transitionWrites(r: Stored, t: Transition, s: Storage, now: number): Writes | { refused: 'CONFLICT' | 'CAP_EXCEEDED' } {
-  const row = r.row;
-  let next: ReservationRow;
-  let delta: Delta;
-  switch (t.kind) {
-    case 'settle':
-      if (row.state !== 'pending' && row.state !== 'uncertain') return { refused: 'CONFLICT' };
-      next = { ...row, state: 'settled', actual: t.actual, updated_at: now };
-      delta = { settled: t.actual, [row.state]: -row.estimate };
-      break;
-    case 'release':
-      if (row.state !== 'pending' && row.state !== 'uncertain') return { refused: 'CONFLICT' };
-      next = { ...row, state: 'released', actual: 0, updated_at: now, released_by: 'vendor' };
-      delta = { [row.state]: -row.estimate, calls: -1 };
-      break;
-    case 'markUncertain':
-      if (row.state !== 'pending') return { refused: 'CONFLICT' };
-      next = { ...row, state: 'uncertain', updated_at: now };
-      delta = { pending: -row.estimate, uncertain: row.estimate };
-      break;
+  const group = s.counters.get(counterId({ scope: spendGroupScope(r.row.action), windowKey: '' })) ?? EMPTY_COUNTER;
+  const read: TransitionRead = { reservation: r.row, counts: r.countsIn, group, actor: ACTOR, now };
+  try {
+    const result =
+      t.kind === 'settle'
+        ? settle(r.row.id, read, { actualMicros: t.actual, vendorRef: null }, NO_HUMAN)
+        : t.kind === 'release'
+          ? release(r.row.id, read, { why: 'the vendor refused it', by: 'vendor' }, NO_HUMAN)
+          : markUncertain(r.row.id, read, { why: 'no answer in time' });
+    return result.writes;
+  } catch (err) {
+    if (err instanceof RuncapError && (err.code === 'CONFLICT' || err.code === 'CAP_EXCEEDED')) return { refused: err.code };
+    throw err;
   }
-  // an overrun grows the counters after the fact; past what runcap counts exactly it is refused
-  if ((delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0) > 0 || (delta.calls ?? 0) > 0) {
-    const group = s.counters.get(counterId({ scope: spendGroupScope(row.action), windowKey: '' })) ?? EMPTY_COUNTER;
-    const used = usedMicros(group) + (delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0);
-    if (used > MAX_GROUP_TOTAL || group.calls + (delta.calls ?? 0) > MAX_GROUP_TOTAL) return { refused: 'CAP_EXCEEDED' };
-  }
-  return writes([{ kind: 'updateReservation', next, from: row.state }, { kind: 'addCounters', counters: r.countsIn, delta }]);
 }
 
 // ─────────────────────────── the world of one run ───────────────────────────
@@ -470,10 +461,14 @@ describe('the decision core over random sequences', () => {
   });
 });
 
-// keep the model's transitions honest against the deltas the brief names
-describe('the transition model', () => {
+// the deltas the properties rely on, as the core's transitions make them
+describe('the transitions the sequences run', () => {
   const base = (state: ReservationRow['state']): Stored => ({
-    row: { ...({} as ReservationRow), id: 'res_1', action: 'stripe.charges.create', state, estimate: 10, actual: null },
+    row: {
+      id: 'res_1', key_id: 'vk_model', label: 'model', action: 'stripe.charges.create', fingerprint: fingerprint('x'), state, estimate: 10, actual: null,
+      estimated: 0, corrected: 0, vendor_ref: null, day: '2026-01-31', month: '2026-01', created_at: START, updated_at: START,
+      request: '{"args":{}}', normalized: null, note: null, released_by: null,
+    },
     countsIn: [{ scope: 'spend-vendor:stripe', windowKey: '' }],
   });
   const deltaOf = (r: Stored, t: Transition) => {
@@ -482,7 +477,7 @@ describe('the transition model', () => {
     const add = res.ops[1];
     return add?.kind === 'addCounters' ? add.delta : undefined;
   };
-  it('settle, release and markUncertain move the counters as SqliteLedger does', () => {
+  it('settle, release and markUncertain move the counters by these deltas, and refuse from other states', () => {
     expect(deltaOf(base('pending'), { kind: 'settle', actual: 7 })).toEqual({ settled: 7, pending: -10 });
     expect(deltaOf(base('uncertain'), { kind: 'settle', actual: 12 })).toEqual({ settled: 12, uncertain: -10 });
     expect(deltaOf(base('pending'), { kind: 'release' })).toEqual({ pending: -10, calls: -1 });
