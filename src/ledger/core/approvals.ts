@@ -14,6 +14,17 @@ import { writes, type Writes } from './writes.js';
 /** The code of an audit row that finds a request not backed by the audit (verify's replay, sqlite/audit-replay.ts, names it too). */
 
 /** approve's door: the approver passphrase must be set (typed is then checked against it). */
+/** The requests still waiting for a human, of the pending rows read: none that lapsed. */
+export function waitingForHuman(pending: readonly ApprovalRow[], now: number): ApprovalRow[] {
+  return pending.filter((r) => effectiveApprovalStatus(r, now) === 'pending');
+}
+
+/** An approval as its own key may see it; another key's is unknown to it: a run learns nothing about other runs. */
+export function approvalOfKey(r: ApprovalRow | undefined, self: KeyRow, approvalId: unknown, now: number): Approval {
+  if (!r || r.key_id !== self.id) throw new RuncapError('NOT_FOUND', `no approval ${String(approvalId)} for this key`);
+  return toApproval(r, self, now);
+}
+
 export function checkApproverSet(stored: string | undefined): asserts stored is string {
   if (!stored) throw new RuncapError('CONFLICT', 'no approver passphrase is set: run `runcap init` first');
 }

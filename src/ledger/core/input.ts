@@ -118,6 +118,14 @@ export function checkHeads(heads: unknown): ChainHead[] {
   });
 }
 
+export function checkCreatedSince(since: unknown): void {
+  if (since !== undefined && !Number.isSafeInteger(since)) throw new RuncapError('INVALID_INPUT', 'createdSince must be a time in ms since the epoch');
+}
+
+export function checkSpendGrouping(by: unknown): asserts by is 'label' | 'vendor' | 'day' {
+  if (by !== 'label' && by !== 'vendor' && by !== 'day') throw new RuncapError('INVALID_INPUT', 'spend is grouped by label, vendor or day');
+}
+
 export function checkRef(ref: unknown): void {
   if (ref !== null && ref !== undefined && (typeof ref !== 'string' || ref.length > 255)) throw new RuncapError('INVALID_INPUT', 'vendor reference must be text up to 255 characters');
 }

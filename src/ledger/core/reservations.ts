@@ -46,6 +46,11 @@ export interface ProofCheck {
   passphraseHash: string | undefined;
 }
 
+/** A reservation still pending that was made before this time is stale: its call should long have ended. */
+export function staleBefore(now: number, staleAfterMs: number): number {
+  return now - staleAfterMs;
+}
+
 export function checkReservationId(id: unknown): asserts id is string {
   if (!isReservationId(id)) throw new RuncapError('INVALID_INPUT', 'not a reservation id (res_…)');
 }

@@ -57,7 +57,7 @@ import type { CoreContext } from '../core/context.js';
 import { admitDenialRow, deniedBeforeLedger, denialToRecord, flushTally, presentedActor } from '../core/denials.js';
 import { familyOf } from '../core/family.js';
 import { checkReplacement, HumanProofs, passphraseSet, refusalAudit, typedPassphrase, wrongPassphrase, wrongPassphraseAudit } from '../core/human.js';
-import { checkHeads, checkMicros, checkName, checkRef, checkRootKeyInput, checkText } from '../core/input.js';
+import { checkCreatedSince, checkHeads, checkMicros, checkName, checkRef, checkRootKeyInput, checkSpendGrouping, checkText } from '../core/input.js';
 import * as keys from '../core/keys.js';
 import * as limits from '../core/limits.js';
 import { replayPolicyRows } from '../core/policy-replay.js';
@@ -559,7 +559,7 @@ export class SqliteLedger implements Ledger {
   }
 
   async staleReservations(): Promise<Reservation[]> {
-    const cutoff = this.clock() - this.staleAfterMs;
+    const cutoff = transitions.staleBefore(this.clock(), this.staleAfterMs);
     return read(() =>
       (this.db.prepare("SELECT * FROM reservations WHERE state = 'pending' AND created_at < ? ORDER BY created_at").all(cutoff) as ReservationRow[]).map(toReservation),
     );
@@ -581,8 +581,8 @@ export class SqliteLedger implements Ledger {
       where.push('released_by = ?');
       args.push(filter.releasedBy);
     }
+    checkCreatedSince(filter.createdSince);
     if (filter.createdSince !== undefined) {
-      if (!Number.isSafeInteger(filter.createdSince)) throw new RuncapError('INVALID_INPUT', 'createdSince must be a time in ms since the epoch');
       where.push('created_at >= ?');
       args.push(filter.createdSince);
     }
@@ -599,7 +599,7 @@ export class SqliteLedger implements Ledger {
     return read(() => {
       const rows = (opts.all
         ? this.db.prepare('SELECT * FROM approvals ORDER BY created_at, id').all()
-        : this.db.prepare("SELECT * FROM approvals WHERE status = 'pending' AND expires_at > ? ORDER BY created_at, id").all(now)) as ApprovalRow[];
+        : answers.waitingForHuman(this.db.prepare("SELECT * FROM approvals WHERE status = 'pending' ORDER BY created_at, id").all() as ApprovalRow[], now)) as ApprovalRow[];
       return rows.map((r) => toApproval(r, this.keyRow(r.key_id)!, now));
     });
   }
@@ -618,9 +618,7 @@ export class SqliteLedger implements Ledger {
       const chain = this.authenticate(presentedKey);
       const self = chain[chain.length - 1]!;
       const r = typeof approvalId === 'string' ? (this.db.prepare('SELECT * FROM approvals WHERE id = ?').get(approvalId) as ApprovalRow | undefined) : undefined;
-      // Another key's approval is reported as unknown: a run learns nothing about other runs.
-      if (!r || r.key_id !== self.id) throw new RuncapError('NOT_FOUND', `no approval ${String(approvalId)} for this key`);
-      return toApproval(r, self, now);
+      return answers.approvalOfKey(r, self, approvalId, now);
     });
   }
 
@@ -768,7 +766,7 @@ export class SqliteLedger implements Ledger {
   }
 
   async spend(by: 'label' | 'vendor' | 'day'): Promise<SpendRow[]> {
-    if (!['label', 'vendor', 'day'].includes(by)) throw new RuncapError('INVALID_INPUT', 'spend is grouped by label, vendor or day');
+    checkSpendGrouping(by);
     return read(() =>
       (this.db.prepare("SELECT * FROM counters WHERE scope >= ? AND scope < ? ORDER BY scope").all(`spend-${by}:`, `spend-${by};`) as (CounterRow & { scope: string })[]).map((c) => ({
         group: c.scope.slice(`spend-${by}:`.length),
