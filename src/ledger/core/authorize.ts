@@ -43,7 +43,7 @@ import { APPROVAL_UNBACKED } from './policy-replay.js';
 import { familyFingerprint, familyOf } from './family.js';
 import { effectiveApprovalStatus, policyOf, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from './rows.js';
 import { exactRangeMessage, spendGroupCounter, spendGroups } from './spend.js';
-import { counterId, EMPTY_COUNTER, usedMicros, writes, type CounterKey, type Delta, type Write, type Writes } from './writes.js';
+import { counterRead, notRead, usedMicros, writes, type CounterKey, type Delta, type Write, type Writes } from './writes.js';
 
 export const PENDING_APPROVAL_MS = DAY_MS;
 export const DENIAL_HOLDS_MS = DAY_MS;
@@ -224,11 +224,11 @@ type Admitted = Extract<Admission, { admitted: true }>;
 export interface CallReads {
   /** the global vendor caps, then the chain's caps (root first) */
   caps: readonly CapRow[];
-  /** the counters of countersFor(), by counterId; one absent counts as zero */
+  /** every counter of countersFor(), by counterId (EMPTY_COUNTER for one with no row yet) */
   counters: ReadonlyMap<string, CounterRow>;
   /** an unresolved reservation of an identical call in the lineage (checked only for calls that stay pending) */
   openDuplicate: string | undefined;
-  /** per rated member: its calls of the last RATE_WINDOW_MS */
+  /** per rated member: its calls of the last RATE_WINDOW_MS (0 for none) */
   rateCounts: ReadonlyMap<string, number>;
   /** the key's live grants for this request (liveGrants) with the audit rows behind each */
   grants: readonly { row: ApprovalRow; record: ApprovalRecord }[];
@@ -255,10 +255,6 @@ export function liveGrants(rows: readonly ApprovalRow[], now: number): ApprovalR
   return rows.filter((r) => r.status === 'approved' && effectiveApprovalStatus(r, now) === 'approved');
 }
 
-function counterAt(counters: ReadonlyMap<string, CounterRow>, c: CounterKey): CounterRow {
-  return counters.get(counterId(c)) ?? EMPTY_COUNTER;
-}
-
 /** Steps 4–8: duplicate, rate, caps, exact range, approval; then the reservation. */
 export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, reads: CallReads): Outcome {
   const { self, actor, now, windows: w } = adm;
@@ -273,7 +269,9 @@ export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, read
 
   // 5. rate, for every member that has a limit
   for (const m of adm.rated) {
-    if ((reads.rateCounts.get(m.id) ?? 0) >= m.policy.rate_per_min!) return deny('RATE_LIMITED', `${m.label} allows ${m.policy.rate_per_min} calls a minute; try again later`);
+    const calls = reads.rateCounts.get(m.id);
+    if (calls === undefined) throw notRead(`rate of ${m.label}`);
+    if (calls >= m.policy.rate_per_min!) return deny('RATE_LIMITED', `${m.label} allows ${m.policy.rate_per_min} calls a minute; try again later`);
   }
 
   // 6. caps: every member and the global vendor caps, every window; pending and uncertain count
@@ -284,7 +282,7 @@ export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, read
     if (breach) return deny('CAP_EXCEEDED', breachMessage(breach, estimate), { cap: breach });
   }
   // ... and what runcap can count exactly, for keys without caps too: past it no counter would be exact
-  const group = counterAt(reads.counters, spendGroupCounter(action));
+  const group = counterRead(reads.counters, spendGroupCounter(action));
   const groupUsed = usedMicros(group);
   if (groupUsed + estimate > MAX_GROUP_TOTAL || group.calls + 1 > MAX_GROUP_TOTAL) return deny('CAP_EXCEEDED', exactRangeMessage(action, groupUsed, estimate));
 
@@ -361,7 +359,7 @@ function capBreach(cap: CapRow, estimate: number, w: Windows, counters: Readonly
     return undefined;
   }
   const key = { scope: `cap:${cap.id}`, windowKey: windowKey(cap.window, w) };
-  const c = counterAt(counters, key);
+  const c = counterRead(counters, key);
   const used = usedMicros(c);
   if (cap.usd_micros !== null && used + estimate > cap.usd_micros) {
     return { ...base, kind: 'usd', limit: cap.usd_micros, used, remaining: Math.max(0, cap.usd_micros - used) };

@@ -6,7 +6,7 @@
 import { windowKey, windowsAt, type Windows } from '../../policy/rules.js';
 import type { Budget, CapStatus } from '../types.js';
 import { policyOf, type CapRow, type CounterRow, type KeyRow } from './rows.js';
-import { counterId, EMPTY_COUNTER, usedMicros, type CounterKey } from './writes.js';
+import { counterRead, EMPTY_COUNTER, usedMicros, type CounterKey } from './writes.js';
 
 /** The counter of a windowed cap in the window in force at `now`; none for a per-call cap. */
 function counterOfCap(c: CapRow, w: Windows): CounterKey | undefined {
@@ -25,7 +25,7 @@ export function budgetOf(chain: readonly KeyRow[], caps: readonly CapRow[], coun
   const w = windowsAt(now);
   const statuses: CapStatus[] = caps.map((c) => {
     const at = counterOfCap(c, w);
-    const counter = at ? (counters.get(counterId(at)) ?? EMPTY_COUNTER) : EMPTY_COUNTER;
+    const counter = at ? counterRead(counters, at) : EMPTY_COUNTER;
     const used = usedMicros(counter);
     return {
       capId: c.id,

@@ -16,7 +16,7 @@ import type { CoreContext } from './context.js';
 import { familyOf } from './family.js';
 import { checkLabel, checkMicros, checkName, checkTtl, parsePolicy } from './input.js';
 import { policyOf, toKeyInfo, type CapRow, type CounterRow, type KeyRow } from './rows.js';
-import { counterId, EMPTY_COUNTER, usedMicros, type AuditEntry, type CounterKey, type Write, type Writes } from './writes.js';
+import { counterRead, usedMicros, type AuditEntry, type CounterKey, type Write, type Writes } from './writes.js';
 
 /** How a key came to be, in its key_issued row: what vouched for the budget it carries. */
 export type KeyAuthority = 'passphrase' | 'parent key' | 'delegate_key' | 'session template';
@@ -108,7 +108,7 @@ export function leftFor(state: Pick<ChainState, 'caps' | 'counters'>, cap: Cap, 
     if (c.key_id === null || limit === null || c.window === 'per_call') continue;
     if (c.window !== cap.window && c.window !== 'total') continue;
     if (c.action !== null && (cap.action === undefined || !globsCover([c.action], cap.action))) continue;
-    const counter = state.counters.get(counterId({ scope: `cap:${c.id}`, windowKey: windowKey(c.window, w) })) ?? EMPTY_COUNTER;
+    const counter = counterRead(state.counters, { scope: `cap:${c.id}`, windowKey: windowKey(c.window, w) });
     const used = unit === 'usd' ? usedMicros(counter) : counter.calls;
     const remaining = Math.max(0, limit - used);
     left = left === undefined ? remaining : Math.min(left, remaining);

@@ -7,7 +7,7 @@
  */
 import { RuncapError } from '../../policy/codes.js';
 import { formatUsd, freesReservedMoney, MAX_GROUP_TOTAL, usdDecimal } from '../../policy/rules.js';
-import type { ReleasedBy, Reservation, ReservationState } from '../types.js';
+import type { HumanAct, ReleasedBy, Reservation, ReservationState } from '../types.js';
 import { about, type Actor, type AuditInput } from './audit-chain.js';
 import type { HumanProofs } from './human.js';
 import { isReservationId, RELEASED_BY } from './input.js';
@@ -24,7 +24,8 @@ export interface TransitionRead {
   /** its spend group's all-time counter (spendGroupScope), as read before the change */
   group: CounterRow;
   /** its key, whom its audit rows are about */
-  actor: Actor;
+  /** whom its audit rows are about: its key (null for a key whose row is gone: the global chain) */
+  actor: Actor | null;
   now: number;
 }
 
@@ -49,6 +50,16 @@ export interface ProofCheck {
 /** A reservation still pending that was made before this time is stale: its call should long have ended. */
 export function staleBefore(now: number, staleAfterMs: number): number {
   return now - staleAfterMs;
+}
+
+/** The human-only act a settlement is (settled by hand: it may free reserved money), if any. */
+export function settlementAct(s: { byHand?: true }): HumanAct | undefined {
+  return s.byHand ? 'reconcile resolve' : undefined;
+}
+
+/** The human-only act a release is (by hand: it frees reserved money), if any. */
+export function releaseAct(by: ReleasedBy): HumanAct | undefined {
+  return by === 'hand' ? 'reconcile resolve' : undefined;
 }
 
 export function checkReservationId(id: unknown): asserts id is string {

@@ -4,6 +4,7 @@
  * the state they were decided on, and chains the audit inputs onto the heads it reads there
  * (core/audit-chain.ts chainAudit makes the MACs). A storage decides nothing while applying.
  */
+import { RuncapError } from '../../policy/codes.js';
 import type { ApprovalStatus, ReservationState } from '../types.js';
 import type { AuditInput } from './audit-chain.js';
 import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from './rows.js';
@@ -82,6 +83,20 @@ export function contribution(r: Pick<ReservationRow, 'state' | 'estimate' | 'act
     case 'released':
       return {};
   }
+}
+
+/**
+ * A counter a rule needs, as the storage read it. A storage puts EMPTY_COUNTER for a counter that
+ * has no row yet; one it did not read at all fails closed (LEDGER_UNAVAILABLE), never counts as zero.
+ */
+export function counterRead(counters: ReadonlyMap<string, CounterRow>, c: CounterKey): CounterRow {
+  const counter = counters.get(counterId(c));
+  if (!counter) throw notRead(`counter ${c.scope} ${c.windowKey || '(all time)'}`);
+  return counter;
+}
+
+export function notRead(what: string): RuncapError {
+  return new RuncapError('LEDGER_UNAVAILABLE', `the ledger did not read the ${what} this decision needs; nothing was done`);
 }
 
 /** Money a counter holds: committed, pending and uncertain all count against a cap. */

@@ -425,12 +425,11 @@ export class SqliteLedger implements Ledger {
     const self = parsed ? this.keyRow(parsed.id) : undefined;
     const adm = admitCall({ parsed, chain: self && this.chainOf(self) }, spec, now);
     if (!adm.admitted) return adm.outcome;
+    // the settle that follows an allowed call writes its rows about the same key: no chain to read again
+    this.rememberActor(adm.actor);
     const caps = this.capsFor(adm.chain);
     const counters = new Map<string, CounterRow>();
-    for (const c of countersFor(caps, spec.action, adm.windows)) {
-      const row = this.st.counter.get(c.scope, c.windowKey) as CounterRow | undefined;
-      if (row) counters.set(counterId(c), row);
-    }
+    for (const c of countersFor(caps, spec.action, adm.windows)) counters.set(counterId(c), this.counterOf(c.scope, c.windowKey));
     const openDuplicate = spec.settleNow
       ? undefined
       : adm.lineage.map((l) => this.st.openDuplicate.get(l.fingerprint) as { id: string } | undefined).find(Boolean)?.id;
@@ -478,22 +477,25 @@ export class SqliteLedger implements Ledger {
     checkRef(vendorRef);
     const note = opts.note === undefined ? undefined : checkText(opts.note, 'note', 1000);
     const settlement = { actualMicros, vendorRef, estimated: opts.estimated, note, byHand: opts.byHand, proof: opts.proof };
+    const act = transitions.settlementAct(opts);
     const settling = () =>
-      this.transition(reservationId, (read) =>
-        transitions.settle(reservationId, read, settlement, { proofs: this.proofs, passphraseHash: opts.byHand ? this.setting('passphrase') : undefined }),
-      );
-    return opts.byHand ? this.humanOnly('reconcile resolve', opts.proof, 'unknown', settling) : settling();
+      this.transition(reservationId, (read) => transitions.settle(reservationId, read, settlement, this.proofCheck(act)));
+    return act ? this.humanOnly(act, opts.proof, 'unknown', settling) : settling();
   }
 
   async release(reservationId: string, why: string, opts: { by?: ReleasedBy; proof?: HumanProof } = {}): Promise<Reservation> {
     const note = checkText(why, 'reason', 1000);
     const by = opts.by ?? 'vendor';
     transitions.checkReleasedBy(by);
+    const act = transitions.releaseAct(by);
     const releasing = () =>
-      this.transition(reservationId, (read) =>
-        transitions.release(reservationId, read, { why: note, by, proof: opts.proof }, { proofs: this.proofs, passphraseHash: by === 'hand' ? this.setting('passphrase') : undefined }),
-      );
-    return by === 'hand' ? this.humanOnly('reconcile resolve', opts.proof, 'unknown', releasing) : releasing();
+      this.transition(reservationId, (read) => transitions.release(reservationId, read, { why: note, by, proof: opts.proof }, this.proofCheck(act)));
+    return act ? this.humanOnly(act, opts.proof, 'unknown', releasing) : releasing();
+  }
+
+  /** Inside a transition's transaction: the proofs, and for a human-only act the passphrase still set. */
+  private proofCheck(act: HumanAct | undefined): transitions.ProofCheck {
+    return { proofs: this.proofs, passphraseHash: act ? this.setting('passphrase') : undefined };
   }
 
   async settleReleased(reservationId: string, actualMicros: number, vendorRef: string, opts: { estimated?: boolean; note: string }): Promise<Reservation> {
@@ -635,7 +637,7 @@ export class SqliteLedger implements Ledger {
     const answered = transaction(this.db, 'full', () => {
       const r = this.approvalRow(id);
       const key = this.keyRow(r.key_id)!;
-      const outcome = answers.approve({ approval: r, key, actor: this.actorOfKey(key.id), now, requested: this.audit.approvalRecord(r.id).requested }, opts.by, this.audit);
+      const outcome = answers.approve({ approval: r, key, actor: this.actorOfKey(key.id)!, now, requested: this.audit.approvalRecord(r.id).requested }, opts.by, this.audit);
       // a refusal is committed too: the finding stays in the audit trail, for verify to name
       this.apply(now, outcome.writes);
       return outcome;
@@ -651,7 +653,7 @@ export class SqliteLedger implements Ledger {
     return transaction(this.db, 'full', () => {
       const r = this.approvalRow(id);
       const key = this.keyRow(r.key_id)!;
-      const { approval, writes } = answers.deny({ approval: r, key, actor: this.actorOfKey(key.id), now }, opts.by, reason);
+      const { approval, writes } = answers.deny({ approval: r, key, actor: this.actorOfKey(key.id)!, now }, opts.by, reason);
       this.apply(now, writes);
       return approval;
     });
@@ -950,7 +952,7 @@ export class SqliteLedger implements Ledger {
   private auditWrongPassphrase(now: number, attempt: PassphraseAttempt | undefined): void {
     transaction(this.db, 'full', () => {
       const approval = attempt?.approvalId !== undefined ? this.approvalRow(attempt.approvalId) : undefined;
-      this.apply(now, { ops: [], audit: [wrongPassphraseAudit(attempt, approval && { row: approval, actor: this.actorOfKey(approval.key_id) })] });
+      this.apply(now, { ops: [], audit: [wrongPassphraseAudit(attempt, approval && { row: approval, actor: this.actorOfKey(approval.key_id)! })] });
       return undefined;
     });
   }
@@ -961,15 +963,24 @@ export class SqliteLedger implements Ledger {
 
   private readonly actors = new Map<string, Actor>();
 
-  /** Whom a key's audit rows are about (its chain's labels); labels never change, so once per key per process. */
-  private actorOfKey(keyId: string): Actor {
+  /**
+   * Whom a key's audit rows are about (its chain's labels); labels never change, so once per key per
+   * process. A key whose row is gone (an edited file) has its rows written on the global chain.
+   */
+  private actorOfKey(keyId: string): Actor | null {
     let actor = this.actors.get(keyId);
     if (!actor) {
-      actor = actorOf(this.chainOf(this.keyRow(keyId)!));
-      if (this.actors.size > 10_000) this.actors.clear();
-      this.actors.set(keyId, actor);
+      const key = this.keyRow(keyId);
+      if (!key) return null;
+      actor = actorOf(this.chainOf(key));
+      this.rememberActor(actor);
     }
     return actor;
+  }
+
+  private rememberActor(actor: Actor): void {
+    if (this.actors.size > 10_000) this.actors.clear();
+    this.actors.set(actor.id, actor);
   }
 }
 

@@ -287,6 +287,17 @@ describe('the rate', () => {
 describe('the caps', () => {
   const day = 'd:2026-11-22';
 
+  it('a counter or a rate the storage did not read fails the call closed (LEDGER_UNAVAILABLE), never counts as zero', () => {
+    const [key] = chainOf([{ allow: ['*'], caps: [{ window: 'daily', usd_micros: usd(10) }], rate_per_min: 5 }, { label: 'run' }]);
+    const caps = capsOf(key!);
+    const adm = admitted([key!], callSpec());
+    const everythingRead = callReads({ caps });
+    expect(() => decideCall(coreContext(), adm, callSpec(), { ...everythingRead, counters: new Map() })).toThrow(/did not read the counter cap:/);
+    expect(() => decideCall(coreContext(), adm, callSpec(), { ...everythingRead, rateCounts: new Map() })).toThrow(/did not read the rate of run/);
+    expect(decideCall(coreContext(), adm, callSpec(), everythingRead).allowed).toBe(true);
+  });
+
+
   it('CAP_EXCEEDED usd: settled, pending and uncertain all count; exactly up to the limit is allowed', () => {
     const [key] = chainOf([{ allow: ['*'], caps: [{ window: 'daily', usd_micros: usd(10) }] }, { label: 'run' }]);
     const caps = capsOf(key!);

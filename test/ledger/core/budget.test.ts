@@ -59,8 +59,8 @@ describe('budgetOf', () => {
   });
 
   it('no such cap: nothing said to be left; the chain expires with its first key to expire', () => {
-    const b = budgetOf([root, run], [perCall!, twilioTotal!, vendor], new Map(), NOW);
+    const b = budgetOf([root, run], [perCall!, twilioTotal!, vendor], counters(), NOW);
     expect(b).not.toHaveProperty('remainingMicros');
-    expect(budgetOf([root], [], new Map(), NOW)).toEqual({ keyId: root.id, label: 'root', expiresAt: NOW + 48 * HOUR_MS, allow: ['*'], caps: [] });
+    expect(budgetOf([root], [], counters(), NOW)).toEqual({ keyId: root.id, label: 'root', expiresAt: NOW + 48 * HOUR_MS, allow: ['*'], caps: [] });
   });
 });

@@ -9,6 +9,7 @@ import type { CallReads, CallSpec, Presented } from '../../../src/ledger/core/au
 import type { CoreContext } from '../../../src/ledger/core/context.js';
 import type { ApprovalRow, CapRow, CounterRow, KeyRow } from '../../../src/ledger/core/rows.js';
 import { counterId, type CounterKey } from '../../../src/ledger/core/writes.js';
+import { EveryCounterRead } from './factories.js';
 import { hashSecret } from '../../../src/ledger/secrets.js';
 import { policySchema, type PolicyInput } from '../../../src/policy/schema.js';
 
@@ -154,8 +155,23 @@ export function callSpec(over: Partial<CallSpec> = {}): CallSpec {
 }
 
 /** What decideCall reads, all empty unless named. */
+/** Rate counts as a storage that counted every rated key: one with no events is 0. */
+export class EveryRateCounted extends Map<string, number> {
+  override get(key: string): number {
+    return super.get(key) ?? 0;
+  }
+}
+
+/** What decideCall reads, as a storage that read everything it was asked for (nothing, unless given). */
 export function callReads(over: Partial<CallReads> = {}): CallReads {
-  return { caps: [], counters: new Map(), openDuplicate: undefined, rateCounts: new Map(), grants: [], ...over };
+  return {
+    caps: [],
+    openDuplicate: undefined,
+    grants: [],
+    ...over,
+    counters: new EveryCounterRead(over.counters ?? []),
+    rateCounts: new EveryRateCounted(over.rateCounts ?? []),
+  };
 }
 
 /** An approval row as a storage holds it. */

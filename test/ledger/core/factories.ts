@@ -65,7 +65,14 @@ export function globalCap(scope: string, window: 'daily' | 'monthly', usdMicros:
 
 /** Counters by counterId, as a storage reads them: `counters([cap, 'd:2025-01-15', { settled: 5 }])`. */
 export function counters(...entries: [cap: CapRow, windowKey: string, counted: Partial<CounterRow>][]): Map<string, CounterRow> {
-  return new Map(entries.map(([cap, windowKey, c]) => [counterId({ scope: `cap:${cap.id}`, windowKey }), { settled: 0, pending: 0, uncertain: 0, calls: 0, ...c }]));
+  return new EveryCounterRead(entries.map(([cap, windowKey, c]) => [counterId({ scope: `cap:${cap.id}`, windowKey }), { settled: 0, pending: 0, uncertain: 0, calls: 0, ...c }]));
+}
+
+/** Counters as a storage that read every one it was asked for hands them over: one with no row is empty. */
+export class EveryCounterRead extends Map<string, CounterRow> {
+  override get(key: string): CounterRow {
+    return super.get(key) ?? EMPTY_COUNTER;
+  }
 }
 
 export const usd = (n: number): number => Math.round(n * 1_000_000);

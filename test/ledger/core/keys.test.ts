@@ -35,7 +35,7 @@ function ctx(now = NOW): KeyContext {
 }
 
 /** The chain's state with its caps as a storage would read them, and these counters. */
-function stateOf(chain: KeyRow[], counted: ChainState['counters'] = new Map(), global: CapRow[] = []): ChainState {
+function stateOf(chain: KeyRow[], counted: ChainState['counters'] = counters(), global: CapRow[] = []): ChainState {
   return { chain, caps: [...global, ...chain.flatMap(capsOf)], counters: counted };
 }
 
@@ -55,7 +55,7 @@ const widening = (what: string, parent = 'root') => ({ code: 'INVALID_INPUT', me
 const ROOT: PolicyInput = { allow: ['*'], may_delegate: true };
 
 /** narrowed() for a child policy below a root key of policy `parent`. */
-function narrow(parent: PolicyInput, child: PolicyInput, used: (caps: CapRow[]) => ChainState['counters'] = () => new Map()) {
+function narrow(parent: PolicyInput, child: PolicyInput, used: (caps: CapRow[]) => ChainState['counters'] = () => counters()) {
   const chain = chainOf(['root', parent]);
   const caps = capsOf(chain[0]!);
   return narrowed({ chain, caps, counters: used(caps) }, policySchema.parse(child), NOW);
