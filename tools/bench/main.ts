@@ -5,6 +5,8 @@
  *   --only a,b   run only these sections: guard, mcp, contention, size, cold
  *   --out FILE   also write the raw results as JSON
  *   --quick      fewer iterations (a smoke run, not for publishing)
+ *   --against DIR   the guard section also measures DIR, another runcap checkout that
+ *                   has been built, in the same rounds (alternating blocks), side by side
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -12,16 +14,21 @@ import { coldStartMarkdown, runColdStart } from './cold-start.js';
 import { contentionMarkdown, runContention } from './contention.js';
 import { guardCostMarkdown, runGuardCost } from './guard-cost.js';
 import { ledgerSizeMarkdown, runLedgerSize } from './ledger-size.js';
+import { AgainstRefused, loadBaseBuild } from './lib/base-build.js';
 import { assertBuilt } from './lib/paths.js';
 import { mcpMarkdown, runMcpRoundTrip } from './mcp-roundtrip.js';
 
 const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold'] as const;
 type Section = (typeof SECTIONS)[number];
 
+/** A wrong command line: reported by its message alone. */
+class UsageError extends Error {}
+
 interface Args {
   only?: Set<string>;
   out?: string;
   quick: boolean;
+  against?: string;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -30,11 +37,15 @@ function parseArgs(argv: string[]): Args {
     const arg = argv[i]!;
     if (arg === '--only') {
       a.only = new Set((argv[++i] ?? '').split(',').filter(Boolean));
-      for (const s of a.only) if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`unknown section ${s} (${SECTIONS.join(', ')})`);
+      for (const s of a.only) if (!(SECTIONS as readonly string[]).includes(s)) throw new UsageError(`unknown section ${s} (${SECTIONS.join(', ')})`);
     } else if (arg === '--out') a.out = argv[++i];
     else if (arg === '--quick') a.quick = true;
-    else throw new Error(`unknown argument ${arg} (--only ${SECTIONS.join(',')}, --out FILE, --quick)`);
+    else if (arg === '--against') {
+      a.against = argv[++i];
+      if (!a.against) throw new UsageError('--against needs a directory: a runcap checkout that has been built');
+    } else throw new UsageError(`unknown argument ${arg} (--only ${SECTIONS.join(',')}, --out FILE, --quick, --against DIR)`);
   }
+  if (a.against && a.only && !a.only.has('guard')) throw new UsageError('--against compares the guard section only: add guard to --only');
   return a;
 }
 
@@ -49,6 +60,8 @@ async function main(): Promise<void> {
   assertBuilt();
   const args = parseArgs(process.argv.slice(2));
   const want = (s: Section) => !args.only || args.only.has(s);
+  // refuse a missing, unbuilt or other-schema base before anything is measured
+  const against = args.against ? await loadBaseBuild(args.against) : undefined;
   const startedAt = new Date().toISOString();
   const results: Record<string, unknown> = { machine: machine(), startedAt, loadBefore: load(), quick: args.quick };
   const out: string[] = [`## runcap benchmarks — ${startedAt}${args.quick ? ' (QUICK: not for publishing)' : ''}`, '', `Machine: ${machine()}. Load average (1/5/15 min) at start: ${load()}.`, ''];
@@ -57,8 +70,8 @@ async function main(): Promise<void> {
   const q = args.quick;
 
   if (want('guard')) {
-    log('1-2 floor and guard cost');
-    const r = await runGuardCost(q ? { rounds: 3, block: 200, warmup: 100 } : {});
+    log(`1-2 floor and guard cost${against ? `, this build and ${against.dir} in alternating blocks` : ''}`);
+    const r = await runGuardCost({ ...(q ? { rounds: 3, block: 200, warmup: 100 } : {}), ...(against ? { against } : {}) });
     results.guard = r;
     out.push(guardCostMarkdown(r), '');
   }
@@ -95,6 +108,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof UsageError || err instanceof AgainstRefused) {
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exit(1);
+  }
   process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });
