@@ -12,7 +12,7 @@ import { about, type Actor, type AuditInput } from './audit-chain.js';
 import type { HumanProofs } from './human.js';
 import { isReservationId, RELEASED_BY } from './input.js';
 import { toReservation, type CounterRow, type ReservationRow } from './rows.js';
-import { exactRangeMessage, spendGroupScope } from './spend.js';
+import { exactRangeMessage } from './spend.js';
 import { usedMicros, writes, type CounterKey, type Delta, type Writes } from './writes.js';
 import type { HumanProof } from '../types.js';
 
@@ -21,9 +21,6 @@ export interface TransitionRead {
   reservation: ReservationRow;
   /** the counters it counts in (fixed at authorize) */
   counts: readonly CounterKey[];
-  /** its spend group's all-time counter (spendGroupScope), as read before the change */
-  group: CounterRow;
-  /** its key, whom its audit rows are about */
   /** whom its audit rows are about: its key (null for a key whose row is gone: the global chain) */
   actor: Actor | null;
   now: number;
@@ -32,6 +29,11 @@ export interface TransitionRead {
 export interface TransitionResult {
   reservation: Reservation;
   writes: Writes;
+  /**
+   * The change grows the counters (an overrun, a call counted again): once the writes are applied,
+   * the storage reads the spend group's counter (spendGroupScope) and hands it to refuseInexactTotal.
+   */
+  grows: boolean;
 }
 
 /** What a change of a reservation is: its next row, what it adds to each of its counters, and its audit rows (about its key). */
@@ -86,7 +88,6 @@ export function transition(id: string, read: TransitionRead | undefined, from: r
   const r = read.reservation;
   if (!from.includes(r.state)) throw new RuncapError('CONFLICT', `reservation ${id} is ${r.state}; that transition is refused`);
   const { next, delta, events } = change(r, read.now);
-  refuseInexactGrowth(id, r.action, read, delta);
   return {
     reservation: toReservation(next),
     writes: writes(
@@ -96,23 +97,18 @@ export function transition(id: string, read: TransitionRead | undefined, from: r
       ],
       events.map((e) => about(read.actor, { action: r.action, reservationId: id, ...e })),
     ),
+    grows: (delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0) > 0 || (delta.calls ?? 0) > 0,
   };
 }
 
 /**
  * An overrun grows the counters after the fact; past what runcap counts exactly it is refused
- * (rolled back: the reservation stays as it was, still counted at its estimate).
+ * (rolled back: the reservation stays as it was, still counted at its estimate). `group` is the
+ * spend group's counter with the change applied.
  */
-function refuseInexactGrowth(id: string, action: string, read: TransitionRead, delta: Delta): void {
-  const grows = (delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0) > 0 || (delta.calls ?? 0) > 0;
-  if (!grows) return;
-  // the group counter as it will be: it moves by the delta once for each time the reservation counts in it
-  const scope = spendGroupScope(action);
-  const times = read.counts.filter((c) => c.scope === scope && c.windowKey === '').length;
-  const g = read.group;
-  const used = usedMicros(g) + times * ((delta.settled ?? 0) + (delta.pending ?? 0) + (delta.uncertain ?? 0));
-  const calls = g.calls + times * (delta.calls ?? 0);
-  if (used > MAX_GROUP_TOTAL || calls > MAX_GROUP_TOTAL) {
+export function refuseInexactTotal(id: string, action: string, group: CounterRow): void {
+  const used = usedMicros(group);
+  if (used > MAX_GROUP_TOTAL || group.calls > MAX_GROUP_TOTAL) {
     throw new RuncapError('CAP_EXCEEDED', `reservation ${id} cannot be recorded at that amount: ${exactRangeMessage(action, used, 0)}`);
   }
 }

@@ -77,17 +77,14 @@ export class AuditLog {
     return approvalRecordOf(this.secret, this.approvalRows.all(approvalId));
   }
 
-  /** The heads of these chains as this transaction sees them (one indexed read each). */
-  readHeads(chains: Iterable<string>): Map<string, Head | undefined> {
-    const heads = new Map<string, Head | undefined>();
-    for (const chain of chains) if (!heads.has(chain)) heads.set(chain, this.head.get(chain));
-    return heads;
-  }
-
   /** Append rows; call inside the transaction that made the change they record. */
   appendAll(at: number, inputs: readonly (AuditInput & { at?: number })[]): void {
     if (inputs.length === 0) return;
-    const heads = this.readHeads(inputs.map(chainOfInput));
+    const heads = new Map<string, Head | undefined>();
+    for (const input of inputs) {
+      const chain = chainOfInput(input);
+      if (!heads.has(chain)) heads.set(chain, this.head.get(chain));
+    }
     this.write(chainAudit(this.secret, heads, at, inputs));
   }
 

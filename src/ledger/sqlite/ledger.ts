@@ -109,9 +109,7 @@ const SQL = {
       @created_at, @request, @normalized, NULL)`,
   insertCount: 'INSERT INTO reservation_counts (reservation_id, scope, window_key) VALUES (?, ?, ?)',
   reservationById: 'SELECT * FROM reservations WHERE id = ?',
-  // with the counter of the reservation's spend group (@group), the one a transition's exact-range rule reads
-  countsOf: `SELECT rc.scope, rc.window_key, c.settled, c.pending, c.uncertain, c.calls FROM reservation_counts rc
-    LEFT JOIN counters c ON c.scope = rc.scope AND c.window_key = rc.window_key AND rc.scope = @group WHERE rc.reservation_id = @id`,
+  countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note, released_by = @released_by WHERE id = @id AND state = @from`,
   countFamilyPendingApprovals: "SELECT COUNT(*) AS n FROM approvals WHERE family_id = ? AND status = 'pending' AND expires_at > ?",
@@ -528,22 +526,15 @@ export class SqliteLedger implements Ledger {
       const now = this.clock();
       const result = transaction(this.db, 'normal', () => {
         const r = this.st.reservationById.get(reservationId) as ReservationRow | undefined;
-        let read: TransitionRead | undefined;
-        if (r) {
-          const group = spendGroupScope(r.action);
-          const rows = this.st.countsOf.all({ id: r.id, group }) as ({ scope: string; window_key: string } & { [K in keyof CounterRow]: number | null })[];
-          const held = rows.find((c) => c.settled !== null);
-          read = {
-            reservation: r,
-            counts: rows.map((c) => ({ scope: c.scope, windowKey: c.window_key })),
-            // counted in its group (as every reservation is), the join read its counter; otherwise one point read
-            group: held ? { settled: held.settled!, pending: held.pending!, uncertain: held.uncertain!, calls: held.calls! } : this.counterOf(group, ''),
-            actor: this.actorOfKey(r.key_id),
-            now,
-          };
-        }
-        const { reservation, writes } = decide(read);
+        const read: TransitionRead | undefined = r && {
+          reservation: r,
+          counts: (this.st.countsOf.all(r.id) as { scope: string; window_key: string }[]).map((c) => ({ scope: c.scope, windowKey: c.window_key })),
+          actor: this.actorOfKey(r.key_id),
+          now,
+        };
+        const { reservation, writes, grows } = decide(read);
         this.apply(now, writes);
+        if (grows) transitions.refuseInexactTotal(reservationId, r!.action, this.counterOf(spendGroupScope(r!.action), ''));
         return reservation;
       });
       return Promise.resolve(result);

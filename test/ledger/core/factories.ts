@@ -122,7 +122,7 @@ export function countsFor(action: string, extra: CounterKey[] = [{ scope: 'cap:7
 
 /** What a transition's transaction reads of `r`. */
 export function transitionRead(r: ReservationRow, over: Partial<TransitionRead> = {}): TransitionRead {
-  return { reservation: r, counts: countsFor(r.action), group: { ...EMPTY_COUNTER }, actor: ACTOR, now: NOW, ...over };
+  return { reservation: r, counts: countsFor(r.action), actor: ACTOR, now: NOW, ...over };
 }
 
 /** A proof check against this passphrase hash, as a transaction read it (undefined: none is set). */

@@ -21,7 +21,7 @@ import {
 import { type ApprovalRow, type CapRow, type CounterRow, type KeyRow, type ReservationRow } from '../../../src/ledger/core/rows.js';
 import { spendGroupScope } from '../../../src/ledger/core/spend.js';
 import { HumanProofs } from '../../../src/ledger/core/human.js';
-import { markUncertain, release, settle, type TransitionRead } from '../../../src/ledger/core/reservations.js';
+import { markUncertain, refuseInexactTotal, release, settle, type TransitionRead } from '../../../src/ledger/core/reservations.js';
 import { RuncapError } from '../../../src/policy/codes.js';
 import { contribution, counterId, EMPTY_COUNTER, usedMicros, type CounterKey, type Delta, type Write, type Writes } from '../../../src/ledger/core/writes.js';
 import { MAX_GROUP_TOTAL } from '../../../src/policy/rules.js';
@@ -101,14 +101,30 @@ type Transition = { kind: 'settle'; actual: number } | { kind: 'release' } | { k
 const ACTOR = { id: 'vk_model', label: 'model', issuer: 'alice', delegation: ['model'] };
 const NO_HUMAN = { proofs: new HumanProofs(), passphraseHash: undefined };
 
+/** The spend group's counter as it would be with these writes applied. */
+function groupAfter(s: Storage, action: string, w: Writes): CounterRow {
+  const key = counterId({ scope: spendGroupScope(action), windowKey: '' });
+  const g = { ...(s.counters.get(key) ?? EMPTY_COUNTER) };
+  for (const op of w.ops) {
+    if (op.kind !== 'addCounters') continue;
+    for (const c of op.counters) {
+      if (counterId(c) !== key) continue;
+      g.settled += op.delta.settled ?? 0;
+      g.pending += op.delta.pending ?? 0;
+      g.uncertain += op.delta.uncertain ?? 0;
+      g.calls += op.delta.calls ?? 0;
+    }
+  }
+  return g;
+}
+
 /**
  * A transition decided by core/reservations.ts on what the model storage holds: the reservation,
  * the counters it counts in, its spend group's counter. A refusal (a transition from a state that
  * does not allow it, an overrun past the exact range) writes nothing.
  */
 function transitionWrites(r: Stored, t: Transition, s: Storage, now: number): Writes | { refused: 'CONFLICT' | 'CAP_EXCEEDED' } {
-  const group = s.counters.get(counterId({ scope: spendGroupScope(r.row.action), windowKey: '' })) ?? EMPTY_COUNTER;
-  const read: TransitionRead = { reservation: r.row, counts: r.countsIn, group, actor: ACTOR, now };
+  const read: TransitionRead = { reservation: r.row, counts: r.countsIn, actor: ACTOR, now };
   try {
     const result =
       t.kind === 'settle'
@@ -116,6 +132,8 @@ function transitionWrites(r: Stored, t: Transition, s: Storage, now: number): Wr
         : t.kind === 'release'
           ? release(r.row.id, read, { why: 'the vendor refused it', by: 'vendor' }, NO_HUMAN)
           : markUncertain(r.row.id, read, { why: 'no answer in time' });
+    // as SqliteLedger does: a change that grows the counters is checked against the exact range once applied
+    if (result.grows) refuseInexactTotal(r.row.id, r.row.action, groupAfter(s, r.row.action, result.writes));
     return result.writes;
   } catch (err) {
     if (err instanceof RuncapError && (err.code === 'CONFLICT' || err.code === 'CAP_EXCEEDED')) return { refused: err.code };

@@ -12,12 +12,13 @@ import {
   release,
   settle,
   settleReleased,
+  refuseInexactTotal,
   transition,
   type TransitionRead,
   type TransitionResult,
 } from '../../../src/ledger/core/reservations.js';
 import { exactRangeMessage, spendGroupScope } from '../../../src/ledger/core/spend.js';
-import type { ReservationRow } from '../../../src/ledger/core/rows.js';
+import type { CounterRow, ReservationRow } from '../../../src/ledger/core/rows.js';
 import type { ReleasedBy, ReservationState } from '../../../src/ledger/types.js';
 import { ACTOR, countsFor, LOOK_ALIKE, NOW, proofCheck, RES_ID, reservationRow, transitionRead, usd, refusal } from './factories.js';
 
@@ -266,33 +267,52 @@ describe('release, markUncertain, correctEstimate, settleReleased', () => {
 
 describe('what runcap counts exactly', () => {
   const nearFull = (over: Partial<{ settled: number; calls: number }> = {}) => ({ settled: MAX_GROUP_TOTAL - usd(1), pending: 0, uncertain: 0, calls: 0, ...over });
+  /** The change, then (as a storage does once the writes are applied) the exact range of its group's counter. */
+  const checked = (result: TransitionResult, group: CounterRow): TransitionResult => {
+    if (result.grows) refuseInexactTotal(RES_ID, PAY, afterWrites(group, result));
+    return result;
+  };
+  const afterWrites = (group: CounterRow, result: TransitionResult): CounterRow => {
+    const g = { ...group };
+    for (const op of result.writes.ops) {
+      if (op.kind !== 'addCounters') continue;
+      const times = op.counters.filter((k) => k.scope === spendGroupScope(PAY)).length;
+      g.settled += times * (op.delta.settled ?? 0);
+      g.pending += times * (op.delta.pending ?? 0);
+      g.uncertain += times * (op.delta.uncertain ?? 0);
+      g.calls += times * (op.delta.calls ?? 0);
+    }
+    return g;
+  };
 
   it('an overrun that takes its spend group past MAX_GROUP_TOTAL is refused', () => {
-    const read = transitionRead(inState('pending'), { group: nearFull() });
+    const read = transitionRead(inState('pending'));
     const used = MAX_GROUP_TOTAL - usd(1) + usd(2);
-    expect(refusal(() => settle(RES_ID, read, { actualMicros: usd(7), vendorRef: null }, human))).toEqual({
+    expect(refusal(() => checked(settle(RES_ID, read, { actualMicros: usd(7), vendorRef: null }, human), nearFull()))).toEqual({
       code: 'CAP_EXCEEDED',
       message: `reservation ${RES_ID} cannot be recorded at that amount: ${exactRangeMessage(PAY, used, 0)}`,
     });
     // up to the bound itself is still exact
-    expect(() => settle(RES_ID, read, { actualMicros: usd(6), vendorRef: null }, human)).not.toThrow();
+    expect(() => checked(settle(RES_ID, read, { actualMicros: usd(6), vendorRef: null }, human), nearFull())).not.toThrow();
   });
 
-  it('a change that does not grow the counters passes, however full the group', () => {
-    const read = transitionRead(inState('pending'), { group: nearFull({ settled: MAX_GROUP_TOTAL + 1 }) });
-    expect(() => settle(RES_ID, read, { actualMicros: usd(5), vendorRef: null }, human)).not.toThrow();
-    expect(() => markUncertain(RES_ID, read, { why: 'timeout' })).not.toThrow();
-    expect(() => release(RES_ID, read, { why: 'no', by: 'vendor' }, human)).not.toThrow();
+  it('only a change that grows the counters is checked, however full the group', () => {
+    const read = transitionRead(inState('pending'));
+    expect(settle(RES_ID, read, { actualMicros: usd(5), vendorRef: null }, human).grows).toBe(false);
+    expect(settle(RES_ID, read, { actualMicros: usd(6), vendorRef: null }, human).grows).toBe(true);
+    expect(markUncertain(RES_ID, read, { why: 'timeout' }).grows).toBe(false);
+    expect(release(RES_ID, read, { why: 'no', by: 'vendor' }, human).grows).toBe(false);
+    expect(settleReleased(RES_ID, transitionRead(inState('released')), { actualMicros: 0, vendorRef: 'SM9', note: 'found', holder: undefined }).grows).toBe(true);
   });
 
   it('a call counted again past the bound of calls is refused too', () => {
-    const read = transitionRead(inState('released'), { group: { settled: 0, pending: 0, uncertain: 0, calls: MAX_GROUP_TOTAL } });
-    expect(refusal(() => settleReleased(RES_ID, read, { actualMicros: 0, vendorRef: 'SM9', note: 'found', holder: undefined }))?.code).toBe('CAP_EXCEEDED');
+    const result = settleReleased(RES_ID, transitionRead(inState('released')), { actualMicros: 0, vendorRef: 'SM9', note: 'found', holder: undefined });
+    expect(refusal(() => checked(result, { settled: 0, pending: 0, uncertain: 0, calls: MAX_GROUP_TOTAL }))?.code).toBe('CAP_EXCEEDED');
   });
 
-  it('the group moves only as far as the reservation counts in it', () => {
-    const notInGroup = transitionRead(inState('pending'), { group: nearFull(), counts: [{ scope: 'cap:7', windowKey: 'd:2025-01-15' }] });
-    expect(() => settle(RES_ID, notInGroup, { actualMicros: usd(7), vendorRef: null }, human)).not.toThrow();
+  it('refuseInexactTotal reads the counter as it is after the change: up to the bound passes', () => {
+    expect(() => refuseInexactTotal(RES_ID, PAY, { settled: MAX_GROUP_TOTAL, pending: 0, uncertain: 0, calls: MAX_GROUP_TOTAL })).not.toThrow();
+    expect(() => refuseInexactTotal(RES_ID, PAY, { settled: MAX_GROUP_TOTAL, pending: 1, uncertain: 0, calls: 0 })).toThrow(/cannot be recorded/);
   });
 
   it('the message names the group and what is used', () => {
