@@ -25,7 +25,7 @@ import {
   type ChainMember,
   type Windows,
 } from '../../policy/rules.js';
-import type { AuthorizeRequest, CapBreach, Decision, VerifyRequest } from '../types.js';
+import type { AuthorizeRequest, CapBreach, Decision, ReservationState, VerifyRequest } from '../types.js';
 import { checkAction, checkFingerprint, checkMicros, checkRecipients, toJson } from './input.js';
 import {
   about,
@@ -49,6 +49,9 @@ export const PENDING_APPROVAL_MS = DAY_MS;
 export const DENIAL_HOLDS_MS = DAY_MS;
 export const RATE_WINDOW_MS = 60_000;
 export const MAX_PENDING_APPROVALS = 20;
+
+/** A reservation in these states is an identical call still unresolved: its retry must not pay twice. */
+export const UNRESOLVED_STATES: readonly ReservationState[] = ['pending', 'uncertain'];
 
 
 /** One call as the ledger decides it; `settleNow` for verify_action (nothing is left pending). */
@@ -226,7 +229,7 @@ export interface CallReads {
   caps: readonly CapRow[];
   /** every counter of countersFor(), by counterId (EMPTY_COUNTER for one with no row yet) */
   counters: ReadonlyMap<string, CounterRow>;
-  /** an unresolved reservation of an identical call in the lineage (checked only for calls that stay pending) */
+  /** a reservation of an identical call in the lineage in one of UNRESOLVED_STATES (read only for calls that stay pending) */
   openDuplicate: string | undefined;
   /** per rated member: its calls of the last RATE_WINDOW_MS (0 for none) */
   rateCounts: ReadonlyMap<string, number>;

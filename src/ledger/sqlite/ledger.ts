@@ -46,6 +46,7 @@ import {
   liveGrants,
   PENDING_APPROVAL_MS,
   rateWindowStart,
+  UNRESOLVED_STATES,
   verifySpec,
   type ApprovalAsk,
   type AskReads,
@@ -98,7 +99,7 @@ const SQL = {
   addCounter: `INSERT INTO counters (scope, window_key, settled, pending, uncertain, calls) VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (scope, window_key) DO UPDATE SET settled = settled + excluded.settled, pending = pending + excluded.pending,
       uncertain = uncertain + excluded.uncertain, calls = calls + excluded.calls`,
-  openDuplicate: "SELECT id FROM reservations WHERE fingerprint = ? AND state IN ('pending','uncertain') LIMIT 1",
+  openDuplicate: `SELECT id FROM reservations WHERE fingerprint = ? AND state IN (${UNRESOLVED_STATES.map((s) => `'${s}'`).join(',')}) LIMIT 1`,
   // INDEXED BY: the table is small most of the time, so statistics (ANALYZE) could otherwise talk the planner into a scan
   pruneRate: 'DELETE FROM rate_events INDEXED BY rate_events_key_at WHERE key_id = ? AND at <= ?',
   countRate: 'SELECT COUNT(*) AS n FROM rate_events INDEXED BY rate_events_key_at WHERE key_id = ? AND at > ?',
