@@ -184,7 +184,12 @@ export async function runGuardCost(opts: GuardCostOptions = {}): Promise<GuardCo
   const floor = openFloor(floorDir);
   try {
     arms.push(await openArm('this', 1, THIS_BUILD));
-    if (opts.against) arms.push(await openArm('base', 1, opts.against), await openArm('base', 2, opts.against), await openArm('this', 2, THIS_BUILD));
+    if (opts.against) {
+      // one at a time: an arm that fails to open leaves the ones before it in `arms`, for finally to close
+      arms.push(await openArm('base', 1, opts.against));
+      arms.push(await openArm('base', 2, opts.against));
+      arms.push(await openArm('this', 2, THIS_BUILD));
+    }
     const inTime = deadline(180_000 * (opts.against ? 2 : 1), 'guard cost');
     const one = async (arm: Arm) => {
       inTime();

@@ -11,21 +11,33 @@ const MEASURES = ['guard', 'authorize', 'settle', 'budget'] as const;
 type Measure = (typeof MEASURES)[number];
 
 interface AgainstRun {
-  this: { commit: string };
-  base: { commit: string };
+  this: { commit: string | null };
+  base: { commit: string | null };
   thisOverBase: { cpuPerCall: number };
   samplesMs: { floor: number[]; this: Record<Measure, number[]>; base: Record<Measure, number[]> };
 }
 
-function againstOf(file: string): AgainstRun {
-  const run = JSON.parse(readFileSync(file, 'utf8')) as { guard?: { against?: AgainstRun } };
+function againstOf(file: string): AgainstRun & { startedAt: string; quick: boolean } {
+  const run = JSON.parse(readFileSync(file, 'utf8')) as { startedAt: string; quick: boolean; guard?: { against?: AgainstRun } };
   if (!run.guard?.against) throw new Error(`${file}: not the --out of a guard run with --against`);
-  return run.guard.against;
+  return { ...run.guard.against, startedAt: run.startedAt, quick: run.quick };
+}
+
+/** Runs pooled must be distinct runs of the same two builds, all full or all quick. */
+function checkPoolable(files: string[], runs: ReturnType<typeof againstOf>[]): void {
+  const first = runs[0]!;
+  runs.forEach((r, i) => {
+    if (r.this.commit !== first.this.commit || r.base.commit !== first.base.commit) throw new Error(`${files[i]}: other builds than ${files[0]} (${r.this.commit} / ${r.base.commit})`);
+    if (r.quick !== first.quick) throw new Error(`${files[i]}: ${r.quick ? 'a --quick run' : 'a full run'}, unlike ${files[0]}`);
+    const twin = runs.findIndex((o) => o.startedAt === r.startedAt);
+    if (twin !== i) throw new Error(`${files[i]} is the same run as ${files[twin]}`);
+  });
 }
 
 function main(files: string[]): void {
   if (files.length === 0) throw new Error('usage: node dist/tools/bench/pool-against.js RUN.json…');
   const runs = files.map(againstOf);
+  checkPoolable(files, runs);
   const pooled = (build: 'this' | 'base', m: Measure) => summarize(runs.flatMap((r) => r.samplesMs[build][m]));
   const floor = summarize(runs.flatMap((r) => r.samplesMs.floor));
   const rows = MEASURES.map((m) => {

@@ -19,7 +19,7 @@ export function budgetCounters(caps: readonly CapRow[], now: number): CounterKey
   return caps.flatMap((c) => counterOfCap(c, w) ?? []);
 }
 
-/** `chain` root first; `caps` every cap of the chain and the global ones; `counters` read by counterId (absent: empty). */
+/** `chain` root first; `caps` every cap of the chain and the global ones; `counters` every one budgetCounters names, by counterId. */
 export function budgetOf(chain: readonly KeyRow[], caps: readonly CapRow[], counters: ReadonlyMap<string, CounterRow>, now: number): Budget {
   const self = chain[chain.length - 1]!;
   const w = windowsAt(now);

@@ -46,7 +46,7 @@ export function passphraseSet(sealer: Pick<Sealer, 'seal'>, hash: string, replac
  * Every wrong approver passphrase leaves a row (never the text typed): guessing is seen in the audit log.
  * Typed to answer an approval, the row is on the chain of the key that asked (`approval`, as read).
  */
-export function wrongPassphraseAudit(attempt: PassphraseAttempt | undefined, approval?: { row: ApprovalRow; actor: Actor }): AuditInput {
+export function wrongPassphraseAudit(attempt: PassphraseAttempt | undefined, approval?: { row: ApprovalRow; actor: Actor | null }): AuditInput {
   if (approval) {
     return about(approval.actor, { event: 'approval_failed', action: approval.row.action, approvalId: approval.row.id, code: 'PASSPHRASE_WRONG', details: { by: attempt?.by } });
   }

@@ -32,7 +32,7 @@ export interface ChainState {
   chain: readonly KeyRow[];
   /** the caps that apply to the chain: the global ones and every key's of the chain */
   caps: readonly CapRow[];
-  /** the counters countersToRead names, by counterId; one absent has counted nothing */
+  /** every counter countersToRead names, by counterId (EMPTY_COUNTER for one with no row yet) */
   counters: ReadonlyMap<string, CounterRow>;
 }
 

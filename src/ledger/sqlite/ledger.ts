@@ -520,7 +520,10 @@ export class SqliteLedger implements Ledger {
     return this.transition(reservationId, (read) => transitions.correctEstimate(reservationId, read, finalMicros));
   }
 
-  /** One transition, in one relaxed transaction: the reservation, its counts with its spend group's counter, and its key, read for the rule to decide. */
+  /**
+   * One transition, in one relaxed transaction: the reservation, its counts and its key read for the
+   * rule to decide; once applied, a change that grows the counters is held to the exact range.
+   */
   private transition(reservationId: string, decide: (read: TransitionRead | undefined) => TransitionResult): Promise<Reservation> {
     try {
       transitions.checkReservationId(reservationId);
@@ -530,7 +533,8 @@ export class SqliteLedger implements Ledger {
         const read: TransitionRead | undefined = r && {
           reservation: r,
           counts: (this.st.countsOf.all(r.id) as { scope: string; window_key: string }[]).map((c) => ({ scope: c.scope, windowKey: c.window_key })),
-          actor: this.actorOfKey(r.key_id),
+          // its key read again, as always: a key row gone from the file puts its rows on the global chain
+          actor: this.keyRow(r.key_id) ? this.actorOfKey(r.key_id) : null,
           now,
         };
         const { reservation, writes, grows } = decide(read);
@@ -944,7 +948,7 @@ export class SqliteLedger implements Ledger {
   private auditWrongPassphrase(now: number, attempt: PassphraseAttempt | undefined): void {
     transaction(this.db, 'full', () => {
       const approval = attempt?.approvalId !== undefined ? this.approvalRow(attempt.approvalId) : undefined;
-      this.apply(now, { ops: [], audit: [wrongPassphraseAudit(attempt, approval && { row: approval, actor: this.actorOfKey(approval.key_id)! })] });
+      this.apply(now, { ops: [], audit: [wrongPassphraseAudit(attempt, approval && { row: approval, actor: this.actorOfKey(approval.key_id) })] });
       return undefined;
     });
   }
