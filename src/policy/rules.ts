@@ -80,9 +80,16 @@ export interface Windows {
   month: string; // 2026-11
 }
 
+const DAY_MS = 24 * 3600 * 1000;
+/** the windows of the last UTC day asked about: every decision asks, several times, and they change once a day */
+let lastDay: { from: number; windows: Readonly<Windows> } | undefined;
+
 export function windowsAt(nowMs: number): Windows {
+  if (lastDay && nowMs >= lastDay.from && nowMs < lastDay.from + DAY_MS) return lastDay.windows;
   const iso = new Date(nowMs).toISOString();
-  return { day: iso.slice(0, 10), month: iso.slice(0, 7) };
+  const windows = Object.freeze({ day: iso.slice(0, 10), month: iso.slice(0, 7) });
+  lastDay = { from: Math.floor(nowMs / DAY_MS) * DAY_MS, windows };
+  return windows;
 }
 
 export function windowKey(window: Exclude<CapWindow, 'per_call'>, w: Windows): string {
