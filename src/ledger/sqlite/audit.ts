@@ -94,12 +94,11 @@ export class AuditLog {
 
   /** Rows already chained (core/audit-chain.ts chainAudit), and the heads they end at. */
   write(rows: readonly NewAuditRecord[]): void {
-    const last = new Map<string, NewAuditRecord>();
-    for (const row of rows) {
+    rows.forEach((row, i) => {
       this.insert.run(row);
-      last.set(row.chain, row);
-    }
-    for (const row of last.values()) this.upsertHead.run(row.chain, row.seq, row.mac);
+      // the head moves once per chain, to the last row written on it
+      if (!rows.some((later, j) => j > i && later.chain === row.chain)) this.upsertHead.run(row.chain, row.seq, row.mac);
+    });
   }
 
   query(q: AuditQuery): AuditRow[] {

@@ -796,7 +796,7 @@ export class SqliteLedger implements Ledger {
         return;
       case 'insertReservation': {
         const r = op.reservation;
-        this.st.insertReservation.run({ id: r.id, key_id: r.key_id, label: r.label, action: r.action, fingerprint: r.fingerprint, state: r.state, estimate: r.estimate, actual: r.actual, day: r.day, month: r.month, created_at: r.created_at, request: r.request, normalized: r.normalized });
+        this.st.insertReservation.run(r); // the statement takes the row's columns it names
         for (const c of op.countsIn) {
           this.st.insertCount.run(r.id, c.scope, c.windowKey);
           this.addCounter(c.scope, c.windowKey, op.delta);
