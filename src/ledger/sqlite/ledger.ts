@@ -779,7 +779,7 @@ export class SqliteLedger implements Ledger {
   // ─────────────────────────── applying writes ───────────────────────────
 
   /** Applies what a rule decided, in order, inside the caller's transaction; decides nothing. */
-  protected apply(now: number, w: Writes): void {
+  private apply(now: number, w: Writes): void {
     for (const op of w.ops) this.applyOne(op);
     this.audit.appendAll(now, w.audit);
   }
