@@ -6,9 +6,10 @@
  * vendor caps, every window, pending and uncertain counting), the exact range, and approval. An
  * allowed call becomes one reservation with its counts, rate events, a consumed grant and audit
  * rows; a denial is recorded apart (see Outcome). The storage reads in three steps, each told by
- * these rules what it needs: the key chain → admitCall; then the caps, counters, duplicate,
- * rate counts and grants (readsFor) → decideCall; for a call that must ask a human, the approval
- * rows (askReads) → askHuman.
+ * these rules what it needs: the key chain → admitCall; then the caps, their counters
+ * (countersFor), a duplicate in the lineage, the rate counts (rateWindowStart) and the live grants
+ * (liveGrants) → decideCall; for a call that must ask a human, the lineage's approvals (AskReads)
+ * → askHuman.
  */
 import { secretMatches } from '../secrets.js';
 import {
