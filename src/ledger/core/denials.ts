@@ -9,14 +9,12 @@ import { secretMatches } from '../secrets.js';
 import { checkText } from './input.js';
 import { about, actorOf, GLOBAL_CHAIN, type Actor, type AuditInput } from './audit-chain.js';
 import type { KeyRow } from './rows.js';
-import type { DenialTally, Write } from './writes.js';
+import type { AuditEntry, DenialTally, Writes } from './writes.js';
 
 export const DENIAL_ROWS_PER_MINUTE = 30;
 const DENIAL_MINUTE_MS = 60_000;
 /** distinct actions named in one count row; the rest are summed under "other" */
 const MAX_COUNTED_ACTIONS = 16;
-
-export type DenialWrites = { ops: Write[]; audit: (AuditInput & { at?: number })[] };
 
 /**
  * Whether a denial gets its own audit row, and what its chain's tally becomes. A tally of an
@@ -28,10 +26,10 @@ export function admitDenialRow(
   now: number,
   code: string,
   action: string | null,
-): { admitted: boolean } & DenialWrites {
+): { admitted: boolean } & Writes {
   const chain = chainActor?.id ?? GLOBAL_CHAIN;
   const minute = Math.floor(now / DENIAL_MINUTE_MS);
-  const audit: DenialWrites['audit'] = [];
+  const audit: AuditEntry[] = [];
   let current = tally;
   if (current && current.minute !== minute) {
     audit.push(...heldDenialsRow(current, chainActor));
@@ -57,7 +55,7 @@ export function admitDenialRow(
  * A tally's held count written out now, so none waits for a later denial that may never come. The
  * tally keeps its minute and rows written: the bound still holds for the rest of that minute.
  */
-export function flushTally(tally: DenialTally, chainActor: Actor | null, now: number): DenialWrites {
+export function flushTally(tally: DenialTally, chainActor: Actor | null, now: number): Writes {
   return {
     ops: [{ kind: 'saveDenialTally', tally: { ...tally, held: 0, codes: '{}', actions: '{}', first_at: null, last_at: null } }],
     audit: heldDenialsRow(tally, chainActor, now),
@@ -65,7 +63,7 @@ export function flushTally(tally: DenialTally, chainActor: Actor | null, now: nu
 }
 
 /** One denials_counted row for what a tally holds (nothing when it holds none), dated by its last denial. */
-function heldDenialsRow(tally: DenialTally, chainActor: Actor | null, now?: number): DenialWrites['audit'] {
+function heldDenialsRow(tally: DenialTally, chainActor: Actor | null, now?: number): AuditEntry[] {
   if (tally.held === 0) return [];
   return [
     {

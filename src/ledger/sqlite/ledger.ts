@@ -68,7 +68,7 @@ import type { TransitionRead, TransitionResult } from '../core/reservations.js';
 import { toApproval, toKeyInfo, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow, type ReservationRow } from '../core/rows.js';
 import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
 import { spendGroupScope } from '../core/spend.js';
-import { counterId, writes, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
+import { counterId, writes, type CounterKey, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
 import { AuditLog, GLOBAL_CHAIN } from './audit.js';
 import { openDb, read, transaction, type Db } from './db.js';
 import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
@@ -303,7 +303,7 @@ export class SqliteLedger implements Ledger {
       if (!row) throw new RuncapError('NOT_FOUND', `no key ${keyId}`);
       const chain = this.chainOf(row);
       const caps = this.capsFor(chain);
-      const counters = new Map(budgetCounters(caps, now).map((c) => [counterId(c), this.counterOf(c.scope, c.windowKey)]));
+      const counters = this.readCounters(budgetCounters(caps, now));
       return budgetOf(chain, caps, counters, now);
     });
   }
@@ -381,7 +381,7 @@ export class SqliteLedger implements Ledger {
     transaction(this.db, 'normal', () => {
       for (const tally of this.db.prepare('SELECT * FROM denial_tallies WHERE held > 0').all() as DenialTally[]) {
         const key = tally.chain === GLOBAL_CHAIN ? undefined : this.keyRow(tally.chain);
-        this.apply(now, flushTally(tally, key ? actorOf(this.chainOf(key)) : null, now));
+        this.apply(now, flushTally(tally, this.actorOfKey(key), now));
       }
     });
   }
@@ -427,8 +427,7 @@ export class SqliteLedger implements Ledger {
     // the settle that follows an allowed call writes its rows about the same key: no chain to read again
     this.rememberActor(adm.actor);
     const caps = this.capsFor(adm.chain);
-    const counters = new Map<string, CounterRow>();
-    for (const c of countersFor(caps, spec.action, adm.windows)) counters.set(counterId(c), this.counterOf(c.scope, c.windowKey));
+    const counters = this.readCounters(countersFor(caps, spec.action, adm.windows));
     const openDuplicate = spec.settleNow
       ? undefined
       : adm.lineage.map((l) => this.st.openDuplicate.get(l.fingerprint) as { id: string } | undefined).find(Boolean)?.id;
@@ -453,8 +452,7 @@ export class SqliteLedger implements Ledger {
     const actors = new Map<string, Actor | null>();
     for (const r of lineageApprovals) {
       if (r.key_id === self.id || actors.has(r.key_id)) continue;
-      const key = this.keyRow(r.key_id);
-      actors.set(r.key_id, key ? actorOf(this.chainOf(key)) : null);
+      actors.set(r.key_id, this.actorOfKey(this.keyRow(r.key_id)));
     }
     return {
       grants: this.liveGrantsOf(self.id, ask.adm.fingerprint, now),
@@ -533,8 +531,7 @@ export class SqliteLedger implements Ledger {
         const read: TransitionRead | undefined = r && {
           reservation: r,
           counts: (this.st.countsOf.all(r.id) as { scope: string; window_key: string }[]).map((c) => ({ scope: c.scope, windowKey: c.window_key })),
-          // its key read again, as always: a key row gone from the file puts its rows on the global chain
-          actor: this.keyRow(r.key_id) ? this.actorOfKey(r.key_id) : null,
+          actor: this.actorOfKey(this.keyRow(r.key_id)),
           now,
         };
         const { reservation, writes, grows } = decide(read);
@@ -633,7 +630,7 @@ export class SqliteLedger implements Ledger {
     const answered = transaction(this.db, 'full', () => {
       const r = this.approvalRow(id);
       const key = this.keyRow(r.key_id)!;
-      const outcome = answers.approve({ approval: r, key, actor: this.actorOfKey(key.id)!, now, requested: this.audit.approvalRecord(r.id).requested }, opts.by, this.audit);
+      const outcome = answers.approve({ approval: r, key, actor: this.actorOfKey(key)!, now, requested: this.audit.approvalRecord(r.id).requested }, opts.by, this.audit);
       // a refusal is committed too: the finding stays in the audit trail, for verify to name
       this.apply(now, outcome.writes);
       return outcome;
@@ -649,7 +646,7 @@ export class SqliteLedger implements Ledger {
     return transaction(this.db, 'full', () => {
       const r = this.approvalRow(id);
       const key = this.keyRow(r.key_id)!;
-      const { approval, writes } = answers.deny({ approval: r, key, actor: this.actorOfKey(key.id)!, now }, opts.by, reason);
+      const { approval, writes } = answers.deny({ approval: r, key, actor: this.actorOfKey(key)!, now }, opts.by, reason);
       this.apply(now, writes);
       return approval;
     });
@@ -899,7 +896,7 @@ export class SqliteLedger implements Ledger {
   /** What a key rule reads of a chain (core/keys.ts ChainState): its caps and the counters that can bound a child or a session. */
   private chainState(chain: KeyRow[], now: number): keys.ChainState {
     const caps = this.capsFor(chain);
-    const counters = new Map(keys.countersToRead(caps, now).map((c) => [counterId(c), this.counterOf(c.scope, c.windowKey)]));
+    const counters = this.readCounters(keys.countersToRead(caps, now));
     return { chain, caps, counters };
   }
 
@@ -948,7 +945,7 @@ export class SqliteLedger implements Ledger {
   private auditWrongPassphrase(now: number, attempt: PassphraseAttempt | undefined): void {
     transaction(this.db, 'full', () => {
       const approval = attempt?.approvalId !== undefined ? this.approvalRow(attempt.approvalId) : undefined;
-      this.apply(now, { ops: [], audit: [wrongPassphraseAudit(attempt, approval && { row: approval, actor: this.actorOfKey(approval.key_id) })] });
+      this.apply(now, { ops: [], audit: [wrongPassphraseAudit(attempt, approval && { row: approval, actor: this.actorOfKey(this.keyRow(approval.key_id)) })] });
       return undefined;
     });
   }
@@ -960,18 +957,23 @@ export class SqliteLedger implements Ledger {
   private readonly actors = new Map<string, Actor>();
 
   /**
-   * Whom a key's audit rows are about (its chain's labels); labels never change, so once per key per
-   * process. A key whose row is gone (an edited file) has its rows written on the global chain.
+   * Whom a key's audit rows are about (its chain's labels), given its row as this transaction read
+   * it: a key whose row is gone (an edited file) has its rows written on the global chain. Labels
+   * never change, so the chain is read once per key per process.
    */
-  private actorOfKey(keyId: string): Actor | null {
-    let actor = this.actors.get(keyId);
+  private actorOfKey(key: KeyRow | undefined): Actor | null {
+    if (!key) return null;
+    let actor = this.actors.get(key.id);
     if (!actor) {
-      const key = this.keyRow(keyId);
-      if (!key) return null;
       actor = actorOf(this.chainOf(key));
       this.rememberActor(actor);
     }
     return actor;
+  }
+
+  /** Every counter a rule asks for, by counterId: an empty one where no row exists yet. */
+  private readCounters(wanted: readonly CounterKey[]): Map<string, CounterRow> {
+    return new Map(wanted.map((c) => [counterId(c), this.counterOf(c.scope, c.windowKey)]));
   }
 
   private rememberActor(actor: Actor): void {
