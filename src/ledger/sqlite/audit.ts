@@ -7,20 +7,14 @@
 import type { AuditEvent, AuditQuery, AuditRow, ChainHead } from '../types.js';
 import {
   APPROVAL_RECORD_EVENTS,
-  approvalRecordOf,
   chainAudit,
   chainOfInput,
   rowMacHolds,
-  seal,
-  sealMatches,
   toAuditRow,
-  verifyChains,
-  type ApprovalRecord,
   type AuditInput,
   type AuditRecord,
   type Head,
   type NewAuditRecord,
-  type SealPurpose,
 } from '../core/audit-chain.js';
 import type { Db } from './db.js';
 
@@ -30,7 +24,7 @@ export class AuditLog {
   private readonly head;
   private readonly insert;
   private readonly upsertHead;
-  private readonly approvalRows;
+  private readonly approvalRowsOf;
 
   constructor(
     private readonly db: Db,
@@ -40,7 +34,7 @@ export class AuditLog {
     this.head = db.prepare<[string], Head>(head);
     this.insert = db.prepare(insert);
     this.upsertHead = db.prepare(upsertHead);
-    this.approvalRows = db.prepare<[string], AuditRecord>(approvalRows);
+    this.approvalRowsOf = db.prepare<[string], AuditRecord>(approvalRows);
   }
 
   /** SQL of the statements an append (and a grant's consumption) runs, for query-plan checks. */
@@ -56,14 +50,6 @@ export class AuditLog {
     `SELECT * FROM audit WHERE approval_id = ? AND event IN (${APPROVAL_RECORD_EVENTS.map((e) => `'${e}'`).join(', ')}) ORDER BY id`,
   ] as const;
 
-  seal(purpose: SealPurpose, value: string): string {
-    return seal(this.secret, purpose, value);
-  }
-
-  sealMatches(purpose: SealPurpose, value: string, given: unknown): boolean {
-    return sealMatches(this.secret, purpose, value, given);
-  }
-
   /** Rows of these events whose own MAC holds, in append order (verify's replay; scans, never on the hot path). */
   *validRows(events: readonly AuditEvent[]): Generator<AuditRow> {
     const sql = `SELECT * FROM audit WHERE event IN (${events.map(() => '?').join(', ')}) ORDER BY id`;
@@ -73,8 +59,8 @@ export class AuditLog {
   }
 
   /** One indexed look-up: it runs only when a grant is about to be consumed or approved. */
-  approvalRecord(approvalId: string): ApprovalRecord {
-    return approvalRecordOf(this.secret, this.approvalRows.all(approvalId));
+  approvalRows(approvalId: string): AuditRecord[] {
+    return this.approvalRowsOf.all(approvalId);
   }
 
   /** Append rows; call inside the transaction that made the change they record. */
@@ -88,10 +74,6 @@ export class AuditLog {
     this.write(chainAudit(this.secret, heads, at, inputs));
   }
 
-  append(at: number, input: AuditInput): void {
-    this.appendAll(at, [input]);
-  }
-
   /** Rows already chained (core/audit-chain.ts chainAudit), and the heads they end at. */
   write(rows: readonly NewAuditRecord[]): void {
     rows.forEach((row, i) => {
@@ -101,7 +83,7 @@ export class AuditLog {
     });
   }
 
-  query(q: AuditQuery): AuditRow[] {
+  query(q: AuditQuery): AuditRecord[] {
     const where: string[] = [];
     const args: unknown[] = [];
     if (q.keyId) {
@@ -122,14 +104,15 @@ export class AuditLog {
     }
     const sql = `SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at, id LIMIT ?`;
     args.push(q.limit ?? 1_000_000);
-    return (this.db.prepare(sql).all(...args) as AuditRecord[]).map(toAuditRow);
+    return this.db.prepare(sql).all(...args) as AuditRecord[];
   }
 
   heads(): ChainHead[] {
     return this.db.prepare('SELECT chain, seq, mac FROM audit_heads ORDER BY chain').all() as ChainHead[];
   }
 
-  verify(kept: readonly ChainHead[] = []): ReturnType<typeof verifyChains> {
-    return verifyChains(this.secret, this.db.prepare('SELECT * FROM audit ORDER BY id').iterate() as IterableIterator<AuditRecord>, this.heads(), kept);
+  /** Every row in append order, as a lazy cursor (audit tables can be large). */
+  allRows(): Iterable<AuditRecord> {
+    return this.db.prepare('SELECT * FROM audit ORDER BY id').iterate() as IterableIterator<AuditRecord>;
   }
 }

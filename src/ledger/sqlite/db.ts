@@ -12,7 +12,8 @@ import { MIGRATIONS } from './migrations.js';
 
 export type Db = Database.Database;
 
-export type Durability = 'full' | 'normal';
+export type { Durability } from '../store/store.js';
+import type { Durability } from '../store/store.js';
 
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|CANTOPEN|NOTADB|CORRUPT|IOERR|READONLY|FULL|PROTOCOL|PERM|AUTH|NOMEM)/;
 
@@ -80,7 +81,7 @@ function migrate(db: Db): void {
  * decision that turns out to be a denial is rolled back and its rows written
  * in a second, relaxed transaction (see SqliteLedger.decide).
  */
-export function transaction<T>(db: Db, durability: Durability, fn: () => T): T {
+export async function transaction<T>(db: Db, durability: Durability, fn: () => Promise<T>): Promise<T> {
   const st = statementsOf(db);
   const relaxed = durability === 'normal';
   try {
@@ -91,7 +92,7 @@ export function transaction<T>(db: Db, durability: Durability, fn: () => T): T {
     throw asLedgerError(err);
   }
   try {
-    const value = fn();
+    const value = await fn();
     st.commit.run();
     return value;
   } catch (err) {
@@ -109,13 +110,14 @@ export function transaction<T>(db: Db, durability: Durability, fn: () => T): T {
 }
 
 /** Transaction control statements, prepared once per connection (not once per call). */
-const controlStatements = new WeakMap<Db, Record<'begin' | 'commit' | 'rollback' | 'normal' | 'full', Database.Statement>>();
+const controlStatements = new WeakMap<Db, Record<'begin' | 'beginRead' | 'commit' | 'rollback' | 'normal' | 'full', Database.Statement>>();
 
 function statementsOf(db: Db) {
   let st = controlStatements.get(db);
   if (!st) {
     st = {
       begin: db.prepare('BEGIN IMMEDIATE'),
+      beginRead: db.prepare('BEGIN'),
       commit: db.prepare('COMMIT'),
       rollback: db.prepare('ROLLBACK'),
       normal: db.prepare('PRAGMA synchronous = NORMAL'),
@@ -124,6 +126,22 @@ function statementsOf(db: Db) {
     controlStatements.set(db, st);
   }
   return st;
+}
+
+/**
+ * Run fn in one read transaction (deferred: no write lock), so that every statement of it sees
+ * one snapshot of the file whatever other processes commit meanwhile.
+ */
+export async function readTransaction<T>(db: Db, fn: () => Promise<T>): Promise<T> {
+  const st = statementsOf(db);
+  read(() => st.beginRead.run());
+  try {
+    return await fn();
+  } catch (err) {
+    throw asLedgerError(err);
+  } finally {
+    if (db.inTransaction) read(() => st.commit.run());
+  }
 }
 
 export function read<T>(fn: () => T): T {

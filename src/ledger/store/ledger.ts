@@ -1,0 +1,742 @@
+/**
+ * The ledger over a storage: each request is one transaction of a Store (store.ts) that reads what
+ * the core's rules ask for, calls the rules (src/ledger/core) and applies the Writes they return.
+ * Written once for every storage: SQLite (sqlite/ledger.ts) and PostgreSQL (postgres/ledger.ts)
+ * differ only in the Store beneath, which holds their SQL, locking and clock. Nothing here decides.
+ */
+import { randomBytes } from 'node:crypto';
+import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
+import { hashPassphrase, newId, newKeySecret, parseKey, PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../secrets.js';
+import type {
+  Approval,
+  AuditQuery,
+  AuditRow,
+  AuditVerification,
+  AuthorizeRequest,
+  Budget,
+  ChainHead,
+  ChildKeyInput,
+  Decision,
+  DelegateInput,
+  HumanAct,
+  HumanActRefusal,
+  HumanProof,
+  IssuedKey,
+  IssueKeyInput,
+  KeyInfo,
+  Ledger,
+  PassphraseAttempt,
+  ReleasedBy,
+  Reservation,
+  ReservationFilter,
+  SpendRow,
+  VendorLimit,
+  VerifyRequest,
+} from '../types.js';
+import * as answers from '../core/approvals.js';
+import { actorOf, approvalRecordOf, seal, sealMatches, toAuditRow, verifyChains, type Actor, type ApprovalRecord, type Sealer } from '../core/audit-chain.js';
+import {
+  admitCall,
+  askHuman,
+  authorizeSpec,
+  countersFor,
+  decideCall,
+  liveGrants,
+  PENDING_APPROVAL_MS,
+  rateWindowStart,
+  verifySpec,
+  type ApprovalAsk,
+  type AskReads,
+  type CallSpec,
+  type Outcome,
+} from '../core/authorize.js';
+import { budgetCounters, budgetOf } from '../core/budget.js';
+import type { CoreContext } from '../core/context.js';
+import { admitDenialRow, deniedBeforeLedger, denialToRecord, flushTally, presentedActor } from '../core/denials.js';
+import { familyOf } from '../core/family.js';
+import { checkReplacement, HumanProofs, passphraseSet, refusalAudit, typedPassphrase, wrongPassphrase, wrongPassphraseAudit } from '../core/human.js';
+import { checkCreatedSince, checkHeads, checkMicros, checkName, checkRef, checkRootKeyInput, checkSpendGrouping, checkText } from '../core/input.js';
+import * as keys from '../core/keys.js';
+import * as limits from '../core/limits.js';
+import { replayPolicyRows } from '../core/policy-replay.js';
+import { authenticated, usable } from '../core/presented.js';
+import * as transitions from '../core/reservations.js';
+import type { TransitionRead, TransitionResult } from '../core/reservations.js';
+import { toApproval, toKeyInfo, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from '../core/rows.js';
+import { spendGroupScope } from '../core/spend.js';
+import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
+import { counterId, writes, type CounterKey } from '../core/writes.js';
+import { GLOBAL_CHAIN } from '../core/audit-chain.js';
+import type { ReadTx, Store, WriteTx } from './store.js';
+
+export interface StoreLedgerOptions {
+  /** HMAC secret of the audit chains (audit.key in RUNCAP_HOME) */
+  auditSecret: Buffer;
+  /** vendor timeout + 60 s: a reservation pending longer is stale */
+  staleAfterMs?: number;
+  /** log2 of scrypt's N for a passphrase set through this ledger (default 15; tests lower it, never below 10) */
+  passphraseCost?: number;
+}
+
+export class StoreLedger implements Ledger {
+  /** what the rules of core/ are given besides the reads */
+  private readonly core: CoreContext;
+  private readonly sealer: Sealer;
+  private readonly staleAfterMs: number;
+  private readonly passphraseCost: number | undefined;
+  /** every HumanProof this ledger made */
+  private readonly proofs: HumanProofs = new HumanProofs();
+  private closed = false;
+
+  constructor(
+    protected readonly store: Store,
+    opts: StoreLedgerOptions,
+  ) {
+    const secret = opts.auditSecret;
+    this.core = { auditSecret: secret, newId, newKeySecret };
+    this.sealer = {
+      seal: (purpose, value) => seal(secret, purpose, value),
+      sealMatches: (purpose, value, given) => sealMatches(secret, purpose, value, given),
+    };
+    this.staleAfterMs = opts.staleAfterMs ?? 90_000;
+    this.passphraseCost = opts.passphraseCost;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.writeHeldDenials();
+    } catch {
+      // best effort: the counts stay in denial_tallies and the next process writes them
+    }
+    await this.store.close();
+  }
+
+  // ───────────────────────────── keys ─────────────────────────────
+
+  async issueKey(input: IssueKeyInput): Promise<IssuedKey> {
+    const { policy, ttl } = checkRootKeyInput(input);
+    return this.humanOnly('keys issue', input.proof, input.issuedBy, () =>
+      this.store.write('full', async (tx) => {
+        this.proofs.assert(input.proof, 'keys issue', 'a root key creates budget', await tx.setting('passphrase'));
+        const { writes, issued } = keys.issueRootKey({ label: input.label, issuedBy: input.issuedBy, policy, ttlSeconds: ttl, passphraseTypedBy: input.proof.by }, this.keyContext(tx.now));
+        await tx.apply(writes);
+        return issued;
+      }),
+    );
+  }
+
+  async issueChildKey(presentedParentKey: string, input: ChildKeyInput): Promise<IssuedKey> {
+    return this.childOf(presentedParentKey, 'keys.issue', () => keys.childKeySpec(input));
+  }
+
+  async delegateKey(presentedKey: string, input: DelegateInput): Promise<IssuedKey> {
+    return this.childOf(presentedKey, 'mcp.delegate_key', (parent) => keys.delegateSpec(parent, input));
+  }
+
+  /**
+   * A child of the presented key: only when it may delegate, only narrower, at most its
+   * max_children live. Whatever is refused is audited on the parent's chain (or the global
+   * one, for a key that does not resolve), bounded like recordDenial: a loop of refused
+   * issues cannot flood the audit.
+   */
+  private async childOf(presentedParentKey: string, action: string, spec: (parent: KeyRow) => keys.ChildSpec): Promise<IssuedKey> {
+    try {
+      return await this.store.write('full', async (tx) => {
+        const chain = await this.resolveChain(tx, presentedParentKey, true);
+        const child = keys.childOf(chain, spec);
+        const state = { ...(await this.chainState(tx, chain)), liveChildren: await tx.liveChildrenOf(familyOf(chain[chain.length - 1]!), tx.now) };
+        const { writes, issued } = keys.insertChild(state, child, this.keyContext(tx.now));
+        await tx.apply(writes);
+        return issued;
+      });
+    } catch (err) {
+      if (err instanceof RuncapError && isReasonCode(err.code)) {
+        await this.recordDenial(presentedParentKey, { action, code: err.code, message: err.message }).catch(() => {});
+      }
+      throw err;
+    }
+  }
+
+  async mintSession(presentedKey: string): Promise<IssuedKey> {
+    return this.store.write('full', async (tx) => {
+      const chain = await this.resolveChain(tx, presentedKey, true);
+      const { writes, issued } = keys.mintSession(await this.chainState(tx, chain), randomBytes(4).toString('hex'), this.keyContext(tx.now));
+      await tx.apply(writes);
+      return issued;
+    });
+  }
+
+  async resolveKey(presentedKey: string): Promise<KeyInfo> {
+    return this.store.read(async (tx) => {
+      const chain = await this.resolveChain(tx, presentedKey, false);
+      return toKeyInfo(chain[chain.length - 1]!, chain, tx.now);
+    });
+  }
+
+  async getKey(id: string): Promise<KeyInfo> {
+    return this.store.read(async (tx) => {
+      const chain = typeof id === 'string' ? await tx.chain(id) : undefined;
+      if (!chain) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
+      return toKeyInfo(chain[chain.length - 1]!, chain, tx.now);
+    });
+  }
+
+  async listKeys(): Promise<KeyInfo[]> {
+    return this.store.read(async (tx) => {
+      const rows = await tx.allKeys();
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      return rows.map((r) => {
+        const chain = [...(JSON.parse(r.ancestors) as string[]).map((a) => byId.get(a)!), r];
+        return toKeyInfo(r, chain, tx.now);
+      });
+    });
+  }
+
+  async revokeKey(id: string, opts: { reason?: string; by: string }): Promise<{ revoked: string[] }> {
+    checkName(opts.by, 'revoker');
+    const reason = opts.reason === undefined ? 'revoked' : checkText(opts.reason, 'reason', 500);
+    return this.store.write('full', async (tx) => {
+      const chain = typeof id === 'string' ? await tx.chain(id, { lock: true }) : undefined;
+      if (!chain) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
+      const { writes, revoked } = keys.revokeKey(chain, await this.descendantsOf(tx, chain[chain.length - 1]!), { reason, by: opts.by }, tx.now);
+      await tx.apply(writes);
+      return { revoked };
+    });
+  }
+
+  async budget(keyId: string): Promise<Budget> {
+    return this.store.read(async (tx) => {
+      const chain = typeof keyId === 'string' ? await tx.chain(keyId) : undefined;
+      if (!chain) throw new RuncapError('NOT_FOUND', `no key ${keyId}`);
+      const caps = await this.capsFor(tx, chain);
+      const counters = await this.readCounters(tx, budgetCounters(caps, tx.now));
+      return budgetOf(chain, caps, counters, tx.now);
+    });
+  }
+
+  // ───────────────────────── global vendor caps ─────────────────────────
+
+  async setVendorLimit(vendor: string, window: 'daily' | 'monthly', limitMicros: number | null, by: string, proof?: HumanProof): Promise<void> {
+    const change = { vendor, window, limitMicros, by, proof };
+    limits.checkVendorLimit(change);
+    return this.humanOnly('limits set', proof, by, () =>
+      this.store.write('full', async (tx) => {
+        // the caps first: read to be changed, they hold back every call until this commits
+        const globalCaps = await tx.globalCaps({ changing: true });
+        const backfill = limits.backfillOf(change, tx.now);
+        const open = backfill ? await tx.reservationsInWindow(backfill.field, backfill.key, backfill.vendor) : [];
+        await tx.apply(limits.setVendorLimit(change, { globalCaps, open, passphraseHash: await tx.setting('passphrase') }, this.proofs));
+      }),
+    );
+  }
+
+  async listVendorLimits(): Promise<VendorLimit[]> {
+    return this.store.read(async (tx) =>
+      (await tx.globalCaps()).map((c) => ({
+        vendor: c.scope.replace(/^vendor:/, ''),
+        window: c.window as 'daily' | 'monthly',
+        limitMicros: c.usd_micros ?? 0,
+        capId: c.id,
+      })),
+    );
+  }
+
+  // ─────────────────────────── the decision ───────────────────────────
+
+  async authorize(req: AuthorizeRequest): Promise<Decision> {
+    return this.decide(req.key, authorizeSpec(req));
+  }
+
+  async verify(req: VerifyRequest): Promise<Decision> {
+    const spec = verifySpec(req);
+    if ('refused' in spec) {
+      await this.recordDenial(req.key, { action: req.action, code: spec.refused.code, message: spec.refused.message }).catch(() => {});
+      return spec.refused;
+    }
+    return this.decide(req.key, spec);
+  }
+
+  async recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void> {
+    const recorded = denialToRecord(denial);
+    await this.store.write('normal', async (tx) => {
+      const parsed = typeof presentedKey === 'string' ? parseKey(presentedKey) : undefined;
+      const chain = parsed ? await tx.chain(parsed.id) : undefined;
+      const actor = presentedActor(parsed, chain);
+      if (!(await this.admitDenialRow(tx, actor, recorded.code, recorded.action))) return;
+      await tx.apply(writes([], [deniedBeforeLedger(actor, parsed?.id ?? null, recorded)]));
+    });
+  }
+
+  /** Inside a denial's transaction: whether it gets its own audit row (core/denials.ts), its tally saved either way. */
+  private async admitDenialRow(tx: WriteTx, actor: Actor | null, code: string, action: string | null): Promise<boolean> {
+    const tally = await tx.denialTally(actor?.id ?? GLOBAL_CHAIN);
+    const { admitted, ...w } = admitDenialRow(tally, actor, tx.now, code, action);
+    await tx.apply(w);
+    return admitted;
+  }
+
+  /** Writes every held denial count to its chain now: at close and before the audit is listed. */
+  private async writeHeldDenials(): Promise<void> {
+    // a plain read first: with nothing held, no write lock is taken (and no busy wait)
+    if (!(await this.store.anyHeldDenials())) return;
+    await this.store.write('normal', async (tx) => {
+      for (const tally of await tx.heldDenialTallies()) {
+        const key = tally.chain === GLOBAL_CHAIN ? undefined : await tx.key(tally.chain);
+        await tx.apply(flushTally(tally, await this.actorOfKey(tx, key), tx.now));
+      }
+    });
+  }
+
+  /**
+   * One decision (core/authorize.ts). The allowing path is a single durable transaction. A denial
+   * is found inside it too, but then rolled back and its rows (audit, a new approval request)
+   * written in a second transaction that skips the fsync.
+   */
+  private async decide(presented: string, spec: CallSpec): Promise<Decision> {
+    try {
+      try {
+        return await this.store.write('full', async (tx) => {
+          const outcome = await this.decideWithin(tx, presented, spec);
+          if (!outcome.allowed) throw new DeferredDenial(outcome);
+          await tx.apply(outcome.writes);
+          return outcome.decision;
+        });
+      } catch (err) {
+        if (!(err instanceof DeferredDenial)) throw err;
+        const denied = err.outcome;
+        return await this.store.write('normal', async (tx) => {
+          const { decision, record } = 'ask' in denied ? askHuman(this.core, denied.ask, await this.askReads(tx, denied.ask)) : denied;
+          await tx.apply(record);
+          return decision;
+        });
+      }
+    } catch (err) {
+      if (err instanceof RuncapError && err.code === 'LEDGER_UNAVAILABLE') {
+        return { allowed: false, code: 'LEDGER_UNAVAILABLE', message: err.message };
+      }
+      throw err;
+    }
+  }
+
+  /** The reads of one call, in the steps the rules ask for them. */
+  private async decideWithin(tx: WriteTx, presented: string, spec: CallSpec): Promise<Outcome> {
+    const now = tx.now;
+    const parsed = parseKey(presented);
+    const chain = parsed ? await tx.chain(parsed.id, { lock: true }) : undefined;
+    const adm = admitCall({ parsed, chain }, spec, now);
+    if (!adm.admitted) return adm.outcome;
+    // the settle that follows an allowed call writes its rows about the same key: no chain to read again
+    this.rememberActor(adm.actor);
+    const caps = await this.capsFor(tx, adm.chain);
+    const counters = await this.readCounters(tx, countersFor(caps, spec.action, adm.windows));
+    const openDuplicate = spec.settleNow ? undefined : await tx.openDuplicate(adm.lineage.map((l) => l.fingerprint));
+    const rateCounts = new Map<string, number>();
+    const since = rateWindowStart(now);
+    for (const m of adm.rated) rateCounts.set(m.id, await tx.rateCount(m.id, since));
+    const grants = adm.approvalWhy ? await this.liveGrantsOf(tx, adm.self.id, adm.fingerprint) : [];
+    return decideCall(this.core, adm, spec, { caps, counters, openDuplicate, rateCounts, grants });
+  }
+
+  private async liveGrantsOf(tx: ReadTx, keyId: string, fingerprint: string): Promise<{ row: ApprovalRow; record: ApprovalRecord }[]> {
+    const live = liveGrants(await tx.approvalsFor(keyId, fingerprint), tx.now);
+    const backed: { row: ApprovalRow; record: ApprovalRecord }[] = [];
+    for (const row of live) backed.push({ row, record: await this.approvalRecord(tx, row.id) });
+    return backed;
+  }
+
+  private async approvalRecord(tx: ReadTx, approvalId: string): Promise<ApprovalRecord> {
+    return approvalRecordOf(this.core.auditSecret, await tx.approvalAuditRows(approvalId));
+  }
+
+  /** What asking a human reads, in the denial transaction. */
+  private async askReads(tx: WriteTx, ask: ApprovalAsk): Promise<AskReads> {
+    const { self, lineage } = ask.adm;
+    // the chain held again, as in the decision: two denials of one call cannot both ask a human
+    await tx.chain(self.id, { lock: true });
+    const lineageApprovals: ApprovalRow[] = [];
+    for (const l of lineage) lineageApprovals.push(...(await tx.familyApprovalsFor(l.fingerprint)));
+    const actors = new Map<string, Actor | null>();
+    for (const r of lineageApprovals) {
+      if (r.key_id === self.id || actors.has(r.key_id)) continue;
+      actors.set(r.key_id, await this.actorOfKey(tx, await tx.key(r.key_id)));
+    }
+    const pendingPerFamily: number[] = [];
+    for (const l of lineage) pendingPerFamily.push(await tx.pendingApprovalsOfFamily(l.family, tx.now));
+    return { grants: await this.liveGrantsOf(tx, self.id, ask.adm.fingerprint), lineageApprovals, actors, pendingPerFamily };
+  }
+
+  // ───────────────────────── state transitions ─────────────────────────
+
+  async settle(
+    reservationId: string,
+    actualMicros: number,
+    vendorRef: string | null,
+    opts: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof } = {},
+  ): Promise<Reservation> {
+    checkMicros(actualMicros, 'actual');
+    checkRef(vendorRef);
+    const note = opts.note === undefined ? undefined : checkText(opts.note, 'note', 1000);
+    const settlement = { actualMicros, vendorRef, estimated: opts.estimated, note, byHand: opts.byHand, proof: opts.proof };
+    const act = transitions.settlementAct(opts);
+    const settling = () =>
+      this.transition(reservationId, async (tx, read) => transitions.settle(reservationId, read, settlement, await this.proofCheck(tx, act)));
+    return act ? this.humanOnly(act, opts.proof, 'unknown', settling) : settling();
+  }
+
+  async release(reservationId: string, why: string, opts: { by?: ReleasedBy; proof?: HumanProof } = {}): Promise<Reservation> {
+    const note = checkText(why, 'reason', 1000);
+    const by = opts.by ?? 'vendor';
+    transitions.checkReleasedBy(by);
+    const act = transitions.releaseAct(by);
+    const releasing = () =>
+      this.transition(reservationId, async (tx, read) => transitions.release(reservationId, read, { why: note, by, proof: opts.proof }, await this.proofCheck(tx, act)));
+    return act ? this.humanOnly(act, opts.proof, 'unknown', releasing) : releasing();
+  }
+
+  /** Inside a transition's transaction: the proofs, and for a human-only act the passphrase still set. */
+  private async proofCheck(tx: ReadTx, act: HumanAct | undefined): Promise<transitions.ProofCheck> {
+    return { proofs: this.proofs, passphraseHash: act ? await tx.setting('passphrase') : undefined };
+  }
+
+  async settleReleased(reservationId: string, actualMicros: number, vendorRef: string, opts: { estimated?: boolean; note: string }): Promise<Reservation> {
+    checkMicros(actualMicros, 'actual');
+    checkRef(vendorRef);
+    transitions.checkTurnedUp(vendorRef);
+    const note = checkText(opts.note, 'note', 1000);
+    return this.transition(reservationId, async (tx, read) => {
+      const holder = read && (await tx.reservationHolding(read.reservation.action, vendorRef, reservationId));
+      return transitions.settleReleased(reservationId, read, { actualMicros, vendorRef, estimated: opts.estimated, note, holder });
+    });
+  }
+
+  async markUncertain(reservationId: string, why: string, vendorRef?: string | null): Promise<Reservation> {
+    const note = checkText(why, 'reason', 1000);
+    checkRef(vendorRef ?? null);
+    return this.transition(reservationId, async (_tx, read) => transitions.markUncertain(reservationId, read, { why: note, vendorRef }));
+  }
+
+  async correctEstimate(reservationId: string, finalMicros: number): Promise<Reservation> {
+    checkMicros(finalMicros, 'final price');
+    return this.transition(reservationId, async (_tx, read) => transitions.correctEstimate(reservationId, read, finalMicros));
+  }
+
+  /**
+   * One transition, in one relaxed transaction: the reservation, its counts and its key read for the
+   * rule to decide; once applied, a change that grows the counters is held to the exact range.
+   */
+  private async transition(reservationId: string, decide: (tx: WriteTx, read: TransitionRead | undefined) => Promise<TransitionResult>): Promise<Reservation> {
+    transitions.checkReservationId(reservationId);
+    return this.store.write('normal', async (tx) => {
+      const r = await tx.reservation(reservationId);
+      const read: TransitionRead | undefined = r && {
+        reservation: r,
+        counts: await tx.countsOf(r.id),
+        actor: await this.actorOfKey(tx, await tx.key(r.key_id)),
+        now: tx.now,
+      };
+      const { reservation, writes, grows } = await decide(tx, read);
+      await tx.apply(writes);
+      if (grows) transitions.refuseInexactTotal(reservationId, r!.action, (await tx.counters([{ scope: spendGroupScope(r!.action), windowKey: '' }]))[0]!);
+      return reservation;
+    });
+  }
+
+  async getReservation(id: string): Promise<Reservation> {
+    return this.store.read(async (tx) => {
+      const r = typeof id === 'string' ? await tx.reservation(id) : undefined;
+      if (!r) throw new RuncapError('NOT_FOUND', `no reservation ${String(id)}`);
+      return toReservation(r);
+    });
+  }
+
+  async staleReservations(): Promise<Reservation[]> {
+    return this.store.read(async (tx) => (await tx.pendingBefore(transitions.staleBefore(tx.now, this.staleAfterMs))).map(toReservation));
+  }
+
+  async listReservations(filter: ReservationFilter): Promise<Reservation[]> {
+    checkCreatedSince(filter.createdSince);
+    return this.store.read(async (tx) => (await tx.listReservations(filter)).map(toReservation));
+  }
+
+  // ───────────────────────────── approvals ─────────────────────────────
+
+  async listApprovals(opts: { all?: boolean } = {}): Promise<Approval[]> {
+    return this.store.read(async (tx) => {
+      const rows = opts.all ? await tx.approvals({ all: true }) : answers.waitingForHuman(await tx.approvals({ all: false }), tx.now);
+      const listed: Approval[] = [];
+      for (const r of rows) listed.push(toApproval(r, (await tx.key(r.key_id))!, tx.now));
+      return listed;
+    });
+  }
+
+  async getApproval(id: string): Promise<Approval> {
+    return this.store.read(async (tx) => {
+      const r = await this.approvalRow(tx, id);
+      return toApproval(r, (await tx.key(r.key_id))!, tx.now);
+    });
+  }
+
+  async approvalStatus(presentedKey: string, approvalId: string): Promise<Approval> {
+    return this.store.read(async (tx) => {
+      const chain = await this.authenticate(tx, presentedKey, false);
+      const r = typeof approvalId === 'string' ? await tx.approval(approvalId) : undefined;
+      return answers.approvalOfKey(r, chain[chain.length - 1]!, approvalId, tx.now);
+    });
+  }
+
+  async approve(id: string, opts: { passphrase: string; by: string }): Promise<Approval> {
+    checkName(opts.by, 'approver');
+    const { existing, stored } = await this.store.read(async (tx) => ({ existing: await this.approvalRow(tx, id), stored: await tx.setting('passphrase') }));
+    answers.checkApproverSet(stored);
+    if (typedPassphrase(opts.passphrase, stored) !== 'right') {
+      await this.auditWrongPassphrase({ by: opts.by, approvalId: existing.id });
+      throw wrongPassphrase('approved');
+    }
+    const answered = await this.store.write('full', async (tx) => {
+      const r = await this.approvalRow(tx, id);
+      const key = (await tx.key(r.key_id))!;
+      const read = { approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: tx.now, requested: (await this.approvalRecord(tx, r.id)).requested };
+      const outcome = answers.approve(read, opts.by, this.sealer);
+      // a refusal is committed too: the finding stays in the audit trail, for verify to name
+      await tx.apply(outcome.writes);
+      return outcome;
+    });
+    if (answered.refused) throw answered.refused;
+    return answered.approval;
+  }
+
+  async deny(id: string, opts: { reason?: string; by: string }): Promise<Approval> {
+    checkName(opts.by, 'approver');
+    const reason = opts.reason === undefined ? null : checkText(opts.reason, 'reason', 500);
+    return this.store.write('full', async (tx) => {
+      const r = await this.approvalRow(tx, id);
+      const key = (await tx.key(r.key_id))!;
+      const { approval, writes } = answers.deny({ approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: tx.now }, opts.by, reason);
+      await tx.apply(writes);
+      return approval;
+    });
+  }
+
+  async hasPassphrase(): Promise<boolean> {
+    return (await this.storedPassphrase()) !== undefined;
+  }
+
+  async setPassphrase(newPassphrase: string, oldPassphrase?: string, opts: { by?: string } = {}): Promise<HumanProof> {
+    if (!passphraseLengthOk(newPassphrase)) throw new RuncapError('INVALID_INPUT', PASSPHRASE_LENGTH_RULE);
+    const by = opts.by ?? 'runcap init';
+    checkName(by, 'approver');
+    const stored = await this.storedPassphrase();
+    checkReplacement(oldPassphrase, stored);
+    const hash = hashPassphrase(newPassphrase, this.passphraseCost);
+    const now = await this.store.write('full', async (tx) => {
+      // The passphrase checked above must still be the one replaced: two changes at once cannot both win.
+      if ((await tx.setting('passphrase')) !== stored) throw new RuncapError('CONFLICT', 'the approver passphrase changed meanwhile; nothing was changed');
+      await tx.apply(passphraseSet(this.sealer, hash, stored !== undefined));
+      return tx.now;
+    });
+    // whoever just chose the passphrase has proven it for anything (init's human, a test's, the demo's)
+    return this.proofs.mint(by, hash, now, 'any');
+  }
+
+  async checkPassphrase(passphrase: string, attempt?: PassphraseAttempt): Promise<boolean> {
+    if (attempt) checkName(attempt.by, 'approver');
+    const typed = typedPassphrase(passphrase, await this.storedPassphrase());
+    if (typed !== 'wrong') return typed === 'right';
+    await this.auditWrongPassphrase(attempt);
+    return false;
+  }
+
+  async proveHuman(passphrase: string, attempt: PassphraseAttempt & { during: HumanAct }): Promise<HumanProof> {
+    checkName(attempt.by, 'approver');
+    const { stored, now } = await this.store.read(async (tx) => ({ stored: await tx.setting('passphrase'), now: tx.now }));
+    const proving = this.proofs.prove(passphrase, stored, attempt, now);
+    if (proving.kind === 'unset') {
+      await this.recordRefusal(proving.refusal);
+      throw proving.error;
+    }
+    if (proving.kind === 'wrong') {
+      await this.auditWrongPassphrase(attempt);
+      throw proving.error;
+    }
+    return proving.proof;
+  }
+
+  async recordRefusal(refusal: HumanActRefusal): Promise<void> {
+    const { act, audit } = refusalAudit(refusal);
+    await this.store.write('normal', async (tx) => {
+      if (!(await this.admitDenialRow(tx, null, 'PASSPHRASE_REQUIRED', act))) return;
+      await tx.apply({ ops: [], audit: [audit] });
+    });
+  }
+
+  /** Runs a human-only act; a refusal for want of a proof is audited (bounded) before it is thrown on. */
+  private async humanOnly<T>(act: HumanAct, proof: HumanProof | undefined, by: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof RuncapError && err.code === 'PASSPHRASE_REQUIRED') {
+        await this.recordRefusal({ act, by: this.proofs.refusalName(proof, by), why: err.message }).catch(() => {});
+      }
+      throw err;
+    }
+  }
+
+  private storedPassphrase(): Promise<string | undefined> {
+    return this.store.read((tx) => tx.setting('passphrase'));
+  }
+
+  /** Every wrong approver passphrase leaves a row (never the text typed): guessing is seen in the audit log. */
+  private async auditWrongPassphrase(attempt: PassphraseAttempt | undefined): Promise<void> {
+    await this.store.write('full', async (tx) => {
+      const approval = attempt?.approvalId !== undefined ? await this.approvalRow(tx, attempt.approvalId) : undefined;
+      const about = approval && { row: approval, actor: await this.actorOfKey(tx, await tx.key(approval.key_id)) };
+      await tx.apply({ ops: [], audit: [wrongPassphraseAudit(attempt, about)] });
+    });
+  }
+
+  // ─────────────────────────────── audit ───────────────────────────────
+
+  async queryAudit(q: AuditQuery): Promise<AuditRow[]> {
+    try {
+      await this.writeHeldDenials();
+    } catch {
+      // best effort: a busy ledger still lists what it has; the counts are written later
+    }
+    return this.store.read(async (tx) => (await tx.queryAudit(q)).map(toAuditRow));
+  }
+
+  async auditHeads(): Promise<ChainHead[]> {
+    return this.store.read((tx) => tx.heads());
+  }
+
+  async verifyAudit(opts: { against?: ChainHead[] } = {}): Promise<AuditVerification> {
+    const kept = opts.against === undefined ? [] : checkHeads(opts.against);
+    // One read transaction: every table is compared as of the same moment, whatever other processes write meanwhile.
+    return this.store.read(async (tx) => {
+      const chains = verifyChains(this.core.auditSecret, await tx.allAuditRows(), await tx.heads(), kept);
+      const counters = countersAgainstReservations(await tx.countedReservations(), await tx.storedCounters());
+      const problems = [
+        ...chains.problems,
+        ...counters.problems,
+        ...reservationsAgainstAudit(await tx.reservationEvents(), await tx.reservationStates()),
+        ...replayPolicyRows(await tx.policyTables(), { sealMatches: this.sealer.sealMatches, pendingApprovalMs: PENDING_APPROVAL_MS }),
+      ];
+      return { ok: problems.length === 0, rowsChecked: chains.rows, chainsChecked: chains.chains, countersChecked: counters.checked, problems };
+    });
+  }
+
+  async spend(by: 'label' | 'vendor' | 'day'): Promise<SpendRow[]> {
+    checkSpendGrouping(by);
+    return this.store.read(async (tx) =>
+      (await tx.spendCounters(by)).map((c) => ({
+        group: c.scope.slice(`spend-${by}:`.length),
+        settledMicros: c.settled,
+        pendingMicros: c.pending,
+        uncertainMicros: c.uncertain,
+        calls: c.calls,
+      })),
+    );
+  }
+
+  // ─────────────────────────────── helpers ───────────────────────────────
+
+  /** The chain of a presented key whose secret matches (core/presented.ts), without expiry or revocation checks. */
+  private async authenticate(tx: ReadTx, presented: string, lock: boolean): Promise<KeyRow[]> {
+    const parsed = typeof presented === 'string' ? parseKey(presented) : undefined;
+    return authenticated(parsed, parsed ? await tx.chain(parsed.id, { lock }) : undefined);
+  }
+
+  private async resolveChain(tx: ReadTx, presented: string, lock: boolean): Promise<KeyRow[]> {
+    return usable(await this.authenticate(tx, presented, lock), tx.now);
+  }
+
+  private async capsFor(tx: ReadTx, chain: readonly KeyRow[]): Promise<CapRow[]> {
+    // A key's caps never change after it is issued, so they are read once per process;
+    // the global vendor caps can change from another process at any time, so they are read every time.
+    const caps = await tx.globalCaps();
+    for (const k of chain) caps.push(...(await this.capsOfKey(tx, k.id)));
+    return caps;
+  }
+
+  private readonly keyCaps = new Map<string, CapRow[]>();
+
+  private async capsOfKey(tx: ReadTx, keyId: string): Promise<CapRow[]> {
+    let caps = this.keyCaps.get(keyId);
+    if (!caps) {
+      caps = await tx.capsOfKey(keyId);
+      if (this.keyCaps.size > 10_000) this.keyCaps.clear();
+      this.keyCaps.set(keyId, caps);
+    }
+    return caps;
+  }
+
+  /** What a key rule reads of a chain (core/keys.ts ChainState): its caps and the counters that can bound a child or a session. */
+  private async chainState(tx: ReadTx, chain: KeyRow[]): Promise<keys.ChainState> {
+    const caps = await this.capsFor(tx, chain);
+    const counters = await this.readCounters(tx, keys.countersToRead(caps, tx.now));
+    return { chain, caps, counters };
+  }
+
+  /** Every key below `row`, level by level (revokeKey's cascade, core/keys.ts, decides what of it to revoke). */
+  private async descendantsOf(tx: ReadTx, row: KeyRow): Promise<KeyRow[]> {
+    const below: KeyRow[] = [];
+    const queue = [row.id];
+    while (queue.length > 0) {
+      const found = await tx.childrenOf(queue.shift()!);
+      below.push(...found);
+      queue.push(...found.map((k) => k.id));
+    }
+    return below;
+  }
+
+  /** Where a new key's id and secret come from, and the secret its audit seal is made with. */
+  private keyContext(now: number): keys.KeyContext {
+    return { ...this.core, now };
+  }
+
+  private async approvalRow(tx: ReadTx, id: string): Promise<ApprovalRow> {
+    const r = typeof id === 'string' ? await tx.approval(id) : undefined;
+    if (!r) throw new RuncapError('NOT_FOUND', `no approval ${String(id)}`);
+    return r;
+  }
+
+  private readonly actors = new Map<string, Actor>();
+
+  /**
+   * Whom a key's audit rows are about (its chain's labels), given its row as this transaction read
+   * it: a key whose row is gone (an edited file) has its rows written on the global chain. Labels
+   * never change, so the chain is read once per key per process.
+   */
+  private async actorOfKey(tx: ReadTx, key: KeyRow | undefined): Promise<Actor | null> {
+    if (!key) return null;
+    let actor = this.actors.get(key.id);
+    if (!actor) {
+      const ancestors = JSON.parse(key.ancestors) as string[];
+      const chain: KeyRow[] = [];
+      for (const id of ancestors) chain.push((await tx.key(id))!);
+      actor = actorOf([...chain, key]);
+      this.rememberActor(actor);
+    }
+    return actor;
+  }
+
+  /** Every counter a rule asks for, by counterId: an empty one where no row exists yet. */
+  private async readCounters(tx: ReadTx, wanted: readonly CounterKey[]): Promise<Map<string, CounterRow>> {
+    const rows = await tx.counters(wanted);
+    return new Map(wanted.map((c, i) => [counterId(c), rows[i]!]));
+  }
+
+  private rememberActor(actor: Actor): void {
+    if (this.actors.size > 10_000) this.actors.clear();
+    this.actors.set(actor.id, actor);
+  }
+}
+
+/** Thrown inside the decision transaction to roll it back and record the denial in a relaxed one. */
+class DeferredDenial extends Error {
+  constructor(readonly outcome: Extract<Outcome, { allowed: false }>) {
+    super('denied');
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * What a storage gives the ledger (store/ledger.ts): transactions, and inside them the reads the
+ * decision core's rules ask for and the application of the Writes they return. A storage holds the
+ * SQL and the locking its engine needs, and decides nothing: every rule is in core/. SQLite
+ * (sqlite/store.ts) serializes whole transactions; PostgreSQL (postgres/store.ts) locks what a
+ * write transaction reads, so that two hosts deciding at once see what the other committed.
+ */
+import type { AuditRecord } from '../core/audit-chain.js';
+import type { PolicyTables } from '../core/policy-replay.js';
+import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
+import type { CounterKey, DenialTally, Writes } from '../core/writes.js';
+import type { AuditQuery, ChainHead, ReservationFilter } from '../types.js';
+
+/**
+ * How much a commit must survive: `full` for what could let money move unrecorded (a reservation,
+ * a key, an answer), `normal` for what leaves the safe side when lost (settle, release, denials).
+ */
+export type Durability = 'full' | 'normal';
+
+export interface Store {
+  /**
+   * One write transaction. `fn` may run more than once (a storage retries a transaction its engine
+   * aborted for a lock conflict), so it must do nothing but read and apply through `tx`. An error
+   * thrown by `fn` rolls everything back and is thrown on; a failure of the storage itself becomes
+   * RuncapError LEDGER_UNAVAILABLE.
+   */
+  write<T>(durability: Durability, fn: (tx: WriteTx) => Promise<T>): Promise<T>;
+  /** Reads that see one consistent state, in a transaction of their own. */
+  read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T>;
+  /** Whether any denial count is held (a cheap read, so that nothing held takes no write lock). */
+  anyHeldDenials(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export interface ReadTx {
+  /** The time of this transaction, ms since the epoch: the storage's clock, read once in it. */
+  readonly now: number;
+
+  key(id: string): Promise<KeyRow | undefined>;
+  /**
+   * The key and its ancestors, root first (undefined when the key does not exist). With `lock`, in a
+   * write transaction, the rows are locked root first until commit: what decides for a key sees what
+   * every other decision of its chain committed, and a revocation waits for the calls in flight.
+   */
+  chain(id: string, opts?: { lock?: boolean }): Promise<KeyRow[] | undefined>;
+  /** Every key, oldest first. */
+  allKeys(): Promise<KeyRow[]>;
+  childrenOf(id: string): Promise<KeyRow[]>;
+  /** Live non-session keys under a family: its own children and those of its live sessions. */
+  liveChildrenOf(family: string, now: number): Promise<number>;
+
+  capsOfKey(keyId: string): Promise<CapRow[]>;
+  /**
+   * The global vendor caps, by id. A write transaction that authorizes holds them until it commits;
+   * one that `changing` replaces one waits for those, and holds back every call until it commits.
+   */
+  globalCaps(opts?: { changing?: boolean }): Promise<CapRow[]>;
+  /** Each wanted counter, in the order asked (an empty one where no row exists); locked in a write transaction. */
+  counters(wanted: readonly CounterKey[]): Promise<CounterRow[]>;
+
+  /** An unresolved reservation with one of these fingerprints, if any. */
+  openDuplicate(fingerprints: readonly string[]): Promise<string | undefined>;
+  /** The key's rate events after `since` (older ones are pruned in a write transaction). */
+  rateCount(keyId: string, since: number): Promise<number>;
+
+  approval(id: string): Promise<ApprovalRow | undefined>;
+  /** Every approval (`all`) or the pending ones, oldest first. */
+  approvals(opts: { all: boolean }): Promise<ApprovalRow[]>;
+  /** The key's unanswered, granted and denied approvals of a fingerprint, newest first. */
+  approvalsFor(keyId: string, fingerprint: string): Promise<ApprovalRow[]>;
+  /** The same across keys (a family's fingerprint), newest first. */
+  familyApprovalsFor(fingerprint: string): Promise<ApprovalRow[]>;
+  pendingApprovalsOfFamily(family: string, now: number): Promise<number>;
+  /** The audit rows that name this approval, of the events an approval's record is made of, in append order. */
+  approvalAuditRows(approvalId: string): Promise<AuditRecord[]>;
+
+  denialTally(chain: string): Promise<DenialTally | undefined>;
+  heldDenialTallies(): Promise<DenialTally[]>;
+  setting(name: string): Promise<string | undefined>;
+
+  reservation(id: string): Promise<ReservationRow | undefined>;
+  /** The counters a reservation counts in, fixed when it was authorized. */
+  countsOf(reservationId: string): Promise<CounterKey[]>;
+  /** Another reservation of `action` that holds `vendorRef` (a scan: only settleReleased asks). */
+  reservationHolding(action: string, vendorRef: string, notId: string): Promise<string | undefined>;
+  /** Unreleased reservations of a vendor in one window (day or month), for a new global cap's backfill. */
+  reservationsInWindow(field: 'day' | 'month', windowKey: string, vendor: string): Promise<ReservationRow[]>;
+  /** Pending reservations created before `cutoff`, oldest first. */
+  pendingBefore(cutoff: number): Promise<ReservationRow[]>;
+  listReservations(filter: ReservationFilter): Promise<ReservationRow[]>;
+
+  queryAudit(q: AuditQuery): Promise<AuditRecord[]>;
+  heads(): Promise<ChainHead[]>;
+  /** Counter rows of the spend groups of one kind (`spend-label:` …), by scope. */
+  spendCounters(by: 'label' | 'vendor' | 'day'): Promise<StoredCounter[]>;
+
+  // verify's reads: whole tables, in the one read transaction verify runs in
+  allAuditRows(): Promise<Iterable<AuditRecord>>;
+  countedReservations(): Promise<Iterable<CountedReservation>>;
+  storedCounters(): Promise<Iterable<StoredCounter>>;
+  reservationEvents(): Promise<Iterable<ReservationEvent>>;
+  reservationStates(): Promise<Iterable<Pick<ReservationRow, 'id' | 'state' | 'estimate' | 'actual'>>>;
+  /** The tables the policy replay compares; `audit` holds the rows of POLICY_EVENTS whose MAC holds. */
+  policyTables(): Promise<PolicyTables>;
+}
+
+export interface WriteTx extends ReadTx {
+  /**
+   * Applies what a rule decided, in order, and chains its audit entries onto the heads this
+   * transaction reads (core/audit-chain.ts chainAudit): decides nothing. A compare-and-set that
+   * finds the row changed refuses with CONFLICT.
+   */
+  apply(writes: Writes): Promise<void>;
+}
