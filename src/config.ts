@@ -10,12 +10,15 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { RuncapError } from './policy/codes.js';
+import { parseLedgerUrl } from './ledger/postgres/url.js';
 
 export const FILES = {
   ledger: 'ledger.db',
   config: 'config.json',
   credentials: 'credentials.json',
   auditKey: 'audit.key',
+  /** the PostgreSQL ledger's password (0600), when no ledger_password_command gives it */
+  ledgerPassword: 'ledger.password',
 } as const;
 
 const decimal = z
@@ -37,7 +40,22 @@ export const configSchema = z
         z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
       )
       .default({}),
-    ledger: z.string().regex(/^postgres(ql)?:\/\//).nullable().default(null),
+    /** a PostgreSQL ledger (fleet mode) instead of ledger.db: a postgres:// URL without a password */
+    ledger: z
+      .string()
+      .superRefine((url, ctx) => {
+        try {
+          parseLedgerUrl(url);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: err instanceof RuncapError ? err.message : 'is not a ledger URL' });
+        }
+      })
+      .nullable()
+      .default(null),
+    /** the PostgreSQL ledger's password: printed by this command (argv, no shell), like credentials[].command */
+    ledger_password_command: z.array(z.string().min(1)).min(1).nullable().default(null),
+    /** connections each runcap process keeps open to a PostgreSQL ledger */
+    ledger_pool_size: z.number().int().min(1).max(100).default(10),
     /**
      * Honour RUNCAP_*_BASE_URL (loopback only) from the server's environment. Off by default: the
      * agent host's environment must not be able to send vendor requests — and credentials — to a

@@ -5,19 +5,14 @@
  * on first use and kept for the session. Generic over the adapter interface:
  * nothing here knows one vendor from another.
  */
-import { execFile } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
-import { delimiter, isAbsolute, join } from 'node:path';
-import { promisify } from 'node:util';
+import { existsSync, readFileSync } from 'node:fs';
 import { RuncapError } from '../policy/codes.js';
 import { assertPrivate, assertVendorNetworkEnv, homePath, loopbackBaseUrl, type RuncapConfig } from '../config.js';
+import { failureSuffix, programExists, runCredentialCommand } from '../credential-command.js';
 import { ADAPTERS } from '../vendors/index.js';
 import { scrubSecrets } from '../vendors/common.js';
 import type { Prepared, Pricing, VendorAdapter, VendorName } from '../vendors/types.js';
 import type { GuardedCallSpec } from './call.js';
-
-const run = promisify(execFile);
-const CREDENTIAL_COMMAND_TIMEOUT_MS = 10_000;
 
 export type CredentialSource =
   | { kind: 'command'; argv: string[] }
@@ -141,15 +136,9 @@ export class VendorRuntime {
     try {
       switch (source.kind) {
         case 'command': {
-          let stdout: string;
-          try {
-            ({ stdout } = await run(source.argv[0]!, source.argv.slice(1), { timeout: CREDENTIAL_COMMAND_TIMEOUT_MS, maxBuffer: 64 * 1024, env: commandEnv() }));
-          } catch (err) {
-            // Never echo the command's output: it may hold the secret.
-            const code = (err as { code?: unknown }).code;
-            throw missing(`the credential command failed${code !== undefined ? ` (${String(code)})` : ''}`);
-          }
-          return adapter.credentials.parse(stdout.trim());
+          const result = await runCredentialCommand(source.argv);
+          if (!result.ok) throw missing(`the credential command failed${failureSuffix(result)}`);
+          return adapter.credentials.parse(result.stdout.trim());
         }
         case 'file':
           return adapter.credentials.parse(source.value);
@@ -174,14 +163,6 @@ export class VendorRuntime {
   }
 }
 
-/** A credential command gets the server's environment minus runcap's own secrets (the vault key may be a parent key). */
-function commandEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.RUNCAP_KEY;
-  delete env.RUNCAP_PARENT_KEY;
-  return env;
-}
-
 function readCredentialsFile(home: string): Record<string, unknown> {
   const path = homePath(home, 'credentials');
   if (!existsSync(path)) return {};
@@ -202,18 +183,6 @@ function credentialSource(adapter: VendorAdapter, config: RuncapConfig, file: Re
   if (file[adapter.vendor] !== undefined) return { kind: 'file', value: file[adapter.vendor] };
   if (adapter.credentials.fromEnv(env) !== undefined) return { kind: 'env', names: adapter.credentials.envNames };
   return { kind: 'none' };
-}
-
-function programExists(program: string): boolean {
-  const candidates = isAbsolute(program) || program.includes('/') ? [program] : (process.env.PATH ?? '').split(delimiter).map((d) => join(d, program));
-  return candidates.some((p) => {
-    try {
-      accessSync(p, constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
 }
 
 /** The guarded-call spec of one prepared vendor call: estimate and fingerprint from prepare, call and classify from the adapter. */
