@@ -1,6 +1,9 @@
-/** config.ts: which environments may call the vendors (proxy and TLS variables, refused unless config.json allows them). */
+/** config.ts: which environments may call the vendors (proxy and TLS variables, refused unless config.json allows them), and the PostgreSQL ledger settings. */
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { assertVendorNetworkEnv, configSchema } from '../src/config.js';
+import { assertVendorNetworkEnv, configSchema, loadConfig } from '../src/config.js';
 
 const strict = { allow_proxy_env: false, allow_tls_env: false };
 const refusal = (env: NodeJS.ProcessEnv, config = strict, execArgv: string[] = []) => {
@@ -50,5 +53,43 @@ describe('assertVendorNetworkEnv', () => {
     expect(refusal(env, { allow_proxy_env: true, allow_tls_env: false })).not.toMatch(/HTTPS_PROXY/);
     expect(refusal(env, { allow_proxy_env: false, allow_tls_env: true })).not.toMatch(/TWILIO_CA_BUNDLE/);
     expect(refusal(env, { allow_proxy_env: true, allow_tls_env: true })).toBeUndefined();
+  });
+});
+
+describe('config.json: the PostgreSQL ledger settings', () => {
+  it('defaults to no ledger URL, no password command, a pool of 10', () => {
+    expect(configSchema.parse({})).toMatchObject({ ledger: null, ledger_password_command: null, ledger_pool_size: 10 });
+  });
+
+  it('checks the ledger URL when the config is read: a password is refused without being repeated', () => {
+    const issue = (config: unknown) => {
+      const r = configSchema.safeParse(config);
+      return r.success ? undefined : `${r.error.issues[0]!.path.join('.')}: ${r.error.issues[0]!.message}`;
+    };
+    expect(issue({ ledger: 'postgres://runcap@127.0.0.1:5432/ledger?schema=fleet' })).toBeUndefined();
+    const withPassword = issue({ ledger: 'postgres://runcap:hunter2-secret@db.example.com/ledger' });
+    expect(withPassword).toMatch(/^ledger: the ledger URL holds a password: .*ledger_password_command/);
+    expect(withPassword).not.toContain('hunter2');
+    expect(issue({ ledger: 'postgres://runcap@127.0.0.1/ledger?schema=Bad-Name' })).toMatch(/^ledger: .*schema/);
+    expect(issue({ ledger: 'mysql://runcap@127.0.0.1/ledger' })).toMatch(/^ledger: /);
+  });
+
+  it('takes the password command as argv and the pool size from 1 to 100', () => {
+    expect(configSchema.parse({ ledger_password_command: ['pass', 'show', 'runcap/ledger'] }).ledger_password_command).toEqual(['pass', 'show', 'runcap/ledger']);
+    for (const bad of ['pass show runcap', [], ['']]) expect(configSchema.safeParse({ ledger_password_command: bad }).success, JSON.stringify(bad)).toBe(false);
+    for (const bad of [0, 101, 2.5, '10']) expect(configSchema.safeParse({ ledger_pool_size: bad }).success, String(bad)).toBe(false);
+    expect(configSchema.parse({ ledger_pool_size: 100 }).ledger_pool_size).toBe(100);
+  });
+
+  it('a bad ledger URL fails loadConfig with the config path in the message', () => {
+    const home = mkdtempSync(join(tmpdir(), 'runcap-config-ledger-'));
+    try {
+      chmodSync(home, 0o700);
+      const path = join(home, 'config.json');
+      writeFileSync(path, JSON.stringify({ ledger: 'postgres://runcap@db.example.com/ledger?sslmode=prefer' }), { mode: 0o600 });
+      expect(() => loadConfig(home)).toThrow(`${path}: ledger: the ledger URL has sslmode="prefer": use one of disable, require, verify-ca, verify-full`);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });

@@ -20,6 +20,7 @@ type Register = (program: Command) => void;
  */
 const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['init'], load: async () => (await import('./init.js')).registerInitCommand },
+  { commands: ['migrate'], load: async () => (await import('./migrate.js')).registerMigrateCommand },
   { commands: ['passphrase'], load: async () => (await import('./passphrase.js')).registerPassphraseCommand },
   { commands: ['keys'], load: async () => (await import('./keys.js')).registerKeysCommands },
   { commands: ['limits'], load: async () => (await import('./limits.js')).registerLimitsCommands },
