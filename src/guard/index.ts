@@ -5,6 +5,8 @@
 import { isRuncapError, RuncapError, type ReasonCode } from '../policy/codes.js';
 import { isInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, staleAfterMs, type RuncapConfig } from '../config.js';
 import { SqliteLedger } from '../ledger/sqlite/ledger.js';
+import { PostgresLedger } from '../ledger/postgres/ledger.js';
+import { ledgerPassword, openPool, parseLedgerUrl } from '../ledger/postgres/connect.js';
 import type { Clock, Ledger } from '../ledger/types.js';
 import { usdAmountToMicros } from '../vendors/money.js';
 import { failClosed, guardedCall, type GuardedCallSpec, type GuardedOutcome, type Log } from './call.js';
@@ -13,8 +15,9 @@ import { fingerprintOf } from './fingerprint.js';
 export interface OpenGuardOptions {
   /** RUNCAP_HOME; default from the environment, else ~/.runcap */
   home?: string;
-  /** a ledger to use instead of the home's SQLite file */
+  /** a ledger to use instead of the home's (its SQLite file, or the PostgreSQL ledger config.json names) */
   ledger?: Ledger;
+  /** tests only: the ledger's time (on PostgreSQL, in place of the database's clock) */
   clock?: Clock;
   busyTimeoutMs?: number;
   log?: Log;
@@ -53,20 +56,8 @@ export function openGuard(opts: OpenGuardOptions = {}): Guard {
   const home = opts.home ?? resolveHome();
   if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `${home} is not initialized: run \`runcap init\``);
   const config = loadConfig(home);
-  if (config.ledger !== null && !opts.ledger) {
-    // Fail closed rather than silently using a local file the operator did not ask for.
-    throw new RuncapError('LEDGER_UNAVAILABLE', `config.json names a PostgreSQL ledger, which this version of runcap does not support yet; remove "ledger" to use ${homePath(home, 'ledger')}`);
-  }
   const log = opts.log ?? (() => {});
-  const ledger =
-    opts.ledger ??
-    new SqliteLedger({
-      file: homePath(home, 'ledger'),
-      auditSecret: loadAuditSecret(home),
-      ...(opts.clock ? { clock: opts.clock } : {}),
-      busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
-      staleAfterMs: staleAfterMs(config),
-    });
+  const ledger = opts.ledger ?? openHomeLedger(home, config, opts);
   return {
     home,
     config,
@@ -131,3 +122,16 @@ function jsonLength(value: unknown): number {
 
 
 export type { GuardedCallSpec, GuardedOutcome } from './call.js';
+
+/**
+ * The home's ledger: the PostgreSQL one config.json's `ledger` names (and nothing else chooses it),
+ * else the SQLite file in RUNCAP_HOME. The audit secret is the home's either way.
+ */
+function openHomeLedger(home: string, config: RuncapConfig, opts: OpenGuardOptions): Ledger {
+  const auditSecret = loadAuditSecret(home);
+  const shared = { auditSecret, staleAfterMs: staleAfterMs(config), ...(opts.clock ? { clock: opts.clock } : {}) };
+  if (config.ledger === null) return new SqliteLedger({ ...shared, file: homePath(home, 'ledger'), busyTimeoutMs: opts.busyTimeoutMs ?? 5000 });
+  const target = parseLedgerUrl(config.ledger);
+  const pool = openPool(target, () => ledgerPassword(home, config), { max: config.ledger_pool_size });
+  return new PostgresLedger({ ...shared, pool, schema: target.schema });
+}

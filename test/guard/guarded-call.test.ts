@@ -1,8 +1,7 @@
 /** guardedCall: nothing reaches the vendor unless authorize committed a reservation; every outcome is recorded. */
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { guardedCall, type CallResult, type GuardedCallSpec } from '../../src/guard/call.js';
-import { issue, openTestLedger, PAY, usd, type TestLedger } from '../helpers/ledger.js';
+import { issue, onPostgres, openTestLedger, PAY, usd, type TestLedger } from '../helpers/ledger.js';
 import { holdLockInAnotherProcess } from '../ledger/workers/processes.js';
 
 let t: TestLedger;
@@ -87,17 +86,16 @@ describe('vendor failures', () => {
   it('a settle that cannot be written leaves the call reserved (counted) with a warning', async () => {
     t = openTestLedger({ busyTimeoutMs: 50 });
     const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
-    const other = new Database(t.file);
+    let other: { release(): Promise<void> } | undefined;
     const { s } = spec({
       call: vi.fn(async () => {
-        other.exec('BEGIN IMMEDIATE'); // the ledger gets busy while the vendor works
+        other = await t.hold(); // the ledger gets busy while the vendor works
         return { actualMicros: usd(2), estimated: false, vendorRef: 'pi_9', result: 'done' };
       }),
     });
     const log = vi.fn();
     const out = await guardedCall(t.ledger, key, s, log);
-    other.exec('ROLLBACK');
-    other.close();
+    await other!.release();
     expect(out).toMatchObject({ ok: true, warning: expect.stringContaining('reconcile') });
     if (!out.ok) throw new Error();
     expect(log).toHaveBeenCalled();
@@ -108,16 +106,15 @@ describe('vendor failures', () => {
   it('the note of an unrecorded settle says the call happened and must not be retried, never "nothing was done"', async () => {
     t = openTestLedger({ busyTimeoutMs: 50 });
     const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
-    const other = new Database(t.file);
+    let other: { release(): Promise<void> } | undefined;
     const { s } = spec({
       call: vi.fn(async () => {
-        other.exec('BEGIN IMMEDIATE');
+        other = await t.hold();
         return { actualMicros: usd(2), estimated: false, vendorRef: 'pi_10', result: 'done' };
       }),
     });
     const out = await guardedCall(t.ledger, key, s);
-    other.exec('ROLLBACK');
-    other.close();
+    await other!.release();
     if (!out.ok) throw new Error(out.message);
     // the ledger's own error says "nothing was done" about the settle; the agent must never read that about the call
     expect(out.warning).not.toMatch(/nothing was done/i);
@@ -242,7 +239,7 @@ describe('denials never reach the vendor', () => {
   it('a ledger locked by another process past the busy timeout: LEDGER_UNAVAILABLE, vendor not called', async () => {
     t = openTestLedger({ busyTimeoutMs: 50 });
     const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
-    const lock = await holdLockInAnotherProcess(t.file);
+    const lock = onPostgres ? await t.hold() : await holdLockInAnotherProcess(t.file);
     try {
       const { s, call } = spec();
       expect(await guardedCall(t.ledger, key, s)).toMatchObject({ ok: false, code: 'LEDGER_UNAVAILABLE' });

@@ -1,7 +1,7 @@
 /** Approvals and grants: single-use, bound to one key and one fingerprint, timed, answered once, audited. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Decision } from '../../src/ledger/types.js';
-import { allowedId, dbState, DAY, EMAIL, expectCode, humanProof, issue, MINUTE, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, DAY, EMAIL, expectCode, humanProof, issue, MINUTE, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
 // the approver passphrase is the one the test human issues root keys with
 const PASS = TEST_PASSPHRASE;
@@ -178,12 +178,12 @@ describe('answering', () => {
     const a3 = approvalId(await t.ledger.authorize(req(key, PAY, usd(50), { n: 3 })));
     await t.ledger.approve(a1, { passphrase: PASS, by: 'bob' });
     await t.ledger.deny(a2, { by: 'bob' });
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(t.ledger.approve(a1, { passphrase: PASS, by: 'bob' }), 'CONFLICT');
     await expectCode(t.ledger.deny(a1, { by: 'bob' }), 'CONFLICT');
     await expectCode(t.ledger.approve(a2, { passphrase: PASS, by: 'bob' }), 'CONFLICT');
     await expectCode(t.ledger.deny(a2, { by: 'bob' }), 'CONFLICT');
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
     t.clock.advance(DAY);
     await expectCode(t.ledger.approve(a3, { passphrase: PASS, by: 'bob' }), 'CONFLICT');
     await expectCode(t.ledger.deny(a3, { by: 'bob' }), 'CONFLICT');

@@ -60,7 +60,7 @@ async function runHammer(keysFor: (i: number) => string, extra: Partial<Job> = {
   // (how the allowed calls split between processes is up to SQLite's sleep-and-retry lock: one may starve)
   for (const r of results) expect(r.allowed + Object.values(r.codes).reduce((a, b) => a + b, 0)).toBe(OPS);
   expect(codes.CAP_EXCEEDED).toBeGreaterThan(0);
-  const db = ledger.ledger.db;
+  const db = ledger.db;
   const allowed = results.reduce((s, r) => s + r.allowed, 0);
   const reservedRows = db.prepare("SELECT COUNT(*) AS n FROM audit WHERE event = 'reserved'").get() as { n: number };
   expect(reservedRows.n - preRunReservations).toBe(allowed);
@@ -78,7 +78,7 @@ let preRunReservations = 0;
 
 /** Run the hammer on a key whose ancestors (or itself) have a total cap of CAP; watch that cap from this process too; check the end state against the reservations table. */
 async function hammer(capKeyId: string, keysFor: (i: number) => string, extra: Partial<Job> = {}) {
-  const db = t!.ledger.db;
+  const db = t!.db;
   const capRow = db.prepare("SELECT id, scope FROM caps WHERE key_id = ? AND window = 'total'").get(capKeyId) as { id: number; scope: string };
   const watcher = new Database(t!.file, { readonly: true });
   const usedStmt = watcher.prepare("SELECT settled + pending + uncertain AS used FROM counters WHERE scope = ? AND window_key = 'total'");
@@ -155,7 +155,7 @@ describe('across the end of a UTC month', () => {
     // settled in December, it still counts on the 30th and in November, where it was reserved
     await t.ledger.settle(held, usd(5), 'pi_held');
 
-    const db = t.ledger.db;
+    const db = t.db;
     const spent = Object.fromEntries(
       (
         db

@@ -27,8 +27,8 @@ describe('denials before the ledger decided are bounded per key and minute, and 
       await t.ledger.recordDenial(key, { action: i % 5 === 0 ? PAY : 'mcp.create_payment_intent', code: i % 2 ? 'INVALID_INPUT' : 'CURRENCY_UNSUPPORTED', message: `bad call ${i}` });
       t.clock.advance(100); // 500 calls in 50 s: all in one UTC minute
     }
-    const during = await t.ledger.db.prepare("SELECT COUNT(*) AS n FROM audit WHERE key_id = ? AND event = 'denied'").get(info.id) as { n: number };
-    expect(during.n).toBe(DENIAL_ROWS_PER_MINUTE);
+    const [during] = await t.sql<{ n: number }>("SELECT COUNT(*) AS n FROM audit WHERE key_id = ? AND event = 'denied'", info.id);
+    expect(during!.n).toBe(DENIAL_ROWS_PER_MINUTE);
 
     t.clock.advance(MINUTE);
     await t.ledger.recordDenial(key, { action: PAY, code: 'INVALID_INPUT', message: 'one more' });

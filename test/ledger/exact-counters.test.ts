@@ -9,7 +9,7 @@ import { fingerprintOf } from '../../src/guard/fingerprint.js';
 import { MAX_GROUP_TOTAL } from '../../src/policy/rules.js';
 import { MAX_MICROS } from '../../src/policy/schema.js';
 import type { Decision } from '../../src/ledger/types.js';
-import { allowedId, dbState, issue, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, issue, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 beforeEach(() => {
@@ -51,7 +51,7 @@ describe('the exact range of the counters', () => {
     expect(denied.map((r) => r.code)).toEqual(['CAP_EXCEEDED', 'CAP_EXCEEDED']);
     // other groups are not touched by it
     expect(code(await t.ledger.authorize(req(key, PAY, usd(5))))).toBe('ALLOWED');
-    const counters = t.ledger.db.prepare('SELECT settled, pending, uncertain, calls FROM counters').all() as Record<string, number>[];
+    const counters = await t.sql<Record<string, number>>('SELECT settled, pending, uncertain, calls FROM counters');
     for (const c of counters) for (const v of Object.values(c)) expect(Number.isSafeInteger(v)).toBe(true);
     for (const by of ['label', 'vendor', 'day'] as const) {
       const rows = await t.ledger.spend(by);
@@ -80,9 +80,9 @@ describe('the exact range of the counters', () => {
     expect(refused && code(refused)).toBe('CAP_EXCEEDED');
     await t.ledger.settle(open[0]!, MAX_MICROS, 'pi_0');
     const small = allowedId(await t.ledger.authorize(req(key, PAY, 1, { small: true })));
-    const before = dbState(t.file);
+    const before = await t.state();
     await expect(t.ledger.settle(small, MAX_MICROS, 'pi_small')).rejects.toMatchObject({ code: 'CAP_EXCEEDED' });
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
     expect((await t.ledger.getReservation(small)).state).toBe('pending');
     // at its estimate, or any amount that fits, it settles
     await t.ledger.settle(small, 1, 'pi_small');

@@ -10,7 +10,7 @@ import { usdDecimal } from '../../src/policy/rules.js';
 import type { AuditRow, HumanProof, IssuedKey, PolicyInput } from '../../src/ledger/types.js';
 import {
   allowedId,
-  dbState,
+
   EMAIL,
   expectCode,
   HOUR,
@@ -57,9 +57,9 @@ function expectOnlyAudited(before: Record<string, string[]>, after: Record<strin
 
 /** A human-only act refused: PASSPHRASE_REQUIRED, one `refused` row on the global chain, nothing else written. */
 async function expectRefused(act: () => Promise<unknown>, audited: { act: string; by: string }): Promise<string> {
-  const before = dbState(t.file);
+  const before = await t.state();
   const err = await expectCode(act, 'PASSPHRASE_REQUIRED');
-  const added = expectOnlyAudited(before, dbState(t.file));
+  const added = expectOnlyAudited(before, await t.state());
   expect(added).toHaveLength(1);
   expect(added[0]).toMatchObject({ event: 'refused', chain: 'global', key_id: null, code: 'PASSPHRASE_REQUIRED', details: audited });
   // the row says why (the ledger's own refusals say it in the words of the error)
@@ -131,9 +131,9 @@ describe('a root key needs a proof this ledger made, for the passphrase still se
   it('proveHuman with a wrong passphrase: PASSPHRASE_WRONG and a passphrase_failed row naming who and what for', async () => {
     t = openTestLedger();
     await t.ledger.setPassphrase(TEST_PASSPHRASE, undefined, { by: 'alice' });
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(t.ledger.proveHuman('not the passphrase', { by: 'eve', during: 'limits set' }), 'PASSPHRASE_WRONG');
-    const added = expectOnlyAudited(before, dbState(t.file));
+    const added = expectOnlyAudited(before, await t.state());
     expect(added).toHaveLength(1);
     expect(added[0]).toMatchObject({ event: 'passphrase_failed', chain: 'global', key_id: null, code: 'PASSPHRASE_WRONG', details: { by: 'eve', during: 'limits set' } });
     expect(JSON.stringify(await t.ledger.queryAudit({}))).not.toContain('not the passphrase');
@@ -242,8 +242,8 @@ describe('refusal rows are bounded per minute, and every refusal is accounted fo
       else await expectCode(t.ledger.release(res, 'free it', { by: 'hand' }), 'PASSPHRASE_REQUIRED');
       t.clock.advance(SECOND); // 42 refusals in 42 s: one UTC minute (the test clock starts on one)
     }
-    const refusedNow = t.ledger.db.prepare("SELECT COUNT(*) AS n FROM audit WHERE event = 'refused'").get() as { n: number };
-    expect(refusedNow.n).toBe(DENIAL_ROWS_PER_MINUTE);
+    const [refusedNow] = await t.sql<{ n: number }>("SELECT COUNT(*) AS n FROM audit WHERE event = 'refused'");
+    expect(refusedNow!.n).toBe(DENIAL_ROWS_PER_MINUTE);
     await expectVerified();
 
     t.clock.advance(MINUTE);
@@ -381,9 +381,9 @@ describe('money freed by hand takes a proof; the vendor and reconcile free it wi
 describe("children come from a delegating parent's secret, never wider than it", () => {
   /** A refusal of a child: this code, one `denied` row on `chain`, nothing else written. */
   async function expectChildRefused(act: () => Promise<unknown>, code: 'ACTION_NOT_ALLOWED' | 'KEY_INVALID' | 'KEY_REVOKED' | 'KEY_EXPIRED' | 'INVALID_INPUT', chain: string, action = 'keys.issue'): Promise<string> {
-    const before = dbState(t.file);
+    const before = await t.state();
     const err = await expectCode(act, code);
-    const added = expectOnlyAudited(before, dbState(t.file));
+    const added = expectOnlyAudited(before, await t.state());
     expect(added).toHaveLength(1);
     expect(added[0]).toMatchObject({ event: 'denied', chain, key_id: chain === 'global' ? null : chain, code, action, details: { message: err.message, before_authorize: true } });
     return err.message;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_MICROS, MAX_TTL_S, type PolicyInput } from '../../src/policy/schema.js';
 import { RuncapError } from '../../src/policy/codes.js';
 import type { ChainHead } from '../../src/ledger/types.js';
-import { allowedId, auditRowsSince, dbState, humanProof, issue, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, humanProof, issue, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 let key: string;
@@ -25,7 +25,7 @@ beforeAll(async () => {
   const d = await t.ledger.authorize(req(key, PAY, usd(200)));
   if (d.allowed || !d.approvalId) throw new Error('expected an approval');
   aprId = d.approvalId;
-  before = dbState(t.file);
+  before = await t.state();
 });
 afterAll(async () => t.close());
 
@@ -164,7 +164,7 @@ const auditedAs = (name: string) => (name.startsWith('issueChildKey') ? 'keys.is
 
 describe('bad input', () => {
   it.each(cases().map((c) => [c[0], c] as const))('%s', async (name, [, run, code]) => {
-    const mine = dbState(t.file);
+    const mine = await t.state();
     let err: unknown;
     try {
       await run();
@@ -174,18 +174,18 @@ describe('bad input', () => {
     expect(err).toBeInstanceOf(RuncapError);
     expect((err as RuncapError).code, (err as Error).message).toBe(code);
     const action = auditedAs(name);
-    if (action === undefined) expect(dbState(t.file)).toEqual(mine);
-    else expect(auditRowsSince(t.file, mine)).toMatchObject([{ event: 'denied', key_id: code === 'KEY_INVALID' ? null : keyId, action, code }]);
+    if (action === undefined) expect(await t.state()).toEqual(mine);
+    else expect(await t.auditRowsSince(mine)).toMatchObject([{ event: 'denied', key_id: code === 'KEY_INVALID' ? null : keyId, action, code }]);
   });
 
-  it('nothing but refusals was written by all of them', () => {
-    const rows = auditRowsSince(t.file, before);
+  it('nothing but refusals was written by all of them', async () => {
+    const rows = await t.auditRowsSince(before);
     expect(rows.length).toBe(cases().filter(([name]) => auditedAs(name) !== undefined).length);
     for (const r of rows) expect(r).toMatchObject({ event: 'denied' });
   });
 
   it('the fixture itself is writable: a good call after all of them writes', async () => {
     allowedId(await t.ledger.authorize(req(key, PAY, usd(2), { n: 'good' })));
-    expect(dbState(t.file)).not.toEqual(before);
+    expect(await t.state()).not.toEqual(before);
   });
 });

@@ -1,8 +1,7 @@
 /** Expiry, revocation, delegation and sessions: a child never does what an ancestor may not. */
-import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Decision, PolicyInput } from '../../src/ledger/types.js';
-import { allowedId, auditRowsSince, dbState, EMAIL, expectCode, HOUR, issue, MINUTE, openTestLedger, PAY, req, SMS, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, EMAIL, expectCode, HOUR, issue, MINUTE, openTestLedger, PAY, req, SMS, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 beforeEach(() => {
@@ -79,18 +78,13 @@ describe('the decision reads every ancestor, not only what was copied onto the c
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true }, { ttlSeconds: 3600 });
     const child = await issue(t.ledger, 'child', { allow: ['*'] }, { parent: root.key });
     await t.ledger.revokeKey(root.info.id, { by: 'alice' });
-    const raw = new Database(t.file);
-    try {
-      raw.prepare('UPDATE keys SET revoked_at = NULL, revoked_reason = NULL WHERE id = ?').run(child.info.id);
-      expect(code(await call(child.key))).toBe('KEY_REVOKED');
-      raw.prepare('UPDATE keys SET revoked_at = NULL, revoked_reason = NULL').run();
-      raw.prepare('UPDATE keys SET expires_at = ? WHERE id = ?').run(t.clock.now() + 10 * HOUR, child.info.id);
-      expect(code(await call(child.key))).toBe('ALLOWED');
-      t.clock.advance(HOUR);
-      expect(code(await call(child.key))).toBe('KEY_EXPIRED');
-    } finally {
-      raw.close();
-    }
+    await t.sql('UPDATE keys SET revoked_at = NULL, revoked_reason = NULL WHERE id = ?', child.info.id);
+    expect(code(await call(child.key))).toBe('KEY_REVOKED');
+    await t.sql('UPDATE keys SET revoked_at = NULL, revoked_reason = NULL');
+    await t.sql('UPDATE keys SET expires_at = ? WHERE id = ?', t.clock.now() + 10 * HOUR, child.info.id);
+    expect(code(await call(child.key))).toBe('ALLOWED');
+    t.clock.advance(HOUR);
+    expect(code(await call(child.key))).toBe('KEY_EXPIRED');
   });
 });
 
@@ -204,21 +198,21 @@ describe('widening is refused, and writes nothing but the audit of the refusal',
   it.each(wider)('%s', async (_what, policy) => {
     const root = await issue(t.ledger, 'root', parentPolicy, { ttlSeconds: 3600 });
     await spend70(root.key);
-    const before = dbState(t.file);
+    const before = await t.state();
     const err = await expectCode(issue(t.ledger, 'kid', policy, { parent: root.key }), 'INVALID_INPUT');
     expect(err.message).toMatch(/widening refused/);
-    expect(auditRowsSince(t.file, before)).toMatchObject([{ event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
+    expect(await t.auditRowsSince(before)).toMatchObject([{ event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
   });
 
   it('a parent that may not delegate has no children at all, however narrow', async () => {
     const root = await issue(t.ledger, 'root', { ...parentPolicy, may_delegate: false }, { ttlSeconds: 3600 });
-    const before = dbState(t.file);
+    const before = await t.state();
     for (const policy of [{ allow: [PAY], may_delegate: true }, { allow: [PAY], caps: [{ window: 'total' as const, usd_micros: usd(1) }] }]) {
       const err = await expectCode(issue(t.ledger, 'kid', policy, { parent: root.key }), 'ACTION_NOT_ALLOWED');
       expect(err.message).toMatch(/may not delegate/);
     }
     const refusal = { event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'ACTION_NOT_ALLOWED' };
-    expect(auditRowsSince(t.file, before)).toMatchObject([refusal, refusal]);
+    expect(await t.auditRowsSince(before)).toMatchObject([refusal, refusal]);
   });
 
   it('the same child, narrowed, is accepted', async () => {
@@ -237,10 +231,10 @@ describe('widening is refused, and writes nothing but the audit of the refusal',
 
   it('a TTL past the parent is refused; no TTL is clipped to the parent', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true }, { ttlSeconds: 3600 });
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(issue(t.ledger, 'kid', { allow: ['*'] }, { parent: root.key, ttlSeconds: 3601 }), 'INVALID_INPUT');
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: 1, ttlSeconds: 3601 }), 'INVALID_INPUT');
-    expect(auditRowsSince(t.file, before)).toMatchObject([
+    expect(await t.auditRowsSince(before)).toMatchObject([
       { event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' },
       { event: 'denied', key_id: root.info.id, action: 'mcp.delegate_key', code: 'INVALID_INPUT' },
     ]);
@@ -253,11 +247,11 @@ describe('widening is refused, and writes nothing but the audit of the refusal',
     await expectCode(t.ledger.delegateKey(plain.key, { label: 'kid', capTotalMicros: 1 }), 'ACTION_NOT_ALLOWED');
     const root = await issue(t.ledger, 'root', { allow: [PAY], may_delegate: true, caps: [{ window: 'total', usd_micros: usd(10) }] });
     allowedId(await call(root.key, usd(4)));
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(6.01) }), 'INVALID_INPUT');
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(1), allow: ['stripe.*'] }), 'INVALID_INPUT');
     const refusal = { event: 'denied', key_id: root.info.id, action: 'mcp.delegate_key', code: 'INVALID_INPUT' };
-    expect(auditRowsSince(t.file, before)).toMatchObject([refusal, refusal]);
+    expect(await t.auditRowsSince(before)).toMatchObject([refusal, refusal]);
     const kid = await t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: usd(6) });
     expect(kid.info.policy.may_delegate).toBe(false);
     expect(kid.info.issuedBy).toContain('root');
@@ -275,9 +269,9 @@ describe('depth and children limits', () => {
     await issue(t.ledger, 'x', { allow: ['*'], may_delegate: true }, { parent: shallow.key });
     // b is at the root's limit (2), and a's own limit of 8 does not lift it
     const bb = await issue(t.ledger, 'bb', { allow: ['*'], may_delegate: true }, { parent: a.key });
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: bb.key }), 'INVALID_INPUT');
-    expect(auditRowsSince(t.file, before)).toMatchObject([{ event: 'denied', key_id: bb.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
+    expect(await t.auditRowsSince(before)).toMatchObject([{ event: 'denied', key_id: bb.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
   });
 
   it('max_children counts live children, not sessions', async () => {
@@ -285,10 +279,10 @@ describe('depth and children limits', () => {
     const a = await t.ledger.delegateKey(root.key, { label: 'a', capTotalMicros: 1 });
     await t.ledger.delegateKey(root.key, { label: 'b', capTotalMicros: 1 });
     for (let i = 0; i < 3; i++) await t.ledger.mintSession(root.key);
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(t.ledger.delegateKey(root.key, { label: 'c', capTotalMicros: 1 }), 'INVALID_INPUT');
     await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: root.key }), 'INVALID_INPUT');
-    expect(auditRowsSince(t.file, before)).toMatchObject([
+    expect(await t.auditRowsSince(before)).toMatchObject([
       { event: 'denied', key_id: root.info.id, action: 'mcp.delegate_key', code: 'INVALID_INPUT' },
       { event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' },
     ]);
@@ -320,8 +314,8 @@ describe('sessions', () => {
 
   it('a key without a session template cannot mint one', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'] });
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(t.ledger.mintSession(root.key), 'INVALID_INPUT');
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
   });
 });

@@ -424,6 +424,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
       'counters',
       'denial_tallies',
       'keys',
+      'locks',
       'migration_lock',
       'migrations',
       'rate_events',
@@ -467,7 +468,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     const { rows } = await pools[0]!.query(`SELECT version, count(*)::int AS n FROM "${s.schema}".migrations GROUP BY version ORDER BY version`);
     expect(rows).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => ({ version: i + 1, n: 1 })));
     const tables = await pools[0]!.query('SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = $1', [s.schema]);
-    expect(tables.rows[0].n).toBe(13);
+    expect(tables.rows[0].n).toBe(14);
   });
 
   it('refuses a schema migrated by a newer runcap rather than guessing', async () => {

@@ -27,14 +27,14 @@ afterAll(async () => t.close());
 
 describe('query plans', () => {
   it('the checker itself sees a scan, so a pass below means something', () => {
-    expect(scans(planOf(t.ledger.db, 'SELECT * FROM reservations WHERE label = ?'))).toEqual(['SCAN reservations']);
-    expect(scans(planOf(t.ledger.db, 'SELECT * FROM audit ORDER BY details'))).not.toEqual([]);
+    expect(scans(planOf(t.db, 'SELECT * FROM reservations WHERE label = ?'))).toEqual(['SCAN reservations']);
+    expect(scans(planOf(t.db, 'SELECT * FROM audit ORDER BY details'))).not.toEqual([]);
   });
 
   it('every hot-path statement is an index or primary-key search', () => {
     const statements = SqliteLedger.hotPathStatements();
     expect(statements.length).toBeGreaterThan(10);
-    const offenders = statements.map((sql) => ({ sql: norm(sql), plan: planOf(t.ledger.db, sql) })).filter((s) => scans(s.plan).length > 0);
+    const offenders = statements.map((sql) => ({ sql: norm(sql), plan: planOf(t.db, sql) })).filter((s) => scans(s.plan).length > 0);
     expect(offenders).toEqual([]);
   });
 
@@ -48,7 +48,7 @@ describe('query plans', () => {
     } as typeof original;
     let ledger: SqliteLedger;
     try {
-      ledger = t.reopen();
+      ledger = t.reopen() as SqliteLedger;
       recording = false;
       // setup is not the hot path
       const { key, info } = await issue(ledger, 'hot', { allow: ['*'], rate_per_min: 100, approve_over_usd_micros: usd(10), caps: [{ window: 'daily', usd_micros: usd(100) }, { window: 'total', calls: 50, action: 'twilio.*' }] }, { ttlSeconds: 7 * 86400 });
@@ -95,7 +95,7 @@ describe('query plans', () => {
     await ledger.close();
     const listed = new Set(SqliteLedger.hotPathStatements().map(norm));
     expect([...seen].filter((sql) => !listed.has(sql))).toEqual([]);
-    const offenders = [...seen].map((sql) => ({ sql, plan: planOf(t.ledger.db, sql) })).filter((s) => scans(s.plan).length > 0);
+    const offenders = [...seen].map((sql) => ({ sql, plan: planOf(t.db, sql) })).filter((s) => scans(s.plan).length > 0);
     expect(offenders).toEqual([]);
   });
 
@@ -106,9 +106,9 @@ describe('query plans', () => {
       if (i % 3 === 0) await t.ledger.settle(id, 1, `pi_${i}`);
       else if (i % 3 === 1) await t.ledger.release(id, 'no');
     }
-    t.ledger.db.exec('ANALYZE');
+    t.db.exec('ANALYZE');
     const offenders = SqliteLedger.hotPathStatements()
-      .map((sql) => ({ sql: norm(sql), plan: planOf(t.ledger.db, sql) }))
+      .map((sql) => ({ sql: norm(sql), plan: planOf(t.db, sql) }))
       .filter((s) => scans(s.plan).length > 0);
     expect(offenders).toEqual([]);
   });

@@ -9,7 +9,8 @@
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Decision, PolicyInput } from '../../src/ledger/types.js';
-import { allowedId, DAY, humanProof, issue, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
+import type { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
+import { allowedId, DAY, humanProof, issue, onPostgres, openTestLedger, PAY, req, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
 const PASS = TEST_PASSPHRASE;
 let t: TestLedger;
@@ -178,7 +179,8 @@ describe('a key a run delegated itself does not launder its calls', () => {
 });
 
 describe('migration 5 (session families)', () => {
-  it('gives the approvals written before it their family: waiting requests of old sessions still count', async () => {
+  // SQLite's migration 5 (a PostgreSQL schema has family_id from its first migration)
+  it.skipIf(onPostgres)('gives the approvals written before it their family: waiting requests of old sessions still count', async () => {
     const { template, s1, s2 } = await family(APPROVING);
     for (let i = 0; i < 10; i++) approvalId(await t.ledger.authorize(req(s1.key, PAY, usd(50), { n: i })));
     for (let i = 10; i < 20; i++) approvalId(await t.ledger.authorize(req(s2.key, PAY, usd(50), { n: i })));
@@ -190,7 +192,7 @@ describe('migration 5 (session families)', () => {
     raw.close();
     const ledger = t.reopen();
     try {
-      const families = ledger.db.prepare('SELECT DISTINCT family_id AS f FROM approvals').all() as { f: string | null }[];
+      const families = (ledger as SqliteLedger).db.prepare('SELECT DISTINCT family_id AS f FROM approvals').all() as { f: string | null }[];
       expect(families).toEqual([{ f: template.info.id }]);
       const s3 = await ledger.mintSession(template.key);
       expect(code(await ledger.authorize(req(s3.key, PAY, usd(50), { n: 20 })))).toBe('RATE_LIMITED');

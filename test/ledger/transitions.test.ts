@@ -1,7 +1,7 @@
 /** Reservation states: compare-and-set transitions, estimates corrected once, overruns, stale reservations, windows. */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Decision } from '../../src/ledger/types.js';
-import { allowedId, dbState, expectCode, humanProof, issue, openTestLedger, PAY, req, SECOND, SMS, TestClock, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, expectCode, humanProof, issue, openTestLedger, PAY, req, SECOND, SMS, TestClock, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 afterEach(async () => t?.close());
@@ -18,13 +18,13 @@ describe('compare-and-set transitions', () => {
     const released = await reserve(key, usd(2));
     await t.ledger.settle(settled, usd(2), 'pi_1');
     await t.ledger.release(released, 'card declined');
-    const before = dbState(t.file);
+    const before = await t.state();
     for (const id of [settled, released]) {
       await expectCode(t.ledger.settle(id, usd(1), 'pi_2'), 'CONFLICT');
       await expectCode(t.ledger.release(id, 'again'), 'CONFLICT');
       await expectCode(t.ledger.markUncertain(id, 'again'), 'CONFLICT');
     }
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
   });
 
   it('a second settle through another connection (another process) is refused', async () => {
@@ -91,8 +91,7 @@ describe('released → settled: the one transition out of released, for reconcil
     expect(settled).toMatchObject({ state: 'settled', actualMicros: usd(7), vendorRef: 'pi_late', note: 'reconcile: stripe has pi_late after all' });
     const total = (await t.ledger.budget(info.id)).caps.find((c) => c.window === 'total')!;
     expect(total).toMatchObject({ settledMicros: usd(7), pendingMicros: usd(5), calls: 2, remainingMicros: 0 });
-    const db = t.ledger.db;
-    expect(db.prepare("SELECT settled, calls FROM counters WHERE scope LIKE 'cap:%' AND window_key = 'd:2026-11-30'").get()).toEqual({ settled: usd(7), calls: 1 });
+    expect(await t.sql("SELECT settled, calls FROM counters WHERE scope LIKE 'cap:%' AND window_key = 'd:2026-11-30'")).toEqual([{ settled: usd(7), calls: 1 }]);
     const rows = (await t.ledger.queryAudit({ keyId: info.id })).filter((r) => r.reservationId === id);
     expect(rows.map((r) => r.event)).toEqual(['reserved', 'uncertain', 'released', 'settled', 'overrun']);
     expect(rows[3]).toMatchObject({ amountMicros: usd(7), vendorRef: 'pi_late', details: { from: 'released', why: 'reconcile: stripe has pi_late after all' } });
@@ -103,10 +102,10 @@ describe('released → settled: the one transition out of released, for reconcil
     expect(code(await t.ledger.authorize(req(key, PAY, 1, { n: 'after' })))).toBe('CAP_EXCEEDED');
 
     // a second such transition is refused, and so is any other way out of settled
-    const before = dbState(t.file);
+    const before = await t.state();
     await expectCode(t.ledger.settleReleased(id, usd(7), 'pi_late', { note: 'again' }), 'CONFLICT');
     await expectCode(t.ledger.release(id, 'again', { by: 'reconcile' }), 'CONFLICT');
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
   });
 
   it('nothing else leaves released: not a release by the vendor or by hand, not settle, not markUncertain', async () => {
@@ -121,14 +120,14 @@ describe('released → settled: the one transition out of released, for reconcil
     await t.ledger.release(byReconcile, 'reconcile: nothing was created', { by: 'reconcile' });
     expect((await t.ledger.getReservation(refused)).releasedBy).toBe('vendor');
     expect((await t.ledger.getReservation(byHand)).releasedBy).toBe('hand');
-    const before = dbState(t.file);
+    const before = await t.state();
     for (const id of [refused, byHand]) await expectCode(t.ledger.settleReleased(id, usd(1), 'pi_x', { note: 'found' }), 'CONFLICT');
     for (const id of [refused, byHand, byReconcile]) {
       await expectCode(t.ledger.settle(id, usd(1), 'pi_x'), 'CONFLICT');
       await expectCode(t.ledger.markUncertain(id, 'again'), 'CONFLICT');
       await expectCode(t.ledger.correctEstimate(id, usd(1)), 'CONFLICT');
     }
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
   });
 
   it('is refused with a vendor object another reservation of the action already holds, in any state; nothing is written', async () => {
@@ -143,9 +142,9 @@ describe('released → settled: the one transition out of released, for reconcil
     await t.ledger.settle(paid, usd(1), 'SM_other_action');
     const late = await reserve(key, usd(1), SMS);
     await t.ledger.release(late, 'reconcile: twilio has no record of it', { by: 'reconcile' });
-    const before = dbState(t.file);
+    const before = await t.state();
     for (const ref of ['SM_taken', 'SM_named']) await expectCode(t.ledger.settleReleased(late, usd(1), ref, { note: 'found' }), 'CONFLICT');
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
     // the same name at another vendor is another object
     expect(await t.ledger.settleReleased(late, usd(1), 'SM_other_action', { note: 'found' })).toMatchObject({ state: 'settled', vendorRef: 'SM_other_action' });
   });
@@ -247,9 +246,8 @@ describe('windows are fixed at authorize time', () => {
     const r = await t.ledger.getReservation(late);
     expect([r.day, r.month]).toEqual(['2026-11-30', '2026-11']);
     // and the old day holds what was settled into it
-    const db = t.ledger.db;
-    const oldDay = db.prepare("SELECT settled, pending, uncertain, calls FROM counters WHERE scope LIKE 'cap:%' AND window_key = 'd:2026-11-30'").get();
-    expect(oldDay).toEqual({ settled: usd(10), pending: 0, uncertain: 0, calls: 2 });
+    const oldDay = await t.sql("SELECT settled, pending, uncertain, calls FROM counters WHERE scope LIKE 'cap:%' AND window_key = 'd:2026-11-30'");
+    expect(oldDay).toEqual([{ settled: usd(10), pending: 0, uncertain: 0, calls: 2 }]);
     expect((await t.ledger.verifyAudit()).problems).toEqual([]);
   });
 

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
 import { fingerprintOf } from '../../src/guard/fingerprint.js';
-import { allowedId, dbState, expectCode, humanProof, issue, openTestLedger, PAY, req, tempDir, usd, type TestLedger } from '../helpers/ledger.js';
+import { allowedId, expectCode, humanProof, issue, openTestLedger, PAY, req, tempDir, usd, type TestLedger } from '../helpers/ledger.js';
 import { holdLockInAnotherProcess } from './workers/processes.js';
 
 let t: TestLedger;
@@ -16,7 +16,7 @@ describe('locked past the busy timeout', () => {
   it('by another connection: authorize and verify deny LEDGER_UNAVAILABLE and write nothing', async () => {
     t = openTestLedger({ busyTimeoutMs: 50 });
     const { key, info } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(10) }] });
-    const before = dbState(t.file);
+    const before = await t.state();
     const other = new Database(t.file);
     other.exec('BEGIN IMMEDIATE');
     try {
@@ -28,7 +28,7 @@ describe('locked past the busy timeout', () => {
       other.exec('ROLLBACK');
       other.close();
     }
-    expect(dbState(t.file)).toEqual(before);
+    expect(await t.state()).toEqual(before);
     // and once the lock is gone the same call is decided normally
     allowedId(await t.ledger.authorize(req(key, PAY, usd(1))));
     expect((await t.ledger.budget(info.id)).caps[0]).toMatchObject({ pendingMicros: usd(1), calls: 1 });

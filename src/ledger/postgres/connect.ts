@@ -86,7 +86,7 @@ export async function ledgerPassword(home: string, config: Pick<RuncapConfig, 'l
  * the password is a function (no PGPASSWORD, no ~/.pgpass), `options` always holds runcap's
  * session settings (no PGOPTIONS), `ssl` is never undefined (no PGSSLMODE).
  */
-export function pgPoolConfig(target: PgTarget, password: string | undefined, opts: PgPoolOptions): pg.PoolConfig {
+export function pgPoolConfig(target: PgTarget, password: PasswordSource, opts: PgPoolOptions): pg.PoolConfig {
   const statementTimeoutMs = opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
   const idleInTransactionMs = opts.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS;
   return {
@@ -127,7 +127,7 @@ export function pgPoolConfig(target: PgTarget, password: string | undefined, opt
  * the process when nobody listens. The query that meets the dead connection fails instead, and
  * asPgLedgerError makes that LEDGER_UNAVAILABLE; the pool connects anew for the next checkout.
  */
-export function openPool(target: PgTarget, password: string | undefined, opts: PgPoolOptions): pg.Pool {
+export function openPool(target: PgTarget, password: PasswordSource, opts: PgPoolOptions): pg.Pool {
   const pool = new pg.Pool(pgPoolConfig(target, password, opts));
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
@@ -148,8 +148,23 @@ class RuncapPgClient extends JsClient {
   }
 }
 
-function passwordSource(password: string | undefined): () => Promise<string> {
+/**
+ * The password, or where to get it when a connection asks (a credential command, run then and
+ * remembered; run again after it failed): a ledger can be opened before anything is awaited.
+ */
+export type PasswordSource = string | undefined | (() => Promise<string | undefined>);
+
+function passwordSource(source: PasswordSource): () => Promise<string> {
+  let asked: Promise<string | undefined> | undefined;
+  const fetch = (get: () => Promise<string | undefined>) => {
+    asked ??= get().catch((err: unknown) => {
+      asked = undefined;
+      throw err;
+    });
+    return asked;
+  };
   return async () => {
+    const password = typeof source === 'function' ? await fetch(source) : source;
     if (password !== undefined) return password;
     throw new RuncapError(
       'LEDGER_UNAVAILABLE',

@@ -160,6 +160,13 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
     first_at bigint,
     last_at  bigint
   );
+
+  -- rows locked to order what no other row stands for: 'vendor_caps' is held shared by every call
+  -- (while it reads and counts in the global caps) and alone by a change of one (postgres/store.ts)
+  CREATE TABLE ${s}.locks (
+    name text PRIMARY KEY
+  );
+  INSERT INTO ${s}.locks (name) VALUES ('vendor_caps');
   `,
 ];
 
