@@ -69,8 +69,9 @@ export interface TestSchema {
   drop(): Promise<void>;
 }
 
-/** A schema of one's own on the test server; call drop() in afterAll. */
-export function withTestSchema(serverUrl: string, prefix = 't'): TestSchema {
+/** A schema of one's own on the test server (default RUNCAP_TEST_POSTGRES_URL); call drop() in afterAll. */
+export function withTestSchema(serverUrl: string | undefined = postgresTestUrl(), prefix = 't'): TestSchema {
+  if (serverUrl === undefined) throw new Error('withTestSchema: RUNCAP_TEST_POSTGRES_URL is not set (skip the suite with postgresForTests().skipReason)');
   const schema = `${prefix}_${randomBytes(6).toString('hex')}`;
   const url = withSchemaParameter(serverUrl, schema);
   const target = parseLedgerUrl(url);

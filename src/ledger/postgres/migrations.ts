@@ -247,9 +247,10 @@ async function applyPending(pool: pg.Pool, s: string): Promise<{ version: number
 
 /**
  * Concurrent CREATE … IF NOT EXISTS can still collide in PostgreSQL's catalog (23505 on pg_namespace or
- * pg_type, 42P06 duplicate schema, 42P07 duplicate table); the next attempt sees the winner's object.
+ * pg_type, 42P06 duplicate schema, 42P07 duplicate table, 42710 the table's row type "already exists");
+ * the next attempt sees the winner's object.
  */
-const CATALOG_RACES = new Set(['23505', '42P06', '42P07', '40001', '40P01']);
+const CATALOG_RACES = new Set(['23505', '42P06', '42P07', '42710', '40001', '40P01']);
 const SERIALIZATION = new Set(['40001', '40P01']);
 const ATTEMPTS = 5;
 
