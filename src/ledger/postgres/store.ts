@@ -111,7 +111,9 @@ export class PgStore implements Store {
    * skips the wait for the commit's WAL flush, as SQLite's `normal` skips the fsync.
    */
   private async begin(client: PoolClient, writing: boolean, durability: Durability): Promise<number> {
-    const begin = writing ? (durability === 'normal' ? 'BEGIN; SET LOCAL synchronous_commit TO off;' : 'BEGIN;') : 'BEGIN READ ONLY;';
+    // a read sees one snapshot for all its statements (verify compares whole tables); a write reads
+    // the newest committed rows as it locks them (READ COMMITTED), which is what it decides on
+    const begin = writing ? (durability === 'normal' ? 'BEGIN; SET LOCAL synchronous_commit TO off;' : 'BEGIN;') : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;';
     if (this.opts.clock) {
       await this.query(client, begin);
       return this.opts.clock();
