@@ -115,19 +115,33 @@ export interface HomeOptions {
   /** 'file' (default): credentials.json holds all three vendors; or an explicit credentials.json object; 'none': no file */
   credentials?: 'file' | 'none' | Record<string, unknown>;
   sim?: VendorSim;
+  /**
+   * Another host of that home's fleet: its ledger URL in this config.json, a copy of its audit
+   * secret, its vendor simulator, and its approver passphrase (already set on the shared ledger).
+   */
+  fleetOf?: Home;
 }
 
 export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
   const home = join(mkdtempSync(join(tmpdir(), 'runcap-e2e-')), 'home');
-  const sim = opts.sim ?? (await startVendorSim({ credentials: CANARY }));
-  pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, ...opts.config });
+  const fleet = opts.fleetOf;
+  const ownsSim = !opts.sim && !fleet;
+  const sim = opts.sim ?? fleet?.sim ?? (await startVendorSim({ credentials: CANARY }));
+  const fleetLedger = fleet ? { ledger: (JSON.parse(readFileSync(homePath(fleet.home, 'config'), 'utf8')) as { ledger: unknown }).ledger } : {};
+  pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, ...fleetLedger, ...opts.config });
+  if (fleet) {
+    // ensureHomeFiles made this home its own secret (0600): the fleet's replaces it, mode kept
+    writeFileSync(homePath(home, 'auditKey'), readFileSync(homePath(fleet.home, 'auditKey')));
+  }
   const creds = opts.credentials ?? 'file';
   if (creds === 'none') rmSync(homePath(home, 'credentials'));
   else if (creds !== 'file') {
     writeFileSync(homePath(home, 'credentials'), JSON.stringify(creds), { mode: 0o600 });
   }
   const guard = openGuard({ home });
-  const proof = await guard.ledger.setPassphrase(PASSPHRASE, undefined, { by: 'test' });
+  const proof = fleet
+    ? await guard.ledger.proveHuman(PASSPHRASE, { by: 'test', during: 'keys issue' })
+    : await guard.ledger.setPassphrase(PASSPHRASE, undefined, { by: 'test' });
   const h: Home = {
     home,
     guard,
@@ -145,7 +159,7 @@ export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
         leaks = await findLeaks(h);
       } finally {
         await guard.close();
-        if (!opts.sim) await sim.close();
+        if (ownsSim) await sim.close();
         rmSync(resolve(home, '..'), { recursive: true, force: true });
       }
       if (leaks.length) throw new Error(`secrets leaked:\n${leaks.join('\n')}`);
