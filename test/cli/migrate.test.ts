@@ -146,9 +146,15 @@ describe.skipIf(postgres.skipReason)(postgres.title('runcap migrate and init --l
     expect((statSync(join(home, 'config.json')).mode & 0o777).toString(8)).toBe('600');
     expect(existsSync(join(home, 'ledger.db'))).toBe(false);
     expect(await schemaVersion(s.pool(), s.schema)).toBe(1);
-    // Until openGuard opens a PostgresLedger (the integrator's part of issue 12) init stops there, exit 1;
-    // then this test should also expect exit 0, the passphrase set and the default limits in the schema.
-    expect(r.code === 0 || /PostgreSQL ledger/.test(r.stderr), r.stderr).toBe(true);
+    // then the guard opens the PostgreSQL ledger: the passphrase is set there and the new home's limits written there
+    expect(r.code, r.stderr).toBe(0);
+    const pool = s.pool();
+    expect((await pool.query(`SELECT name FROM "${s.schema}".settings WHERE name = 'passphrase'`)).rowCount).toBe(1);
+    expect((await pool.query(`SELECT scope FROM "${s.schema}".caps WHERE key_id IS NULL ORDER BY scope`)).rows.map((c) => c.scope)).toEqual([
+      'vendor:resend',
+      'vendor:stripe',
+      'vendor:twilio',
+    ]);
 
     // the same URL again changes nothing in config.json; another URL is refused
     const before = readFileSync(join(home, 'config.json'), 'utf8');
