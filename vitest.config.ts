@@ -11,7 +11,6 @@ const SQLITE_ONLY = [
   'test/ledger/query-plan.test.ts',
   'test/ledger/audit-tamper.test.ts',
   'test/ledger/unavailable.test.ts',
-  'test/ledger/concurrency.test.ts',
   'test/ledger/postgres-connect.test.ts',
 ];
 

@@ -63,6 +63,8 @@ export function openTestLedger<C extends { readonly now: Clock } = TestClock>(op
     file,
     secret,
     dir,
+    /** on PostgreSQL, where this ledger lives: another process opens it with these (test/ledger/workers/worker.mjs) */
+    postgres: pg ? { url: pg.url, schema: pg.schema } : undefined,
     /** the SQLite file's connection, for a test of what only SQLite has (a file to edit, a query plan) */
     get db(): Db {
       if (!(ledger instanceof SqliteLedger)) throw new Error('this test reads the SQLite file: it runs on SQLite only');
@@ -115,6 +117,7 @@ function testSchema() {
   const s = withTestSchema(server, 'tl');
   return {
     schema: s.schema,
+    url: s.url,
     pool: (statementTimeoutMs: number) => s.pool({ max: 4, statementTimeoutMs }),
     async state(ledger: PostgresLedger): Promise<Record<string, string[]>> {
       await ledger.hasPassphrase(); // the schema is made by the ledger's first transaction

@@ -61,8 +61,10 @@ export class SharedTestClock {
 
 export interface Job {
   id: number;
-  mode: 'hammer' | 'pace';
+  mode: 'hammer' | 'pace' | 'survive';
+  /** the SQLite ledger's file, unless `postgres` names where the ledger is */
   file: string;
+  postgres?: { url: string; schema: string } | undefined;
   secret: string;
   key: string;
   /** the SharedTestClock's file: the worker's ledger decides on that clock */
@@ -75,6 +77,9 @@ export interface Job {
   watchScope?: string;
   callMs?: number;
   busyTimeoutMs?: number;
+  /** survive: the file whose appearance ends the cuts; then lateOps calls, each of which should succeed */
+  calmFile?: string;
+  lateOps?: number;
 }
 
 function next<T>(child: ChildProcess, field: string): Promise<T> {
@@ -92,22 +97,37 @@ function next<T>(child: ChildProcess, field: string): Promise<T> {
   });
 }
 
-/** Fork every job, wait until all have their connection open, start them together, collect results. */
-export async function runWorkers<R>(jobs: Job[], whileRunning?: () => void): Promise<R[]> {
+/**
+ * Fork every job, wait until all have their connection open, start them together, collect results.
+ * `whileRunning` is called again and again (1 ms apart, each call awaited) until every worker is done.
+ */
+export async function runWorkers<R>(jobs: Job[], whileRunning?: () => void | Promise<void>): Promise<R[]> {
   const children = jobs.map((job) => fork(WORKER, [JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   try {
     await Promise.all(children.map((c) => next(c, 'ready')));
     const done = children.map((c) => next<R & { error?: string }>(c, 'done'));
-    const timer = whileRunning ? setInterval(whileRunning, 1) : undefined;
     for (const c of children) c.send('go');
+    let running = true;
+    let watchFailed: { err: unknown } | undefined;
+    const watching = (async () => {
+      while (running && whileRunning) {
+        await whileRunning();
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })().catch((err: unknown) => {
+      watchFailed = { err };
+    });
+    let results: (R & { error?: string })[];
     try {
-      const results = await Promise.all(done);
-      const failed = results.find((r) => r.error);
-      if (failed) throw new Error(`a worker failed: ${failed.error}`);
-      return results;
+      results = await Promise.all(done);
     } finally {
-      if (timer) clearInterval(timer);
+      running = false;
+      await watching;
     }
+    const failed = results.find((r) => r.error);
+    if (failed) throw new Error(`a worker failed: ${failed.error}`);
+    if (watchFailed) throw watchFailed.err;
+    return results;
   } finally {
     for (const c of children) if (c.exitCode === null && c.pid) c.kill();
   }
