@@ -164,7 +164,8 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
   -- rows locked to order what no other row stands for: 'vendor_caps' is held shared by every call
   -- (while it reads and counts in the global caps) and alone by a change of one (postgres/store.ts)
   CREATE TABLE ${s}.locks (
-    name text PRIMARY KEY
+    name    text PRIMARY KEY,
+    version bigint NOT NULL DEFAULT 0     -- moved by every change of what the row stands for (a process's copy is stale)
   );
   INSERT INTO ${s}.locks (name) VALUES ('vendor_caps');
   `,

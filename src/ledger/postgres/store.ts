@@ -13,13 +13,14 @@
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { RuncapError } from '../../policy/codes.js';
 import { APPROVAL_RECORD_EVENTS, chainAudit, chainOfInput, rowMacHolds, toAuditRow, type AuditRecord, type Head } from '../core/audit-chain.js';
+import { addAudit, addOps, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import { POLICY_EVENTS, type PolicyTables } from '../core/policy-replay.js';
 import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
 import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, type StoredCounter } from '../core/verify.js';
-import { counterId, EMPTY_COUNTER, type CounterKey, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
+import { counterId, EMPTY_COUNTER, type CounterKey, type DenialTally, type Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
-import type { Durability, ReadTx, Store, WriteTx } from '../store/store.js';
+import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
 import { asPgLedgerError, isRetryable } from './connect.js';
 
 /** How many times a transaction the engine aborted (deadlock, serialization failure, a forked chain head) is run again. */
@@ -47,6 +48,8 @@ export class PgStore implements Store {
   readonly t: Tables;
   /** every statement sent, for the round-trip benchmark (a counter, never the SQL) */
   readonly roundTrips: RoundTrips = { count: 0 };
+  /** this process's copy of the global caps, as of a version of them (locks.version, moved by every change) */
+  vendorCaps: { version: number; caps: CapRow[] } | undefined;
   private readonly unavailable: Promise<void>;
 
   constructor(readonly opts: PgStoreOptions) {
@@ -67,7 +70,7 @@ export class PgStore implements Store {
   }
 
   async anyHeldDenials(): Promise<boolean> {
-    return this.read(async (tx) => (tx as PgTx).anyHeld());
+    return this.read(async (tx) => (tx as unknown as PgTx).anyHeld());
   }
 
   async close(): Promise<void> {
@@ -78,14 +81,14 @@ export class PgStore implements Store {
     await this.unavailable;
     for (let attempt = 1; ; attempt++) {
       const client = await this.connect();
+      const tx = new PgTx(this, client, this.beginning(writing, durability), writing);
       let broken: Error | undefined;
       try {
-        const now = await this.begin(client, writing, durability);
-        const value = await fn(new PgTx(this, client, now, writing));
-        await this.query(client, 'COMMIT');
+        const value = await fn(tx);
+        if (tx.begun) await this.query(client, 'COMMIT');
         return value;
       } catch (err) {
-        broken = await this.rollback(client);
+        broken = tx.begun ? await this.rollback(client) : undefined;
         if (!broken && isRetryable(err) && attempt < MAX_ATTEMPTS) {
           await backoff(attempt);
           continue;
@@ -98,28 +101,25 @@ export class PgStore implements Store {
     }
   }
 
+  /**
+   * What starts a transaction, sent with its first statement (one round trip): BEGIN, and the
+   * database's time unless a test gives one. A read sees one snapshot for all its statements
+   * (verify compares whole tables); a write reads the newest committed rows as it locks them
+   * (READ COMMITTED), which is what it decides on. A relaxed write does not wait for its commit's
+   * WAL flush, as SQLite's `normal` skips the fsync.
+   */
+  private beginning(writing: boolean, durability: Durability): Beginning {
+    const begin = writing ? (durability === 'normal' ? 'BEGIN; SET LOCAL synchronous_commit TO off;' : 'BEGIN;') : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;';
+    const clock = this.opts.clock;
+    return clock ? { sql: begin, now: clock() } : { sql: `${begin} SELECT floor(extract(epoch FROM now()) * 1000)::bigint AS now;` };
+  }
+
   private async connect(): Promise<PoolClient> {
     try {
       return await this.opts.pool.connect();
     } catch (err) {
       throw asPgLedgerError(err);
     }
-  }
-
-  /**
-   * BEGIN and the transaction's time in one round trip (a simple-protocol batch). A relaxed write
-   * skips the wait for the commit's WAL flush, as SQLite's `normal` skips the fsync.
-   */
-  private async begin(client: PoolClient, writing: boolean, durability: Durability): Promise<number> {
-    // a read sees one snapshot for all its statements (verify compares whole tables); a write reads
-    // the newest committed rows as it locks them (READ COMMITTED), which is what it decides on
-    const begin = writing ? (durability === 'normal' ? 'BEGIN; SET LOCAL synchronous_commit TO off;' : 'BEGIN;') : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;';
-    if (this.opts.clock) {
-      await this.query(client, begin);
-      return this.opts.clock();
-    }
-    const results = (await this.query(client, `${begin} SELECT floor(extract(epoch FROM now()) * 1000)::bigint AS now`)) as unknown as { rows: { now: number }[] }[];
-    return results[results.length - 1]!.rows[0]!.now;
   }
 
   /** Rolls back; the error when the connection itself is gone. */
@@ -138,63 +138,110 @@ export class PgStore implements Store {
   }
 }
 
+/** How a transaction starts: the statements, and its time when a test gives it (else the last of them reads it). */
+interface Beginning {
+  sql: string;
+  now?: number;
+}
+
+/** A value that can stand in a statement's text as it is: an id, a name, a number. Nothing that could close a quote. */
+function plainLiteral(v: unknown): string | undefined {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return String(v);
+  if (typeof v === 'string' && /^[A-Za-z0-9_.:-]*$/.test(v)) return `'${v}'`;
+  return undefined;
+}
+
 function backoff(attempt: number): Promise<void> {
   const ms = Math.min(50, 2 ** attempt) * (0.5 + Math.random());
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-type Tables = Record<'keys' | 'caps' | 'counters' | 'reservations' | 'reservation_counts' | 'rate_events' | 'approvals' | 'audit' | 'audit_heads' | 'settings' | 'denial_tallies' | 'locks', string>;
-
-function tables(schema: string): Tables {
-  const q = (name: string) => `"${schema}".${name}`;
-  return {
-    keys: q('keys'),
-    caps: q('caps'),
-    counters: q('counters'),
-    reservations: q('reservations'),
-    reservation_counts: q('reservation_counts'),
-    rate_events: q('rate_events'),
-    approvals: q('approvals'),
-    audit: q('audit'),
-    audit_heads: q('audit_heads'),
-    settings: q('settings'),
-    denial_tallies: q('denial_tallies'),
-    locks: q('locks'),
-  };
-}
-
 const CAP_COLUMNS = 'id, key_id, scope, "window", usd_micros, calls, action';
 const UNRESOLVED = `(${UNRESOLVED_STATES.map((s) => `'${s}'`).join(',')})`;
 
-/** `u.c1, …, u.cN`: the columns of an unnest of N arrays named by unnested(N), in the order the arrays were given. */
-function columnsOf(n: number): string {
-  return Array.from({ length: n }, (_, i) => `u.c${i + 1}`).join(', ');
+/** A number that came through JSON (json_agg): it must be an exact integer, as the pool's int8 parser demands. */
+function exact(v: unknown): number {
+  const n = typeof v === 'string' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n)) throw new RuncapError('LEDGER_UNAVAILABLE', 'the ledger holds a number beyond 2^53 - 1; nothing was done');
+  return n;
 }
 
-/** The alias of an unnest of N arrays WITH ORDINALITY: columns c1…cN, and n, the position (rows are inserted in it). */
-function unnested(n: number): string {
-  return `u(${Array.from({ length: n }, (_, i) => `c${i + 1}`).join(', ')}, n)`;
+/** A key row that came through JSON: its integers checked exact. */
+function exactKey(k: KeyRow): KeyRow {
+  return {
+    ...k,
+    depth: exact(k.depth),
+    is_session: exact(k.is_session),
+    created_at: exact(k.created_at),
+    expires_at: exact(k.expires_at),
+    revoked_at: k.revoked_at === null ? null : exact(k.revoked_at),
+  };
 }
 
-/** Counter keys in one order (byte order of scope, then window), without repeats: every transaction locks them so. */
-function sortedCounters(keys: readonly CounterKey[]): CounterKey[] {
-  const unique = new Map(keys.map((k) => [counterId(k), k]));
-  return [...unique.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, k]) => k);
+/** An approval row that came through JSON: its integers checked exact. */
+function exactApproval(a: ApprovalRow): ApprovalRow {
+  return { ...a, estimate: exact(a.estimate), created_at: exact(a.created_at), expires_at: exact(a.expires_at), decided_at: a.decided_at === null ? null : exact(a.decided_at) };
 }
 
 class PgTx implements WriteTx {
   private readonly t: Tables;
+  /** set once BEGIN went out (with the first statement) */
+  begun = false;
+  private now: number | undefined;
+  /** audit heads this transaction holds locked, by chain (null: the chain has no row yet) */
+  private readonly lockedHeads = new Map<string, Head | null>();
+  /** rows read with another statement of this transaction (a transition's key and counts), served from here */
+  private readonly knownKeys = new Map<string, KeyRow>();
+  private readonly knownCounts = new Map<string, CounterKey[]>();
+  /** the version of the global caps this transaction holds shared (chain() reads it with the chain) */
+  private vendorCapsVersion: number | undefined;
 
   constructor(
     private readonly s: PgStore,
     private readonly client: PoolClient,
-    readonly now: number,
+    private readonly beginning: Beginning,
     private readonly writing: boolean,
   ) {
     this.t = s.t;
+    this.now = beginning.now;
   }
 
-  private async rows<R extends QueryResultRow>(text: string, values?: unknown[]): Promise<R[]> {
+  async time(): Promise<number> {
+    if (!this.begun) await this.start();
+    return this.now!;
+  }
+
+  /** BEGIN (and the time) alone: for a transaction whose first statement cannot carry them. */
+  private async start(): Promise<void> {
+    // begun from the moment it is sent: a batch that fails midway may have left a transaction open,
+    // and the connection must be rolled back (ROLLBACK without one is only a warning) before reuse
+    this.begun = true;
+    this.tookTime(await this.s.query(this.client, this.beginning.sql));
+  }
+
+  private tookTime(results: unknown): void {
+    if (this.now !== undefined) return;
+    const all = (Array.isArray(results) ? results : [results]) as { rows: { now?: number }[] }[];
+    this.now = all.find((r) => r.rows[0]?.now !== undefined)!.rows[0]!.now!;
+  }
+
+  /**
+   * The rows of one statement. The transaction's first statement carries BEGIN (and the time) in the
+   * same round trip when every value it takes can stand in its text as it is (a simple-protocol batch).
+   */
+  private async rows<R extends QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
+    if (!this.begun) {
+      const literals = values.map(plainLiteral);
+      if (literals.every((l): l is string => l !== undefined)) {
+        // from the highest number down, so that $1 never eats the start of $10
+        const inlined = literals.reduceRight((sql, literal, i) => sql.replaceAll(`$${i + 1}`, literal), text);
+        this.begun = true;
+        const results = (await this.s.query(this.client, `${this.beginning.sql} ${inlined}`)) as unknown as { rows: R[] }[];
+        this.tookTime(results);
+        return results[results.length - 1]!.rows;
+      }
+      await this.start();
+    }
     return (await this.s.query<R>(this.client, text, values)).rows;
   }
 
@@ -212,20 +259,42 @@ class PgTx implements WriteTx {
   }
 
   async key(id: string): Promise<KeyRow | undefined> {
+    const known = this.knownKeys.get(id);
+    if (known) return known;
     return (await this.rows<KeyRow>(`SELECT * FROM ${this.t.keys} WHERE id = $1`, [id]))[0];
   }
 
   async chain(id: string, opts: { lock?: boolean } = {}): Promise<KeyRow[] | undefined> {
-    // the key and its ancestors in one read, locked root first (ORDER BY depth happens before the lock)
-    const rows = await this.rows<KeyRow>(
-      `SELECT k.* FROM ${this.t.keys} k
-        WHERE k.id = $1 OR k.id IN (SELECT jsonb_array_elements_text(s.ancestors::jsonb) FROM ${this.t.keys} s WHERE s.id = $1)
-        ORDER BY k.depth${this.lock(opts.lock)}`,
+    const locking = this.writing && opts.lock === true;
+    // The key and its ancestors in one read, locked root first (ORDER BY depth happens before the lock).
+    // Locking, the same statement holds what the call goes on to need: the global caps shared (their
+    // version says whether this process's copy of them is current) and the key's audit head.
+    const rows = await this.rows<KeyRow & { vendor_caps_version?: number | null; head_seq?: number | null; head_mac?: string | null }>(
+      locking
+        ? `WITH vc AS (SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps' FOR SHARE),
+                h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = $1 FOR NO KEY UPDATE),
+                k AS (SELECT k.* FROM ${this.t.keys} k
+                       WHERE k.id = $1 OR k.id IN (SELECT jsonb_array_elements_text(s.ancestors::jsonb) FROM ${this.t.keys} s WHERE s.id = $1)
+                       ORDER BY k.depth FOR NO KEY UPDATE)
+           SELECT k.*, (SELECT version FROM vc) AS vendor_caps_version, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac
+             FROM k ORDER BY k.depth`
+        : `SELECT k.* FROM ${this.t.keys} k
+            WHERE k.id = $1 OR k.id IN (SELECT jsonb_array_elements_text(s.ancestors::jsonb) FROM ${this.t.keys} s WHERE s.id = $1)
+            ORDER BY k.depth`,
       [id],
     );
-    const self = rows[rows.length - 1];
-    if (!self || self.id !== id) return undefined;
-    const ancestors = JSON.parse(self.ancestors) as string[];
+    const last = rows[rows.length - 1];
+    if (!last || last.id !== id) return undefined;
+    if (locking) {
+      this.vendorCapsVersion = last.vendor_caps_version ?? undefined;
+      this.lockedHeads.set(id, last.head_seq == null ? null : { seq: last.head_seq, mac: last.head_mac! });
+      for (const r of rows) {
+        delete r.vendor_caps_version;
+        delete r.head_seq;
+        delete r.head_mac;
+      }
+    }
+    const ancestors = JSON.parse(last.ancestors) as string[];
     if (rows.length !== ancestors.length + 1) throw new RuncapError('LEDGER_UNAVAILABLE', `the ledger is missing an ancestor of key ${id}; nothing was done`);
     return rows;
   }
@@ -255,10 +324,17 @@ class PgTx implements WriteTx {
   async globalCaps(opts: { changing?: boolean } = {}): Promise<CapRow[]> {
     if (this.writing) {
       // A call holds the vendor caps shared, a change holds them alone: a change waits for the calls in
-      // flight, and a call that starts meanwhile reads the new caps (this read runs after the lock is held).
-      await this.rows(`SELECT name FROM ${this.t.locks} WHERE name = 'vendor_caps'${this.lock(true, opts.changing ? 'NO KEY UPDATE' : 'SHARE')}`);
+      // flight, and a call that starts meanwhile reads the new caps (read after the lock is held).
+      if (opts.changing || this.vendorCapsVersion === undefined) {
+        const [held] = await this.rows<{ version: number }>(`SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps'${this.lock(true, opts.changing ? 'NO KEY UPDATE' : 'SHARE')}`);
+        this.vendorCapsVersion = held?.version;
+      }
+      const known = this.s.vendorCaps;
+      if (!opts.changing && known && known.version === this.vendorCapsVersion) return known.caps.map((c) => ({ ...c }));
     }
-    return this.rows<CapRow>(`SELECT ${CAP_COLUMNS} FROM ${this.t.caps} WHERE key_id IS NULL ORDER BY id`);
+    const caps = await this.rows<CapRow>(`SELECT ${CAP_COLUMNS} FROM ${this.t.caps} WHERE key_id IS NULL ORDER BY id`);
+    if (this.writing && this.vendorCapsVersion !== undefined && !opts.changing) this.s.vendorCaps = { version: this.vendorCapsVersion, caps: caps.map((c) => ({ ...c })) };
+    return caps;
   }
 
   async counters(wanted: readonly CounterKey[]): Promise<CounterRow[]> {
@@ -288,24 +364,38 @@ class PgTx implements WriteTx {
     });
   }
 
-  async openDuplicate(fingerprints: readonly string[]): Promise<string | undefined> {
-    if (fingerprints.length === 0) return undefined;
-    const found = await this.rows<{ id: string }>(
-      `SELECT id FROM ${this.t.reservations} WHERE fingerprint = ANY($1::text[]) AND state IN ${UNRESOLVED}
-         ORDER BY array_position($1::text[], fingerprint) LIMIT 1`,
-      [fingerprints],
+  async callReads(r: CallReadsWanted): Promise<CallReads> {
+    const sorted = sortedCounters(r.counters);
+    // One statement: the counters created if missing and locked in sorted order (the update that does
+    // nothing locks the newest row, whoever committed it), the rate events pruned and counted, the
+    // duplicate and the grants read. Its snapshot is taken after the chain was locked: it sees what
+    // the chain's last holder committed.
+    const [row] = await this.rows<{ counters: StoredCounter[] | null; dup: string | null; rates: Record<string, number> | null; approvals: ApprovalRow[] | null }>(
+      `WITH up AS (
+         INSERT INTO ${this.t.counters} AS c (scope, window_key)
+           SELECT u.scope, u.window_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
+         ON CONFLICT (scope, window_key) DO UPDATE SET calls = c.calls
+         RETURNING c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls),
+       pruned AS (DELETE FROM ${this.t.rate_events} WHERE key_id = ANY($4::text[]) AND at <= $5)
+       SELECT (SELECT json_agg(up) FROM up) AS counters,
+              (SELECT id FROM ${this.t.reservations} WHERE fingerprint = ANY($3::text[]) AND state IN ${UNRESOLVED}
+                ORDER BY array_position($3::text[], fingerprint) LIMIT 1) AS dup,
+              (SELECT json_object_agg(key_id, n) FROM (SELECT key_id, COUNT(*) AS n FROM ${this.t.rate_events}
+                WHERE key_id = ANY($4::text[]) AND at > $5 GROUP BY key_id) x) AS rates,
+              (SELECT json_agg(a ORDER BY a.created_at DESC) FROM ${this.t.approvals} a
+                WHERE a.key_id = $6 AND a.fingerprint = $7 AND a.status IN ('pending','approved','denied')) AS approvals`,
+      [sorted.map((c) => c.scope), sorted.map((c) => c.windowKey), r.duplicates ?? [], r.rated, r.since, r.grants?.keyId ?? null, r.grants?.fingerprint ?? null],
     );
-    return found[0]?.id;
-  }
-
-  async rateCount(keyId: string, since: number): Promise<number> {
-    if (!this.writing) return this.count(`SELECT COUNT(*)::int AS n FROM ${this.t.rate_events} WHERE key_id = $1 AND at > $2`, [keyId, since]);
-    // the prune and the count in one statement: the count never includes what the prune removes
-    return this.count(
-      `WITH pruned AS (DELETE FROM ${this.t.rate_events} WHERE key_id = $1 AND at <= $2)
-       SELECT COUNT(*)::int AS n FROM ${this.t.rate_events} WHERE key_id = $1 AND at > $2`,
-      [keyId, since],
-    );
+    const byId = new Map((row!.counters ?? []).map((c) => [counterId({ scope: c.scope, windowKey: c.window_key }), c]));
+    return {
+      counters: r.counters.map((c) => {
+        const found = byId.get(counterId(c));
+        return found ? { settled: exact(found.settled), pending: exact(found.pending), uncertain: exact(found.uncertain), calls: exact(found.calls) } : EMPTY_COUNTER;
+      }),
+      openDuplicate: row!.dup ?? undefined,
+      rateCounts: r.rated.map((id) => exact(row!.rates?.[id] ?? 0)),
+      approvals: (row!.approvals ?? []).map(exactApproval),
+    };
   }
 
   async approval(id: string): Promise<ApprovalRow | undefined> {
@@ -356,10 +446,29 @@ class PgTx implements WriteTx {
   }
 
   async reservation(id: string): Promise<ReservationRow | undefined> {
-    return (await this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE id = $1${this.lock(true)}`, [id]))[0];
+    if (!this.writing) return (await this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE id = $1`, [id]))[0];
+    // A transition's reads in one: the reservation locked, then its key's audit head locked (the order
+    // of every writer: a head before counters), the counters it counts in and its key's row.
+    const [r] = await this.rows<ReservationRow & { head_seq: number | null; head_mac: string | null; counts: { scope: string; window_key: string }[] | null; key_row: KeyRow | null }>(
+      `WITH r AS (SELECT * FROM ${this.t.reservations} WHERE id = $1 FOR NO KEY UPDATE),
+            h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = (SELECT key_id FROM r) FOR NO KEY UPDATE)
+       SELECT r.*, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac,
+              (SELECT json_agg(json_build_object('scope', c.scope, 'window_key', c.window_key)) FROM ${this.t.reservation_counts} c WHERE c.reservation_id = r.id) AS counts,
+              (SELECT row_to_json(k) FROM ${this.t.keys} k WHERE k.id = r.key_id) AS key_row
+         FROM r`,
+      [id],
+    );
+    if (!r) return undefined;
+    this.lockedHeads.set(r.key_id, r.head_seq === null ? null : { seq: r.head_seq, mac: r.head_mac! });
+    this.knownCounts.set(r.id, (r.counts ?? []).map((c) => ({ scope: c.scope, windowKey: c.window_key })));
+    if (r.key_row) this.knownKeys.set(r.key_id, exactKey(r.key_row));
+    const { head_seq: _s, head_mac: _m, counts: _c, key_row: _k, ...row } = r;
+    return row;
   }
 
   async countsOf(reservationId: string): Promise<CounterKey[]> {
+    const known = this.knownCounts.get(reservationId);
+    if (known) return known;
     const rows = await this.rows<{ scope: string; window_key: string }>(`SELECT scope, window_key FROM ${this.t.reservation_counts} WHERE reservation_id = $1`, [reservationId]);
     return rows.map((c) => ({ scope: c.scope, windowKey: c.window_key }));
   }
@@ -459,171 +568,41 @@ class PgTx implements WriteTx {
 
   // ─────────────────────────── applying writes ───────────────────────────
 
+  /** The ops and their audit rows in one statement (postgres/writes.ts), unless one row would change twice. */
   async apply(w: Writes): Promise<void> {
-    for (const op of w.ops) await this.applyOne(op);
-    await this.appendAudit(w.audit);
-  }
-
-  private async applyOne(op: Write): Promise<void> {
-    const t = this.t;
-    switch (op.kind) {
-      case 'insertKey': {
-        const k = op.key;
-        await this.rows(
-          `INSERT INTO ${t.keys} (id, secret_hash, label, issued_by, parent_id, ancestors, depth, is_session, policy, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-          [k.id, k.secret_hash, k.label, k.issued_by, k.parent_id, k.ancestors, k.depth, k.is_session, k.policy, k.created_at, k.expires_at],
-        );
-        if (op.caps.length > 0) {
-          const c = op.caps;
-          await this.rows(
-            `INSERT INTO ${t.caps} (key_id, scope, "window", usd_micros, calls, action)
-             SELECT ${columnsOf(6)} FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) WITH ORDINALITY AS ${unnested(6)} ORDER BY n`,
-            [c.map((x) => x.key_id), c.map((x) => x.scope), c.map((x) => x.window), c.map((x) => x.usd_micros), c.map((x) => x.calls), c.map((x) => x.action)],
-          );
-        }
-        return;
-      }
-      case 'revokeKey':
-        await this.rows(`UPDATE ${t.keys} SET revoked_at = $1, revoked_reason = $2, revoked_by = $3 WHERE id = $4 AND revoked_at IS NULL`, [op.at, op.reason, op.by, op.keyId]);
-        return;
-      case 'insertReservation': {
-        const r = op.reservation;
-        await this.rows(
-          `INSERT INTO ${t.reservations} (id, key_id, label, action, fingerprint, state, estimate, actual, estimated, corrected,
-              vendor_ref, day, month, created_at, updated_at, request, normalized, note)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, NULL, $9, $10, $11, $11, $12, $13, NULL)`,
-          [r.id, r.key_id, r.label, r.action, r.fingerprint, r.state, r.estimate, r.actual, r.day, r.month, r.created_at, r.request, r.normalized],
-        );
-        if (op.countsIn.length > 0) {
-          await this.rows(`INSERT INTO ${t.reservation_counts} (reservation_id, scope, window_key) SELECT $1, u.s, u.w FROM unnest($2::text[], $3::text[]) AS u(s, w)`, [
-            r.id,
-            op.countsIn.map((c) => c.scope),
-            op.countsIn.map((c) => c.windowKey),
-          ]);
-          await this.addCounters(op.countsIn, op.delta);
-        }
-        return;
-      }
-      case 'updateReservation': {
-        // compare-and-set: the state the rule read must still be the state we change
-        const n = op.next;
-        const result = await this.s.query(
-          this.client,
-          `UPDATE ${t.reservations} SET state = $1, actual = $2, estimated = $3, corrected = $4, vendor_ref = $5, updated_at = $6, note = $7, released_by = $8
-            WHERE id = $9 AND state = $10`,
-          [n.state, n.actual, n.estimated, n.corrected, n.vendor_ref, n.updated_at, n.note, n.released_by, n.id, op.from],
-        );
-        if (result.rowCount !== 1) throw new RuncapError('CONFLICT', `reservation ${n.id} changed underneath; refused`);
-        return;
-      }
-      case 'addCounters':
-        await this.addCounters(op.counters, op.delta);
-        return;
-      case 'addRateEvents':
-        if (op.keyIds.length > 0) await this.rows(`INSERT INTO ${t.rate_events} (key_id, at) SELECT u.k, $2 FROM unnest($1::text[]) AS u(k)`, [op.keyIds, op.at]);
-        return;
-      case 'insertApproval': {
-        const a = op.approval;
-        await this.rows(
-          `INSERT INTO ${t.approvals} (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at, family_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10)`,
-          [a.id, a.key_id, a.action, a.fingerprint, a.estimate, a.request, a.reason, a.created_at, a.expires_at, a.family_id],
-        );
-        return;
-      }
-      case 'updateApproval': {
-        const columns = Object.keys(op.set) as (keyof typeof op.set)[];
-        const values: unknown[] = columns.map((c) => op.set[c]);
-        const sets = columns.map((c, i) => `${c} = $${i + 1}`).join(', ');
-        values.push(op.id);
-        let sql = `UPDATE ${t.approvals} SET ${sets} WHERE id = $${values.length}`;
-        if (op.from !== 'any') {
-          values.push(op.from);
-          sql += ` AND status = $${values.length}`;
-        }
-        await this.rows(sql, values);
-        return;
-      }
-      case 'saveDenialTally': {
-        const d = op.tally;
-        await this.rows(
-          `INSERT INTO ${t.denial_tallies} (chain, minute, written, held, codes, actions, first_at, last_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (chain) DO UPDATE SET minute = EXCLUDED.minute, written = EXCLUDED.written, held = EXCLUDED.held,
-             codes = EXCLUDED.codes, actions = EXCLUDED.actions, first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at`,
-          [d.chain, d.minute, d.written, d.held, d.codes, d.actions, d.first_at, d.last_at],
-        );
-        return;
-      }
-      case 'setSetting':
-        await this.rows(`INSERT INTO ${t.settings} (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value`, [op.name, op.value]);
-        return;
-      case 'replaceVendorCap': {
-        if (op.removeCapId !== null) {
-          const scope = `cap:${op.removeCapId}`;
-          await this.rows(`DELETE FROM ${t.caps} WHERE id = $1`, [op.removeCapId]);
-          await this.rows(`DELETE FROM ${t.counters} WHERE scope = $1`, [scope]);
-          await this.rows(`DELETE FROM ${t.reservation_counts} WHERE scope = $1`, [scope]);
-        }
-        if (op.add) {
-          const a = op.add;
-          const [{ id }] = (await this.rows<{ id: number }>(
-            `INSERT INTO ${t.caps} (key_id, scope, "window", usd_micros, calls, action) VALUES (NULL, $1, $2, $3, NULL, $4) RETURNING id`,
-            [a.scope, a.window, a.usd_micros, a.action],
-          )) as [{ id: number }];
-          for (const b of op.backfill) {
-            await this.rows(`INSERT INTO ${t.reservation_counts} (reservation_id, scope, window_key) VALUES ($1, $2, $3)`, [b.reservationId, `cap:${id}`, b.windowKey]);
-            await this.addCounters([{ scope: `cap:${id}`, windowKey: b.windowKey }], b.delta);
-          }
-        }
-        return;
-      }
+    const now = await this.time();
+    const groups = statementGroups(w.ops);
+    const heads = await this.headsOf(w.audit.map(chainOfInput));
+    const auditRows = chainAudit(this.s.opts.auditSecret, heads, now, w.audit);
+    for (const [i, group] of groups.entries()) {
+      const st = new Statement();
+      addOps(st, this.t, group);
+      if (i === groups.length - 1) addAudit(st, this.t, auditRows);
+      if (st.empty) continue;
+      const [row] = await this.rows<Record<string, unknown>>(st.text(), st.values);
+      const refusal = st.refusal(row!);
+      if (refusal) throw refusal;
     }
-  }
-
-  /** Adds one delta to counters, creating missing ones, in sorted order (the order every transaction locks them in). */
-  private async addCounters(keys: readonly CounterKey[], d: Delta): Promise<void> {
-    const sorted = sortedCounters(keys);
-    if (sorted.length === 0) return;
-    await this.rows(
-      `INSERT INTO ${this.t.counters} AS c (scope, window_key, settled, pending, uncertain, calls)
-         SELECT u.scope, u.window_key, $3, $4, $5, $6 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
-       ON CONFLICT (scope, window_key) DO UPDATE SET settled = c.settled + EXCLUDED.settled, pending = c.pending + EXCLUDED.pending,
-         uncertain = c.uncertain + EXCLUDED.uncertain, calls = c.calls + EXCLUDED.calls`,
-      [sorted.map((c) => c.scope), sorted.map((c) => c.windowKey), d.settled ?? 0, d.pending ?? 0, d.uncertain ?? 0, d.calls ?? 0],
-    );
+    for (const r of auditRows) this.lockedHeads.set(r.chain, { seq: r.seq, mac: r.mac });
   }
 
   /**
-   * Chains the entries onto the heads, read locked (sorted): two hosts appending to one chain take
-   * turns. A chain's first row has no head row to lock; two firsts at once meet on the unique
-   * (chain, seq) index, and the loser's transaction is retried.
+   * The heads of these chains, locked: those this transaction holds already, and the rest read
+   * locked now (sorted): two hosts appending to one chain take turns. A chain's first row has no
+   * head row to lock; two firsts at once meet on the unique (chain, seq) index, and the loser's
+   * transaction is retried.
    */
-  private async appendAudit(entries: Writes['audit']): Promise<void> {
-    if (entries.length === 0) return;
-    const chains = [...new Set(entries.map(chainOfInput))].sort();
-    const found = await this.rows<{ chain: string; seq: number; mac: string }>(
-      `SELECT chain, seq, mac FROM ${this.t.audit_heads} WHERE chain = ANY($1::text[]) ORDER BY chain COLLATE "C" FOR NO KEY UPDATE`,
-      [chains],
-    );
-    const heads = new Map<string, Head | undefined>(found.map((h) => [h.chain, { seq: h.seq, mac: h.mac }]));
-    const rows = chainAudit(this.s.opts.auditSecret, heads, this.now, entries);
-    const col = <K extends keyof (typeof rows)[number]>(k: K) => rows.map((r) => r[k]);
-    await this.rows(
-      `INSERT INTO ${this.t.audit} (chain, seq, at, event, key_id, label, issuer, delegation, action, amount, vendor_ref, code, reservation_id, approval_id, details, prev_mac, mac)
-       SELECT ${columnsOf(17)} FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[],
-                            $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[]) WITH ORDINALITY AS ${unnested(17)} ORDER BY n`,
-      [
-        col('chain'), col('seq'), col('at'), col('event'), col('key_id'), col('label'), col('issuer'), col('delegation'), col('action'), col('amount'),
-        col('vendor_ref'), col('code'), col('reservation_id'), col('approval_id'), col('details'), col('prev_mac'), col('mac'),
-      ],
-    );
-    const last = new Map(rows.map((r) => [r.chain, r]));
-    const ends = [...last.values()];
-    await this.rows(
-      `INSERT INTO ${this.t.audit_heads} (chain, seq, mac) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
-       ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq, mac = EXCLUDED.mac`,
-      [ends.map((r) => r.chain), ends.map((r) => r.seq), ends.map((r) => r.mac)],
-    );
+  private async headsOf(chains: readonly string[]): Promise<Map<string, Head | undefined>> {
+    const wanted = [...new Set(chains)].sort();
+    const missing = wanted.filter((c) => !this.lockedHeads.has(c));
+    if (missing.length > 0) {
+      const found = await this.rows<{ chain: string; seq: number; mac: string }>(
+        `SELECT chain, seq, mac FROM ${this.t.audit_heads} WHERE chain = ANY($1::text[]) ORDER BY chain COLLATE "C" FOR NO KEY UPDATE`,
+        [missing],
+      );
+      for (const c of missing) this.lockedHeads.set(c, null);
+      for (const h of found) this.lockedHeads.set(h.chain, { seq: h.seq, mac: h.mac });
+    }
+    return new Map(wanted.map((c) => [c, this.lockedHeads.get(c) ?? undefined]));
   }
 }

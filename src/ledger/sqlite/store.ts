@@ -15,7 +15,7 @@ import { EMPTY_COUNTER, type CounterKey, type Delta, type DenialTally, type Writ
 import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
 import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
-import type { Durability, ReadTx, Store, WriteTx } from '../store/store.js';
+import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
 import { AuditLog } from './audit.js';
 import { openDb, read, readTransaction, transaction, type Db } from './db.js';
 import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
@@ -138,8 +138,12 @@ export class SqliteStore implements Store {
 class SqliteTx implements WriteTx {
   constructor(
     private readonly s: SqliteStore,
-    readonly now: number,
+    private readonly now: number,
   ) {}
+
+  async time(): Promise<number> {
+    return this.now;
+  }
 
   async key(id: string): Promise<KeyRow | undefined> {
     return this.s.st.keyById.get(id) as KeyRow | undefined;
@@ -185,7 +189,18 @@ class SqliteTx implements WriteTx {
     return wanted.map((c) => (this.s.st.counter.get(c.scope, c.windowKey) as CounterRow | undefined) ?? EMPTY_COUNTER);
   }
 
-  async openDuplicate(fingerprints: readonly string[]): Promise<string | undefined> {
+  async callReads(r: CallReadsWanted): Promise<CallReads> {
+    const rateCounts: number[] = [];
+    for (const id of r.rated) rateCounts.push(this.rateCount(id, r.since));
+    return {
+      counters: await this.counters(r.counters),
+      openDuplicate: r.duplicates ? this.openDuplicate(r.duplicates) : undefined,
+      rateCounts,
+      approvals: r.grants ? await this.approvalsFor(r.grants.keyId, r.grants.fingerprint) : [],
+    };
+  }
+
+  private openDuplicate(fingerprints: readonly string[]): string | undefined {
     for (const fp of fingerprints) {
       const found = this.s.st.openDuplicate.get(fp) as { id: string } | undefined;
       if (found) return found.id;
@@ -193,7 +208,7 @@ class SqliteTx implements WriteTx {
     return undefined;
   }
 
-  async rateCount(keyId: string, since: number): Promise<number> {
+  private rateCount(keyId: string, since: number): number {
     this.s.st.pruneRate.run(keyId, since);
     return (this.s.st.countRate.get(keyId, since) as { n: number }).n;
   }

@@ -120,7 +120,7 @@ export class StoreLedger implements Ledger {
     return this.humanOnly('keys issue', input.proof, input.issuedBy, () =>
       this.store.write('full', async (tx) => {
         this.proofs.assert(input.proof, 'keys issue', 'a root key creates budget', await tx.setting('passphrase'));
-        const { writes, issued } = keys.issueRootKey({ label: input.label, issuedBy: input.issuedBy, policy, ttlSeconds: ttl, passphraseTypedBy: input.proof.by }, this.keyContext(tx.now));
+        const { writes, issued } = keys.issueRootKey({ label: input.label, issuedBy: input.issuedBy, policy, ttlSeconds: ttl, passphraseTypedBy: input.proof.by }, this.keyContext((await tx.time())));
         await tx.apply(writes);
         return issued;
       }),
@@ -146,8 +146,8 @@ export class StoreLedger implements Ledger {
       return await this.store.write('full', async (tx) => {
         const chain = await this.resolveChain(tx, presentedParentKey, true);
         const child = keys.childOf(chain, spec);
-        const state = { ...(await this.chainState(tx, chain)), liveChildren: await tx.liveChildrenOf(familyOf(chain[chain.length - 1]!), tx.now) };
-        const { writes, issued } = keys.insertChild(state, child, this.keyContext(tx.now));
+        const state = { ...(await this.chainState(tx, chain)), liveChildren: await tx.liveChildrenOf(familyOf(chain[chain.length - 1]!), (await tx.time())) };
+        const { writes, issued } = keys.insertChild(state, child, this.keyContext((await tx.time())));
         await tx.apply(writes);
         return issued;
       });
@@ -162,7 +162,7 @@ export class StoreLedger implements Ledger {
   async mintSession(presentedKey: string): Promise<IssuedKey> {
     return this.store.write('full', async (tx) => {
       const chain = await this.resolveChain(tx, presentedKey, true);
-      const { writes, issued } = keys.mintSession(await this.chainState(tx, chain), randomBytes(4).toString('hex'), this.keyContext(tx.now));
+      const { writes, issued } = keys.mintSession(await this.chainState(tx, chain), randomBytes(4).toString('hex'), this.keyContext((await tx.time())));
       await tx.apply(writes);
       return issued;
     });
@@ -171,7 +171,7 @@ export class StoreLedger implements Ledger {
   async resolveKey(presentedKey: string): Promise<KeyInfo> {
     return this.store.read(async (tx) => {
       const chain = await this.resolveChain(tx, presentedKey, false);
-      return toKeyInfo(chain[chain.length - 1]!, chain, tx.now);
+      return toKeyInfo(chain[chain.length - 1]!, chain, (await tx.time()));
     });
   }
 
@@ -179,17 +179,18 @@ export class StoreLedger implements Ledger {
     return this.store.read(async (tx) => {
       const chain = typeof id === 'string' ? await tx.chain(id) : undefined;
       if (!chain) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
-      return toKeyInfo(chain[chain.length - 1]!, chain, tx.now);
+      return toKeyInfo(chain[chain.length - 1]!, chain, (await tx.time()));
     });
   }
 
   async listKeys(): Promise<KeyInfo[]> {
     return this.store.read(async (tx) => {
       const rows = await tx.allKeys();
+      const now = await tx.time();
       const byId = new Map(rows.map((r) => [r.id, r]));
       return rows.map((r) => {
         const chain = [...(JSON.parse(r.ancestors) as string[]).map((a) => byId.get(a)!), r];
-        return toKeyInfo(r, chain, tx.now);
+        return toKeyInfo(r, chain, now);
       });
     });
   }
@@ -200,7 +201,7 @@ export class StoreLedger implements Ledger {
     return this.store.write('full', async (tx) => {
       const chain = typeof id === 'string' ? await tx.chain(id, { lock: true }) : undefined;
       if (!chain) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
-      const { writes, revoked } = keys.revokeKey(chain, await this.descendantsOf(tx, chain[chain.length - 1]!), { reason, by: opts.by }, tx.now);
+      const { writes, revoked } = keys.revokeKey(chain, await this.descendantsOf(tx, chain[chain.length - 1]!), { reason, by: opts.by }, (await tx.time()));
       await tx.apply(writes);
       return { revoked };
     });
@@ -211,8 +212,8 @@ export class StoreLedger implements Ledger {
       const chain = typeof keyId === 'string' ? await tx.chain(keyId) : undefined;
       if (!chain) throw new RuncapError('NOT_FOUND', `no key ${keyId}`);
       const caps = await this.capsFor(tx, chain);
-      const counters = await this.readCounters(tx, budgetCounters(caps, tx.now));
-      return budgetOf(chain, caps, counters, tx.now);
+      const counters = await this.readCounters(tx, budgetCounters(caps, (await tx.time())));
+      return budgetOf(chain, caps, counters, (await tx.time()));
     });
   }
 
@@ -225,7 +226,7 @@ export class StoreLedger implements Ledger {
       this.store.write('full', async (tx) => {
         // the caps first: read to be changed, they hold back every call until this commits
         const globalCaps = await tx.globalCaps({ changing: true });
-        const backfill = limits.backfillOf(change, tx.now);
+        const backfill = limits.backfillOf(change, (await tx.time()));
         const open = backfill ? await tx.reservationsInWindow(backfill.field, backfill.key, backfill.vendor) : [];
         await tx.apply(limits.setVendorLimit(change, { globalCaps, open, passphraseHash: await tx.setting('passphrase') }, this.proofs));
       }),
@@ -272,7 +273,7 @@ export class StoreLedger implements Ledger {
   /** Inside a denial's transaction: whether it gets its own audit row (core/denials.ts), its tally saved either way. */
   private async admitDenialRow(tx: WriteTx, actor: Actor | null, code: string, action: string | null): Promise<boolean> {
     const tally = await tx.denialTally(actor?.id ?? GLOBAL_CHAIN);
-    const { admitted, ...w } = admitDenialRow(tally, actor, tx.now, code, action);
+    const { admitted, ...w } = admitDenialRow(tally, actor, (await tx.time()), code, action);
     await tx.apply(w);
     return admitted;
   }
@@ -284,7 +285,7 @@ export class StoreLedger implements Ledger {
     await this.store.write('normal', async (tx) => {
       for (const tally of await tx.heldDenialTallies()) {
         const key = tally.chain === GLOBAL_CHAIN ? undefined : await tx.key(tally.chain);
-        await tx.apply(flushTally(tally, await this.actorOfKey(tx, key), tx.now));
+        await tx.apply(flushTally(tally, await this.actorOfKey(tx, key), (await tx.time())));
       }
     });
   }
@@ -322,27 +323,33 @@ export class StoreLedger implements Ledger {
 
   /** The reads of one call, in the steps the rules ask for them. */
   private async decideWithin(tx: WriteTx, presented: string, spec: CallSpec): Promise<Outcome> {
-    const now = tx.now;
     const parsed = parseKey(presented);
+    // the chain first: a storage may read the time with it, in the same round trip
     const chain = parsed ? await tx.chain(parsed.id, { lock: true }) : undefined;
+    const now = await tx.time();
     const adm = admitCall({ parsed, chain }, spec, now);
     if (!adm.admitted) return adm.outcome;
     // the settle that follows an allowed call writes its rows about the same key: no chain to read again
     this.rememberActor(adm.actor);
     const caps = await this.capsFor(tx, adm.chain);
-    const counters = await this.readCounters(tx, countersFor(caps, spec.action, adm.windows));
-    const openDuplicate = spec.settleNow ? undefined : await tx.openDuplicate(adm.lineage.map((l) => l.fingerprint));
-    const rateCounts = new Map<string, number>();
-    const since = rateWindowStart(now);
-    for (const m of adm.rated) rateCounts.set(m.id, await tx.rateCount(m.id, since));
-    const grants = adm.approvalWhy ? await this.liveGrantsOf(tx, adm.self.id, adm.fingerprint) : [];
-    return decideCall(this.core, adm, spec, { caps, counters, openDuplicate, rateCounts, grants });
+    const wanted = countersFor(caps, spec.action, adm.windows);
+    const read = await tx.callReads({
+      counters: wanted,
+      ...(spec.settleNow ? {} : { duplicates: adm.lineage.map((l) => l.fingerprint) }),
+      rated: adm.rated.map((m) => m.id),
+      since: rateWindowStart(now),
+      ...(adm.approvalWhy ? { grants: { keyId: adm.self.id, fingerprint: adm.fingerprint } } : {}),
+    });
+    const counters = new Map(wanted.map((c, i) => [counterId(c), read.counters[i]!]));
+    const rateCounts = new Map(adm.rated.map((m, i) => [m.id, read.rateCounts[i]!]));
+    const grants = adm.approvalWhy ? await this.backedGrants(tx, read.approvals) : [];
+    return decideCall(this.core, adm, spec, { caps, counters, openDuplicate: read.openDuplicate, rateCounts, grants });
   }
 
-  private async liveGrantsOf(tx: ReadTx, keyId: string, fingerprint: string): Promise<{ row: ApprovalRow; record: ApprovalRecord }[]> {
-    const live = liveGrants(await tx.approvalsFor(keyId, fingerprint), tx.now);
+  /** The live grants among a key's approvals of a fingerprint, each with the audit rows that back it. */
+  private async backedGrants(tx: ReadTx, approvals: ApprovalRow[]): Promise<{ row: ApprovalRow; record: ApprovalRecord }[]> {
     const backed: { row: ApprovalRow; record: ApprovalRecord }[] = [];
-    for (const row of live) backed.push({ row, record: await this.approvalRecord(tx, row.id) });
+    for (const row of liveGrants(approvals, await tx.time())) backed.push({ row, record: await this.approvalRecord(tx, row.id) });
     return backed;
   }
 
@@ -363,8 +370,8 @@ export class StoreLedger implements Ledger {
       actors.set(r.key_id, await this.actorOfKey(tx, await tx.key(r.key_id)));
     }
     const pendingPerFamily: number[] = [];
-    for (const l of lineage) pendingPerFamily.push(await tx.pendingApprovalsOfFamily(l.family, tx.now));
-    return { grants: await this.liveGrantsOf(tx, self.id, ask.adm.fingerprint), lineageApprovals, actors, pendingPerFamily };
+    for (const l of lineage) pendingPerFamily.push(await tx.pendingApprovalsOfFamily(l.family, (await tx.time())));
+    return { grants: await this.backedGrants(tx, await tx.approvalsFor(self.id, ask.adm.fingerprint)), lineageApprovals, actors, pendingPerFamily };
   }
 
   // ───────────────────────── state transitions ─────────────────────────
@@ -434,7 +441,7 @@ export class StoreLedger implements Ledger {
         reservation: r,
         counts: await tx.countsOf(r.id),
         actor: await this.actorOfKey(tx, await tx.key(r.key_id)),
-        now: tx.now,
+        now: (await tx.time()),
       };
       const { reservation, writes, grows } = await decide(tx, read);
       await tx.apply(writes);
@@ -452,7 +459,7 @@ export class StoreLedger implements Ledger {
   }
 
   async staleReservations(): Promise<Reservation[]> {
-    return this.store.read(async (tx) => (await tx.pendingBefore(transitions.staleBefore(tx.now, this.staleAfterMs))).map(toReservation));
+    return this.store.read(async (tx) => (await tx.pendingBefore(transitions.staleBefore((await tx.time()), this.staleAfterMs))).map(toReservation));
   }
 
   async listReservations(filter: ReservationFilter): Promise<Reservation[]> {
@@ -464,9 +471,9 @@ export class StoreLedger implements Ledger {
 
   async listApprovals(opts: { all?: boolean } = {}): Promise<Approval[]> {
     return this.store.read(async (tx) => {
-      const rows = opts.all ? await tx.approvals({ all: true }) : answers.waitingForHuman(await tx.approvals({ all: false }), tx.now);
+      const rows = opts.all ? await tx.approvals({ all: true }) : answers.waitingForHuman(await tx.approvals({ all: false }), (await tx.time()));
       const listed: Approval[] = [];
-      for (const r of rows) listed.push(toApproval(r, (await tx.key(r.key_id))!, tx.now));
+      for (const r of rows) listed.push(toApproval(r, (await tx.key(r.key_id))!, (await tx.time())));
       return listed;
     });
   }
@@ -474,7 +481,7 @@ export class StoreLedger implements Ledger {
   async getApproval(id: string): Promise<Approval> {
     return this.store.read(async (tx) => {
       const r = await this.approvalRow(tx, id);
-      return toApproval(r, (await tx.key(r.key_id))!, tx.now);
+      return toApproval(r, (await tx.key(r.key_id))!, (await tx.time()));
     });
   }
 
@@ -482,7 +489,7 @@ export class StoreLedger implements Ledger {
     return this.store.read(async (tx) => {
       const chain = await this.authenticate(tx, presentedKey, false);
       const r = typeof approvalId === 'string' ? await tx.approval(approvalId) : undefined;
-      return answers.approvalOfKey(r, chain[chain.length - 1]!, approvalId, tx.now);
+      return answers.approvalOfKey(r, chain[chain.length - 1]!, approvalId, (await tx.time()));
     });
   }
 
@@ -497,7 +504,7 @@ export class StoreLedger implements Ledger {
     const answered = await this.store.write('full', async (tx) => {
       const r = await this.approvalRow(tx, id);
       const key = (await tx.key(r.key_id))!;
-      const read = { approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: tx.now, requested: (await this.approvalRecord(tx, r.id)).requested };
+      const read = { approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: (await tx.time()), requested: (await this.approvalRecord(tx, r.id)).requested };
       const outcome = answers.approve(read, opts.by, this.sealer);
       // a refusal is committed too: the finding stays in the audit trail, for verify to name
       await tx.apply(outcome.writes);
@@ -513,7 +520,7 @@ export class StoreLedger implements Ledger {
     return this.store.write('full', async (tx) => {
       const r = await this.approvalRow(tx, id);
       const key = (await tx.key(r.key_id))!;
-      const { approval, writes } = answers.deny({ approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: tx.now }, opts.by, reason);
+      const { approval, writes } = answers.deny({ approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: (await tx.time()) }, opts.by, reason);
       await tx.apply(writes);
       return approval;
     });
@@ -534,7 +541,7 @@ export class StoreLedger implements Ledger {
       // The passphrase checked above must still be the one replaced: two changes at once cannot both win.
       if ((await tx.setting('passphrase')) !== stored) throw new RuncapError('CONFLICT', 'the approver passphrase changed meanwhile; nothing was changed');
       await tx.apply(passphraseSet(this.sealer, hash, stored !== undefined));
-      return tx.now;
+      return tx.time();
     });
     // whoever just chose the passphrase has proven it for anything (init's human, a test's, the demo's)
     return this.proofs.mint(by, hash, now, 'any');
@@ -550,7 +557,7 @@ export class StoreLedger implements Ledger {
 
   async proveHuman(passphrase: string, attempt: PassphraseAttempt & { during: HumanAct }): Promise<HumanProof> {
     checkName(attempt.by, 'approver');
-    const { stored, now } = await this.store.read(async (tx) => ({ stored: await tx.setting('passphrase'), now: tx.now }));
+    const { stored, now } = await this.store.read(async (tx) => ({ stored: await tx.setting('passphrase'), now: (await tx.time()) }));
     const proving = this.proofs.prove(passphrase, stored, attempt, now);
     if (proving.kind === 'unset') {
       await this.recordRefusal(proving.refusal);
@@ -649,7 +656,7 @@ export class StoreLedger implements Ledger {
   }
 
   private async resolveChain(tx: ReadTx, presented: string, lock: boolean): Promise<KeyRow[]> {
-    return usable(await this.authenticate(tx, presented, lock), tx.now);
+    return usable(await this.authenticate(tx, presented, lock), (await tx.time()));
   }
 
   private async capsFor(tx: ReadTx, chain: readonly KeyRow[]): Promise<CapRow[]> {
@@ -675,7 +682,7 @@ export class StoreLedger implements Ledger {
   /** What a key rule reads of a chain (core/keys.ts ChainState): its caps and the counters that can bound a child or a session. */
   private async chainState(tx: ReadTx, chain: KeyRow[]): Promise<keys.ChainState> {
     const caps = await this.capsFor(tx, chain);
-    const counters = await this.readCounters(tx, keys.countersToRead(caps, tx.now));
+    const counters = await this.readCounters(tx, keys.countersToRead(caps, (await tx.time())));
     return { chain, caps, counters };
   }
 

@@ -34,8 +34,11 @@ export interface Store {
 }
 
 export interface ReadTx {
-  /** The time of this transaction, ms since the epoch: the storage's clock, read once in it. */
-  readonly now: number;
+  /**
+   * The time of this transaction, ms since the epoch: the storage's clock, read once in it (a
+   * storage may read it with the transaction's first statement: ask after a read where you can).
+   */
+  time(): Promise<number>;
 
   key(id: string): Promise<KeyRow | undefined>;
   /**
@@ -59,10 +62,12 @@ export interface ReadTx {
   /** Each wanted counter, in the order asked (an empty one where no row exists); locked in a write transaction. */
   counters(wanted: readonly CounterKey[]): Promise<CounterRow[]>;
 
-  /** An unresolved reservation with one of these fingerprints, if any. */
-  openDuplicate(fingerprints: readonly string[]): Promise<string | undefined>;
-  /** The key's rate events after `since` (older ones are pruned in a write transaction). */
-  rateCount(keyId: string, since: number): Promise<number>;
+  /**
+   * Everything a call's decision reads once its chain is held (core/authorize.ts decideCall), in one
+   * request where the storage can: its counters (locked in a write), the duplicate, the rate counts,
+   * the grants. Read only after the chain is locked: what it returns is what the chain's last holder committed.
+   */
+  callReads(r: CallReadsWanted): Promise<CallReads>;
 
   approval(id: string): Promise<ApprovalRow | undefined>;
   /** Every approval (`all`) or the pending ones, oldest first. */
@@ -103,6 +108,27 @@ export interface ReadTx {
   reservationStates(): Promise<Iterable<Pick<ReservationRow, 'id' | 'state' | 'estimate' | 'actual'>>>;
   /** The tables the policy replay compares; `audit` holds the rows of POLICY_EVENTS whose MAC holds. */
   policyTables(): Promise<PolicyTables>;
+}
+
+export interface CallReadsWanted {
+  counters: readonly CounterKey[];
+  /** the fingerprints to look for an unresolved duplicate under (none: a call settled at once) */
+  duplicates?: readonly string[];
+  /** keys whose rate events after `since` are counted */
+  rated: readonly string[];
+  since: number;
+  /** whose unanswered, granted and denied approvals of a fingerprint are wanted */
+  grants?: { keyId: string; fingerprint: string };
+}
+
+export interface CallReads {
+  /** in the order asked, an empty one where no row exists */
+  counters: CounterRow[];
+  openDuplicate: string | undefined;
+  /** in the order of `rated` */
+  rateCounts: number[];
+  /** newest first; empty when no grants were asked for */
+  approvals: ApprovalRow[];
 }
 
 export interface WriteTx extends ReadTx {
