@@ -7,6 +7,10 @@
  * vendor received has its reservation, and `runcap reconcile` resolves every
  * uncertain or stale reservation — after which the ledger's settled totals
  * equal what vendor-sim created.
+ *
+ * `ledger` picks the storage: the home's SQLite file (default), or a PostgreSQL server URL — the
+ * home's config.json then names a fresh schema there (dropped at the end), and every check after
+ * the kills reads it through the ledger API or that schema, never a file.
  */
 import { openGuard } from '../../src/guard/index.js';
 import { startVendorSim } from '../vendor-sim/server.js';
@@ -14,17 +18,16 @@ import { createHome } from '../bench/lib/home.js';
 import { codeOf, connectStdio, type Connected } from '../bench/lib/mcp.js';
 import { CLI } from '../bench/lib/paths.js';
 import {
-  ageReservations,
   checkRequestsHaveReservations,
   checkSettledMatchesVendor,
   Checks,
   countStates,
   creatingRequests,
   reconcileCli,
-  reservations,
   rng,
   type DrillResult,
 } from './lib.js';
+import { drillStorage, type DrillLedger } from './storage.js';
 
 export interface CrashOptions {
   /** guarded calls to start (at least) */
@@ -39,6 +42,8 @@ export interface CrashOptions {
   ageMs?: number;
   seed?: number;
   timeLimitMs?: number;
+  /** 'sqlite' (default) or a PostgreSQL server URL to run on a fresh schema of it */
+  ledger?: DrillLedger;
   log?: (line: string) => void;
 }
 
@@ -53,13 +58,15 @@ export async function crashDrill(opts: CrashOptions = {}): Promise<DrillResult> 
   const log = opts.log ?? (() => {});
   const t0 = performance.now();
   const checks = new Checks();
+  const storage = drillStorage(opts.ledger, 'drill_crash');
   const sim = await startVendorSim();
   // half the vendor calls take 30 ms, so kills land before, during and after vendor calls
   sim.inject({ vendor: '*', fault: { kind: 'latency', ms: 30 }, probability: 0.5, times: Infinity });
-  const h = await createHome({ simUrl: sim.url, credentials: sim.credentials, config: { vendor_timeout_ms: 2000 } });
+  const h = await createHome({ simUrl: sim.url, credentials: sim.credentials, config: { vendor_timeout_ms: 2000, ...storage.config } });
   // the cap runs out about half way: a kill between authorize and settle must still never let spend pass it
   const capMicros = Math.round(target * 0.5 * 2.5 * 1_000_000 * 0.6);
   const stats = {
+    ledger: storage.label,
     seed,
     target,
     slots,
@@ -168,21 +175,27 @@ export async function crashDrill(opts: CrashOptions = {}): Promise<DrillResult> 
         before.used <= capMicros,
         `settled $${(before.c.settledMicros / 1e6).toFixed(2)} + pending $${(before.c.pendingMicros / 1e6).toFixed(2)} + uncertain $${(before.c.uncertainMicros / 1e6).toFixed(2)} ≤ cap $${(capMicros / 1e6).toFixed(2)}`,
       );
-      const rs = reservations(h.ledgerFile);
+      const rs = await storage.reservations(h.ledgerFile);
       stats.beforeReconcile = countStates(rs);
       const reqs = sim.requests();
       stats.vendorCreatingRequests = creatingRequests(reqs).length;
       checkRequestsHaveReservations(checks, reqs, rs);
+      // an answer the agent took as done must have left its settled reservation behind, whichever process died after
+      checks.add(
+        'every call answered ok is a settled reservation',
+        stats.beforeReconcile.settled! >= stats.answeredOk,
+        `${stats.answeredOk} answered ok, ${stats.beforeReconcile.settled} settled`,
+      );
     } finally {
       await guard.close();
     }
 
     // 2. reconcile resolves what the kills left open
     sim.clearFaults();
-    ageReservations(h.ledgerFile, opts.ageMs ?? 120_000);
+    await storage.age(h.ledgerFile, opts.ageMs ?? 120_000);
     const rec = await reconcileCli(env);
     stats.reconcile = { changed: rec.changed.length, unresolved: rec.unresolved.length };
-    const after = reservations(h.ledgerFile);
+    const after = await storage.reservations(h.ledgerFile);
     stats.afterReconcile = countStates(after);
     const open = after.filter((r) => r.state === 'pending' || r.state === 'uncertain');
     checks.add(
@@ -206,6 +219,7 @@ export async function crashDrill(opts: CrashOptions = {}): Promise<DrillResult> 
   } finally {
     await h.cleanup();
     await sim.close();
+    await storage.drop().catch((err: unknown) => log(`the drill's schema was not dropped: ${(err as Error).message}`));
   }
-  return { name: 'crash (kill -9 during guarded calls)', ok: checks.ok, seconds: (performance.now() - t0) / 1000, stats, checks: checks.list };
+  return { name: `crash (kill -9 during guarded calls) on ${storage.kind === 'postgres' ? 'PostgreSQL' : 'SQLite'}`, ok: checks.ok, seconds: (performance.now() - t0) / 1000, stats, checks: checks.list };
 }

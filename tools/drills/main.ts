@@ -6,6 +6,11 @@
  *   --only crash,fuzz,chaos   run only these
  *   --seed N                  replay a run (every drill prints its seed)
  *   --out FILE                also write the results as JSON
+ *   --postgres [URL]          run the crash drill on PostgreSQL: a fresh schema on the server at URL
+ *                             (default RUNCAP_TEST_POSTGRES_URL), named in the home's config.json
+ *                             and dropped at the end. Fuzz and chaos stay on SQLite.
+ * Without --postgres everything runs on SQLite whatever the environment holds: published numbers
+ * stay comparable, and the report's first lines say which ledger each drill ran on.
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -14,6 +19,7 @@ import { chaosDrill } from './chaos.js';
 import { crashDrill } from './crash.js';
 import { fuzzDrill } from './fuzz.js';
 import { formatDrill, type DrillResult } from './lib.js';
+import type { DrillLedger } from './storage.js';
 
 const DRILLS = ['crash', 'fuzz', 'chaos'] as const;
 
@@ -23,12 +29,18 @@ async function main(): Promise<void> {
   let only: Set<string> | undefined;
   let seed: number | undefined;
   let out: string | undefined;
+  let ledger: DrillLedger = 'sqlite';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--only') only = new Set((argv[++i] ?? '').split(',').filter(Boolean));
     else if (a === '--seed') seed = Number(argv[++i]);
     else if (a === '--out') out = argv[++i];
-    else throw new Error(`unknown argument ${a} (--only ${DRILLS.join(',')}, --seed N, --out FILE)`);
+    else if (a === '--postgres') {
+      const next = argv[i + 1];
+      const url = next !== undefined && !next.startsWith('--') ? argv[++i]! : process.env.RUNCAP_TEST_POSTGRES_URL;
+      if (!url) throw new Error('--postgres needs a server URL (postgres://user@host:5432/database), or RUNCAP_TEST_POSTGRES_URL set');
+      ledger = url;
+    } else throw new Error(`unknown argument ${a} (--only ${DRILLS.join(',')}, --seed N, --out FILE, --postgres [URL])`);
   }
   for (const d of only ?? []) if (!(DRILLS as readonly string[]).includes(d)) throw new Error(`unknown drill ${d}`);
   const want = (d: string) => !only || only.has(d);
@@ -37,8 +49,8 @@ async function main(): Promise<void> {
   const results: DrillResult[] = [];
   const s = seed === undefined ? {} : { seed };
   if (want('crash')) {
-    log('crash');
-    results.push(await crashDrill({ calls: 240, slots: 2, minKills: 40, ...s, log }));
+    log(`crash on ${ledger === 'sqlite' ? 'SQLite' : 'PostgreSQL'}`);
+    results.push(await crashDrill({ calls: 240, slots: 2, minKills: 40, ledger, ...s, log }));
   }
   if (want('fuzz')) {
     log('fuzz');
@@ -53,6 +65,8 @@ async function main(): Promise<void> {
     `## runcap fault drills — ${new Date().toISOString()}`,
     '',
     `Machine: ${c.length} vCPU (${c[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}. Load average: ${loadavg().map((l) => l.toFixed(2)).join(' / ')}.`,
+    '',
+    `Ledger: ${results.map((r) => `${r.name.split(' ')[0]} on ${typeof r.stats.ledger === 'string' ? r.stats.ledger : 'SQLite'}`).join('; ')}.`,
     '',
     ...results.flatMap((r) => [formatDrill(r), '']),
     `Total: ${((performance.now() - t0) / 1000).toFixed(0)} s; ${results.filter((r) => r.ok).length} of ${results.length} drills passed.`,
