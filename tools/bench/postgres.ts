@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { loadAuditSecret } from '../../src/config.js';
 import { openGuard, type Guard } from '../../src/guard/index.js';
-import { openPool, parseLedgerUrl, quotedSchema, type PgTarget } from '../../src/ledger/postgres/connect.js';
+import { describeTarget, openPool, parseLedgerUrl, quotedSchema, type PgTarget } from '../../src/ledger/postgres/connect.js';
 import { PostgresLedger } from '../../src/ledger/postgres/ledger.js';
 import type { PolicyInput } from '../../src/policy/schema.js';
 import { DEFAULT_CREDENTIALS } from '../vendor-sim/server.js';
@@ -88,6 +88,9 @@ export interface PostgresResult {
   race: PgRaceRow[];
   goals: { p50Ratio: boolean; authorizeRoundTrips: boolean; siblings8: boolean | null; overspendZero: boolean; wrongDenialsZero: boolean };
 }
+
+/** The server did not answer the section's first query: `npm run bench` without --only skips the section on it. */
+export class PostgresUnreachable extends Error {}
 
 /** The URL with ?schema=NAME (any schema it named replaced). */
 function withSchema(url: string, schema: string): string {
@@ -181,8 +184,15 @@ export async function runPostgres(opts: PostgresOptions = {}): Promise<PostgresR
   const floorPool = openPool(target, undefined, { max: POOL_MAX, applicationName: 'runcap-bench-floor' });
   let h: BenchHome | undefined;
   let guard: Guard | undefined;
+  let reached = false;
   try {
-    const server = (await floorPool.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
+    const server = await floorPool.query<{ v: string }>("SELECT current_setting('server_version') AS v").then(
+      (r) => r.rows[0]!.v,
+      (err: unknown) => {
+        throw new PostgresUnreachable(`no PostgreSQL at ${describeTarget(target)} (${err instanceof Error ? err.message : String(err)}); set RUNCAP_BENCH_POSTGRES_URL`);
+      },
+    );
+    reached = true;
     const floor = await openPgFloor(floorPool, floorSchema);
     h = await createHome({ simUrl: 'http://127.0.0.1:9', credentials: DEFAULT_CREDENTIALS, config: { ledger: url } });
     const benchKey = await h.issue('bench-guard', BENCH_POLICY);
@@ -333,7 +343,8 @@ export async function runPostgres(opts: PostgresOptions = {}): Promise<PostgresR
     await guard?.close().catch(() => {});
     await h?.cleanup();
     try {
-      for (const s of [schema, floorSchema]) await floorPool.query(`DROP SCHEMA IF EXISTS ${quotedSchema(s)} CASCADE`);
+      // nothing to drop on a server never reached (and its error, not the drop's, is the answer)
+      if (reached) for (const s of [schema, floorSchema]) await floorPool.query(`DROP SCHEMA IF EXISTS ${quotedSchema(s)} CASCADE`);
     } finally {
       await floorPool.end();
     }
