@@ -1,7 +1,9 @@
 /**
- * One process of the contention benchmark (forked by contention.ts). It opens
- * the shared ledger like `runcap serve` does, and on command runs guarded calls
- * (or the naive check-then-record pattern) flat out or at a realistic pace.
+ * One process of the contention benchmarks (forked by contention.ts and
+ * postgres.ts). It opens the home's ledger like `runcap serve` does (the SQLite
+ * file, or the PostgreSQL ledger config.json names), and on command runs
+ * guarded calls (or the naive check-then-record pattern) flat out or at a
+ * realistic pace.
  */
 import Database from 'better-sqlite3';
 import { openGuard, type Guard } from '../../src/guard/index.js';
@@ -10,6 +12,8 @@ import { stripeSpec } from './lib/calls.js';
 export interface RunSpec {
   system: 'runcap' | 'naive';
   key: string;
+  /** one key per process (sibling keys), by worker id; `key` when absent */
+  keys?: string[];
   /** naive only: the cap it checks against */
   capMicros: number;
   /** simulated vendor call between authorize and settle (0: flat out) */
@@ -22,7 +26,7 @@ export interface RunSpec {
 }
 
 export type WorkerCommand =
-  | { type: 'init'; home: string; warmKey: string; naiveFile: string; workerId: number }
+  | { type: 'init'; home: string; warmKey: string; /** the naive pattern's SQLite file (none: no naive runs) */ naiveFile?: string; workerId: number }
   | (RunSpec & { type: 'run'; runId: number; startAt: number })
   | { type: 'exit' };
 
@@ -55,6 +59,7 @@ async function run(cmd: Extract<WorkerCommand, { type: 'run' }>): Promise<Worker
   const t0 = performance.now();
   const end = Date.now() + cmd.durationMs;
   const span = cmd.maxCents - cmd.minCents + 1;
+  const key = cmd.keys?.[workerId] ?? cmd.key;
   let i = 0;
   const read = naive?.prepare<[], { spent: number }>('SELECT spent FROM spend WHERE id = 1');
   const add = naive?.prepare('UPDATE spend SET spent = spent + ? WHERE id = 1');
@@ -69,7 +74,7 @@ async function run(cmd: Extract<WorkerCommand, { type: 'run' }>): Promise<Worker
         vendorMs = ms;
       });
       const c0 = performance.now();
-      const out = await guard!.guardedCall(cmd.key, spec);
+      const out = await guard!.guardedCall(key, spec);
       res.latencies.push(performance.now() - c0 - vendorMs);
       if (out.ok) {
         res.successes++;
@@ -79,11 +84,12 @@ async function run(cmd: Extract<WorkerCommand, { type: 'run' }>): Promise<Worker
         if (out.code === 'CAP_EXCEEDED' && cmd.stopOnCap) break;
       }
     } else {
+      if (!read || !add) throw new Error('contention worker: a naive run without a naive file');
       // the naive pattern: read spend, call the vendor, then add the cost
       const c0 = performance.now();
       let spent: number;
       try {
-        spent = read!.get()!.spent;
+        spent = read.get()!.spent;
       } catch {
         res.codes.LEDGER_UNAVAILABLE = (res.codes.LEDGER_UNAVAILABLE ?? 0) + 1;
         continue;
@@ -98,7 +104,7 @@ async function run(cmd: Extract<WorkerCommand, { type: 'run' }>): Promise<Worker
       if (cmd.paceMs > 0) await sleep(cmd.paceMs);
       const c1 = performance.now();
       try {
-        add!.run(micros);
+        add.run(micros);
         res.successes++;
         res.spentMicros += micros;
       } catch {
@@ -120,9 +126,11 @@ process.on('message', (raw: unknown) => {
       if (cmd.type === 'init') {
         workerId = cmd.workerId;
         guard = openGuard({ home: cmd.home });
-        naive = new Database(cmd.naiveFile, { timeout: 5000 });
-        naive.pragma('journal_mode = WAL');
-        naive.pragma('synchronous = FULL');
+        if (cmd.naiveFile) {
+          naive = new Database(cmd.naiveFile, { timeout: 5000 });
+          naive.pragma('journal_mode = WAL');
+          naive.pragma('synchronous = FULL');
+        }
         for (let i = 0; i < 30; i++) await guard.guardedCall(cmd.warmKey, stripeSpec(100, `warm w${workerId} #${i}`));
         send({ type: 'ready', workerId });
       } else if (cmd.type === 'run') {

@@ -55,7 +55,7 @@ export interface ContentionResult {
   race: RaceRow[];
 }
 
-interface Pool {
+export interface WorkerPool {
   workers: ChildProcess[];
   run(cmd: RunSpec, timeoutMs: number): Promise<WorkerResult[]>;
   close(): Promise<void>;
@@ -63,7 +63,8 @@ interface Pool {
 
 let nextRunId = 1;
 
-async function startPool(n: number, home: string, warmKey: string, naiveFile: string): Promise<Pool> {
+/** n worker processes on the home's ledger, each warmed up with 30 calls on warmKey; no naiveFile: no naive runs. */
+export async function startPool(n: number, home: string, warmKey: string, naiveFile?: string): Promise<WorkerPool> {
   const script = distTool('bench/contention-worker.js');
   const workers: ChildProcess[] = [];
   const ready: Promise<void>[] = [];
@@ -83,7 +84,7 @@ async function startPool(n: number, home: string, warmKey: string, naiveFile: st
         w.once('exit', (code) => reject(new Error(`contention worker ${i} exited ${code}`)));
       }),
     );
-    w.send({ type: 'init', home, warmKey, naiveFile, workerId: i } satisfies WorkerCommand);
+    w.send({ type: 'init', home, warmKey, ...(naiveFile ? { naiveFile } : {}), workerId: i } satisfies WorkerCommand);
   }
   await Promise.all(ready);
   return {

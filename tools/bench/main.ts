@@ -2,7 +2,8 @@
  * `npm run bench`: every benchmark of BENCHMARKS.md in one run, each timing
  * next to a baseline measured in the same run (these machines are shared and
  * noisy). Markdown on stdout, progress on stderr. Options:
- *   --only a,b   run only these sections: guard, mcp, contention, size, cold
+ *   --only a,b   run only these sections: guard, mcp, contention, size, cold, postgres
+ *                (postgres: on RUNCAP_BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test)
  *   --out FILE   also write the raw results as JSON
  *   --quick      fewer iterations (a smoke run, not for publishing)
  *   --against DIR   the guard section also measures DIR, another runcap checkout that
@@ -17,8 +18,9 @@ import { ledgerSizeMarkdown, runLedgerSize } from './ledger-size.js';
 import { AgainstRefused, loadBaseBuild } from './lib/base-build.js';
 import { assertBuilt } from './lib/paths.js';
 import { mcpMarkdown, runMcpRoundTrip } from './mcp-roundtrip.js';
+import { postgresMarkdown, PostgresUnreachable, runPostgres } from './postgres.js';
 
-const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold'] as const;
+const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold', 'postgres'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** A wrong command line: reported by its message alone. */
@@ -98,6 +100,19 @@ async function main(): Promise<void> {
     const r = await runColdStart(q ? { runs: 4 } : {});
     results.cold = r;
     out.push(coldStartMarkdown(r), '');
+  }
+  if (want('postgres')) {
+    log('7 PostgreSQL ledger');
+    try {
+      const r = await runPostgres(q ? { rounds: 3, block: 200, warmup: 100, seconds: 1, trials: 1 } : {});
+      results.postgres = r;
+      out.push(postgresMarkdown(r), '');
+    } catch (err) {
+      // asked for by name it must run; in a run of every section a machine without a server skips it, and says so
+      if (args.only || !(err instanceof PostgresUnreachable)) throw err;
+      results.postgres = { skipped: err.message };
+      out.push('### 7. PostgreSQL ledger (issue 12)', '', `Skipped: ${err.message}.`, '');
+    }
   }
   results.totalSeconds = (performance.now() - t0) / 1000;
   results.loadAfter = load();
