@@ -10,6 +10,7 @@
  * Portable on purpose (ARCHITECTURE.md "Portability"): row locks, ON CONFLICT, identity columns and
  * CTEs only — no advisory locks, no LISTEN/NOTIFY, no stored procedures.
  */
+import { createHash } from 'node:crypto';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { RuncapError } from '../../policy/codes.js';
 import { APPROVAL_RECORD_EVENTS, chainAudit, chainOfInput, rowMacHolds, toAuditRow, type AuditRecord, type Head } from '../core/audit-chain.js';
@@ -132,10 +133,28 @@ export class PgStore implements Store {
     }
   }
 
+  /**
+   * One round trip. A statement with parameters is prepared once per connection, named by its text:
+   * the CTEs of a decision cost more to plan than to run, and their text repeats call after call.
+   */
   query<R extends QueryResultRow = QueryResultRow>(client: PoolClient, text: string, values?: unknown[]) {
     this.roundTrips.count++;
-    return client.query<R>(text, values);
+    if (values === undefined) return client.query<R>(text);
+    return client.query<R>({ name: statementName(text), text, values });
   }
+}
+
+const statementNames = new Map<string, string>();
+
+/** A prepared statement's name: its text's digest (pg keeps one plan per name per connection). */
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (!name) {
+    name = `runcap_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+    if (statementNames.size > 1000) statementNames.clear();
+    statementNames.set(text, name);
+  }
+  return name;
 }
 
 /** How a transaction starts: the statements, and its time when a test gives it (else the last of them reads it). */
