@@ -11,7 +11,7 @@
  * two builds side by side, with the CPU time per call (far steadier than a
  * wall-clock p99 on a shared, fsync-bound disk).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openGuard, type Guard, type OpenGuardOptions } from '../../src/guard/index.js';
@@ -124,6 +124,19 @@ interface Code {
 const THIS_BUILD: Code = { openGuard, openLedger: (opts) => new SqliteLedger(opts) };
 
 /**
+ * config.json keys this build writes that an older base refuses as unknown (config.json is strict),
+ * removed while they hold their defaults: the base then reads the same settings it always had.
+ */
+const NEW_CONFIG_DEFAULTS: Record<string, unknown> = { ledger_password_command: null, ledger_pool_size: 10 };
+
+function dropNewConfigDefaults(home: string): void {
+  const file = homePath(home, 'config');
+  const config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  for (const [name, value] of Object.entries(NEW_CONFIG_DEFAULTS)) if (config[name] === value) delete config[name];
+  writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+}
+
+/**
  * A fresh home with the bench key, then the build's own ledger and guard on it. The key is
  * issued with this build's helpers; loadBaseBuild has checked that the schema is the same.
  */
@@ -132,6 +145,7 @@ async function openArm(build: BuildName, home: number, code: Code): Promise<Arm>
   try {
     const { key } = await h.issue('bench-guard', BENCH_POLICY);
     await h.guard.close();
+    if (build === 'base') dropNewConfigDefaults(h.home);
     const { ledger, times } = timedLedger(code.openLedger({ file: homePath(h.home, 'ledger'), auditSecret: loadAuditSecret(h.home), busyTimeoutMs: 5000 }));
     let guard: Guard;
     try {
