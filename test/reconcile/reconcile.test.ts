@@ -262,7 +262,8 @@ describe('reconcile', () => {
     expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
     await expect(resolveManually(h.guard, reservationId, 'released', { by: 'alice', proof: h.proof })).rejects.toMatchObject({ code: 'CONFLICT' });
 
-    const later = Date.now() + staleThresholdMs(h.guard) + 1000;
+    // just past the threshold, on the ledger's own clock (the database's, on PostgreSQL: not this process's)
+    const later = (await h.guard.ledger.getReservation(reservationId)).createdAt + staleThresholdMs(h.guard) + 1000;
     const r = await reconcile(h.guard, vendors, { now: later });
     expect(r.changed).toEqual([expect.objectContaining({ reservationId, from: 'pending', to: 'settled', amountMicros: 1800 })]);
     expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
@@ -372,7 +373,9 @@ describe('a reservation reconcile released whose vendor object turns up later', 
     await stripe.paymentIntents.create({ amount: 1000, currency: 'usd', metadata: { runcap_reservation: id } });
     const gets = () => h.sim.requests().filter((r) => r.vendor === 'stripe' && r.method === 'GET').length;
     const before = gets();
-    expect(await reconcile(h.guard, vendors, { now: Date.now() + RELEASED_RECHECK_MS })).toEqual({ changed: [], unresolved: [] });
+    // just past the recheck window, measured from the reservation's creation as the ledger stamped it
+    const pastWindow = (await h.guard.ledger.getReservation(id)).createdAt + RELEASED_RECHECK_MS + 1;
+    expect(await reconcile(h.guard, vendors, { now: pastWindow })).toEqual({ changed: [], unresolved: [] });
     expect(gets()).toBe(before);
     expect((await h.guard.ledger.getReservation(id)).state).toBe('released');
   });
