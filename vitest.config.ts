@@ -6,12 +6,14 @@ import { defineConfig } from 'vitest/config';
  * Left out of the second run: what only SQLite has (its file, its query plans, its busy lock,
  * its migrations), and the core's tests, which touch no storage.
  */
-const POSTGRES_SUITES = ['test/ledger/*.test.ts', 'test/guard/*.test.ts'];
+const POSTGRES_SUITES = ['test/ledger/*.test.ts', 'test/guard/*.test.ts', 'test/e2e/*.test.ts', 'test/reconcile/*.test.ts'];
 const SQLITE_ONLY = [
   'test/ledger/query-plan.test.ts',
   'test/ledger/audit-tamper.test.ts',
   'test/ledger/unavailable.test.ts',
   'test/ledger/postgres-connect.test.ts',
+  // makes its own PostgreSQL schema for its two hosts whatever the project: it would run twice
+  'test/e2e/fleet.test.ts',
 ];
 
 const shared = {

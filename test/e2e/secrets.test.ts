@@ -1,18 +1,17 @@
 /**
  * Secrets never leave: the canary vendor secrets and the run's own vault-key
- * secret appear in no tool result, stderr line, audit row or ledger file,
+ * secret appear in no tool result, stderr line, audit row or the ledger (its files, or its PostgreSQL rows),
  * even on the paths most likely to echo them (vendor auth failures, failing
  * credential commands); a child key appears only in its delegate_key result.
  *
  * Every other e2e file gets the same scan at cleanup (test/helpers/e2e.ts);
  * this file drives the leak-prone paths on purpose and asserts it explicitly.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CANARY,
   findLeaks,
+  ledgerStorage,
   forbidSecret,
   recordedCount,
   secretsIn,
@@ -104,18 +103,11 @@ describe('secrets never leave', () => {
     expect(child.stderr()).not.toContain(childKey.slice(-43));
   });
 
-  it('no secret in any tool result, stderr, the audit log or the ledger files', async () => {
+  it('no secret in any tool result, stderr, the audit log or the ledger storage', async () => {
     expect(recordedCount()).toBeGreaterThanOrEqual(15);
-    // the ledger really is on disk and holds this run's activity (the scan reads real bytes)
-    const db = readFileSync(join(h.home, 'ledger.db'));
-    const wal = (() => {
-      try {
-        return readFileSync(join(h.home, 'ledger.db-wal'));
-      } catch {
-        return Buffer.alloc(0);
-      }
-    })();
-    expect(Buffer.concat([db, wal]).includes(Buffer.from('secret-run'))).toBe(true);
+    // the ledger really holds this run's activity (the scan reads what it stores: its files, or its schema's rows)
+    const stored = Buffer.concat((await ledgerStorage(h)).map((s) => s.bytes));
+    expect(stored.includes(Buffer.from('secret-run'))).toBe(true);
     expect(await findLeaks(h)).toEqual([]);
     expect(await findLeaks(wrong)).toEqual([]);
   });

@@ -5,7 +5,7 @@
  *
  * Every tool result, every thrown client error and every line a spawned
  * process writes to stderr is recorded; `Home.cleanup()` scans them, the
- * ledger files and the audit log for the canary vendor secrets and every
+ * ledger's storage (its files, or its PostgreSQL schema's rows) and the audit log for the canary vendor secrets and every
  * vault-key secret seen in this test file, and fails if any appears (a child
  * key may appear only in the delegate_key result that returned it).
  */
@@ -19,6 +19,9 @@ import { homePath } from '../../src/config.js';
 import { openGuard, type Guard } from '../../src/guard/index.js';
 import type { PolicyInput } from '../../src/policy/schema.js';
 import type { HumanProof } from '../../src/ledger/types.js';
+import { openPool, parseLedgerUrl, quotedSchema } from '../../src/ledger/postgres/connect.js';
+import { onPostgres } from './ledger.js';
+import { postgresTestUrl, withTestSchema, type TestSchema } from './postgres.js';
 import { pointHomeAtSim, shiftedClockEnv, simServerEnv, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
 
 export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/main.js');
@@ -82,13 +85,34 @@ export async function findLeaks(h: Pick<Home, 'home' | 'guard'>): Promise<string
   for (const r of records) for (const name of secretsIn(r.text(), r.allowed)) found.push(`${name} in ${r.where}`);
   const audit = JSON.stringify(await h.guard.ledger.queryAudit({}));
   for (const [name, s] of secrets) if (audit.includes(s)) found.push(`${name} in the audit log`);
-  for (const f of ['ledger.db', 'ledger.db-wal', 'ledger.db-shm']) {
-    const p = join(h.home, f);
-    if (!existsSync(p)) continue;
-    const bytes = readFileSync(p);
-    for (const [name, s] of secrets) if (bytes.includes(Buffer.from(s, 'utf8'))) found.push(`${name} in ${f}`);
+  for (const { where, bytes } of await ledgerStorage(h)) {
+    for (const [name, s] of secrets) if (bytes.includes(Buffer.from(s, 'utf8'))) found.push(`${name} in ${where}`);
   }
   return found;
+}
+
+/**
+ * Everything the home's ledger stores, as written: the SQLite files (ledger.db and its WAL), or on
+ * PostgreSQL every row of every table of the ledger's schema as text, read on a connection of its own.
+ */
+export async function ledgerStorage(h: Pick<Home, 'home' | 'guard'>): Promise<{ where: string; bytes: Buffer }[]> {
+  const url = h.guard.config.ledger;
+  if (url === null) {
+    return ['ledger.db', 'ledger.db-wal', 'ledger.db-shm'].filter((f) => existsSync(join(h.home, f))).map((f) => ({ where: f, bytes: readFileSync(join(h.home, f)) }));
+  }
+  const target = parseLedgerUrl(url);
+  const pool = openPool(target, undefined, { max: 1 });
+  try {
+    const tables = (await pool.query<{ name: string }>('SELECT table_name AS name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1', [target.schema])).rows;
+    const out: { where: string; bytes: Buffer }[] = [];
+    for (const { name } of tables) {
+      const rows = (await pool.query<{ row: string }>(`SELECT t::text AS row FROM ${quotedSchema(target.schema)}."${name}" t`)).rows;
+      out.push({ where: `table ${name} of the ledger's schema`, bytes: Buffer.from(rows.map((r) => r.row).join('\n'), 'utf8') });
+    }
+    return out;
+  } finally {
+    await pool.end();
+  }
 }
 
 /** How much the recorder has seen (so a leak test can show it scanned something). */
@@ -128,7 +152,10 @@ export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
   const ownsSim = !opts.sim && !fleet;
   const sim = opts.sim ?? fleet?.sim ?? (await startVendorSim({ credentials: CANARY }));
   const fleetLedger = fleet ? { ledger: (JSON.parse(readFileSync(homePath(fleet.home, 'config'), 'utf8')) as { ledger: unknown }).ledger } : {};
-  pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, ...fleetLedger, ...opts.config });
+  // the PostgreSQL run (test/helpers/ledger.ts onPostgres): a home of its own is a schema of its own, dropped at cleanup
+  const schema: TestSchema | undefined = onPostgres && !fleet && opts.config?.ledger === undefined ? withTestSchema(postgresTestUrl(), 'e2e') : undefined;
+  const ownLedger = schema ? { ledger: schema.url } : {};
+  pointHomeAtSim(home, sim.credentials, { fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26' }, sms_from: '+15005550006', vendor_timeout_ms: 2000, ...fleetLedger, ...ownLedger, ...opts.config });
   if (fleet) {
     // ensureHomeFiles made this home its own secret (0600): the fleet's replaces it, mode kept
     writeFileSync(homePath(home, 'auditKey'), readFileSync(homePath(fleet.home, 'auditKey')));
@@ -158,9 +185,13 @@ export async function setupHome(opts: HomeOptions = {}): Promise<Home> {
       try {
         leaks = await findLeaks(h);
       } finally {
-        await guard.close();
-        if (ownsSim) await sim.close();
-        rmSync(resolve(home, '..'), { recursive: true, force: true });
+        try {
+          await guard.close();
+          if (ownsSim) await sim.close();
+        } finally {
+          rmSync(resolve(home, '..'), { recursive: true, force: true });
+          await schema?.drop();
+        }
       }
       if (leaks.length) throw new Error(`secrets leaked:\n${leaks.join('\n')}`);
     },

@@ -1,10 +1,12 @@
 /** Shared pieces of the reconcile tests: guarded calls in-process, ageing reservations, the built CLI, totals. */
 import Database from 'better-sqlite3';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { homePath } from '../../src/config.js';
 import { VendorRuntime, vendorCallSpec } from '../../src/guard/vendors.js';
 import type { GuardedOutcome } from '../../src/guard/index.js';
 import type { Ledger } from '../../src/ledger/types.js';
+import { openPool, parseLedgerUrl, quotedSchema } from '../../src/ledger/postgres/connect.js';
 import { adapterForVendor } from '../../src/vendors/index.js';
 import { absDecimalToMicros, usdToMicros } from '../../src/vendors/money.js';
 import type { VendorName } from '../../src/vendors/types.js';
@@ -30,8 +32,24 @@ export async function guardedVendorCall(h: Home, vendors: VendorRuntime, key: st
   return h.guard.guardedCall(key, vendorCallSpec(adapter, client, p));
 }
 
-/** Simulates time passing: moves every reservation's creation back (as a test may; production never does). */
-export function ageReservations(home: string, ms = 120_000, ids?: string[]): void {
+/**
+ * Simulates time passing: moves every reservation's creation back (as a test may; production never does),
+ * in the home's ledger (its SQLite file, or the PostgreSQL schema its config.json names).
+ */
+export async function ageReservations(home: string, ms = 120_000, ids?: string[]): Promise<void> {
+  const { ledger } = JSON.parse(readFileSync(homePath(home, 'config'), 'utf8')) as { ledger?: string | null };
+  if (typeof ledger === 'string') {
+    const target = parseLedgerUrl(ledger);
+    const pool = openPool(target, undefined, { max: 1 });
+    const reservations = `${quotedSchema(target.schema)}.reservations`;
+    try {
+      if (ids) for (const id of ids) await pool.query(`UPDATE ${reservations} SET created_at = created_at - $1 WHERE id = $2`, [ms, id]);
+      else await pool.query(`UPDATE ${reservations} SET created_at = created_at - $1`, [ms]);
+    } finally {
+      await pool.end();
+    }
+    return;
+  }
   const db = new Database(homePath(home, 'ledger'));
   try {
     db.pragma('busy_timeout = 5000');

@@ -118,7 +118,7 @@ describe('runcap reconcile after vendor faults and a killed server', () => {
   });
 
   it('`runcap reconcile` resolves everything the vendors can answer; the ledger matches what they created', async () => {
-    ageReservations(h.home, 120_000); // time passes: pending ones are now stale, "not found" is trusted
+    await ageReservations(h.home, 120_000); // time passes: pending ones are now stale, "not found" is trusted
     const r = await runCli(['reconcile', '--json'], cliEnv);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);

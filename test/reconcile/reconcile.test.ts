@@ -91,7 +91,7 @@ describe('reconcile', () => {
     expect(first.changed.filter((c) => c.to === 'corrected')).toHaveLength(1);
 
     // Older than vendor_timeout_ms + 60 s: the vendor's "nothing" now releases them.
-    ageReservations(h.home, staleThresholdMs(h.guard) + 1000);
+    await ageReservations(h.home, staleThresholdMs(h.guard) + 1000);
     const second = await reconcile(h.guard, vendors);
     expect(second.unresolved).toEqual([]);
     expect(second.changed.map((c) => c.reservationId).sort()).toEqual([...notCreated].sort());
@@ -116,14 +116,14 @@ describe('reconcile', () => {
     // identical text, nothing created: the earlier message must not answer for it
     const lost = await call('twilio', { kind: 'hang' }, 'see you at 5');
     expect(lost).toMatchObject({ code: 'VENDOR_UNCERTAIN' });
-    ageReservations(h.home);
+    await ageReservations(h.home);
     const r1 = await reconcile(h.guard, vendors);
     expect(r1.changed.find((c) => c.reservationId === (lost as { reservationId: string }).reservationId)).toMatchObject({ to: 'released' });
 
     // identical text, created but the answer was lost: this one is found, not confused with the first
     const dropped = await call('twilio', { kind: 'drop', afterCreate: true }, 'see you at 5');
     const droppedId = (dropped as { reservationId: string }).reservationId;
-    ageReservations(h.home);
+    await ageReservations(h.home);
     const r2 = await reconcile(h.guard, vendors);
     const secondSid = h.sim.created().twilio[1].sid as string;
     expect(secondSid).not.toBe(firstSid);
@@ -146,7 +146,7 @@ describe('reconcile', () => {
     expect(sent).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
     expect(h.sim.created().twilio).toHaveLength(1);
     const ids = [(lost as { reservationId: string }).reservationId, (sent as { reservationId: string }).reservationId];
-    ageReservations(h.home, staleThresholdMs(h.guard) + 1000);
+    await ageReservations(h.home, staleThresholdMs(h.guard) + 1000);
 
     const report = await reconcile(h.guard, vendors);
     // either run could own the message: settling one with it and releasing the other would charge the wrong run
@@ -185,7 +185,7 @@ describe('reconcile', () => {
     const s = await call('stripe', { kind: 'status', status: 500, afterCreate: true });
     const t = await call('twilio', { kind: 'drop' });
     const ids = [s, t].map((o) => (o as { reservationId: string }).reservationId);
-    ageReservations(h.home);
+    await ageReservations(h.home);
     h.sim.inject({ vendor: 'stripe', fault: { kind: 'status', status: 500 }, times: Infinity });
     h.sim.inject({ vendor: 'twilio', fault: { kind: 'drop' }, times: Infinity });
     const before: Reservation[] = await Promise.all(ids.map((id) => h.guard.ledger.getReservation(id)));
@@ -262,7 +262,8 @@ describe('reconcile', () => {
     expect(await reconcile(h.guard, vendors)).toEqual({ changed: [], unresolved: [] });
     await expect(resolveManually(h.guard, reservationId, 'released', { by: 'alice', proof: h.proof })).rejects.toMatchObject({ code: 'CONFLICT' });
 
-    const later = Date.now() + staleThresholdMs(h.guard) + 1000;
+    // just past the threshold, on the ledger's own clock (the database's, on PostgreSQL: not this process's)
+    const later = (await h.guard.ledger.getReservation(reservationId)).createdAt + staleThresholdMs(h.guard) + 1000;
     const r = await reconcile(h.guard, vendors, { now: later });
     expect(r.changed).toEqual([expect.objectContaining({ reservationId, from: 'pending', to: 'settled', amountMicros: 1800 })]);
     expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
@@ -309,7 +310,7 @@ describe('a reservation reconcile released whose vendor object turns up later', 
     h.sim.clearFaults();
     expect(lost).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
     const id = (lost as { reservationId: string }).reservationId;
-    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
+    await ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
     const first = await reconcile(h.guard, vendors);
     expect(first.changed).toEqual([expect.objectContaining({ reservationId: id, from: 'uncertain', to: 'released' })]);
     expect(await h.guard.ledger.getReservation(id)).toMatchObject({ state: 'released', releasedBy: 'reconcile' });
@@ -365,14 +366,16 @@ describe('a reservation reconcile released whose vendor object turns up later', 
   it('stops asking once the reservation is older than the recheck window', async () => {
     const lost = await call('stripe', { kind: 'hang' });
     const id = (lost as { reservationId: string }).reservationId;
-    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
+    await ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
     await reconcile(h.guard, vendors);
     expect((await h.guard.ledger.getReservation(id)).state).toBe('released');
     const stripe = (await vendors.client('stripe')) as import('stripe').default;
     await stripe.paymentIntents.create({ amount: 1000, currency: 'usd', metadata: { runcap_reservation: id } });
     const gets = () => h.sim.requests().filter((r) => r.vendor === 'stripe' && r.method === 'GET').length;
     const before = gets();
-    expect(await reconcile(h.guard, vendors, { now: Date.now() + RELEASED_RECHECK_MS })).toEqual({ changed: [], unresolved: [] });
+    // just past the recheck window, measured from the reservation's creation as the ledger stamped it
+    const pastWindow = (await h.guard.ledger.getReservation(id)).createdAt + RELEASED_RECHECK_MS + 1;
+    expect(await reconcile(h.guard, vendors, { now: pastWindow })).toEqual({ changed: [], unresolved: [] });
     expect(gets()).toBe(before);
     expect((await h.guard.ledger.getReservation(id)).state).toBe('released');
   });
@@ -388,7 +391,7 @@ describe('a released SMS and a later identical one: the message goes to the call
     h.sim.clearFaults();
     expect(lost).toMatchObject({ ok: false, code: 'VENDOR_UNCERTAIN' });
     const id = (lost as { reservationId: string }).reservationId;
-    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
+    await ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [id]);
     expect((await reconcile(h.guard, vendors)).changed).toEqual([expect.objectContaining({ reservationId: id, to: 'released' })]);
     return id;
   }
@@ -548,7 +551,7 @@ describe('a released SMS and a later identical one: the message goes to the call
     }
     expect((await h.guard.ledger.listReservations({ states: ['settled'] })).map((r) => r.vendorRef)).toEqual([b.sid]);
     // the message is B's now: U, once stale, is released, and nothing is counted twice
-    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [u, (slow as { reservationId: string }).reservationId]);
+    await ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [u, (slow as { reservationId: string }).reservationId]);
     const later = await reconcile(h.guard, vendors);
     expect(later.changed.filter((c) => c.reservationId === u)).toEqual([expect.objectContaining({ to: 'released' })]);
     expect(await settledMicros(h.guard.ledger)).toEqual(simCreatedMicros(h));
@@ -561,7 +564,7 @@ describe('a released SMS and a later identical one: the message goes to the call
     const lost = await guardedVendorCall(h, vendors, other.key, 'twilio', same);
     h.sim.clearFaults();
     const a2 = (lost as { reservationId: string }).reservationId;
-    ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [a2]);
+    await ageReservations(h.home, staleThresholdMs(h.guard) + 1000, [a2]);
     expect((await reconcile(h.guard, vendors)).changed).toEqual([expect.objectContaining({ reservationId: a2, to: 'released' })]);
     const twilio = (await vendors.client('twilio')) as import('twilio').Twilio;
     await twilio.messages.create({ to: same.to, from: '+15005550006', body: same.body });
@@ -575,7 +578,7 @@ describe('a released SMS and a later identical one: the message goes to the call
     h.sim.clearFaults();
     const a = (lost as { reservationId: string }).reservationId;
     // an hour old: well inside the recheck window, long past the time a request of it could land
-    ageReservations(h.home, 60 * 60_000, [a]);
+    await ageReservations(h.home, 60 * 60_000, [a]);
     expect((await reconcile(h.guard, vendors)).changed).toEqual([expect.objectContaining({ reservationId: a, to: 'released' })]);
     // the same text to the same number now, by someone else (no reservation of runcap's)
     const twilio = (await vendors.client('twilio')) as import('twilio').Twilio;
