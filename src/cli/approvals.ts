@@ -241,7 +241,9 @@ interface ApprovalView {
   grantExpiresAt: number | undefined;
 }
 
-async function viewOf(guard: Guard, a: Approval, now = Date.now()): Promise<ApprovalView> {
+async function viewOf(guard: Guard, a: Approval): Promise<ApprovalView> {
+  // what is left of the request, on the ledger's clock (the database's, on PostgreSQL)
+  const now = await guard.ledger.now();
   let key: KeyInfo | undefined;
   const ancestors: string[] = [];
   try {

@@ -55,7 +55,7 @@ export function registerReconcileCommand(program: Command): void {
       const guard = openGuard();
       try {
         const r = await guard.ledger.getReservation(o.resolve);
-        assertResolvableByHand(guard, r);
+        assertResolvableByHand(guard, r, await guard.ledger.now());
         // Releasing, or settling below what is reserved, frees money: a human types the passphrase for it.
         const proof = freesReservedMoney(o.as, r.estimateMicros, o.amount)
           ? await proveAtTerminal(

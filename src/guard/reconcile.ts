@@ -67,7 +67,8 @@ export function staleThresholdMs(guard: Pick<Guard, 'config'>): number {
 
 export async function reconcile(guard: Guard, vendors: VendorRuntime, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
   const { ledger } = guard;
-  const now = opts.now ?? Date.now();
+  // ages of reservations on the ledger's clock (the database's, on PostgreSQL), never this host's
+  const now = opts.now ?? (await ledger.now());
   const threshold = staleThresholdMs(guard);
   const report: ReconcileReport = { changed: [], unresolved: [] };
   const scrub = (s: string) => scrubSecrets(s, vendors.knownSecrets());
@@ -381,7 +382,7 @@ export interface ResolveOptions {
  * Refuses (CONFLICT) a reservation a human cannot resolve: one already settled or released, and one
  * pending whose call may still be in flight. The CLI asks it before the passphrase, resolveManually again.
  */
-export function assertResolvableByHand(guard: Guard, r: Reservation, now: number = Date.now()): 'pending' | 'uncertain' {
+export function assertResolvableByHand(guard: Guard, r: Reservation, now: number): 'pending' | 'uncertain' {
   const state: ReservationState = r.state;
   if (state === 'settled' || state === 'released') {
     throw new RuncapError('CONFLICT', `reservation ${r.id} is already ${state}; nothing to resolve`);
@@ -407,7 +408,7 @@ export async function resolveManually(guard: Guard, reservationId: string, as: '
     if (!Number.isSafeInteger(opts.amountMicros) || opts.amountMicros < 0) throw new RuncapError('INVALID_INPUT', 'the amount must be a non-negative USD amount');
   }
   const r = await guard.ledger.getReservation(reservationId); // NOT_FOUND for an unknown id
-  const state = assertResolvableByHand(guard, r, opts.now);
+  const state = assertResolvableByHand(guard, r, opts.now ?? (await guard.ledger.now()));
   if (as === 'released') {
     const why = `resolved by ${by}: released by hand (the vendor did nothing)`;
     await guard.ledger.release(r.id, why, { by: 'hand', ...(opts.proof ? { proof: opts.proof } : {}) });

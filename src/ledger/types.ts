@@ -425,6 +425,12 @@ export interface Ledger {
   auditHeads(): Promise<ChainHead[]>;
   spend(by: 'label' | 'vendor' | 'day'): Promise<SpendRow[]>;
 
+  /**
+   * The ledger's time, ms since the epoch: what it stamps reservations and expiries with (on PostgreSQL
+   * the database's clock, the same for every host). Ages of what the ledger holds are measured against it.
+   */
+  now(): Promise<number>;
+
   close(): Promise<void>;
 }
 

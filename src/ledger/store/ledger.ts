@@ -102,6 +102,10 @@ export class StoreLedger implements Ledger {
     this.passphraseCost = opts.passphraseCost;
   }
 
+  async now(): Promise<number> {
+    return this.store.read((tx) => tx.time());
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
