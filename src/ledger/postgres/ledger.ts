@@ -27,6 +27,8 @@ export interface PostgresLedgerOptions {
 export class PostgresLedger extends StoreLedger {
   /** statements sent to the database so far (the benchmark counts an authorize's round trips) */
   readonly roundTrips: RoundTrips;
+  /** transactions run again after the engine aborted them, by SQLSTATE (40P01: a deadlock) */
+  readonly retried: Readonly<Record<string, number>>;
 
   constructor(opts: PostgresLedgerOptions) {
     const pool = opts.pool;
@@ -40,5 +42,6 @@ export class PostgresLedger extends StoreLedger {
     });
     super(store, opts);
     this.roundTrips = store.roundTrips;
+    this.retried = store.retried;
   }
 }

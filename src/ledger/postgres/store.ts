@@ -49,6 +49,8 @@ export class PgStore implements Store {
   readonly t: Tables;
   /** every statement sent, for the round-trip benchmark (a counter, never the SQL) */
   readonly roundTrips: RoundTrips = { count: 0 };
+  /** transactions the engine aborted and this store ran again, by SQLSTATE (40P01 a deadlock): each one a lock order to look at */
+  readonly retried: Record<string, number> = {};
   /** this process's copy of the global caps, as of a version of them (locks.version, moved by every change) */
   vendorCaps: { version: number; caps: CapRow[] } | undefined;
   private readonly unavailable: Promise<void>;
@@ -86,11 +88,13 @@ export class PgStore implements Store {
       let broken: Error | undefined;
       try {
         const value = await fn(tx);
-        if (tx.begun) await this.query(client, 'COMMIT');
+        if (tx.begun) await this.commit(client);
         return value;
       } catch (err) {
         broken = tx.begun ? await this.rollback(client) : undefined;
         if (!broken && isRetryable(err) && attempt < MAX_ATTEMPTS) {
+          const code = String((err as { code?: unknown }).code);
+          this.retried[code] = (this.retried[code] ?? 0) + 1;
           await backoff(attempt);
           continue;
         }
@@ -110,7 +114,11 @@ export class PgStore implements Store {
    * WAL flush, as SQLite's `normal` skips the fsync.
    */
   private beginning(writing: boolean, durability: Durability): Beginning {
-    const begin = writing ? (durability === 'normal' ? 'BEGIN; SET LOCAL synchronous_commit TO off;' : 'BEGIN;') : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;';
+    // Pinned, whatever the database or role defaults to: the locking below is sound under READ
+    // COMMITTED, and an allowed call's reservation must be on disk before the vendor is called.
+    const begin = writing
+      ? `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit TO ${durability === 'normal' ? 'off' : 'on'};`
+      : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;';
     const clock = this.opts.clock;
     return clock ? { sql: begin, now: clock() } : { sql: `${begin} SELECT floor(extract(epoch FROM now()) * 1000)::bigint AS now;` };
   }
@@ -121,6 +129,26 @@ export class PgStore implements Store {
     } catch (err) {
       throw asPgLedgerError(err);
     }
+  }
+
+  /**
+   * COMMIT, and that it committed: PostgreSQL answers ROLLBACK to the COMMIT of an aborted
+   * transaction. A connection lost during COMMIT leaves the outcome unknown; that is said, and
+   * what may have been written is on the safe side (a reservation with no vendor call is
+   * released by reconcile).
+   */
+  private async commit(client: PoolClient): Promise<void> {
+    let result: { command?: string };
+    try {
+      result = await this.query(client, 'COMMIT');
+    } catch (err) {
+      const mapped = asPgLedgerError(err);
+      if (mapped instanceof RuncapError && mapped.code === 'LEDGER_UNAVAILABLE') {
+        throw new RuncapError('LEDGER_UNAVAILABLE', `the ledger connection failed while committing: what it was recording may or may not have been recorded (runcap reconcile resolves a reservation left without its call); ${mapped.message}`);
+      }
+      throw mapped;
+    }
+    if (result.command !== 'COMMIT') throw new RuncapError('LEDGER_UNAVAILABLE', 'the ledger rolled the transaction back at commit; nothing was done');
   }
 
   /** Rolls back; the error when the connection itself is gone. */
@@ -165,7 +193,8 @@ interface Beginning {
 
 /** A value that can stand in a statement's text as it is: an id, a name, a number. Nothing that could close a quote. */
 function plainLiteral(v: unknown): string | undefined {
-  if (typeof v === 'number' && Number.isSafeInteger(v)) return String(v);
+  // parenthesized, so that a negative number never meets a preceding minus as `--` (a comment)
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return `(${v})`;
   if (typeof v === 'string' && /^[A-Za-z0-9_.:-]*$/.test(v)) return `'${v}'`;
   return undefined;
 }
@@ -461,17 +490,22 @@ class PgTx implements WriteTx {
   }
 
   async setting(name: string): Promise<string | undefined> {
-    return (await this.rows<{ value: string }>(`SELECT value FROM ${this.t.settings} WHERE name = $1`, [name]))[0]?.value;
+    // locked in a write: a change made on what was read (the passphrase's compare-and-set) cannot cross another
+    return (await this.rows<{ value: string }>(`SELECT value FROM ${this.t.settings} WHERE name = $1${this.lock(true)}`, [name]))[0]?.value;
   }
 
   async reservation(id: string): Promise<ReservationRow | undefined> {
     if (!this.writing) return (await this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE id = $1`, [id]))[0];
     // A transition's reads in one: the reservation locked, then its key's audit head locked (the order
     // of every writer: a head before counters), the counters it counts in and its key's row.
-    const [r] = await this.rows<ReservationRow & { head_seq: number | null; head_mac: string | null; counts: { scope: string; window_key: string }[] | null; key_row: KeyRow | null }>(
+    const [r] = await this.rows<
+      ReservationRow & { head_seq: number | null; head_mac: string | null; caps_held: number; caps_seen: number; counts: { scope: string; window_key: string }[] | null; key_row: KeyRow | null }
+    >(
       `WITH r AS (SELECT * FROM ${this.t.reservations} WHERE id = $1 FOR NO KEY UPDATE),
+            vc AS (SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps' FOR SHARE),
             h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = (SELECT key_id FROM r) FOR NO KEY UPDATE)
        SELECT r.*, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac,
+              (SELECT version FROM vc) AS caps_held, (SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps') AS caps_seen,
               (SELECT json_agg(json_build_object('scope', c.scope, 'window_key', c.window_key)) FROM ${this.t.reservation_counts} c WHERE c.reservation_id = r.id) AS counts,
               (SELECT row_to_json(k) FROM ${this.t.keys} k WHERE k.id = r.key_id) AS key_row
          FROM r`,
@@ -479,9 +513,11 @@ class PgTx implements WriteTx {
     );
     if (!r) return undefined;
     this.lockedHeads.set(r.key_id, r.head_seq === null ? null : { seq: r.head_seq, mac: r.head_mac! });
-    this.knownCounts.set(r.id, (r.counts ?? []).map((c) => ({ scope: c.scope, windowKey: c.window_key })));
+    // A change of the global caps that committed while this waited re-counted the reservation (its
+    // snapshot predates the wait): its counts are read again, after the lock, in that case only.
+    if (r.caps_held === r.caps_seen) this.knownCounts.set(r.id, (r.counts ?? []).map((c) => ({ scope: c.scope, windowKey: c.window_key })));
     if (r.key_row) this.knownKeys.set(r.key_id, exactKey(r.key_row));
-    const { head_seq: _s, head_mac: _m, counts: _c, key_row: _k, ...row } = r;
+    const { head_seq: _s, head_mac: _m, caps_held: _ch, caps_seen: _cs, counts: _c, key_row: _k, ...row } = r;
     return row;
   }
 

@@ -63,7 +63,7 @@ import { authenticated, usable } from '../core/presented.js';
 import * as transitions from '../core/reservations.js';
 import type { TransitionRead, TransitionResult } from '../core/reservations.js';
 import { toApproval, toKeyInfo, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from '../core/rows.js';
-import { spendGroupScope } from '../core/spend.js';
+import { spendGroups, spendGroupScope } from '../core/spend.js';
 import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
 import { counterId, writes, type CounterKey } from '../core/writes.js';
 import { GLOBAL_CHAIN } from '../core/audit-chain.js';
@@ -336,7 +336,9 @@ export class StoreLedger implements Ledger {
     // the settle that follows an allowed call writes its rows about the same key: no chain to read again
     this.rememberActor(adm.actor);
     const caps = await this.capsFor(tx, adm.chain);
-    const wanted = countersFor(caps, spec.action, adm.windows);
+    // every counter the call may write, read (and on a locking storage locked) before anything is written,
+    // so that counters are always taken in one order, whatever writes them: no deadlock with a settle
+    const wanted = [...countersFor(caps, spec.action, adm.windows), ...spendGroups(adm.self.label, spec.action, adm.windows)];
     const read = await tx.callReads({
       counters: wanted,
       ...(spec.settleNow ? {} : { duplicates: adm.lineage.map((l) => l.fingerprint) }),

@@ -1,0 +1,80 @@
+/**
+ * What only a row-locking storage can get wrong: two ledgers (two hosts) on one PostgreSQL schema,
+ * their transactions interleaved on purpose. Calls and settles on separate key trees share the spend
+ * counters: they must take them in one order (no deadlock, not one retried). A settle that waited
+ * while a global cap was added must count in the new cap as the change re-counted it.
+ */
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { quotedSchema } from '../../src/ledger/postgres/connect.js';
+import type { PostgresLedger } from '../../src/ledger/postgres/ledger.js';
+import { allowedId, humanProof, issue, onPostgres, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
+
+let t: TestLedger | undefined;
+const extra: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  for (const l of extra.splice(0)) await l.close();
+  await t?.close();
+  t = undefined;
+});
+
+describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (row locks)', () => {
+  it('calls and settles of 8 separate keys on two ledgers at once: every call allowed, no deadlock, nothing retried, the audit verifies', async () => {
+    t = openTestLedger();
+    const other = t.reopen() as PostgresLedger;
+    extra.push(other);
+    const ledgers = [t.ledger as PostgresLedger, other];
+    const keys = [];
+    for (let i = 0; i < 8; i++) keys.push((await issue(t.ledger, `k${i}`, { allow: ['*'] })).key);
+    const answers: string[] = [];
+    await Promise.all(
+      keys.map(async (key, i) => {
+        const ledger = ledgers[i % 2]!;
+        for (let n = 0; n < 25; n++) {
+          const d = await ledger.authorize(req(key, PAY, usd(1), { k: i, n }));
+          answers.push(d.allowed ? 'ALLOWED' : d.code);
+          if (d.allowed) await ledger.settle(d.reservationId, usd(1), `pi_${i}_${n}`);
+        }
+      }),
+    );
+    expect(answers.filter((a) => a !== 'ALLOWED')).toEqual([]);
+    expect({ ...ledgers[0]!.retried, ...ledgers[1]!.retried }).toEqual({});
+    expect((await t.ledger.spend('vendor'))[0]).toMatchObject({ settledMicros: usd(200), pendingMicros: 0, calls: 200 });
+    expect((await t.ledger.verifyAudit()).problems).toEqual([]);
+  });
+
+  it('a settle that waited while a global cap was added counts in the new cap as the change counted it', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const id = allowedId(await t.ledger.authorize(req(key, PAY, usd(5))));
+    const schema = quotedSchema(t.postgres!.schema);
+    const admin = new pg.Client({ connectionString: t.postgres!.url.split('?')[0] });
+    await admin.connect();
+    try {
+      // another connection holds the reservation: the settle starts, and waits for it
+      await admin.query('BEGIN');
+      await admin.query(`SELECT 1 FROM ${schema}.reservations WHERE id = $1 FOR UPDATE`, [id]);
+      const settling = t.ledger.settle(id, usd(5), 'pi_1');
+      await waitForLockWaiter(admin, t.postgres!.schema);
+      // meanwhile a daily stripe limit is added: it counts the reservation, still pending
+      await t.ledger.setVendorLimit('stripe', 'daily', usd(100), 'alice', await humanProof(t.ledger, 'limits set'));
+      await admin.query('ROLLBACK');
+      await settling;
+    } finally {
+      await admin.end();
+    }
+    const daily = (await t.ledger.budget((await t.ledger.listKeys())[0]!.id)).caps.find((c) => c.scope === 'vendor:stripe' && c.window === 'daily');
+    expect(daily).toMatchObject({ settledMicros: usd(5), pendingMicros: 0, calls: 1 });
+    expect((await t.ledger.verifyAudit()).problems).toEqual([]);
+  });
+});
+
+/** Until a backend of this schema's ledger waits for a row lock (the settle is parked behind the admin's lock). */
+async function waitForLockWaiter(admin: pg.Client, schema: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1", [`%"${schema}".reservations%`]);
+    if (rows.length > 0) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error('the settle never waited for the reservation lock');
+}
