@@ -150,18 +150,25 @@ class RuncapPgClient extends JsClient {
 
 /**
  * The password, or where to get it when a connection asks (a credential command, run then and
- * remembered; run again after it failed): a ledger can be opened before anything is awaited.
+ * remembered for PASSWORD_REASK_MS; run again after it failed): a ledger can be opened before
+ * anything is awaited.
  */
 export type PasswordSource = string | undefined | (() => Promise<string | undefined>);
 
+/** How long a password a command printed is used for new connections before the command is asked again (a rotation is picked up). */
+export const PASSWORD_REASK_MS = 5 * 60_000;
+
 function passwordSource(source: PasswordSource): () => Promise<string> {
-  let asked: Promise<string | undefined> | undefined;
+  let asked: { password: Promise<string | undefined>; at: number } | undefined;
   const fetch = (get: () => Promise<string | undefined>) => {
-    asked ??= get().catch((err: unknown) => {
-      asked = undefined;
-      throw err;
-    });
-    return asked;
+    if (!asked || Date.now() - asked.at > PASSWORD_REASK_MS) {
+      const password = get().catch((err: unknown) => {
+        asked = undefined;
+        throw err;
+      });
+      asked = { password, at: Date.now() };
+    }
+    return asked.password;
   };
   return async () => {
     const password = typeof source === 'function' ? await fetch(source) : source;

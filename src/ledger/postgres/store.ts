@@ -500,7 +500,15 @@ class PgTx implements WriteTx {
   }
 
   async denialTally(chain: string): Promise<DenialTally | undefined> {
-    return (await this.rows<DenialTally>(`SELECT * FROM ${this.t.denial_tallies} WHERE chain = $1${this.lock(true)}`, [chain]))[0];
+    if (!this.writing) return (await this.rows<DenialTally>(`SELECT * FROM ${this.t.denial_tallies} WHERE chain = $1`, [chain]))[0];
+    // Created if missing, and locked (the update that does nothing returns the newest row): two first
+    // denials of a chain at once take turns, as later ones do. A row made here says minute -1: none yet.
+    const [tally] = await this.rows<DenialTally>(
+      `INSERT INTO ${this.t.denial_tallies} AS d (chain, minute, written, held, codes, actions) VALUES ($1, -1, 0, 0, '{}', '{}')
+       ON CONFLICT (chain) DO UPDATE SET minute = d.minute RETURNING *`,
+      [chain],
+    );
+    return tally!.minute === -1 ? undefined : tally;
   }
 
   async heldDenialTallies(): Promise<DenialTally[]> {
