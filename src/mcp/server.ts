@@ -84,6 +84,9 @@ function wrapToolCalls(server: McpServer, tc: ToolContext): void {
  */
 function routeToolErrorsThroughReasonCodes(server: McpServer, ctx: ToolContext): void {
   const target = server as unknown as { createToolError: (message: string) => unknown };
+  // The SDK asks for the error synchronously: its audit row is written after, in the order the
+  // refusals were made (one after another, as the calls came), and shutdown waits for it.
+  let audited: Promise<void> = Promise.resolve();
   target.createToolError = (message: string) => {
     const known = REASON_CODES.find((c) => message.startsWith(`${c}:`));
     const clean = scrub(message.replace(/^MCP error -?\d+: /, ''), ctx);
@@ -97,11 +100,15 @@ function routeToolErrorsThroughReasonCodes(server: McpServer, ctx: ToolContext):
           ? `VENDOR_UNCERTAIN: runcap could not report the result of this call (${clean.slice(0, 300)}); it may have been done. Do NOT retry; call get_budget and tell the user.`
           : `LEDGER_UNAVAILABLE: runcap could not handle this call (${clean.slice(0, 300)}). Nothing was done.`;
     if (!known && !/^Output validation error/i.test(clean)) {
-      // Refused before any handler ran: audited like every other denial (synchronous write, best effort).
+      // Refused before any handler ran: audited like every other denial (best effort).
       // (An output-validation failure comes after the call, which the ledger has already recorded.)
       const code = text.slice(0, text.indexOf(':')) as (typeof REASON_CODES)[number];
       const tool = /for tool ([a-z_]+)/.exec(clean)?.[1];
-      ctx.guard.ledger.recordDenial(ctx.key, { action: tool ? `mcp.${tool}` : '', code, message: text }).catch((err: unknown) => ctx.log(`could not audit a ${code} denial: ${String(err)}`));
+      audited = ctx.track(
+        audited
+          .then(() => ctx.guard.ledger.recordDenial(ctx.key, { action: tool ? `mcp.${tool}` : '', code, message: text }))
+          .catch((err: unknown) => ctx.log(`could not audit a ${code} denial: ${String(err)}`)),
+      );
     }
     return { content: [{ type: 'text', text }], isError: true };
   };
