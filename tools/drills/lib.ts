@@ -35,6 +35,7 @@ export class Checks {
 
 export interface ReservationFact {
   id: string;
+  key_id: string;
   action: string;
   state: 'pending' | 'settled' | 'released' | 'uncertain';
   estimate: number;
@@ -47,7 +48,7 @@ export interface ReservationFact {
 export function reservations(file: string): ReservationFact[] {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    return db.prepare('SELECT id, action, state, estimate, actual, vendor_ref, created_at FROM reservations ORDER BY id').all() as ReservationFact[];
+    return db.prepare('SELECT id, key_id, action, state, estimate, actual, vendor_ref, created_at FROM reservations ORDER BY id').all() as ReservationFact[];
   } finally {
     db.close();
   }

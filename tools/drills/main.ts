@@ -1,14 +1,16 @@
 /**
  * `npm run drills`: the fault drills of BENCHMARKS.md at full size — crash
  * (kill -9 during ≥ 200 guarded calls), fuzz (10,000 argument sets) and vendor
- * chaos (1,000 calls). Markdown on stdout, progress on stderr; exit 1 when a
+ * chaos (1,000 calls), and on PostgreSQL fleet (8 processes on one cap, and
+ * their connections cut). Markdown on stdout, progress on stderr; exit 1 when a
  * check fails. Options:
- *   --only crash,fuzz,chaos   run only these
+ *   --only crash,fuzz,chaos,fleet   run only these
  *   --seed N                  replay a run (every drill prints its seed)
  *   --out FILE                also write the results as JSON
  *   --postgres [URL]          run the crash drill on PostgreSQL: a fresh schema on the server at URL
  *                             (default RUNCAP_TEST_POSTGRES_URL), named in the home's config.json
- *                             and dropped at the end. Fuzz and chaos stay on SQLite.
+ *                             and dropped at the end; and the fleet drill (PostgreSQL only: without
+ *                             --postgres it is listed as skipped). Fuzz and chaos stay on SQLite.
  * Without --postgres everything runs on SQLite whatever the environment holds: published numbers
  * stay comparable, and the report's first lines say which ledger each drill ran on.
  */
@@ -17,11 +19,12 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { assertBuilt } from '../bench/lib/paths.js';
 import { chaosDrill } from './chaos.js';
 import { crashDrill } from './crash.js';
+import { fleetDrill } from './fleet.js';
 import { fuzzDrill } from './fuzz.js';
 import { formatDrill, type DrillResult } from './lib.js';
 import type { DrillLedger } from './storage.js';
 
-const DRILLS = ['crash', 'fuzz', 'chaos'] as const;
+const DRILLS = ['crash', 'fuzz', 'chaos', 'fleet'] as const;
 
 async function main(): Promise<void> {
   assertBuilt();
@@ -47,6 +50,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const log = (s: string) => process.stderr.write(`drills: ${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
   const results: DrillResult[] = [];
+  const skipped: string[] = [];
   const s = seed === undefined ? {} : { seed };
   if (want('crash')) {
     log(`crash on ${ledger === 'sqlite' ? 'SQLite' : 'PostgreSQL'}`);
@@ -60,15 +64,23 @@ async function main(): Promise<void> {
     log('chaos');
     results.push(await chaosDrill({ calls: 1000, servers: 4, ...s, log }));
   }
+  if (want('fleet')) {
+    if (ledger === 'sqlite') skipped.push('fleet: PostgreSQL only (its connection cuts need a server); run with --postgres [URL]');
+    else {
+      log('fleet on PostgreSQL');
+      results.push(await fleetDrill({ ledger, log }));
+    }
+  }
   const c = cpus();
   const lines = [
     `## runcap fault drills — ${new Date().toISOString()}`,
     '',
     `Machine: ${c.length} vCPU (${c[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}. Load average: ${loadavg().map((l) => l.toFixed(2)).join(' / ')}.`,
     '',
-    `Ledger: ${results.map((r) => `${r.name.split(' ')[0]} on ${typeof r.stats.ledger === 'string' ? r.stats.ledger : 'SQLite'}`).join('; ')}.`,
+    `Ledger: ${results.map((r) => `${r.name.split(' ')[0]} on ${typeof r.stats.ledger === 'string' ? r.stats.ledger : 'SQLite'}`).join('; ') || 'no drill ran'}.`,
     '',
     ...results.flatMap((r) => [formatDrill(r), '']),
+    ...(skipped.length ? [`Skipped: ${skipped.join('; ')}.`, ''] : []),
     `Total: ${((performance.now() - t0) / 1000).toFixed(0)} s; ${results.filter((r) => r.ok).length} of ${results.length} drills passed.`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

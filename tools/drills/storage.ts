@@ -54,7 +54,7 @@ export function drillStorage(ledger: DrillLedger = 'sqlite', prefix = 'drill'): 
     kind: 'postgres',
     config: { ledger: url },
     reservations: () =>
-      withPool(async (q) => (await q(`SELECT id, action, state, estimate, actual, vendor_ref, created_at FROM ${table} ORDER BY id`)) as ReservationFact[]),
+      withPool(async (q) => (await q(`SELECT id, key_id, action, state, estimate, actual, vendor_ref, created_at FROM ${table} ORDER BY id`)) as ReservationFact[]),
     age: (_file, ms) => withPool(async (q) => (await q(`UPDATE ${table} SET created_at = created_at - $1 RETURNING id`, [ms])).length),
     drop: () => withPool(async (q) => void (await q(`DROP SCHEMA IF EXISTS ${quotedSchema(schema)} CASCADE`))),
   };
