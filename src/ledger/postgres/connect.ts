@@ -273,6 +273,16 @@ const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|CERT_|
  * transaction is gone with its connection, or was rolled back), like asLedgerError for SQLite.
  * Anything else — a RuncapError, a constraint the SQL broke, a bug — is returned as it is.
  */
+/**
+ * The connection itself is gone (the server ended it, a reset, a closed socket), as opposed to a
+ * statement that failed or timed out on a live one.
+ */
+export function isConnectionLost(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e?.code === 'string' && (/^(57P0[123]|08...)$/.test(e.code) || e.code === 'ECONNRESET' || e.code === 'EPIPE')) return true;
+  return typeof e?.message === 'string' && /Connection terminated|connection is not open|Client has encountered a connection error/i.test(e.message);
+}
+
 export function asPgLedgerError(err: unknown): unknown {
   if (err instanceof RuncapError) return err;
   const label = unavailableLabel(err);

@@ -22,7 +22,7 @@ import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, typ
 import { counterId, EMPTY_COUNTER, type CounterKey, type DenialTally, type Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
 import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
-import { asPgLedgerError, isRetryable } from './connect.js';
+import { asPgLedgerError, isConnectionLost, isRetryable } from './connect.js';
 
 /** How many times a transaction the engine aborted (deadlock, serialization failure, a forked chain head) is run again. */
 export const MAX_ATTEMPTS = 8;
@@ -92,6 +92,13 @@ export class PgStore implements Store {
         return value;
       } catch (err) {
         broken = tx.begun ? await this.rollback(client) : undefined;
+        // A pooled connection the server had already ended fails the transaction's first round trip,
+        // before anything of it could be committed: it is dropped, and the transaction starts again on
+        // a fresh one (the next call reconnects, it does not fail). A loss later on fails closed.
+        if (tx.roundTrips <= 1 && isConnectionLost(err) && attempt < MAX_ATTEMPTS) {
+          broken ??= err instanceof Error ? err : new Error(String(err));
+          continue;
+        }
         if (!broken && isRetryable(err) && attempt < MAX_ATTEMPTS) {
           const code = String((err as { code?: unknown }).code);
           this.retried[code] = (this.retried[code] ?? 0) + 1;
@@ -256,6 +263,8 @@ class PgTx implements WriteTx {
   private readonly t: Tables;
   /** set once BEGIN went out (with the first statement) */
   begun = false;
+  /** round trips this transaction has sent (a loss on the first one is retried on a fresh connection) */
+  roundTrips = 0;
   private now: number | undefined;
   /** audit heads this transaction holds locked, by chain (null: the chain has no row yet) */
   private readonly lockedHeads = new Map<string, Head | null>();
@@ -285,6 +294,7 @@ class PgTx implements WriteTx {
     // begun from the moment it is sent: a batch that fails midway may have left a transaction open,
     // and the connection must be rolled back (ROLLBACK without one is only a warning) before reuse
     this.begun = true;
+    this.roundTrips++;
     this.tookTime(await this.s.query(this.client, this.beginning.sql));
   }
 
@@ -306,12 +316,14 @@ class PgTx implements WriteTx {
         // made once), so that the batch can EXECUTE it with its values as literals.
         const name = await this.s.preparedBySql(this.client, text);
         this.begun = true;
+        this.roundTrips++;
         const results = (await this.s.query(this.client, `${this.beginning.sql} EXECUTE ${name}${literals.length ? `(${literals.join(', ')})` : ''}`)) as unknown as { rows: R[] }[];
         this.tookTime(results);
         return results[results.length - 1]!.rows;
       }
       await this.start();
     }
+    this.roundTrips++;
     return (await this.s.query<R>(this.client, text, values)).rows;
   }
 
