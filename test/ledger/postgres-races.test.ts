@@ -67,6 +67,59 @@ describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (r
     expect(daily).toMatchObject({ settledMicros: usd(5), pendingMicros: 0, calls: 1 });
     expect((await t.ledger.verifyAudit()).problems).toEqual([]);
   });
+
+  it('a global cap change under continuous calls from two hosts is not starved by them: it commits, and every call before and after it is counted in it', async () => {
+    // PostgreSQL grants a share lock past a waiting exclusive one: without the gate, calls that keep
+    // holding the caps shared hold a change off until its statement timeout (2 s here)
+    t = openTestLedger();
+    const other = t.reopen() as PostgresLedger;
+    extra.push(other);
+    const ledgers = [t.ledger as PostgresLedger, other];
+    const keys = [];
+    for (let i = 0; i < 8; i++) keys.push((await issue(t.ledger, `k${i}`, { allow: ['*'] })).key);
+    let calling = true;
+    const answers: string[] = [];
+    const callers = keys.map(async (key, i) => {
+      const ledger = ledgers[i % 2]!;
+      for (let n = 0; calling; n++) {
+        const d = await ledger.authorize(req(key, PAY, usd(1), { k: i, n }));
+        answers.push(d.allowed ? 'ALLOWED' : d.code);
+        if (d.allowed) await ledger.settle(d.reservationId, usd(1), `pi_${i}_${n}`);
+      }
+    });
+    try {
+      // the calls are under way on both hosts before the changes start
+      while (answers.length < 40) await new Promise((r) => setTimeout(r, 5));
+      for (const [n, limit] of [usd(100_000), usd(90_000), usd(80_000)].entries()) {
+        await (n % 2 ? other : t.ledger).setVendorLimit('stripe', 'daily', limit, 'alice', await humanProof(t.ledger, 'limits set'));
+        const before = answers.length;
+        while (answers.length < before + 40) await new Promise((r) => setTimeout(r, 5));
+      }
+    } finally {
+      calling = false;
+      await Promise.all(callers);
+    }
+    expect(answers.filter((a) => a !== 'ALLOWED')).toEqual([]);
+    // calls met the changes at the gate and went on after them, without a deadlock
+    expect(ledgers[0]!.gateWaits.count + ledgers[1]!.gateWaits.count).toBeGreaterThan(0);
+    expect({ ...ledgers[0]!.retried, ...ledgers[1]!.retried }).toEqual({});
+    const spent = (await t.ledger.spend('vendor'))[0]!;
+    const daily = (await t.ledger.budget((await t.ledger.listKeys())[0]!.id)).caps.find((c) => c.scope === 'vendor:stripe' && c.window === 'daily');
+    expect(daily).toMatchObject({ limitMicros: usd(80_000), settledMicros: spent.settledMicros, pendingMicros: 0, calls: spent.calls });
+    expect((await t.ledger.verifyAudit()).problems).toEqual([]);
+  });
+
+  it('a change that died at the gate (its announcement left up) slows calls and stops none', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    await t.sql("INSERT INTO locks (name, version) VALUES ('vendor_caps_gate', floor(extract(epoch FROM now()) * 1000) + 3600000)");
+    const ledger = t.ledger as PostgresLedger;
+    const id = allowedId(await ledger.authorize(req(key, PAY, usd(5))));
+    await ledger.settle(id, usd(5), 'pi_1');
+    // the call and its settle each found the gate raised, waited for no one, and ran
+    expect(ledger.gateWaits.count).toBe(2);
+    expect((await ledger.spend('vendor'))[0]).toMatchObject({ settledMicros: usd(5), calls: 1 });
+  });
 });
 
 /** Until a backend waits for the admin connection's lock (the settle is parked behind it). */

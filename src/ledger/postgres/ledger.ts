@@ -29,6 +29,8 @@ export class PostgresLedger extends StoreLedger {
   readonly roundTrips: RoundTrips;
   /** transactions run again after the engine aborted them, by SQLSTATE (40P01: a deadlock) */
   readonly retried: Readonly<Record<string, number>>;
+  /** transactions that met a change of the global caps at its gate and ran again after it (postgres/store.ts) */
+  readonly gateWaits: Readonly<RoundTrips>;
 
   constructor(opts: PostgresLedgerOptions) {
     const pool = opts.pool;
@@ -43,5 +45,6 @@ export class PostgresLedger extends StoreLedger {
     super(store, opts);
     this.roundTrips = store.roundTrips;
     this.retried = store.retried;
+    this.gateWaits = store.gateWaits;
   }
 }

@@ -51,6 +51,8 @@ export class PgStore implements Store {
   readonly roundTrips: RoundTrips = { count: 0 };
   /** transactions the engine aborted and this store ran again, by SQLSTATE (40P01 a deadlock): each one a lock order to look at */
   readonly retried: Record<string, number> = {};
+  /** transactions that found a change of the global caps at the gate, waited for it and ran again */
+  readonly gateWaits: RoundTrips = { count: 0 };
   /** this process's copy of the global caps, as of a version of them (locks.version, moved by every change) */
   vendorCaps: { version: number; caps: CapRow[] } | undefined;
   private readonly unavailable: Promise<void>;
@@ -82,9 +84,10 @@ export class PgStore implements Store {
 
   private async run<T>(writing: boolean, durability: Durability, fn: (tx: PgTx) => Promise<T>): Promise<T> {
     await this.unavailable;
+    const gate: GatePass = { passed: false };
     for (let attempt = 1; ; attempt++) {
       const client = await this.connect();
-      const tx = new PgTx(this, client, this.beginning(writing, durability), writing);
+      const tx = new PgTx(this, client, this.beginning(writing, durability), writing, gate);
       let broken: Error | undefined;
       try {
         const value = await fn(tx);
@@ -92,6 +95,16 @@ export class PgStore implements Store {
         return value;
       } catch (err) {
         broken = tx.begun ? await this.rollback(client) : undefined;
+        if (err instanceof GateRaised) {
+          // Nothing was written: wait, holding nothing, for the change at the gate to commit, then
+          // start again and take the caps shared whatever the gate says (the change is through it).
+          broken ??= await this.waitAtGate(client);
+          if (broken) throw asPgLedgerError(broken);
+          gate.passed = true;
+          this.gateWaits.count++;
+          attempt--;
+          continue;
+        }
         // A pooled connection the server had already ended fails the transaction's first round trip,
         // before anything of it could be committed: it is dropped, and the transaction starts again on
         // a fresh one (the next call reconnects, it does not fail). A loss later on fails closed.
@@ -105,12 +118,31 @@ export class PgStore implements Store {
           await backoff(attempt);
           continue;
         }
+        if (gate.announced !== undefined && !broken) await this.lowerGate(client, gate.announced);
         throw asPgLedgerError(err);
       } finally {
         // a connection that failed is discarded: the next call gets a fresh one
         client.release(broken);
       }
     }
+  }
+
+  /**
+   * Until no change of the global caps holds the gate (postgres/store.ts "The gate"), in a statement
+   * of its own outside any transaction: the wait holds no lock that anything else could wait for.
+   */
+  private async waitAtGate(client: PoolClient): Promise<Error | undefined> {
+    try {
+      await this.query(client, `SELECT version FROM ${this.t.locks} WHERE name = '${GATE}' FOR SHARE`);
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err : new Error(String(err));
+    }
+  }
+
+  /** A change that gave up lowers its announcement (else it lapses by itself: GATE_HOLD_MS). */
+  private async lowerGate(client: PoolClient, announced: number): Promise<void> {
+    await this.query(client, `UPDATE ${this.t.locks} SET version = 0 WHERE name = '${GATE}' AND version = $1`, [announced]).catch(() => undefined);
   }
 
   /**
@@ -200,6 +232,37 @@ export class PgStore implements Store {
   }
 }
 
+/*
+ * The gate. Every call holds the global caps' lock row ('vendor_caps') shared, and a change of them
+ * needs it alone; but PostgreSQL lets a new share lock past a waiting exclusive one, so calls that
+ * keep coming would hold a change off until its statement timed out. So a change first announces
+ * itself on a second row, the gate (committed at once: every host sees it), then holds the gate
+ * while it waits for the calls in flight. A call that sees the gate raised takes nothing: it rolls
+ * back what it read, waits outside any transaction for the change to let the gate go, and starts
+ * again. An announcement lapses after GATE_HOLD_MS, so a change that died on the way (a crash)
+ * slows calls for that long and stops none.
+ */
+const GATE = 'vendor_caps_gate';
+/** longer than a change can wait for the caps (the statement timeout) */
+export const GATE_HOLD_MS = 60_000;
+/** true while no change is announced (or its announcement lapsed): a call may take the caps shared */
+const GATE_DOWN = (t: Tables) => `COALESCE((SELECT version FROM ${t.locks} WHERE name = '${GATE}'), 0) <= floor(extract(epoch FROM now()) * 1000)`;
+
+/** What one write (however many times it runs) did at the gate. */
+interface GatePass {
+  /** this write waited at the gate once: it takes the caps shared whatever the gate says now */
+  passed: boolean;
+  /** the announcement this write made (a change of the global caps), to lower once it is through */
+  announced?: number;
+}
+
+/** Thrown inside a transaction that found the gate raised: rolled back, and run again after the change. */
+class GateRaised extends Error {
+  constructor() {
+    super('a change of the global caps is waiting at the gate');
+  }
+}
+
 const statementNames = new Map<string, string>();
 
 /** A prepared statement's name: its text's digest (pg keeps one plan per name per connection). */
@@ -279,6 +342,7 @@ class PgTx implements WriteTx {
     private readonly client: PoolClient,
     private readonly beginning: Beginning,
     private readonly writing: boolean,
+    private readonly gate: GatePass,
   ) {
     this.t = s.t;
     this.now = beginning.now;
@@ -340,6 +404,15 @@ class PgTx implements WriteTx {
     return this.writing && wanted ? ` FOR ${mode}` : '';
   }
 
+  /**
+   * The global caps' lock row held shared — no row while a change is at the gate, unless `passed`
+   * (a parameter: 1 once this write waited there). `after` is a condition on what the statement
+   * must hold first: the caps are taken last.
+   */
+  private sharedCaps(after: string, passed: string): string {
+    return `SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps' AND ${after} AND (${passed}::int = 1 OR ${GATE_DOWN(this.t)}) FOR SHARE`;
+  }
+
   async key(id: string): Promise<KeyRow | undefined> {
     const known = this.knownKeys.get(id);
     if (known) return known;
@@ -349,26 +422,29 @@ class PgTx implements WriteTx {
   async chain(id: string, opts: { lock?: boolean } = {}): Promise<KeyRow[] | undefined> {
     const locking = this.writing && opts.lock === true;
     // The key and its ancestors in one read, locked root first (ORDER BY depth happens before the lock).
-    // Locking, the same statement holds what the call goes on to need: the global caps shared (their
-    // version says whether this process's copy of them is current) and the key's audit head.
+    // Locking, the same statement holds what the call goes on to need: its audit head, and then — once
+    // the chain and the head are held, so that nothing holding the caps ever waits for a row held by a
+    // call at the gate — the global caps shared, unless a change is at the gate (the version says
+    // whether this process's copy of the caps is current).
     const rows = await this.rows<KeyRow & { vendor_caps_version?: number | null; head_seq?: number | null; head_mac?: string | null }>(
       locking
-        ? `WITH vc AS (SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps' FOR SHARE),
-                h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = $1 FOR NO KEY UPDATE),
+        ? `WITH h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = $1 FOR NO KEY UPDATE),
                 k AS (SELECT k.* FROM ${this.t.keys} k
                        WHERE k.id = $1 OR k.id IN (SELECT jsonb_array_elements_text(s.ancestors::jsonb) FROM ${this.t.keys} s WHERE s.id = $1)
-                       ORDER BY k.depth FOR NO KEY UPDATE)
-           SELECT k.*, (SELECT version FROM vc) AS vendor_caps_version, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac
+                       ORDER BY k.depth FOR NO KEY UPDATE),
+                vc AS (${this.sharedCaps('(SELECT count(*) FROM k) + (SELECT count(*) FROM h) >= 0', '$2')})
+           SELECT k.*, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac, (SELECT version FROM vc) AS vendor_caps_version
              FROM k ORDER BY k.depth`
         : `SELECT k.* FROM ${this.t.keys} k
             WHERE k.id = $1 OR k.id IN (SELECT jsonb_array_elements_text(s.ancestors::jsonb) FROM ${this.t.keys} s WHERE s.id = $1)
             ORDER BY k.depth`,
-      [id],
+      locking ? [id, this.gate.passed ? 1 : 0] : [id],
     );
     const last = rows[rows.length - 1];
     if (!last || last.id !== id) return undefined;
     if (locking) {
-      this.vendorCapsVersion = last.vendor_caps_version ?? undefined;
+      if (last.vendor_caps_version == null) throw new GateRaised();
+      this.vendorCapsVersion = last.vendor_caps_version;
       this.lockedHeads.set(id, last.head_seq == null ? null : { seq: last.head_seq, mac: last.head_mac! });
       for (const r of rows) {
         delete r.vendor_caps_version;
@@ -407,9 +483,11 @@ class PgTx implements WriteTx {
     if (this.writing) {
       // A call holds the vendor caps shared, a change holds them alone: a change waits for the calls in
       // flight, and a call that starts meanwhile reads the new caps (read after the lock is held).
-      if (opts.changing || this.vendorCapsVersion === undefined) {
-        const [held] = await this.rows<{ version: number }>(`SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps'${this.lock(true, opts.changing ? 'NO KEY UPDATE' : 'SHARE')}`);
-        this.vendorCapsVersion = held?.version;
+      if (opts.changing) this.vendorCapsVersion = await this.throughGate();
+      else if (this.vendorCapsVersion === undefined) {
+        const [held] = await this.rows<{ version: number }>(this.sharedCaps('true', '$1'), [this.gate.passed ? 1 : 0]);
+        if (!held) throw new GateRaised();
+        this.vendorCapsVersion = held.version;
       }
       const known = this.s.vendorCaps;
       if (!opts.changing && known && known.version === this.vendorCapsVersion) return known.caps.map((c) => ({ ...c }));
@@ -417,6 +495,29 @@ class PgTx implements WriteTx {
     const caps = await this.rows<CapRow>(`SELECT ${CAP_COLUMNS} FROM ${this.t.caps} WHERE key_id IS NULL ORDER BY id`);
     if (this.writing && this.vendorCapsVersion !== undefined && !opts.changing) this.s.vendorCaps = { version: this.vendorCapsVersion, caps: caps.map((c) => ({ ...c })) };
     return caps;
+  }
+
+  /**
+   * A change's way to the caps alone (the gate, above): announced and committed before this
+   * transaction begins, then the gate held, then the caps once the calls in flight let them go. The
+   * announcement is lowered in the same transaction: calls waiting at the gate see it down as the
+   * change commits. The version of the caps it holds.
+   */
+  private async throughGate(): Promise<number> {
+    if (this.begun) throw new Error('a change of the global caps must be its transaction’s first read');
+    // once per write: a change run again (a deadlock) is still the same announcement
+    this.gate.announced ??= (
+      await this.s.query<{ version: number }>(
+        this.client,
+        `INSERT INTO ${this.t.locks} AS l (name, version) VALUES ('${GATE}', floor(extract(epoch FROM now()) * 1000)::bigint + ${GATE_HOLD_MS})
+         ON CONFLICT (name) DO UPDATE SET version = greatest(l.version + 1, excluded.version) RETURNING l.version`,
+      )
+    ).rows[0]!.version;
+    await this.rows(`SELECT version FROM ${this.t.locks} WHERE name = '${GATE}' FOR NO KEY UPDATE`);
+    const [held] = await this.rows<{ version: number }>(`SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps' FOR NO KEY UPDATE`);
+    // a later change's announcement stays up: it is still to come through
+    await this.rows(`UPDATE ${this.t.locks} SET version = 0 WHERE name = '${GATE}' AND version = $1`, [this.gate.announced]);
+    return held!.version;
   }
 
   async counters(wanted: readonly CounterKey[]): Promise<CounterRow[]> {
@@ -541,19 +642,20 @@ class PgTx implements WriteTx {
     // A transition's reads in one: the reservation locked, then its key's audit head locked (the order
     // of every writer: a head before counters), the counters it counts in and its key's row.
     const [r] = await this.rows<
-      ReservationRow & { head_seq: number | null; head_mac: string | null; caps_held: number; caps_seen: number; counts: { scope: string; window_key: string }[] | null; key_row: KeyRow | null }
+      ReservationRow & { head_seq: number | null; head_mac: string | null; caps_held: number | null; caps_seen: number; counts: { scope: string; window_key: string }[] | null; key_row: KeyRow | null }
     >(
       `WITH r AS (SELECT * FROM ${this.t.reservations} WHERE id = $1 FOR NO KEY UPDATE),
-            vc AS (SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps' FOR SHARE),
-            h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = (SELECT key_id FROM r) FOR NO KEY UPDATE)
+            h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = (SELECT key_id FROM r) FOR NO KEY UPDATE),
+            vc AS (${this.sharedCaps('(SELECT count(*) FROM r) + (SELECT count(*) FROM h) >= 0', '$2')})
        SELECT r.*, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac,
               (SELECT version FROM vc) AS caps_held, (SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps') AS caps_seen,
               (SELECT json_agg(json_build_object('scope', c.scope, 'window_key', c.window_key)) FROM ${this.t.reservation_counts} c WHERE c.reservation_id = r.id) AS counts,
               (SELECT row_to_json(k) FROM ${this.t.keys} k WHERE k.id = r.key_id) AS key_row
          FROM r`,
-      [id],
+      [id, this.gate.passed ? 1 : 0],
     );
     if (!r) return undefined;
+    if (r.caps_held === null) throw new GateRaised();
     this.lockedHeads.set(r.key_id, r.head_seq === null ? null : { seq: r.head_seq, mac: r.head_mac! });
     // A change of the global caps that committed while this waited re-counted the reservation (its
     // snapshot predates the wait): its counts are read again, after the lock, in that case only.
