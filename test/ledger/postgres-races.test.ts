@@ -120,6 +120,22 @@ describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (r
     expect(ledger.gateWaits.count).toBe(2);
     expect((await ledger.spend('vendor'))[0]).toMatchObject({ settledMicros: usd(5), calls: 1 });
   });
+
+  it('an allowed authorize is 4 round trips (BEGIN with the chain read, the call reads, the write, COMMIT) and its settle 3', async () => {
+    t = openTestLedger();
+    const ledger = t.ledger as PostgresLedger;
+    const { key } = await issue(ledger, 'run', { allow: ['*'], caps: [{ window: 'daily', usd_micros: usd(1000) }] });
+    // the first calls on a connection PREPARE their statements there (once per connection)
+    for (let n = 0; n < 3; n++) await ledger.settle(allowedId(await ledger.authorize(req(key, PAY, usd(1), { n }))), usd(1), `pi_${n}`);
+    const trips = async <T>(fn: () => Promise<T>): Promise<[T, number]> => {
+      const before = ledger.roundTrips.count;
+      const value = await fn();
+      return [value, ledger.roundTrips.count - before];
+    };
+    const [decision, authorizeTrips] = await trips(() => ledger.authorize(req(key, PAY, usd(1), { n: 'measured' })));
+    const [, settleTrips] = await trips(() => ledger.settle(allowedId(decision), usd(1), 'pi_measured'));
+    expect({ authorizeTrips, settleTrips }).toEqual({ authorizeTrips: 4, settleTrips: 3 });
+  });
 });
 
 /** Until a backend waits for the admin connection's lock (the settle is parked behind it). */
