@@ -7,8 +7,10 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { quotedSchema } from '../../src/ledger/postgres/connect.js';
-import type { PostgresLedger } from '../../src/ledger/postgres/ledger.js';
-import { allowedId, humanProof, issue, onPostgres, openTestLedger, PAY, req, usd, type TestLedger } from '../helpers/ledger.js';
+import { randomBytes } from 'node:crypto';
+import { PostgresLedger } from '../../src/ledger/postgres/ledger.js';
+import { allowedId, humanProof, issue, onPostgres, openTestLedger, PAY, req, TEST_PASSPHRASE_COST, usd, type TestLedger } from '../helpers/ledger.js';
+import { withTestSchema } from '../helpers/postgres.js';
 
 let t: TestLedger | undefined;
 const extra: { close(): Promise<void> }[] = [];
@@ -135,6 +137,30 @@ describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (r
     const [decision, authorizeTrips] = await trips(() => ledger.authorize(req(key, PAY, usd(1), { n: 'measured' })));
     const [, settleTrips] = await trips(() => ledger.settle(allowedId(decision), usd(1), 'pi_measured'));
     expect({ authorizeTrips, settleTrips }).toEqual({ authorizeTrips: 4, settleTrips: 3 });
+  });
+
+  it("a call that waited for another's lock is decided at the database's time it got the lock, not when its transaction began", async () => {
+    // the database's own clock (no test clock): what production runs on
+    const s = withTestSchema(undefined, 'tl');
+    const ledger = new PostgresLedger({ pool: s.pool(), schema: s.schema, auditSecret: randomBytes(32), passphraseCost: TEST_PASSPHRASE_COST });
+    const admin = new pg.Client({ connectionString: s.url.split('?')[0] });
+    try {
+      const { key, info } = await issue(ledger, 'run', { allow: ['*'] });
+      await admin.connect();
+      await admin.query('BEGIN');
+      await admin.query(`SELECT 1 FROM ${quotedSchema(s.schema)}.keys WHERE id = $1 FOR UPDATE`, [info.id]);
+      const deciding = ledger.authorize(req(key, PAY, usd(5)));
+      await waitForLockWaiter(admin);
+      await new Promise((r) => setTimeout(r, 1500));
+      const released = Number((await admin.query('SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS at')).rows[0].at);
+      await admin.query('ROLLBACK');
+      const reservation = await ledger.getReservation(allowedId(await deciding));
+      expect(reservation.createdAt).toBeGreaterThanOrEqual(released);
+    } finally {
+      await admin.end().catch(() => {});
+      await ledger.close();
+      await s.drop();
+    }
   });
 });
 

@@ -295,6 +295,8 @@ function backoff(attempt: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** the last column of a statement that locks: the wall clock once every lock of it is held */
+const LOCKED_AT = 'floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS locked_at';
 const CAP_COLUMNS = 'id, key_id, scope, "window", usd_micros, calls, action';
 const UNRESOLVED = `(${UNRESOLVED_STATES.map((s) => `'${s}'`).join(',')})`;
 
@@ -329,6 +331,8 @@ class PgTx implements WriteTx {
   /** round trips this transaction has sent (a loss on the first one is retried on a fresh connection) */
   roundTrips = 0;
   private now: number | undefined;
+  /** once the time was handed out, it is the transaction's: nothing moves it any more */
+  private timeGiven = false;
   /** audit heads this transaction holds locked, by chain (null: the chain has no row yet) */
   private readonly lockedHeads = new Map<string, Head | null>();
   /** rows read with another statement of this transaction (a transition's key and counts), served from here */
@@ -350,7 +354,17 @@ class PgTx implements WriteTx {
 
   async time(): Promise<number> {
     if (!this.begun) await this.start();
+    this.timeGiven = true;
     return this.now!;
+  }
+
+  /**
+   * The database's clock as the first statement's locks were all held (a column of it, read last):
+   * a call that waited for another's locks is decided at the time it got them, as on SQLite, not at
+   * the time its transaction began — its expiry, its windows and its rate events. Not with a test clock.
+   */
+  private lockedAt(at: number | null | undefined): void {
+    if (at != null && this.beginning.now === undefined && !this.timeGiven) this.now = at;
   }
 
   /** BEGIN (and the time) alone: for a transaction whose first statement cannot carry them. */
@@ -426,14 +440,15 @@ class PgTx implements WriteTx {
     // the chain and the head are held, so that nothing holding the caps ever waits for a row held by a
     // call at the gate — the global caps shared, unless a change is at the gate (the version says
     // whether this process's copy of the caps is current).
-    const rows = await this.rows<KeyRow & { vendor_caps_version?: number | null; head_seq?: number | null; head_mac?: string | null }>(
+    const rows = await this.rows<KeyRow & { vendor_caps_version?: number | null; head_seq?: number | null; head_mac?: string | null; locked_at?: number }>(
       locking
         ? `WITH h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = $1 FOR NO KEY UPDATE),
                 k AS (SELECT k.* FROM ${this.t.keys} k
                        WHERE k.id = $1 OR k.id IN (SELECT jsonb_array_elements_text(s.ancestors::jsonb) FROM ${this.t.keys} s WHERE s.id = $1)
                        ORDER BY k.depth FOR NO KEY UPDATE),
                 vc AS (${this.sharedCaps('(SELECT count(*) FROM k) + (SELECT count(*) FROM h) >= 0', '$2')})
-           SELECT k.*, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac, (SELECT version FROM vc) AS vendor_caps_version
+           SELECT k.*, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac, (SELECT version FROM vc) AS vendor_caps_version,
+                  ${LOCKED_AT}
              FROM k ORDER BY k.depth`
         : `SELECT k.* FROM ${this.t.keys} k
             WHERE k.id = $1 OR k.id IN (SELECT jsonb_array_elements_text(s.ancestors::jsonb) FROM ${this.t.keys} s WHERE s.id = $1)
@@ -445,11 +460,13 @@ class PgTx implements WriteTx {
     if (locking) {
       if (last.vendor_caps_version == null) throw new GateRaised();
       this.vendorCapsVersion = last.vendor_caps_version;
+      this.lockedAt(last.locked_at);
       this.lockedHeads.set(id, last.head_seq == null ? null : { seq: last.head_seq, mac: last.head_mac! });
       for (const r of rows) {
         delete r.vendor_caps_version;
         delete r.head_seq;
         delete r.head_mac;
+        delete r.locked_at;
       }
     }
     const ancestors = JSON.parse(last.ancestors) as string[];
@@ -642,7 +659,7 @@ class PgTx implements WriteTx {
     // A transition's reads in one: the reservation locked, then its key's audit head locked (the order
     // of every writer: a head before counters), the counters it counts in and its key's row.
     const [r] = await this.rows<
-      ReservationRow & { head_seq: number | null; head_mac: string | null; caps_held: number | null; caps_seen: number; counts: { scope: string; window_key: string }[] | null; key_row: KeyRow | null }
+      ReservationRow & { head_seq: number | null; head_mac: string | null; caps_held: number | null; caps_seen: number; counts: { scope: string; window_key: string }[] | null; key_row: KeyRow | null; locked_at: number }
     >(
       `WITH r AS (SELECT * FROM ${this.t.reservations} WHERE id = $1 FOR NO KEY UPDATE),
             h AS (SELECT seq, mac FROM ${this.t.audit_heads} WHERE chain = (SELECT key_id FROM r) FOR NO KEY UPDATE),
@@ -650,18 +667,19 @@ class PgTx implements WriteTx {
        SELECT r.*, (SELECT seq FROM h) AS head_seq, (SELECT mac FROM h) AS head_mac,
               (SELECT version FROM vc) AS caps_held, (SELECT version FROM ${this.t.locks} WHERE name = 'vendor_caps') AS caps_seen,
               (SELECT json_agg(json_build_object('scope', c.scope, 'window_key', c.window_key)) FROM ${this.t.reservation_counts} c WHERE c.reservation_id = r.id) AS counts,
-              (SELECT row_to_json(k) FROM ${this.t.keys} k WHERE k.id = r.key_id) AS key_row
+              (SELECT row_to_json(k) FROM ${this.t.keys} k WHERE k.id = r.key_id) AS key_row, ${LOCKED_AT}
          FROM r`,
       [id, this.gate.passed ? 1 : 0],
     );
     if (!r) return undefined;
     if (r.caps_held === null) throw new GateRaised();
+    this.lockedAt(r.locked_at);
     this.lockedHeads.set(r.key_id, r.head_seq === null ? null : { seq: r.head_seq, mac: r.head_mac! });
     // A change of the global caps that committed while this waited re-counted the reservation (its
     // snapshot predates the wait): its counts are read again, after the lock, in that case only.
     if (r.caps_held === r.caps_seen) this.knownCounts.set(r.id, (r.counts ?? []).map((c) => ({ scope: c.scope, windowKey: c.window_key })));
     if (r.key_row) this.knownKeys.set(r.key_id, exactKey(r.key_row));
-    const { head_seq: _s, head_mac: _m, caps_held: _ch, caps_seen: _cs, counts: _c, key_row: _k, ...row } = r;
+    const { head_seq: _s, head_mac: _m, caps_held: _ch, caps_seen: _cs, counts: _c, key_row: _k, locked_at: _l, ...row } = r;
     return row;
   }
 
