@@ -72,10 +72,6 @@ export class PgStore implements Store {
     return this.run(false, 'normal', fn);
   }
 
-  async anyHeldDenials(): Promise<boolean> {
-    return this.read(async (tx) => (tx as unknown as PgTx).anyHeld());
-  }
-
   async close(): Promise<void> {
     if (this.opts.ownsPool) await this.opts.pool.end();
   }
@@ -327,10 +323,6 @@ class PgTx implements WriteTx {
     return (await this.s.query<R>(this.client, text, values)).rows;
   }
 
-  private async count(text: string, values: unknown[]): Promise<number> {
-    return (await this.rows<{ n: number }>(text, values))[0]!.n;
-  }
-
   /**
    * A row lock in a write transaction that asks for one; nothing in a read. NO KEY UPDATE, not
    * UPDATE: the foreign keys of a new reservation, approval or child key take KEY SHARE on its
@@ -389,13 +381,10 @@ class PgTx implements WriteTx {
     return this.rows<KeyRow>(`SELECT * FROM ${this.t.keys} WHERE parent_id = $1 ORDER BY created_at, id COLLATE "C"`, [id]);
   }
 
-  async liveChildrenOf(family: string, now: number): Promise<number> {
-    // a dead session's children are dead too (revocation cascades, expiry is clipped): only live sessions are looked in
-    return this.count(
-      `SELECT COUNT(*)::int AS n FROM ${this.t.keys} WHERE is_session = 0 AND revoked_at IS NULL AND expires_at > $2
-         AND (parent_id = $1 OR parent_id IN (
-           SELECT id FROM ${this.t.keys} WHERE parent_id = $1 AND is_session = 1 AND revoked_at IS NULL AND expires_at > $2))`,
-      [family, now],
+  async familyChildren(family: string): Promise<KeyRow[]> {
+    return this.rows<KeyRow>(
+      `SELECT * FROM ${this.t.keys} WHERE parent_id = $1 OR parent_id IN (SELECT id FROM ${this.t.keys} WHERE parent_id = $1 AND is_session = 1)`,
+      [family],
     );
   }
 
@@ -503,8 +492,8 @@ class PgTx implements WriteTx {
     );
   }
 
-  async pendingApprovalsOfFamily(family: string, now: number): Promise<number> {
-    return this.count(`SELECT COUNT(*)::int AS n FROM ${this.t.approvals} WHERE family_id = $1 AND status = 'pending' AND expires_at > $2`, [family, now]);
+  async pendingApprovalsOfFamily(family: string): Promise<ApprovalRow[]> {
+    return this.rows<ApprovalRow>(`SELECT * FROM ${this.t.approvals} WHERE family_id = $1 AND status = 'pending'`, [family]);
   }
 
   async approvalAuditRows(approvalId: string): Promise<AuditRecord[]> {
@@ -527,7 +516,7 @@ class PgTx implements WriteTx {
     return this.rows<DenialTally>(`SELECT * FROM ${this.t.denial_tallies} WHERE held > 0 ORDER BY chain COLLATE "C"${this.lock(true)}`);
   }
 
-  async anyHeld(): Promise<boolean> {
+  async anyHeldDenials(): Promise<boolean> {
     return (await this.rows(`SELECT 1 FROM ${this.t.denial_tallies} WHERE held > 0 LIMIT 1`)).length > 0;
   }
 
@@ -577,11 +566,11 @@ class PgTx implements WriteTx {
 
   async reservationsInWindow(field: 'day' | 'month', windowKey: string, vendor: string): Promise<ReservationRow[]> {
     const column = field === 'day' ? 'day' : 'month';
-    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE ${column} = $1 AND starts_with(action, $2) AND state <> 'released' ORDER BY created_at, id COLLATE "C"`, [windowKey, `${vendor}.`]);
+    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE ${column} = $1 AND starts_with(action, $2) ORDER BY created_at, id COLLATE "C"`, [windowKey, `${vendor}.`]);
   }
 
-  async pendingBefore(cutoff: number): Promise<ReservationRow[]> {
-    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE state = 'pending' AND created_at < $1 ORDER BY created_at, id COLLATE "C"`, [cutoff]);
+  async pendingReservations(): Promise<ReservationRow[]> {
+    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE state = 'pending' ORDER BY created_at, id COLLATE "C"`);
   }
 
   async listReservations(filter: ReservationFilter): Promise<ReservationRow[]> {
