@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { RuncapError } from '../../policy/codes.js';
 import { APPROVAL_RECORD_EVENTS, chainAudit, chainOfInput, rowMacHolds, toAuditRow, type AuditRecord, type Head } from '../core/audit-chain.js';
-import { addAudit, addOps, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
+import { addAudit, addOps, PgParams, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import { POLICY_EVENTS, type PolicyTables } from '../core/policy-replay.js';
 import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
@@ -22,6 +22,7 @@ import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, typ
 import { counterId, EMPTY_COUNTER, type CounterKey, type DenialTally, type Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
 import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
+import { auditWhere, reservationsWhere } from '../store/filters.js';
 import { asPgLedgerError, isConnectionLost, isRetryable } from './connect.js';
 
 /** How many times a transaction the engine aborted (deadlock, serialization failure, a forked chain head) is run again. */
@@ -574,34 +575,14 @@ class PgTx implements WriteTx {
   }
 
   async listReservations(filter: ReservationFilter): Promise<ReservationRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const arg = (v: unknown) => {
-      args.push(v);
-      return `$${args.length}`;
-    };
-    if (filter.states?.length) where.push(`state = ANY(${arg(filter.states)}::text[])`);
-    if (filter.estimatedOnly) where.push('estimated = 1 AND corrected = 0');
-    if (filter.keyId) where.push(`key_id = ${arg(filter.keyId)}`);
-    if (filter.releasedBy) where.push(`released_by = ${arg(filter.releasedBy)}`);
-    if (filter.createdSince !== undefined) where.push(`created_at >= ${arg(filter.createdSince)}`);
-    if (filter.hasVendorRef) where.push('vendor_ref IS NOT NULL');
-    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id COLLATE "C"`, args);
+    const p = new PgParams();
+    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} ${reservationsWhere(filter, p)} ORDER BY created_at, id COLLATE "C"`, p.values);
   }
 
   async queryAudit(q: AuditQuery): Promise<AuditRecord[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const arg = (v: unknown) => {
-      args.push(v);
-      return `$${args.length}`;
-    };
-    if (q.keyId) where.push(`key_id = ${arg(q.keyId)}`);
-    if (q.label) where.push(`(label = ${arg(q.label)} OR label LIKE ${arg(`${q.label.replace(/[!%_]/g, '!$&')}/%`)} ESCAPE '!')`);
-    if (q.since !== undefined) where.push(`at >= ${arg(q.since)}`);
-    if (q.until !== undefined) where.push(`at < ${arg(q.until)}`);
-    const limit = arg(q.limit ?? 1_000_000);
-    return this.rows<AuditRecord>(`SELECT * FROM ${this.t.audit} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at, id LIMIT ${limit}`, args);
+    const p = new PgParams();
+    const { where, limit } = auditWhere(q, p);
+    return this.rows<AuditRecord>(`SELECT * FROM ${this.t.audit} ${where} ORDER BY at, id LIMIT ${limit}`, p.values);
   }
 
   async heads(): Promise<ChainHead[]> {

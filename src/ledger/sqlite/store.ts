@@ -17,7 +17,8 @@ import type { CountedReservation, ReservationEvent, StoredCounter } from '../cor
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
 import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
 import { AuditLog } from './audit.js';
-import { openDb, readTransaction, transaction, type Db } from './db.js';
+import { openDb, readTransaction, SqliteParams, transaction, type Db } from './db.js';
+import { reservationsWhere } from '../store/filters.js';
 import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
 
 /** The hot-path statements, kept as text so a test can read their query plans. */
@@ -267,27 +268,8 @@ class SqliteTx implements WriteTx {
   }
 
   async listReservations(filter: ReservationFilter): Promise<ReservationRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.states?.length) {
-      where.push(`state IN (${filter.states.map(() => '?').join(',')})`);
-      args.push(...filter.states);
-    }
-    if (filter.estimatedOnly) where.push('estimated = 1 AND corrected = 0');
-    if (filter.keyId) {
-      where.push('key_id = ?');
-      args.push(filter.keyId);
-    }
-    if (filter.releasedBy) {
-      where.push('released_by = ?');
-      args.push(filter.releasedBy);
-    }
-    if (filter.createdSince !== undefined) {
-      where.push('created_at >= ?');
-      args.push(filter.createdSince);
-    }
-    if (filter.hasVendorRef) where.push('vendor_ref IS NOT NULL');
-    return this.s.db.prepare(`SELECT * FROM reservations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id`).all(...args) as ReservationRow[];
+    const p = new SqliteParams();
+    return this.s.db.prepare(`SELECT * FROM reservations ${reservationsWhere(filter, p)} ORDER BY created_at, id`).all(...p.values) as ReservationRow[];
   }
 
   async queryAudit(q: AuditQuery): Promise<AuditRecord[]> {
