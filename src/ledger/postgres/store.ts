@@ -256,6 +256,27 @@ function exactApproval(a: ApprovalRow): ApprovalRow {
   return { ...a, estimate: exact(a.estimate), created_at: exact(a.created_at), expires_at: exact(a.expires_at), decided_at: a.decided_at === null ? null : exact(a.decided_at) };
 }
 
+/**
+ * The counters named by $1 (scopes) and $2 (windows), created if missing and locked in the order
+ * given (sorted: the order every transaction takes counters in). The update that does nothing locks
+ * the row as it stands now (READ COMMITTED), whoever committed it last, and returns it.
+ */
+function lockCounters(t: Tables): string {
+  return `INSERT INTO ${t.counters} AS c (scope, window_key)
+      SELECT u.scope, u.window_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
+    ON CONFLICT (scope, window_key) DO UPDATE SET calls = c.calls
+    RETURNING c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls`;
+}
+
+/** The counters found, in the order asked (an empty one where no row exists); their numbers checked exact (they may come through JSON). */
+function inOrderAsked(wanted: readonly CounterKey[], found: readonly StoredCounter[]): CounterRow[] {
+  const byId = new Map(found.map((c) => [counterId({ scope: c.scope, windowKey: c.window_key }), c]));
+  return wanted.map((c) => {
+    const r = byId.get(counterId(c));
+    return r ? { settled: exact(r.settled), pending: exact(r.pending), uncertain: exact(r.uncertain), calls: exact(r.calls) } : EMPTY_COUNTER;
+  });
+}
+
 class PgTx implements WriteTx {
   private readonly t: Tables;
   /** set once BEGIN went out (with the first statement) */
@@ -414,26 +435,15 @@ class PgTx implements WriteTx {
     const sorted = sortedCounters(wanted);
     const scopes = sorted.map((c) => c.scope);
     const windows = sorted.map((c) => c.windowKey);
-    // In a write transaction every counter is created if missing and locked, in sorted order: the update
-    // that does nothing locks the row as it stands now (READ COMMITTED), whoever committed it last.
+    // In a write transaction every counter is created if missing and locked, in sorted order.
     const found = this.writing
-      ? await this.rows<StoredCounter>(
-          `INSERT INTO ${this.t.counters} AS c (scope, window_key)
-             SELECT u.scope, u.window_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
-           ON CONFLICT (scope, window_key) DO UPDATE SET calls = c.calls
-           RETURNING c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls`,
-          [scopes, windows],
-        )
+      ? await this.rows<StoredCounter>(lockCounters(this.t), [scopes, windows])
       : await this.rows<StoredCounter>(
           `SELECT c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls FROM ${this.t.counters} c
              JOIN unnest($1::text[], $2::text[]) AS u(scope, window_key) ON c.scope = u.scope AND c.window_key = u.window_key`,
           [scopes, windows],
         );
-    const byId = new Map(found.map((r) => [counterId({ scope: r.scope, windowKey: r.window_key }), r]));
-    return wanted.map((c) => {
-      const r = byId.get(counterId(c));
-      return r ? { settled: r.settled, pending: r.pending, uncertain: r.uncertain, calls: r.calls } : EMPTY_COUNTER;
-    });
+    return inOrderAsked(wanted, found);
   }
 
   async callReads(r: CallReadsWanted): Promise<CallReads> {
@@ -443,11 +453,7 @@ class PgTx implements WriteTx {
     // duplicate and the grants read. Its snapshot is taken after the chain was locked: it sees what
     // the chain's last holder committed.
     const [row] = await this.rows<{ counters: StoredCounter[] | null; dup: string | null; rates: Record<string, number> | null; approvals: ApprovalRow[] | null }>(
-      `WITH up AS (
-         INSERT INTO ${this.t.counters} AS c (scope, window_key)
-           SELECT u.scope, u.window_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
-         ON CONFLICT (scope, window_key) DO UPDATE SET calls = c.calls
-         RETURNING c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls),
+      `WITH up AS (${lockCounters(this.t)}),
        pruned AS (DELETE FROM ${this.t.rate_events} WHERE key_id = ANY($4::text[]) AND at <= $5)
        SELECT (SELECT json_agg(up) FROM up) AS counters,
               (SELECT id FROM ${this.t.reservations} WHERE fingerprint = ANY($3::text[]) AND state IN ${UNRESOLVED}
@@ -458,12 +464,8 @@ class PgTx implements WriteTx {
                 WHERE a.key_id = $6 AND a.fingerprint = $7 AND a.status IN ('pending','approved','denied')) AS approvals`,
       [sorted.map((c) => c.scope), sorted.map((c) => c.windowKey), r.duplicates ?? [], r.rated, r.since, r.grants?.keyId ?? null, r.grants?.fingerprint ?? null],
     );
-    const byId = new Map((row!.counters ?? []).map((c) => [counterId({ scope: c.scope, windowKey: c.window_key }), c]));
     return {
-      counters: r.counters.map((c) => {
-        const found = byId.get(counterId(c));
-        return found ? { settled: exact(found.settled), pending: exact(found.pending), uncertain: exact(found.uncertain), calls: exact(found.calls) } : EMPTY_COUNTER;
-      }),
+      counters: inOrderAsked(r.counters, row!.counters ?? []),
       openDuplicate: row!.dup ?? undefined,
       rateCounts: r.rated.map((id) => exact(row!.rates?.[id] ?? 0)),
       approvals: (row!.approvals ?? []).map(exactApproval),
