@@ -214,4 +214,14 @@ describe('approval floods', () => {
     await t.ledger.deny(ids[0]!, { by: 'bob' });
     expect(code(await t.ledger.authorize(req(key, PAY, usd(50), { n: 20 })))).toBe('APPROVAL_REQUIRED');
   });
+
+  it('a request that lapsed unanswered no longer holds a place: once the 20 expire, new calls ask again', async () => {
+    const { key } = await issue(t.ledger, 'run', policy, { ttlSeconds: 7 * 86400 });
+    for (let i = 0; i < 20; i++) approvalId(await t.ledger.authorize(req(key, PAY, usd(50), { n: i })));
+    expect(code(await t.ledger.authorize(req(key, PAY, usd(50), { n: 20 })))).toBe('RATE_LIMITED');
+    t.clock.advance(DAY);
+    // the 20 are still stored as pending (only a retry of the same call marks its own expired), yet none is waiting
+    expect(await t.ledger.listApprovals()).toEqual([]);
+    expect(code(await t.ledger.authorize(req(key, PAY, usd(50), { n: 20 })))).toBe('APPROVAL_REQUIRED');
+  });
 });

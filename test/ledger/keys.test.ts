@@ -110,6 +110,17 @@ describe('every ancestor rule applies to a child', () => {
     expect(new Set((await t.ledger.queryAudit({ label: 'root' })).map((r) => r.label))).toEqual(new Set(['root', 'root/a', 'root/b', 'root/a/aa']));
   });
 
+  it('--label matches the label and those below it, a _ or % in it taken as it is', async () => {
+    for (const label of ['a_b', 'axb']) {
+      const k = await issue(t.ledger, label, { allow: ['*'], may_delegate: true });
+      await issue(t.ledger, 'c', { allow: ['*'] }, { parent: k.key });
+    }
+    const labels = async (label: string) => new Set((await t.ledger.queryAudit({ label })).map((r) => r.label));
+    expect(await labels('a_b')).toEqual(new Set(['a_b', 'a_b/c']));
+    expect(await labels('a%')).toEqual(new Set());
+    expect(await labels('a')).toEqual(new Set());
+  });
+
   it("an ancestor's rate counts the calls of all its descendants", async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true, rate_per_min: 3 });
     const a = await issue(t.ledger, 'a', { allow: ['*'] }, { parent: root.key });

@@ -2,7 +2,7 @@
  * The rules of keys: issuing a root key, a child (only narrower than its parent, within every
  * ancestor's depth and its family's max_children, never outliving the chain), a session (clipped
  * to what the chain has left), and revoking a key with everything below it. Pure: the storage
- * reads the chain, its caps and counters, the family's live children and the subtree in one
+ * reads the chain, its caps and counters, the family's children and the subtree in one
  * transaction; these functions decide, and return the rows to write and the audit inputs.
  */
 import { RuncapError } from '../../policy/codes.js';
@@ -15,7 +15,7 @@ import { about, actorOf, SEAL, seal } from './audit-chain.js';
 import type { CoreContext } from './context.js';
 import { familyOf } from './family.js';
 import { checkLabel, checkMicros, checkName, checkTtl, parsePolicy } from './input.js';
-import { policyOf, toKeyInfo, type CapRow, type CounterRow, type KeyRow } from './rows.js';
+import { chainStatus, policyOf, toKeyInfo, type CapRow, type CounterRow, type KeyRow } from './rows.js';
 import { counterRead, usedMicros, type AuditEntry, type CounterKey, type Write, type Writes } from './writes.js';
 
 /** How a key came to be, in its key_issued row: what vouched for the budget it carries. */
@@ -36,9 +36,26 @@ export interface ChainState {
   counters: ReadonlyMap<string, CounterRow>;
 }
 
-/** A child's state adds the live children of its parent's family (see insertChild). */
+/** A child's state adds the live children of its parent's family (liveChildren; see insertChild). */
 export interface ChildState extends ChainState {
   liveChildren: number;
+}
+
+/**
+ * How many children count against a family's max_children: its live non-session keys, its own
+ * and those of its live sessions. `keys` are the family's children and its sessions' children, as
+ * the storage read them (dead ones included). A dead session's children are dead too (revocation
+ * cascades, expiry is clipped): only live sessions are looked in.
+ */
+export function liveChildren(family: string, keys: readonly KeyRow[], now: number): number {
+  const live = (chain: readonly KeyRow[]) => chainStatus(chain, now) === 'active';
+  const liveSessions = new Map(keys.filter((k) => k.parent_id === family && k.is_session === 1 && live([k])).map((k) => [k.id, k]));
+  return keys.filter((k) => {
+    if (k.is_session !== 0) return false;
+    if (k.parent_id === family) return live([k]);
+    const session = k.parent_id === null ? undefined : liveSessions.get(k.parent_id);
+    return session !== undefined && live([session, k]);
+  }).length;
 }
 
 /** A child key as asked for (issueChildKey, delegate_key), before it is checked against the chain. */

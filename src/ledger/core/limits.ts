@@ -43,8 +43,8 @@ export function backfillOf(c: Pick<VendorLimitChange, 'vendor' | 'window' | 'lim
 export interface VendorLimitRead {
   /** every global cap (key_id null) */
   globalCaps: readonly CapRow[];
-  /** the reservations backfillOf names, as read */
-  open: readonly ReservationRow[];
+  /** every reservation of the vendor in the window backfillOf names, as read (released ones included: setVendorLimit leaves them out) */
+  inWindow: readonly ReservationRow[];
   passphraseHash: string | undefined;
 }
 
@@ -63,7 +63,8 @@ export function setVendorLimit(c: VendorLimitChange, read: VendorLimitRead, proo
         kind: 'replaceVendorCap',
         removeCapId: existing?.id ?? null,
         add,
-        backfill: add ? read.open.map((r) => ({ reservationId: r.id, windowKey: windowKey(c.window, { day: r.day, month: r.month }), delta: contribution(r) })) : [],
+        // a released reservation counts nothing, and is not counted in the new cap
+        backfill: add ? read.inWindow.filter((r) => r.state !== 'released').map((r) => ({ reservationId: r.id, windowKey: windowKey(c.window, { day: r.day, month: r.month }), delta: contribution(r) })) : [],
       },
     ],
     [

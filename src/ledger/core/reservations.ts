@@ -49,9 +49,9 @@ export interface ProofCheck {
   passphraseHash: string | undefined;
 }
 
-/** A reservation still pending that was made before this time is stale: its call should long have ended. */
-export function staleBefore(now: number, staleAfterMs: number): number {
-  return now - staleAfterMs;
+/** The stale ones of the pending reservations read, in their order: made more than `staleAfterMs` ago, their call should long have ended. */
+export function stale(pending: readonly ReservationRow[], now: number, staleAfterMs: number): ReservationRow[] {
+  return pending.filter((r) => r.created_at < now - staleAfterMs);
 }
 
 /** The human-only act a settlement is (settled by hand: it may free reserved money), if any. */

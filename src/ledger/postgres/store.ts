@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { RuncapError } from '../../policy/codes.js';
 import { APPROVAL_RECORD_EVENTS, chainAudit, chainOfInput, rowMacHolds, toAuditRow, type AuditRecord, type Head } from '../core/audit-chain.js';
-import { addAudit, addOps, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
+import { addAudit, addOps, PgParams, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import { POLICY_EVENTS, type PolicyTables } from '../core/policy-replay.js';
 import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
@@ -22,6 +22,7 @@ import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, typ
 import { counterId, EMPTY_COUNTER, type CounterKey, type DenialTally, type Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
 import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
+import { auditWhere, reservationsWhere } from '../store/filters.js';
 import { asPgLedgerError, isConnectionLost, isRetryable } from './connect.js';
 
 /** How many times a transaction the engine aborted (deadlock, serialization failure, a forked chain head) is run again. */
@@ -72,10 +73,6 @@ export class PgStore implements Store {
 
   read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T> {
     return this.run(false, 'normal', fn);
-  }
-
-  async anyHeldDenials(): Promise<boolean> {
-    return this.read(async (tx) => (tx as unknown as PgTx).anyHeld());
   }
 
   async close(): Promise<void> {
@@ -324,6 +321,27 @@ function exactApproval(a: ApprovalRow): ApprovalRow {
   return { ...a, estimate: exact(a.estimate), created_at: exact(a.created_at), expires_at: exact(a.expires_at), decided_at: a.decided_at === null ? null : exact(a.decided_at) };
 }
 
+/**
+ * The counters named by $1 (scopes) and $2 (windows), created if missing and locked in the order
+ * given (sorted: the order every transaction takes counters in). The update that does nothing locks
+ * the row as it stands now (READ COMMITTED), whoever committed it last, and returns it.
+ */
+function lockCounters(t: Tables): string {
+  return `INSERT INTO ${t.counters} AS c (scope, window_key)
+      SELECT u.scope, u.window_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
+    ON CONFLICT (scope, window_key) DO UPDATE SET calls = c.calls
+    RETURNING c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls`;
+}
+
+/** The counters found, in the order asked (an empty one where no row exists); their numbers checked exact (they may come through JSON). */
+function inOrderAsked(wanted: readonly CounterKey[], found: readonly StoredCounter[]): CounterRow[] {
+  const byId = new Map(found.map((c) => [counterId({ scope: c.scope, windowKey: c.window_key }), c]));
+  return wanted.map((c) => {
+    const r = byId.get(counterId(c));
+    return r ? { settled: exact(r.settled), pending: exact(r.pending), uncertain: exact(r.uncertain), calls: exact(r.calls) } : EMPTY_COUNTER;
+  });
+}
+
 class PgTx implements WriteTx {
   private readonly t: Tables;
   /** set once BEGIN went out (with the first statement) */
@@ -405,10 +423,6 @@ class PgTx implements WriteTx {
     return (await this.s.query<R>(this.client, text, values)).rows;
   }
 
-  private async count(text: string, values: unknown[]): Promise<number> {
-    return (await this.rows<{ n: number }>(text, values))[0]!.n;
-  }
-
   /**
    * A row lock in a write transaction that asks for one; nothing in a read. NO KEY UPDATE, not
    * UPDATE: the foreign keys of a new reservation, approval or child key take KEY SHARE on its
@@ -482,13 +496,10 @@ class PgTx implements WriteTx {
     return this.rows<KeyRow>(`SELECT * FROM ${this.t.keys} WHERE parent_id = $1 ORDER BY created_at, id COLLATE "C"`, [id]);
   }
 
-  async liveChildrenOf(family: string, now: number): Promise<number> {
-    // a dead session's children are dead too (revocation cascades, expiry is clipped): only live sessions are looked in
-    return this.count(
-      `SELECT COUNT(*)::int AS n FROM ${this.t.keys} WHERE is_session = 0 AND revoked_at IS NULL AND expires_at > $2
-         AND (parent_id = $1 OR parent_id IN (
-           SELECT id FROM ${this.t.keys} WHERE parent_id = $1 AND is_session = 1 AND revoked_at IS NULL AND expires_at > $2))`,
-      [family, now],
+  async familyChildren(family: string): Promise<KeyRow[]> {
+    return this.rows<KeyRow>(
+      `SELECT * FROM ${this.t.keys} WHERE parent_id = $1 OR parent_id IN (SELECT id FROM ${this.t.keys} WHERE parent_id = $1 AND is_session = 1)`,
+      [family],
     );
   }
 
@@ -542,26 +553,15 @@ class PgTx implements WriteTx {
     const sorted = sortedCounters(wanted);
     const scopes = sorted.map((c) => c.scope);
     const windows = sorted.map((c) => c.windowKey);
-    // In a write transaction every counter is created if missing and locked, in sorted order: the update
-    // that does nothing locks the row as it stands now (READ COMMITTED), whoever committed it last.
+    // In a write transaction every counter is created if missing and locked, in sorted order.
     const found = this.writing
-      ? await this.rows<StoredCounter>(
-          `INSERT INTO ${this.t.counters} AS c (scope, window_key)
-             SELECT u.scope, u.window_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
-           ON CONFLICT (scope, window_key) DO UPDATE SET calls = c.calls
-           RETURNING c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls`,
-          [scopes, windows],
-        )
+      ? await this.rows<StoredCounter>(lockCounters(this.t), [scopes, windows])
       : await this.rows<StoredCounter>(
           `SELECT c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls FROM ${this.t.counters} c
              JOIN unnest($1::text[], $2::text[]) AS u(scope, window_key) ON c.scope = u.scope AND c.window_key = u.window_key`,
           [scopes, windows],
         );
-    const byId = new Map(found.map((r) => [counterId({ scope: r.scope, windowKey: r.window_key }), r]));
-    return wanted.map((c) => {
-      const r = byId.get(counterId(c));
-      return r ? { settled: r.settled, pending: r.pending, uncertain: r.uncertain, calls: r.calls } : EMPTY_COUNTER;
-    });
+    return inOrderAsked(wanted, found);
   }
 
   async callReads(r: CallReadsWanted): Promise<CallReads> {
@@ -571,11 +571,7 @@ class PgTx implements WriteTx {
     // duplicate and the grants read. Its snapshot is taken after the chain was locked: it sees what
     // the chain's last holder committed.
     const [row] = await this.rows<{ counters: StoredCounter[] | null; dup: string | null; rates: Record<string, number> | null; approvals: ApprovalRow[] | null }>(
-      `WITH up AS (
-         INSERT INTO ${this.t.counters} AS c (scope, window_key)
-           SELECT u.scope, u.window_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(scope, window_key, n) ORDER BY u.n
-         ON CONFLICT (scope, window_key) DO UPDATE SET calls = c.calls
-         RETURNING c.scope, c.window_key, c.settled, c.pending, c.uncertain, c.calls),
+      `WITH up AS (${lockCounters(this.t)}),
        pruned AS (DELETE FROM ${this.t.rate_events} WHERE key_id = ANY($4::text[]) AND at <= $5)
        SELECT (SELECT json_agg(up) FROM up) AS counters,
               (SELECT id FROM ${this.t.reservations} WHERE fingerprint = ANY($3::text[]) AND state IN ${UNRESOLVED}
@@ -586,12 +582,8 @@ class PgTx implements WriteTx {
                 WHERE a.key_id = $6 AND a.fingerprint = $7 AND a.status IN ('pending','approved','denied')) AS approvals`,
       [sorted.map((c) => c.scope), sorted.map((c) => c.windowKey), r.duplicates ?? [], r.rated, r.since, r.grants?.keyId ?? null, r.grants?.fingerprint ?? null],
     );
-    const byId = new Map((row!.counters ?? []).map((c) => [counterId({ scope: c.scope, windowKey: c.window_key }), c]));
     return {
-      counters: r.counters.map((c) => {
-        const found = byId.get(counterId(c));
-        return found ? { settled: exact(found.settled), pending: exact(found.pending), uncertain: exact(found.uncertain), calls: exact(found.calls) } : EMPTY_COUNTER;
-      }),
+      counters: inOrderAsked(r.counters, row!.counters ?? []),
       openDuplicate: row!.dup ?? undefined,
       rateCounts: r.rated.map((id) => exact(row!.rates?.[id] ?? 0)),
       approvals: (row!.approvals ?? []).map(exactApproval),
@@ -621,8 +613,8 @@ class PgTx implements WriteTx {
     );
   }
 
-  async pendingApprovalsOfFamily(family: string, now: number): Promise<number> {
-    return this.count(`SELECT COUNT(*)::int AS n FROM ${this.t.approvals} WHERE family_id = $1 AND status = 'pending' AND expires_at > $2`, [family, now]);
+  async pendingApprovalsOfFamily(family: string): Promise<ApprovalRow[]> {
+    return this.rows<ApprovalRow>(`SELECT * FROM ${this.t.approvals} WHERE family_id = $1 AND status = 'pending'`, [family]);
   }
 
   async approvalAuditRows(approvalId: string): Promise<AuditRecord[]> {
@@ -645,7 +637,7 @@ class PgTx implements WriteTx {
     return this.rows<DenialTally>(`SELECT * FROM ${this.t.denial_tallies} WHERE held > 0 ORDER BY chain COLLATE "C"${this.lock(true)}`);
   }
 
-  async anyHeld(): Promise<boolean> {
+  async anyHeldDenials(): Promise<boolean> {
     return (await this.rows(`SELECT 1 FROM ${this.t.denial_tallies} WHERE held > 0 LIMIT 1`)).length > 0;
   }
 
@@ -697,42 +689,22 @@ class PgTx implements WriteTx {
 
   async reservationsInWindow(field: 'day' | 'month', windowKey: string, vendor: string): Promise<ReservationRow[]> {
     const column = field === 'day' ? 'day' : 'month';
-    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE ${column} = $1 AND starts_with(action, $2) AND state <> 'released' ORDER BY created_at, id COLLATE "C"`, [windowKey, `${vendor}.`]);
+    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE ${column} = $1 AND starts_with(action, $2) ORDER BY created_at, id COLLATE "C"`, [windowKey, `${vendor}.`]);
   }
 
-  async pendingBefore(cutoff: number): Promise<ReservationRow[]> {
-    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE state = 'pending' AND created_at < $1 ORDER BY created_at, id COLLATE "C"`, [cutoff]);
+  async pendingReservations(): Promise<ReservationRow[]> {
+    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} WHERE state = 'pending' ORDER BY created_at, id COLLATE "C"`);
   }
 
   async listReservations(filter: ReservationFilter): Promise<ReservationRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const arg = (v: unknown) => {
-      args.push(v);
-      return `$${args.length}`;
-    };
-    if (filter.states?.length) where.push(`state = ANY(${arg(filter.states)}::text[])`);
-    if (filter.estimatedOnly) where.push('estimated = 1 AND corrected = 0');
-    if (filter.keyId) where.push(`key_id = ${arg(filter.keyId)}`);
-    if (filter.releasedBy) where.push(`released_by = ${arg(filter.releasedBy)}`);
-    if (filter.createdSince !== undefined) where.push(`created_at >= ${arg(filter.createdSince)}`);
-    if (filter.hasVendorRef) where.push('vendor_ref IS NOT NULL');
-    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id COLLATE "C"`, args);
+    const p = new PgParams();
+    return this.rows<ReservationRow>(`SELECT * FROM ${this.t.reservations} ${reservationsWhere(filter, p)} ORDER BY created_at, id COLLATE "C"`, p.values);
   }
 
   async queryAudit(q: AuditQuery): Promise<AuditRecord[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const arg = (v: unknown) => {
-      args.push(v);
-      return `$${args.length}`;
-    };
-    if (q.keyId) where.push(`key_id = ${arg(q.keyId)}`);
-    if (q.label) where.push(`(label = ${arg(q.label)} OR label LIKE ${arg(`${q.label.replace(/[!%_]/g, '!$&')}/%`)} ESCAPE '!')`);
-    if (q.since !== undefined) where.push(`at >= ${arg(q.since)}`);
-    if (q.until !== undefined) where.push(`at < ${arg(q.until)}`);
-    const limit = arg(q.limit ?? 1_000_000);
-    return this.rows<AuditRecord>(`SELECT * FROM ${this.t.audit} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at, id LIMIT ${limit}`, args);
+    const p = new PgParams();
+    const { where, limit } = auditWhere(q, p);
+    return this.rows<AuditRecord>(`SELECT * FROM ${this.t.audit} ${where} ORDER BY at, id LIMIT ${limit}`, p.values);
   }
 
   async heads(): Promise<ChainHead[]> {

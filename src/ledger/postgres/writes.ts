@@ -9,6 +9,7 @@
 import { RuncapError } from '../../policy/codes.js';
 import type { NewAuditRecord } from '../core/audit-chain.js';
 import { counterId, type CounterKey, type Delta, type Write } from '../core/writes.js';
+import type { Params } from '../store/filters.js';
 
 export type Tables = Record<
   'keys' | 'caps' | 'counters' | 'reservations' | 'reservation_counts' | 'rate_events' | 'approvals' | 'audit' | 'audit_heads' | 'settings' | 'denial_tallies' | 'locks',
@@ -40,19 +41,27 @@ export function sortedCounters(keys: readonly CounterKey[]): CounterKey[] {
   return [...unique.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, k]) => k);
 }
 
-/** One statement being built: its CTEs, their parameters, and the compare-and-sets to check after it ran. */
-export class Statement {
-  private readonly parts: string[] = [];
+/** A statement's values as PostgreSQL binds them: `$1`, `$2` …, and a list of texts as one array. */
+export class PgParams implements Params {
   readonly values: unknown[] = [];
-  private readonly checks: { name: string; refusal: RuncapError }[] = [];
-
-  get empty(): boolean {
-    return this.parts.length === 0;
-  }
 
   param(v: unknown): string {
     this.values.push(v);
     return `$${this.values.length}`;
+  }
+
+  oneOf(column: string, values: readonly string[]): string {
+    return `${column} = ANY(${this.param(values)}::text[])`;
+  }
+}
+
+/** One statement being built: its CTEs, their parameters, and the compare-and-sets to check after it ran. */
+export class Statement extends PgParams {
+  private readonly parts: string[] = [];
+  private readonly checks: { name: string; refusal: RuncapError }[] = [];
+
+  get empty(): boolean {
+    return this.parts.length === 0;
   }
 
   /** A data-modifying CTE; its name, for a later part to read what it returned. */

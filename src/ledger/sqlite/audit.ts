@@ -16,7 +16,8 @@ import {
   type Head,
   type NewAuditRecord,
 } from '../core/audit-chain.js';
-import type { Db } from './db.js';
+import { SqliteParams, type Db } from './db.js';
+import { auditWhere } from '../store/filters.js';
 
 export { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type AuditInput } from '../core/audit-chain.js';
 
@@ -84,27 +85,9 @@ export class AuditLog {
   }
 
   query(q: AuditQuery): AuditRecord[] {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (q.keyId) {
-      where.push('key_id = ?');
-      args.push(q.keyId);
-    }
-    if (q.label) {
-      where.push("(label = ? OR label LIKE ? ESCAPE '\\')");
-      args.push(q.label, `${q.label.replace(/[\\%_]/g, '\\$&')}/%`);
-    }
-    if (q.since !== undefined) {
-      where.push('at >= ?');
-      args.push(q.since);
-    }
-    if (q.until !== undefined) {
-      where.push('at < ?');
-      args.push(q.until);
-    }
-    const sql = `SELECT * FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at, id LIMIT ?`;
-    args.push(q.limit ?? 1_000_000);
-    return this.db.prepare(sql).all(...args) as AuditRecord[];
+    const p = new SqliteParams();
+    const { where, limit } = auditWhere(q, p);
+    return this.db.prepare(`SELECT * FROM audit ${where} ORDER BY at, id LIMIT ${limit}`).all(...p.values) as AuditRecord[];
   }
 
   heads(): ChainHead[] {

@@ -14,6 +14,7 @@ export type Db = Database.Database;
 
 export type { Durability } from '../store/store.js';
 import type { Durability } from '../store/store.js';
+import type { Params } from '../store/filters.js';
 
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|CANTOPEN|NOTADB|CORRUPT|IOERR|READONLY|FULL|PROTOCOL|PERM|AUTH|NOMEM)/;
 
@@ -149,5 +150,19 @@ export function read<T>(fn: () => T): T {
     return fn();
   } catch (err) {
     throw asLedgerError(err);
+  }
+}
+
+/** A statement's values as SQLite binds them: each one a `?`, a list of texts expanded in place. */
+export class SqliteParams implements Params {
+  readonly values: unknown[] = [];
+
+  param(v: unknown): string {
+    this.values.push(v);
+    return '?';
+  }
+
+  oneOf(column: string, values: readonly string[]): string {
+    return `${column} IN (${values.map((v) => this.param(v)).join(', ')})`;
   }
 }

@@ -17,7 +17,8 @@ import type { CountedReservation, ReservationEvent, StoredCounter } from '../cor
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
 import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
 import { AuditLog } from './audit.js';
-import { openDb, read, readTransaction, transaction, type Db } from './db.js';
+import { openDb, readTransaction, SqliteParams, transaction, type Db } from './db.js';
+import { reservationsWhere } from '../store/filters.js';
 import { countedReservations, policyTables, reservationEvents, reservationStates, storedCounters } from './verify-reads.js';
 
 /** The hot-path statements, kept as text so a test can read their query plans. */
@@ -43,7 +44,7 @@ const SQL = {
   countsOf: 'SELECT scope, window_key FROM reservation_counts WHERE reservation_id = ?',
   updateReservation: `UPDATE reservations SET state = @state, actual = @actual, estimated = @estimated, corrected = @corrected,
       vendor_ref = @vendor_ref, updated_at = @updated_at, note = @note, released_by = @released_by WHERE id = @id AND state = @from`,
-  countFamilyPendingApprovals: "SELECT COUNT(*) AS n FROM approvals WHERE family_id = ? AND status = 'pending' AND expires_at > ?",
+  familyPendingApprovals: "SELECT * FROM approvals WHERE family_id = ? AND status = 'pending'",
   approvalsFor: `SELECT * FROM approvals WHERE key_id = ? AND fingerprint = ? AND status IN ('pending','approved','denied')
     ORDER BY created_at DESC`,
   familyApprovalsFor: `SELECT * FROM approvals WHERE fingerprint = ? AND status IN ('pending','approved','denied')
@@ -118,10 +119,6 @@ export class SqliteStore implements Store {
     return this.exclusive(() => readTransaction(this.db, () => fn(new SqliteTx(this, this.clock()))));
   }
 
-  async anyHeldDenials(): Promise<boolean> {
-    return this.exclusive(async () => read(() => this.prepared('SELECT 1 FROM denial_tallies WHERE held > 0 LIMIT 1').get() !== undefined));
-  }
-
   async close(): Promise<void> {
     await this.tail;
     if (this.db.open) this.db.close();
@@ -165,16 +162,10 @@ class SqliteTx implements WriteTx {
     return this.s.prepared('SELECT * FROM keys WHERE parent_id = ?').all(id) as KeyRow[];
   }
 
-  async liveChildrenOf(family: string, now: number): Promise<number> {
-    const live = this.s
-      .prepared(
-        // a dead session's children are dead too (revocation cascades, expiry is clipped): only live sessions are looked in
-        `SELECT COUNT(*) AS n FROM keys WHERE is_session = 0 AND revoked_at IS NULL AND expires_at > @now
-           AND (parent_id = @family OR parent_id IN (
-             SELECT id FROM keys WHERE parent_id = @family AND is_session = 1 AND revoked_at IS NULL AND expires_at > @now))`,
-      )
-      .get({ family, now }) as { n: number };
-    return live.n;
+  async familyChildren(family: string): Promise<KeyRow[]> {
+    return this.s
+      .prepared('SELECT * FROM keys WHERE parent_id = @family OR parent_id IN (SELECT id FROM keys WHERE parent_id = @family AND is_session = 1)')
+      .all({ family }) as KeyRow[];
   }
 
   async capsOfKey(keyId: string): Promise<CapRow[]> {
@@ -230,8 +221,8 @@ class SqliteTx implements WriteTx {
     return this.s.st.familyApprovalsFor.all(fingerprint) as ApprovalRow[];
   }
 
-  async pendingApprovalsOfFamily(family: string, now: number): Promise<number> {
-    return (this.s.st.countFamilyPendingApprovals.get(family, now) as { n: number }).n;
+  async pendingApprovalsOfFamily(family: string): Promise<ApprovalRow[]> {
+    return this.s.st.familyPendingApprovals.all(family) as ApprovalRow[];
   }
 
   async approvalAuditRows(approvalId: string): Promise<AuditRecord[]> {
@@ -244,6 +235,10 @@ class SqliteTx implements WriteTx {
 
   async heldDenialTallies(): Promise<DenialTally[]> {
     return this.s.prepared('SELECT * FROM denial_tallies WHERE held > 0').all() as DenialTally[];
+  }
+
+  async anyHeldDenials(): Promise<boolean> {
+    return this.s.prepared('SELECT 1 FROM denial_tallies WHERE held > 0 LIMIT 1').get() !== undefined;
   }
 
   async setting(name: string): Promise<string | undefined> {
@@ -265,35 +260,16 @@ class SqliteTx implements WriteTx {
   }
 
   async reservationsInWindow(field: 'day' | 'month', windowKey: string, vendor: string): Promise<ReservationRow[]> {
-    return this.s.prepared(`SELECT * FROM reservations WHERE ${field === 'day' ? 'day' : 'month'} = ? AND action LIKE ? AND state != 'released'`).all(windowKey, `${vendor}.%`) as ReservationRow[];
+    return this.s.prepared(`SELECT * FROM reservations WHERE ${field === 'day' ? 'day' : 'month'} = ? AND action LIKE ? ORDER BY created_at, id`).all(windowKey, `${vendor}.%`) as ReservationRow[];
   }
 
-  async pendingBefore(cutoff: number): Promise<ReservationRow[]> {
-    return this.s.prepared("SELECT * FROM reservations WHERE state = 'pending' AND created_at < ? ORDER BY created_at").all(cutoff) as ReservationRow[];
+  async pendingReservations(): Promise<ReservationRow[]> {
+    return this.s.prepared("SELECT * FROM reservations WHERE state = 'pending' ORDER BY created_at").all() as ReservationRow[];
   }
 
   async listReservations(filter: ReservationFilter): Promise<ReservationRow[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.states?.length) {
-      where.push(`state IN (${filter.states.map(() => '?').join(',')})`);
-      args.push(...filter.states);
-    }
-    if (filter.estimatedOnly) where.push('estimated = 1 AND corrected = 0');
-    if (filter.keyId) {
-      where.push('key_id = ?');
-      args.push(filter.keyId);
-    }
-    if (filter.releasedBy) {
-      where.push('released_by = ?');
-      args.push(filter.releasedBy);
-    }
-    if (filter.createdSince !== undefined) {
-      where.push('created_at >= ?');
-      args.push(filter.createdSince);
-    }
-    if (filter.hasVendorRef) where.push('vendor_ref IS NOT NULL');
-    return this.s.db.prepare(`SELECT * FROM reservations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id`).all(...args) as ReservationRow[];
+    const p = new SqliteParams();
+    return this.s.db.prepare(`SELECT * FROM reservations ${reservationsWhere(filter, p)} ORDER BY created_at, id`).all(...p.values) as ReservationRow[];
   }
 
   async queryAudit(q: AuditQuery): Promise<AuditRecord[]> {

@@ -150,7 +150,8 @@ export class StoreLedger implements Ledger {
       return await this.store.write('full', async (tx) => {
         const chain = await this.resolveChain(tx, presentedParentKey, true);
         const child = keys.childOf(chain, spec);
-        const state = { ...(await this.chainState(tx, chain)), liveChildren: await tx.liveChildrenOf(familyOf(chain[chain.length - 1]!), (await tx.time())) };
+        const family = familyOf(chain[chain.length - 1]!);
+        const state = { ...(await this.chainState(tx, chain)), liveChildren: keys.liveChildren(family, await tx.familyChildren(family), await tx.time()) };
         const { writes, issued } = keys.insertChild(state, child, this.keyContext((await tx.time())));
         await tx.apply(writes);
         return issued;
@@ -231,8 +232,8 @@ export class StoreLedger implements Ledger {
         // the caps first: read to be changed, they hold back every call until this commits
         const globalCaps = await tx.globalCaps({ changing: true });
         const backfill = limits.backfillOf(change, (await tx.time()));
-        const open = backfill ? await tx.reservationsInWindow(backfill.field, backfill.key, backfill.vendor) : [];
-        await tx.apply(limits.setVendorLimit(change, { globalCaps, open, passphraseHash: await tx.setting('passphrase') }, this.proofs));
+        const inWindow = backfill ? await tx.reservationsInWindow(backfill.field, backfill.key, backfill.vendor) : [];
+        await tx.apply(limits.setVendorLimit(change, { globalCaps, inWindow, passphraseHash: await tx.setting('passphrase') }, this.proofs));
       }),
     );
   }
@@ -285,7 +286,7 @@ export class StoreLedger implements Ledger {
   /** Writes every held denial count to its chain now: at close and before the audit is listed. */
   private async writeHeldDenials(): Promise<void> {
     // a plain read first: with nothing held, no write lock is taken (and no busy wait)
-    if (!(await this.store.anyHeldDenials())) return;
+    if (!(await this.store.read((tx) => tx.anyHeldDenials()))) return;
     await this.store.write('normal', async (tx) => {
       for (const tally of await tx.heldDenialTallies()) {
         const key = tally.chain === GLOBAL_CHAIN ? undefined : await tx.key(tally.chain);
@@ -346,7 +347,7 @@ export class StoreLedger implements Ledger {
       since: rateWindowStart(now),
       ...(adm.approvalWhy ? { grants: { keyId: adm.self.id, fingerprint: adm.fingerprint } } : {}),
     });
-    const counters = new Map(wanted.map((c, i) => [counterId(c), read.counters[i]!]));
+    const counters = byCounterId(wanted, read.counters);
     const rateCounts = new Map(adm.rated.map((m, i) => [m.id, read.rateCounts[i]!]));
     const grants = adm.approvalWhy ? await this.backedGrants(tx, read.approvals) : [];
     return decideCall(this.core, adm, spec, { caps, counters, openDuplicate: read.openDuplicate, rateCounts, grants });
@@ -376,7 +377,7 @@ export class StoreLedger implements Ledger {
       actors.set(r.key_id, await this.actorOfKey(tx, await tx.key(r.key_id)));
     }
     const pendingPerFamily: number[] = [];
-    for (const l of lineage) pendingPerFamily.push(await tx.pendingApprovalsOfFamily(l.family, (await tx.time())));
+    for (const l of lineage) pendingPerFamily.push(answers.waitingForHuman(await tx.pendingApprovalsOfFamily(l.family), await tx.time()).length);
     return { grants: await this.backedGrants(tx, await tx.approvalsFor(self.id, ask.adm.fingerprint)), lineageApprovals, actors, pendingPerFamily };
   }
 
@@ -465,7 +466,7 @@ export class StoreLedger implements Ledger {
   }
 
   async staleReservations(): Promise<Reservation[]> {
-    return this.store.read(async (tx) => (await tx.pendingBefore(transitions.staleBefore((await tx.time()), this.staleAfterMs))).map(toReservation));
+    return this.store.read(async (tx) => transitions.stale(await tx.pendingReservations(), await tx.time(), this.staleAfterMs).map(toReservation));
   }
 
   async listReservations(filter: ReservationFilter): Promise<Reservation[]> {
@@ -737,14 +738,18 @@ export class StoreLedger implements Ledger {
 
   /** Every counter a rule asks for, by counterId: an empty one where no row exists yet. */
   private async readCounters(tx: ReadTx, wanted: readonly CounterKey[]): Promise<Map<string, CounterRow>> {
-    const rows = await tx.counters(wanted);
-    return new Map(wanted.map((c, i) => [counterId(c), rows[i]!]));
+    return byCounterId(wanted, await tx.counters(wanted));
   }
 
   private rememberActor(actor: Actor): void {
     if (this.actors.size > 10_000) this.actors.clear();
     this.actors.set(actor.id, actor);
   }
+}
+
+/** Counter rows a storage read in the order asked (ReadTx.counters, CallReads.counters), by counterId: what the rules look them up by. */
+function byCounterId(wanted: readonly CounterKey[], rows: readonly CounterRow[]): Map<string, CounterRow> {
+  return new Map(wanted.map((c, i) => [counterId(c), rows[i]!]));
 }
 
 /** Thrown inside the decision transaction to roll it back and record the denial in a relaxed one. */

@@ -28,8 +28,6 @@ export interface Store {
   write<T>(durability: Durability, fn: (tx: WriteTx) => Promise<T>): Promise<T>;
   /** Reads that see one consistent state, in a transaction of their own. */
   read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T>;
-  /** Whether any denial count is held (a cheap read, so that nothing held takes no write lock). */
-  anyHeldDenials(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -50,8 +48,11 @@ export interface ReadTx {
   /** Every key, oldest first. */
   allKeys(): Promise<KeyRow[]>;
   childrenOf(id: string): Promise<KeyRow[]>;
-  /** Live non-session keys under a family: its own children and those of its live sessions. */
-  liveChildrenOf(family: string, now: number): Promise<number>;
+  /**
+   * The keys a family's max_children is counted over (core/keys.ts liveChildren): the family's
+   * children (its sessions among them) and its sessions' children, live or not, in no order.
+   */
+  familyChildren(family: string): Promise<KeyRow[]>;
 
   capsOfKey(keyId: string): Promise<CapRow[]>;
   /**
@@ -76,12 +77,15 @@ export interface ReadTx {
   approvalsFor(keyId: string, fingerprint: string): Promise<ApprovalRow[]>;
   /** The same across keys (a family's fingerprint), newest first. */
   familyApprovalsFor(fingerprint: string): Promise<ApprovalRow[]>;
-  pendingApprovalsOfFamily(family: string, now: number): Promise<number>;
+  /** The family's approvals with status pending, lapsed ones included (core/approvals.ts waitingForHuman tells them apart), in no order. */
+  pendingApprovalsOfFamily(family: string): Promise<ApprovalRow[]>;
   /** The audit rows that name this approval, of the events an approval's record is made of, in append order. */
   approvalAuditRows(approvalId: string): Promise<AuditRecord[]>;
 
   denialTally(chain: string): Promise<DenialTally | undefined>;
   heldDenialTallies(): Promise<DenialTally[]>;
+  /** Whether any denial count is held (a cheap read, so that with nothing held no write lock is taken). */
+  anyHeldDenials(): Promise<boolean>;
   setting(name: string): Promise<string | undefined>;
 
   reservation(id: string): Promise<ReservationRow | undefined>;
@@ -89,10 +93,10 @@ export interface ReadTx {
   countsOf(reservationId: string): Promise<CounterKey[]>;
   /** Another reservation of `action` that holds `vendorRef` (a scan: only settleReleased asks). */
   reservationHolding(action: string, vendorRef: string, notId: string): Promise<string | undefined>;
-  /** Unreleased reservations of a vendor in one window (day or month), for a new global cap's backfill. */
+  /** Every reservation of a vendor in one window (day or month), released ones included, oldest first: a new global cap's backfill (core/limits.ts). */
   reservationsInWindow(field: 'day' | 'month', windowKey: string, vendor: string): Promise<ReservationRow[]>;
-  /** Pending reservations created before `cutoff`, oldest first. */
-  pendingBefore(cutoff: number): Promise<ReservationRow[]>;
+  /** Every pending reservation, oldest first (core/reservations.ts stale picks the stale ones). */
+  pendingReservations(): Promise<ReservationRow[]>;
   listReservations(filter: ReservationFilter): Promise<ReservationRow[]>;
 
   queryAudit(q: AuditQuery): Promise<AuditRecord[]>;

@@ -10,6 +10,7 @@ import {
   insertChild,
   issueRootKey,
   leftFor,
+  liveChildren,
   mintSession,
   narrowed,
   revokeKey,
@@ -252,6 +253,31 @@ describe('insertChild: depth, the family, expiry', () => {
     expect(refusal(() => insertChild({ ...stateOf(template), liveChildren: 3 }, request(), ctx()))).toEqual({ code: 'INVALID_INPUT', message: "tpl already has 3 live children, its sessions' included (limit 3)" });
     const none = chainOf(['root', { ...ROOT, max_children: 0 }]);
     expect(refusal(() => insertChild({ ...stateOf(none), liveChildren: 0 }, request(), ctx()))).toEqual({ code: 'INVALID_INPUT', message: 'root may have no children (max_children 0)' });
+  });
+
+  it("liveChildren: the family's live non-session keys and its live sessions' ones; a dead session's children never count", () => {
+    const tpl = keyRow('tpl', { ...ROOT, session: { caps: [] } });
+    const child = (label: string, parent: KeyRow, over: Partial<KeyRow> = {}) => keyRow(label, ROOT, { parent, ...over });
+    const live = child('live', tpl);
+    const session = child('s-1', tpl, { is_session: 1 });
+    const expiredSession = child('s-2', tpl, { is_session: 1, expires_at: NOW });
+    const revokedSession = child('s-3', tpl, { is_session: 1, revoked_at: NOW - 1 });
+    const keys = [
+      live,
+      child('revoked', tpl, { revoked_at: NOW - 1 }),
+      child('expired', tpl, { expires_at: NOW }),
+      session,
+      expiredSession,
+      revokedSession,
+      child('under-live-session', session),
+      child('dead-under-live-session', session, { expires_at: NOW - 1 }),
+      // rows no issue writes (a child outliving its session), counted only while the session lives
+      child('under-expired-session', expiredSession),
+      child('under-revoked-session', revokedSession),
+    ];
+    expect(liveChildren(tpl.id, keys, NOW)).toBe(2);
+    expect(liveChildren(tpl.id, [live, session], NOW)).toBe(1);
+    expect(liveChildren(tpl.id, [], NOW)).toBe(0);
   });
 
   it('expiry: clipped to the chain by default, refused past it when asked for', () => {

@@ -9,7 +9,7 @@ const proof = proofs.mint('carol', 'hash-now', NOW, 'limits set');
 
 
 const change = (over: Partial<VendorLimitChange> = {}): VendorLimitChange => ({ vendor: 'stripe', window: 'daily', limitMicros: usd(100), by: 'ops', ...over });
-const reads = (over: Partial<VendorLimitRead> = {}): VendorLimitRead => ({ globalCaps: [], open: [], passphraseHash: 'hash-now', ...over });
+const reads = (over: Partial<VendorLimitRead> = {}): VendorLimitRead => ({ globalCaps: [], inWindow: [], passphraseHash: 'hash-now', ...over });
 
 describe('checkVendorLimit', () => {
   it('a known vendor, a daily or monthly window, a whole amount, an operator', () => {
@@ -68,19 +68,20 @@ describe('setVendorLimit: who may', () => {
 describe('setVendorLimit: what is written', () => {
   it('a removal drops the cap, adds none and counts nothing', () => {
     const daily = globalCap('vendor:twilio', 'daily', usd(100), 'twilio.*');
-    const w = setVendorLimit(change({ vendor: 'twilio', limitMicros: null, proof }), reads({ globalCaps: [daily], open: [reservationRow()] }), proofs);
+    const w = setVendorLimit(change({ vendor: 'twilio', limitMicros: null, proof }), reads({ globalCaps: [daily], inWindow: [reservationRow()] }), proofs);
     expect(w.ops).toEqual([{ kind: 'replaceVendorCap', removeCapId: daily.id, add: null, backfill: [] }]);
     expect(w.audit[0]).toMatchObject({ event: 'limit_set', action: 'twilio.*', amountMicros: null, details: { limit_usd: null, was_usd: '100.00' } });
   });
 
-  it('a new cap counts what each open reservation of its window already holds', () => {
+  it('a new cap counts what each open reservation of its window already holds, and never a released one', () => {
     const open = [
       reservationRow({ id: 'res_A', state: 'pending', estimate: usd(3) }),
+      reservationRow({ id: 'res_R', state: 'released', estimate: usd(6), actual: 0 }),
       reservationRow({ id: 'res_B', state: 'uncertain', estimate: usd(4) }),
       reservationRow({ id: 'res_C', state: 'settled', estimate: usd(5), actual: usd(2) }),
     ];
     const old = globalCap('vendor:stripe', 'monthly', usd(900), 'stripe.*');
-    const w = setVendorLimit(change({ window: 'monthly', limitMicros: usd(800) }), reads({ globalCaps: [old], open }), proofs);
+    const w = setVendorLimit(change({ window: 'monthly', limitMicros: usd(800) }), reads({ globalCaps: [old], inWindow: open }), proofs);
     expect(w.ops).toEqual([
       {
         kind: 'replaceVendorCap',
@@ -93,7 +94,7 @@ describe('setVendorLimit: what is written', () => {
         ],
       },
     ]);
-    expect(setVendorLimit(change({ limitMicros: usd(800) }), reads({ open }), proofs).ops[0]).toMatchObject({ backfill: [{ windowKey: 'd:2025-01-15' }, {}, {}] });
+    expect(setVendorLimit(change({ limitMicros: usd(800) }), reads({ inWindow: open }), proofs).ops[0]).toMatchObject({ backfill: [{ windowKey: 'd:2025-01-15' }, {}, {}] });
   });
 
   it('backfillOf: the reservations a new cap counts are those of the window in force; a removal counts none', () => {

@@ -1,0 +1,47 @@
+/**
+ * The WHERE clauses of the admin listings (`runcap reservations`, `runcap audit`), written once for
+ * every storage: each filter the caller gave becomes one condition on plain columns. A storage says
+ * how its dialect binds a value and a list (Params: SQLite `?` and `IN (?, ?)`, PostgreSQL `$n` and
+ * `= ANY($n::text[])`) and keeps its own ORDER BY and collation.
+ */
+import type { AuditQuery, ReservationFilter } from '../types.js';
+
+/** The values of one statement, bound as a dialect writes them. */
+export interface Params {
+  /** in the order bound */
+  readonly values: unknown[];
+  /** Binds a value; returns its placeholder. */
+  param(v: unknown): string;
+  /** `column` is one of these texts, as a condition. */
+  oneOf(column: string, values: readonly string[]): string;
+}
+
+/** `WHERE a AND b`, or nothing when no condition was asked for. */
+function where(conditions: readonly string[]): string {
+  return conditions.length ? `WHERE ${conditions.join(' AND ')}` : '';
+}
+
+/** The WHERE clause of listReservations, its values bound on `p`. */
+export function reservationsWhere(f: ReservationFilter, p: Params): string {
+  const c: string[] = [];
+  if (f.states?.length) c.push(p.oneOf('state', f.states));
+  if (f.estimatedOnly) c.push('estimated = 1 AND corrected = 0');
+  if (f.keyId) c.push(`key_id = ${p.param(f.keyId)}`);
+  if (f.releasedBy) c.push(`released_by = ${p.param(f.releasedBy)}`);
+  if (f.createdSince !== undefined) c.push(`created_at >= ${p.param(f.createdSince)}`);
+  if (f.hasVendorRef) c.push('vendor_ref IS NOT NULL');
+  return where(c);
+}
+
+/**
+ * The WHERE clause of queryAudit and the placeholder of its LIMIT, bound on `p` in that order. A
+ * label matches itself and every label below it (`root` finds `root/a`): its LIKE wildcards are escaped.
+ */
+export function auditWhere(q: AuditQuery, p: Params): { where: string; limit: string } {
+  const c: string[] = [];
+  if (q.keyId) c.push(`key_id = ${p.param(q.keyId)}`);
+  if (q.label) c.push(`(label = ${p.param(q.label)} OR label LIKE ${p.param(`${q.label.replace(/[!%_]/g, '!$&')}/%`)} ESCAPE '!')`);
+  if (q.since !== undefined) c.push(`at >= ${p.param(q.since)}`);
+  if (q.until !== undefined) c.push(`at < ${p.param(q.until)}`);
+  return { where: where(c), limit: p.param(q.limit ?? 1_000_000) };
+}
