@@ -110,8 +110,8 @@ describe('every ancestor rule applies to a child', () => {
     expect(new Set((await t.ledger.queryAudit({ label: 'root' })).map((r) => r.label))).toEqual(new Set(['root', 'root/a', 'root/b', 'root/a/aa']));
   });
 
-  it('--label matches the label and those below it, a _ or % in it taken as it is', async () => {
-    for (const label of ['a_b', 'axb']) {
+  it('--label matches the label and those below it to the letter: a _ or % in it taken as it is, case kept', async () => {
+    for (const label of ['a_b', 'axb', 'Root', 'root']) {
       const k = await issue(t.ledger, label, { allow: ['*'], may_delegate: true });
       await issue(t.ledger, 'c', { allow: ['*'] }, { parent: k.key });
     }
@@ -119,6 +119,9 @@ describe('every ancestor rule applies to a child', () => {
     expect(await labels('a_b')).toEqual(new Set(['a_b', 'a_b/c']));
     expect(await labels('a%')).toEqual(new Set());
     expect(await labels('a')).toEqual(new Set());
+    // the storages agree: SQLite's LIKE would have matched root/c for Root
+    expect(await labels('Root')).toEqual(new Set(['Root', 'Root/c']));
+    expect(await labels('ROOT')).toEqual(new Set());
   });
 
   it("an ancestor's rate counts the calls of all its descendants", async () => {

@@ -35,12 +35,17 @@ export function reservationsWhere(f: ReservationFilter, p: Params): string {
 
 /**
  * The WHERE clause of queryAudit and the placeholder of its LIMIT, bound on `p` in that order. A
- * label matches itself and every label below it (`root` finds `root/a`): its LIKE wildcards are escaped.
+ * label matches itself and every label below it (`root` finds `root/a`), to the letter: compared by
+ * prefix, not LIKE, which SQLite matches without regard to ASCII case and PostgreSQL with it.
  */
 export function auditWhere(q: AuditQuery, p: Params): { where: string; limit: string } {
   const c: string[] = [];
   if (q.keyId) c.push(`key_id = ${p.param(q.keyId)}`);
-  if (q.label) c.push(`(label = ${p.param(q.label)} OR label LIKE ${p.param(`${q.label.replace(/[!%_]/g, '!$&')}/%`)} ESCAPE '!')`);
+  if (q.label) {
+    const below = `${q.label}/`;
+    // both engines count substr's length in characters (code points), as the spread does
+    c.push(`(label = ${p.param(q.label)} OR substr(label, 1, ${p.param([...below].length)}) = ${p.param(below)})`);
+  }
   if (q.since !== undefined) c.push(`at >= ${p.param(q.since)}`);
   if (q.until !== undefined) c.push(`at < ${p.param(q.until)}`);
   return { where: where(c), limit: p.param(q.limit ?? 1_000_000) };
