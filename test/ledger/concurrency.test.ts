@@ -282,6 +282,7 @@ describe.skipIf(!onPostgres)('the workers’ connections terminated mid-run (Pos
         releaseRetries: number;
         lateOk: number;
         lateCodes: Record<string, number>;
+        lateMessages: string[];
       }>(
         Array.from({ length: 4 }, (_, i) => ({ id: i, mode: 'survive' as const, ...where(ledger), key, ops: 0, calmFile, lateOps: LATE })),
         // the first call makes every cut, then lets the workers know the cutting is over
@@ -305,7 +306,7 @@ describe.skipIf(!onPostgres)('the workers’ connections terminated mid-run (Pos
       expect(Object.keys(codes)).toEqual(['LEDGER_UNAVAILABLE']);
       for (const r of results) expect(r.mainOps).toBeGreaterThan(0);
       // after the cuts, every worker's calls go through again on the pool's fresh connections
-      expect(results.map((r) => [r.lateOk, r.lateCodes])).toEqual(Array(4).fill([LATE, {}]));
+      expect(results.map((r) => [r.lateOk, r.lateCodes, r.lateMessages])).toEqual(Array(4).fill([LATE, {}, []]));
 
       const rows = await t.sql<{ id: string; state: string; estimate: number }>('SELECT id, state, estimate FROM reservations WHERE key_id = ?', info.id);
       const state = new Map(rows.map((r) => [r.id, r.state]));

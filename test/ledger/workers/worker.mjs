@@ -183,15 +183,20 @@ async function survive(key) {
   }
   const mainOps = i;
   const lateCodes = {};
+  // what a late call was told, so that a failure here says why
+  const lateMessages = [];
   let lateOk = 0;
   for (let j = 0; j < job.lateOps; j++, i++) {
     const d = await authorize(i);
     if (d.allowed) {
       lateOk++;
       allowedIds.push(d.reservationId);
-    } else lateCodes[d.code] = (lateCodes[d.code] ?? 0) + 1;
+    } else {
+      lateCodes[d.code] = (lateCodes[d.code] ?? 0) + 1;
+      if (lateMessages.length < 3) lateMessages.push(d.message);
+    }
   }
-  return { mainOps, allowedIds, releasedIds, codes, retryCodes, releaseRetries, lateOk, lateCodes };
+  return { mainOps, allowedIds, releasedIds, codes, retryCodes, releaseRetries, lateOk, lateCodes, lateMessages };
 }
 
 let key = job.key;
