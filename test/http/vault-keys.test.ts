@@ -4,9 +4,12 @@
  * in and a Response out. Every answer and log line is recorded for the leak scan of the home's
  * cleanup (no vault-key secret but a new child's in the answer that issued it, no vendor credential).
  */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { RouteContext } from '../../src/http/route.js';
 import { vaultKeysRoute } from '../../src/http/vault-keys.js';
+import { CHILD_BODY_FIELDS } from '../../src/http/vault-keys-body.js';
 import { forbidKey, recordedCount, recordText, secretsIn, setupHome, type Home } from '../helpers/e2e.js';
 
 const BASE = 'http://127.0.0.1:8787';
@@ -376,4 +379,14 @@ describe('the rest of the family', () => {
     expect(log).not.toContain(childSecret);
     expect(recordedCount()).toBeGreaterThan(answers.length);
   });
+});
+
+it("the README's table of the body names every field POST /vault/keys accepts, and no other", () => {
+  const readme = readFileSync(resolve(import.meta.dirname, '../../README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('**The body of `POST /vault/keys`**'), readme.indexOf('**Errors** are'));
+  const documented = section
+    .split('\n')
+    .filter((l) => l.startsWith('| `'))
+    .flatMap((l) => [...l.split('|')[1]!.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]!));
+  expect(documented.sort()).toEqual([...CHILD_BODY_FIELDS].sort());
 });
