@@ -12,6 +12,8 @@ export interface Refusal {
   status: number;
   code: ErrorCode;
   message: string;
+  /** what it is counted as in GET /healthz, when the error names it (`details.counted`) */
+  counted?: string;
 }
 
 /**
@@ -39,7 +41,8 @@ export function refusalOf(err: unknown): Refusal {
   if (!isRuncapError(err)) return { status: 503, code: 'LEDGER_UNAVAILABLE', message: 'the ledger could not answer; nothing was changed' };
   const kind = err.details.refusal as ChildRefusal | undefined;
   const status = (kind !== undefined ? REFUSAL_STATUS[kind] : undefined) ?? STATUS[err.code] ?? 400;
-  return { status, code: err.code, message: err.message };
+  const counted = typeof err.details.counted === 'string' ? { counted: err.details.counted } : {};
+  return { status, code: err.code, message: err.message, ...counted };
 }
 
 const NO_STORE = { 'cache-control': 'no-store' };

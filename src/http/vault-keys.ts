@@ -5,9 +5,10 @@
  * (`DELETE /vault/keys/{id}`) keys of its own subtree — itself and its descendants. A key outside
  * that subtree is answered exactly like one that does not exist.
  *
- * Every refusal is counted through ctx.refused under its code, never audited here one row per
- * request (issueChildKey audits its own refusals, bounded). The bearer is resolved, read-only,
- * before anything is asked of the ledger that writes, so an unknown or dead key writes nothing.
+ * Every refusal is counted through ctx.refused (a bad bearer as /mcp counts it, the rest as
+ * vault_keys_<code>), never audited here one row per request (issueChildKey audits its own
+ * refusals, bounded). The bearer is resolved, read-only, before anything is asked of the ledger
+ * that writes, so an unknown or dead key writes nothing.
  */
 import { isRuncapError, RuncapError } from '../policy/codes.js';
 import { parseKey } from '../ledger/secrets.js';
@@ -84,9 +85,15 @@ async function revoke(id: string, reason: string | null, ctx: RouteContext): Pro
  * said); 403 when it is revoked or expired (a new sign-in would not help).
  */
 async function bearerKey(ctx: RouteContext): Promise<KeyInfo> {
-  if (ctx.bearer === undefined) throw new RuncapError('KEY_INVALID', 'send the vault key as Authorization: Bearer vk_…');
-  if (!parseKey(ctx.bearer)) throw new RuncapError('KEY_INVALID', 'the bearer token is not a vault key (vk_<id>_<secret>)');
-  return ctx.guard.ledger.resolveKey(ctx.bearer);
+  // counted as /mcp counts them: a flood of bad keys reads the same in /healthz whichever route it hits
+  if (ctx.bearer === undefined) throw new RuncapError('KEY_INVALID', 'send the vault key as Authorization: Bearer vk_…', { counted: 'missing_key' });
+  if (!parseKey(ctx.bearer)) throw new RuncapError('KEY_INVALID', 'the bearer token is not a vault key (vk_<id>_<secret>)', { counted: 'malformed_key' });
+  try {
+    return await ctx.guard.ledger.resolveKey(ctx.bearer);
+  } catch (err) {
+    if (isRuncapError(err) && err.code === 'KEY_INVALID') throw new RuncapError('KEY_INVALID', err.message, { counted: 'unknown_key' });
+    throw err;
+  }
 }
 
 /** The key `id` if it is the caller or below it; otherwise NOT_FOUND, the same words whether it exists or not. */
@@ -134,8 +141,9 @@ function methodNotAllowed(ctx: RouteContext, method: string, path: string, allow
   return refuse(ctx, { status: 405, code: 'INVALID_INPUT', message: `${method.slice(0, 16)} ${path} is not answered; use ${allow.join(' or ')}` }, { allow: allow.join(', ') });
 }
 
+/** The answer to a refused request, counted under its reason: `vault_keys_<code>` unless the error names one. */
 function refuse(ctx: RouteContext, r: Refusal, headers: Record<string, string> = {}): Response {
-  ctx.refused(r.code);
+  ctx.refused(r.counted ?? `vault_keys_${r.code.toLowerCase()}`);
   return errorResponse(r, headers);
 }
 

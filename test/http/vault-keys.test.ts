@@ -204,7 +204,7 @@ describe('POST /vault/keys', () => {
     const audit = (await h.guard.ledger.queryAudit({})).slice(auditBefore);
     expect(audit.every((r) => r.event === 'denied' && r.code === 'INVALID_INPUT')).toBe(true);
     expect(audit.length).toBeLessThanOrEqual(3);
-    expect(refusals).toEqual(cases.map(() => 'INVALID_INPUT'));
+    expect(refusals).toEqual(cases.map(() => 'vault_keys_invalid_input'));
   });
 
   it('narrows only: a wider child, one that outlives its parent, or a bearer that may not delegate is 403; max children reached is 409', async () => {
@@ -228,7 +228,7 @@ describe('POST /vault/keys', () => {
     // the first child may not delegate (the default): it cannot issue a grandchild
     const run = await h.issue('plain-run', { allow: ['stripe.*'], caps: [{ window: 'total', usd_micros: 5 * USD }] });
     expectError(await call('POST', '/vault/keys', { bearer: run.key, body: { label: 'sub', cap_total_usd: 1 } }), 403, 'ACTION_NOT_ALLOWED', /may not delegate/);
-    expect(refusals).toEqual(['INVALID_INPUT', 'INVALID_INPUT', 'INVALID_INPUT', 'INVALID_INPUT', 'INVALID_INPUT', 'INVALID_INPUT', 'ACTION_NOT_ALLOWED']);
+    expect(refusals).toEqual([...Array(6).fill('vault_keys_invalid_input'), 'vault_keys_action_not_allowed']);
   });
 });
 
@@ -247,7 +247,8 @@ describe('the bearer', () => {
         expect(a.headers.get('www-authenticate')).toBe('Bearer');
       }
     }
-    expect(refusals).toEqual(Array(15).fill('KEY_INVALID'));
+    // counted as /mcp counts them
+    expect(refusals).toEqual(['missing_key', 'malformed_key', 'malformed_key', 'unknown_key', 'unknown_key'].flatMap((r) => [r, r, r]));
     expect(await auditCount()).toBe(auditBefore);
     expect(await keyCount()).toBe(keysBefore);
     expect((await h.guard.ledger.getKey(parent.id)).status).toBe('active');
@@ -266,7 +267,7 @@ describe('the bearer', () => {
         expect(a.headers.get('www-authenticate')).toBeNull();
       }
     }
-    expect(refusals).toEqual(['KEY_REVOKED', 'KEY_REVOKED', 'KEY_EXPIRED', 'KEY_EXPIRED']);
+    expect(refusals).toEqual(['vault_keys_key_revoked', 'vault_keys_key_revoked', 'vault_keys_key_expired', 'vault_keys_key_expired']);
   });
 });
 
