@@ -1,9 +1,10 @@
 /**
- * JSON answers of the key API: bodies in snake_case, errors as `{ "error": { "code", "message" } }`
- * with runcap's codes, and the one table from a code to its HTTP status.
+ * The key API's errors: `{ "error": { "code", "message" } }` with runcap's codes, and the one table
+ * from a code to its HTTP status.
  */
 import { isRuncapError, type RuncapError } from '../policy/codes.js';
 import type { ChildRefusal } from '../ledger/types.js';
+import { jsonAnswer } from './answers.js';
 
 export type ErrorCode = RuncapError['code'];
 
@@ -45,16 +46,10 @@ export function refusalOf(err: unknown): Refusal {
   return { status, code: err.code, message: err.message, ...counted };
 }
 
-const NO_STORE = { 'cache-control': 'no-store' };
-
-export function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...NO_STORE, ...headers } });
-}
-
 export function errorResponse(r: Refusal, headers: Record<string, string> = {}): Response {
   // RFC 6750: a request without usable credentials is told which scheme to use
   const auth: Record<string, string> = r.status === 401 ? { 'www-authenticate': 'Bearer' } : {};
-  return jsonResponse(r.status, { error: { code: r.code, message: maskKeys(r.message) } }, { ...auth, ...headers });
+  return jsonAnswer(r.status, { error: { code: r.code, message: maskKeys(r.message) } }, { ...auth, ...headers });
 }
 
 /**

@@ -14,7 +14,8 @@ import { isRuncapError, RuncapError } from '../policy/codes.js';
 import { parseKey } from '../ledger/secrets.js';
 import type { KeyInfo } from '../ledger/types.js';
 import type { Route, RouteContext } from './route.js';
-import { errorResponse, jsonResponse, refusalOf, type Refusal } from './json.js';
+import { jsonAnswer } from './answers.js';
+import { errorResponse, refusalOf, type Refusal } from './json.js';
 import { budgetJson, issuedJson, keyJson } from './key-json.js';
 import { childInputOf, parseChildBody } from './vault-keys-body.js';
 
@@ -60,14 +61,14 @@ async function issue(request: Request, ctx: RouteContext): Promise<Response> {
   const body = parseChildBody(await jsonBody(request));
   const issued = await ctx.guard.ledger.issueChildKey(ctx.bearer!, childInputOf(body, issuerName(parent, 'POST /vault/keys')));
   ctx.log(`vault-keys: ${parent.id} issued ${issued.info.id} (${issued.info.label})`);
-  return jsonResponse(201, issuedJson(issued), { location: `${COLLECTION}/${issued.info.id}` });
+  return jsonAnswer(201, issuedJson(issued), { location: `${COLLECTION}/${issued.info.id}` });
 }
 
 /** GET /vault/keys/{id}: a key of the bearer's subtree, its policy and its budget. */
 async function show(id: string, ctx: RouteContext): Promise<Response> {
   const target = await inSubtree(await bearerKey(ctx), id, ctx);
   const budget = await ctx.guard.ledger.budget(target.id);
-  return jsonResponse(200, { ...keyJson(target), budget: budgetJson(budget) });
+  return jsonAnswer(200, { ...keyJson(target), budget: budgetJson(budget) });
 }
 
 /** DELETE /vault/keys/{id}: the key and everything below it; each stops at its next call. */
@@ -77,7 +78,7 @@ async function revoke(id: string, reason: string | null, ctx: RouteContext): Pro
   const target = await inSubtree(caller, id, ctx);
   const { revoked } = await ctx.guard.ledger.revokeKey(target.id, { by: issuerName(caller, 'DELETE /vault/keys'), reason: reason ?? 'revoked through the key API' });
   ctx.log(`vault-keys: ${caller.id} revoked ${revoked.join(', ')}`);
-  return jsonResponse(200, { revoked });
+  return jsonAnswer(200, { revoked });
 }
 
 /**
