@@ -21,7 +21,7 @@ import { childInputOf, parseChildBody } from './vault-keys-body.js';
 
 const COLLECTION = '/vault/keys';
 const ONE_KEY = /^\/vault\/keys\/([^/]+)$/;
-/** the key a DELETE names may carry a reason into the audit log: ?reason=… */
+/** the longest ?reason=… a DELETE may write into the audit log */
 const MAX_REASON = 200;
 
 export const vaultKeysRoute: Route = {
