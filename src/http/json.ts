@@ -48,7 +48,7 @@ export function refusalOf(err: unknown): Refusal {
 
 export function errorResponse(r: Refusal, headers: Record<string, string> = {}): Response {
   // RFC 6750: a request without usable credentials is told which scheme to use
-  const auth: Record<string, string> = r.status === 401 ? { 'www-authenticate': 'Bearer' } : {};
+  const auth: Record<string, string> = r.status === 401 ? { 'WWW-Authenticate': 'Bearer realm="runcap"' } : {};
   return jsonAnswer(r.status, { error: { code: r.code, message: maskKeys(r.message) } }, { ...auth, ...headers });
 }
 

@@ -4,6 +4,7 @@
  * audit one row per request, and reaches nothing (no vendor request, no reservation).
  */
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { posts, serverEnv, setupHome, textOf, type Home } from '../helpers/e2e.js';
 import { connectHttp, mcpPost, request, startHttpServer, type HttpServed } from '../helpers/http.js';
@@ -82,6 +83,21 @@ describe('requests refused before any tool runs', () => {
     expect(posts(h.sim, 'stripe').length).toBe(vendorBefore);
     expect(await h.guard.ledger.listReservations({})).toEqual([]);
   });
+
+  it('a client that sends its headers too slowly is cut off (10 s), not waited for', async () => {
+    const { port } = new URL(server.url);
+    const started = Date.now();
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write('POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n'));
+      let got = '';
+      socket.on('data', (d) => (got += d.toString()));
+      socket.on('close', () => resolve(got));
+      socket.on('error', reject);
+      setTimeout(() => reject(new Error('still open after 20 s')), 20_000).unref();
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 408/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(9_000);
+  }, 30_000);
 
   it('/healthz answers liveness and counts only', async () => {
     const r = await request(new URL('/healthz', server.url).href);

@@ -244,7 +244,7 @@ describe('the bearer', () => {
       for (const [method, path] of [['POST', '/vault/keys'], ['GET', `/vault/keys/${parent.id}`], ['DELETE', `/vault/keys/${parent.id}`]] as const) {
         const a = await call(method, path, { bearer, body: method === 'POST' ? { label: 'r', cap_total_usd: 1 } : undefined });
         expectError(a, 401, 'KEY_INVALID');
-        expect(a.headers.get('www-authenticate')).toBe('Bearer');
+        expect(a.headers.get('www-authenticate')).toBe('Bearer realm="runcap"');
       }
     }
     // counted as /mcp counts them
