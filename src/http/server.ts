@@ -184,7 +184,8 @@ async function listen(
     process.exit(0);
   };
   const stop = (signal: (typeof STOP_SIGNALS)[number]) => {
-    if (closing && !stopping.signal.aborted) {
+    if (!closing) log(`${signal}: taking no new requests`);
+    else if (!stopping.signal.aborted) {
       if (toolCalls.size > 0) log(`${signal} again: abandoning ${toolCalls.size} call(s) in flight (each is recorded as uncertain)`);
       stopping.abort(new Error(`runcap serve received ${signal} twice`));
     }
