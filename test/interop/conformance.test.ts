@@ -119,6 +119,7 @@ describe('the official MCP conformance suite against runcap serve --http', () =>
       rmSync(out, { recursive: true, force: true });
     }
   });
+
   async function refusedCounts(): Promise<Record<string, number>> {
     const r = await request(new URL('/healthz', server.url).href);
     return (JSON.parse(r.text) as { refused: Record<string, number> }).refused;
