@@ -2,12 +2,13 @@
 import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import { checkRootKeyInput } from '../ledger/sqlite/ledger.js';
-import type { Budget, CapStatus, ChildKeyInput, KeyInfo } from '../ledger/types.js';
+import type { ChildKeyInput } from '../ledger/types.js';
 import type { Cap, PolicyInput } from '../policy/schema.js';
 import { RuncapError } from '../policy/codes.js';
 import { DEFAULT_MAX_CHILDREN } from '../policy/schema.js';
 import { proveAtTerminal } from './human.js';
-import { askHidden, inert, isoTime, localTime, osUser, printJson, printTable, readStdinLine, usd, usdField, UsageError } from './io.js';
+import { keyJson, budgetJson } from '../http/key-json.js';
+import { askHidden, inert, isoTime, localTime, osUser, printJson, printTable, readStdinLine, usd, UsageError } from './io.js';
 import { isKeyId } from '../ledger/secrets.js';
 import { collect, countOption, durationOption, listOption, maxCallsOption, nameOption, rateOption, usdOption, type MaxCalls } from './options.js';
 
@@ -66,48 +67,6 @@ function policyFromOptions(o: IssueOptions): ChildKeyInput['policy'] {
     ...(session ? { session } : {}),
   };
 }
-
-function keyJson(k: KeyInfo) {
-  return {
-    id: k.id,
-    label: k.label,
-    status: k.status,
-    issued_by: k.issuedBy,
-    parent: k.parentId,
-    session: k.isSession,
-    created_at: isoTime(k.createdAt),
-    expires_at: isoTime(k.expiresAt),
-    revoked_at: isoTime(k.revokedAt),
-    revoked_reason: k.revokedReason,
-    policy: k.policy,
-  };
-}
-
-/** One cap of `keys show --json`: every field present (null when it does not apply), micros beside USD strings. */
-const capJson = (c: CapStatus) => ({
-  scope: c.scope,
-  window: c.window,
-  action: c.action ?? null,
-  limit_micros: c.limitMicros ?? null,
-  limit_usd: usdField(c.limitMicros),
-  limit_calls: c.limitCalls ?? null,
-  settled_micros: c.settledMicros,
-  settled_usd: usdField(c.settledMicros),
-  pending_micros: c.pendingMicros,
-  pending_usd: usdField(c.pendingMicros),
-  uncertain_micros: c.uncertainMicros,
-  uncertain_usd: usdField(c.uncertainMicros),
-  calls: c.calls,
-  remaining_micros: c.remainingMicros ?? null,
-  remaining_usd: usdField(c.remainingMicros),
-  remaining_calls: c.remainingCalls ?? null,
-});
-
-const budgetJson = (b: Budget) => ({
-  remaining_micros: b.remainingMicros ?? null,
-  remaining_usd: usdField(b.remainingMicros),
-  caps: b.caps.map(capJson),
-});
 
 export function registerKeysCommands(program: Command): void {
   const keys = program.command('keys').description('issue, list, show and revoke vault keys');
