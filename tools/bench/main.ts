@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark of BENCHMARKS.md in one run, each timing
  * next to a baseline measured in the same run (these machines are shared and
  * noisy). Markdown on stdout, progress on stderr. Options:
- *   --only a,b   run only these sections: guard, mcp, contention, size, cold, postgres
+ *   --only a,b   run only these sections: guard, mcp, contention, size, cold, postgres, http
  *                (postgres: on RUNCAP_BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test)
  *   --out FILE   also write the raw results as JSON
  *   --quick      fewer iterations (a smoke run, not for publishing)
@@ -19,8 +19,9 @@ import { AgainstRefused, loadBaseBuild } from './lib/base-build.js';
 import { assertBuilt } from './lib/paths.js';
 import { mcpMarkdown, runMcpRoundTrip } from './mcp-roundtrip.js';
 import { postgresMarkdown, PostgresUnreachable, runPostgres } from './postgres.js';
+import { httpMarkdown, runHttp } from './http.js';
 
-const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold', 'postgres'] as const;
+const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold', 'postgres', 'http'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** A wrong command line: reported by its message alone. */
@@ -113,6 +114,12 @@ async function main(): Promise<void> {
       results.postgres = { skipped: err.message };
       out.push('### 7. PostgreSQL ledger (issue 12)', '', `Skipped: ${err.message}.`, '');
     }
+  }
+  if (want('http')) {
+    log('8 MCP over HTTP');
+    const r = await runHttp(q ? { calls: 60, warmup: 10, agents: 10, capUsd: 20 } : {});
+    results.http = r;
+    out.push(httpMarkdown(r), '');
   }
   results.totalSeconds = (performance.now() - t0) / 1000;
   results.loadAfter = load();

@@ -1,5 +1,5 @@
-/** An MCP client over stdio to a spawned server, exactly as an agent host connects. */
-import { Client } from '@modelcontextprotocol/client';
+/** MCP clients to a spawned server, over stdio or HTTP, exactly as an agent host connects. */
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 
 export interface Connected {
@@ -36,4 +36,12 @@ export function textOf(result: { content?: unknown }): string {
 export function codeOf(result: { content?: unknown; isError?: unknown }): string | undefined {
   if (!result.isError) return undefined;
   return /^([A-Z_]+):/.exec(textOf(result))?.[1];
+}
+
+/** An MCP client over Streamable HTTP with its vault key as bearer token, as Claude Code's `"type": "http"` connects. */
+export async function connectHttp(url: string, key: string, name = 'runcap-bench', era: 'legacy' | '2026-07-28' = 'legacy'): Promise<Connected> {
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${key}` } } });
+  const client = new Client({ name, version: '0.0.0' }, { versionNegotiation: { mode: era === 'legacy' ? 'legacy' : { pin: era } } });
+  await client.connect(transport);
+  return { client, pid: -1, stderr: () => '', close: () => client.close().catch(() => {}) };
 }
