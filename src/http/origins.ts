@@ -16,6 +16,8 @@ export interface OriginPolicy {
   origins: Set<string>;
   /** the domains of the certificate's wildcard names (`*.example.com` → `.example.com`): one label more matches */
   wildcards: string[];
+  /** this server's scheme and port as a URL spells them (an Origin under a wildcard must carry them) */
+  self: { protocol: string; port: string };
 }
 
 /**
@@ -38,7 +40,7 @@ export function originPolicy(opts: { bound: string; port: number; scheme: 'http'
   const defaultPort = opts.scheme === 'https' ? 443 : 80;
   const at = (h: string) => `${opts.scheme}://${h}${opts.port === defaultPort ? '' : `:${opts.port}`}`;
   const origins = new Set([...own.map(at), ...allowed]);
-  return { hostnames, origins, wildcards };
+  return { hostnames, origins, wildcards, self: { protocol: `${opts.scheme}:`, port: opts.port === defaultPort ? '' : String(opts.port) } };
 }
 
 /**
@@ -89,11 +91,7 @@ function ownWildcardOrigin(origin: string, policy: OriginPolicy): boolean {
   } catch {
     return false;
   }
-  if (url.origin !== origin || !matchesWildcard(url.hostname, policy.wildcards)) return false;
-  return [...policy.origins].some((own) => {
-    const o = new URL(own);
-    return o.protocol === url.protocol && o.port === url.port;
-  });
+  return url.origin === origin && url.protocol === policy.self.protocol && url.port === policy.self.port && matchesWildcard(url.hostname, policy.wildcards);
 }
 
 /** 0.0.0.0 or :: — every address of the machine, loopback included. */

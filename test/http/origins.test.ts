@@ -38,6 +38,10 @@ describe('originPolicy', () => {
 
   it('an Origin is one of those names with this scheme and port', () => {
     const host = 'runcap.internal:8443';
+    // an allowed origin on the default port does not lend its port to the wildcard's names
+    const allowing = originPolicy({ bound: '0.0.0.0', port: 8443, scheme: 'https', allowOrigins: ['https://ops.example'], certNames: names });
+    expect(originRefusal({ host, origin: 'https://a.fleet.test' }, allowing)).toBe('origin');
+    expect(originRefusal({ host, origin: 'https://ops.example' }, allowing)).toBeUndefined();
     for (const origin of ['https://runcap.internal:8443', 'https://a.fleet.test:8443']) expect(originRefusal({ host, origin }, wildcard), origin).toBeUndefined();
     for (const origin of ['http://runcap.internal:8443', 'https://runcap.internal', 'https://a.fleet.test:9000', 'https://a.b.fleet.test:8443', 'https://evil.example']) expect(originRefusal({ host, origin }, wildcard), origin).toBe('origin');
   });
