@@ -14,6 +14,8 @@ const SQLITE_ONLY = [
   'test/ledger/postgres-connect.test.ts',
   // makes its own PostgreSQL schema for its two hosts whatever the project: it would run twice
   'test/e2e/fleet.test.ts',
+  // the Host and Origin policy: no storage at all
+  'test/http/origins.test.ts',
 ];
 
 const shared = {

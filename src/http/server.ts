@@ -21,7 +21,7 @@ import { jsonAnswer } from './answers.js';
 import { healthzRoute } from './healthz.js';
 import { mcpRoute } from './mcp-route.js';
 import { BodyTooLarge, readBody, sendWebResponse, toWebRequest } from './node-io.js';
-import { isLoopback, originPolicy, originRefusal, parseAllowedOrigin } from './origins.js';
+import { certificateNames, isLoopback, originPolicy, originRefusal, parseAllowedOrigin } from './origins.js';
 import { Refusals } from './refusals.js';
 import type { Route, RouteContext } from './route.js';
 import { Runs } from './runs.js';
@@ -84,7 +84,8 @@ export async function serveHttp(opts: HttpServeOptions): Promise<void> {
   }
 }
 
-function tlsOptions(opts: HttpServeOptions): { cert: Buffer; key: Buffer } | undefined {
+/** The certificate and key to serve, and the names the certificate is valid for (the Host names clients reach it by). */
+function tlsOptions(opts: HttpServeOptions): { cert: Buffer; key: Buffer; names: string[] } | undefined {
   if (!opts.host) throw new RuncapError('INVALID_INPUT', '--host needs an address');
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65_535) throw new RuncapError('INVALID_INPUT', `--port ${opts.port}: a port number from 0 (any free port) to 65535`);
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new RuncapError('INVALID_INPUT', '--tls-cert and --tls-key go together');
@@ -96,17 +97,27 @@ function tlsOptions(opts: HttpServeOptions): { cert: Buffer; key: Buffer } | und
     }
     return undefined;
   }
+  let cert: Buffer;
+  let key: Buffer;
   try {
-    return { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey!) };
+    cert = readFileSync(opts.tlsCert);
+    key = readFileSync(opts.tlsKey!);
   } catch (err) {
     throw new RuncapError('INVALID_INPUT', `cannot read the TLS certificate or key: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+  let names: string[];
+  try {
+    names = certificateNames(cert);
+  } catch {
+    throw new RuncapError('INVALID_INPUT', `--tls-cert ${opts.tlsCert} is not a PEM certificate`);
+  }
+  return { cert, key, names };
 }
 
 async function listen(
   guard: Guard,
   vendors: VendorRuntime,
-  opts: HttpServeOptions & { allowOrigins: string[]; tls: { cert: Buffer; key: Buffer } | undefined; log: (line: string) => void },
+  opts: HttpServeOptions & { allowOrigins: string[]; tls: { cert: Buffer; key: Buffer; names: string[] } | undefined; log: (line: string) => void },
 ): Promise<void> {
   const { log } = opts;
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
@@ -124,7 +135,7 @@ async function listen(
   ];
 
   const scheme = opts.tls || opts.behindTlsProxy ? 'https' : 'http';
-  let policy = originPolicy({ bound: opts.host, port: opts.port, scheme, allowOrigins: opts.allowOrigins });
+  let policy = originPolicy({ bound: opts.host, port: opts.port, scheme, allowOrigins: opts.allowOrigins, certNames: opts.tls?.names ?? [] });
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     void requests.track(answer(req, res)).catch((err: unknown) => {
       log(`internal error answering ${req.method} ${req.url?.split('?')[0]}: ${vendors.scrub(err instanceof Error ? err.message : String(err))}`);
@@ -157,7 +168,7 @@ async function listen(
 
   // node checks the two timeouts every connectionsCheckingInterval (30 s by default): once a second holds them to within it
   const serverOptions = { connectionsCheckingInterval: 1_000 };
-  const server: Server = opts.tls ? createHttpsServer({ ...serverOptions, ...opts.tls }, onRequest) : createHttpServer(serverOptions, onRequest);
+  const server: Server = opts.tls ? createHttpsServer({ ...serverOptions, cert: opts.tls.cert, key: opts.tls.key }, onRequest) : createHttpServer(serverOptions, onRequest);
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   // a whole request (a tool call waits for its vendor) may take the vendor deadline and a margin
   server.requestTimeout = vendors.timeoutMs + 30_000;
@@ -170,7 +181,7 @@ async function listen(
     });
   });
   const port = (server.address() as AddressInfo).port;
-  policy = originPolicy({ bound: opts.host, port, scheme, allowOrigins: opts.allowOrigins });
+  policy = originPolicy({ bound: opts.host, port, scheme, allowOrigins: opts.allowOrigins, certNames: opts.tls?.names ?? [] });
   const shown = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   log(`listening on ${opts.tls ? 'https' : 'http'}://${shown}:${port}/mcp${opts.behindTlsProxy ? ' (TLS ends in the proxy in front)' : ''}`);
 
