@@ -7,14 +7,14 @@
  * at once (recorded as uncertain) and then exits.
  */
 import { StdioServerTransport } from '@modelcontextprotocol/server/stdio';
-import { globMatches } from '../policy/glob.js';
 import { RuncapError } from '../policy/codes.js';
 import { isInitialized, loadConfig, resolveHome, type RuncapConfig } from '../config.js';
 import { openGuard, type Guard } from '../guard/index.js';
 import { VendorRuntime } from '../guard/vendors.js';
 import type { KeyInfo } from '../ledger/types.js';
 import { createServer } from './server.js';
-import type { ToolContext } from './context.js';
+import { chainAllows, type ToolContext } from './context.js';
+import { InFlight } from './inflight.js';
 
 export interface ServeOptions {
   env?: NodeJS.ProcessEnv;
@@ -50,7 +50,7 @@ export async function serve(opts: ServeOptions = {}): Promise<void> {
 }
 
 /** One line to stderr, or nothing once stderr is gone: logging never stops serve. */
-function stderrLog(line: string): void {
+export function stderrLog(line: string): void {
   if (process.stderr.destroyed || !process.stderr.writable) return;
   try {
     process.stderr.write(`runcap: ${line}\n`);
@@ -67,13 +67,11 @@ async function start(
   { home, config, env, presented, log }: { home: string; config: RuncapConfig; env: NodeJS.ProcessEnv; presented: string; log: (line: string) => void },
 ): Promise<void> {
   const presentedInfo: KeyInfo = await guard.ledger.resolveKey(presented);
-  const chainOf = async (info: KeyInfo) => [...(await Promise.all(info.ancestors.map((id) => guard.ledger.getKey(id)))), info];
-  const allowedBy = (chain: KeyInfo[]) => (action: string) => chain.every((k) => k.policy.allow.some((g) => globMatches(g, action)));
 
   // Everything that can refuse the start is checked before anything is written (a session key) or
   // logged, so a refusal is exactly one stderr line.
   const vendors = new VendorRuntime({ home, config, env, log });
-  const presentedAllows = allowedBy(await chainOf(presentedInfo));
+  const presentedAllows = await chainAllows(guard, presentedInfo);
   for (const adapter of vendors.adapters()) {
     if (!presentedAllows(adapter.action)) continue;
     // A vendor the allowlist names outright must work; one reached only through `*` is simply not offered.
@@ -97,7 +95,7 @@ async function start(
   } else {
     log(`serving ${keyInfo.label} (${keyInfo.id}), expires ${new Date(keyInfo.expiresAt).toISOString()}`);
   }
-  const allows = allowedBy(await chainOf(keyInfo));
+  const allows = await chainAllows(guard, keyInfo);
 
   // Calls in flight when the host closes stdin still finish and settle (the vendor may have acted);
   // only then is the ledger closed. No timer cuts that short: every call ends by itself — its
@@ -107,12 +105,8 @@ async function start(
   // abandons every call in flight at once: each request is aborted and recorded as uncertain, in
   // milliseconds. Either way the process exits only after every call is recorded; exiting earlier
   // would leave a call authorized but unrecorded (pending, for reconcile to find once it goes stale).
-  const inflight = new Set<Promise<unknown>>();
-  const track = <T>(call: Promise<T>): Promise<T> => {
-    inflight.add(call);
-    void call.finally(() => inflight.delete(call)).catch(() => {});
-    return call;
-  };
+  const inflight = new InFlight();
+  const track = inflight.track;
   const stopping = new AbortController();
   let closing = false;
   const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log, track, stopSignal: stopping.signal, shuttingDown: () => closing };
@@ -123,7 +117,7 @@ async function start(
     closing = true;
     if (inflight.size > 0) log(`waiting for ${inflight.size} call(s) in flight to ${stopping.signal.aborted ? 'be recorded' : 'finish'}`);
     // tool calls that arrive while waiting (a host that signalled but kept stdin open) are refused, and waited for too
-    while (inflight.size > 0) await Promise.allSettled([...inflight]);
+    await inflight.drained();
     // one turn of the event loop for the SDK to write the last answers to a host still reading
     await new Promise((resolve) => setImmediate(resolve));
     await server.close().catch(() => {});

@@ -227,22 +227,7 @@ export async function startServer(env: Record<string, string>): Promise<Served> 
     stderr += d.toString();
   });
   recordText(`stderr of server #${n}`, () => stderr);
-  const client = new Client({ name: 'runcap-e2e', version: '0.0.0' });
-  // Record every tool result (and every error the client throws) for the leak scan.
-  const callTool = client.callTool.bind(client);
-  client.callTool = (async (...args: Parameters<Client['callTool']>) => {
-    const name = args[0].name;
-    try {
-      const r = await callTool(...args);
-      const child = name === 'delegate_key' && !r.isError ? (r.structuredContent as { key?: string } | undefined)?.key : undefined;
-      if (child) forbidKey(child, `child key from delegate_key on server #${n}`);
-      recordText(`${name} result on server #${n}`, JSON.stringify(r), child ? [child] : []);
-      return r;
-    } catch (err) {
-      recordText(`${name} error on server #${n}`, String((err as Error)?.message ?? err));
-      throw err;
-    }
-  }) as Client['callTool'];
+  const client = recordedClient(new Client({ name: 'runcap-e2e', version: '0.0.0' }), `server #${n}`);
   try {
     await client.connect(transport);
   } catch (err) {
@@ -254,6 +239,25 @@ export async function startServer(env: Record<string, string>): Promise<Served> 
     call: (name, args = {}) => client.callTool({ name, arguments: args }) as Promise<ToolResultLike>,
     close: () => client.close(),
   };
+}
+
+/** Records every tool result (and every error the client throws) for the leak scan. */
+export function recordedClient(client: Client, where: string): Client {
+  const callTool = client.callTool.bind(client);
+  client.callTool = (async (...args: Parameters<Client['callTool']>) => {
+    const name = args[0].name;
+    try {
+      const r = await callTool(...args);
+      const child = name === 'delegate_key' && !r.isError ? (r.structuredContent as { key?: string } | undefined)?.key : undefined;
+      if (child) forbidKey(child, `child key from delegate_key on ${where}`);
+      recordText(`${name} result on ${where}`, JSON.stringify(r), child ? [child] : []);
+      return r;
+    } catch (err) {
+      recordText(`${name} error on ${where}`, String((err as Error)?.message ?? err));
+      throw err;
+    }
+  }) as Client['callTool'];
+  return client;
 }
 
 /** Start several servers at once. */

@@ -20,14 +20,19 @@ afterEach(async () => {
   t = undefined;
 });
 
+/** Two ledgers on one schema (two hosts of a fleet) and `n` keys issued on it. */
+async function twoHostsWithKeys(n: number): Promise<{ tl: TestLedger; ledgers: PostgresLedger[]; keys: string[] }> {
+  const tl = (t = openTestLedger());
+  const other = tl.reopen() as PostgresLedger;
+  extra.push(other);
+  const keys: string[] = [];
+  for (let i = 0; i < n; i++) keys.push((await issue(tl.ledger, `k${i}`, { allow: ['*'] })).key);
+  return { tl, ledgers: [tl.ledger as PostgresLedger, other], keys };
+}
+
 describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (row locks)', () => {
   it('calls and settles of 8 separate keys on two ledgers at once: every call allowed, no deadlock, nothing retried, the audit verifies', async () => {
-    t = openTestLedger();
-    const other = t.reopen() as PostgresLedger;
-    extra.push(other);
-    const ledgers = [t.ledger as PostgresLedger, other];
-    const keys = [];
-    for (let i = 0; i < 8; i++) keys.push((await issue(t.ledger, `k${i}`, { allow: ['*'] })).key);
+    const { tl, ledgers, keys } = await twoHostsWithKeys(8);
     const answers: string[] = [];
     await Promise.all(
       keys.map(async (key, i) => {
@@ -41,8 +46,8 @@ describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (r
     );
     expect(answers.filter((a) => a !== 'ALLOWED')).toEqual([]);
     expect({ ...ledgers[0]!.retried, ...ledgers[1]!.retried }).toEqual({});
-    expect((await t.ledger.spend('vendor'))[0]).toMatchObject({ settledMicros: usd(200), pendingMicros: 0, calls: 200 });
-    expect((await t.ledger.verifyAudit()).problems).toEqual([]);
+    expect((await tl.ledger.spend('vendor'))[0]).toMatchObject({ settledMicros: usd(200), pendingMicros: 0, calls: 200 });
+    expect((await tl.ledger.verifyAudit()).problems).toEqual([]);
   });
 
   it('a settle that waited while a global cap was added counts in the new cap as the change counted it', async () => {
@@ -73,12 +78,7 @@ describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (r
   it('a global cap change under continuous calls from two hosts is not starved by them: it commits, and every call before and after it is counted in it', async () => {
     // PostgreSQL grants a share lock past a waiting exclusive one: without the gate, calls that keep
     // holding the caps shared hold a change off until its statement timeout (2 s here)
-    t = openTestLedger();
-    const other = t.reopen() as PostgresLedger;
-    extra.push(other);
-    const ledgers = [t.ledger as PostgresLedger, other];
-    const keys = [];
-    for (let i = 0; i < 8; i++) keys.push((await issue(t.ledger, `k${i}`, { allow: ['*'] })).key);
+    const { tl, ledgers, keys } = await twoHostsWithKeys(8);
     let calling = true;
     const answers: string[] = [];
     const callers = keys.map(async (key, i) => {
@@ -93,7 +93,7 @@ describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (r
       // the calls are under way on both hosts before the changes start
       while (answers.length < 40) await new Promise((r) => setTimeout(r, 5));
       for (const [n, limit] of [usd(100_000), usd(90_000), usd(80_000)].entries()) {
-        await (n % 2 ? other : t.ledger).setVendorLimit('stripe', 'daily', limit, 'alice', await humanProof(t.ledger, 'limits set'));
+        await ledgers[n % 2]!.setVendorLimit('stripe', 'daily', limit, 'alice', await humanProof(tl.ledger, 'limits set'));
         const before = answers.length;
         while (answers.length < before + 40) await new Promise((r) => setTimeout(r, 5));
       }
@@ -105,10 +105,10 @@ describe.skipIf(!onPostgres)('two hosts on one PostgreSQL ledger, interleaved (r
     // calls met the changes at the gate and went on after them, without a deadlock
     expect(ledgers[0]!.gateWaits.count + ledgers[1]!.gateWaits.count).toBeGreaterThan(0);
     expect({ ...ledgers[0]!.retried, ...ledgers[1]!.retried }).toEqual({});
-    const spent = (await t.ledger.spend('vendor'))[0]!;
-    const daily = (await t.ledger.budget((await t.ledger.listKeys())[0]!.id)).caps.find((c) => c.scope === 'vendor:stripe' && c.window === 'daily');
+    const spent = (await tl.ledger.spend('vendor'))[0]!;
+    const daily = (await tl.ledger.budget((await tl.ledger.listKeys())[0]!.id)).caps.find((c) => c.scope === 'vendor:stripe' && c.window === 'daily');
     expect(daily).toMatchObject({ limitMicros: usd(80_000), settledMicros: spent.settledMicros, pendingMicros: 0, calls: spent.calls });
-    expect((await t.ledger.verifyAudit()).problems).toEqual([]);
+    expect((await tl.ledger.verifyAudit()).problems).toEqual([]);
   });
 
   it('a change that died at the gate (its announcement left up) slows calls and stops none', async () => {

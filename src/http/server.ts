@@ -1,0 +1,201 @@
+/**
+ * `runcap serve --http`: one process serving many runs. Each request names its run with its
+ * vault key as a bearer token; the routes (/mcp, /vault/keys, /healthz) are Routes (route.ts).
+ * In front of every route: Host and Origin checked (DNS rebinding), the body bounded, slow
+ * clients timed out. Logs go to stderr only. On SIGTERM (or SIGINT, SIGHUP) it takes no new
+ * request, lets the calls in flight finish and settle (each bounded by its vendor deadline),
+ * closes the ledger and exits 0; a second signal abandons what is still in flight at once (each
+ * call recorded as uncertain), as stdio serve does on its first.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { isInitialized, loadConfig, resolveHome } from '../config.js';
+import { openGuard, type Guard } from '../guard/index.js';
+import { VendorRuntime } from '../guard/vendors.js';
+import { RuncapError } from '../policy/codes.js';
+import { InFlight } from '../mcp/inflight.js';
+import { stderrLog } from '../mcp/serve.js';
+import { jsonAnswer } from './answers.js';
+import { healthzRoute } from './healthz.js';
+import { mcpRoute } from './mcp-route.js';
+import { BodyTooLarge, readBody, sendWebResponse, toWebRequest } from './node-io.js';
+import { isLoopback, originPolicy, originRefusal, parseAllowedOrigin } from './origins.js';
+import { Refusals } from './refusals.js';
+import type { Route, RouteContext } from './route.js';
+import { Runs } from './runs.js';
+
+export interface HttpServeOptions {
+  host: string;
+  port: number;
+  allowOrigins?: readonly string[];
+  tlsCert?: string;
+  tlsKey?: string;
+  /** TLS ends in a proxy in front: the server still binds to loopback, and tells clients https */
+  behindTlsProxy?: boolean;
+  /** the largest request body taken, in bytes (default 1 MiB: a tool call's arguments are small) */
+  maxBodyBytes?: number;
+  env?: NodeJS.ProcessEnv;
+  log?: (line: string) => void;
+}
+
+const DEFAULT_MAX_BODY = 1024 * 1024;
+/** a client has this long to send its request headers */
+const HEADERS_TIMEOUT_MS = 10_000;
+/** an idle keep-alive connection is closed after this long */
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
+export async function serveHttp(opts: HttpServeOptions): Promise<void> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? stderrLog;
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
+  console.log = console.error;
+  console.info = console.error;
+  console.debug = console.error;
+
+  // Everything that can refuse the start is checked before the ledger is opened.
+  const tls = tlsOptions(opts);
+  const allowOrigins = (opts.allowOrigins ?? []).map(parseAllowedOrigin);
+  const home = resolveHome(env);
+  if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `RUNCAP_HOME ${home} is not initialized: run \`runcap init\``);
+  const config = loadConfig(home);
+  const vendors = new VendorRuntime({ home, config, env, log });
+  for (const adapter of vendors.adapters()) {
+    // no key is known at start, so no vendor is required: one whose credential cannot work is not offered
+    try {
+      vendors.assertUsable(adapter.vendor);
+    } catch (err) {
+      vendors.withdraw(adapter.vendor);
+      log(`${adapter.toolName} is not offered: ${(err as Error).message}`);
+    }
+  }
+  if (env.RUNCAP_KEY) log('RUNCAP_KEY is ignored by serve --http: every request brings its own key as Authorization: Bearer');
+
+  const guard = openGuard({ home, log });
+  try {
+    await listen(guard, vendors, { ...opts, allowOrigins, tls, log });
+  } catch (err) {
+    await guard.close().catch(() => {});
+    throw err;
+  }
+}
+
+function tlsOptions(opts: HttpServeOptions): { cert: Buffer; key: Buffer } | undefined {
+  if (!opts.host) throw new RuncapError('INVALID_INPUT', '--host needs an address');
+  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65_535) throw new RuncapError('INVALID_INPUT', `--port ${opts.port}: a port number from 0 (any free port) to 65535`);
+  if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new RuncapError('INVALID_INPUT', '--tls-cert and --tls-key go together');
+  if (opts.behindTlsProxy && opts.tlsCert) throw new RuncapError('INVALID_INPUT', '--behind-tls-proxy says TLS ends in the proxy: give it no --tls-cert');
+  if (opts.behindTlsProxy && !isLoopback(opts.host)) throw new RuncapError('INVALID_INPUT', `--behind-tls-proxy binds to loopback only (the proxy in front connects to it there), not ${opts.host}`);
+  if (!opts.tlsCert) {
+    if (!isLoopback(opts.host)) {
+      throw new RuncapError('INVALID_INPUT', `--host ${opts.host} is not loopback: vault keys would cross the network in clear text. Give --tls-cert FILE --tls-key FILE, or bind to 127.0.0.1 behind a TLS proxy (--behind-tls-proxy)`);
+    }
+    return undefined;
+  }
+  try {
+    return { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey!) };
+  } catch (err) {
+    throw new RuncapError('INVALID_INPUT', `cannot read the TLS certificate or key: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+async function listen(
+  guard: Guard,
+  vendors: VendorRuntime,
+  opts: HttpServeOptions & { allowOrigins: string[]; tls: { cert: Buffer; key: Buffer } | undefined; log: (line: string) => void },
+): Promise<void> {
+  const { log } = opts;
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const refusals = new Refusals();
+  const toolCalls = new InFlight();
+  const requests = new InFlight();
+  const stopping = new AbortController();
+  let closing = false;
+  const runs = new Runs({ guard, vendors, log, track: toolCalls.track, stopSignal: stopping.signal, shuttingDown: () => closing });
+  const mcp = mcpRoute(runs, { maxBodyBytes, log });
+  const routes: Route[] = [
+    mcp,
+    healthzRoute(refusals),
+    // the key API for orchestrators (/vault/keys) is added here
+  ];
+
+  const scheme = opts.tls || opts.behindTlsProxy ? 'https' : 'http';
+  let policy = originPolicy({ bound: opts.host, port: opts.port, scheme, allowOrigins: opts.allowOrigins });
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    void requests.track(answer(req, res)).catch((err: unknown) => {
+      log(`internal error answering ${req.method} ${req.url?.split('?')[0]}: ${vendors.scrub(err instanceof Error ? err.message : String(err))}`);
+      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":{"code":"LEDGER_UNAVAILABLE","message":"internal error; nothing was done"}}');
+      else res.destroy();
+    });
+  };
+  const answer = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const refuse = (status: number, reason: string, message: string, headers: Record<string, string> = {}) => {
+      refusals.count(reason);
+      return sendWebResponse(res, jsonAnswer(status, { error: { code: status === 503 ? 'LEDGER_UNAVAILABLE' : 'INVALID_INPUT', message } }, headers));
+    };
+    if (closing) return refuse(503, 'shutting_down', 'runcap is shutting down; nothing was done', { Connection: 'close' });
+    const which = originRefusal({ host: req.headers.host, origin: req.headers.origin }, policy);
+    if (which) return refuse(403, which === 'host' ? 'foreign_host' : 'foreign_origin', `this ${which === 'host' ? 'Host' : 'Origin'} may not use this server`);
+    const url = new URL(req.url ?? '/', `${scheme}://${req.headers.host}`);
+    const route = routes.find((r) => r.matches(url));
+    if (!route) return refuse(404, 'no_route', `no route ${url.pathname}: MCP is at /mcp`);
+    let body: Buffer;
+    try {
+      body = await readBody(req, maxBodyBytes);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) return refuse(413, 'body_too_large', `a request body is at most ${maxBodyBytes} bytes`, { Connection: 'close' });
+      throw err;
+    }
+    const ctx: RouteContext = { bearer: bearerOf(req.headers.authorization), guard, log, refused: refusals.count };
+    const response = await route.handle(toWebRequest(req, url, body), ctx);
+    await sendWebResponse(res, response);
+  };
+
+  const server: Server = opts.tls ? createHttpsServer({ ...opts.tls }, onRequest) : createHttpServer(onRequest);
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  // a whole request (a tool call waits for its vendor) may take the vendor deadline and a margin
+  server.requestTimeout = vendors.timeoutMs + 30_000;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  policy = originPolicy({ bound: opts.host, port, scheme, allowOrigins: opts.allowOrigins });
+  const shown = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  log(`listening on ${opts.tls ? 'https' : 'http'}://${shown}:${port}/mcp${opts.behindTlsProxy ? ' (TLS ends in the proxy in front)' : ''}`);
+
+  const shutdown = async () => {
+    if (closing) return;
+    closing = true;
+    server.close();
+    server.closeIdleConnections();
+    if (toolCalls.size > 0) log(`waiting for ${toolCalls.size} call(s) in flight to finish`);
+    await requests.drained();
+    await toolCalls.drained();
+    await mcp.close().catch(() => {});
+    await guard.close().catch(() => {});
+    process.exit(0);
+  };
+  const stop = (signal: (typeof STOP_SIGNALS)[number]) => {
+    if (closing && !stopping.signal.aborted) {
+      if (toolCalls.size > 0) log(`${signal} again: abandoning ${toolCalls.size} call(s) in flight (each is recorded as uncertain)`);
+      stopping.abort(new Error(`runcap serve received ${signal} twice`));
+    }
+    void shutdown();
+  };
+  process.on('unhandledRejection', (reason) => log(`internal error (the call it belonged to was not allowed to proceed): ${reason instanceof Error ? vendors.scrub(reason.message) : 'unknown'}`));
+  for (const signal of STOP_SIGNALS) process.on(signal, () => stop(signal));
+}
+
+/** The token of `Authorization: Bearer <token>`, or undefined. */
+function bearerOf(header: string | undefined): string | undefined {
+  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? '');
+  return m?.[1];
+}

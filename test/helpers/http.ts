@@ -1,0 +1,92 @@
+/**
+ * `runcap serve --http` (the built CLI) spawned on a free loopback port, and MCP clients over
+ * Streamable HTTP with a vault key as bearer token, exactly as Claude Code's `"type": "http"`
+ * connects. Everything the server writes to stderr and every tool result is recorded for the
+ * leak scan of test/helpers/e2e.ts.
+ */
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { CLI, recordText, recordedClient, type Served, type ToolResultLike } from './e2e.js';
+
+export interface HttpServed {
+  /** http(s)://127.0.0.1:<port>/mcp */
+  url: string;
+  origin: string;
+  child: ChildProcess;
+  stderr(): string;
+  /** sends the signal and resolves with the exit code */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+let count = 0;
+
+export async function startHttpServer(env: Record<string, string>, args: string[] = []): Promise<HttpServed> {
+  const n = ++count;
+  const { RUNCAP_KEY: _none, ...serverEnv } = env;
+  const child = spawn(process.execPath, [CLI, 'serve', '--http', '--port', '0', ...args], { env: serverEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  let stdout = '';
+  recordText(`stderr of http server #${n}`, () => stderr);
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`runcap serve --http did not start: ${stderr}`)), 15_000);
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const m = /listening on (https?:\/\/\S+\/mcp)/.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`runcap serve --http exited with ${code} before listening: ${stderr}`));
+    });
+  });
+  return {
+    url,
+    origin: new URL(url).origin,
+    child,
+    stderr: () => (stdout ? `${stderr}\n[stdout, which must stay empty]: ${stdout}` : stderr),
+    stop: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+    exited,
+  };
+}
+
+export type Era = 'legacy' | '2026-07-28';
+
+/** An MCP client of one run: its key as bearer token, on the 2025-11-25 handshake or the stateless 2026-07-28 revision. */
+export async function connectHttp(url: string, key: string, era: Era = 'legacy', headers: Record<string, string> = {}): Promise<Served> {
+  const n = ++count;
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${key}`, ...headers } } });
+  const client = recordedClient(new Client({ name: 'runcap-http-e2e', version: '0.0.0' }, { versionNegotiation: { mode: era === 'legacy' ? 'legacy' : { pin: era } } }), `http client #${n}`);
+  await client.connect(transport);
+  return {
+    client,
+    stderr: () => '',
+    call: (name, args = {}) => client.callTool({ name, arguments: args }) as Promise<ToolResultLike>,
+    close: () => client.close(),
+  };
+}
+
+/** A plain HTTP request to the server, recorded for the leak scan. */
+export async function request(url: string, init: RequestInit = {}): Promise<{ status: number; headers: Headers; text: string }> {
+  const r = await fetch(url, init);
+  const text = await r.text();
+  recordText(`HTTP ${init.method ?? 'GET'} ${new URL(url).pathname} answer`, `${r.status} ${JSON.stringify([...r.headers.entries()])} ${text}`);
+  return { status: r.status, headers: r.headers, text };
+}
+
+/** A JSON-RPC tools/list POST of the 2025 era, as a bare client sends it. */
+export function mcpPost(key: string | undefined, body: unknown = { jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }, headers: Record<string, string> = {}): RequestInit {
+  return {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', 'MCP-Protocol-Version': '2025-11-25', ...(key ? { Authorization: `Bearer ${key}` } : {}), ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  };
+}
