@@ -32,6 +32,17 @@ try {
   await client.close().catch(() => {});
 }
 
+// the stateless revision: no handshake, every request on its own
+const stateless = new Client({ name: 'runcap-boundary-agent', version: '0.0.0' }, { versionNegotiation: { mode: { pin: '2026-07-28' } } });
+try {
+  await stateless.connect(new StreamableHTTPClientTransport(new URL(plan.url), { authProvider: { token: async () => key } }));
+  report.stateless = { get_budget: await stateless.callTool({ name: 'get_budget', arguments: {} }) };
+} catch (err) {
+  report.error = `${report.error ?? ''} stateless: ${String(err?.message ?? err)}`;
+} finally {
+  await stateless.close().catch(() => {});
+}
+
 for (const path of plan.reads ?? []) report.reads[path] = attempt(() => readFileSync(path));
 if (plan.home) report.reads[`${plan.home} (listing)`] = attempt(() => readdirSync(plan.home));
 

@@ -9,7 +9,7 @@
  * removes them, so it needs root: CI runs as root and must run it (under CI=true not being root fails);
  * elsewhere it is skipped, saying so.
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,7 +17,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { homePath } from '../../src/config.js';
 import { openGuard } from '../../src/guard/index.js';
 import { CANARY, PASSPHRASE, findLeaks, forbidKey, recordText, textOf, type ToolResultLike } from '../helpers/e2e.js';
-import { createDrillUser, isRoot, removeDrillUser, removeLeftoverDrillUsers, runAs, spawnAs, stageForOtherUsers, type OsUser, type UserRun } from '../helpers/os-users.js';
+import { startHttpServer, type HttpServed } from '../helpers/http.js';
+import { asUser, createDrillUser, isRoot, removeDrillUser, removeLeftoverDrillUsers, runAs, stageForOtherUsers, type OsUser, type UserRun } from '../helpers/os-users.js';
 import { DEFAULT_CREDENTIALS, pointHomeAtSim, shiftedClockEnv, simServerEnv, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -57,9 +58,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
   let sim: VendorSim;
   let node: string;
   let cli: string;
-  let server: ChildProcess | undefined;
-  let serverStderr = '';
-  let url: string;
+  let server: HttpServed | undefined;
   let agentKey: string;
   let report: any;
   const users: string[] = [];
@@ -99,21 +98,11 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     }
     for (const f of readdirSync(home)) chownSync(join(home, f), svc.uid, svc.gid);
 
-    server = spawnAs(svc, [node, cli, 'serve', '--http', '--host', '127.0.0.1', '--port', '0'], { ...simServerEnv(home, sim.url), PATH: process.env.PATH ?? '/usr/bin:/bin' });
-    recordText('stderr of runcap serve --http', () => serverStderr);
-    url = await new Promise<string>((done, fail) => {
-      const timer = setTimeout(() => fail(new Error(`runcap serve --http did not say it listens within 20 s; stderr:\n${serverStderr}`)), 20_000);
-      server!.stderr!.on('data', (d: Buffer) => {
-        serverStderr += d.toString();
-        const m = /^runcap: listening on (http:\/\/127\.0\.0\.1:\d+\/mcp)$/m.exec(serverStderr);
-        if (m) clearTimeout(timer), done(m[1]!);
-      });
-      server!.on('exit', (code) => fail(new Error(`runcap serve --http exited (${code}) before listening; stderr:\n${serverStderr}`)));
-    });
+    server = await startHttpServer({ ...simServerEnv(home, sim.url), PATH: process.env.PATH ?? '/usr/bin:/bin' }, ['--host', '127.0.0.1'], { prefix: asUser(svc, []), node, cli });
 
     // the agent: only its key, as a host gives it (RUNCAP_KEY), and a shell's view of the machine
     const plan = {
-      url,
+      url: server.url,
       simUrl: sim.url,
       home,
       calls: [
@@ -121,7 +110,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
         ['send_email', EMAIL],
         ['get_budget', {}],
       ],
-      reads: [...['ledger', 'config', 'auditKey', 'credentials'].map((f) => homePath(home, f as 'ledger')), `/proc/${server.pid}/environ`, `/proc/${server.pid}/mem`],
+      reads: [...['ledger', 'config', 'auditKey', 'credentials'].map((f) => homePath(home, f as 'ledger')), `/proc/${server.child.pid}/environ`, `/proc/${server.child.pid}/mem`],
     };
     const run = await runAs(agent, [node, join(staged.root, 'boundary-agent.mjs')], { ...shiftedClockEnv(), PATH: process.env.PATH ?? '/usr/bin:/bin', RUNCAP_KEY: agentKey, DRILL_PLAN: JSON.stringify(plan) });
     recordText('stdout of the agent', run.stdout, [agentKey]); // its report holds its environment, its own key included
@@ -140,10 +129,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
       }
     };
     await step(async () => {
-      if (!server || server.exitCode !== null) return;
-      const exited = new Promise((done) => server!.once('exit', done));
-      server.kill('SIGTERM');
-      await exited;
+      await server?.stop();
     });
     await step(async () => {
       if (home === undefined || report === undefined) return;
@@ -162,7 +148,8 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
   });
 
   it('the server runs as the service user, which alone may enter RUNCAP_HOME (0700) and read its files', () => {
-    const status = readFileSync(`/proc/${server!.pid}/status`, 'utf8');
+    expect(server!.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
+    const status = readFileSync(`/proc/${server!.child.pid}/status`, 'utf8');
     expect(/^Uid:\s+(\d+)/m.exec(status)?.[1]).toBe(String(svc.uid));
     const st = statSync(home);
     expect({ uid: st.uid, mode: (st.mode & 0o777).toString(8) }).toEqual({ uid: svc.uid, mode: '700' });
@@ -181,8 +168,8 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     expect(paid.isError, textOf(paid)).toBeFalsy();
     expect(paid.structuredContent?.id).toMatch(/^pi_/);
     expect(sim.created().stripe.map((p: { id: string }) => p.id)).toEqual([paid.structuredContent!.id]);
-    const budget = report.calls.get_budget as ToolResultLike;
-    expect(budget.structuredContent?.label).toBe('boundary-agent');
+    // on the 2025 handshake and on the stateless 2026-07-28 revision alike
+    for (const budget of [report.calls.get_budget, report.stateless?.get_budget] as ToolResultLike[]) expect(budget?.structuredContent?.label).toBe('boundary-agent');
   });
 
   it('it cannot read the ledger, the config, the audit secret, the credentials, nor the server process', () => {
@@ -192,8 +179,8 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
       [homePath(home, 'auditKey')]: 'EACCES',
       [homePath(home, 'credentials')]: 'EACCES',
       [`${home} (listing)`]: 'EACCES',
-      [`/proc/${server!.pid}/environ`]: 'EACCES',
-      [`/proc/${server!.pid}/mem`]: 'EACCES',
+      [`/proc/${server!.child.pid}/environ`]: 'EACCES',
+      [`/proc/${server!.child.pid}/mem`]: 'EACCES',
     });
   });
 

@@ -4,7 +4,7 @@
  * and removed with userdel. A process runs as one of them through setpriv (no PAM, no shell, the
  * environment exactly as given, the user's own groups only: root's supplementary groups are dropped).
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
@@ -83,12 +83,6 @@ export function runAs(user: OsUser, argv: string[], env: Record<string, string>,
     child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
   });
-}
-
-/** Start `argv` as `user` and leave it running (setpriv execs: the child's pid is the program's). */
-export function spawnAs(user: OsUser, argv: string[], env: Record<string, string>): ChildProcess {
-  const [cmd, ...args] = asUser(user, argv);
-  return spawn(cmd!, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /**
