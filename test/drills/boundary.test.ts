@@ -112,12 +112,17 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
       ],
       reads: [...['ledger', 'config', 'auditKey', 'credentials'].map((f) => homePath(home, f as 'ledger')), `/proc/${server.child.pid}/environ`, `/proc/${server.child.pid}/mem`],
     };
-    const run = await runAs(agent, [node, join(staged.root, 'boundary-agent.mjs')], { ...shiftedClockEnv(), PATH: process.env.PATH ?? '/usr/bin:/bin', RUNCAP_KEY: agentKey, DRILL_PLAN: JSON.stringify(plan) });
+    report = await runAgent(plan);
+  });
+
+  /** One run of the agent (boundary-agent.mjs) as the agent user, holding its key as a host gives it: its report. */
+  async function runAgent(plan: Record<string, unknown>): Promise<any> {
+    const run = await runAs(agent, [node, join(dir, 'app', 'boundary-agent.mjs')], { ...shiftedClockEnv(), PATH: process.env.PATH ?? '/usr/bin:/bin', RUNCAP_KEY: agentKey, DRILL_PLAN: JSON.stringify(plan) });
     recordText('stdout of the agent', run.stdout, [agentKey]); // its report holds its environment, its own key included
     recordText('stderr of the agent', run.stderr);
     if (run.code !== 0) throw new Error(`the agent failed (${run.code}):\n${run.stdout}${run.stderr}`);
-    report = JSON.parse(run.stdout);
-  });
+    return JSON.parse(run.stdout);
+  }
 
   afterAll(async () => {
     const failures: unknown[] = [];
@@ -228,5 +233,19 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     for (const secret of [...simSecrets(sim.credentials), ...simSecrets(DEFAULT_CREDENTIALS)]) expect(seen).not.toContain(secret);
     expect(Object.keys(report.env).filter((k) => /STRIPE|TWILIO|RESEND/.test(k))).toEqual([]);
     expect(report.simWithVaultKey).toBe(401);
+  });
+
+  it('the operator revokes the key as the service user: the agent\u2019s next call over HTTP is told KEY_REVOKED, and nothing more is paid', async () => {
+    const id = (JSON.parse((await cliAs(svc, ['keys', 'list', '--json'])).stdout) as { id: string }[])[0]!.id;
+    const revoke = await cliAs(svc, ['keys', 'revoke', id, '--reason', 'boundary drill']);
+    expect(revoke.code, revoke.stderr).toBe(0);
+    const after = await runAgent({ url: server!.url, calls: [['create_payment_intent', { ...PAY, description: 'after the revoke' }]] });
+    expect(after.error).toBeUndefined();
+    const refused = after.calls.create_payment_intent as ToolResultLike;
+    expect(refused.isError).toBe(true);
+    expect(textOf(refused)).toMatch(/^KEY_REVOKED/);
+    expect(sim.created().stripe).toHaveLength(1);
+    const verify = await cliAs(svc, ['audit', 'verify']);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
 });
