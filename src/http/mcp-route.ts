@@ -22,7 +22,15 @@ export function mcpRoute(runs: Runs, opts: { maxBodyBytes: number; log(line: str
     name: 'mcp',
     matches: (url) => url.pathname === '/mcp',
     async handle(request, ctx) {
-      const found = await runs.lookup(ctx.bearer);
+      let found: Awaited<ReturnType<Runs['lookup']>>;
+      try {
+        found = await runs.lookup(ctx.bearer);
+      } catch (err) {
+        // the ledger could not say whose key this is: nothing is decided, and the host may retry
+        ctx.refused('ledger_unavailable');
+        ctx.log(`could not resolve a key: ${err instanceof Error ? err.message.slice(0, 200) : 'unknown error'}`);
+        return jsonRpcRefusal(503, 'LEDGER_UNAVAILABLE: runcap could not reach its ledger; nothing was done. Try again shortly.');
+      }
       switch (found.kind) {
         case 'missing':
         case 'malformed':

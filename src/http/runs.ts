@@ -54,7 +54,11 @@ export class Runs {
       info = await this.opts.guard.ledger.resolveKey(bearer);
     } catch (err) {
       if (isRuncapError(err) && err.code === 'KEY_INVALID') return { kind: 'unknown' };
-      throw err;
+      // Its secret matched, but it (or an ancestor) is revoked or expired: the run is served, and its
+      // tool calls are told KEY_REVOKED / KEY_EXPIRED by the ledger, as stdio tells them mid-run, so
+      // the model learns to stop instead of its host asking a human to sign in (what a 401 may start).
+      if (!(isRuncapError(err) && (err.code === 'KEY_REVOKED' || err.code === 'KEY_EXPIRED'))) throw err;
+      info = await this.opts.guard.ledger.getKey(parseKey(bearer)!.id);
     }
     if (info.policy.session) return { kind: 'session-template', info };
     const ctx = this.contextFor(bearer, info);

@@ -154,7 +154,9 @@ async function listen(
     await sendWebResponse(res, response);
   };
 
-  const server: Server = opts.tls ? createHttpsServer({ ...opts.tls }, onRequest) : createHttpServer(onRequest);
+  // node checks the two timeouts every connectionsCheckingInterval (30 s by default): once a second holds them to within it
+  const serverOptions = { connectionsCheckingInterval: 1_000 };
+  const server: Server = opts.tls ? createHttpsServer({ ...serverOptions, ...opts.tls }, onRequest) : createHttpServer(serverOptions, onRequest);
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   // a whole request (a tool call waits for its vendor) may take the vendor deadline and a margin
   server.requestTimeout = vendors.timeoutMs + 30_000;
@@ -184,7 +186,8 @@ async function listen(
     process.exit(0);
   };
   const stop = (signal: (typeof STOP_SIGNALS)[number]) => {
-    if (closing && !stopping.signal.aborted) {
+    if (!closing) log(`${signal}: taking no new requests`);
+    else if (!stopping.signal.aborted) {
       if (toolCalls.size > 0) log(`${signal} again: abandoning ${toolCalls.size} call(s) in flight (each is recorded as uncertain)`);
       stopping.abort(new Error(`runcap serve received ${signal} twice`));
     }
