@@ -205,7 +205,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     expect((JSON.parse(listed.stdout) as { id: string; status: string }[]).map((a) => [a.id, a.status])).toEqual([[apr, 'pending']]);
   });
 
-  it('it cannot issue a root key: `runcap keys issue` as the agent user is refused, and no key is added', async () => {
+  it('it cannot issue a root key: `runcap keys issue` as the agent user is refused, and no key is added; nor can it serve that home itself', async () => {
     const issue = await cliAs(agent, ['keys', 'issue', '--label', 'agent-made', '--allow', 'stripe.*', '--cap-total', '1000', '--json']);
     expect(issue.code, issue.stdout + issue.stderr).not.toBe(0);
     expect(issue.stderr).toMatch(/EACCES|permission denied/i);
@@ -214,6 +214,10 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     const keys = await cliAs(svc, ['keys', 'list', '--json']);
     expect(keys.code, keys.stderr).toBe(0);
     expect((JSON.parse(keys.stdout) as { label: string }[]).map((k) => k.label)).toEqual(['boundary-agent']);
+    // nor a server of its own on that home, which would hold the credentials
+    const serve = await runAs(agent, [node, cli, 'serve', '--http', '--port', '0'], cliEnv());
+    expect(serve.code, serve.stdout + serve.stderr).not.toBe(0);
+    expect(serve.stderr).toMatch(/EACCES|permission denied/i);
     // nor through MCP: its key may not delegate, so no tool issues a key at all
     expect(report.tools).not.toContain('delegate_key');
   });
