@@ -6,7 +6,7 @@ import { defineConfig } from 'vitest/config';
  * Left out of the second run: what only SQLite has (its file, its query plans, its busy lock,
  * its migrations), and the core's tests, which touch no storage.
  */
-const POSTGRES_SUITES = ['test/ledger/*.test.ts', 'test/guard/*.test.ts', 'test/e2e/*.test.ts', 'test/reconcile/*.test.ts'];
+const POSTGRES_SUITES = ['test/ledger/*.test.ts', 'test/guard/*.test.ts', 'test/e2e/*.test.ts', 'test/reconcile/*.test.ts', 'test/http/*.test.ts'];
 const SQLITE_ONLY = [
   'test/ledger/query-plan.test.ts',
   'test/ledger/audit-tamper.test.ts',

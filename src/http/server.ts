@@ -25,6 +25,7 @@ import { isLoopback, originPolicy, originRefusal, parseAllowedOrigin } from './o
 import { Refusals } from './refusals.js';
 import type { Route, RouteContext } from './route.js';
 import { Runs } from './runs.js';
+import { vaultKeysRoute } from './vault-keys.js';
 
 export interface HttpServeOptions {
   host: string;
@@ -120,7 +121,7 @@ async function listen(
   const routes: Route[] = [
     mcp,
     healthzRoute(refusals),
-    // the key API for orchestrators (/vault/keys) is added here
+    vaultKeysRoute,
   ];
 
   const scheme = opts.tls || opts.behindTlsProxy ? 'https' : 'http';
@@ -142,7 +143,7 @@ async function listen(
     if (which) return refuse(403, which === 'host' ? 'foreign_host' : 'foreign_origin', `this ${which === 'host' ? 'Host' : 'Origin'} may not use this server`);
     const url = new URL(req.url ?? '/', `${scheme}://${req.headers.host}`);
     const route = routes.find((r) => r.matches(url));
-    if (!route) return refuse(404, 'no_route', `no route ${url.pathname}: MCP is at /mcp`);
+    if (!route) return refuse(404, 'no_route', `no route ${url.pathname}: MCP is at /mcp, the key API at /vault/keys`);
     let body: Buffer;
     try {
       body = await readBody(req, maxBodyBytes);

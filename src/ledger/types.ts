@@ -51,6 +51,13 @@ export interface ChildKeyInput {
   issuedBy: string;
 }
 
+/**
+ * `details.refusal` of an INVALID_INPUT refusing a child whose own input was well formed: the chain's
+ * rules refuse it (wider than its parent, outliving it, too deep, a parent with max_children 0), or
+ * the family has its max_children live children now.
+ */
+export type ChildRefusal = 'narrowing' | 'children_limit';
+
 export interface DelegateInput {
   label: string;
   capTotalMicros: number;
@@ -350,6 +357,7 @@ export interface Ledger {
    * A child of the key whose secret is presented: refused (ACTION_NOT_ALLOWED) unless that key may delegate,
    * checked against every rule of its chain, narrowed (never wider), at most its max_children live children.
    * Every refusal is audited on the parent's chain when the parent is known (bounded like recordDenial).
+   * A child the chain's rules refuse carries its ChildRefusal in the error's details.
    */
   issueChildKey(presentedParentKey: string, input: ChildKeyInput): Promise<IssuedKey>;
   /** delegate_key's child: issueChildKey with a total cap, optional fewer actions, and no delegation of its own. */

@@ -215,6 +215,7 @@ describe('widening is refused, and writes nothing but the audit of the refusal',
     const before = await t.state();
     const err = await expectCode(issue(t.ledger, 'kid', policy, { parent: root.key }), 'INVALID_INPUT');
     expect(err.message).toMatch(/widening refused/);
+    expect(err.details).toEqual({ refusal: 'narrowing' });
     expect(await t.auditRowsSince(before)).toMatchObject([{ event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
   });
 
@@ -246,7 +247,7 @@ describe('widening is refused, and writes nothing but the audit of the refusal',
   it('a TTL past the parent is refused; no TTL is clipped to the parent', async () => {
     const root = await issue(t.ledger, 'root', { allow: ['*'], may_delegate: true }, { ttlSeconds: 3600 });
     const before = await t.state();
-    await expectCode(issue(t.ledger, 'kid', { allow: ['*'] }, { parent: root.key, ttlSeconds: 3601 }), 'INVALID_INPUT');
+    expect((await expectCode(issue(t.ledger, 'kid', { allow: ['*'] }, { parent: root.key, ttlSeconds: 3601 }), 'INVALID_INPUT')).details).toEqual({ refusal: 'narrowing' });
     await expectCode(t.ledger.delegateKey(root.key, { label: 'kid', capTotalMicros: 1, ttlSeconds: 3601 }), 'INVALID_INPUT');
     expect(await t.auditRowsSince(before)).toMatchObject([
       { event: 'denied', key_id: root.info.id, action: 'keys.issue', code: 'INVALID_INPUT' },
@@ -284,7 +285,7 @@ describe('depth and children limits', () => {
     // b is at the root's limit (2), and a's own limit of 8 does not lift it
     const bb = await issue(t.ledger, 'bb', { allow: ['*'], may_delegate: true }, { parent: a.key });
     const before = await t.state();
-    await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: bb.key }), 'INVALID_INPUT');
+    expect((await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: bb.key }), 'INVALID_INPUT')).details).toEqual({ refusal: 'narrowing' });
     expect(await t.auditRowsSince(before)).toMatchObject([{ event: 'denied', key_id: bb.info.id, action: 'keys.issue', code: 'INVALID_INPUT' }]);
   });
 
@@ -294,7 +295,8 @@ describe('depth and children limits', () => {
     await t.ledger.delegateKey(root.key, { label: 'b', capTotalMicros: 1 });
     for (let i = 0; i < 3; i++) await t.ledger.mintSession(root.key);
     const before = await t.state();
-    await expectCode(t.ledger.delegateKey(root.key, { label: 'c', capTotalMicros: 1 }), 'INVALID_INPUT');
+    // the limit of now (409 at /vault/keys), unlike a refusal by the rules
+    expect((await expectCode(t.ledger.delegateKey(root.key, { label: 'c', capTotalMicros: 1 }), 'INVALID_INPUT')).details).toEqual({ refusal: 'children_limit' });
     await expectCode(issue(t.ledger, 'c', { allow: ['*'] }, { parent: root.key }), 'INVALID_INPUT');
     expect(await t.auditRowsSince(before)).toMatchObject([
       { event: 'denied', key_id: root.info.id, action: 'mcp.delegate_key', code: 'INVALID_INPUT' },

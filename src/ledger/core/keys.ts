@@ -10,7 +10,7 @@ import { globsCover } from '../../policy/glob.js';
 import { domainAllowed, formatUsd, windowKey, windowsAt, type Windows } from '../../policy/rules.js';
 import { DEFAULT_MAX_CHILDREN, DEFAULT_TTL_S, policySchema, type Cap, type Policy } from '../../policy/schema.js';
 import { formatKey, hashSecret } from '../secrets.js';
-import type { ChildKeyInput, DelegateInput, IssuedKey } from '../types.js';
+import type { ChildKeyInput, ChildRefusal, DelegateInput, IssuedKey } from '../types.js';
 import { about, actorOf, SEAL, seal } from './audit-chain.js';
 import type { CoreContext } from './context.js';
 import { familyOf } from './family.js';
@@ -101,6 +101,15 @@ export interface Issued {
   issued: IssuedKey;
 }
 
+/**
+ * What kind of refusal of a child an INVALID_INPUT is, in its details (ChildRefusal): the input
+ * itself was fine, but the chain's rules refuse it for good (`narrowing`), or the family has as
+ * many live children as it may until one is revoked or expires (`children_limit`). The codes stay
+ * INVALID_INPUT (what delegate_key and the CLI tell); /vault/keys answers 403 and 409 for them.
+ */
+const NARROWING: { refusal: ChildRefusal } = { refusal: 'narrowing' };
+const CHILDREN_LIMIT: { refusal: ChildRefusal } = { refusal: 'children_limit' };
+
 // ───────────────────────────── what is left ─────────────────────────────
 
 /** Whether a cap of the chain can bound what a child or a session gets (leftFor reads only these). */
@@ -181,7 +190,7 @@ export function insertChild(state: ChildState, child: ChildRequest, ctx: KeyCont
   const depth = parent.depth + 1;
   for (const a of chain) {
     const limit = policyOf(a).max_depth;
-    if (depth - a.depth > limit) throw new RuncapError('INVALID_INPUT', `delegation is limited to ${limit} levels below ${a.label}`);
+    if (depth - a.depth > limit) throw new RuncapError('INVALID_INPUT', `delegation is limited to ${limit} levels below ${a.label}`, NARROWING);
   }
   // A template's sessions share its children: sessions are minted without bound, so counting per
   // session would give every restart of a host a fresh max_children.
@@ -191,10 +200,8 @@ export function insertChild(state: ChildState, child: ChildRequest, ctx: KeyCont
     const family = familyOf(parent);
     const head = chain.find((k) => k.id === family)!;
     const sessions = policyOf(head).session !== undefined ? ", its sessions' included" : '';
-    throw new RuncapError(
-      'INVALID_INPUT',
-      maxChildren === 0 ? `${parent.label} may have no children (max_children 0)` : `${head.label} already has ${state.liveChildren} live children${sessions} (limit ${maxChildren})`,
-    );
+    if (maxChildren === 0) throw new RuncapError('INVALID_INPUT', `${parent.label} may have no children (max_children 0)`, NARROWING);
+    throw new RuncapError('INVALID_INPUT', `${head.label} already has ${state.liveChildren} live children${sessions} (limit ${maxChildren})`, CHILDREN_LIMIT);
   }
 
   const parentExpiry = Math.min(...chain.map((k) => k.expires_at));
@@ -203,7 +210,7 @@ export function insertChild(state: ChildState, child: ChildRequest, ctx: KeyCont
   else {
     expiresAt = now + child.ttlSeconds * 1000;
     if (expiresAt > parentExpiry) {
-      throw new RuncapError('INVALID_INPUT', `a child cannot outlive its parent: ${parent.label} expires at ${new Date(parentExpiry).toISOString()}`);
+      throw new RuncapError('INVALID_INPUT', `a child cannot outlive its parent: ${parent.label} expires at ${new Date(parentExpiry).toISOString()}`, NARROWING);
     }
   }
   const policy = narrowed(state, child.policy, now);
@@ -217,7 +224,7 @@ export function insertChild(state: ChildState, child: ChildRequest, ctx: KeyCont
 export function narrowed(state: Pick<ChainState, 'chain' | 'caps' | 'counters'>, child: Policy, now: number): Policy {
   const parent = state.chain[state.chain.length - 1]!;
   const p = policyOf(parent);
-  const widen = (what: string) => new RuncapError('INVALID_INPUT', `widening refused: ${what} (a child can only narrow ${parent.label})`);
+  const widen = (what: string) => new RuncapError('INVALID_INPUT', `widening refused: ${what} (a child can only narrow ${parent.label})`, NARROWING);
   for (const g of child.allow) if (!globsCover(p.allow, g)) throw widen(`action ${g} is not allowed for the parent`);
   const w = windowsAt(now);
   for (const cap of child.caps) {
