@@ -46,6 +46,16 @@ try {
 for (const path of plan.reads ?? []) report.reads[path] = attempt(() => readFileSync(path));
 if (plan.home) report.reads[`${plan.home} (listing)`] = attempt(() => readdirSync(plan.home));
 
+// the key API: its key may not delegate, so it cannot have a key issued, let alone a root key
+if (plan.keysUrl) {
+  const res = await fetch(plan.keysUrl, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ label: 'agent-made', cap_total_usd: 1000 }),
+  });
+  report.vaultKeys = { status: res.status, body: await res.text() };
+}
+
 // the vault key is no vendor credential: the simulator's Stripe refuses it as one
 if (plan.simUrl) {
   const res = await fetch(`${plan.simUrl}/v1/payment_intents`, {

@@ -103,6 +103,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     // the agent: only its key, as a host gives it (RUNCAP_KEY), and a shell's view of the machine
     const plan = {
       url: server.url,
+      keysUrl: new URL('/vault/keys', server.url).href,
       simUrl: sim.url,
       home,
       calls: [
@@ -205,7 +206,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     expect((JSON.parse(listed.stdout) as { id: string; status: string }[]).map((a) => [a.id, a.status])).toEqual([[apr, 'pending']]);
   });
 
-  it('it cannot issue a root key: `runcap keys issue` as the agent user is refused, and no key is added; nor can it serve that home itself', async () => {
+  it('it cannot issue a root key: `runcap keys issue` as the agent user is refused, and no key is added; nor does the key API or MCP issue one for it, nor can it serve that home itself', async () => {
     const issue = await cliAs(agent, ['keys', 'issue', '--label', 'agent-made', '--allow', 'stripe.*', '--cap-total', '1000', '--json']);
     expect(issue.code, issue.stdout + issue.stderr).not.toBe(0);
     expect(issue.stderr).toMatch(/EACCES|permission denied/i);
@@ -218,6 +219,9 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     const serve = await runAs(agent, [node, cli, 'serve', '--http', '--port', '0'], cliEnv());
     expect(serve.code, serve.stdout + serve.stderr).not.toBe(0);
     expect(serve.stderr).toMatch(/EACCES|permission denied/i);
+    // nor through the key API: its key may not delegate
+    expect(report.vaultKeys.status, report.vaultKeys.body).toBe(403);
+    expect(report.vaultKeys.body).not.toMatch(/vk_/);
     // nor through MCP: its key may not delegate, so no tool issues a key at all
     expect(report.tools).not.toContain('delegate_key');
   });
