@@ -5,7 +5,7 @@
  * never from the agent host's environment.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -112,6 +112,25 @@ export function assertPrivate(path: string, what: string, opts: { secret?: boole
   }
   if (opts.secret && mode & 0o077) {
     throw new RuncapError('INVALID_INPUT', `${what} ${path} is readable by other users (mode ${mode.toString(8)}, must be 600); run: chmod 600 ${path}`);
+  }
+}
+
+/**
+ * A home this OS user may not enter — in boundary mode it belongs to runcap's own user — is refused
+ * as such: it would otherwise read as "not initialized" and send whoever reads that to `runcap init`.
+ */
+export function assertHomeReachable(home: string): void {
+  try {
+    accessSync(home, constants.R_OK | constants.X_OK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EACCES') return;
+    let owner = '';
+    try {
+      owner = ` (it belongs to uid ${statSync(home).uid})`;
+    } catch {
+      // a directory above it is closed to this user too
+    }
+    throw new RuncapError('CONFLICT', `${home}: permission denied (EACCES) for this OS user${owner}: run runcap as the user that owns it (\`sudo -u <that user> runcap …\`)`);
   }
 }
 

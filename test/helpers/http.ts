@@ -21,10 +21,21 @@ export interface HttpServed {
 
 let count = 0;
 
-export async function startHttpServer(env: Record<string, string>, args: string[] = []): Promise<HttpServed> {
+/**
+ * How the server is started: by default this node and this checkout's CLI; the boundary drill runs a
+ * copy other users can read (`node`, `cli`) as another OS user (`prefix`: setpriv … --).
+ */
+export interface HttpLaunch {
+  prefix?: string[];
+  node?: string;
+  cli?: string;
+}
+
+export async function startHttpServer(env: Record<string, string>, args: string[] = [], launch: HttpLaunch = {}): Promise<HttpServed> {
   const n = ++count;
   const { RUNCAP_KEY: _none, ...serverEnv } = env;
-  const child = spawn(process.execPath, [CLI, 'serve', '--http', '--port', '0', ...args], { env: serverEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, ...argv] = [...(launch.prefix ?? []), launch.node ?? process.execPath, launch.cli ?? CLI, 'serve', '--http', '--port', '0', ...args];
+  const child = spawn(cmd!, argv, { env: serverEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let stdout = '';
   recordText(`stderr of http server #${n}`, () => stderr);
