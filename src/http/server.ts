@@ -18,6 +18,7 @@ import { RuncapError } from '../policy/codes.js';
 import { InFlight } from '../mcp/inflight.js';
 import { stderrLog } from '../mcp/serve.js';
 import { jsonAnswer } from './answers.js';
+import { maskKeys } from './json.js';
 import { healthzRoute } from './healthz.js';
 import { mcpRoute } from './mcp-route.js';
 import { BodyTooLarge, readBody, sendWebResponse, toWebRequest } from './node-io.js';
@@ -47,6 +48,10 @@ const HEADERS_TIMEOUT_MS = 10_000;
 /** an idle keep-alive connection is closed after this long */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+/** after the calls in flight are recorded, how long other requests still being sent may take */
+const SHUTDOWN_GRACE_MS = 5_000;
+/** open connections at once (a run keeps one or two): beyond this, node closes a new connection at once */
+const MAX_CONNECTIONS = 1_024;
 
 export async function serveHttp(opts: HttpServeOptions): Promise<void> {
   const env = opts.env ?? process.env;
@@ -139,7 +144,7 @@ async function listen(
   let policy = originPolicy({ bound: opts.host, port: opts.port, scheme, allowOrigins: opts.allowOrigins, certNames: opts.tls?.names ?? [] });
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     void requests.track(answer(req, res)).catch((err: unknown) => {
-      log(`internal error answering ${req.method} ${req.url?.split('?')[0]}: ${vendors.scrub(err instanceof Error ? err.message : String(err))}`);
+      log(`internal error answering ${req.method?.slice(0, 16)} ${maskKeys((req.url ?? '').split('?')[0]!.slice(0, 80))}: ${maskKeys(vendors.scrub(err instanceof Error ? err.message : String(err)))}`);
       if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":{"code":"LEDGER_UNAVAILABLE","message":"internal error; nothing was done"}}');
       else res.destroy();
     });
@@ -152,15 +157,21 @@ async function listen(
     if (closing) return refuse(503, 'shutting_down', 'runcap is shutting down; nothing was done', { Connection: 'close' });
     const which = originRefusal({ host: req.headers.host, origin: req.headers.origin }, policy);
     if (which) return refuse(403, which === 'host' ? 'foreign_host' : 'foreign_origin', `this ${which === 'host' ? 'Host' : 'Origin'} may not use this server`);
-    const url = new URL(req.url ?? '/', `${scheme}://${req.headers.host}`);
+    // origin-form only ("/mcp?…"): an absolute or "//host" target would name another host in request.url
+    const target = req.url ?? '';
+    if (!target.startsWith('/') || target.startsWith('//')) return refuse(400, 'bad_target', 'the request target must be a path, such as /mcp');
+    const url = new URL(target, `${scheme}://${req.headers.host}`);
     const route = routes.find((r) => r.matches(url));
-    if (!route) return refuse(404, 'no_route', `no route ${url.pathname}: MCP is at /mcp, the key API at /vault/keys`);
+    if (!route) return refuse(404, 'no_route', `no route ${maskKeys(url.pathname.slice(0, 80))}: MCP is at /mcp, the key API at /vault/keys`);
     let body: Buffer;
     try {
       body = await readBody(req, maxBodyBytes);
     } catch (err) {
       if (err instanceof BodyTooLarge) return refuse(413, 'body_too_large', `a request body is at most ${maxBodyBytes} bytes`, { Connection: 'close' });
-      throw err;
+      // the client went away (or shutdown cut it off) before its body was complete: nothing to answer, nothing to log
+      refusals.count('body_incomplete');
+      res.destroy();
+      return;
     }
     const ctx: RouteContext = { bearer: bearerOf(req.headers.authorization), guard, log, refused: refusals.count };
     const response = await route.handle(toWebRequest(req, url, body), ctx);
@@ -170,6 +181,7 @@ async function listen(
   // node checks the two timeouts every connectionsCheckingInterval (30 s by default): once a second holds them to within it
   const serverOptions = { connectionsCheckingInterval: 1_000 };
   const server: Server = opts.tls ? createHttpsServer({ ...serverOptions, cert: opts.tls.cert, key: opts.tls.key }, onRequest) : createHttpServer(serverOptions, onRequest);
+  server.maxConnections = MAX_CONNECTIONS;
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   // a whole request (a tool call waits for its vendor) may take the vendor deadline and a margin
   server.requestTimeout = vendors.timeoutMs + 30_000;
@@ -192,9 +204,15 @@ async function listen(
     server.close();
     server.closeIdleConnections();
     if (toolCalls.size > 0) log(`waiting for ${toolCalls.size} call(s) in flight to finish`);
-    await requests.drained();
+    // the calls the ledger reserved for finish first (each bounded by its vendor deadline); then the
+    // MCP handler's open streams end, and a request still sending its body (node stops timing a
+    // closing server's connections) has a few seconds before its connection is cut
     await toolCalls.drained();
     await mcp.close().catch(() => {});
+    await Promise.race([requests.drained(), new Promise((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS).unref())]);
+    server.closeAllConnections();
+    await requests.drained();
+    await toolCalls.drained();
     await guard.close().catch(() => {});
     process.exit(0);
   };

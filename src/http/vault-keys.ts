@@ -58,6 +58,11 @@ export const vaultKeysRoute: Route = {
 /** POST /vault/keys: a child of the bearer; its secret is in this answer and nowhere else. */
 async function issue(request: Request, ctx: RouteContext): Promise<Response> {
   const parent = await bearerKey(ctx);
+  // A template's runs each get a session child with the template's session caps and TTL, minted by
+  // a stdio runcap serve; a child of the template itself would carry the template's whole budget.
+  if (parent.policy.session) {
+    throw new RuncapError('ACTION_NOT_ALLOWED', 'this key has a session template: each of its runs gets a session child from a stdio `runcap serve`, with the session caps and lifetime; the key API issues children of keys without a session template');
+  }
   const body = parseChildBody(await jsonBody(request));
   const issued = await ctx.guard.ledger.issueChildKey(ctx.bearer!, childInputOf(body, issuerName(parent, 'POST /vault/keys')));
   ctx.log(`vault-keys: ${parent.id} issued ${issued.info.id} (${issued.info.label})`);
@@ -75,6 +80,8 @@ async function show(id: string, ctx: RouteContext): Promise<Response> {
 async function revoke(id: string, reason: string | null, ctx: RouteContext): Promise<Response> {
   const caller = await bearerKey(ctx);
   if (reason !== null && (reason.length === 0 || reason.length > MAX_REASON)) throw new RuncapError('INVALID_INPUT', `reason: 1 to ${MAX_REASON} characters`);
+  // a reason is printed to a human's terminal by runcap keys show: no escape sequences, no line breaks
+  if (reason !== null && /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(reason)) throw new RuncapError('INVALID_INPUT', 'reason: printable text only (no control characters or line breaks)');
   const target = await inSubtree(caller, id, ctx);
   const { revoked } = await ctx.guard.ledger.revokeKey(target.id, { by: issuerName(caller, 'DELETE /vault/keys'), reason: reason ?? 'revoked through the key API' });
   ctx.log(`vault-keys: ${caller.id} revoked ${revoked.join(', ')}`);

@@ -5,6 +5,7 @@
  * together, and one `runcap keys revoke` stops all four.
  */
 import { execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,6 +96,26 @@ describe('SIGTERM', () => {
     expect(reservations).toHaveLength(1);
     expect(reservations[0]).toMatchObject({ state: 'settled', actualMicros: 10_000_000 });
   });
+});
+
+describe('SIGTERM with a request still being sent', () => {
+  it('does not wait for a body that never completes: the server exits 0 a few seconds after the signal', async () => {
+    h = await setupHome();
+    const { key } = await h.issue('slow-body', { allow: ['stripe.*'] });
+    const s = await startHttpServer(serverEnv(h, ''));
+    servers.push(s);
+    const { port } = new URL(s.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.on('error', () => {});
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write(`POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"jsonrpc":`);
+    await new Promise((r) => setTimeout(r, 200));
+    const signalled = Date.now();
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(15_000);
+    socket.destroy();
+  }, 30_000);
 });
 
 describe('two HTTP and two stdio servers on one ledger, one key', () => {

@@ -99,6 +99,21 @@ describe('requests refused before any tool runs', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(9_000);
   }, 30_000);
 
+  it('a request target that is not a path (absolute-form, //host) is 400 and counted', async () => {
+    const { port } = new URL(server.url);
+    for (const target of [`http://evil.example/mcp`, '//evil.example/mcp']) {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.end(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`));
+        let got = '';
+        socket.on('data', (d) => (got += d.toString()));
+        socket.on('close', () => resolve(got));
+        socket.on('error', reject);
+      });
+      expect(answer, target).toMatch(/^HTTP\/1\.1 400/);
+    }
+    expect((await health()).refused.bad_target).toBe(2);
+  });
+
   it('/healthz answers liveness and counts only', async () => {
     const r = await request(new URL('/healthz', server.url).href);
     expect(r.status).toBe(200);

@@ -331,6 +331,20 @@ describe('GET and DELETE /vault/keys/{id}: only the bearer and its descendants',
     // a run may end itself
     expect((await call('DELETE', `/vault/keys/${other.json.id}`, { bearer: other.json.key })).json).toEqual({ revoked: [other.json.id] });
     expectError(await call('DELETE', `/vault/keys/${parent.id}?why=x`, { bearer: parent.key }), 400, 'INVALID_INPUT', /unknown query parameter "why"; only reason/);
+    // a reason ends up on a human's terminal (runcap keys show): no escape sequences or line breaks
+    for (const reason of ['%1B%5D0%3Bowned%07', 'done%0Aapproved%20by%20alice']) {
+      expectError(await call('DELETE', `/vault/keys/${parent.id}?reason=${reason}`, { bearer: parent.key }), 400, 'INVALID_INPUT', /printable text only/);
+    }
+    expect((await h.guard.ledger.getKey(parent.id)).status).toBe('active');
+  });
+});
+
+describe('a key with a session template', () => {
+  it('issues no child through the key API (403): its runs get session children from stdio serve, with the session caps, not the template\'s whole budget', async () => {
+    const template = await orchestrator({ session: { caps: [{ window: 'total', usd_micros: 3 * USD }], ttl_s: 1800 } });
+    const before = await keyCount();
+    expectError(await call('POST', '/vault/keys', { bearer: template.key, body: { label: 'run-1', cap_total_usd: 90 } }), 403, 'ACTION_NOT_ALLOWED', /session template/);
+    expect(await keyCount()).toBe(before);
   });
 });
 
