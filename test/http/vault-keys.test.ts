@@ -3,6 +3,7 @@
  * SQLite file, or a PostgreSQL schema in the postgres project), a real guard and ledger, a Request
  * in and a Response out. Every answer and log line is recorded for the leak scan of the home's
  * cleanup (no vault-key secret but a new child's in the answer that issued it, no vendor credential).
+ * Expiry is compared with the ledger's clock (PostgreSQL's, which a shifted host clock does not move).
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -113,7 +114,7 @@ describe('POST /vault/keys', () => {
     expect(a.json.label).toBe('orch/run-42');
     expect(a.headers.get('location')).toBe(`/vault/keys/${a.json.id}`);
     expect(a.headers.get('cache-control')).toBe('no-store');
-    expect(Math.abs(Date.parse(a.json.expires_at) - Date.now() - 2 * 3600_000)).toBeLessThan(60_000);
+    expect(Math.abs(Date.parse(a.json.expires_at) - (await h.guard.ledger.now()) - 2 * 3600_000)).toBeLessThan(60_000);
     expect(a.json.policy).toMatchObject({
       allow: ['stripe.*', 'twilio.messages.create', 'deploy_*'],
       rate_per_min: 30,
@@ -163,12 +164,12 @@ describe('POST /vault/keys', () => {
     expect(a.json.vault_key).toBe(a.json.key);
     expect(a.json.policy.allow).toEqual(['stripe.payment_intents.create', 'twilio.messages.create', 'resend.emails.send']);
     expect(a.json.policy.caps).toEqual([{ window: 'daily', usd_micros: 5 * USD }]);
-    expect(Math.abs(Date.parse(a.json.expires_at) - Date.now() - 3600_000)).toBeLessThan(60_000);
+    expect(Math.abs(Date.parse(a.json.expires_at) - (await h.guard.ledger.now()) - 3600_000)).toBeLessThan(60_000);
 
     const plain = await call('POST', '/vault/keys', { bearer: parent.key, body: { label: 'plain', cap_total_usd: 1, expires_in: 600 } });
     expect(plain.status, plain.text).toBe(201);
     expect(plain.json.policy.allow).toEqual(['stripe.*', 'twilio.*', 'resend.*', 'deploy_*']);
-    expect(Math.abs(Date.parse(plain.json.expires_at) - Date.now() - 600_000)).toBeLessThan(60_000);
+    expect(Math.abs(Date.parse(plain.json.expires_at) - (await h.guard.ledger.now()) - 600_000)).toBeLessThan(60_000);
   });
 
   it('refuses an endpoint runcap does not guard, and malformed or unknown input, with 400 INVALID_INPUT; nothing is issued or audited', async () => {
