@@ -178,6 +178,20 @@ describe('known keys that may no longer act', () => {
   });
 });
 
+describe('streams a run could hold open', () => {
+  it('a subscriptions/listen stream is refused: runcap sends no notifications, and an open stream would hold a connection and shutdown', async () => {
+    const { key } = await h.issue('listener', { allow: ['stripe.*'] });
+    const c = await connectHttp(server.url, key, '2026-07-28');
+    try {
+      await expect(c.client.listen({ toolsListChanged: true }, { timeout: 5_000 })).rejects.toThrow(/limit/i);
+      // the run itself is unaffected
+      expect((await c.call('get_budget')).isError).toBeFalsy();
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('runs apart', () => {
   it('two keys on one server each see and spend only their own budget', async () => {
     const a = await h.issue('run-a', { allow: ['stripe.*'], caps: [{ window: 'total', usd_micros: 30_000_000 }] });
