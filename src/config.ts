@@ -134,6 +134,15 @@ export function assertHomeReachable(home: string): void {
   }
 }
 
+/**
+ * A home this process can use, or the one line that says why not: one this OS user may not enter
+ * (EACCES: run runcap as its owner, not `runcap init`), or one never initialized.
+ */
+export function assertInitialized(home: string): void {
+  assertHomeReachable(home);
+  if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `RUNCAP_HOME ${home} is not initialized: run \`runcap init\``);
+}
+
 export function isInitialized(home: string): boolean {
   return existsSync(homePath(home, 'auditKey')) && existsSync(homePath(home, 'config'));
 }

@@ -3,7 +3,7 @@
  * config, guarded calls and verify() for custom actions.
  */
 import { isRuncapError, RuncapError, type ReasonCode } from '../policy/codes.js';
-import { assertHomeReachable, isInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, staleAfterMs, type RuncapConfig } from '../config.js';
+import { assertInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, staleAfterMs, type RuncapConfig } from '../config.js';
 import { SqliteLedger } from '../ledger/sqlite/ledger.js';
 import { PostgresLedger } from '../ledger/postgres/ledger.js';
 import { ledgerPassword, openPool, parseLedgerUrl } from '../ledger/postgres/connect.js';
@@ -54,8 +54,7 @@ export interface Guard {
 
 export function openGuard(opts: OpenGuardOptions = {}): Guard {
   const home = opts.home ?? resolveHome();
-  assertHomeReachable(home);
-  if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `${home} is not initialized: run \`runcap init\``);
+  assertInitialized(home);
   const config = loadConfig(home);
   const log = opts.log ?? (() => {});
   const ledger = opts.ledger ?? openHomeLedger(home, config, opts);

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { assertHomeReachable, isInitialized, loadConfig, resolveHome } from '../config.js';
+import { assertInitialized, loadConfig, resolveHome } from '../config.js';
 import { openGuard, type Guard } from '../guard/index.js';
 import { VendorRuntime } from '../guard/vendors.js';
 import { RuncapError } from '../policy/codes.js';
@@ -66,8 +66,7 @@ export async function serveHttp(opts: HttpServeOptions): Promise<void> {
   const tls = tlsOptions(opts);
   const allowOrigins = (opts.allowOrigins ?? []).map(parseAllowedOrigin);
   const home = resolveHome(env);
-  assertHomeReachable(home);
-  if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `RUNCAP_HOME ${home} is not initialized: run \`runcap init\``);
+  assertInitialized(home);
   const config = loadConfig(home);
   const vendors = new VendorRuntime({ home, config, env, log });
   for (const adapter of vendors.adapters()) {

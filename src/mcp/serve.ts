@@ -8,7 +8,7 @@
  */
 import { StdioServerTransport } from '@modelcontextprotocol/server/stdio';
 import { RuncapError } from '../policy/codes.js';
-import { assertHomeReachable, isInitialized, loadConfig, resolveHome, type RuncapConfig } from '../config.js';
+import { assertInitialized, loadConfig, resolveHome, type RuncapConfig } from '../config.js';
 import { openGuard, type Guard } from '../guard/index.js';
 import { VendorRuntime } from '../guard/vendors.js';
 import type { KeyInfo } from '../ledger/types.js';
@@ -34,8 +34,7 @@ export async function serve(opts: ServeOptions = {}): Promise<void> {
   console.debug = console.error;
 
   const home = resolveHome(env);
-  assertHomeReachable(home);
-  if (!isInitialized(home)) throw new RuncapError('NOT_FOUND', `RUNCAP_HOME ${home} is not initialized: run \`runcap init\``);
+  assertInitialized(home);
   const config = loadConfig(home);
   const presented = env.RUNCAP_KEY?.trim();
   if (!presented) throw new RuncapError('KEY_INVALID', 'RUNCAP_KEY is not set: give the server a vault key from `runcap keys issue`');
