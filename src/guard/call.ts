@@ -18,6 +18,8 @@ export interface CallResult<R> {
   estimated: boolean;
   vendorRef: string;
   result: R;
+  /** the vendor's answer as it came (opaque here: the proxy passes it on) */
+  answer?: unknown;
 }
 
 export interface GuardedCallSpec<R> {
@@ -35,7 +37,9 @@ export interface GuardedCallSpec<R> {
    * (destroy the socket), so nothing is still running once the outcome is recorded as unknown.
    */
   call(ctx: { reservationId: string; keyId: string }, signal: AbortSignal): Promise<CallResult<R>>;
-  classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string };
+  classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string; answer?: unknown };
+  /** an idempotency key the agent chose, scoped to its key (AuthorizeRequest.idempotencyKey) */
+  idempotencyKey?: string;
   /** The hard deadline of the whole vendor call, in ms (config vendor_timeout_ms); default DEFAULT_CALL_DEADLINE_MS. */
   deadlineMs?: number;
   /**
@@ -61,6 +65,8 @@ export type GuardedOutcome<R> =
       budget?: Budget;
       /** set when the vendor call succeeded but the settle could not be written (reconcile will) */
       warning?: string;
+      /** the vendor's answer as it came, when the call gave one */
+      answer?: unknown;
     }
   | Denial;
 
@@ -71,6 +77,8 @@ export interface Denial {
   approvalId?: string;
   reservationId?: string;
   cap?: CapBreach;
+  /** a definite vendor refusal's answer as it came (VENDOR_ERROR), for the proxy */
+  vendorAnswer?: unknown;
 }
 
 export type Log = (line: string) => void;
@@ -88,6 +96,7 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
       recipients: spec.recipients,
       request: { args: spec.fingerprintArgs, ...(spec.price ? { price: spec.price } : {}) },
       normalized: spec.normalized,
+      ...(spec.idempotencyKey !== undefined ? { idempotencyKey: spec.idempotencyKey } : {}),
     });
   } catch (err) {
     return failClosed(err, log);
@@ -138,11 +147,12 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
     estimated: outcome.estimated,
     ...(budget ? { budget } : {}),
     ...(warning ? { warning } : {}),
+    ...(outcome.answer !== undefined ? { answer: outcome.answer } : {}),
   };
 }
 
 async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unknown, spec: GuardedCallSpec<R>, log: Log): Promise<Denial> {
-  let classified: { kind: 'definite' | 'uncertain'; message: string };
+  let classified: { kind: 'definite' | 'uncertain'; message: string; answer?: unknown };
   try {
     classified = spec.classifyError(err);
   } catch {
@@ -154,7 +164,13 @@ async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unkno
     } catch (e) {
       log(`release ${reservationId} failed: ${describe(e)}`);
     }
-    return { ok: false, code: 'VENDOR_ERROR', message: `the vendor refused the call: ${classified.message}`, reservationId };
+    return {
+      ok: false,
+      code: 'VENDOR_ERROR',
+      message: `the vendor refused the call: ${classified.message}`,
+      reservationId,
+      ...(classified.answer !== undefined ? { vendorAnswer: classified.answer } : {}),
+    };
   }
   return markedUncertain(ledger, reservationId, classified.message, log);
 }
