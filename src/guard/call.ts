@@ -10,7 +10,7 @@
  */
 import { isRuncapError, type ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
-import type { Budget, CapBreach, Ledger } from '../ledger/types.js';
+import type { Budget, CapBreach, Ledger, StoredAnswer } from '../ledger/types.js';
 import { fingerprintOf } from './fingerprint.js';
 
 export interface CallResult<R> {
@@ -40,6 +40,10 @@ export interface GuardedCallSpec<R> {
   classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string; answer?: unknown };
   /** an idempotency key the agent chose, scoped to its key (AuthorizeRequest.idempotencyKey) */
   idempotencyKey?: string;
+  /** keep the vendor's answer with the settle, for a repeat under the idempotency key to replay */
+  keepAnswer?: boolean;
+  /** false: the caller does not show what is left, so no budget is read after the call (the proxy) */
+  readBudget?: boolean;
   /** The hard deadline of the whole vendor call, in ms (config vendor_timeout_ms); default DEFAULT_CALL_DEADLINE_MS. */
   deadlineMs?: number;
   /**
@@ -129,7 +133,8 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
 
   let warning: string | undefined;
   try {
-    await ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated });
+    const keep = spec.keepAnswer && spec.idempotencyKey !== undefined && outcome.answer !== undefined ? { answer: outcome.answer as StoredAnswer } : {};
+    await ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated, ...keep });
   } catch (err) {
     // The vendor did it; the reservation stays pending (still counted) and reconcile settles it.
     // The ledger's error stays in the log: its wording ("nothing was done") is about the settle,
@@ -137,7 +142,7 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
     warning = `the call happened: it succeeded at the vendor. Do not retry it (that would pay or send again). runcap could not record the settlement yet, so its amount stays reserved until \`runcap reconcile\` records it`;
     log(`settle ${reservationId} failed: ${describe(err)}`);
   }
-  const budget = await ledger.budget(keyId).catch(() => undefined);
+  const budget = spec.readBudget === false ? undefined : await ledger.budget(keyId).catch(() => undefined);
   return {
     ok: true,
     reservationId,

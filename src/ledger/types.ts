@@ -422,7 +422,13 @@ export interface Ledger {
   recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void>;
   /** note: why, and by whom when a human resolves it (kept on the reservation and in the audit row) */
   /** byHand: a human's answer rather than a vendor's; settling below the reserved amount then frees money and needs `proof` */
-  settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof }): Promise<Reservation>;
+  /** answer: kept for a repeat of its idempotent call (recordAnswer, in the settle's own transaction) */
+  settle(
+    reservationId: string,
+    actualMicros: number,
+    vendorRef: string | null,
+    opts?: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof; answer?: StoredAnswer },
+  ): Promise<Reservation>;
   /** by: who releases it (default 'vendor', the call path's definite refusal); by 'hand' needs `proof` */
   release(reservationId: string, why: string, opts?: { by?: ReleasedBy; proof?: HumanProof }): Promise<Reservation>;
   /**

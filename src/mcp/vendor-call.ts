@@ -8,7 +8,7 @@
  */
 import { isReasonCode, isRuncapError, type ReasonCode } from '../policy/codes.js';
 import { recipientRefusal } from '../policy/rules.js';
-import type { Denial, GuardedOutcome } from '../guard/call.js';
+import type { Denial, GuardedCallSpec, GuardedOutcome } from '../guard/call.js';
 import { vendorCallSpec } from '../guard/vendors.js';
 import type { Prepared, VendorAdapter, VendorName } from '../vendors/types.js';
 import type { ToolContext } from './context.js';
@@ -46,7 +46,7 @@ export async function makeVendorCall(
   ctx: ToolContext,
   adapter: VendorAdapter,
   prepared: Prepared<unknown>,
-  opts: { idempotencyKey?: string } = {},
+  opts: Pick<GuardedCallSpec<unknown>, 'idempotencyKey' | 'keepAnswer' | 'readBudget'> = {},
 ): Promise<GuardedOutcome<Record<string, unknown>> | EarlyDenial> {
   let client: unknown;
   try {
@@ -67,7 +67,7 @@ export async function makeVendorCall(
   return ctx.guard.guardedCall(ctx.key, {
     ...spec,
     stop: ctx.stopSignal,
-    ...(opts.idempotencyKey !== undefined ? { idempotencyKey: opts.idempotencyKey } : {}),
+    ...opts,
   });
 }
 

@@ -3,7 +3,8 @@
  * PaymentIntent through `runcap serve --http` (/v1/payment_intents: parsed into the adapter's input,
  * guarded, made with runcap's own stripe-node, answered verbatim) and through a plain pass-through
  * (tools/bench/pass-through-server.ts: the same request forwarded unread), both against the same
- * vendor-sim in its own process, calls alternating.
+ * vendor-sim in its own process, calls alternating. BENCH_SERVER_NODE_OPTIONS, when set, is the
+ * server's NODE_OPTIONS (an `--import` of a profiler hook, say: --cpu-prof is not allowed there).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -52,7 +53,7 @@ export async function runProxy(opts: { calls?: number; warmup?: number } = {}): 
   let passThrough: ChildProcess | undefined;
   try {
     const { key } = await h.issue('bench-proxy', BENCH_POLICY);
-    server = await startHttpServer(h.env(key));
+    server = await startHttpServer(h.env(key, process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}));
     const pt = await startPassThrough({ BENCH_UPSTREAM: sim.url, BENCH_STRIPE_KEY: sim.credentials.stripe.secretKey });
     passThrough = pt.child;
     const guarded = clientOf(key, new URL(server.url).origin);

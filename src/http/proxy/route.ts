@@ -156,18 +156,17 @@ async function create(
     await auditEarlyDenial(run, adapter.action, ready.code, r.message);
     return refuse(r);
   }
-  if (idempotencyKey !== undefined) {
-    const earlier = await replayOf(run, ready.prepared, idempotencyKey, refuse);
-    if (earlier) return earlier;
-  }
-  const outcome = await makeVendorCall(run, adapter, ready.prepared, idempotencyKey !== undefined ? { idempotencyKey } : {});
+  // a repeat under the same idempotency key is found by the ledger, inside the decision (DUPLICATE_PENDING, below)
+  const outcome = await makeVendorCall(run, adapter, ready.prepared, {
+    ...(idempotencyKey !== undefined ? { idempotencyKey, keepAnswer: true } : {}),
+    readBudget: false,
+  });
   if (outcome.ok) {
     const answer = outcome.answer as VendorAnswer | undefined;
     if (!answer) {
       ctx.log(`${adapter.vendor}: the adapter gave no answer to pass on for reservation ${outcome.reservationId}`);
       return refuse({ status: 409, code: 'VENDOR_UNCERTAIN', message: `VENDOR_UNCERTAIN: the call was made [reservation ${outcome.reservationId}] but its answer could not be passed on. Do NOT retry.` });
     }
-    if (idempotencyKey !== undefined) await recordAnswer(run, outcome.reservationId, answer);
     return verbatim(answer, runcapHeaders(outcome.reservationId));
   }
   if ('preLedger' in outcome) {
@@ -176,7 +175,7 @@ async function create(
     return refuse(r);
   }
   if (outcome.code === 'DUPLICATE_PENDING' && idempotencyKey !== undefined) {
-    // another request under the same idempotency key got there first
+    // a request under this idempotency key was made before (or is being made): replay, or say why not
     const earlier = await replayOf(run, ready.prepared, idempotencyKey, refuse);
     if (earlier) return earlier;
   }

@@ -409,15 +409,21 @@ export class StoreLedger implements Ledger {
     reservationId: string,
     actualMicros: number,
     vendorRef: string | null,
-    opts: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof } = {},
+    opts: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof; answer?: StoredAnswer } = {},
   ): Promise<Reservation> {
     checkMicros(actualMicros, 'actual');
     checkRef(vendorRef);
     const note = opts.note === undefined ? undefined : checkText(opts.note, 'note', 1000);
+    const answer = opts.answer === undefined ? undefined : storedAnswerJson(opts.answer);
     const settlement = { actualMicros, vendorRef, estimated: opts.estimated, note, byHand: opts.byHand, proof: opts.proof };
     const act = transitions.settlementAct(opts);
     const settling = () =>
-      this.transition(reservationId, async (tx, read) => transitions.settle(reservationId, read, settlement, await this.proofCheck(tx, act)));
+      this.transition(reservationId, async (tx, read) => {
+        const settled = transitions.settle(reservationId, read, settlement, await this.proofCheck(tx, act));
+        if (answer === undefined) return settled;
+        // the answer a repeat of this call replays, in the settle's transaction: no write of its own
+        return { ...settled, writes: { ...settled.writes, ops: [...settled.writes.ops, { kind: 'setIdempotentAnswer', reservationId, answer }] } };
+      });
     return act ? this.humanOnly(act, opts.proof, 'unknown', settling) : settling();
   }
 
