@@ -14,7 +14,7 @@ import { createHome } from './lib/home.js';
 import { startHttpServer, type HttpServerProcess } from './lib/http-server.js';
 import { distTool } from './lib/paths.js';
 import { startSimProcess } from './lib/sim.js';
-import { deadline, fmtMs, fmtRatio, goal, summarize, table, type Summary } from './lib/stats.js';
+import { alternating, deadline, fmtMs, fmtRatio, goal, summarize, table, type Summary } from './lib/stats.js';
 
 export interface ProxyResult {
   passThrough: Summary;
@@ -67,16 +67,7 @@ export async function runProxy(opts: { calls?: number; warmup?: number } = {}): 
       await stripe.paymentIntents.create({ amount: 100 + (i % 5000), currency: 'usd', description: `bench order ${i}`, metadata: { order: String(i) } });
       return performance.now() - t0;
     };
-    const order = [plain, guarded];
-    for (let i = 0; i < warmup; i++) for (const c of order) await pay(c);
-    const samples = new Map<Stripe, number[]>(order.map((c) => [c, []]));
-    for (let i = 0; i < calls; i++) {
-      // rotate which goes first, so neither always follows the other's GC
-      for (let j = 0; j < order.length; j++) {
-        const c = order[(i + j) % order.length]!;
-        samples.get(c)!.push(await pay(c));
-      }
-    }
+    const samples = await alternating([plain, guarded], warmup, calls, pay);
     const p = summarize(samples.get(plain)!);
     const g = summarize(samples.get(guarded)!);
     return { passThrough: p, guarded: g, ratioP50: g.p50 / p.p50, ratioP99: g.p99 / p.p99 };

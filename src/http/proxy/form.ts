@@ -5,6 +5,7 @@
  * object. Every value stays a string: the vendor's wire format says which are numbers or booleans.
  */
 import qs from 'qs';
+import { refused, type ParsedRequest } from './wire.js';
 
 export class FormError extends Error {}
 
@@ -25,6 +26,17 @@ export function parseForm(text: string): Record<string, unknown> {
     }) as Record<string, unknown>;
   } catch (err) {
     throw new FormError(`the form body could not be read: ${err instanceof Error ? err.message : 'malformed'}`);
+  }
+}
+
+/** The form of a request's body, or the refusal of one that cannot be read. */
+export function formOrRefusal(body: Buffer): { form: Record<string, unknown> } | ParsedRequest {
+  if (body.length === 0) return { form: {} };
+  try {
+    return { form: parseForm(body.toString('utf8')) };
+  } catch (err) {
+    if (err instanceof FormError) return refused(400, 'INVALID_INPUT', err.message);
+    throw err;
   }
 }
 

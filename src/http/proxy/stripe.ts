@@ -5,7 +5,7 @@
  * basic-auth user (curl -u, older SDKs). Refusals are Stripe error objects, with
  * `Stripe-Should-Retry: false` so stripe-node never retries one.
  */
-import { booleanOf, FormError, integerOf, parseForm } from './form.js';
+import { booleanOf, formOrRefusal, integerOf } from './form.js';
 import { basicCredentials, bearerToken, mediaType, refused, runcapAnswer, type WireFormat, type WireRefusal } from './wire.js';
 
 const CREATE = '/v1/payment_intents';
@@ -63,13 +63,9 @@ export const stripeWire: WireFormat = {
     if (mediaType(headers) !== 'application/x-www-form-urlencoded') {
       return refused(400, 'INVALID_INPUT', 'Stripe requests are form-encoded: Content-Type must be application/x-www-form-urlencoded');
     }
-    let form: Record<string, unknown>;
-    try {
-      form = parseForm(body.toString('utf8'));
-    } catch (err) {
-      if (err instanceof FormError) return refused(400, 'INVALID_INPUT', err.message);
-      throw err;
-    }
+    const read = formOrRefusal(body);
+    if (!('form' in read)) return read;
+    const { form } = read;
     if ('expand' in form) return refused(403, 'ACTION_NOT_ALLOWED', 'expand reads objects this run did not create; nothing was charged', { param: 'expand' });
     const idempotencyKey = headers.get('idempotency-key') ?? undefined;
     return { kind: 'create', input: inputOf(form), ...(idempotencyKey !== undefined ? { idempotencyKey } : {}) };

@@ -7,7 +7,7 @@
  * message is sent on runcap's own account. Twilio has no idempotency key: a resend is stopped only
  * by the ledger's DUPLICATE_PENDING while the first is unresolved.
  */
-import { FormError, parseForm } from './form.js';
+import { formOrRefusal } from './form.js';
 import { basicCredentials, mediaType, refused, runcapAnswer, type WireFormat } from './wire.js';
 
 const ACCOUNT = String.raw`/2010-04-01/Accounts/AC[A-Za-z0-9]{1,64}`;
@@ -35,13 +35,9 @@ export const twilioWire: WireFormat = {
     if (mediaType(headers) !== 'application/x-www-form-urlencoded') {
       return refused(400, 'INVALID_INPUT', 'Twilio requests are form-encoded: Content-Type must be application/x-www-form-urlencoded');
     }
-    let form: Record<string, unknown>;
-    try {
-      form = parseForm(body.toString('utf8'));
-    } catch (err) {
-      if (err instanceof FormError) return refused(400, 'INVALID_INPUT', err.message);
-      throw err;
-    }
+    const read = formOrRefusal(body);
+    if (!('form' in read)) return read;
+    const { form } = read;
     const input: Record<string, unknown> = {};
     for (const [name, value] of Object.entries(form)) {
       const field = PARAMS[name];
