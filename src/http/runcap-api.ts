@@ -40,8 +40,9 @@ export function runcapApiRoute(runs: Runs): Route {
       if ([...url.searchParams.keys()].length > 0) return error(400, 'INVALID_INPUT', 'no query parameters are taken');
       try {
         if (url.pathname === '/runcap/budget') {
-          const budget = await run.guard.ledger.budget(run.keyInfo.id);
-          return jsonAnswer(200, { key_id: run.keyInfo.id, label: run.keyInfo.label, status: run.keyInfo.status, ...budgetJson(budget) });
+          // read now, not the run's cached copy: a revocation since must show
+          const [key, budget] = await Promise.all([run.guard.ledger.getKey(run.keyInfo.id), run.guard.ledger.budget(run.keyInfo.id)]);
+          return jsonAnswer(200, { key_id: key.id, label: key.label, status: key.status, ...budgetJson(budget) });
         }
         const m = ONE_APPROVAL.exec(url.pathname);
         if (!m) return error(404, 'NOT_FOUND', 'runcap answers GET /runcap/approvals/{apr_…} and GET /runcap/budget');

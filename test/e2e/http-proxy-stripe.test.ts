@@ -79,6 +79,12 @@ describe('stripe-node pointed at runcap', () => {
     expect(err.type).toBe('StripeInvalidRequestError');
     expect(err.statusCode).toBe(404);
     expect(err.code).toBe('NOT_FOUND');
+    // once revoked, the run reads nothing more, makes nothing more, and its budget says so
+    await h.guard.ledger.revokeKey(mine.id, { by: 'test', reason: 'run over' });
+    expect(await refusal(stripeFor(mine.key).paymentIntents.retrieve(pi.id))).toMatchObject({ statusCode: 403, code: 'KEY_REVOKED' });
+    expect(await refusal(stripeFor(mine.key).paymentIntents.create({ amount: 500, currency: 'usd' }))).toMatchObject({ statusCode: 403, code: 'KEY_REVOKED' });
+    const budget = await fetch(`${server.origin}/runcap/budget`, { headers: { authorization: `Bearer ${mine.key}` } });
+    expect(await budget.json()).toMatchObject({ key_id: mine.id, status: 'revoked' });
   });
 
   it('a cap the call would exceed is a StripePermissionError with the code first, and nothing reaches Stripe', async () => {

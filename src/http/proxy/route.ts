@@ -14,7 +14,7 @@
 import { fingerprintOf } from '../../guard/fingerprint.js';
 import type { Denial } from '../../guard/call.js';
 import type { StoredAnswer } from '../../ledger/types.js';
-import type { ReasonCode } from '../../policy/codes.js';
+import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
 import type { ToolContext } from '../../mcp/context.js';
 import { adapterOf, auditEarlyDenial, makeVendorCall, prepareVendorCall } from '../../mcp/vendor-call.js';
 import type { Prepared, VendorAdapter, VendorAnswer } from '../../vendors/types.js';
@@ -227,8 +227,13 @@ async function retrieve(run: ToolContext, adapter: VendorAdapter, wire: WireForm
   const notFound = () => refuse({ status: 404, code: 'NOT_FOUND', message: `NOT_FOUND: this run made no ${wire.vendor} object ${vendorRef.slice(0, 60)}` });
   let own;
   try {
+    // a revoked or expired key reads nothing more, as it makes nothing more
+    await run.guard.ledger.resolveKey(run.key);
     own = await run.guard.ledger.listReservations({ keyId: run.keyInfo.id, vendorRef });
-  } catch {
+  } catch (err) {
+    if (isRuncapError(err) && (err.code === 'KEY_REVOKED' || err.code === 'KEY_EXPIRED')) {
+      return refuse({ status: 403, code: err.code, message: `${err.code}: ${err.message}. ${NEXT[err.code]}` });
+    }
     return refuse({ status: 424, code: 'LEDGER_UNAVAILABLE', message: 'LEDGER_UNAVAILABLE: runcap could not reach its ledger; nothing was done.' });
   }
   if (!own.some((r) => r.vendorRef === vendorRef && r.action === adapter.action)) return notFound();
