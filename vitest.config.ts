@@ -14,8 +14,9 @@ const SQLITE_ONLY = [
   'test/ledger/postgres-connect.test.ts',
   // makes its own PostgreSQL schema for its two hosts whatever the project: it would run twice
   'test/e2e/fleet.test.ts',
-  // the Host and Origin policy: no storage at all
+  // the Host and Origin policy, the proxy's wire formats: no storage at all
   'test/http/origins.test.ts',
+  'test/http/proxy-wire.test.ts',
 ];
 
 const shared = {

@@ -10,7 +10,7 @@
  */
 import { isRuncapError, type ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
-import type { Budget, CapBreach, Ledger } from '../ledger/types.js';
+import type { Budget, CapBreach, Ledger, StoredAnswer } from '../ledger/types.js';
 import { fingerprintOf } from './fingerprint.js';
 
 export interface CallResult<R> {
@@ -18,6 +18,8 @@ export interface CallResult<R> {
   estimated: boolean;
   vendorRef: string;
   result: R;
+  /** the vendor's answer as it came (opaque here: the proxy passes it on) */
+  answer?: unknown;
 }
 
 export interface GuardedCallSpec<R> {
@@ -35,7 +37,13 @@ export interface GuardedCallSpec<R> {
    * (destroy the socket), so nothing is still running once the outcome is recorded as unknown.
    */
   call(ctx: { reservationId: string; keyId: string }, signal: AbortSignal): Promise<CallResult<R>>;
-  classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string };
+  classifyError(err: unknown): { kind: 'definite' | 'uncertain'; message: string; answer?: unknown };
+  /** an idempotency key the agent chose, scoped to its key (AuthorizeRequest.idempotencyKey) */
+  idempotencyKey?: string;
+  /** keep the vendor's answer with the settle, for a repeat under the idempotency key to replay */
+  keepAnswer?: boolean;
+  /** false: the caller does not show what is left, so no budget is read after the call (the proxy) */
+  readBudget?: boolean;
   /** The hard deadline of the whole vendor call, in ms (config vendor_timeout_ms); default DEFAULT_CALL_DEADLINE_MS. */
   deadlineMs?: number;
   /**
@@ -61,6 +69,8 @@ export type GuardedOutcome<R> =
       budget?: Budget;
       /** set when the vendor call succeeded but the settle could not be written (reconcile will) */
       warning?: string;
+      /** the vendor's answer as it came, when the call gave one */
+      answer?: unknown;
     }
   | Denial;
 
@@ -71,6 +81,8 @@ export interface Denial {
   approvalId?: string;
   reservationId?: string;
   cap?: CapBreach;
+  /** a definite vendor refusal's answer as it came (VENDOR_ERROR), for the proxy */
+  vendorAnswer?: unknown;
 }
 
 export type Log = (line: string) => void;
@@ -88,6 +100,7 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
       recipients: spec.recipients,
       request: { args: spec.fingerprintArgs, ...(spec.price ? { price: spec.price } : {}) },
       normalized: spec.normalized,
+      ...(spec.idempotencyKey !== undefined ? { idempotencyKey: spec.idempotencyKey } : {}),
     });
   } catch (err) {
     return failClosed(err, log);
@@ -120,7 +133,8 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
 
   let warning: string | undefined;
   try {
-    await ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated });
+    const keep = spec.keepAnswer && spec.idempotencyKey !== undefined && outcome.answer !== undefined ? { answer: outcome.answer as StoredAnswer } : {};
+    await ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated, ...keep });
   } catch (err) {
     // The vendor did it; the reservation stays pending (still counted) and reconcile settles it.
     // The ledger's error stays in the log: its wording ("nothing was done") is about the settle,
@@ -128,7 +142,7 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
     warning = `the call happened: it succeeded at the vendor. Do not retry it (that would pay or send again). runcap could not record the settlement yet, so its amount stays reserved until \`runcap reconcile\` records it`;
     log(`settle ${reservationId} failed: ${describe(err)}`);
   }
-  const budget = await ledger.budget(keyId).catch(() => undefined);
+  const budget = spec.readBudget === false ? undefined : await ledger.budget(keyId).catch(() => undefined);
   return {
     ok: true,
     reservationId,
@@ -138,11 +152,12 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
     estimated: outcome.estimated,
     ...(budget ? { budget } : {}),
     ...(warning ? { warning } : {}),
+    ...(outcome.answer !== undefined ? { answer: outcome.answer } : {}),
   };
 }
 
 async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unknown, spec: GuardedCallSpec<R>, log: Log): Promise<Denial> {
-  let classified: { kind: 'definite' | 'uncertain'; message: string };
+  let classified: { kind: 'definite' | 'uncertain'; message: string; answer?: unknown };
   try {
     classified = spec.classifyError(err);
   } catch {
@@ -154,7 +169,13 @@ async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unkno
     } catch (e) {
       log(`release ${reservationId} failed: ${describe(e)}`);
     }
-    return { ok: false, code: 'VENDOR_ERROR', message: `the vendor refused the call: ${classified.message}`, reservationId };
+    return {
+      ok: false,
+      code: 'VENDOR_ERROR',
+      message: `the vendor refused the call: ${classified.message}`,
+      reservationId,
+      ...(classified.answer !== undefined ? { vendorAnswer: classified.answer } : {}),
+    };
   }
   return markedUncertain(ledger, reservationId, classified.message, log);
 }

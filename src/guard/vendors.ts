@@ -11,7 +11,7 @@ import { assertPrivate, assertVendorNetworkEnv, homePath, loopbackBaseUrl, type 
 import { failureSuffix, programExists, runCredentialCommand } from '../credential-command.js';
 import { ADAPTERS } from '../vendors/index.js';
 import { scrubSecrets } from '../vendors/common.js';
-import type { Prepared, Pricing, VendorAdapter, VendorName } from '../vendors/types.js';
+import type { Prepared, Pricing, VendorAdapter, VendorAnswer, VendorName } from '../vendors/types.js';
 import type { GuardedCallSpec } from './call.js';
 
 export type CredentialSource =
@@ -82,6 +82,16 @@ export class VendorRuntime {
   /** Remove every secret this runtime knows (and anything shaped like a credential) from a message. */
   scrub(message: string, extra: readonly string[] = []): string {
     return scrubSecrets(message, [...extra, ...this.knownSecrets()]);
+  }
+
+  /**
+   * Every exact secret this runtime knows replaced, and nothing else changed: for a vendor's answer
+   * passed on verbatim (scrub() also shortens and reflows, which would corrupt a JSON body).
+   */
+  redact(text: string, extra: readonly string[] = []): string {
+    let out = text;
+    for (const secret of [...extra, ...this.knownSecrets()]) if (secret.length >= 4) out = out.split(secret).join('[redacted]');
+    return out;
   }
 
   /** Every secret this runtime has loaded so far, for scrubbing messages. */
@@ -191,6 +201,7 @@ export function vendorCallSpec<N, R>(
   client: unknown,
   prepared: Prepared<N>,
   scrub: (message: string) => string = (m) => m,
+  redact: (text: string) => string = (t) => t,
 ): GuardedCallSpec<R> {
   return {
     action: prepared.action,
@@ -199,10 +210,18 @@ export function vendorCallSpec<N, R>(
     recipients: prepared.recipients,
     price: { ...prepared.price },
     normalized: prepared.normalized,
-    call: (c, signal) => adapter.call(client, prepared.normalized, { ...c, signal }),
+    call: async (c, signal) => {
+      const success = await adapter.call(client, prepared.normalized, { ...c, signal });
+      return success.answer ? { ...success, answer: redactAnswer(success.answer, redact) } : success;
+    },
     classifyError: (err) => {
       const classified = adapter.classifyError(err);
-      return { ...classified, message: scrub(classified.message) };
+      return { ...classified, message: scrub(classified.message), ...(classified.answer ? { answer: redactAnswer(classified.answer, redact) } : {}) };
     },
   };
+}
+
+/** A vendor never echoes runcap's credential; every exact secret is redacted all the same before an answer can reach an agent. */
+function redactAnswer(answer: VendorAnswer, redact: (text: string) => string): VendorAnswer {
+  return { status: answer.status, headers: Object.fromEntries(Object.entries(answer.headers).map(([k, v]) => [k, redact(v)])), body: redact(answer.body) };
 }

@@ -27,6 +27,8 @@ import { Refusals } from './refusals.js';
 import type { Route, RouteContext } from './route.js';
 import { Runs } from './runs.js';
 import { vaultKeysRoute } from './vault-keys.js';
+import { proxyRoute } from './proxy/route.js';
+import { runcapApiRoute } from './runcap-api.js';
 
 export interface HttpServeOptions {
   host: string;
@@ -133,10 +135,13 @@ async function listen(
   let closing = false;
   const runs = new Runs({ guard, vendors, log, track: toolCalls.track, stopSignal: stopping.signal, shuttingDown: () => closing });
   const mcp = mcpRoute(runs, { maxBodyBytes, log });
+  const proxy = proxyRoute(runs);
   const routes: Route[] = [
     mcp,
     healthzRoute(refusals),
     vaultKeysRoute,
+    runcapApiRoute(runs),
+    proxy,
   ];
 
   const scheme = opts.tls || opts.behindTlsProxy ? 'https' : 'http';
@@ -161,12 +166,22 @@ async function listen(
     if (!target.startsWith('/') || target.startsWith('//')) return refuse(400, 'bad_target', 'the request target must be a path, such as /mcp');
     const url = new URL(target, `${scheme}://${req.headers.host}`);
     const route = routes.find((r) => r.matches(url));
-    if (!route) return refuse(404, 'no_route', `no route ${maskKeys(url.pathname.slice(0, 80))}: MCP is at /mcp, the key API at /vault/keys`);
+    if (!route) return refuse(404, 'no_route', `no route ${maskKeys(url.pathname.slice(0, 80))}: MCP is at /mcp, the key API at /vault/keys, the vendor proxies at /v1, /2010-04-01 and /emails (or below /stripe, /twilio, /resend)`);
     let body: Buffer;
     try {
       body = await readBody(req, maxBodyBytes);
     } catch (err) {
-      if (err instanceof BodyTooLarge) return refuse(413, 'body_too_large', `a request body is at most ${maxBodyBytes} bytes`, { Connection: 'close' });
+      if (err instanceof BodyTooLarge) {
+        const message = `a request body is at most ${maxBodyBytes} bytes; nothing was done`;
+        // a vendor's SDK reads the refusal in its own error shape
+        const shaped = route === proxy ? proxy.refusal(url, 413, 'INVALID_INPUT', message) : undefined;
+        if (shaped) {
+          refusals.count('body_too_large');
+          shaped.headers.set('Connection', 'close');
+          return sendWebResponse(res, shaped);
+        }
+        return refuse(413, 'body_too_large', message, { Connection: 'close' });
+      }
       // the client went away (or shutdown cut it off) before its body was complete: nothing to answer, nothing to log
       refusals.count('body_incomplete');
       res.destroy();

@@ -109,6 +109,32 @@ export interface AuthorizeRequest {
   request: { args: Record<string, unknown>; price?: Record<string, unknown> };
   /** what reconcile needs to find the call at the vendor */
   normalized?: unknown;
+  /**
+   * An idempotency key the agent chose (the proxy's `Idempotency-Key`), scoped to the presented key:
+   * an allowed call records (key, idempotencyKey) → its reservation in its own transaction, and a
+   * later authorize with the same pair is denied DUPLICATE_PENDING naming that reservation, whatever
+   * its fingerprint. A denial records nothing (the retry after an approval goes through).
+   */
+  idempotencyKey?: string;
+}
+
+/** The answer an idempotent call gave, replayed to a repeat of it. */
+export interface StoredAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** One (key, idempotency key) an allowed call was recorded under. */
+export interface IdempotentCall {
+  keyId: string;
+  idempotencyKey: string;
+  /** the fingerprint of the call first made under it: a repeat with another is refused */
+  fingerprint: string;
+  reservationId: string;
+  createdAt: number;
+  /** the answer given, once recorded; null while the call runs, or when its outcome is unknown */
+  answer: StoredAnswer | null;
 }
 
 export interface VerifyRequest {
@@ -195,6 +221,8 @@ export interface ReservationFilter {
   createdSince?: number;
   /** only those that name a vendor object */
   hasVendorRef?: boolean;
+  /** only the one that names this vendor object */
+  vendorRef?: string;
 }
 
 export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'consumed';
@@ -381,6 +409,10 @@ export interface Ledger {
 
   // the guarded call
   authorize(req: AuthorizeRequest): Promise<Decision>;
+  /** The call recorded under (keyId, idempotencyKey) by an allowed authorize, if any. */
+  idempotentCall(keyId: string, idempotencyKey: string): Promise<IdempotentCall | undefined>;
+  /** The answer an idempotent call gave (no-op when the reservation has no idempotency key); set once. */
+  recordAnswer(reservationId: string, answer: StoredAnswer): Promise<void>;
   verify(req: VerifyRequest): Promise<Decision>;
   /**
    * Audit a denial decided before authorize (bad input, unknown price, missing credential): everything is audited.
@@ -390,7 +422,13 @@ export interface Ledger {
   recordDenial(presentedKey: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void>;
   /** note: why, and by whom when a human resolves it (kept on the reservation and in the audit row) */
   /** byHand: a human's answer rather than a vendor's; settling below the reserved amount then frees money and needs `proof` */
-  settle(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof }): Promise<Reservation>;
+  /** answer: kept for a repeat of its idempotent call (recordAnswer, in the settle's own transaction) */
+  settle(
+    reservationId: string,
+    actualMicros: number,
+    vendorRef: string | null,
+    opts?: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof; answer?: StoredAnswer },
+  ): Promise<Reservation>;
   /** by: who releases it (default 'vendor', the call path's definite refusal); by 'hand' needs `proof` */
   release(reservationId: string, why: string, opts?: { by?: ReleasedBy; proof?: HumanProof }): Promise<Reservation>;
   /**

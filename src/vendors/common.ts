@@ -5,7 +5,7 @@
  */
 import type { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
-import type { ClassifiedError, ReservationRef } from './types.js';
+import type { ClassifiedError, ReservationRef, VendorAnswer } from './types.js';
 
 /** Validates with the adapter's schema; failures become INVALID_INPUT with every issue listed. */
 export function parseInput<T>(schema: z.ZodType<T>, input: unknown): T {
@@ -200,4 +200,32 @@ export function singleSecretCredentials<K extends string>(spec: { vendor: string
     },
     secrets: (cred: Cred) => [cred[spec.prop]],
   };
+}
+
+/** The headers of a vendor's answer an SDK reads, by lower-case name (the rest are the vendor's business). */
+export function answerHeaders(headers: unknown, names: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!headers || typeof headers !== 'object') return out;
+  const get = (name: string): unknown =>
+    typeof (headers as Headers).get === 'function'
+      ? (headers as Headers).get(name)
+      : Object.entries(headers as Record<string, unknown>).find(([k]) => k.toLowerCase() === name)?.[1];
+  for (const name of names) {
+    const v = get(name);
+    if (typeof v === 'string') out[name] = v;
+    else if (Array.isArray(v) && typeof v[0] === 'string') out[name] = v[0];
+  }
+  return out;
+}
+
+/** A JSON answer as a vendor gave it: the body text, and the content type SDKs check. */
+export function jsonAnswerOf(status: number, body: unknown, headers: Record<string, string> = {}): VendorAnswer {
+  return { status, headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) };
+}
+
+/** A definite refusal carries the vendor's own error answer (for the proxy); an uncertain outcome never does. */
+export function withDefiniteAnswer(c: ClassifiedError, answer: () => VendorAnswer | undefined): ClassifiedError {
+  if (c.kind !== 'definite') return c;
+  const a = answer();
+  return a ? { ...c, answer: a } : c;
 }

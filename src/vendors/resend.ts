@@ -25,6 +25,8 @@ import {
   singleSecretCredentials,
   tooRecentForNotFound,
   trimBase,
+  jsonAnswerOf,
+  withDefiniteAnswer,
 } from './common.js';
 import {
   MAX_ADDRESS_LENGTH,
@@ -36,7 +38,7 @@ import {
   normalizeSender,
 } from './email.js';
 import { requestSignal, withCallSignal } from './http.js';
-import type { CallSuccess, ClassifiedError, Lookup, Prepared, Pricing, Recipient, ReservationRef, VendorAdapter } from './types.js';
+import type { CallSuccess, ClassifiedError, Lookup, Prepared, Pricing, Recipient, ReservationRef, VendorAdapter, VendorAnswer } from './types.js';
 
 export const MAX_RECIPIENTS = 50;
 /** reply_to is not charged (no recipient of the cost) but is held to the sender or domain rule; bounded separately. */
@@ -187,7 +189,16 @@ export function tagValue(s: string): string {
   return s.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 256);
 }
 
+/** A Resend error as Resend answers it: `{ statusCode, name, message }`. */
+function errorAnswer(e: { errorName: string; statusCode: number | null; message: string }): VendorAnswer | undefined {
+  return e.statusCode === null ? undefined : jsonAnswerOf(e.statusCode, { statusCode: e.statusCode, name: e.errorName, message: e.message });
+}
+
 function classifyError(err: unknown): ClassifiedError {
+  return withDefiniteAnswer(classifyResendError(err), () => (err instanceof ResendApiError ? errorAnswer(err) : undefined));
+}
+
+function classifyResendError(err: unknown): ClassifiedError {
   if (err instanceof RuncapError) return { kind: 'uncertain', message: scrubSecrets(`${err.code}: ${err.message}`) };
   if (err instanceof ResendApiError || (err && typeof err === 'object' && (err as { name?: unknown }).name === 'ResendApiError')) {
     const e = err as ResendApiError;
@@ -297,6 +308,8 @@ async function send(client: ResendClient, n: ResendNormalized, reservationId: st
     estimated: false,
     vendorRef: data.id,
     result: { id: data.id },
+    // resend-node gives the body, not the answer's headers: what it parsed is what the proxy passes on
+    answer: jsonAnswerOf(200, data),
   };
 }
 
@@ -328,6 +341,16 @@ export const resendAdapter: VendorAdapter<ResendInput, ResendNormalized, ResendR
   },
   call(client, n, { reservationId, keyId, signal }) {
     return withCallSignal(signal, () => send(client, n, reservationId, keyId));
+  },
+  async retrieve(client, vendorRef, { signal }) {
+    const options = requestOptions(client);
+    const r = (await withCallSignal(signal, () => client.resend.emails.get(vendorRef, options))) as ResendAnswer<unknown>;
+    if (r.error) {
+      const answer = typeof r.error.statusCode === 'number' ? errorAnswer({ errorName: String(r.error.name), statusCode: r.error.statusCode, message: String(r.error.message ?? '') }) : undefined;
+      if (answer) return answer;
+      throw new ResendApiError(String(r.error.name ?? 'application_error'), null, String(r.error.message ?? 'no answer'));
+    }
+    return jsonAnswerOf(200, r.data);
   },
   classifyError,
   lookup,

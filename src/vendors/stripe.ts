@@ -19,10 +19,14 @@ import {
   scrubSecrets,
   singleSecretCredentials,
   tooRecentForNotFound,
+  answerHeaders,
+  jsonAnswerOf,
+  withDefiniteAnswer,
 } from './common.js';
 import { convertMinor, minorToMicrosDetailed } from './currencies.js';
+import { isPlainAddress, MAX_ADDRESS_LENGTH, normalizeAddress } from './email.js';
 import { directAgents, requestSignal, withCallSignal } from './http.js';
-import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter } from './types.js';
+import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter, VendorAnswer } from './types.js';
 
 type StripeClient = StripeSdk;
 
@@ -82,6 +86,38 @@ export const stripeInputSchema = z.strictObject({
     .describe(
       `Optional key-value strings stored on the PaymentIntent (≤ ${MAX_AGENT_METADATA_KEYS} keys, keys ≤ 40 characters, values ≤ 500). Keys starting with "runcap_" are reserved.`,
     ),
+  // the money-neutral parameters Stripe's own quickstarts send (what agent code written from them sends)
+  automatic_payment_methods: z
+    .strictObject({
+      enabled: z.boolean(),
+      allow_redirects: z.enum(['always', 'never']).optional(),
+    })
+    .optional()
+    .describe('Optional: let Stripe pick the payment methods enabled in the dashboard, e.g. {"enabled": true}.'),
+  return_url: z
+    .string()
+    .max(2048)
+    .refine((u) => /^https?:\/\//i.test(u) && URL.canParse(u), { message: 'return_url must be an absolute http(s) URL' })
+    .optional()
+    .describe('Optional URL the customer returns to after a redirect-based payment method (only with confirm: true).'),
+  receipt_email: z
+    .string()
+    .max(MAX_ADDRESS_LENGTH, { abort: true })
+    .refine(isPlainAddress, { message: 'receipt_email must be a plain e-mail address (name@example.com)' })
+    .optional()
+    .describe("Optional address Stripe e-mails the receipt to; held to this run's e-mail recipient rules."),
+  statement_descriptor_suffix: z
+    .string()
+    .min(1)
+    .max(22)
+    .regex(/^[^<>\\'"*]*$/, 'statement_descriptor_suffix must not contain < > \\ \' " *')
+    .refine((v) => /[A-Za-z]/.test(v), { message: 'statement_descriptor_suffix needs at least one letter' })
+    .optional()
+    .describe("Optional suffix (≤ 22 characters) to the account's statement descriptor on the customer's statement."),
+  capture_method: z
+    .enum(['automatic', 'automatic_async', 'manual'])
+    .optional()
+    .describe('Optional: "manual" authorizes now and captures later; the amount is reserved in full either way.'),
 });
 
 export type StripeInput = z.infer<typeof stripeInputSchema>;
@@ -98,6 +134,11 @@ export interface StripeParams {
   /** the agent's `payment_method_types`: Stripe API 2026-09-30.endive+ refuses `payment_method_types` on create */
   allowed_payment_method_types?: string[];
   metadata?: Record<string, string>;
+  automatic_payment_methods?: { enabled: boolean; allow_redirects?: 'always' | 'never' };
+  return_url?: string;
+  receipt_email?: string;
+  statement_descriptor_suffix?: string;
+  capture_method?: 'automatic' | 'automatic_async' | 'manual';
 }
 
 export interface StripeNormalized {
@@ -131,6 +172,11 @@ function prepare(input: StripeInput, pricing: Pricing): Prepared<StripeNormalize
   if (i.off_session !== undefined) params.off_session = i.off_session;
   if (i.payment_method_types !== undefined) params.allowed_payment_method_types = [...i.payment_method_types];
   if (i.metadata !== undefined) params.metadata = { ...i.metadata };
+  if (i.automatic_payment_methods !== undefined) params.automatic_payment_methods = { ...i.automatic_payment_methods };
+  if (i.return_url !== undefined) params.return_url = i.return_url;
+  if (i.receipt_email !== undefined) params.receipt_email = normalizeAddress(i.receipt_email);
+  if (i.statement_descriptor_suffix !== undefined) params.statement_descriptor_suffix = i.statement_descriptor_suffix;
+  if (i.capture_method !== undefined) params.capture_method = i.capture_method;
   // every agent-supplied field under the agent's own names (canonical JSON sorts the keys)
   const { allowed_payment_method_types, ...rest } = params;
   const fingerprintArgs: Record<string, unknown> = structuredClone(rest);
@@ -140,7 +186,8 @@ function prepare(input: StripeInput, pricing: Pricing): Prepared<StripeNormalize
     normalized: { params, fx: { currency: currency.toUpperCase(), usdPerUnit: conv.rate }, estimateMicros: conv.micros },
     fingerprintArgs,
     estimateMicros: conv.micros,
-    recipients: [],
+    // Stripe e-mails the receipt there: the key's e-mail recipient rules hold as for an e-mail's `to`
+    recipients: params.receipt_email ? [{ kind: 'email_recipient', address: params.receipt_email }] : [],
     price: { currency, amountMinor: i.amount, fxRate: conv.rate },
   };
 }
@@ -157,8 +204,29 @@ function actualOf(n: StripeNormalized, amount: unknown, currency: unknown): numb
   return n.estimateMicros;
 }
 
-/** Stripe error classes by `type` (the SDK is loaded lazily, so no instanceof). */
+/** The headers of Stripe's answers that its SDKs read. */
+const ANSWER_HEADERS = ['request-id', 'stripe-version', 'idempotency-key', 'original-request'] as const;
+
+/** A Stripe error as Stripe answered it: `{ "error": … }` with its status and headers. */
+function errorAnswer(err: unknown): VendorAnswer | undefined {
+  const e = err as { statusCode?: unknown; raw?: unknown; headers?: unknown } | null;
+  if (!e || typeof e.statusCode !== 'number' || !e.raw || typeof e.raw !== 'object') return undefined;
+  // stripe-node adds its own fields to raw (headers, statusCode, requestId): the body had only the error
+  const { headers: _h, statusCode: _s, requestId: _r, ...error } = e.raw as Record<string, unknown>;
+  return jsonAnswerOf(e.statusCode, { error }, answerHeaders(e.headers, ANSWER_HEADERS));
+}
+
+/** A Stripe object as Stripe answered it (stripe-node keeps the answer's status and headers beside it, not in it). */
+function objectAnswer(obj: { lastResponse?: { statusCode?: number; headers?: unknown } }): VendorAnswer {
+  return jsonAnswerOf(obj.lastResponse?.statusCode ?? 200, JSON.stringify(obj), answerHeaders(obj.lastResponse?.headers, ANSWER_HEADERS));
+}
+
 function classifyError(err: unknown): ClassifiedError {
+  return withDefiniteAnswer(classifyStripeError(err), () => errorAnswer(err));
+}
+
+/** Stripe error classes by `type` (the SDK is loaded lazily, so no instanceof). */
+function classifyStripeError(err: unknown): ClassifiedError {
   if (err instanceof RuncapError) return { kind: 'uncertain', message: scrubSecrets(`${err.code}: ${err.message}`) };
   const e = err as { type?: unknown; statusCode?: unknown; message?: unknown; code?: unknown; rawType?: unknown } | null;
   if (e && typeof e === 'object' && typeof e.type === 'string' && e.type.startsWith('Stripe')) {
@@ -385,7 +453,17 @@ export const stripeAdapter: VendorAdapter<StripeInput, StripeNormalized, StripeR
       estimated: false,
       vendorRef: pi.id,
       result: { id: pi.id, status: pi.status, amount: pi.amount, currency: pi.currency },
+      answer: objectAnswer(pi),
     };
+  },
+  async retrieve(client, vendorRef, { signal }) {
+    try {
+      return objectAnswer(await withCallSignal(signal, () => client.paymentIntents.retrieve(vendorRef)));
+    } catch (err) {
+      const answer = errorAnswer(err);
+      if (answer) return answer;
+      throw err;
+    }
   },
   classifyError,
   lookup,

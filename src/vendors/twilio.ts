@@ -6,6 +6,7 @@
  * messages.create is NOT idempotent: no retries anywhere (SDK auto-retry off,
  * no retry in runcap).
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import https from 'node:https';
 import type TwilioSdk from 'twilio';
 import type RequestClientNs from 'twilio/lib/base/RequestClient.js';
@@ -23,11 +24,14 @@ import {
   scrubSecrets,
   tooRecentForNotFound,
   trimBase,
+  answerHeaders,
+  jsonAnswerOf,
+  withDefiniteAnswer,
 } from './common.js';
 import { directAgents, requestSignal, withCallSignal } from './http.js';
 import { absDecimalToMicros, unitsTimesUsdRate } from './money.js';
 import { SMS_MAX_CHARS, parseE164, segmentsOf, smsPriceFor } from './sms.js';
-import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter } from './types.js';
+import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter, VendorAnswer } from './types.js';
 
 type TwilioClient = TwilioSdk.Twilio;
 type RequestOptions<T> = RequestClientNs.RequestOptions<T>;
@@ -156,7 +160,33 @@ function settledOf(n: TwilioNormalized, msg: { price?: unknown; priceUnit?: unkn
   return p === undefined ? { actualMicros: n.estimateMicros, estimated: true } : { actualMicros: p, estimated: false };
 }
 
+/** The headers of Twilio's answers its SDKs and users read. */
+const ANSWER_HEADERS = ['twilio-request-id'] as const;
+
+/**
+ * Where a request's raw answer goes, for the call that made it: twilio-node hands its resources a
+ * camelCase instance, and the proxy passes on Twilio's own snake_case JSON. One holder per call
+ * (AsyncLocalStorage), so concurrent calls on one client each keep their own.
+ */
+const rawAnswers = new AsyncLocalStorage<{ answer?: VendorAnswer }>();
+
+/** Runs a request with a holder for its raw answer; the answer (if one arrived) beside the result or the error. */
+async function capturing<T>(run: () => Promise<T>): Promise<{ value: T; answer: VendorAnswer | undefined }> {
+  const holder: { answer?: VendorAnswer } = {};
+  try {
+    return { value: await rawAnswers.run(holder, run), answer: holder.answer };
+  } catch (err) {
+    if (holder.answer && err && typeof err === 'object') Object.defineProperty(err, RAW_ANSWER, { value: holder.answer });
+    throw err;
+  }
+}
+const RAW_ANSWER = Symbol('twilio raw answer');
+
 function classifyError(err: unknown): ClassifiedError {
+  return withDefiniteAnswer(classifyTwilioError(err), () => (err as { [RAW_ANSWER]?: VendorAnswer } | null)?.[RAW_ANSWER]);
+}
+
+function classifyTwilioError(err: unknown): ClassifiedError {
   if (err instanceof RuncapError) return { kind: 'uncertain', message: scrubSecrets(`${err.code}: ${err.message}`) };
   const e = err as { status?: unknown; code?: unknown; message?: unknown; moreInfo?: unknown; isAxiosError?: unknown } | null;
   // RestException: a response with a status arrived from Twilio
@@ -317,9 +347,12 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
           { synchronous: true },
         );
       }
-      override request<T>(opts: RequestOptions<T>) {
+      override async request<T>(opts: RequestOptions<T>) {
         const u = new URL(opts.uri);
-        return super.request<T>({ ...opts, uri: this.base + u.pathname + u.search, logLevel: undefined, timeout: timeoutMs } as typeof opts);
+        const res = await super.request<T>({ ...opts, uri: this.base + u.pathname + u.search, logLevel: undefined, timeout: timeoutMs } as typeof opts);
+        const holder = rawAnswers.getStore();
+        if (holder) holder.answer = jsonAnswerOf(res.statusCode, res.body as unknown, answerHeaders(res.headers, ANSWER_HEADERS));
+        return res;
       }
     }
     const httpClient = new PinnedRequestClient(base);
@@ -334,13 +367,25 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
     return twilio(credential.accountSid, credential.authToken, common);
   },
   async call(client, n, { signal }) {
-    const msg = await withCallSignal(signal, () => client.messages.create({ ...n.params }));
+    const { value: msg, answer } = await capturing(() => withCallSignal(signal, () => client.messages.create({ ...n.params })));
     const reported = Number.parseInt(String(msg.numSegments ?? ''), 10);
     return {
       ...settledOf(n, msg),
       vendorRef: msg.sid,
       result: { sid: msg.sid, status: String(msg.status), segments: reported > 0 ? reported : n.segments },
+      ...(answer ? { answer } : {}),
     };
+  },
+  async retrieve(client, vendorRef, { signal }) {
+    try {
+      const { answer } = await capturing(() => withCallSignal(signal, () => client.messages(vendorRef).fetch()));
+      if (!answer) throw new Error('Twilio answered, but not through runcap\'s request client');
+      return answer;
+    } catch (err) {
+      const answer = (err as { [RAW_ANSWER]?: VendorAnswer } | null)?.[RAW_ANSWER];
+      if (answer) return answer;
+      throw err;
+    }
   },
   classifyError,
   lookup,

@@ -50,6 +50,18 @@ export interface Prepared<N> {
   price: PriceNote;
 }
 
+/**
+ * A vendor's HTTP answer as it came (status, the headers SDKs read, the body text), for the
+ * vendor-compatible proxy to pass on verbatim. Holds nothing of runcap's credential: a vendor
+ * never echoes it.
+ */
+export interface VendorAnswer {
+  status: number;
+  /** lower-case names: only those an SDK reads (content-type, request-id, stripe-version, idempotency-key …) */
+  headers: Record<string, string>;
+  body: string;
+}
+
 export interface CallSuccess<R> {
   /** Integer micro-USD the vendor charged (or the estimate, when `estimated`). */
   actualMicros: number;
@@ -58,6 +70,8 @@ export interface CallSuccess<R> {
   vendorRef: string;
   /** What the tool returns to the agent (no secrets). */
   result: R;
+  /** the vendor's answer as it came, for the proxy */
+  answer?: VendorAnswer;
 }
 
 export interface ClassifiedError {
@@ -66,6 +80,8 @@ export interface ClassifiedError {
   /** The vendor's message, scrubbed of anything secret. */
   message: string;
   status?: number;
+  /** the vendor's error answer as it came (a definite refusal: a declined card, an invalid number), for the proxy */
+  answer?: VendorAnswer;
 }
 
 /** What reconcile learned from the vendor about one reservation. */
@@ -158,6 +174,11 @@ export interface VendorAdapter<I = any, N = any, R = any, Cred = any, Client = a
    * the answer.
    */
   lookupByContent?: boolean;
+  /**
+   * The proxy's GET of one object the run made (vendorRef): the vendor's answer as it came, an error
+   * answer (404 …) included; throws only when no answer arrived (network, deadline).
+   */
+  retrieve(client: Client, vendorRef: string, ctx: { signal?: AbortSignal }): Promise<VendorAnswer>;
   /** reconcile: the final price of a call settled at an estimate; undefined while the vendor has none */
   finalPrice?(client: Client, vendorRef: string): Promise<number | undefined>;
 }

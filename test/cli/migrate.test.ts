@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeTarget, parseLedgerUrl } from '../../src/ledger/postgres/connect.js';
-import { schemaVersion } from '../../src/ledger/postgres/migrations.js';
+import { SCHEMA_VERSION, schemaVersion } from '../../src/ledger/postgres/migrations.js';
 import { parseJson, runCli } from '../helpers/cli.js';
 import { postgresForTests, withSchemaParameter, withTestSchema, type TestSchema } from '../helpers/postgres.js';
 
@@ -86,11 +86,11 @@ describe.skipIf(postgres.skipReason)(postgres.title('runcap migrate and init --l
     const first = await runCli(home, ['migrate']);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
-    expect(first.stdout).toBe(`${ledgerLine(s)}: at migration 1 (1 applied now)\n`);
-    expect(await schemaVersion(s.pool(), s.schema)).toBe(1);
+    expect(first.stdout).toBe(`${ledgerLine(s)}: at migration ${SCHEMA_VERSION} (${SCHEMA_VERSION} applied now)\n`);
+    expect(await schemaVersion(s.pool(), s.schema)).toBe(SCHEMA_VERSION);
     const again = await runCli(home, ['migrate', '--json']);
     expect(again.code).toBe(0);
-    expect(parseJson(again.stdout)).toEqual({ ledger: describeTarget(s.target), schema: s.schema, version: 1, applied: 0 });
+    expect(parseJson(again.stdout)).toEqual({ ledger: describeTarget(s.target), schema: s.schema, version: SCHEMA_VERSION, applied: 0 });
   });
 
   it('PG* variables in its environment change nothing: the same schema, database and user', async () => {
@@ -109,8 +109,8 @@ describe.skipIf(postgres.skipReason)(postgres.title('runcap migrate and init --l
     };
     const r = await runCli(home, ['migrate'], { env: hostile });
     expect(r.stderr).toBe('');
-    expect(r.stdout).toBe(`${ledgerLine(s)}: at migration 1 (1 applied now)\n`);
-    expect(await schemaVersion(s.pool(), s.schema)).toBe(1);
+    expect(r.stdout).toBe(`${ledgerLine(s)}: at migration ${SCHEMA_VERSION} (${SCHEMA_VERSION} applied now)\n`);
+    expect(await schemaVersion(s.pool(), s.schema)).toBe(SCHEMA_VERSION);
   });
 
   it('an unreachable server is LEDGER_UNAVAILABLE naming the ledger, exit 1', async () => {
@@ -145,7 +145,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('runcap migrate and init --l
     expect(configOf(home)).toMatchObject({ ledger: s.url, ledger_password_command: null, ledger_pool_size: 10, fx: { USD: '1' } });
     expect((statSync(join(home, 'config.json')).mode & 0o777).toString(8)).toBe('600');
     expect(existsSync(join(home, 'ledger.db'))).toBe(false);
-    expect(await schemaVersion(s.pool(), s.schema)).toBe(1);
+    expect(await schemaVersion(s.pool(), s.schema)).toBe(SCHEMA_VERSION);
     // then the guard opens the PostgreSQL ledger: the passphrase is set there and the new home's limits written there
     expect(r.code, r.stderr).toBe(0);
     const pool = s.pool();

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { CLI } from './e2e.js';
+import { runToEnd } from './process.js';
 
 export { CLI };
 
@@ -19,28 +20,14 @@ export interface CliResult {
 const ESC = '\u001b';
 
 /** Run `runcap args…` with piped stdio (stdin is NOT a terminal); `input` is written to stdin, then it is closed. */
-export function runCli(home: string, args: string[], opts: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...baseEnv(), RUNCAP_HOME: home, ...opts.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`runcap ${args.join(' ')} did not finish in ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.on('error', () => {}); // the CLI may exit before reading its input
-    child.stdin.end(opts.input ?? '');
+export async function runCli(home: string, args: string[], opts: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+  const { code, stdout, stderr } = await runToEnd(process.execPath, [CLI, ...args], {
+    env: { ...baseEnv(), RUNCAP_HOME: home, ...opts.env },
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    onTimeout: { describe: `runcap ${args.join(' ')}` },
   });
+  return { code, stdout, stderr };
 }
 
 /** The environment for the CLI: no inherited RUNCAP_* variables, a stable user and terminal. */

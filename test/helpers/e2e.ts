@@ -11,7 +11,6 @@
  */
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,6 +20,7 @@ import type { PolicyInput } from '../../src/policy/schema.js';
 import type { HumanProof } from '../../src/ledger/types.js';
 import { openPool, parseLedgerUrl, quotedSchema } from '../../src/ledger/postgres/connect.js';
 import { onPostgres } from './ledger.js';
+import { runToEnd } from './process.js';
 import { postgresTestUrl, withTestSchema, type TestSchema } from './postgres.js';
 import { pointHomeAtSim, shiftedClockEnv, simServerEnv, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
 
@@ -279,26 +279,15 @@ export interface Exited {
  */
 export function runCli(args: string[], env: Record<string, string>, opts: { timeoutMs?: number; stdin?: string } = {}): Promise<Exited> {
   const n = ++serverCount;
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...shiftedClockEnv(), PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    recordText(`stderr of \`runcap ${args.join(' ')}\` #${n}`, () => stderr);
-    recordText(`stdout of \`runcap ${args.join(' ')}\` #${n}`, () => stdout);
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 15_000);
-    child.on('error', fail);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      done({ code, signal, stdout, stderr });
-    });
-    // A server that did start would wait on stdin: keep it open only when asked to.
-    if (opts.stdin !== undefined) child.stdin.end(opts.stdin);
-    else child.stdin.end();
+  return runToEnd(process.execPath, [CLI, ...args], {
+    env: { ...shiftedClockEnv(), PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), ...env },
+    ...(opts.stdin !== undefined ? { input: opts.stdin } : {}),
+    timeoutMs: opts.timeoutMs ?? 15_000,
+    onTimeout: 'kill',
+    watch(stdout, stderr) {
+      recordText(`stderr of \`runcap ${args.join(' ')}\` #${n}`, stderr);
+      recordText(`stdout of \`runcap ${args.join(' ')}\` #${n}`, stdout);
+    },
   });
 }
 

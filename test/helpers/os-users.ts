@@ -4,10 +4,11 @@
  * and removed with userdel. A process runs as one of them through setpriv (no PAM, no shell, the
  * environment exactly as given, the user's own groups only: root's supplementary groups are dropped).
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
+import { runToEnd } from './process.js';
 
 export const DRILL_USER_PREFIX = 'runcap-drill-';
 const DRILL_COMMENT = 'runcap boundary drill, removed by it; pid ';
@@ -63,26 +64,15 @@ export interface UserRun {
 }
 
 /** Run `argv` as `user` to its end (stdin closed, or `input`), with exactly `env`. */
-export function runAs(user: OsUser, argv: string[], env: Record<string, string>, opts: { input?: string; timeoutMs?: number } = {}): Promise<UserRun> {
+export async function runAs(user: OsUser, argv: string[], env: Record<string, string>, opts: { input?: string; timeoutMs?: number } = {}): Promise<UserRun> {
   const [cmd, ...args] = asUser(user, argv);
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd!, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${argv.join(' ')} as ${user.name} did not finish in ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.on('error', () => {});
-    child.stdin.end(opts.input ?? '');
+  const { code, stdout, stderr } = await runToEnd(cmd!, args, {
+    env,
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    onTimeout: { describe: `${argv.join(' ')} as ${user.name}` },
   });
+  return { code, stdout, stderr };
 }
 
 /**

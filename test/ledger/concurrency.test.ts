@@ -261,6 +261,31 @@ describe('a realistic pace', () => {
   });
 });
 
+describe('one idempotency key, many processes', () => {
+  it('4 processes try the same 40 idempotency keys at once: each is allowed exactly once, and charged once', async () => {
+    const ledger = (t = openShared());
+    const { key, info } = await issue(ledger.ledger, 'idem', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(1000) }] });
+    const ops = 40;
+    const results = await runWorkers<{ allowedIds: Record<string, string>; codes: Record<string, number> }>(
+      Array.from({ length: WORKERS }, (_, i) => ({ id: i, mode: 'idempotent' as const, ...where(ledger), key, ops })),
+    );
+    const winners = new Map<string, string[]>();
+    for (const r of results) for (const [k, id] of Object.entries(r.allowedIds)) winners.set(k, [...(winners.get(k) ?? []), id]);
+    expect(winners.size).toBe(ops);
+    for (const [k, ids] of winners) {
+      expect(ids, k).toHaveLength(1);
+      expect((await t.ledger.idempotentCall(info.id, k))?.reservationId).toBe(ids[0]);
+    }
+    // every other attempt was told the call was made; nothing else interfered
+    const codes: Record<string, number> = {};
+    for (const r of results) for (const [c, n] of Object.entries(r.codes)) codes[c] = (codes[c] ?? 0) + n;
+    expect(codes).toEqual({ DUPLICATE_PENDING: (WORKERS - 1) * ops });
+    const cap = (await t.ledger.budget(info.id)).caps[0]!;
+    expect(cap.calls).toBe(ops);
+    expect(cap.settledMicros + cap.pendingMicros).toBe(usd(ops));
+  });
+});
+
 // PostgreSQL only: SQLite has no server whose connections could be cut (its failures are in unavailable.test.ts)
 describe.skipIf(!onPostgres)('the workers’ connections terminated mid-run (PostgreSQL)', () => {
   it('calls fail closed, nothing allowed goes unrecorded, no reservation is half-written, and the workers recover by themselves', async () => {

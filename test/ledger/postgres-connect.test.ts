@@ -400,15 +400,15 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     const pool = s.pool();
     expect(await schemaVersion(pool, s.schema)).toBe(0);
     expect(await applyMigrations(pool, s.schema)).toEqual({ version: SCHEMA_VERSION, applied: SCHEMA_VERSION });
-    expect(SCHEMA_VERSION).toBe(1);
-    expect(await applyMigrations(pool, s.schema)).toEqual({ version: 1, applied: 0 });
-    expect(await migrate(pool, s.schema)).toBe(1);
-    expect(await schemaVersion(pool, s.schema)).toBe(1);
-    const { rows } = await pool.query(`SELECT version FROM "${s.schema}".migrations`);
-    expect(rows).toEqual([{ version: 1 }]);
+    expect(SCHEMA_VERSION).toBe(2);
+    expect(await applyMigrations(pool, s.schema)).toEqual({ version: 2, applied: 0 });
+    expect(await migrate(pool, s.schema)).toBe(2);
+    expect(await schemaVersion(pool, s.schema)).toBe(2);
+    const { rows } = await pool.query(`SELECT version FROM "${s.schema}".migrations ORDER BY version`);
+    expect(rows).toEqual([{ version: 1 }, { version: 2 }]);
   });
 
-  it('migration 1 has the SQLite ledger’s tables and columns, bigints, its checks and the unique audit (chain, seq)', async () => {
+  it('the migrations make the SQLite ledger’s tables and columns, bigints, its checks and the unique audit (chain, seq)', async () => {
     const s = fresh();
     const pool = s.pool();
     await migrate(pool, s.schema);
@@ -423,6 +423,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
       'caps',
       'counters',
       'denial_tallies',
+      'idempotent_calls',
       'keys',
       'locks',
       'migration_lock',
@@ -440,6 +441,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     expect(await columns('caps')).toEqual(['id:bigint', 'key_id:text', 'scope:text', 'window:text', 'usd_micros:bigint', 'calls:bigint', 'action:text']);
     expect(await columns('reservations')).toContain('released_by:text');
     expect(await columns('approvals')).toContain('family_id:text');
+    expect(await columns('idempotent_calls')).toEqual(['key_id:text', 'idempotency_key:text', 'fingerprint:text', 'reservation_id:text', 'created_at:bigint', 'answer:text']);
 
     const q = `"${s.schema}"`;
     await pool.query(`INSERT INTO ${q}.keys (id, secret_hash, label, issued_by, ancestors, depth, policy, created_at, expires_at) VALUES ('k1', 'h', 'l', 'human', '[]', 0, '{}', 1, 9007199254740991)`);
@@ -468,17 +470,17 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     const { rows } = await pools[0]!.query(`SELECT version, count(*)::int AS n FROM "${s.schema}".migrations GROUP BY version ORDER BY version`);
     expect(rows).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => ({ version: i + 1, n: 1 })));
     const tables = await pools[0]!.query('SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = $1', [s.schema]);
-    expect(tables.rows[0].n).toBe(14);
+    expect(tables.rows[0].n).toBe(15);
   });
 
   it('refuses a schema migrated by a newer runcap rather than guessing', async () => {
     const s = fresh();
     const pool = s.pool();
     await migrate(pool, s.schema);
-    await pool.query(`INSERT INTO "${s.schema}".migrations (version) VALUES (2)`);
+    await pool.query(`INSERT INTO "${s.schema}".migrations (version) VALUES (${SCHEMA_VERSION + 1})`);
     const err = await asyncRefusal(migrate(pool, s.schema));
     expect(err.code).toBe('LEDGER_UNAVAILABLE');
-    expect(err.message).toMatch(/at migration 2, newer than this runcap knows \(1\): upgrade runcap/);
+    expect(err.message).toContain(`at migration ${SCHEMA_VERSION + 1}, newer than this runcap knows (${SCHEMA_VERSION}): upgrade runcap`);
   });
 
   describe('pg_terminate_backend of a client’s own backend', () => {

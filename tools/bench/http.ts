@@ -10,7 +10,7 @@ import { codeOf, connectHttp, connectStdio, type Connected } from './lib/mcp.js'
 import { BENCH_POLICY } from './lib/calls.js';
 import { CLI } from './lib/paths.js';
 import { startSimProcess } from './lib/sim.js';
-import { deadline, fmtInt, fmtMs, fmtRatio, goal, summarize, table, type Summary } from './lib/stats.js';
+import { alternating, deadline, fmtInt, fmtMs, fmtRatio, goal, summarize, table, type Summary } from './lib/stats.js';
 
 export interface HttpResult {
   stdio: Summary;
@@ -65,16 +65,7 @@ export async function runHttp(opts: { calls?: number; warmup?: number; agents?: 
       if (r.code) throw new Error(`http bench: a call that should pass was denied: ${r.code}`);
       return r.ms;
     };
-    const order = [stdio, http, stateless];
-    for (let i = 0; i < warmup; i++) for (const c of order) await ok(c);
-    const samples = new Map<Connected, number[]>(order.map((c) => [c, []]));
-    for (let i = 0; i < calls; i++) {
-      // rotate which goes first, so none always follows another's GC
-      for (let j = 0; j < order.length; j++) {
-        const c = order[(i + j) % order.length]!;
-        samples.get(c)!.push(await ok(c));
-      }
-    }
+    const samples = await alternating([stdio, http, stateless], warmup, calls, ok);
 
     // 50 agents: one key each, a binding total cap, all calling at once until denied
     const keys: { id: string; key: string }[] = [];

@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark of BENCHMARKS.md in one run, each timing
  * next to a baseline measured in the same run (these machines are shared and
  * noisy). Markdown on stdout, progress on stderr. Options:
- *   --only a,b   run only these sections: guard, mcp, contention, size, cold, postgres, http
+ *   --only a,b   run only these sections: guard, mcp, contention, size, cold, postgres, http, proxy
  *                (postgres: on RUNCAP_BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test)
  *   --out FILE   also write the raw results as JSON
  *   --quick      fewer iterations (a smoke run, not for publishing)
@@ -20,8 +20,9 @@ import { assertBuilt } from './lib/paths.js';
 import { mcpMarkdown, runMcpRoundTrip } from './mcp-roundtrip.js';
 import { postgresMarkdown, PostgresUnreachable, runPostgres } from './postgres.js';
 import { httpMarkdown, runHttp } from './http.js';
+import { proxyMarkdown, runProxy } from './proxy.js';
 
-const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold', 'postgres', 'http'] as const;
+const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold', 'postgres', 'http', 'proxy'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** A wrong command line: reported by its message alone. */
@@ -120,6 +121,12 @@ async function main(): Promise<void> {
     const r = await runHttp(q ? { calls: 60, warmup: 10, agents: 10, capUsd: 20 } : {});
     results.http = r;
     out.push(httpMarkdown(r), '');
+  }
+  if (want('proxy')) {
+    log('9 the vendor-compatible proxy');
+    const r = await runProxy(q ? { calls: 60, warmup: 10 } : {});
+    results.proxy = r;
+    out.push(proxyMarkdown(r), '');
   }
   results.totalSeconds = (performance.now() - t0) / 1000;
   results.loadAfter = load();

@@ -27,7 +27,7 @@ import {
   type Windows,
 } from '../../policy/rules.js';
 import type { AuthorizeRequest, CapBreach, Decision, ReservationState, VerifyRequest } from '../types.js';
-import { checkAction, checkFingerprint, checkMicros, checkRecipients, toJson } from './input.js';
+import { checkAction, checkFingerprint, checkIdempotencyKey, checkMicros, checkRecipients, toJson } from './input.js';
 import {
   about,
   actorOf,
@@ -65,6 +65,8 @@ export interface CallSpec {
   request: string;
   normalized: string | null;
   settleNow: boolean;
+  /** the agent's idempotency key, scoped to the presented key (AuthorizeRequest.idempotencyKey) */
+  idempotencyKey?: string;
 }
 
 type Denied = Extract<Decision, { allowed: false }>;
@@ -75,7 +77,9 @@ export function authorizeSpec(req: AuthorizeRequest): CallSpec {
   checkMicros(req.estimateMicros, 'estimate');
   checkFingerprint(req.fingerprint);
   checkRecipients(req.recipients);
+  if (req.idempotencyKey !== undefined) checkIdempotencyKey(req.idempotencyKey);
   return {
+    ...(req.idempotencyKey !== undefined ? { idempotencyKey: req.idempotencyKey } : {}),
     action: req.action,
     estimate: req.estimateMicros,
     fingerprint: req.fingerprint,
@@ -232,6 +236,8 @@ export interface CallReads {
   counters: ReadonlyMap<string, CounterRow>;
   /** a reservation of an identical call in the lineage in one of UNRESOLVED_STATES (read only for calls that stay pending) */
   openDuplicate: string | undefined;
+  /** the reservation already made under this key and the call's idempotency key (read only when it has one) */
+  idempotentReservation?: string | undefined;
   /** per rated member: its calls of the last RATE_WINDOW_MS (0 for none) */
   rateCounts: ReadonlyMap<string, number>;
   /** the key's live grants for this request (liveGrants) with the audit rows behind each */
@@ -266,7 +272,17 @@ export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, read
   const deny = (code: Denied['code'], message: string, extra: Partial<Denied> = {}, event: AuditInput['event'] = 'denied'): Outcome =>
     denial(now, action, spec, { allowed: false, code, message, keyId: self.id, label: self.label, ...extra }, actor, null, event);
 
-  // 4. an identical call still unresolved: the retry after a timeout must not pay twice
+  // 4. a call already made under this idempotency key, whatever it asked: the caller replays its answer or refuses
+  if (spec.idempotencyKey !== undefined && reads.idempotentReservation) {
+    return deny(
+      'DUPLICATE_PENDING',
+      `a call with this idempotency key was already made (${reads.idempotentReservation})`,
+      { reservationId: reads.idempotentReservation },
+      'duplicate',
+    );
+  }
+
+  // an identical call still unresolved: the retry after a timeout must not pay twice
   if (!spec.settleNow && reads.openDuplicate) {
     return deny('DUPLICATE_PENDING', `an identical call (${reads.openDuplicate}) is still unresolved`, { reservationId: reads.openDuplicate }, 'duplicate');
   }
@@ -332,6 +348,13 @@ export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, read
     },
   ];
   if (adm.rated.length) ops.push({ kind: 'addRateEvents', keyIds: adm.rated.map((m) => m.id), at: now });
+  if (spec.idempotencyKey !== undefined) {
+    // the caller's own fingerprint: a repeat is compared with what it asked, not with the family's
+    ops.push({
+      kind: 'insertIdempotentCall',
+      row: { key_id: self.id, idempotency_key: spec.idempotencyKey, fingerprint: spec.fingerprint, reservation_id: reservationId, created_at: now, answer: null },
+    });
+  }
   const audit: AuditInput[] = [];
   if (grant) {
     ops.push({ kind: 'updateApproval', id: grant.id, from: 'approved', set: { status: 'consumed', reservation_id: reservationId } });

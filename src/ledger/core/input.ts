@@ -7,7 +7,7 @@ import { RuncapError } from '../../policy/codes.js';
 import { isValidAction } from '../../policy/glob.js';
 import { formatUsd } from '../../policy/rules.js';
 import { MAX_MICROS, MAX_TTL_S, policySchema, type Policy, type PolicyInput } from '../../policy/schema.js';
-import type { ChainHead, IssueKeyInput, ReleasedBy } from '../types.js';
+import type { ChainHead, IssueKeyInput, ReleasedBy, StoredAnswer } from '../types.js';
 
 const LABEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$/;
 const FINGERPRINT_PATTERN = /^[0-9a-f]{64}$/;
@@ -71,6 +71,32 @@ export function checkAction(action: unknown): void {
   if (typeof action !== 'string' || !isValidAction(action)) {
     throw new RuncapError('INVALID_INPUT', 'an action is a dotted name of letters, digits and _ (e.g. deploy_production)');
   }
+}
+
+/** The longest idempotency key taken: Stripe's bound. */
+export const MAX_IDEMPOTENCY_KEY = 255;
+
+/** An agent-chosen idempotency key: 1–255 printable ASCII characters (it is stored and shown, never interpreted). */
+export function checkIdempotencyKey(key: unknown): asserts key is string {
+  if (typeof key !== 'string' || key.length < 1 || key.length > MAX_IDEMPOTENCY_KEY || !/^[\x20-\x7e]+$/.test(key)) {
+    throw new RuncapError('INVALID_INPUT', `an idempotency key is 1 to ${MAX_IDEMPOTENCY_KEY} printable ASCII characters`);
+  }
+}
+
+/** The largest answer recorded for a replay (a vendor object is a few KB). */
+export const MAX_STORED_ANSWER_BYTES = 1024 * 1024;
+
+/** An answer to keep for replays, as the JSON stored: a status, string headers, a text body, bounded. */
+export function storedAnswerJson(answer: StoredAnswer): string {
+  const a = answer as Partial<Record<keyof StoredAnswer, unknown>>;
+  const headersOk =
+    typeof a.headers === 'object' && a.headers !== null && !Array.isArray(a.headers) && Object.values(a.headers).every((v) => typeof v === 'string');
+  if (typeof a.status !== 'number' || !Number.isInteger(a.status) || a.status < 100 || a.status > 599 || !headersOk || typeof a.body !== 'string') {
+    throw new RuncapError('INVALID_INPUT', 'an answer is a status, string headers and a text body');
+  }
+  const json = JSON.stringify({ status: a.status, headers: a.headers, body: a.body });
+  if (Buffer.byteLength(json, 'utf8') > MAX_STORED_ANSWER_BYTES) throw new RuncapError('INVALID_INPUT', `an answer kept for replays is at most ${MAX_STORED_ANSWER_BYTES} bytes`);
+  return json;
 }
 
 export function checkFingerprint(fp: unknown): void {

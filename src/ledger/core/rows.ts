@@ -1,6 +1,6 @@
 /** The records every ledger storage reads and writes (one shape for SQLite and PostgreSQL) and their mapping to the public types. */
 import { policySchema, type Policy } from '../../policy/schema.js';
-import type { Approval, ApprovalStatus, KeyInfo, ReleasedBy, Reservation, ReservationState } from '../types.js';
+import type { Approval, ApprovalStatus, IdempotentCall, KeyInfo, ReleasedBy, Reservation, ReservationState, StoredAnswer } from '../types.js';
 
 export interface KeyRow {
   id: string;
@@ -34,6 +34,17 @@ export interface CounterRow {
   pending: number;
   uncertain: number;
   calls: number;
+}
+
+/** An allowed call made under an idempotency key the agent chose (the proxy's Idempotency-Key), scoped to its key. */
+export interface IdempotentCallRow {
+  key_id: string;
+  idempotency_key: string;
+  fingerprint: string;
+  reservation_id: string;
+  created_at: number;
+  /** JSON of the StoredAnswer given, null until recorded */
+  answer: string | null;
 }
 
 export interface ReservationRow {
@@ -161,5 +172,16 @@ export function toApproval(r: ApprovalRow, key: Pick<KeyRow, 'label' | 'issued_b
     decidedBy: r.decided_by,
     denyReason: r.deny_reason,
     reservationId: r.reservation_id,
+  };
+}
+
+export function idempotentCallOf(r: IdempotentCallRow): IdempotentCall {
+  return {
+    keyId: r.key_id,
+    idempotencyKey: r.idempotency_key,
+    fingerprint: r.fingerprint,
+    reservationId: r.reservation_id,
+    createdAt: Number(r.created_at),
+    answer: r.answer === null ? null : (JSON.parse(r.answer) as StoredAnswer),
   };
 }

@@ -7,7 +7,7 @@
 import { RuncapError } from '../../policy/codes.js';
 import type { ApprovalStatus, ReservationState } from '../types.js';
 import type { AuditInput } from './audit-chain.js';
-import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from './rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from './rows.js';
 
 /** A change to a counter's four sums. */
 export type Delta = { settled?: number; pending?: number; uncertain?: number; calls?: number };
@@ -44,6 +44,10 @@ export type Write =
   | { kind: 'addCounters'; counters: CounterKey[]; delta: Delta }
   | { kind: 'addRateEvents'; keyIds: string[]; at: number }
   | { kind: 'insertApproval'; approval: ApprovalRow }
+  /** written with the reservation of an allowed call made under an idempotency key */
+  | { kind: 'insertIdempotentCall'; row: IdempotentCallRow }
+  /** applied only while the call of that reservation has no answer yet (set once; no refusal otherwise) */
+  | { kind: 'setIdempotentAnswer'; reservationId: string; answer: string }
   /** applied only while the approval is still `from` */
   | { kind: 'updateApproval'; id: string; from: ApprovalStatus | 'any'; set: Partial<Pick<ApprovalRow, 'status' | 'decided_at' | 'decided_by' | 'deny_reason' | 'expires_at' | 'reservation_id'>> }
   | { kind: 'saveDenialTally'; tally: DenialTally }

@@ -169,6 +169,18 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
   );
   INSERT INTO ${s}.locks (name) VALUES ('vendor_caps');
   `,
+  // 2 (issue 14, the proxy's idempotency keys): as SQLite's migration 7
+  (s) => `
+  CREATE TABLE ${s}.idempotent_calls (
+    key_id          text NOT NULL,
+    idempotency_key text NOT NULL,
+    fingerprint     text NOT NULL,
+    reservation_id  text NOT NULL UNIQUE,
+    created_at      bigint NOT NULL,
+    answer          text,
+    PRIMARY KEY (key_id, idempotency_key)
+  );
+  `,
 ];
 
 /** The migration this runcap brings a schema to. */

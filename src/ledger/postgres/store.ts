@@ -17,7 +17,7 @@ import { APPROVAL_RECORD_EVENTS, chainAudit, chainOfInput, rowMacHolds, toAuditR
 import { addAudit, addOps, PgParams, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import { POLICY_EVENTS, type PolicyTables } from '../core/policy-replay.js';
-import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from '../core/rows.js';
 import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, type StoredCounter } from '../core/verify.js';
 import { counterId, EMPTY_COUNTER, type CounterKey, type DenialTally, type Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
@@ -673,6 +673,10 @@ class PgTx implements WriteTx {
     if (r.key_row) this.knownKeys.set(r.key_id, exactKey(r.key_row));
     const { head_seq: _s, head_mac: _m, caps_held: _ch, caps_seen: _cs, counts: _c, key_row: _k, locked_at: _l, ...row } = r;
     return row;
+  }
+
+  async idempotentCall(keyId: string, idempotencyKey: string): Promise<IdempotentCallRow | undefined> {
+    return (await this.rows<IdempotentCallRow>(`SELECT * FROM ${this.t.idempotent_calls} WHERE key_id = $1 AND idempotency_key = $2`, [keyId, idempotencyKey]))[0];
   }
 
   async countsOf(reservationId: string): Promise<CounterKey[]> {

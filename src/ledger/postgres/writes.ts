@@ -12,7 +12,19 @@ import { counterId, type CounterKey, type Delta, type Write } from '../core/writ
 import type { Params } from '../store/filters.js';
 
 export type Tables = Record<
-  'keys' | 'caps' | 'counters' | 'reservations' | 'reservation_counts' | 'rate_events' | 'approvals' | 'audit' | 'audit_heads' | 'settings' | 'denial_tallies' | 'locks',
+  | 'keys'
+  | 'caps'
+  | 'counters'
+  | 'reservations'
+  | 'reservation_counts'
+  | 'rate_events'
+  | 'approvals'
+  | 'audit'
+  | 'audit_heads'
+  | 'settings'
+  | 'denial_tallies'
+  | 'locks'
+  | 'idempotent_calls',
   string
 >;
 
@@ -32,6 +44,7 @@ export function tables(schema: string): Tables {
     settings: q('settings'),
     denial_tallies: q('denial_tallies'),
     locks: q('locks'),
+    idempotent_calls: q('idempotent_calls'),
   };
 }
 
@@ -112,6 +125,8 @@ function rowChanged(op: Write): string | undefined {
       return `tally:${op.tally.chain}`;
     case 'setSetting':
       return `setting:${op.name}`;
+    case 'setIdempotentAnswer':
+      return `idempotent:${op.reservationId}`;
     case 'replaceVendorCap':
       return 'vendor caps';
     default:
@@ -196,6 +211,17 @@ export function addOps(st: Statement, t: Tables, ops: readonly Write[]): void {
         );
         break;
       }
+      case 'insertIdempotentCall': {
+        const r = op.row;
+        st.add(
+          `INSERT INTO ${t.idempotent_calls} (key_id, idempotency_key, fingerprint, reservation_id, created_at, answer)
+           VALUES (${[r.key_id, r.idempotency_key, r.fingerprint, r.reservation_id, r.created_at, r.answer].map(p).join(', ')})`,
+        );
+        break;
+      }
+      case 'setIdempotentAnswer':
+        st.add(`UPDATE ${t.idempotent_calls} SET answer = ${p(op.answer)} WHERE reservation_id = ${p(op.reservationId)} AND answer IS NULL`);
+        break;
       case 'updateApproval': {
         // applied only while the approval is still `from` (a rule's precondition, not a conflict: no refusal)
         const sets = (Object.keys(op.set) as (keyof typeof op.set)[]).map((c) => `${c} = ${p(op.set[c])}`).join(', ');

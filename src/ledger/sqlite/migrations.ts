@@ -194,4 +194,18 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE reservations ADD COLUMN released_by TEXT CHECK (released_by IN ('vendor','reconcile','hand'));
   `,
+  // 7 (issue 14, the proxy's idempotency keys): an allowed call made under an Idempotency-Key the
+  //    agent chose, scoped to its key, found by (key, idempotency key); the answer it gave, once
+  //    recorded, is replayed to a repeat. Written with the reservation, in its transaction.
+  `
+  CREATE TABLE idempotent_calls (
+    key_id          TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    reservation_id  TEXT NOT NULL UNIQUE,
+    created_at      INTEGER NOT NULL,
+    answer          TEXT,                 -- JSON { status, headers, body }; NULL until recorded
+    PRIMARY KEY (key_id, idempotency_key)
+  ) WITHOUT ROWID;
+  `,
 ];

@@ -12,7 +12,7 @@ import type { AuditRecord } from '../core/audit-chain.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import type { PolicyTables } from '../core/policy-replay.js';
 import { EMPTY_COUNTER, type CounterKey, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
-import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from '../core/rows.js';
 import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
 import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
@@ -52,6 +52,10 @@ const SQL = {
   insertApproval: `INSERT INTO approvals (id, key_id, action, fingerprint, estimate, request, reason, status, created_at, expires_at, family_id)
     VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
   denialTally: 'SELECT * FROM denial_tallies WHERE chain = ?',
+  idempotentCall: 'SELECT * FROM idempotent_calls WHERE key_id = ? AND idempotency_key = ?',
+  insertIdempotentCall: `INSERT INTO idempotent_calls (key_id, idempotency_key, fingerprint, reservation_id, created_at, answer)
+    VALUES (@key_id, @idempotency_key, @fingerprint, @reservation_id, @created_at, @answer)`,
+  setIdempotentAnswer: 'UPDATE idempotent_calls SET answer = ? WHERE reservation_id = ? AND answer IS NULL',
   insertKey: `INSERT INTO keys (id, secret_hash, label, issued_by, parent_id, ancestors, depth, is_session, policy, created_at, expires_at)
     VALUES (@id, @secret_hash, @label, @issued_by, @parent_id, @ancestors, @depth, @is_session, @policy, @created_at, @expires_at)`,
   insertCap: 'INSERT INTO caps (key_id, scope, window, usd_micros, calls, action) VALUES (?, ?, ?, ?, ?, ?)',
@@ -249,6 +253,10 @@ class SqliteTx implements WriteTx {
     return this.s.st.reservationById.get(id) as ReservationRow | undefined;
   }
 
+  async idempotentCall(keyId: string, idempotencyKey: string): Promise<IdempotentCallRow | undefined> {
+    return this.s.st.idempotentCall.get(keyId, idempotencyKey) as IdempotentCallRow | undefined;
+  }
+
   async countsOf(reservationId: string): Promise<CounterKey[]> {
     return (this.s.st.countsOf.all(reservationId) as { scope: string; window_key: string }[]).map((c) => ({ scope: c.scope, windowKey: c.window_key }));
   }
@@ -350,6 +358,12 @@ class SqliteTx implements WriteTx {
         st.insertApproval.run(a.id, a.key_id, a.action, a.fingerprint, a.estimate, a.request, a.reason, a.created_at, a.expires_at, a.family_id);
         return;
       }
+      case 'insertIdempotentCall':
+        st.insertIdempotentCall.run(op.row);
+        return;
+      case 'setIdempotentAnswer':
+        st.setIdempotentAnswer.run(op.answer, op.reservationId);
+        return;
       case 'updateApproval':
         this.s.prepared(approvalUpdateSql(Object.keys(op.set), op.from)).run({ ...op.set, id: op.id, ...(op.from === 'any' ? {} : { from: op.from }) });
         return;

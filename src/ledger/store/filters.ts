@@ -30,6 +30,7 @@ export function reservationsWhere(f: ReservationFilter, p: Params): string {
   if (f.releasedBy) c.push(`released_by = ${p.param(f.releasedBy)}`);
   if (f.createdSince !== undefined) c.push(`created_at >= ${p.param(f.createdSince)}`);
   if (f.hasVendorRef) c.push('vendor_ref IS NOT NULL');
+  if (f.vendorRef !== undefined) c.push(`vendor_ref = ${p.param(f.vendorRef)}`);
   return where(c);
 }
 

@@ -21,6 +21,7 @@ import type {
   HumanAct,
   HumanActRefusal,
   HumanProof,
+  IdempotentCall,
   IssuedKey,
   IssueKeyInput,
   KeyInfo,
@@ -30,6 +31,7 @@ import type {
   Reservation,
   ReservationFilter,
   SpendRow,
+  StoredAnswer,
   VendorLimit,
   VerifyRequest,
 } from '../types.js';
@@ -55,14 +57,14 @@ import type { CoreContext } from '../core/context.js';
 import { admitDenialRow, deniedBeforeLedger, denialToRecord, flushTally, presentedActor } from '../core/denials.js';
 import { familyOf } from '../core/family.js';
 import { checkReplacement, HumanProofs, passphraseSet, refusalAudit, typedPassphrase, wrongPassphrase, wrongPassphraseAudit } from '../core/human.js';
-import { checkCreatedSince, checkHeads, checkMicros, checkName, checkRef, checkRootKeyInput, checkSpendGrouping, checkText } from '../core/input.js';
+import { checkCreatedSince, checkHeads, checkIdempotencyKey, checkMicros, checkName, checkRef, checkRootKeyInput, checkSpendGrouping, checkText, storedAnswerJson } from '../core/input.js';
 import * as keys from '../core/keys.js';
 import * as limits from '../core/limits.js';
 import { replayPolicyRows } from '../core/policy-replay.js';
 import { authenticated, usable } from '../core/presented.js';
 import * as transitions from '../core/reservations.js';
 import type { TransitionRead, TransitionResult } from '../core/reservations.js';
-import { toApproval, toKeyInfo, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from '../core/rows.js';
+import { idempotentCallOf, toApproval, toKeyInfo, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from '../core/rows.js';
 import { spendGroups, spendGroupScope } from '../core/spend.js';
 import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
 import { counterId, writes, type CounterKey } from '../core/writes.js';
@@ -255,6 +257,17 @@ export class StoreLedger implements Ledger {
     return this.decide(req.key, authorizeSpec(req));
   }
 
+  async idempotentCall(keyId: string, idempotencyKey: string): Promise<IdempotentCall | undefined> {
+    checkIdempotencyKey(idempotencyKey);
+    const row = await this.store.read((tx) => tx.idempotentCall(keyId, idempotencyKey));
+    return row && idempotentCallOf(row);
+  }
+
+  async recordAnswer(reservationId: string, answer: StoredAnswer): Promise<void> {
+    const json = storedAnswerJson(answer);
+    await this.store.write('normal', (tx) => tx.apply(writes([{ kind: 'setIdempotentAnswer', reservationId, answer: json }], [])));
+  }
+
   async verify(req: VerifyRequest): Promise<Decision> {
     const spec = verifySpec(req);
     if ('refused' in spec) {
@@ -350,7 +363,16 @@ export class StoreLedger implements Ledger {
     const counters = byCounterId(wanted, read.counters);
     const rateCounts = new Map(adm.rated.map((m, i) => [m.id, read.rateCounts[i]!]));
     const grants = adm.approvalWhy ? await this.backedGrants(tx, read.approvals) : [];
-    return decideCall(this.core, adm, spec, { caps, counters, openDuplicate: read.openDuplicate, rateCounts, grants });
+    // read with the chain held: two calls under one idempotency key are decided one after the other
+    const idempotent = spec.idempotencyKey === undefined ? undefined : await tx.idempotentCall(adm.self.id, spec.idempotencyKey);
+    return decideCall(this.core, adm, spec, {
+      caps,
+      counters,
+      openDuplicate: read.openDuplicate,
+      rateCounts,
+      grants,
+      ...(idempotent ? { idempotentReservation: idempotent.reservation_id } : {}),
+    });
   }
 
   /** The live grants among a key's approvals of a fingerprint, each with the audit rows that back it. */
@@ -387,15 +409,21 @@ export class StoreLedger implements Ledger {
     reservationId: string,
     actualMicros: number,
     vendorRef: string | null,
-    opts: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof } = {},
+    opts: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof; answer?: StoredAnswer } = {},
   ): Promise<Reservation> {
     checkMicros(actualMicros, 'actual');
     checkRef(vendorRef);
     const note = opts.note === undefined ? undefined : checkText(opts.note, 'note', 1000);
+    const answer = opts.answer === undefined ? undefined : storedAnswerJson(opts.answer);
     const settlement = { actualMicros, vendorRef, estimated: opts.estimated, note, byHand: opts.byHand, proof: opts.proof };
     const act = transitions.settlementAct(opts);
     const settling = () =>
-      this.transition(reservationId, async (tx, read) => transitions.settle(reservationId, read, settlement, await this.proofCheck(tx, act)));
+      this.transition(reservationId, async (tx, read) => {
+        const settled = transitions.settle(reservationId, read, settlement, await this.proofCheck(tx, act));
+        if (answer === undefined) return settled;
+        // the answer a repeat of this call replays, in the settle's transaction: no write of its own
+        return { ...settled, writes: { ...settled.writes, ops: [...settled.writes.ops, { kind: 'setIdempotentAnswer', reservationId, answer }] } };
+      });
     return act ? this.humanOnly(act, opts.proof, 'unknown', settling) : settling();
   }
 

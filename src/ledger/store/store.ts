@@ -7,7 +7,7 @@
  */
 import type { AuditRecord } from '../core/audit-chain.js';
 import type { PolicyTables } from '../core/policy-replay.js';
-import type { ApprovalRow, CapRow, CounterRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from '../core/rows.js';
 import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
 import type { CounterKey, DenialTally, Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, ReservationFilter } from '../types.js';
@@ -89,6 +89,8 @@ export interface ReadTx {
   setting(name: string): Promise<string | undefined>;
 
   reservation(id: string): Promise<ReservationRow | undefined>;
+  /** The call made under (key, idempotency key); in a call's write transaction read only once its chain is held. */
+  idempotentCall(keyId: string, idempotencyKey: string): Promise<IdempotentCallRow | undefined>;
   /** The counters a reservation counts in, fixed when it was authorized. */
   countsOf(reservationId: string): Promise<CounterKey[]>;
   /** Another reservation of `action` that holds `vendorRef` (a scan: only settleReleased asks). */

@@ -61,7 +61,7 @@ export class SharedTestClock {
 
 export interface Job {
   id: number;
-  mode: 'hammer' | 'pace' | 'survive';
+  mode: 'hammer' | 'pace' | 'survive' | 'idempotent';
   /** the SQLite ledger's file, unless `postgres` names where the ledger is */
   file: string;
   postgres?: { url: string; schema: string } | undefined;

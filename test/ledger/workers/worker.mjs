@@ -140,6 +140,33 @@ async function pace(key) {
 }
 
 /**
+ * The same job.ops idempotency keys, each for the same request, tried by every worker at once: the
+ * reservation ids this worker was allowed, and what the rest were told.
+ */
+async function idempotent(key) {
+  const allowedIds = {};
+  const codes = {};
+  for (let i = 0; i < job.ops; i++) {
+    const args = { order: i };
+    const d = await ledger.authorize({
+      key,
+      action: 'stripe.payment_intents.create',
+      estimateMicros: 1_000_000,
+      fingerprint: fingerprintOf('stripe.payment_intents.create', args),
+      recipients: [],
+      request: { args },
+      idempotencyKey: `order-${i}`,
+    });
+    if (d.allowed) {
+      allowedIds[`order-${i}`] = d.reservationId;
+      // settle some at once: a settled call's idempotency key must hold as a pending one's does
+      if (i % 2) await ledger.settle(d.reservationId, 1_000_000, `pi_${job.id}_${i}`);
+    } else codes[d.code] = (codes[d.code] ?? 0) + 1;
+  }
+  return { allowedIds, codes };
+}
+
+/**
  * Authorize and release, on and on, while the test cuts the ledger's connections: until job.calmFile
  * exists (the test's last cut is over), then job.lateOps more calls, every one of which should succeed
  * on the pool's fresh connections. A release the ledger could not decide is tried again; one that
@@ -204,7 +231,8 @@ if (job.mintSession) key = (await ledger.mintSession(job.key)).key;
 process.send({ ready: true, keyId: publicIdOf(key) });
 process.once('message', async () => {
   try {
-    const result = job.mode === 'pace' ? await pace(key) : job.mode === 'survive' ? await survive(key) : await hammer(key);
+    const result =
+      job.mode === 'pace' ? await pace(key) : job.mode === 'survive' ? await survive(key) : job.mode === 'idempotent' ? await idempotent(key) : await hammer(key);
     await ledger.close();
     await counters.close();
     process.send({ done: true, ...result }, () => process.exit(0));

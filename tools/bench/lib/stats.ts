@@ -69,3 +69,19 @@ export function deadline(ms: number, what: string): () => void {
     if (performance.now() > end) throw new Error(`${what}: time limit of ${(ms / 1000).toFixed(0)} s exceeded (machine too slow or a call hangs)`);
   };
 }
+
+/**
+ * `warmup` rounds, then `calls` rounds of one call per client, the first of each round rotating so
+ * that none always follows another's GC: the measured times per client.
+ */
+export async function alternating<C>(clients: readonly C[], warmup: number, calls: number, call: (c: C) => Promise<number>): Promise<Map<C, number[]>> {
+  for (let i = 0; i < warmup; i++) for (const c of clients) await call(c);
+  const samples = new Map<C, number[]>(clients.map((c) => [c, []]));
+  for (let i = 0; i < calls; i++) {
+    for (let j = 0; j < clients.length; j++) {
+      const c = clients[(i + j) % clients.length]!;
+      samples.get(c)!.push(await call(c));
+    }
+  }
+  return samples;
+}
