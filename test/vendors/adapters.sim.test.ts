@@ -440,3 +440,71 @@ describe('every request has a total deadline, and the call signal aborts it (a t
     expect(await closed()).toBe(0);
   });
 });
+
+describe('the vendor’s answer as it came, for the proxy (answer, retrieve)', () => {
+  it('Stripe: the PaymentIntent’s JSON and the headers SDKs read; a definite error as Stripe sent it; retrieve of one that exists and one that does not', async () => {
+    const client = await clientOf(stripeAdapter, creds().stripe);
+    const p = stripeAdapter.prepare({ amount: 1250, currency: 'eur', metadata: { order: 'A-1' } }, pricing);
+    const r = await stripeAdapter.call(client, p.normalized, { reservationId: resId(), keyId: KEY_ID });
+    expect(r.answer!.status).toBe(200);
+    expect(r.answer!.headers['content-type']).toBe('application/json');
+    expect(r.answer!.headers['request-id']).toMatch(/^req_/);
+    expect(JSON.parse(r.answer!.body)).toMatchObject({ id: r.vendorRef, object: 'payment_intent', amount: 1250, metadata: { order: 'A-1' } });
+    expect(r.answer!.body).not.toContain('lastResponse');
+
+    const found = await stripeAdapter.retrieve(client, r.vendorRef, {});
+    expect(found.status).toBe(200);
+    expect(JSON.parse(found.body)).toMatchObject({ id: r.vendorRef });
+    const missing = await stripeAdapter.retrieve(client, 'pi_doesnotexist', {});
+    expect(missing.status).toBe(404);
+    expect(JSON.parse(missing.body)).toMatchObject({ error: { type: 'invalid_request_error' } });
+
+    sim.inject({ vendor: 'stripe', fault: { kind: 'status', status: 402 } });
+    const declined = await failing(stripeAdapter, client, p.normalized);
+    expect(declined).toMatchObject({ kind: 'definite', status: 402 });
+    expect(declined.answer!.status).toBe(402);
+    expect(Object.keys(JSON.parse(declined.answer!.body))).toEqual(['error']);
+    // an unknown outcome has no answer to pass on
+    sim.inject({ vendor: 'stripe', fault: { kind: 'status', status: 500, afterCreate: true } });
+    expect((await failing(stripeAdapter, client, p.normalized)).answer).toBeUndefined();
+  });
+
+  it('Twilio: concurrent calls on one client each get their own raw snake_case answer; retrieve; a definite error as Twilio sent it', async () => {
+    const client = await clientOf(twilioAdapter, creds().twilio);
+    const bodies = Array.from({ length: 8 }, (_, i) => `message number ${i}`);
+    const results = await Promise.all(
+      bodies.map((body) => twilioAdapter.call(client, twilioAdapter.prepare({ to: '+14155552671', body }, pricing).normalized, { reservationId: resId(), keyId: KEY_ID })),
+    );
+    for (const [i, r] of results.entries()) {
+      const raw = JSON.parse(r.answer!.body) as Record<string, unknown>;
+      expect(raw).toMatchObject({ sid: r.vendorRef, body: bodies[i] });
+      expect(raw).toHaveProperty('num_segments');
+      expect(raw).toHaveProperty('account_sid');
+    }
+    const found = await twilioAdapter.retrieve(client, results[0]!.vendorRef, {});
+    expect(JSON.parse(found.body)).toMatchObject({ sid: results[0]!.vendorRef, body: bodies[0] });
+    const missing = await twilioAdapter.retrieve(client, `SM${'0'.repeat(32)}`, {});
+    expect(missing.status).toBe(404);
+
+    const p = twilioAdapter.prepare({ to: '+14155552671', body: 'bad' }, pricing);
+    const c = await failing(twilioAdapter, client, { ...p.normalized, params: { ...p.normalized.params, to: '12' } });
+    expect(c.kind).toBe('definite');
+    expect(c.answer!.status).toBe(400);
+    expect(JSON.parse(c.answer!.body)).toMatchObject({ code: 21211 });
+  });
+
+  it('Resend: the body it answered; retrieve; a definite error as Resend sent it', async () => {
+    const client = await clientOf(resendAdapter, creds().resend);
+    const p = resendAdapter.prepare({ from: 'a@example.com', to: 'b@example.com', subject: 's', text: 't' }, pricing);
+    const r = await resendAdapter.call(client, p.normalized, { reservationId: resId(), keyId: KEY_ID });
+    expect(JSON.parse(r.answer!.body)).toEqual({ id: r.vendorRef });
+    const found = await resendAdapter.retrieve(client, r.vendorRef, {});
+    expect(JSON.parse(found.body)).toMatchObject({ id: r.vendorRef, subject: 's' });
+    const missing = await resendAdapter.retrieve(client, '00000000-0000-4000-8000-000000000000', {});
+    expect(missing.status).toBe(404);
+    sim.inject({ vendor: 'resend', fault: { kind: 'status', status: 422 } });
+    const c = await failing(resendAdapter, client, p.normalized);
+    expect(c.kind).toBe('definite');
+    expect(JSON.parse(c.answer!.body)).toMatchObject({ statusCode: 422 });
+  });
+});
