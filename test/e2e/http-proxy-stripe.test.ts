@@ -71,6 +71,17 @@ describe('stripe-node pointed at runcap', () => {
     expect(again).toMatchObject({ id: pi.id, amount: 1250 });
   });
 
+  it('takes allowed_payment_method_types as stripe-node 23 writes and encodes it', async () => {
+    const { key } = await h.issue('stripe-pmt', { allow: ['stripe.*'] });
+    const before = posts(h.sim, 'stripe').length;
+    const pi = await stripeFor(key).paymentIntents.create({ amount: 800, currency: 'usd', allowed_payment_method_types: ['card'], metadata: { order: 'C-3' } });
+    expect(pi).toMatchObject({ amount: 800, allowed_payment_method_types: ['card'], metadata: { order: 'C-3' } });
+    const sent = posts(h.sim, 'stripe').slice(before);
+    expect(sent).toHaveLength(1);
+    // the name stripe-node 23 types, and the one runcap's pinned Stripe API version takes
+    expect(sent[0]!.body).toMatchObject({ allowed_payment_method_types: ['card'], metadata: { order: 'C-3', runcap_reservation: pi.metadata.runcap_reservation } });
+  });
+
   it('reads only the PaymentIntents its own key made', async () => {
     const mine = await h.issue('stripe-mine', { allow: ['stripe.*'] });
     const other = await h.issue('stripe-other', { allow: ['stripe.*'] });
