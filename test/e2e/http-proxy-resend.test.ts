@@ -40,6 +40,16 @@ describe('resend-node pointed at runcap', () => {
     expect((await resendFor(other.key).emails.get(sent.data!.id)).error).toMatchObject({ statusCode: 404, name: 'NOT_FOUND' });
   });
 
+  it('a cap the e-mail would exceed is resend-node’s { error } with runcap’s code, and nothing is sent', async () => {
+    const { key } = await h.issue('resend-cap', { allow: ['resend.*'], caps: [{ window: 'total', usd_micros: 1 }] });
+    const before = posts(h.sim, 'resend').length;
+    const r = await resendFor(key).emails.send(mail);
+    expect(r.data).toBeNull();
+    expect(r.error).toMatchObject({ statusCode: 403, name: 'CAP_EXCEEDED' });
+    expect(r.error!.message).toMatch(/^CAP_EXCEEDED: /);
+    expect(posts(h.sim, 'resend').length).toBe(before);
+  });
+
   it('a recipient the key may not reach is refused as RECIPIENT_NOT_ALLOWED, and nothing is sent', async () => {
     const { key } = await h.issue('resend-domains', { allow: ['resend.*'], email_domains: ['example.com'] });
     const before = posts(h.sim, 'resend').length;

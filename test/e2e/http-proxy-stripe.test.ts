@@ -71,6 +71,17 @@ describe('stripe-node pointed at runcap', () => {
     expect(again).toMatchObject({ id: pi.id, amount: 1250 });
   });
 
+  it('takes allowed_payment_method_types as stripe-node 23 writes and encodes it', async () => {
+    const { key } = await h.issue('stripe-pmt', { allow: ['stripe.*'] });
+    const before = posts(h.sim, 'stripe').length;
+    const pi = await stripeFor(key).paymentIntents.create({ amount: 800, currency: 'usd', allowed_payment_method_types: ['card'], metadata: { order: 'C-3' } });
+    expect(pi).toMatchObject({ amount: 800, allowed_payment_method_types: ['card'], metadata: { order: 'C-3' } });
+    const sent = posts(h.sim, 'stripe').slice(before);
+    expect(sent).toHaveLength(1);
+    // the name stripe-node 23 types, and the one runcap's pinned Stripe API version takes
+    expect(sent[0]!.body).toMatchObject({ allowed_payment_method_types: ['card'], metadata: { order: 'C-3', runcap_reservation: pi.metadata.runcap_reservation } });
+  });
+
   it('reads only the PaymentIntents its own key made', async () => {
     const mine = await h.issue('stripe-mine', { allow: ['stripe.*'] });
     const other = await h.issue('stripe-other', { allow: ['stripe.*'] });
@@ -160,6 +171,28 @@ describe('stripe-node pointed at runcap', () => {
     expect(err.type).toBe('StripeIdempotencyError');
     expect(err.statusCode).toBe(400);
     expect(posts(h.sim, 'stripe').length - before).toBe(1);
+  });
+
+  it('an unknown outcome is never retried by the SDK, and no retry of the agent charges twice', async () => {
+    const { key } = await h.issue('stripe-uncertain', { allow: ['stripe.*'], caps: [{ window: 'total', usd_micros: 100_000_000 }] });
+    const stripe = stripeFor(key);
+    const params = { amount: 4100, currency: 'usd', metadata: { order: 'U-1' } };
+    const createdBefore = h.sim.created().stripe.length;
+    // the PaymentIntent is made, then Stripe answers 500: a 409 stripe-node would retry but for Stripe-Should-Retry
+    h.sim.inject({ vendor: 'stripe', fault: { kind: 'status', status: 500, afterCreate: true } });
+    const err = await refusal(stripe.paymentIntents.create(params, { idempotencyKey: 'order-U-1' }));
+    expect(err.statusCode).toBe(409);
+    expect(err.code).toBe('VENDOR_UNCERTAIN');
+    expect(err.headers?.['stripe-should-retry']).toBe('false');
+    expect(h.sim.created().stripe.length).toBe(createdBefore + 1);
+    const postsAfter = posts(h.sim, 'stripe').length;
+    // the agent retries, under its key and without one: each is DUPLICATE_PENDING and reaches no vendor
+    const sameKey = await refusal(stripe.paymentIntents.create(params, { idempotencyKey: 'order-U-1' }));
+    expect(sameKey).toMatchObject({ statusCode: 409, code: 'DUPLICATE_PENDING' });
+    const noKey = await refusal(stripe.paymentIntents.create(params));
+    expect(noKey).toMatchObject({ statusCode: 409, code: 'DUPLICATE_PENDING' });
+    expect(posts(h.sim, 'stripe').length).toBe(postsAfter);
+    expect(h.sim.created().stripe.length).toBe(createdBefore + 1);
   });
 
   it('answers under the /stripe prefix too, as SDKs with an api_base send it', async () => {

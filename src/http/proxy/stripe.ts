@@ -20,6 +20,11 @@ const BOOLEANS = ['confirm', 'off_session'] as const;
 
 function inputOf(form: Record<string, unknown>): Record<string, unknown> {
   const input: Record<string, unknown> = { ...form };
+  // stripe-node 23's types know only the newer name; both given stays unknown to the schema, so refused
+  if ('allowed_payment_method_types' in input && !('payment_method_types' in input)) {
+    input.payment_method_types = input.allowed_payment_method_types;
+    delete input.allowed_payment_method_types;
+  }
   for (const name of INTEGERS) if (name in input) input[name] = integerOf(input[name]);
   for (const name of BOOLEANS) if (name in input) input[name] = booleanOf(input[name]);
   const apm = input.automatic_payment_methods;
