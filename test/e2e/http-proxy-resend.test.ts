@@ -4,20 +4,16 @@
  * idempotency key replayed, refusals as resend-node's `{ error }`.
  */
 import { Resend } from 'resend';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { posts, serverEnv, setupHome, type Home } from '../helpers/e2e.js';
-import { startHttpServer, type HttpServed } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { type Home, posts } from '../helpers/e2e.js';
+import { type HttpServed, httpServerForFile } from '../helpers/http.js';
 
 let h: Home;
 let server: HttpServed;
 
-beforeAll(async () => {
-  h = await setupHome();
-  server = await startHttpServer(serverEnv(h, ''));
-});
-afterAll(async () => {
-  expect(await server.stop()).toBe(0);
-  await h.cleanup();
+httpServerForFile((home, served) => {
+  h = home;
+  server = served;
 });
 
 const resendFor = (key: string) => new Resend(key, { baseUrl: server.origin });

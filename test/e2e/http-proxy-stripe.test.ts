@@ -5,22 +5,18 @@
  * an ordinary Stripe error with runcap's code in it, never retried.
  */
 import Stripe from 'stripe';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PASSPHRASE, posts, recordText, serverEnv, setupHome, type Home } from '../helpers/e2e.js';
-import { startHttpServer, type HttpServed } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { type Home, PASSPHRASE, posts, recordText } from '../helpers/e2e.js';
+import { type HttpServed, httpServerForFile } from '../helpers/http.js';
 
 let h: Home;
 let server: HttpServed;
 let port: number;
 
-beforeAll(async () => {
-  h = await setupHome();
-  server = await startHttpServer(serverEnv(h, ''));
+httpServerForFile(async (home, served) => {
+  h = home;
+  server = served;
   port = Number(new URL(server.origin).port);
-});
-afterAll(async () => {
-  expect(await server.stop()).toBe(0);
-  await h.cleanup();
 });
 
 /** What agent code does: the SDK with its defaults (retries included), pointed at runcap. */

@@ -5,20 +5,16 @@
  */
 import twilio from 'twilio';
 import type RequestClient from 'twilio/lib/base/RequestClient.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { posts, recordText, serverEnv, setupHome, type Home } from '../helpers/e2e.js';
-import { startHttpServer, type HttpServed } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { type Home, posts, recordText } from '../helpers/e2e.js';
+import { type HttpServed, httpServerForFile } from '../helpers/http.js';
 
 let h: Home;
 let server: HttpServed;
 
-beforeAll(async () => {
-  h = await setupHome();
-  server = await startHttpServer(serverEnv(h, ''));
-});
-afterAll(async () => {
-  expect(await server.stop()).toBe(0);
-  await h.cleanup();
+httpServerForFile((home, served) => {
+  h = home;
+  server = served;
 });
 
 /** As the README shows it: twilio-node has no base-URL option, so a RequestClient sends every request to runcap. */

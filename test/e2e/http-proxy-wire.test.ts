@@ -3,22 +3,18 @@
  * no SDK would — unknown paths and methods, bodies too large, no key — refused in the vendor's shape,
  * never with a status an SDK or a framework retries, never reaching the vendor, never with a secret.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CANARY, recordText, serverEnv, setupHome, type Home } from '../helpers/e2e.js';
-import { startHttpServer, type HttpServed } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { CANARY, type Home, recordText } from '../helpers/e2e.js';
+import { type HttpServed, httpServerForFile } from '../helpers/http.js';
 
 let h: Home;
 let server: HttpServed;
 let key: string;
 
-beforeAll(async () => {
-  h = await setupHome();
-  server = await startHttpServer(serverEnv(h, ''));
+httpServerForFile(async (home, served) => {
+  h = home;
+  server = served;
   ({ key } = await h.issue('wire', { allow: ['stripe.*', 'twilio.*', 'resend.*'] }));
-});
-afterAll(async () => {
-  expect(await server.stop()).toBe(0);
-  await h.cleanup();
 });
 
 const FORM = 'application/x-www-form-urlencoded';

@@ -2,20 +2,16 @@
  * An SMS through `runcap serve --http`, on both protocol eras: the real Twilio SDK against
  * vendor-sim, reserved and settled in the ledger of the key's run, as over stdio.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serverEnv, setupHome, textOf, type Home } from '../helpers/e2e.js';
-import { connectHttp, startHttpServer, type Era, type HttpServed } from '../helpers/http.js';
+import { describe, expect, it } from 'vitest';
+import { type Home, textOf } from '../helpers/e2e.js';
+import { connectHttp, type Era, type HttpServed, httpServerForFile } from '../helpers/http.js';
 
 let h: Home;
 let server: HttpServed;
 
-beforeAll(async () => {
-  h = await setupHome();
-  server = await startHttpServer(serverEnv(h, ''));
-});
-afterAll(async () => {
-  expect(await server.stop()).toBe(0);
-  await h.cleanup();
+httpServerForFile((home, served) => {
+  h = home;
+  server = served;
 });
 
 describe.each<Era>(['legacy', '2026-07-28'])('send_sms over HTTP (%s client)', (era) => {

@@ -4,20 +4,16 @@
  * Stripe SDK against vendor-sim. Issue a key per run, the agent spends with it, the orchestrator
  * reads its budget and revokes it, and the run's next call is told KEY_REVOKED.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { forbidKey, posts, recordText, serverEnv, setupHome, textOf, type Home } from '../helpers/e2e.js';
-import { connectHttp, startHttpServer, type HttpServed } from '../helpers/http.js';
+import { expect, it } from 'vitest';
+import { forbidKey, type Home, posts, recordText, textOf } from '../helpers/e2e.js';
+import { connectHttp, type HttpServed, httpServerForFile } from '../helpers/http.js';
 
 let h: Home;
 let server: HttpServed;
 
-beforeAll(async () => {
-  h = await setupHome();
-  server = await startHttpServer(serverEnv(h, ''));
-});
-afterAll(async () => {
-  expect(await server.stop()).toBe(0);
-  await h.cleanup();
+httpServerForFile((home, served) => {
+  h = home;
+  server = served;
 });
 
 /** A key-API request by fetch, recorded for the leak scan (a new child's key allowed only in the answer that issued it). */

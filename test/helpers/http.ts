@@ -6,7 +6,8 @@
  */
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { CLI, recordText, recordedClient, type Served, type ToolResultLike } from './e2e.js';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { CLI, recordText, recordedClient, serverEnv, setupHome, type Home, type Served, type ToolResultLike } from './e2e.js';
 
 export interface HttpServed {
   /** http(s)://127.0.0.1:<port>/mcp */
@@ -100,4 +101,22 @@ export function mcpPost(key: string | undefined, body: unknown = { jsonrpc: '2.0
     headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', 'MCP-Protocol-Version': '2025-11-25', ...(key ? { Authorization: `Bearer ${key}` } : {}), ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   };
+}
+
+/**
+ * One home and one `runcap serve --http` on it for a whole test file: made before its tests (then
+ * `started` is told them), stopped after (exit 0 expected), the home's leak scan run at cleanup.
+ */
+export function httpServerForFile(started: (h: Home, server: HttpServed) => void | Promise<void>): void {
+  let h: Home | undefined;
+  let server: HttpServed | undefined;
+  beforeAll(async () => {
+    h = await setupHome();
+    server = await startHttpServer(serverEnv(h, ''));
+    await started(h, server);
+  });
+  afterAll(async () => {
+    expect(await server?.stop()).toBe(0);
+    await h?.cleanup();
+  });
 }
