@@ -10,7 +10,7 @@ import { RuncapError } from '../policy/codes.js';
 import { assertPrivate, assertVendorNetworkEnv, homePath, loopbackBaseUrl, type RuncapConfig } from '../config.js';
 import { failureSuffix, programExists, runCredentialCommand } from '../credential-command.js';
 import { ADAPTERS } from '../vendors/index.js';
-import { scrubSecrets } from '../vendors/common.js';
+import { redactKnown, scrubSecrets } from '../vendors/common.js';
 import type { Prepared, Pricing, VendorAdapter, VendorAnswer, VendorName } from '../vendors/types.js';
 import type { GuardedCallSpec } from './call.js';
 
@@ -89,9 +89,7 @@ export class VendorRuntime {
    * passed on verbatim (scrub() also shortens and reflows, which would corrupt a JSON body).
    */
   redact(text: string, extra: readonly string[] = []): string {
-    let out = text;
-    for (const secret of [...extra, ...this.knownSecrets()]) if (secret.length >= 4) out = out.split(secret).join('[redacted]');
-    return out;
+    return redactKnown(text, [...extra, ...this.knownSecrets()]);
   }
 
   /** Every secret this runtime has loaded so far, for scrubbing messages. */
@@ -222,6 +220,6 @@ export function vendorCallSpec<N, R>(
 }
 
 /** A vendor never echoes runcap's credential; every exact secret is redacted all the same before an answer can reach an agent. */
-function redactAnswer(answer: VendorAnswer, redact: (text: string) => string): VendorAnswer {
+export function redactAnswer(answer: VendorAnswer, redact: (text: string) => string): VendorAnswer {
   return { status: answer.status, headers: Object.fromEntries(Object.entries(answer.headers).map(([k, v]) => [k, redact(v)])), body: redact(answer.body) };
 }

@@ -22,4 +22,9 @@ export interface Route {
   /** true when this family answers the path */
   matches(url: URL): boolean;
   handle(request: Request, ctx: RouteContext): Promise<Response>;
+  /**
+   * A refusal the server makes before handle (a body too large), in this family's own shape — the
+   * vendor routes answer as their SDKs read an error; without it the server answers in runcap's JSON.
+   */
+  refusal?(url: URL, status: 413, code: 'INVALID_INPUT', message: string): Response | undefined;
 }

@@ -135,13 +135,12 @@ async function listen(
   let closing = false;
   const runs = new Runs({ guard, vendors, log, track: toolCalls.track, stopSignal: stopping.signal, shuttingDown: () => closing });
   const mcp = mcpRoute(runs, { maxBodyBytes, log });
-  const proxy = proxyRoute(runs);
   const routes: Route[] = [
     mcp,
     healthzRoute(refusals),
     vaultKeysRoute,
     runcapApiRoute(runs),
-    proxy,
+    proxyRoute(runs),
   ];
 
   const scheme = opts.tls || opts.behindTlsProxy ? 'https' : 'http';
@@ -173,8 +172,7 @@ async function listen(
     } catch (err) {
       if (err instanceof BodyTooLarge) {
         const message = `a request body is at most ${maxBodyBytes} bytes; nothing was done`;
-        // a vendor's SDK reads the refusal in its own error shape
-        const shaped = route === proxy ? proxy.refusal(url, 413, 'INVALID_INPUT', message) : undefined;
+        const shaped = route.refusal?.(url, 413, 'INVALID_INPUT', message);
         if (shaped) {
           refusals.count('body_too_large');
           shaped.headers.set('Connection', 'close');

@@ -42,11 +42,17 @@ const SECRET_PATTERNS: ReadonlyArray<readonly [RegExp, string]> = [
  * Removes anything that looks like a credential from a vendor message, plus
  * the exact `known` secret strings; caps the length. Never returns headers.
  */
-export function scrubSecrets(message: string, known: readonly string[] = []): string {
-  let m = String(message ?? '');
+/** Every exact secret of `known` (4 characters or more) replaced, and nothing else changed. */
+export function redactKnown(text: string, known: readonly string[]): string {
+  let out = text;
   for (const s of known) {
-    if (s && s.length >= 4) m = m.split(s).join('[redacted]');
+    if (s && s.length >= 4) out = out.split(s).join('[redacted]');
   }
+  return out;
+}
+
+export function scrubSecrets(message: string, known: readonly string[] = []): string {
+  let m = redactKnown(String(message ?? ''), known);
   for (const [re, replacement] of SECRET_PATTERNS) m = m.replace(re, replacement);
   m = m.replace(/\s+/g, ' ').trim();
   return m.length > 500 ? `${m.slice(0, 497)}...` : m;

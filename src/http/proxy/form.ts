@@ -31,7 +31,6 @@ export function parseForm(text: string): Record<string, unknown> {
 
 /** The form of a request's body, or the refusal of one that cannot be read. */
 export function formOrRefusal(body: Buffer): { form: Record<string, unknown> } | ParsedRequest {
-  if (body.length === 0) return { form: {} };
   try {
     return { form: parseForm(body.toString('utf8')) };
   } catch (err) {

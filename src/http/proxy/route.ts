@@ -12,6 +12,7 @@
  * that the wire format did not parse into a guarded call or a read of the run's own object.
  */
 import { fingerprintOf } from '../../guard/fingerprint.js';
+import { redactAnswer } from '../../guard/vendors.js';
 import type { Denial } from '../../guard/call.js';
 import type { StoredAnswer } from '../../ledger/types.js';
 import { isRuncapError, type ReasonCode } from '../../policy/codes.js';
@@ -60,6 +61,13 @@ const NEXT: Partial<Record<ReasonCode, string>> = {
   KEY_EXPIRED: 'This key has expired: a human must issue a new one.',
 };
 
+/** The ledger could not be asked: nothing was done, and a later try may work (not 5xx: see STATUS). */
+const LEDGER_UNREACHABLE: WireRefusal = {
+  status: 424,
+  code: 'LEDGER_UNAVAILABLE',
+  message: 'LEDGER_UNAVAILABLE: runcap could not reach its ledger; nothing was done. Try again shortly.',
+};
+
 interface Resolved {
   wire: WireFormat;
   /** the path below the prefix, if the request came through one */
@@ -77,11 +85,10 @@ function resolve(url: URL, wires: readonly WireFormat[]): Resolved | undefined {
   return wire ? { wire, path: url.pathname } : undefined;
 }
 
-export function proxyRoute(runs: Runs, wires: readonly WireFormat[] = WIRES): Route & { refusal(url: URL, status: RefusalStatus, code: ReasonCode, message: string): Response | undefined } {
+export function proxyRoute(runs: Runs, wires: readonly WireFormat[] = WIRES): Route {
   return {
     name: 'proxy',
     matches: (url) => resolve(url, wires) !== undefined,
-    /** a refusal the server makes before the route (a body too large), in the vendor's shape */
     refusal(url, status, code, message) {
       const found = resolve(url, wires);
       return found?.wire.refusal({ status, code, message: `${code}: ${message}` });
@@ -98,7 +105,7 @@ export function proxyRoute(runs: Runs, wires: readonly WireFormat[] = WIRES): Ro
         found = await runs.lookup(wire.vaultKey(request.headers));
       } catch (err) {
         ctx.log(`could not resolve a key: ${err instanceof Error ? maskKeys(err.message.slice(0, 200)) : 'unknown error'}`);
-        return refuse({ status: 424, code: 'LEDGER_UNAVAILABLE', message: 'LEDGER_UNAVAILABLE: runcap could not reach its ledger; nothing was done. Try again shortly.' });
+        return refuse(LEDGER_UNREACHABLE);
       }
       if (found.kind !== 'run') {
         const why =
@@ -113,7 +120,7 @@ export function proxyRoute(runs: Runs, wires: readonly WireFormat[] = WIRES): Ro
       switch (parsed.kind) {
         case 'refused':
           // every refusal of a known key is audited, bounded per key and minute like any denial
-          await auditEarlyDenial(run, adapter.action, parsed.refusal.code === 'NOT_FOUND' || parsed.refusal.code === 'IDEMPOTENCY_MISMATCH' ? 'ACTION_NOT_ALLOWED' : parsed.refusal.code, maskKeys(parsed.refusal.message));
+          await auditEarlyDenial(run, adapter.action, parsed.refusal.code, maskKeys(parsed.refusal.message));
           return refuse(parsed.refusal);
         case 'retrieve':
           return retrieve(run, adapter, wire, parsed.vendorRef, refuse);
@@ -203,7 +210,7 @@ async function replayOf(run: ToolContext, prepared: Prepared<unknown>, idempoten
   try {
     earlier = await run.guard.ledger.idempotentCall(run.keyInfo.id, idempotencyKey);
   } catch {
-    return refuse({ status: 424, code: 'LEDGER_UNAVAILABLE', message: 'LEDGER_UNAVAILABLE: runcap could not reach its ledger; nothing was done.' });
+    return refuse(LEDGER_UNREACHABLE);
   }
   if (!earlier) return undefined;
   if (earlier.fingerprint !== fingerprintOf(prepared.action, prepared.fingerprintArgs)) {
@@ -234,7 +241,7 @@ async function retrieve(run: ToolContext, adapter: VendorAdapter, wire: WireForm
     if (isRuncapError(err) && (err.code === 'KEY_REVOKED' || err.code === 'KEY_EXPIRED')) {
       return refuse({ status: 403, code: err.code, message: `${err.code}: ${err.message}. ${NEXT[err.code]}` });
     }
-    return refuse({ status: 424, code: 'LEDGER_UNAVAILABLE', message: 'LEDGER_UNAVAILABLE: runcap could not reach its ledger; nothing was done.' });
+    return refuse(LEDGER_UNREACHABLE);
   }
   if (!own.some((r) => r.vendorRef === vendorRef && r.action === adapter.action)) return notFound();
   let client: unknown;
@@ -245,7 +252,7 @@ async function retrieve(run: ToolContext, adapter: VendorAdapter, wire: WireForm
   }
   try {
     const answer = await adapter.retrieve(client, vendorRef, { signal: AbortSignal.timeout(run.vendors.timeoutMs) });
-    return verbatim({ ...answer, body: run.vendors.redact(answer.body, [run.key]) });
+    return verbatim(redactAnswer(answer, (t) => run.vendors.redact(t, [run.key])));
   } catch (err) {
     run.log(`${wire.vendor}: retrieve ${vendorRef.slice(0, 60)} failed: ${run.vendors.scrub(err instanceof Error ? err.message : String(err), [run.key])}`);
     return refuse({ status: 424, code: 'VENDOR_ERROR', message: `VENDOR_ERROR: ${wire.vendor} did not answer; nothing was changed. Try again shortly.` });

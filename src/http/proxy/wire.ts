@@ -21,7 +21,8 @@ export type ParsedRequest =
   | { kind: 'create'; input: unknown; idempotencyKey?: string }
   /** a read of one object the run made */
   | { kind: 'retrieve'; vendorRef: string }
-  | { kind: 'refused'; refusal: WireRefusal };
+  /** refused by the wire format itself, before anything is asked of the ledger: always one of runcap's reason codes */
+  | { kind: 'refused'; refusal: WireRefusal & { code: ReasonCode } };
 
 /** Every status a refusal may have: none that SDKs or agent frameworks retry (no 429, no 5xx). */
 export type RefusalStatus = 400 | 401 | 403 | 404 | 405 | 409 | 413 | 415 | 424;
@@ -71,7 +72,7 @@ export function mediaType(headers: Headers): string {
   return (headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
-export function refused(status: RefusalStatus, code: WireRefusal['code'], message: string, extra: Pick<WireRefusal, 'param'> = {}): ParsedRequest {
+export function refused(status: RefusalStatus, code: ReasonCode, message: string, extra: Pick<WireRefusal, 'param'> = {}): ParsedRequest {
   return { kind: 'refused', refusal: { status, code, message: `${code}: ${message}`, ...extra } };
 }
 
