@@ -13,15 +13,14 @@
  * decisive facts are repeated right above every question.
  */
 import type { Command } from 'commander';
-import { openGuard, type Guard } from '../guard/index.js';
-import type { Approval, KeyInfo } from '../ledger/types.js';
+import { openGuard } from '../guard/index.js';
+import type { Approval } from '../ledger/types.js';
 import { isRuncapError, RuncapError } from '../policy/codes.js';
-import { minorDigits } from '../vendors/currencies.js';
+import { amountText, leavesOf, priceNote, recipientsOf, vendorAmount, viewOf, type ApprovalView } from '../http/dashboard/approval-view.js';
 import {
   agentAtoms,
   type Atom,
   CONT,
-  currencyAmount,
   cutAtoms,
   displayWidth,
   hasEscaped,
@@ -73,40 +72,8 @@ function snakeKeys(o: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]));
 }
 
-/** "EUR 50.00" for a payment, from the approval's price notes; undefined for other actions. */
-function vendorAmount(a: Approval): string | undefined {
-  const p = a.request.price;
-  if (!p || typeof p.currency !== 'string' || typeof p.amountMinor !== 'number' || !Number.isSafeInteger(p.amountMinor)) return undefined;
-  let digits = 2;
-  try {
-    digits = minorDigits(p.currency);
-  } catch {
-    return inert(`${p.amountMinor} ${p.currency} (minor units)`);
-  }
-  return inert(currencyAmount(p.amountMinor, p.currency, digits));
-}
 
-/** "$54.50 (EUR 50.00)" or "$0.0083". */
-function amountText(a: Approval): string {
-  const v = vendorAmount(a);
-  return v && !/^USD /.test(v) ? `${usd(a.estimateMicros)} (${v})` : usd(a.estimateMicros);
-}
 
-function priceNote(a: Approval): string | undefined {
-  const p = a.request.price;
-  if (!p) return undefined;
-  if (typeof p.currency === 'string' && typeof p.fxRate === 'string') {
-    const c = inert(p.currency.toUpperCase());
-    return `${vendorAmount(a) ?? '?'} at ${inert(p.fxRate)} USD per ${c}, rounded up`;
-  }
-  if (typeof p.segments === 'number') {
-    return `${p.segments} SMS segment(s) (${inert(p.encoding ?? '?')}) to region ${inert(p.region ?? '?')} at $${inert(p.unitPriceUsd ?? '?')} each`;
-  }
-  if (typeof p.recipients === 'number') return `${p.recipients} e-mail recipient(s) at $${inert(p.unitPriceUsd ?? '?')} each`;
-  return Object.entries(p)
-    .map(([k, v]) => `${inert(k)}=${inert(typeof v === 'string' ? v : JSON.stringify(v))}`)
-    .join(', ');
-}
 
 /*
  * How much of what the agent wrote is shown: at most VALUE_CHARS characters
@@ -136,18 +103,9 @@ function field(label: string, atoms: Atom[], width: number): string[] {
 
 const text = (s: string): Atom[] => literalAtoms(s);
 
-/** Who or what receives the call, from the arguments the agent gave. */
-function recipientsOf(args: Record<string, unknown>): Atom[] {
-  const list: Atom[][] = [];
-  const add = (role: string, v: unknown) => {
-    for (const x of Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]) list.push([...text(`${role} `), ...agent(typeof x === 'string' ? x : JSON.stringify(x), NAME_CHARS)]);
-  };
-  add('to', args.to);
-  add('cc', args.cc);
-  add('bcc', args.bcc);
-  add('from', args.from);
-  add('reply-to', args.reply_to);
-  add('customer', args.customer);
+/** Who or what receives the call, from the arguments the agent gave, on one line. */
+function recipientAtoms(args: Record<string, unknown>): Atom[] {
+  const list = recipientsOf(args).map((r) => [...text(`${r.role} `), ...agent(r.value, NAME_CHARS)]);
   if (list.length === 0) return text('(none)');
   const shown = list.slice(0, MAX_RECIPIENTS);
   const out: Atom[] = list.length > 1 ? text(`${list.length}: `) : [];
@@ -156,16 +114,6 @@ function recipientsOf(args: Record<string, unknown>): Atom[] {
   return out;
 }
 
-/** Every argument as [dotted name, value], nested objects flattened. */
-function leavesOf(value: unknown, path: string, out: [string, unknown][]): void {
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    const entries = Object.entries(value as Record<string, unknown>);
-    if (entries.length === 0 && path) out.push([path, {}]);
-    for (const [k, v] of entries) leavesOf(v, path ? `${path}.${k}` : k, out);
-    return;
-  }
-  out.push([path, value]);
-}
 
 /**
  * One argument: `    name: "text"` or `    name: 42`, hard-wrapped, every
@@ -206,8 +154,7 @@ function paramLines(path: string, value: unknown, width: number, maxLines: numbe
  * how many were left off.
  */
 function parametersOf(args: Record<string, unknown>, width: number): string[] {
-  const leaves: [string, unknown][] = [];
-  leavesOf(args, '', leaves);
+  const leaves = leavesOf(args);
   if (leaves.length === 0) return ['    (none)'];
   const render = (cap: number) => leaves.map(([path, value]) => paramLines(path, value, width, cap));
   for (let cap = VALUE_LINES; cap >= 1; cap--) {
@@ -232,28 +179,7 @@ function anyHidden(value: unknown): boolean {
   return typeof value === 'string' && hasEscaped(value);
 }
 
-interface ApprovalView {
-  approval: Approval;
-  key: KeyInfo | undefined;
-  /** labels of the delegation chain above the key, root first */
-  ancestors: string[];
-  /** when a grant given now would lapse */
-  grantExpiresAt: number | undefined;
-}
 
-async function viewOf(guard: Guard, a: Approval): Promise<ApprovalView> {
-  // what is left of the request, on the ledger's clock (the database's, on PostgreSQL)
-  const now = await guard.ledger.now();
-  let key: KeyInfo | undefined;
-  const ancestors: string[] = [];
-  try {
-    key = await guard.ledger.getKey(a.keyId);
-    for (const id of key.ancestors) ancestors.push((await guard.ledger.getKey(id)).label);
-  } catch {
-    // shown as unknown below
-  }
-  return { approval: a, key, ancestors, grantExpiresAt: key ? now + key.policy.grant_ttl_s * 1000 : undefined };
-}
 
 const keyAtoms = (v: ApprovalView): Atom[] => [
   ...agent(v.approval.label, NAME_CHARS),
@@ -278,7 +204,7 @@ function renderApproval(v: ApprovalView, width = screenWidth()): string {
     ...field('action:', agent(a.action, NAME_CHARS), width),
     ...field('amount:', agent(amountText(a), NAME_CHARS), width),
     ...(note ? field('price:', agent(note), width) : []),
-    ...field('recipients:', recipientsOf(args), width),
+    ...field('recipients:', recipientAtoms(args), width),
     ...field('why asked:', agent(a.reason, VALUE_CHARS), width),
     `  requested:   ${localTime(a.createdAt)}`,
     ...(a.status === 'pending'
@@ -308,7 +234,7 @@ function renderSummary(v: ApprovalView, width = screenWidth()): string {
     `${title}${'─'.repeat(Math.max(3, Math.min(width, 60) - displayWidth(title)))}`,
     ...field('action:', agent(a.action, NAME_CHARS), width),
     ...field('amount:', agent(vendor ? `${usd(a.estimateMicros)} (${vendor})` : usd(a.estimateMicros), NAME_CHARS), width),
-    ...field('recipients:', recipientsOf(a.request.args ?? {}), width),
+    ...field('recipients:', recipientAtoms(a.request.args ?? {}), width),
     ...field('key:', keyAtoms(v), width),
     '',
   ].join('\n');

@@ -8,6 +8,9 @@ import { createInterface } from 'node:readline';
 import { userInfo } from 'node:os';
 import { formatUsd, usdDecimal } from '../policy/rules.js';
 import { RuncapError } from '../policy/codes.js';
+import { escapeChar, inert, isEscaped } from '../policy/display.js';
+
+export { currencyAmount, hasEscaped, inert } from '../policy/display.js';
 
 /** 0 done, 1 refused / not found / verification failed, 2 usage error. */
 export const EXIT = { ok: 0, refused: 1, usage: 2 } as const;
@@ -53,14 +56,6 @@ export function localTime(ms: number | null | undefined): string {
 /** ISO UTC for machines. */
 export const isoTime = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
 
-/** Remove control characters and terminal escape sequences from text an agent wrote. */
-export function inert(text: unknown): string {
-  return String(text)
-    .replace(/\u001b\[[0-?]*[ -/]*[@-~]/g, '') // CSI
-    .replace(/\u001b\][^\u0007\u001b]*(\u0007|\u001b\\)?/g, '') // OSC
-    .replace(/\u001b[@-_]/g, '')
-    .replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '');
-}
 
 /**
  * Read a line from the terminal without echo, typed after the prompt appeared. Refuses when stdin is not a TTY.
@@ -249,14 +244,6 @@ export class TtyKeys {
   }
 }
 
-/** An amount in a currency's minor units, e.g. (5000, 'eur') → "EUR 50.00", (5000, 'jpy') → "JPY 5000". */
-export function currencyAmount(amountMinor: number, currency: string, digits: number): string {
-  const neg = amountMinor < 0;
-  const s = String(Math.abs(amountMinor)).padStart(digits + 1, '0');
-  const whole = digits ? s.slice(0, -digits) : s;
-  const frac = digits ? `.${s.slice(-digits)}` : '';
-  return `${currency.toUpperCase()} ${neg ? '-' : ''}${whole}${frac}`;
-}
 
 /**
  * A decimal runcap wrote itself (an amount as "12.50" or "-0.0083"): put in
@@ -291,7 +278,6 @@ export function csvLine(cells: unknown[]): string {
 }
 
 /** Control, invisible and direction-changing characters: agentAtoms() shows them as \\xNN / \\uNNNN. */
-const HIDDEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\ufff9-\ufffb]/;
 
 /*
  * Laying out text an agent wrote (approve, approvals watch) so that it can
@@ -321,8 +307,6 @@ export interface Atom {
   br?: true;
 }
 
-const SPACE_LIKE = /[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u2800\uffa0]/;
-const ESCAPED = new RegExp(`^(?:${HIDDEN.source}|${SPACE_LIKE.source})$`, 'u');
 const AGENT_TOKEN = new RegExp(` {3,}|\\n|[^]`, 'gu');
 
 /** Columns a text takes at most: printable ASCII 1, anything else 2 (wide and ambiguous-width characters included). */
@@ -332,16 +316,7 @@ export function displayWidth(text: string): number {
   return w;
 }
 
-const escapeChar = (c: string): string => {
-  const n = c.codePointAt(0)!;
-  return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
-};
 
-/** true when agentAtoms() shows something of the text as an escape (control, invisible or space-like characters). */
-export function hasEscaped(text: unknown): boolean {
-  for (const ch of String(text)) if (ch !== '\n' && ESCAPED.test(ch)) return true;
-  return false;
-}
 
 /**
  * Text an agent wrote, as atoms to lay out: control, invisible and
@@ -355,7 +330,7 @@ export function agentAtoms(text: unknown, newlines: 'split' | 'escape' = 'escape
     else if (t.length >= 3 && t[0] === ' ') {
       const shown = `␠×${t.length}`;
       out.push({ text: shown, width: displayWidth(shown), chars: t.length });
-    } else if (ESCAPED.test(t)) {
+    } else if (isEscaped(t)) {
       const shown = escapeChar(t);
       out.push({ text: shown, width: shown.length, chars: 1 });
     } else out.push({ text: t, width: displayWidth(t), chars: 1 });
