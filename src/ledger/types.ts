@@ -272,7 +272,10 @@ export type AuditEvent =
   | 'corrected'
   | 'verified'
   | 'limit_set'
-  | 'passphrase_set';
+  | 'passphrase_set'
+  /** a passkey registered by an approver who typed the passphrase (global chain) */
+  | 'passkey_registered'
+  | 'passkey_removed';
 
 export interface AuditRow {
   id: number;
@@ -347,9 +350,10 @@ export interface PassphraseAttempt {
 /**
  * What only a human may do, because it creates budget: issue a root key, raise or
  * remove a global limit, free reserved money by hand (release, or settle below the
- * reserved amount). Each takes a HumanProof; each refusal is audited on the global chain.
+ * reserved amount), register a passkey (which then approves without the passphrase). Each takes a
+ * HumanProof; each refusal is audited on the global chain.
  */
-export type HumanAct = 'keys issue' | 'limits set' | 'reconcile resolve';
+export type HumanAct = 'keys issue' | 'limits set' | 'reconcile resolve' | 'passkey register';
 
 /**
  * That a human typed the approver passphrase, on this ledger, as `by`, for one act. Made only
@@ -369,6 +373,44 @@ export interface HumanActRefusal {
   by: string;
   why: string;
 }
+
+/**
+ * A WebAuthn credential an approver registered (after typing the passphrase): it approves in the
+ * dashboard instead of the passphrase, until removed or the passphrase changes (which drops them all).
+ */
+export interface Passkey {
+  id: string; // pk_<ulid>
+  /** base64url, as WebAuthn gives it; unique */
+  credentialId: string;
+  /** base64url of the COSE public key bytes */
+  publicKey: string;
+  /** the authenticator's signature counter as last seen */
+  counter: number;
+  transports: string[];
+  /** printable, 1-64 characters, given by the human at registration */
+  name: string;
+  /** the approver who registered it (the proof's `by`) */
+  registeredBy: string;
+  createdAt: number;
+  lastUsedAt: number | null;
+}
+
+export interface NewPasskey {
+  credentialId: string;
+  publicKey: string;
+  counter: number;
+  transports: string[];
+  name: string;
+}
+
+/**
+ * How a human answers yes: the approver passphrase typed (at a terminal, the CLI's default, or into
+ * the dashboard), or a registered passkey whose assertion the dashboard verified (`counter`: the
+ * signature counter of that assertion).
+ */
+export type ApproveOptions =
+  | { by: string; passphrase: string; via?: 'terminal' | 'dashboard' }
+  | { by: string; passkey: { credentialId: string; counter: number } };
 
 export interface VendorLimit {
   vendor: string;
@@ -451,7 +493,13 @@ export interface Ledger {
   getApproval(id: string): Promise<Approval>;
   /** The status of an approval, for the key that raised it only. */
   approvalStatus(presentedKey: string, approvalId: string): Promise<Approval>;
-  approve(id: string, opts: { passphrase: string; by: string }): Promise<Approval>;
+  /**
+   * With a passkey, in the approve transaction: PASSPHRASE_REQUIRED when it is not registered (removed,
+   * dropped by a passphrase change, or a row runcap did not write); CONFLICT (and an approval_failed
+   * row) unless its signature counter advanced, when either counter is non-zero; the new counter and
+   * its last use written with the grant. The approval_approved row names the approver and the method.
+   */
+  approve(id: string, opts: ApproveOptions): Promise<Approval>;
   deny(id: string, opts: { reason?: string; by: string }): Promise<Approval>;
   hasPassphrase(): Promise<boolean>;
   /** Set (or, with the current one, change) the passphrase; whoever just chose it has proven it (`by`, default 'runcap init'). */
@@ -462,6 +510,27 @@ export interface Ledger {
   proveHuman(passphrase: string, attempt: PassphraseAttempt & { during: HumanAct }): Promise<HumanProof>;
   /** Audit a human-only act refused before the ledger was asked (bounded per UTC minute, like recordDenial). */
   recordRefusal(refusal: HumanActRefusal): Promise<void>;
+  /**
+   * A passphrase attempt refused unchecked because too many were wrong lately (the dashboard throttles):
+   * audited like a wrong passphrase (approval_failed on the asking key's chain when approvalId names
+   * one, else passphrase_failed on the global chain), code RATE_LIMITED, details { by, during, why };
+   * bounded per chain and UTC minute like recordRefusal.
+   */
+  recordThrottled(attempt: PassphraseAttempt & { why: string }): Promise<void>;
+
+  // passkeys
+  /**
+   * `proof` from proveHuman(passphrase, { by, during: 'passkey register' }): PASSPHRASE_REQUIRED (audited)
+   * without a current one. Audited `passkey_registered` (global chain). CONFLICT when the credential id is
+   * registered already; INVALID_INPUT for a bad name or an empty key.
+   */
+  registerPasskey(passkey: NewPasskey, proof: HumanProof): Promise<Passkey>;
+  /** Every passkey, oldest first. */
+  listPasskeys(): Promise<Passkey[]>;
+  /** The passkey of a credential id, when runcap registered it under the passphrase still set. */
+  passkeyByCredential(credentialId: string): Promise<Passkey | undefined>;
+  /** Removing only narrows: no passphrase. NOT_FOUND when absent. Audited `passkey_removed` (global chain). */
+  removePasskey(id: string, opts: { by: string }): Promise<Passkey>;
 
   // audit
   queryAudit(q: AuditQuery): Promise<AuditRow[]>;

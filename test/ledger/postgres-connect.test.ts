@@ -400,12 +400,12 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     const pool = s.pool();
     expect(await schemaVersion(pool, s.schema)).toBe(0);
     expect(await applyMigrations(pool, s.schema)).toEqual({ version: SCHEMA_VERSION, applied: SCHEMA_VERSION });
-    expect(SCHEMA_VERSION).toBe(2);
-    expect(await applyMigrations(pool, s.schema)).toEqual({ version: 2, applied: 0 });
-    expect(await migrate(pool, s.schema)).toBe(2);
-    expect(await schemaVersion(pool, s.schema)).toBe(2);
+    expect(SCHEMA_VERSION).toBe(3);
+    expect(await applyMigrations(pool, s.schema)).toEqual({ version: 3, applied: 0 });
+    expect(await migrate(pool, s.schema)).toBe(3);
+    expect(await schemaVersion(pool, s.schema)).toBe(3);
     const { rows } = await pool.query(`SELECT version FROM "${s.schema}".migrations ORDER BY version`);
-    expect(rows).toEqual([{ version: 1 }, { version: 2 }]);
+    expect(rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
   });
 
   it('the migrations make the SQLite ledger’s tables and columns, bigints, its checks and the unique audit (chain, seq)', async () => {
@@ -428,6 +428,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
       'locks',
       'migration_lock',
       'migrations',
+      'passkeys',
       'rate_events',
       'reservation_counts',
       'reservations',
@@ -442,6 +443,9 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     expect(await columns('reservations')).toContain('released_by:text');
     expect(await columns('approvals')).toContain('family_id:text');
     expect(await columns('idempotent_calls')).toEqual(['key_id:text', 'idempotency_key:text', 'fingerprint:text', 'reservation_id:text', 'created_at:bigint', 'answer:text']);
+    expect(await columns('passkeys')).toEqual([
+      'id:text', 'credential_id:text', 'public_key:text', 'counter:bigint', 'transports:text', 'name:text', 'registered_by:text', 'created_at:bigint', 'last_used_at:bigint', 'mac:text',
+    ]);
 
     const q = `"${s.schema}"`;
     await pool.query(`INSERT INTO ${q}.keys (id, secret_hash, label, issued_by, ancestors, depth, policy, created_at, expires_at) VALUES ('k1', 'h', 'l', 'human', '[]', 0, '{}', 1, 9007199254740991)`);
@@ -470,7 +474,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     const { rows } = await pools[0]!.query(`SELECT version, count(*)::int AS n FROM "${s.schema}".migrations GROUP BY version ORDER BY version`);
     expect(rows).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => ({ version: i + 1, n: 1 })));
     const tables = await pools[0]!.query('SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = $1', [s.schema]);
-    expect(tables.rows[0].n).toBe(15);
+    expect(tables.rows[0].n).toBe(16);
   });
 
   it('refuses a schema migrated by a newer runcap rather than guessing', async () => {

@@ -8,8 +8,8 @@ import { RuncapError } from '../../policy/codes.js';
 import type { Approval, AuditRow } from '../types.js';
 import { about, approvalRequestMaterial, SEAL, type Actor, type Sealer } from './audit-chain.js';
 import { APPROVAL_UNBACKED } from './policy-replay.js';
-import { effectiveApprovalStatus, policyOf, toApproval, type ApprovalRow, type KeyRow } from './rows.js';
-import { writes, type Writes } from './writes.js';
+import { effectiveApprovalStatus, policyOf, toApproval, type ApprovalRow, type KeyRow, type PasskeyRow } from './rows.js';
+import { writes, type Write, type Writes } from './writes.js';
 
 /** The code of an audit row that finds a request not backed by the audit (verify's replay, sqlite/audit-replay.ts, names it too). */
 
@@ -56,6 +56,20 @@ export function requestIsAudited(r: ApprovalRow, requested: AuditRow | undefined
 }
 
 /**
+ * How the human proved themselves, named in the approval_approved row: the passphrase (typed at a
+ * terminal or into the dashboard), or a passkey whose use (core/passkeys.ts passkeyUse) is written with the grant.
+ */
+export type ApprovalMethod =
+  | { method: 'passphrase'; via: 'terminal' | 'dashboard' }
+  | { method: 'passkey'; passkey: PasskeyRow; use: Write };
+
+export const BY_TERMINAL: ApprovalMethod = { method: 'passphrase', via: 'terminal' };
+
+function methodDetails(how: ApprovalMethod): Record<string, unknown> {
+  return how.method === 'passphrase' ? { method: 'passphrase', via: how.via } : { method: 'passkey', passkey_id: how.passkey.id, passkey_name: how.passkey.name };
+}
+
+/**
  * Approved: a grant for the key's grant TTL. A request the audit does not back is not approved:
  * its approval_failed row is still written (commit it: the finding stays in the audit trail, for
  * verify to name) and `refused` is the error to throw once it is.
@@ -64,6 +78,7 @@ export function approve(
   read: AnswerRead & { requested: AuditRow | undefined },
   by: string,
   sealer: Sealer,
+  how: ApprovalMethod = BY_TERMINAL,
 ): { approval: Approval; writes: Writes; refused?: undefined } | { approval?: undefined; writes: Writes; refused: RuncapError } {
   const { approval: r, key, actor, now } = read;
   assertAnswerable(r, now);
@@ -77,7 +92,10 @@ export function approve(
   return {
     approval: toApproval({ ...r, status: 'approved', decided_at: now, decided_by: by, expires_at: expiresAt }, key, now),
     writes: writes(
-      [{ kind: 'updateApproval', id: r.id, from: 'pending', set: { status: 'approved', decided_at: now, decided_by: by, expires_at: expiresAt } }],
+      [
+        { kind: 'updateApproval', id: r.id, from: 'pending', set: { status: 'approved', decided_at: now, decided_by: by, expires_at: expiresAt } },
+        ...(how.method === 'passkey' ? [how.use] : []),
+      ],
       [
         // The grant is consumed only with this row behind it (grantBacking): its MAC is what only the audit secret makes.
         about(actor, {
@@ -85,7 +103,7 @@ export function approve(
           action: r.action,
           amountMicros: r.estimate,
           approvalId: r.id,
-          details: { by, grant_expires_at: expiresAt, request_mac: sealer.seal(SEAL.approvalRequest, approvalRequestMaterial(r)) },
+          details: { by, ...methodDetails(how), grant_expires_at: expiresAt, request_mac: sealer.seal(SEAL.approvalRequest, approvalRequestMaterial(r)) },
         }),
       ],
     ),

@@ -57,6 +57,7 @@ export const SEAL = {
   keySecretHash: 'key secret hash',
   passphrase: 'approver passphrase hash',
   approvalRequest: 'approval request',
+  passkey: 'passkey',
 } as const;
 export type SealPurpose = (typeof SEAL)[keyof typeof SEAL];
 

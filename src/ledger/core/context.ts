@@ -4,7 +4,7 @@
  */
 export interface CoreContext {
   auditSecret: Buffer;
-  newId: (prefix: 'vk' | 'res' | 'apr') => string;
+  newId: (prefix: 'vk' | 'res' | 'apr' | 'pk') => string;
   /** a fresh key secret, shown once in the issued key and stored only as its hash */
   newKeySecret: () => string;
 }

@@ -12,7 +12,7 @@ import type { HumanAct, HumanActRefusal, HumanProof, PassphraseAttempt } from '.
 import { about, SEAL, type Actor, type AuditInput, type Sealer } from './audit-chain.js';
 import { writes, type Writes } from './writes.js';
 
-export const HUMAN_ACTS: readonly HumanAct[] = ['keys issue', 'limits set', 'reconcile resolve'];
+export const HUMAN_ACTS: readonly HumanAct[] = ['keys issue', 'limits set', 'reconcile resolve', 'passkey register'];
 
 /** The approver passphrase as typed: none is set, it is wrong, or it is right (text of any other type is wrong). */
 export type Typed = 'unset' | 'wrong' | 'right';
@@ -33,12 +33,15 @@ export function checkReplacement(old: string | undefined, stored: string | undef
   }
 }
 
-/** The new passphrase hash stored, and its passphrase_set row. */
-export function passphraseSet(sealer: Pick<Sealer, 'seal'>, hash: string, replaced: boolean): Writes {
+/**
+ * The new passphrase hash stored, and its passphrase_set row. A change (`passkeysDropped`: how many
+ * passkeys there were) drops every passkey with it: each was registered by someone who knew the old one.
+ */
+export function passphraseSet(sealer: Pick<Sealer, 'seal'>, hash: string, replaced: boolean, passkeysDropped?: number): Writes {
   return writes(
-    [{ kind: 'setSetting', name: 'passphrase', value: hash }],
+    [{ kind: 'setSetting', name: 'passphrase', value: hash }, ...(passkeysDropped ? [{ kind: 'dropPasskeys' } as const] : [])],
     // Neither the passphrase nor its hash: a seal lets verify tell the stored hash is this one, and nothing more.
-    [{ event: 'passphrase_set', details: { replaced, passphrase_mac: sealer.seal(SEAL.passphrase, hash) } }],
+    [{ event: 'passphrase_set', details: { replaced, passphrase_mac: sealer.seal(SEAL.passphrase, hash), ...(passkeysDropped !== undefined ? { passkeys_dropped: passkeysDropped } : {}) } }],
   );
 }
 
@@ -54,13 +57,28 @@ export function wrongPassphraseAudit(attempt: PassphraseAttempt | undefined, app
   return { event, code: 'PASSPHRASE_WRONG', details: { by: attempt?.by ?? null, during: attempt?.during ?? null } };
 }
 
+/** A name from a caller that must not cost the row it is recorded in: cut to something printable. */
+function printableName(by: unknown): string {
+  return (typeof by === 'string' ? by.replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 128) : '') || 'unknown';
+}
+
+/**
+ * A passphrase attempt the dashboard refused unchecked (too many were wrong lately): audited like a
+ * wrong one, with RATE_LIMITED. On the chain of the key that asked when it answers an approval (`approval`, as read).
+ */
+export function throttledAudit(attempt: PassphraseAttempt & { why: string }, approval?: { row: ApprovalRow; actor: Actor | null }): AuditInput {
+  const details = { by: printableName(attempt.by), during: typeof attempt.during === 'string' ? attempt.during.slice(0, 64) : null, why: String(attempt.why).slice(0, 500) };
+  if (approval) return about(approval.actor, { event: 'approval_failed', action: approval.row.action, approvalId: approval.row.id, code: 'RATE_LIMITED', details });
+  return { event: 'passphrase_failed', code: 'RATE_LIMITED', details };
+}
+
 /**
  * The refused row of a human-only act refused for want of a proof, on the global chain, and the act
  * it is counted under (null for one runcap does not know).
  */
 export function refusalAudit(refusal: HumanActRefusal): { act: HumanAct | null; audit: AuditInput } {
   // a refusal is recorded whatever it was given: the name is cut to something printable, never a reason to lose the row
-  const by = (typeof refusal.by === 'string' ? refusal.by.replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 128) : '') || 'unknown';
+  const by = printableName(refusal.by);
   const why = String(refusal.why).slice(0, 500);
   const act = HUMAN_ACTS.includes(refusal.act) ? refusal.act : null;
   return { act, audit: { event: 'refused', action: null, code: 'PASSPHRASE_REQUIRED', details: { act, by, why } } };

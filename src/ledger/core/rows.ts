@@ -1,6 +1,6 @@
 /** The records every ledger storage reads and writes (one shape for SQLite and PostgreSQL) and their mapping to the public types. */
 import { policySchema, type Policy } from '../../policy/schema.js';
-import type { Approval, ApprovalStatus, IdempotentCall, KeyInfo, ReleasedBy, Reservation, ReservationState, StoredAnswer } from '../types.js';
+import type { Approval, ApprovalStatus, IdempotentCall, KeyInfo, Passkey, ReleasedBy, Reservation, ReservationState, StoredAnswer } from '../types.js';
 
 export interface KeyRow {
   id: string;
@@ -45,6 +45,21 @@ export interface IdempotentCallRow {
   created_at: number;
   /** JSON of the StoredAnswer given, null until recorded */
   answer: string | null;
+}
+
+/** A passkey an approver registered; `mac` seals it to the passphrase hash it was registered under (core/passkeys.ts). */
+export interface PasskeyRow {
+  id: string;
+  credential_id: string;
+  public_key: string;
+  counter: number;
+  /** JSON array of the transports WebAuthn named */
+  transports: string;
+  name: string;
+  registered_by: string;
+  created_at: number;
+  last_used_at: number | null;
+  mac: string;
 }
 
 export interface ReservationRow {
@@ -183,5 +198,19 @@ export function idempotentCallOf(r: IdempotentCallRow): IdempotentCall {
     reservationId: r.reservation_id,
     createdAt: Number(r.created_at),
     answer: r.answer === null ? null : (JSON.parse(r.answer) as StoredAnswer),
+  };
+}
+
+export function toPasskey(r: PasskeyRow): Passkey {
+  return {
+    id: r.id,
+    credentialId: r.credential_id,
+    publicKey: r.public_key,
+    counter: Number(r.counter),
+    transports: JSON.parse(r.transports) as string[],
+    name: r.name,
+    registeredBy: r.registered_by,
+    createdAt: Number(r.created_at),
+    lastUsedAt: r.last_used_at === null ? null : Number(r.last_used_at),
   };
 }

@@ -7,7 +7,7 @@
 import { RuncapError } from '../../policy/codes.js';
 import type { ApprovalStatus, ReservationState } from '../types.js';
 import type { AuditInput } from './audit-chain.js';
-import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from './rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from './rows.js';
 
 /** A change to a counter's four sums. */
 export type Delta = { settled?: number; pending?: number; uncertain?: number; calls?: number };
@@ -51,6 +51,13 @@ export type Write =
   /** applied only while the approval is still `from` */
   | { kind: 'updateApproval'; id: string; from: ApprovalStatus | 'any'; set: Partial<Pick<ApprovalRow, 'status' | 'decided_at' | 'decided_by' | 'deny_reason' | 'expires_at' | 'reservation_id'>> }
   | { kind: 'saveDenialTally'; tally: DenialTally }
+  | { kind: 'insertPasskey'; passkey: PasskeyRow }
+  /** compare-and-set: applied only while the passkey's counter is still `from`; otherwise the storage refuses with CONFLICT */
+  | { kind: 'usePasskey'; id: string; from: number; counter: number; at: number }
+  /** compare-and-set: the passkey must still exist; otherwise the storage refuses with CONFLICT */
+  | { kind: 'deletePasskey'; id: string }
+  /** every passkey: the passphrase they were registered under changed */
+  | { kind: 'dropPasskeys' }
   | { kind: 'setSetting'; name: string; value: string }
   /**
    * A global vendor cap replaced: the old one (its counters and counts) dropped, the new one

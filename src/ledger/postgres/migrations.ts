@@ -181,6 +181,21 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
     PRIMARY KEY (key_id, idempotency_key)
   );
   `,
+  // 3 (issue 15, approvals in the browser): as SQLite's migration 8
+  (s) => `
+  CREATE TABLE ${s}.passkeys (
+    id            text PRIMARY KEY,
+    credential_id text NOT NULL UNIQUE,
+    public_key    text NOT NULL,
+    counter       bigint NOT NULL CHECK (counter >= 0),
+    transports    text NOT NULL,
+    name          text NOT NULL,
+    registered_by text NOT NULL,
+    created_at    bigint NOT NULL,
+    last_used_at  bigint,
+    mac           text NOT NULL
+  );
+  `,
 ];
 
 /** The migration this runcap brings a schema to. */

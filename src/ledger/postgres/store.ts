@@ -17,7 +17,7 @@ import { APPROVAL_RECORD_EVENTS, chainAudit, chainOfInput, rowMacHolds, toAuditR
 import { addAudit, addOps, PgParams, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import { POLICY_EVENTS, type PolicyTables } from '../core/policy-replay.js';
-import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from '../core/rows.js';
 import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, type StoredCounter } from '../core/verify.js';
 import { counterId, EMPTY_COUNTER, type CounterKey, type DenialTally, type Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
@@ -644,6 +644,19 @@ class PgTx implements WriteTx {
   async setting(name: string): Promise<string | undefined> {
     // locked in a write: a change made on what was read (the passphrase's compare-and-set) cannot cross another
     return (await this.rows<{ value: string }>(`SELECT value FROM ${this.t.settings} WHERE name = $1${this.lock(true)}`, [name]))[0]?.value;
+  }
+
+  async passkey(id: string): Promise<PasskeyRow | undefined> {
+    return (await this.rows<PasskeyRow>(`SELECT * FROM ${this.t.passkeys} WHERE id = $1${this.lock(true)}`, [id]))[0];
+  }
+
+  async passkeyByCredential(credentialId: string): Promise<PasskeyRow | undefined> {
+    // locked in a write: two approvals with one passkey take turns, and the second sees the counter the first wrote
+    return (await this.rows<PasskeyRow>(`SELECT * FROM ${this.t.passkeys} WHERE credential_id = $1${this.lock(true)}`, [credentialId]))[0];
+  }
+
+  async passkeys(): Promise<PasskeyRow[]> {
+    return this.rows<PasskeyRow>(`SELECT * FROM ${this.t.passkeys} ORDER BY created_at, id COLLATE "C"${this.lock(true)}`);
   }
 
   async reservation(id: string): Promise<ReservationRow | undefined> {

@@ -24,7 +24,8 @@ export type Tables = Record<
   | 'settings'
   | 'denial_tallies'
   | 'locks'
-  | 'idempotent_calls',
+  | 'idempotent_calls'
+  | 'passkeys',
   string
 >;
 
@@ -45,6 +46,7 @@ export function tables(schema: string): Tables {
     denial_tallies: q('denial_tallies'),
     locks: q('locks'),
     idempotent_calls: q('idempotent_calls'),
+    passkeys: q('passkeys'),
   };
 }
 
@@ -127,6 +129,11 @@ function rowChanged(op: Write): string | undefined {
       return `setting:${op.name}`;
     case 'setIdempotentAnswer':
       return `idempotent:${op.reservationId}`;
+    case 'usePasskey':
+    case 'deletePasskey':
+      return `passkey:${op.id}`;
+    case 'dropPasskeys':
+      return 'passkeys';
     case 'replaceVendorCap':
       return 'vendor caps';
     default:
@@ -238,6 +245,27 @@ export function addOps(st: Statement, t: Tables, ops: readonly Write[]): void {
         );
         break;
       }
+      case 'insertPasskey': {
+        const k = op.passkey;
+        st.add(
+          `INSERT INTO ${t.passkeys} (id, credential_id, public_key, counter, transports, name, registered_by, created_at, last_used_at, mac)
+           VALUES (${[k.id, k.credential_id, k.public_key, k.counter, k.transports, k.name, k.registered_by, k.created_at, k.last_used_at, k.mac].map(p).join(', ')})`,
+        );
+        break;
+      }
+      case 'usePasskey':
+        st.compareAndSet(
+          `UPDATE ${t.passkeys} SET counter = ${p(op.counter)}, last_used_at = ${p(op.at)} WHERE id = ${p(op.id)} AND counter = ${p(op.from)} RETURNING 1`,
+          // compare-and-set: the counter the rule compared against must still be the one stored
+          new RuncapError('CONFLICT', `passkey ${op.id} changed underneath; nothing was approved`),
+        );
+        break;
+      case 'deletePasskey':
+        st.compareAndSet(`DELETE FROM ${t.passkeys} WHERE id = ${p(op.id)} RETURNING 1`, new RuncapError('CONFLICT', `passkey ${op.id} changed underneath; refused`));
+        break;
+      case 'dropPasskeys':
+        st.add(`DELETE FROM ${t.passkeys}`);
+        break;
       case 'setSetting':
         st.add(`INSERT INTO ${t.settings} (name, value) VALUES (${p(op.name)}, ${p(op.value)}) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value`);
         break;

@@ -208,4 +208,21 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (key_id, idempotency_key)
   ) WITHOUT ROWID;
   `,
+  // 8 (issue 15, approvals in the browser): passkeys an approver registered after typing the
+  //    passphrase; each sealed (mac) to the passphrase hash it was registered under, all dropped
+  //    when it changes.
+  `
+  CREATE TABLE passkeys (
+    id            TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL UNIQUE,   -- base64url, as WebAuthn gives it
+    public_key    TEXT NOT NULL,          -- base64url of the COSE key
+    counter       INTEGER NOT NULL CHECK (counter >= 0),
+    transports    TEXT NOT NULL,          -- JSON array
+    name          TEXT NOT NULL,
+    registered_by TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    mac           TEXT NOT NULL
+  );
+  `,
 ];

@@ -12,7 +12,7 @@ import type { AuditRecord } from '../core/audit-chain.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import type { PolicyTables } from '../core/policy-replay.js';
 import { EMPTY_COUNTER, type CounterKey, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
-import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from '../core/rows.js';
 import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
 import type { CallReads, CallReadsWanted, Durability, ReadTx, Store, WriteTx } from '../store/store.js';
@@ -253,6 +253,18 @@ class SqliteTx implements WriteTx {
     return this.s.st.reservationById.get(id) as ReservationRow | undefined;
   }
 
+  async passkey(id: string): Promise<PasskeyRow | undefined> {
+    return this.s.prepared('SELECT * FROM passkeys WHERE id = ?').get(id) as PasskeyRow | undefined;
+  }
+
+  async passkeyByCredential(credentialId: string): Promise<PasskeyRow | undefined> {
+    return this.s.prepared('SELECT * FROM passkeys WHERE credential_id = ?').get(credentialId) as PasskeyRow | undefined;
+  }
+
+  async passkeys(): Promise<PasskeyRow[]> {
+    return this.s.prepared('SELECT * FROM passkeys ORDER BY created_at, id').all() as PasskeyRow[];
+  }
+
   async idempotentCall(keyId: string, idempotencyKey: string): Promise<IdempotentCallRow | undefined> {
     return this.s.st.idempotentCall.get(keyId, idempotencyKey) as IdempotentCallRow | undefined;
   }
@@ -369,6 +381,28 @@ class SqliteTx implements WriteTx {
         return;
       case 'saveDenialTally':
         st.saveDenialTally.run(op.tally);
+        return;
+      case 'insertPasskey':
+        this.s
+          .prepared(
+            `INSERT INTO passkeys (id, credential_id, public_key, counter, transports, name, registered_by, created_at, last_used_at, mac)
+             VALUES (@id, @credential_id, @public_key, @counter, @transports, @name, @registered_by, @created_at, @last_used_at, @mac)`,
+          )
+          .run(op.passkey);
+        return;
+      case 'usePasskey': {
+        // compare-and-set: the counter the rule compared against must still be the one stored
+        const { changes } = this.s.prepared('UPDATE passkeys SET counter = ?, last_used_at = ? WHERE id = ? AND counter = ?').run(op.counter, op.at, op.id, op.from);
+        if (changes !== 1) throw new RuncapError('CONFLICT', `passkey ${op.id} changed underneath; nothing was approved`);
+        return;
+      }
+      case 'deletePasskey': {
+        const { changes } = this.s.prepared('DELETE FROM passkeys WHERE id = ?').run(op.id);
+        if (changes !== 1) throw new RuncapError('CONFLICT', `passkey ${op.id} changed underneath; refused`);
+        return;
+      }
+      case 'dropPasskeys':
+        this.s.prepared('DELETE FROM passkeys').run();
         return;
       case 'setSetting':
         this.s.prepared('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run(op.name, op.value);

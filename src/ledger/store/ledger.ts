@@ -9,6 +9,7 @@ import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.j
 import { hashPassphrase, newId, newKeySecret, parseKey, PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../secrets.js';
 import type {
   Approval,
+  ApproveOptions,
   AuditQuery,
   AuditRow,
   AuditVerification,
@@ -26,6 +27,8 @@ import type {
   IssueKeyInput,
   KeyInfo,
   Ledger,
+  NewPasskey,
+  Passkey,
   PassphraseAttempt,
   ReleasedBy,
   Reservation,
@@ -56,15 +59,16 @@ import { budgetCounters, budgetOf } from '../core/budget.js';
 import type { CoreContext } from '../core/context.js';
 import { admitDenialRow, deniedBeforeLedger, denialToRecord, flushTally, presentedActor } from '../core/denials.js';
 import { familyOf } from '../core/family.js';
-import { checkReplacement, HumanProofs, passphraseSet, refusalAudit, typedPassphrase, wrongPassphrase, wrongPassphraseAudit } from '../core/human.js';
+import { checkReplacement, HumanProofs, passphraseSet, refusalAudit, throttledAudit, typedPassphrase, wrongPassphrase, wrongPassphraseAudit } from '../core/human.js';
 import { checkCreatedSince, checkHeads, checkIdempotencyKey, checkMicros, checkName, checkRef, checkRootKeyInput, checkSpendGrouping, checkText, storedAnswerJson } from '../core/input.js';
 import * as keys from '../core/keys.js';
 import * as limits from '../core/limits.js';
+import * as passkeys from '../core/passkeys.js';
 import { replayPolicyRows } from '../core/policy-replay.js';
 import { authenticated, usable } from '../core/presented.js';
 import * as transitions from '../core/reservations.js';
 import type { TransitionRead, TransitionResult } from '../core/reservations.js';
-import { idempotentCallOf, toApproval, toKeyInfo, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from '../core/rows.js';
+import { idempotentCallOf, toApproval, toKeyInfo, toPasskey, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from '../core/rows.js';
 import { spendGroups, spendGroupScope } from '../core/spend.js';
 import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
 import { counterId, writes, type CounterKey } from '../core/writes.js';
@@ -528,8 +532,11 @@ export class StoreLedger implements Ledger {
     });
   }
 
-  async approve(id: string, opts: { passphrase: string; by: string }): Promise<Approval> {
-    checkName(opts.by, 'approver');
+  async approve(id: string, opts: ApproveOptions): Promise<Approval> {
+    checkName(opts?.by, 'approver');
+    if ('passkey' in opts) return this.approveWithPasskey(id, opts);
+    const via = opts.via ?? 'terminal';
+    if (via !== 'terminal' && via !== 'dashboard') throw new RuncapError('INVALID_INPUT', "an approval's passphrase is typed at a terminal or into the dashboard");
     const { existing, stored } = await this.store.read(async (tx) => ({ existing: await this.approvalRow(tx, id), stored: await tx.setting('passphrase') }));
     answers.checkApproverSet(stored);
     if (typedPassphrase(opts.passphrase, stored) !== 'right') {
@@ -540,8 +547,42 @@ export class StoreLedger implements Ledger {
       const r = await this.approvalRow(tx, id);
       const key = (await tx.key(r.key_id))!;
       const read = { approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: (await tx.time()), requested: (await this.approvalRecord(tx, r.id)).requested };
-      const outcome = answers.approve(read, opts.by, this.sealer);
+      const outcome = answers.approve(read, opts.by, this.sealer, { method: 'passphrase', via });
       // a refusal is committed too: the finding stays in the audit trail, for verify to name
+      await tx.apply(outcome.writes);
+      return outcome;
+    });
+    if (answered.refused) throw answered.refused;
+    return answered.approval;
+  }
+
+  /**
+   * The dashboard verified the passkey's assertion; whether that passkey still counts, and its new
+   * signature counter, are decided in the transaction that grants: a removal or a passphrase change
+   * that commits first is seen, and two uses of one counter value cannot both grant.
+   */
+  private async approveWithPasskey(id: string, opts: Extract<ApproveOptions, { passkey: unknown }>): Promise<Approval> {
+    const given = opts.passkey;
+    if (given === null || typeof given !== 'object') throw new RuncapError('INVALID_INPUT', 'a passkey approval names the credential and its signature counter');
+    passkeys.checkCredentialId(given.credentialId);
+    passkeys.checkSignCount(given.counter);
+    const answered = await this.store.write('full', async (tx) => {
+      const r = await this.approvalRow(tx, id);
+      const key = (await tx.key(r.key_id))!;
+      const actor = (await this.actorOfKey(tx, key))!;
+      const now = await tx.time();
+      answers.assertAnswerable(r, now);
+      // the passphrase before the passkey: the order a passphrase change locks them in
+      const passphraseHash = await tx.setting('passphrase');
+      const passkey = await tx.passkeyByCredential(given.credentialId);
+      const use = passkeys.passkeyUse({ approval: r, actor, now, passkey, passphraseHash }, given, opts.by, this.sealer);
+      if (use.refused) {
+        // committed: a replayed counter or an unregistered passkey stays in the audit trail
+        await tx.apply(use.writes);
+        return { refused: use.refused };
+      }
+      const read = { approval: r, key, actor, now, requested: (await this.approvalRecord(tx, r.id)).requested };
+      const outcome = answers.approve(read, opts.by, this.sealer, { method: 'passkey', passkey: use.use.passkey, use: use.use.op });
       await tx.apply(outcome.writes);
       return outcome;
     });
@@ -575,7 +616,9 @@ export class StoreLedger implements Ledger {
     const now = await this.store.write('full', async (tx) => {
       // The passphrase checked above must still be the one replaced: two changes at once cannot both win.
       if ((await tx.setting('passphrase')) !== stored) throw new RuncapError('CONFLICT', 'the approver passphrase changed meanwhile; nothing was changed');
-      await tx.apply(passphraseSet(this.sealer, hash, stored !== undefined));
+      const replaced = stored !== undefined;
+      // a change drops every passkey in the same transaction: none outlives the passphrase it was registered under
+      await tx.apply(passphraseSet(this.sealer, hash, replaced, replaced ? (await tx.passkeys()).length : undefined));
       return tx.time();
     });
     // whoever just chose the passphrase has proven it for anything (init's human, a test's, the demo's)
@@ -610,6 +653,59 @@ export class StoreLedger implements Ledger {
     await this.store.write('normal', async (tx) => {
       if (!(await this.admitDenialRow(tx, null, 'PASSPHRASE_REQUIRED', act))) return;
       await tx.apply({ ops: [], audit: [audit] });
+    });
+  }
+
+  async recordThrottled(attempt: PassphraseAttempt & { why: string }): Promise<void> {
+    await this.store.write('normal', async (tx) => {
+      // an approval that is not there (a stale page) does not cost the row: it goes on the global chain
+      const approval = typeof attempt?.approvalId === 'string' ? await tx.approval(attempt.approvalId) : undefined;
+      const actor = approval ? await this.actorOfKey(tx, await tx.key(approval.key_id)) : null;
+      if (!(await this.admitDenialRow(tx, actor, 'RATE_LIMITED', approval?.action ?? null))) return;
+      await tx.apply({ ops: [], audit: [throttledAudit(attempt, approval && { row: approval, actor })] });
+    });
+  }
+
+  // ───────────────────────────── passkeys ─────────────────────────────
+
+  async registerPasskey(passkey: NewPasskey, proof: HumanProof): Promise<Passkey> {
+    const input = passkeys.checkNewPasskey(passkey);
+    return this.humanOnly('passkey register', proof, 'unknown', () =>
+      this.store.write('full', async (tx) => {
+        const hash = await tx.setting('passphrase');
+        this.proofs.assert(proof, 'passkey register', 'a passkey approves in place of the passphrase', hash);
+        const read = { existing: await tx.passkeyByCredential(input.credentialId), passphraseHash: hash!, now: await tx.time() };
+        const { passkey: registered, writes } = passkeys.registerPasskey(read, input, proof.by, this.core, this.sealer);
+        await tx.apply(writes);
+        return registered;
+      }),
+    );
+  }
+
+  async listPasskeys(): Promise<Passkey[]> {
+    return this.store.read(async (tx) => (await tx.passkeys()).map(toPasskey));
+  }
+
+  async passkeyByCredential(credentialId: string): Promise<Passkey | undefined> {
+    try {
+      passkeys.checkCredentialId(credentialId);
+    } catch {
+      return undefined;
+    }
+    return this.store.read(async (tx) => {
+      const row = await tx.passkeyByCredential(credentialId);
+      // a row runcap did not register under the passphrase still set is no passkey: approve would refuse it
+      return row && passkeys.passkeyHolds(row, await tx.setting('passphrase'), this.sealer) ? toPasskey(row) : undefined;
+    });
+  }
+
+  async removePasskey(id: string, opts: { by: string }): Promise<Passkey> {
+    checkName(opts?.by, 'remover');
+    passkeys.checkPasskeyId(id);
+    return this.store.write('full', async (tx) => {
+      const { passkey, writes } = passkeys.removePasskey(await tx.passkey(id), id, opts.by);
+      await tx.apply(writes);
+      return passkey;
     });
   }
 

@@ -7,7 +7,7 @@
  */
 import type { AuditRecord } from '../core/audit-chain.js';
 import type { PolicyTables } from '../core/policy-replay.js';
-import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from '../core/rows.js';
 import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
 import type { CounterKey, DenialTally, Writes } from '../core/writes.js';
 import type { AuditQuery, ChainHead, ReservationFilter } from '../types.js';
@@ -87,6 +87,13 @@ export interface ReadTx {
   /** Whether any denial count is held (a cheap read, so that with nothing held no write lock is taken). */
   anyHeldDenials(): Promise<boolean>;
   setting(name: string): Promise<string | undefined>;
+
+  /** A passkey by id; locked in a write transaction. */
+  passkey(id: string): Promise<PasskeyRow | undefined>;
+  /** The passkey of a WebAuthn credential id; locked in a write transaction. */
+  passkeyByCredential(credentialId: string): Promise<PasskeyRow | undefined>;
+  /** Every passkey, oldest first; locked in a write transaction. */
+  passkeys(): Promise<PasskeyRow[]>;
 
   reservation(id: string): Promise<ReservationRow | undefined>;
   /** The call made under (key, idempotency key); in a call's write transaction read only once its chain is held. */

@@ -70,7 +70,7 @@ describe('approve', () => {
         action: r.action,
         amountMicros: r.estimate,
         approvalId: 'ap_1',
-        details: { by: 'bob', grant_expires_at: expiresAt, request_mac: seal(SECRET, SEAL.approvalRequest, approvalRequestMaterial(r)) },
+        details: { by: 'bob', method: 'passphrase', via: 'terminal', grant_expires_at: expiresAt, request_mac: seal(SECRET, SEAL.approvalRequest, approvalRequestMaterial(r)) },
         keyId: ACTOR.id,
         label: ACTOR.label,
         issuer: ACTOR.issuer,

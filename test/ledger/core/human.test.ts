@@ -151,6 +151,6 @@ describe('the rows a wrong passphrase and a refusal leave', () => {
   });
 
   it('the human-only acts', () => {
-    expect(HUMAN_ACTS).toEqual(['keys issue', 'limits set', 'reconcile resolve']);
+    expect(HUMAN_ACTS).toEqual(['keys issue', 'limits set', 'reconcile resolve', 'passkey register']);
   });
 });

@@ -1,0 +1,271 @@
+/**
+ * Passkeys: registered only by a human who typed the passphrase, listed, removable without it,
+ * dropped when the passphrase changes; approving with one needs a registered row runcap sealed
+ * and a signature counter that advanced; every step audited, and verify stays clean.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DENIAL_ROWS_PER_MINUTE } from '../../src/ledger/core/denials.js';
+import type { Decision, HumanProof, NewPasskey } from '../../src/ledger/types.js';
+import { expectCode, humanProof, issue, MINUTE, openTestLedger, PAY, req, SECOND, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
+
+let t: TestLedger;
+beforeEach(async () => {
+  t = openTestLedger();
+  await humanProof(t.ledger); // the passphrase is set
+});
+afterEach(async () => t.close());
+
+const policy = { allow: ['*'], approve_over_usd_micros: usd(10), grant_ttl_s: 600 };
+
+const newPasskey = (n = 1, extra: Partial<NewPasskey> = {}): NewPasskey => ({
+  credentialId: `cred-${n}_AbC`,
+  publicKey: `pQECAyYgASFYI${n}`,
+  counter: 0,
+  transports: ['internal', 'hybrid'],
+  name: `laptop ${n}`,
+  ...extra,
+});
+
+const registerProof = (by = 'alice'): Promise<HumanProof> => t.ledger.proveHuman(TEST_PASSPHRASE, { by, during: 'passkey register' });
+
+async function pendingApproval(label = 'run', amount = usd(50)): Promise<{ approvalId: string; key: string; keyId: string; call: ReturnType<typeof req> }> {
+  const { key, info } = await issue(t.ledger, label, policy);
+  const call = req(key, PAY, amount, { customer: 'cus_1' });
+  const d: Decision = await t.ledger.authorize(call);
+  if (d.allowed || !d.approvalId) throw new Error(`expected APPROVAL_REQUIRED, got ${JSON.stringify(d)}`);
+  return { approvalId: d.approvalId, key, keyId: info.id, call };
+}
+
+async function expectVerified() {
+  const v = await t.ledger.verifyAudit();
+  expect(v.problems).toEqual([]);
+  expect(v.ok).toBe(true);
+}
+
+describe('registering a passkey', () => {
+  it('with the passphrase typed for it: listed, found by its credential, audited on the global chain', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1), await registerProof('alice'));
+    expect(pk).toMatchObject({ credentialId: 'cred-1_AbC', publicKey: 'pQECAyYgASFYI1', counter: 0, transports: ['internal', 'hybrid'], name: 'laptop 1', registeredBy: 'alice', createdAt: t.clock.now(), lastUsedAt: null });
+    expect(pk.id).toMatch(/^pk_[0-9A-HJKMNP-TV-Z]{26}$/);
+    t.clock.advance(SECOND);
+    const second = await t.ledger.registerPasskey(newPasskey(2), await registerProof('bob'));
+    expect(await t.ledger.listPasskeys()).toEqual([pk, second]);
+    expect(await t.ledger.passkeyByCredential('cred-1_AbC')).toEqual(pk);
+    expect(await t.ledger.passkeyByCredential('cred-unknown')).toBeUndefined();
+    const rows = (await t.ledger.queryAudit({})).filter((r) => r.event === 'passkey_registered');
+    expect(rows.map((r) => ({ chain: r.chain, details: r.details }))).toEqual([
+      { chain: 'global', details: { by: 'alice', passkey_id: pk.id, name: 'laptop 1' } },
+      { chain: 'global', details: { by: 'bob', passkey_id: second.id, name: 'laptop 2' } },
+    ]);
+    await expectVerified();
+  });
+
+  it('without a proof, with a look-alike or with one typed for another act: PASSPHRASE_REQUIRED, audited, nothing registered', async () => {
+    const lookAlike = { by: 'mallory', provenAt: t.clock.now(), act: 'passkey register' } as HumanProof;
+    await expectCode(t.ledger.registerPasskey(newPasskey(1), lookAlike), 'PASSPHRASE_REQUIRED');
+    await expectCode(t.ledger.registerPasskey(newPasskey(1), undefined as unknown as HumanProof), 'PASSPHRASE_REQUIRED');
+    const forKeys = await t.ledger.proveHuman(TEST_PASSPHRASE, { by: 'alice', during: 'keys issue' });
+    const err = await expectCode(t.ledger.registerPasskey(newPasskey(1), forKeys), 'PASSPHRASE_REQUIRED');
+    expect(err.message).toContain('typed for keys issue');
+    expect(await t.ledger.listPasskeys()).toEqual([]);
+    const refused = (await t.ledger.queryAudit({})).filter((r) => r.event === 'refused');
+    // a look-alike's name is not taken: anyone could have written it
+    expect(refused.map((r) => r.details)).toEqual([
+      expect.objectContaining({ act: 'passkey register', by: 'unknown' }),
+      expect.objectContaining({ act: 'passkey register', by: 'unknown' }),
+      expect.objectContaining({ act: 'passkey register', by: 'alice' }),
+    ]);
+    await expectVerified();
+  });
+
+  it('a proof made before the passphrase changed no longer registers', async () => {
+    const old = await registerProof();
+    await t.ledger.setPassphrase('a new approver passphrase', TEST_PASSPHRASE, { by: 'alice' });
+    const err = await expectCode(t.ledger.registerPasskey(newPasskey(1), old), 'PASSPHRASE_REQUIRED');
+    expect(err.message).toContain('the passphrase changed since it was typed');
+    expect(await t.ledger.listPasskeys()).toEqual([]);
+  });
+
+  it('a credential registered already is CONFLICT; a bad name or an empty key is INVALID_INPUT; nothing is written', async () => {
+    const proof = await registerProof();
+    await t.ledger.registerPasskey(newPasskey(1), proof);
+    const before = await t.state();
+    await expectCode(t.ledger.registerPasskey(newPasskey(1, { name: 'another name' }), proof), 'CONFLICT');
+    for (const bad of [
+      { name: '' },
+      { name: '   ' },
+      { name: 'x'.repeat(65) },
+      { name: 'line\nbreak' },
+      { name: 'bell\u0007' },
+      { publicKey: '' },
+      { publicKey: 'not base64url!' },
+      { credentialId: '' },
+      { counter: -1 },
+      { counter: 1.5 },
+      { transports: ['USB STICK'] },
+    ] as Partial<NewPasskey>[]) {
+      await expectCode(t.ledger.registerPasskey(newPasskey(2, bad), proof), 'INVALID_INPUT');
+    }
+    expect(await t.state()).toEqual(before);
+  });
+});
+
+describe('approving with a passkey', () => {
+  it('approves: the grant lets the identical call through once; the counter and last use are written; the row names the passkey', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1, { counter: 3 }), await registerProof());
+    const { approvalId, keyId, call } = await pendingApproval();
+    t.clock.advance(5 * SECOND);
+    const approved = await t.ledger.approve(approvalId, { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 4 } });
+    expect(approved).toMatchObject({ status: 'approved', decidedBy: 'alice' });
+    expect(await t.ledger.listPasskeys()).toEqual([{ ...pk, counter: 4, lastUsedAt: t.clock.now() }]);
+    const [row] = (await t.ledger.queryAudit({ keyId })).filter((r) => r.event === 'approval_approved');
+    expect(row!.details).toMatchObject({ by: 'alice', method: 'passkey', passkey_id: pk.id, passkey_name: 'laptop 1' });
+    expect(row!.details).not.toHaveProperty('via');
+    expect(await t.ledger.authorize(call)).toMatchObject({ allowed: true, approvalId });
+    await expectVerified();
+  });
+
+  it('a signature counter that did not advance is refused (CONFLICT), audited as approval_failed, and approves nothing', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1, { counter: 7 }), await registerProof());
+    const { approvalId, keyId } = await pendingApproval();
+    for (const counter of [7, 6, 0]) {
+      const err = await expectCode(t.ledger.approve(approvalId, { by: 'mallory', passkey: { credentialId: pk.credentialId, counter } }), 'CONFLICT');
+      expect(err.message).toContain('did not advance');
+    }
+    expect((await t.ledger.getApproval(approvalId)).status).toBe('pending');
+    expect((await t.ledger.listPasskeys())[0]).toMatchObject({ counter: 7, lastUsedAt: null });
+    const failed = (await t.ledger.queryAudit({ keyId })).filter((r) => r.event === 'approval_failed');
+    expect(failed.map((r) => ({ code: r.code, approvalId: r.approvalId, details: r.details }))).toEqual(
+      [7, 6, 0].map((c) => ({ code: 'CONFLICT', approvalId, details: { by: 'mallory', method: 'passkey', passkey_id: pk.id, why: `signature counter ${c} after 7` } })),
+    );
+    // the next count does approve
+    await t.ledger.approve(approvalId, { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 8 } });
+    expect((await t.ledger.getApproval(approvalId)).status).toBe('approved');
+    await expectVerified();
+  });
+
+  it('a replayed assertion cannot approve a second request; an authenticator without a counter (0 and 0) may approve each', async () => {
+    const counting = await t.ledger.registerPasskey(newPasskey(1, { counter: 0 }), await registerProof());
+    const first = await pendingApproval('first');
+    const second = await pendingApproval('second');
+    await t.ledger.approve(first.approvalId, { by: 'alice', passkey: { credentialId: counting.credentialId, counter: 1 } });
+    await expectCode(t.ledger.approve(second.approvalId, { by: 'alice', passkey: { credentialId: counting.credentialId, counter: 1 } }), 'CONFLICT');
+    expect((await t.ledger.getApproval(second.approvalId)).status).toBe('pending');
+
+    const counterless = await t.ledger.registerPasskey(newPasskey(2, { counter: 0 }), await registerProof());
+    const third = await pendingApproval('third');
+    await t.ledger.approve(second.approvalId, { by: 'alice', passkey: { credentialId: counterless.credentialId, counter: 0 } });
+    await t.ledger.approve(third.approvalId, { by: 'alice', passkey: { credentialId: counterless.credentialId, counter: 0 } });
+    expect((await t.ledger.getApproval(third.approvalId)).status).toBe('approved');
+    // once it has counted, it may not fall back to 0
+    const fourth = await pendingApproval('fourth');
+    await expectCode(t.ledger.approve(fourth.approvalId, { by: 'alice', passkey: { credentialId: counting.credentialId, counter: 0 } }), 'CONFLICT');
+    await expectVerified();
+  });
+
+  it('a removed passkey is not registered: PASSPHRASE_REQUIRED, audited, nothing approved; removing needs no passphrase and is audited', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1), await registerProof());
+    const { approvalId, keyId } = await pendingApproval();
+    const removed = await t.ledger.removePasskey(pk.id, { by: 'carol' });
+    expect(removed).toEqual(pk);
+    expect(await t.ledger.listPasskeys()).toEqual([]);
+    expect(await t.ledger.passkeyByCredential(pk.credentialId)).toBeUndefined();
+    const err = await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 1 } }), 'PASSPHRASE_REQUIRED');
+    expect(err.message).toBe('the passkey is not registered (removed, or dropped when the passphrase changed); nothing was approved');
+    expect((await t.ledger.getApproval(approvalId)).status).toBe('pending');
+    const audit = await t.ledger.queryAudit({});
+    expect(audit.filter((r) => r.event === 'passkey_removed').map((r) => ({ chain: r.chain, details: r.details }))).toEqual([
+      { chain: 'global', details: { by: 'carol', passkey_id: pk.id, name: 'laptop 1' } },
+    ]);
+    expect(audit.filter((r) => r.event === 'approval_failed' && r.keyId === keyId).map((r) => r.code)).toEqual(['PASSPHRASE_REQUIRED']);
+    await expectCode(t.ledger.removePasskey(pk.id, { by: 'carol' }), 'NOT_FOUND');
+    await expectCode(t.ledger.removePasskey('pk_nonsense', { by: 'carol' }), 'NOT_FOUND');
+    await expectVerified();
+  });
+
+  it('an approval no longer pending is CONFLICT before any passkey is looked at; its counter is left as it was', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1), await registerProof());
+    const { approvalId } = await pendingApproval();
+    await t.ledger.deny(approvalId, { by: 'bob', reason: 'no' });
+    await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 1 } }), 'CONFLICT');
+    expect((await t.ledger.listPasskeys())[0]).toMatchObject({ counter: 0, lastUsedAt: null });
+    await expectCode(t.ledger.approve('apr_nope', { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 1 } }), 'NOT_FOUND');
+  });
+});
+
+describe('a passphrase change drops every passkey', () => {
+  it('in its own transaction, counted in passphrase_set; the old passkey approves nothing after', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1), await registerProof());
+    await t.ledger.registerPasskey(newPasskey(2), await registerProof());
+    const { approvalId } = await pendingApproval();
+    await t.ledger.setPassphrase('a new approver passphrase', TEST_PASSPHRASE, { by: 'alice' });
+    expect(await t.ledger.listPasskeys()).toEqual([]);
+    const sets = (await t.ledger.queryAudit({})).filter((r) => r.event === 'passphrase_set');
+    expect(sets.at(-1)!.details).toMatchObject({ replaced: true, passkeys_dropped: 2 });
+    await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 1 } }), 'PASSPHRASE_REQUIRED');
+    await expectVerified();
+  });
+
+  it('a passkey row put back by hand after the change (or copied with another credential) is not registered', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1), await registerProof());
+    const [saved] = await t.sql<Record<string, unknown>>('SELECT * FROM passkeys');
+    // the same row under another credential id: its seal does not cover it
+    await t.sql('INSERT INTO passkeys (id, credential_id, public_key, counter, transports, name, registered_by, created_at, last_used_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'pk_01ARZ3NDEKTSV4RRFFQ69G5FAV', 'forged-cred', saved!.public_key, 0, saved!.transports, 'forged', 'mallory', saved!.created_at, null, saved!.mac);
+    expect(await t.ledger.passkeyByCredential('forged-cred')).toBeUndefined();
+    const first = await pendingApproval('first');
+    await expectCode(t.ledger.approve(first.approvalId, { by: 'mallory', passkey: { credentialId: 'forged-cred', counter: 1 } }), 'PASSPHRASE_REQUIRED');
+
+    await t.ledger.setPassphrase('a new approver passphrase', TEST_PASSPHRASE, { by: 'alice' });
+    await t.sql('INSERT INTO passkeys (id, credential_id, public_key, counter, transports, name, registered_by, created_at, last_used_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      saved!.id, saved!.credential_id, saved!.public_key, saved!.counter, saved!.transports, saved!.name, saved!.registered_by, saved!.created_at, saved!.last_used_at, saved!.mac);
+    expect(await t.ledger.passkeyByCredential(pk.credentialId)).toBeUndefined();
+    await expectCode(t.ledger.approve(first.approvalId, { by: 'mallory', passkey: { credentialId: pk.credentialId, counter: 1 } }), 'PASSPHRASE_REQUIRED');
+    expect((await t.ledger.getApproval(first.approvalId)).status).toBe('pending');
+  });
+});
+
+describe('the approval_approved row names the method', () => {
+  it('the passphrase at a terminal (the default) or in the dashboard', async () => {
+    const a = await pendingApproval('a');
+    const b = await pendingApproval('b');
+    await t.ledger.approve(a.approvalId, { passphrase: TEST_PASSPHRASE, by: 'alice' });
+    await t.ledger.approve(b.approvalId, { passphrase: TEST_PASSPHRASE, by: 'bob', via: 'dashboard' });
+    const approved = (await t.ledger.queryAudit({})).filter((r) => r.event === 'approval_approved');
+    expect(approved.map((r) => r.details)).toEqual([
+      expect.objectContaining({ by: 'alice', method: 'passphrase', via: 'terminal' }),
+      expect.objectContaining({ by: 'bob', method: 'passphrase', via: 'dashboard' }),
+    ]);
+    await expectCode(t.ledger.approve(a.approvalId, { passphrase: TEST_PASSPHRASE, by: 'bob', via: 'phone' as 'dashboard' }), 'INVALID_INPUT');
+    await expectVerified();
+  });
+});
+
+describe('recordThrottled', () => {
+  it("audited like a wrong passphrase, RATE_LIMITED: on the asking key's chain for an approval, else on the global chain", async () => {
+    const { approvalId, keyId } = await pendingApproval();
+    await t.ledger.recordThrottled({ by: 'alice', approvalId, why: 'too many wrong passphrases lately' });
+    await t.ledger.recordThrottled({ by: 'alice', during: 'passkey register', why: 'too many wrong passphrases lately' });
+    await t.ledger.recordThrottled({ by: 'alice', approvalId: 'apr_gone', why: 'too many wrong passphrases lately' });
+    const rows = (await t.ledger.queryAudit({})).filter((r) => r.code === 'RATE_LIMITED');
+    expect(rows.map((r) => ({ event: r.event, chain: r.chain, approvalId: r.approvalId, details: r.details }))).toEqual([
+      { event: 'approval_failed', chain: keyId, approvalId, details: { by: 'alice', during: null, why: 'too many wrong passphrases lately' } },
+      { event: 'passphrase_failed', chain: 'global', approvalId: null, details: { by: 'alice', during: 'passkey register', why: 'too many wrong passphrases lately' } },
+      { event: 'passphrase_failed', chain: 'global', approvalId: null, details: { by: 'alice', during: null, why: 'too many wrong passphrases lately' } },
+    ]);
+    expect((await t.ledger.getApproval(approvalId)).status).toBe('pending');
+    await expectVerified();
+  });
+
+  it(`bounded: past ${DENIAL_ROWS_PER_MINUTE} rows in a minute the rest are counted`, async () => {
+    const EXTRA = 5;
+    for (let i = 0; i < DENIAL_ROWS_PER_MINUTE + EXTRA; i++) await t.ledger.recordThrottled({ by: 'mallory', why: 'throttled' });
+    t.clock.advance(MINUTE);
+    const rows = await t.ledger.queryAudit({});
+    expect(rows.filter((r) => r.code === 'RATE_LIMITED' && r.event === 'passphrase_failed')).toHaveLength(DENIAL_ROWS_PER_MINUTE);
+    const counted = rows.filter((r) => r.event === 'denials_counted');
+    expect(counted).toHaveLength(1);
+    expect(counted[0]!.details).toMatchObject({ count: EXTRA, codes: { RATE_LIMITED: EXTRA } });
+    await expectVerified();
+  });
+});
