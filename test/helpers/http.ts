@@ -15,6 +15,8 @@ export interface HttpServed {
   origin: string;
   child: ChildProcess;
   stderr(): string;
+  /** waits (bounded) until the server's stderr matches, e.g. a line it prints after the listening line */
+  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
   /** sends the signal and resolves with the exit code */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   exited: Promise<number | null>;
@@ -42,26 +44,34 @@ export async function startHttpServer(env: Record<string, string>, args: string[
   recordText(`stderr of http server #${n}`, () => stderr);
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`runcap serve --http did not start: ${stderr}`)), 15_000);
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      const m = /listening on (https?:\/\/\S+\/mcp)/.exec(stderr);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`runcap serve --http exited with ${code} before listening: ${stderr}`));
-    });
+  const heard = new Set<() => void>();
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    for (const l of heard) l();
   });
+  const waitForStderr = (pattern: RegExp, timeoutMs = 15_000) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const done = (f: () => void) => {
+        clearTimeout(timer);
+        heard.delete(check);
+        f();
+      };
+      const check = () => {
+        const m = pattern.exec(stderr);
+        if (m) done(() => resolve(m));
+      };
+      const timer = setTimeout(() => done(() => reject(new Error(`runcap serve --http did not print ${String(pattern)}: ${stderr}`))), timeoutMs);
+      void exited.then((code) => done(() => reject(new Error(`runcap serve --http exited with ${code} before printing ${String(pattern)}: ${stderr}`))));
+      heard.add(check);
+      check();
+    });
+  const url = (await waitForStderr(/listening on (https?:\/\/\S+\/mcp)/))[1]!;
   return {
     url,
     origin: new URL(url).origin,
     child,
     stderr: () => (stdout ? `${stderr}\n[stdout, which must stay empty]: ${stdout}` : stderr),
+    waitForStderr,
     stop: (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;
