@@ -28,6 +28,7 @@ const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['audit'], load: async () => (await import('./audit.js')).registerAuditCommands },
   { commands: ['spend'], load: async () => (await import('./spend.js')).registerSpendCommand },
   { commands: ['reconcile'], load: async () => (await import('./reconcile.js')).registerReconcileCommand },
+  { commands: ['dashboard'], load: async () => (await import('./dashboard.js')).registerDashboardCommands },
   { commands: ['serve'], load: async () => (await import('./serve.js')).registerServeCommand },
   { commands: ['demo'], load: async () => (await import('./demo.js')).registerDemoCommand },
 ];

@@ -14,9 +14,10 @@ export function registerServeCommand(program: Command): void {
     .option('--tls-cert <file>', 'with --http: serve HTTPS with this certificate (PEM)')
     .option('--tls-key <file>', 'with --http: the private key of --tls-cert (PEM)')
     .option('--behind-tls-proxy', 'with --http: TLS ends in a proxy in front; still binds to loopback')
-    .action(async (o: { http?: boolean; host: string; port: number; allowOrigin: string[]; tlsCert?: string; tlsKey?: string; behindTlsProxy?: boolean }, cmd: Command) => {
+    .addOption(new Option('--dashboard-port <port>', 'with --http: serve the dashboard for humans on http://localhost:PORT, apart from the agents\' port (sign in: runcap dashboard login)').argParser(portNumber))
+    .action(async (o: { http?: boolean; host: string; port: number; allowOrigin: string[]; tlsCert?: string; tlsKey?: string; behindTlsProxy?: boolean; dashboardPort?: number }, cmd: Command) => {
       if (!o.http) {
-        const httpOnly = ['host', 'port', 'allowOrigin', 'tlsCert', 'tlsKey', 'behindTlsProxy'].filter((n) => cmd.getOptionValueSource(n) === 'cli');
+        const httpOnly = ['host', 'port', 'allowOrigin', 'tlsCert', 'tlsKey', 'behindTlsProxy', 'dashboardPort'].filter((n) => cmd.getOptionValueSource(n) === 'cli');
         if (httpOnly.length > 0) cmd.error(`error: ${httpOnly.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} go with --http`, { exitCode: 2 });
         await serve();
         return;
@@ -28,6 +29,7 @@ export function registerServeCommand(program: Command): void {
         ...(o.tlsCert ? { tlsCert: o.tlsCert } : {}),
         ...(o.tlsKey ? { tlsKey: o.tlsKey } : {}),
         ...(o.behindTlsProxy ? { behindTlsProxy: true } : {}),
+        ...(o.dashboardPort !== undefined ? { dashboardPort: o.dashboardPort } : {}),
       });
     });
 }
@@ -36,7 +38,7 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-function portNumber(text: string): number {
+export function portNumber(text: string): number {
   const n = Number(text);
   if (!/^\d+$/.test(text) || n > 65_535) throw new InvalidArgumentError('a port number from 0 to 65535');
   return n;

@@ -29,6 +29,7 @@ import { Runs } from './runs.js';
 import { vaultKeysRoute } from './vault-keys.js';
 import { proxyRoute } from './proxy/route.js';
 import { runcapApiRoute } from './runcap-api.js';
+import { startDashboard } from './dashboard/server.js';
 
 export interface HttpServeOptions {
   host: string;
@@ -38,6 +39,8 @@ export interface HttpServeOptions {
   tlsKey?: string;
   /** TLS ends in a proxy in front: the server still binds to loopback, and tells clients https */
   behindTlsProxy?: boolean;
+  /** serve the dashboard for humans on http://localhost:PORT too (0: any free port) */
+  dashboardPort?: number;
   /** the largest request body taken, in bytes (default 1 MiB: a tool call's arguments are small) */
   maxBodyBytes?: number;
   env?: NodeJS.ProcessEnv;
@@ -84,7 +87,7 @@ export async function serveHttp(opts: HttpServeOptions): Promise<void> {
 
   const guard = openGuard({ home, log });
   try {
-    await listen(guard, vendors, { ...opts, allowOrigins, tls, log });
+    await listen(guard, vendors, { ...opts, allowOrigins, tls, log, home });
   } catch (err) {
     await guard.close().catch(() => {});
     throw err;
@@ -124,7 +127,7 @@ function tlsOptions(opts: HttpServeOptions): { cert: Buffer; key: Buffer; names:
 async function listen(
   guard: Guard,
   vendors: VendorRuntime,
-  opts: HttpServeOptions & { allowOrigins: string[]; tls: { cert: Buffer; key: Buffer; names: string[] } | undefined; log: (line: string) => void },
+  opts: HttpServeOptions & { allowOrigins: string[]; tls: { cert: Buffer; key: Buffer; names: string[] } | undefined; log: (line: string) => void; home: string },
 ): Promise<void> {
   const { log } = opts;
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
@@ -198,10 +201,13 @@ async function listen(
   // a whole request (a tool call waits for its vendor) may take the vendor deadline and a margin
   server.requestTimeout = vendors.timeoutMs + 30_000;
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // the humans' pages on a port of their own: nothing agent-facing shares an origin with them
+  const dashboard = opts.dashboardPort === undefined ? undefined : await startDashboard({ guard, home: opts.home, port: opts.dashboardPort, log });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: Error) => void (dashboard?.close() ?? Promise.resolve()).finally(() => reject(err));
+    server.once('error', failed);
     server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });
@@ -209,10 +215,12 @@ async function listen(
   policy = originPolicy({ bound: opts.host, port, scheme, allowOrigins: opts.allowOrigins, certNames: opts.tls?.names ?? [] });
   const shown = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   log(`listening on ${opts.tls ? 'https' : 'http'}://${shown}:${port}/mcp${opts.behindTlsProxy ? ' (TLS ends in the proxy in front)' : ''}`);
+  if (dashboard) log(`dashboard on ${dashboard.url} (sign in: runcap dashboard login, as this server's user)`);
 
   const shutdown = async () => {
     if (closing) return;
     closing = true;
+    await dashboard?.close().catch(() => {});
     server.close();
     server.closeIdleConnections();
     if (toolCalls.size > 0) log(`waiting for ${toolCalls.size} call(s) in flight to finish`);

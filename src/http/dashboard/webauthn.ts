@@ -1,0 +1,114 @@
+/**
+ * Passkeys (WebAuthn, with @simplewebauthn/server): the options a browser needs to register one or
+ * to sign an approval with one, and the checks of its answer — the challenge this session was handed
+ * for exactly that approval (once, within CHALLENGE_TTL_MS), the dashboard's exact origin and RP id,
+ * user verification required. The ledger then checks, in the approval's own transaction, that the
+ * passkey is still registered and its counter advanced.
+ */
+import {
+  generateAuthenticationOptions,
+  generateRegistrationOptions,
+  verifyAuthenticationResponse,
+  verifyRegistrationResponse,
+  type AuthenticationResponseJSON,
+  type RegistrationResponseJSON,
+  type WebAuthnCredential,
+} from '@simplewebauthn/server';
+import type { HumanProof, NewPasskey, Passkey } from '../../ledger/types.js';
+import { RuncapError } from '../../policy/codes.js';
+import type { Clock, Session } from './sessions.js';
+
+type Transports = NonNullable<WebAuthnCredential['transports']>;
+
+const CHALLENGE_TTL_MS = 5 * 60_000;
+const REGISTER = 'register';
+
+export interface RelyingParty {
+  /** always 'localhost': browsers refuse WebAuthn on an IP address */
+  id: string;
+  /** the dashboard's exact origin, http://localhost:PORT */
+  origin: string;
+}
+
+const refused = (why: string) => new RuncapError('PASSPHRASE_REQUIRED', `${why}; nothing was done`);
+
+function takeChallenge(session: Session, purpose: string, now: number) {
+  const held = session.challenges.get(purpose);
+  // a challenge answers once, right or wrong
+  session.challenges.delete(purpose);
+  if (!held || held.expiresAt <= now) throw refused('no passkey request of this page is waiting (it expired, or was answered already): try again');
+  return held;
+}
+
+export async function registrationOptions(session: Session, rp: RelyingParty, existing: Passkey[], name: string, proof: HumanProof, clock: Clock) {
+  const options = await generateRegistrationOptions({
+    rpName: 'runcap',
+    rpID: rp.id,
+    userName: session.by,
+    userID: new TextEncoder().encode(`runcap approver ${session.by}`.slice(0, 64)),
+    attestationType: 'none',
+    excludeCredentials: existing.map((p) => ({ id: p.credentialId, transports: p.transports as Transports })),
+    authenticatorSelection: { residentKey: 'preferred', userVerification: 'required' },
+    timeout: CHALLENGE_TTL_MS,
+  });
+  session.challenges.set(REGISTER, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS, passkeyName: name, proof });
+  return options;
+}
+
+/** The passkey a registration answer holds, and the proof and name its options were asked with. */
+export async function verifyRegistration(session: Session, rp: RelyingParty, response: RegistrationResponseJSON, clock: Clock): Promise<{ passkey: NewPasskey; proof: HumanProof }> {
+  const held = takeChallenge(session, REGISTER, clock());
+  let verified;
+  try {
+    verified = await verifyRegistrationResponse({ response, expectedChallenge: held.challenge, expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: true });
+  } catch (err) {
+    throw refused(`the passkey's answer did not verify (${(err as Error).message})`);
+  }
+  if (!verified.verified) throw refused("the passkey's answer did not verify");
+  const c = verified.registrationInfo.credential;
+  return {
+    passkey: { credentialId: c.id, publicKey: Buffer.from(c.publicKey).toString('base64url'), counter: c.counter, transports: c.transports ?? [], name: held.passkeyName! },
+    proof: held.proof as HumanProof,
+  };
+}
+
+export async function authenticationOptions(session: Session, rp: RelyingParty, approvalId: string, passkeys: Passkey[], clock: Clock) {
+  if (passkeys.length === 0) throw refused('no passkey is registered: register one on the Passkeys page, or approve with the passphrase');
+  const options = await generateAuthenticationOptions({
+    rpID: rp.id,
+    allowCredentials: passkeys.map((p) => ({ id: p.credentialId, transports: p.transports as Transports })),
+    userVerification: 'required',
+    timeout: CHALLENGE_TTL_MS,
+  });
+  session.challenges.set(`approve ${approvalId}`, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS });
+  return options;
+}
+
+/** The counter a verified assertion for this approval carries; `find` looks up the passkey it names. */
+export async function verifyAuthentication(
+  session: Session,
+  rp: RelyingParty,
+  approvalId: string,
+  response: AuthenticationResponseJSON,
+  find: (credentialId: string) => Promise<Passkey | undefined>,
+  clock: Clock,
+): Promise<{ passkey: Passkey; counter: number }> {
+  const held = takeChallenge(session, `approve ${approvalId}`, clock());
+  const passkey = typeof response?.id === 'string' ? await find(response.id) : undefined;
+  if (!passkey) throw refused('that passkey is not registered (removed, or dropped when the passphrase changed)');
+  let verified;
+  try {
+    verified = await verifyAuthenticationResponse({
+      response,
+      expectedChallenge: held.challenge,
+      expectedOrigin: rp.origin,
+      expectedRPID: rp.id,
+      credential: { id: passkey.credentialId, publicKey: new Uint8Array(Buffer.from(passkey.publicKey, 'base64url')), counter: passkey.counter, transports: passkey.transports as Transports },
+      requireUserVerification: true,
+    });
+  } catch (err) {
+    throw refused(`the passkey's signature did not verify (${(err as Error).message})`);
+  }
+  if (!verified.verified) throw refused("the passkey's signature did not verify");
+  return { passkey, counter: verified.authenticationInfo.newCounter };
+}

@@ -1,0 +1,199 @@
+/**
+ * The dashboard's HTTP rules, from a client that can forge any header (as an agent's own process
+ * can): a session and every header right but one is refused; the passphrase is throttled and each
+ * refusal audited; an approval's audit row names the approver and the method; the agent-facing port
+ * serves no page of it. What a real browser does on these pages is test/browser's.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PASSPHRASE, runCli, serverEnv, setupHome, textOf, type Home } from '../helpers/e2e.js';
+import { connectHttp, startHttpServer, type HttpServed } from '../helpers/http.js';
+
+const APR_TEXT = /^APPROVAL_REQUIRED: a human must approve (apr_[0-9A-Z]{26})\b/;
+const policy = { allow: ['stripe.*'], caps: [{ window: 'total' as const, usd_micros: 500_000_000 }], approve_over_usd_micros: 10_000_000 };
+
+let h: Home;
+let server: HttpServed;
+let origin = '';
+
+beforeAll(async () => {
+  h = await setupHome();
+  server = await startHttpServer(serverEnv(h, ''), ['--dashboard-port', '0']);
+  origin = (await server.waitForStderr(/dashboard on (http:\/\/localhost:\d+)/))[1]!;
+});
+afterAll(async () => {
+  if (server) expect(await server.stop()).toBe(0);
+  await h?.cleanup();
+});
+
+async function signInLink(): Promise<string> {
+  const r = await runCli(['dashboard', 'login', '--by', 'alice'], { RUNCAP_HOME: h.home });
+  expect(r.code, r.stderr).toBe(0);
+  return /http:\/\/localhost:\d+\/login\?token=\S+/.exec(r.stdout)![0];
+}
+
+interface Signed {
+  cookie: string;
+  csrf: string;
+}
+
+async function signIn(): Promise<Signed> {
+  const res = await fetch(await signInLink(), { redirect: 'manual' });
+  expect(res.status).toBe(303);
+  const setCookie = res.headers.get('set-cookie') ?? '';
+  expect(setCookie).toMatch(/HttpOnly/);
+  expect(setCookie).toMatch(/SameSite=Strict/);
+  const cookie = setCookie.split(';')[0]!;
+  const page = await (await fetch(`${origin}/approvals`, { headers: { cookie } })).text();
+  return { cookie, csrf: /name="runcap-csrf" content="([^"]+)"/.exec(page)![1]! };
+}
+
+/** A POST as the dashboard's own page sends it, with `change` applied to its headers. */
+function post(s: Signed, path: string, form: Record<string, string>, change: (headers: Record<string, string>) => void = () => {}) {
+  const headers: Record<string, string> = { cookie: s.cookie, origin, 'sec-fetch-site': 'same-origin', 'content-type': 'application/x-www-form-urlencoded' };
+  change(headers);
+  return fetch(`${origin}${path}`, { method: 'POST', headers, body: new URLSearchParams({ csrf: s.csrf, ...form }), redirect: 'manual' });
+}
+
+async function raise(key: string, amount: number) {
+  const agent = await connectHttp(server.url, key);
+  const r = await agent.call('create_payment_intent', { amount, currency: 'usd', description: `dashboard http ${amount}` });
+  const id = APR_TEXT.exec(textOf(r))?.[1];
+  if (!id) throw new Error(`not an approval request: ${textOf(r)}`);
+  return { agent, id };
+}
+
+describe('the dashboard over HTTP', () => {
+  it('every page carries a strict CSP and the usual security headers, and no CORS header for any Origin', async () => {
+    const s = await signIn();
+    for (const path of ['/approvals', '/runs', '/spend', '/audit', '/passkeys', '/assets/dashboard.js']) {
+      const res = await fetch(`${origin}${path}`, { headers: { cookie: s.cookie, origin: 'http://localhost:1' } });
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get('content-security-policy')).toContain("script-src 'self'");
+      expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('x-frame-options')).toBe('DENY');
+      expect(res.headers.get('access-control-allow-origin')).toBeNull();
+    }
+    const page = await (await fetch(`${origin}/approvals`, { headers: { cookie: s.cookie } })).text();
+    expect(page).not.toMatch(/<script(?![^>]*\bsrc="\/assets\/)/);
+    expect(page).not.toMatch(/\sstyle=|\son[a-z]+=/i);
+  });
+
+  it('a state change with every header right but one is refused, and nothing is approved', async () => {
+    const { key } = await h.issue('http-refusals', policy);
+    const { agent, id } = await raise(key, 1_500);
+    const s = await signIn();
+    const cases: [string, (hd: Record<string, string>) => void, Record<string, string>][] = [
+      ['another localhost port as Origin', (hd) => (hd.origin = origin.replace(/:\d+$/, ':1')), {}],
+      ['127.0.0.1 as Origin', (hd) => (hd.origin = origin.replace('localhost', '127.0.0.1')), {}],
+      ['no Origin', (hd) => delete hd.origin, {}],
+      ['Sec-Fetch-Site same-site', (hd) => (hd['sec-fetch-site'] = 'same-site'), {}],
+      ['no Sec-Fetch-Site', (hd) => delete hd['sec-fetch-site'], {}],
+      ['no session cookie', (hd) => delete hd.cookie, {}],
+      ['a stale CSRF token', () => {}, { csrf: 'x'.repeat(43) }],
+    ];
+    for (const [what, change, form] of cases) {
+      const res = await post(s, `/approvals/${id}/approve`, { passphrase: PASSPHRASE, ...form }, change);
+      expect([401, 403], what).toContain(res.status);
+    }
+    expect((await agent.call('check_approval', { approval_id: id })).structuredContent).toMatchObject({ status: 'pending' });
+    await agent.close();
+  });
+
+  it('a foreign Host is refused before anything else, and so is 127.0.0.1 in the place of localhost', async () => {
+    const { request } = await import('node:http');
+    const port = Number(new URL(origin).port);
+    for (const host of [`evil.example:${port}`, `127.0.0.1:${port}`, 'localhost']) {
+      const status = await new Promise<number>((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path: '/approvals', headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+          .on('error', reject)
+          .end();
+      });
+      expect(status, host).toBe(403);
+    }
+  });
+
+  it('a sign-in link works once; a page without a session says how to sign in', async () => {
+    const link = await signInLink();
+    expect((await fetch(link, { redirect: 'manual' })).status).toBe(303);
+    const again = await fetch(link, { redirect: 'manual' });
+    expect(again.status).toBe(403);
+    expect(await again.text()).toMatch(/used already or has expired/);
+    expect(again.headers.get('set-cookie')).toBeNull();
+    const tampered = link.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));
+    expect((await fetch(tampered, { redirect: 'manual' })).status).toBe(403);
+    const none = await fetch(`${origin}/approvals`);
+    expect(none.status).toBe(401);
+    expect(await none.text()).toMatch(/runcap dashboard login/);
+  });
+
+  it('the passphrase approves with the audit row naming the approver and the method; the agent retry goes through once', async () => {
+    const { key } = await h.issue('http-approve', policy);
+    const { agent, id } = await raise(key, 2_000);
+    const s = await signIn();
+    const res = await post(s, `/approvals/${id}/approve`, { passphrase: PASSPHRASE });
+    expect(res.status).toBe(303);
+    const after = await (await fetch(`${origin}/approvals`, { headers: { cookie: s.cookie } })).text();
+    expect(after).toContain(`Approved ${id}`);
+    const row = (await h.guard.ledger.queryAudit({ limit: 10_000 })).find((r) => r.event === 'approval_approved' && r.approvalId === id);
+    expect(row?.details).toMatchObject({ by: 'alice', method: 'passphrase', via: 'dashboard' });
+    const retry = await agent.call('create_payment_intent', { amount: 2_000, currency: 'usd', description: 'dashboard http 2000' });
+    expect(retry.isError, textOf(retry)).toBeFalsy();
+    const again = await agent.call('create_payment_intent', { amount: 2_000, currency: 'usd', description: 'dashboard http 2000' });
+    expect(textOf(again)).toMatch(/^(APPROVAL_REQUIRED|DUPLICATE_PENDING): /);
+    await agent.close();
+  });
+
+  it('after five wrong passphrases every attempt is refused unchecked — the right one too — and each refusal is audited', async () => {
+    const { key } = await h.issue('http-throttle', policy);
+    const { agent, id } = await raise(key, 1_700);
+    const s = await signIn();
+    const page = async () => (await fetch(`${origin}/approvals`, { headers: { cookie: s.cookie } })).text();
+    for (let i = 0; i < 5; i++) {
+      await post(s, `/approvals/${id}/approve`, { passphrase: `wrong ${i}` });
+      expect(await page()).toContain('Wrong approver passphrase; nothing was approved');
+    }
+    await post(s, `/approvals/${id}/approve`, { passphrase: PASSPHRASE });
+    expect(await page()).toMatch(/Too many wrong passphrases/);
+    // a second session is no second chance
+    const other = await signIn();
+    await post(other, `/approvals/${id}/approve`, { passphrase: PASSPHRASE });
+    expect((await agent.call('check_approval', { approval_id: id })).structuredContent).toMatchObject({ status: 'pending' });
+    const rows = (await h.guard.ledger.queryAudit({ limit: 10_000 })).filter((r) => r.approvalId === id && r.event === 'approval_failed');
+    expect(rows.filter((r) => r.code === 'PASSPHRASE_WRONG')).toHaveLength(5);
+    expect(rows.filter((r) => r.code === 'RATE_LIMITED')).toHaveLength(2);
+    await agent.close();
+  });
+
+  it('a body past 64 KiB is refused; deny and revoke need a session but no passphrase', async () => {
+    const s = await signIn();
+    const big = await post(s, '/approvals/apr_01ARZ3NDEKTSV4RRFFQ69G5FAV/deny', { reason: 'x'.repeat(70_000) });
+    expect(big.status).toBe(413);
+    const { key, id: keyId } = await h.issue('http-deny', policy);
+    const { agent, id } = await raise(key, 1_600);
+    expect((await post(s, `/approvals/${id}/deny`, { reason: 'not this one' })).status).toBe(303);
+    expect((await agent.call('check_approval', { approval_id: id })).structuredContent).toMatchObject({ status: 'denied' });
+    expect((await post(s, `/runs/${keyId}/revoke`, { reason: 'done' })).status).toBe(303);
+    expect(textOf(await agent.call('create_payment_intent', { amount: 100, currency: 'usd' }))).toMatch(/^KEY_REVOKED: /);
+    await agent.close();
+  });
+
+  it("the agent-facing port serves no dashboard page, and `dashboard login` without a running dashboard refuses", async () => {
+    const s = await signIn();
+    const agentPort = new URL(server.url).origin;
+    for (const path of ['/approvals', '/login', '/ui', '/assets/dashboard.js']) {
+      expect((await fetch(`${agentPort}${path}`, { headers: { cookie: s.cookie } })).status, path).toBe(404);
+    }
+    const other = await setupHome();
+    try {
+      const r = await runCli(['dashboard', 'login'], { RUNCAP_HOME: other.home });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/no dashboard is running for this home/);
+    } finally {
+      await other.cleanup();
+    }
+  });
+});
