@@ -25,6 +25,7 @@ const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['keys'], load: async () => (await import('./keys.js')).registerKeysCommands },
   { commands: ['limits'], load: async () => (await import('./limits.js')).registerLimitsCommands },
   { commands: ['approvals', 'approve', 'deny'], load: async () => (await import('./approvals.js')).registerApprovalCommands },
+  { commands: ['passkeys'], load: async () => (await import('./passkeys.js')).registerPasskeysCommands },
   { commands: ['audit'], load: async () => (await import('./audit.js')).registerAuditCommands },
   { commands: ['spend'], load: async () => (await import('./spend.js')).registerSpendCommand },
   { commands: ['reconcile'], load: async () => (await import('./reconcile.js')).registerReconcileCommand },

@@ -269,3 +269,43 @@ describe('recordThrottled', () => {
     await expectVerified();
   });
 });
+
+describe('verifyAudit and the passkeys table', () => {
+  const problems = async () => (await t.ledger.verifyAudit()).problems.map((p) => p.problem);
+  const INSERT = 'INSERT INTO passkeys (id, credential_id, public_key, counter, transports, name, registered_by, created_at, last_used_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+
+  it('names a row inserted by hand, one deleted without passkey_removed, one restored after removal, and an edited name', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1), await registerProof());
+    const other = await t.ledger.registerPasskey(newPasskey(2), await registerProof());
+    const [row] = await t.sql<Record<string, unknown>>('SELECT * FROM passkeys WHERE id = ?', pk.id);
+    await expectVerified();
+
+    await t.sql("UPDATE passkeys SET name = 'renamed' WHERE id = ?", pk.id);
+    expect(await problems()).toEqual([expect.stringMatching(new RegExp(`^passkey ${pk.id} \\(renamed\\): registered by "alice" .* says "laptop 1" by "alice" .*\\(edited\\?\\)$`))]);
+    await t.sql("UPDATE passkeys SET name = 'laptop 1' WHERE id = ?", pk.id);
+
+    await t.sql('DELETE FROM passkeys WHERE id = ?', other.id);
+    expect(await problems()).toEqual([expect.stringMatching(new RegExp(`^passkey ${other.id} is registered \\(audit row \\d+\\) but missing, with no passkey_removed row \\(deleted\\?\\)$`))]);
+
+    await t.ledger.removePasskey(pk.id, { by: 'alice' });
+    await t.sql(INSERT, ...Object.values(row!));
+    await t.sql(INSERT, 'pk_01ARZ3NDEKTSV4RRFFQ69G5FAV', 'forged', 'pQECAyYgASFYI9', 0, '[]', 'forged', 'mallory', 1, null, '0'.repeat(64));
+    const found = await problems();
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(new RegExp(`^passkey ${pk.id} \\(laptop 1\\) was removed \\(audit row \\d+\\) but is there again \\(restored\\?\\)$`)),
+        expect.stringMatching(/^passkey pk_01ARZ3NDEKTSV4RRFFQ69G5FAV \(forged\) is not sealed to the approver passphrase set now/),
+      ]),
+    );
+    expect(found).toHaveLength(3);
+  });
+
+  it('after a passphrase change, a row put back from before it is named (and approves nothing)', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1), await registerProof());
+    const [row] = await t.sql<Record<string, unknown>>('SELECT * FROM passkeys WHERE id = ?', pk.id);
+    await t.ledger.setPassphrase('a new approver passphrase', TEST_PASSPHRASE, { by: 'alice' });
+    await expectVerified();
+    await t.sql(INSERT, ...Object.values(row!));
+    expect(await problems()).toEqual([expect.stringMatching(new RegExp(`^passkey ${pk.id} \\(laptop 1\\) is not sealed to the approver passphrase set now`))]);
+  });
+});

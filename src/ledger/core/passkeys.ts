@@ -44,9 +44,9 @@ export function checkSignCount(counter: unknown): asserts counter is number {
   }
 }
 
-/** A passkey's name is shown to humans (the CLI, the dashboard): printable, no control or line-breaking characters. */
+/** A passkey's name is shown to humans (the CLI, the dashboard): printable, no control, line-breaking, invisible or direction-changing characters. */
 export function checkPasskeyName(name: unknown): asserts name is string {
-  if (typeof name !== 'string' || name.trim().length === 0 || name.length > NAME_MAX || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name)) {
+  if (typeof name !== 'string' || name.trim().length === 0 || name.length > NAME_MAX || /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/.test(name)) {
     throw invalid(`a passkey's name must be 1-${NAME_MAX} printable characters`);
   }
 }

@@ -3,7 +3,7 @@
  * The hot path reads keys, caps, vendor limits and settings as they are;
  * sealing each of those rows would cost a MAC on every call, so instead
  * `verify` replays what the audit recorded (key_issued, session_minted,
- * key_revoked, limit_set, approval_*, passphrase_set) and names every row
+ * key_revoked, limit_set, approval_*, passphrase_set, passkey_*) and names every row
  * that differs. Only audit rows whose own MAC holds are replayed: a row forged
  * without the audit secret vouches for nothing (the chain walk names it too).
  * The one policy row the hot path must not take on trust, a grant, is checked
@@ -14,7 +14,8 @@ import canonicalize from 'canonicalize';
 import { formatUsd } from '../../policy/rules.js';
 import type { AuditEvent, AuditProblem, AuditRow } from '../types.js';
 import { approvalRequestMaterial, GLOBAL_CHAIN, SEAL, type Sealer } from './audit-chain.js';
-import type { ApprovalRow, CapRow, KeyRow } from './rows.js';
+import type { ApprovalRow, CapRow, KeyRow, PasskeyRow } from './rows.js';
+import { passkeyHolds } from './passkeys.js';
 import { revocationReason } from './keys.js';
 
 /** The code of an audit row recording that the ledger found a grant or a request no valid audit row backs. */
@@ -33,6 +34,8 @@ export const POLICY_EVENTS: readonly AuditEvent[] = [
   'approval_expired',
   'approval_failed',
   'passphrase_set',
+  'passkey_registered',
+  'passkey_removed',
 ];
 
 /** What one read transaction found, for the replay. */
@@ -49,6 +52,7 @@ export interface PolicyTables {
   grantUses: readonly { approvalId: string; id: number }[];
   /** the stored approver passphrase hash; undefined when none is set */
   passphraseHash: string | undefined;
+  passkeys: readonly PasskeyRow[];
 }
 
 /** Checks a seal made with the audit secret (a storage's audit log, the secret bound). */
@@ -64,6 +68,7 @@ export function replayPolicyRows(t: PolicyTables, ctx: { sealMatches: SealCheck;
     ...vendorLimitsAgainstAudit(t.vendorCaps, t.audit),
     ...approvalsAgainstAudit(t, sealMatches, pendingApprovalMs),
     ...passphraseAgainstAudit(t.passphraseHash, t.audit, sealMatches),
+    ...passkeysAgainstAudit(t.passkeys, t.passphraseHash, t.audit, sealMatches),
   ];
 }
 
@@ -299,6 +304,46 @@ function passphraseAgainstAudit(stored: string | undefined, rows: readonly Audit
     return [problem(GLOBAL_CHAIN, `the approver passphrase hash is not the one passphrase_set (row ${last.id}) recorded (hash swapped?)`)];
   }
   return [];
+}
+
+/**
+ * Every passkey row is one runcap registered (sealed to the passphrase still set, with its
+ * passkey_registered row) and not removed since; every passkey registered since the passphrase
+ * was last set, and not removed, is still there. A passphrase change drops them all.
+ */
+function passkeysAgainstAudit(rows: readonly PasskeyRow[], passphraseHash: string | undefined, audit: readonly AuditRow[], sealMatches: SealCheck): AuditProblem[] {
+  const problems: AuditProblem[] = [];
+  const live = new Map<string, AuditRow>();
+  const gone = new Map<string, AuditRow>();
+  for (const r of audit) {
+    const id = (r.details as { passkey_id?: unknown }).passkey_id;
+    if (r.event === 'passphrase_set') {
+      for (const [k, reg] of live) gone.set(k, reg);
+      live.clear();
+    } else if (typeof id === 'string' && r.event === 'passkey_registered') live.set(id, r);
+    else if (typeof id === 'string' && r.event === 'passkey_removed' && live.has(id)) {
+      live.delete(id);
+      gone.set(id, r);
+    }
+  }
+  for (const p of rows) {
+    const name = `passkey ${p.id} (${p.name})`;
+    const reg = live.get(p.id);
+    live.delete(p.id);
+    if (!passkeyHolds(p, passphraseHash, { sealMatches })) {
+      problems.push(problem(GLOBAL_CHAIN, `${name} is not sealed to the approver passphrase set now: written into the ledger by hand, or left from before a passphrase change (it approves nothing; remove it with \`runcap passkeys remove\`)`));
+    } else if (!reg) {
+      const was = gone.get(p.id);
+      problems.push(problem(GLOBAL_CHAIN, was ? `${name} was ${was.event === 'passkey_removed' ? 'removed' : 'dropped'} (audit row ${was.id}) but is there again (restored?)` : `${name} has no passkey_registered row (inserted?)`));
+    } else {
+      const d = reg.details as { by?: unknown; name?: unknown };
+      if (p.name !== d.name || p.registered_by !== d.by || p.created_at !== reg.at) {
+        problems.push(problem(GLOBAL_CHAIN, `${name}: registered by ${show(p.registered_by)} at ${iso(p.created_at)}, but passkey_registered (row ${reg.id}) says ${show(d.name)} by ${show(d.by)} at ${iso(reg.at)} (edited?)`));
+      }
+    }
+  }
+  for (const [id, reg] of live) problems.push(problem(GLOBAL_CHAIN, `passkey ${id} is registered (audit row ${reg.id}) but missing, with no passkey_removed row (deleted?)`));
+  return problems;
 }
 
 function parseJson(text: string): unknown {

@@ -769,6 +769,7 @@ class PgTx implements WriteTx {
         `SELECT approval_id AS "approvalId", id FROM ${this.t.audit} WHERE approval_id IS NOT NULL AND event IN ('reserved', 'verified') ORDER BY id`,
       ),
       passphraseHash: await this.setting('passphrase'),
+      passkeys: await this.passkeys(),
     };
   }
 

@@ -5,7 +5,7 @@
  * runs in. The counters and reservations come as lazy cursors (a statement is prepared only
  * when its rows are first asked for), since audit tables can be large.
  */
-import type { ApprovalRow, CapRow, KeyRow, ReservationRow } from '../core/rows.js';
+import type { ApprovalRow, CapRow, KeyRow, PasskeyRow, ReservationRow } from '../core/rows.js';
 import { POLICY_EVENTS, type PolicyTables } from '../core/policy-replay.js';
 import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, type StoredCounter } from '../core/verify.js';
 import type { AuditLog } from './audit.js';
@@ -43,5 +43,6 @@ export function policyTables(db: Db, audit: AuditLog): PolicyTables {
       .prepare("SELECT approval_id AS approvalId, id FROM audit WHERE approval_id IS NOT NULL AND event IN ('reserved', 'verified') ORDER BY id")
       .all() as { approvalId: string; id: number }[],
     passphraseHash: (db.prepare("SELECT value FROM settings WHERE name = 'passphrase'").get() as { value: string } | undefined)?.value,
+    passkeys: db.prepare('SELECT * FROM passkeys ORDER BY created_at, id').all() as PasskeyRow[],
   };
 }

@@ -152,6 +152,7 @@ describe('replayPolicyRows', () => {
       approvals: [approval],
       grantUses: [],
       passphraseHash: PASSPHRASE_HASH,
+      passkeys: [],
     };
   }
 
