@@ -17,6 +17,8 @@ const SQLITE_ONLY = [
   // the Host and Origin policy, the proxy's wire formats: no storage at all
   'test/http/origins.test.ts',
   'test/http/proxy-wire.test.ts',
+  // the dashboard's sign-in links, sessions and template: no storage either
+  'test/http/dashboard-sessions.test.ts',
 ];
 
 const shared = {
