@@ -303,6 +303,8 @@ export interface AuditQuery {
   since?: number;
   until?: number;
   limit?: number;
+  /** the newest `limit` rows, newest first (default: the oldest, oldest first) */
+  newest?: boolean;
 }
 
 export interface AuditProblem {

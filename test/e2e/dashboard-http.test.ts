@@ -147,25 +147,42 @@ describe('the dashboard over HTTP', () => {
     await agent.close();
   });
 
-  it('after five wrong passphrases every attempt is refused unchecked — the right one too — and each refusal is audited', async () => {
+  it('five wrong passphrases lock out their session, the right one too; ten from all sessions lock out every one; each refusal audited', async () => {
     const { key } = await h.issue('http-throttle', policy);
-    const { agent, id } = await raise(key, 1_700);
-    const s = await signIn();
-    const page = async () => (await fetch(`${origin}/approvals`, { headers: { cookie: s.cookie } })).text();
-    for (let i = 0; i < 5; i++) {
-      await post(s, `/approvals/${id}/approve`, { passphrase: `wrong ${i}` });
-      expect(await page()).toContain('Wrong approver passphrase; nothing was approved');
+    const first = await raise(key, 1_700);
+    const pageOf = async (s: Signed) => (await fetch(`${origin}/approvals`, { headers: { cookie: s.cookie } })).text();
+    const guess = async (s: Signed, id: string, n: number) => {
+      for (let i = 0; i < n; i++) {
+        await post(s, `/approvals/${id}/approve`, { passphrase: `wrong ${i}` });
+        expect(await pageOf(s)).toContain('Wrong approver passphrase; nothing was approved');
+      }
+    };
+    const a = await signIn();
+    await guess(a, first.id, 5);
+    await post(a, `/approvals/${first.id}/approve`, { passphrase: PASSPHRASE });
+    expect(await pageOf(a)).toMatch(/Too many wrong passphrases/);
+    expect((await first.agent.call('check_approval', { approval_id: first.id })).structuredContent).toMatchObject({ status: 'pending' });
+    // a session cookie copied by a page on another port locks out only itself: the human's fresh session still approves
+    const b = await signIn();
+    await post(b, `/approvals/${first.id}/approve`, { passphrase: PASSPHRASE });
+    expect(await pageOf(b)).toContain(`Approved ${first.id}`);
+
+    const second = await raise(key, 1_800);
+    await guess(await signIn(), second.id, 5);
+    // ten wrong in ten minutes from all sessions together: every session is refused unchecked
+    const d = await signIn();
+    await post(d, `/approvals/${second.id}/approve`, { passphrase: PASSPHRASE });
+    expect(await pageOf(d)).toMatch(/Too many wrong passphrases/);
+    expect((await second.agent.call('check_approval', { approval_id: second.id })).structuredContent).toMatchObject({ status: 'pending' });
+
+    const rows = await h.guard.ledger.queryAudit({ limit: 10_000 });
+    for (const { id } of [first, second]) {
+      const failed = rows.filter((r) => r.approvalId === id && r.event === 'approval_failed');
+      expect(failed.filter((r) => r.code === 'PASSPHRASE_WRONG')).toHaveLength(5);
+      expect(failed.filter((r) => r.code === 'RATE_LIMITED')).toHaveLength(1);
     }
-    await post(s, `/approvals/${id}/approve`, { passphrase: PASSPHRASE });
-    expect(await page()).toMatch(/Too many wrong passphrases/);
-    // a second session is no second chance
-    const other = await signIn();
-    await post(other, `/approvals/${id}/approve`, { passphrase: PASSPHRASE });
-    expect((await agent.call('check_approval', { approval_id: id })).structuredContent).toMatchObject({ status: 'pending' });
-    const rows = (await h.guard.ledger.queryAudit({ limit: 10_000 })).filter((r) => r.approvalId === id && r.event === 'approval_failed');
-    expect(rows.filter((r) => r.code === 'PASSPHRASE_WRONG')).toHaveLength(5);
-    expect(rows.filter((r) => r.code === 'RATE_LIMITED')).toHaveLength(2);
-    await agent.close();
+    await first.agent.close();
+    await second.agent.close();
   });
 
   it('a body past 64 KiB is refused; deny and revoke need a session but no passphrase', async () => {

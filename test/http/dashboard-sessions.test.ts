@@ -69,20 +69,30 @@ describe('sessions', () => {
 });
 
 describe('the passphrase throttle', () => {
-  it('lets five wrong passphrases be checked in ten minutes, then none until the oldest ages out', () => {
+  it('lets five wrong passphrases of one session be checked in ten minutes, then none of it until the oldest ages out', () => {
     const c = clock();
     const throttle = new PassphraseThrottle(c.now);
-    for (let i = 0; i < PassphraseThrottle.MAX_WRONG; i++) {
-      expect(throttle.waitMs()).toBe(0);
-      throttle.wrong();
+    for (let i = 0; i < PassphraseThrottle.PER_SESSION; i++) {
+      expect(throttle.waitMs('a')).toBe(0);
+      throttle.wrong('a');
       c.advance(60_000);
     }
-    // five wrong at minutes 0..4: the first ages out at minute 10
-    expect(throttle.waitMs()).toBe(5 * 60_000);
+    // five wrong at minutes 0..4: the first ages out at minute 10; another session is still checked
+    expect(throttle.waitMs('a')).toBe(5 * 60_000);
+    expect(throttle.waitMs('b')).toBe(0);
     c.advance(5 * 60_000 - 1);
-    expect(throttle.waitMs()).toBe(1);
+    expect(throttle.waitMs('a')).toBe(1);
     c.advance(1);
-    expect(throttle.waitMs()).toBe(0);
+    expect(throttle.waitMs('a')).toBe(0);
+  });
+
+  it('past ten wrong from all sessions together, no session is checked', () => {
+    const c = clock();
+    const throttle = new PassphraseThrottle(c.now);
+    for (let i = 0; i < PassphraseThrottle.GLOBAL; i++) throttle.wrong(`s${i % 3}`);
+    expect(throttle.waitMs('fresh')).toBe(PassphraseThrottle.WINDOW_MS);
+    c.advance(PassphraseThrottle.WINDOW_MS);
+    expect(throttle.waitMs('fresh')).toBe(0);
   });
 });
 

@@ -64,6 +64,8 @@ table.caps td { border: 0; }
 .detail { color: var(--muted); font-size: .8rem; }
 nav.tabs a { margin-right: 1rem; } nav.tabs a[aria-current] { font-weight: 700; }
 form.filter, form#register-passkey { display: flex; gap: 1rem; align-items: end; flex-wrap: wrap; margin: .6rem 0; }
+article.gone { opacity: .45; }
+.gone-note { font-weight: 600; color: var(--err); }
 #verify-status.ok { color: var(--ok); } #verify-status.error { color: var(--err); }
 `;
 
@@ -87,20 +89,30 @@ const JS = `'use strict';
     return answer;
   };
   const fetchPage = async (path) => {
-    const res = await fetch(path, { credentials: 'same-origin' });
+    const res = await fetch(path, { credentials: 'same-origin', headers: { 'x-runcap-refresh': '1' } });
     if (!res.ok) throw new Error('could not load ' + path + ' (' + res.status + ')');
     return new DOMParser().parseFromString(await res.text(), 'text/html');
   };
 
-  // Pending requests merged in by id: a card already shown keeps its node (and what is typed in it).
+  // Pending requests merged in by id: a card already shown keeps its node, its place and what is typed in it.
+  // One answered elsewhere or lapsed is greyed out where it is, its buttons disabled, never removed: nothing
+  // moves under the human's pointer, so a click meant for one request cannot land on the next.
   const mergePending = (shown, fresh) => {
     const want = new Map([...fresh.querySelectorAll('article.approval')].map((a) => [a.dataset.approvalId, a]));
-    for (const a of [...shown.querySelectorAll('article.approval')]) if (!want.has(a.dataset.approvalId)) a.remove();
+    for (const a of shown.querySelectorAll('article.approval')) {
+      if (want.has(a.dataset.approvalId) || a.classList.contains('gone')) continue;
+      a.classList.add('gone');
+      for (const control of a.querySelectorAll('button, input')) control.disabled = true;
+      const note = document.createElement('p');
+      note.className = 'gone-note';
+      note.textContent = 'No longer pending: answered elsewhere or expired. Reload the page to clear it.';
+      a.prepend(note);
+    }
     const have = new Set([...shown.querySelectorAll('article.approval')].map((a) => a.dataset.approvalId));
     for (const [id, a] of want) if (!have.has(id)) shown.appendChild(document.importNode(a, true));
     const placeholder = shown.querySelector(':scope > p.none');
     if (want.size > 0 && placeholder) placeholder.remove();
-    if (want.size === 0 && !placeholder) {
+    if (want.size === 0 && !placeholder && !shown.querySelector('article.approval')) {
       const p = document.createElement('p');
       p.className = 'none';
       p.textContent = 'No request is waiting for a human.';

@@ -6,12 +6,13 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Ledger } from '../../ledger/types.js';
+import type { Session } from './sessions.js';
 
 const POLL_MS = 250;
 const KEEPALIVE_MS = 15_000;
 
 export class ApprovalEvents {
-  private readonly listeners = new Set<ServerResponse>();
+  private readonly listeners = new Map<ServerResponse, Session>();
   private timer: NodeJS.Timeout | undefined;
   private keepalive: NodeJS.Timeout | undefined;
   private last = '';
@@ -23,10 +24,10 @@ export class ApprovalEvents {
   ) {}
 
   /** Take over the response as an event stream until the page goes away. */
-  listen(res: ServerResponse, headers: Record<string, string>): void {
+  listen(res: ServerResponse, headers: Record<string, string>, session: Session): void {
     res.writeHead(200, { ...headers, 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
     res.write(': runcap approvals\n\n');
-    this.listeners.add(res);
+    this.listeners.set(res, session);
     res.on('close', () => {
       this.listeners.delete(res);
       if (this.listeners.size === 0) this.stop();
@@ -34,9 +35,14 @@ export class ApprovalEvents {
     this.start();
   }
 
+  /** A session that ends (signed out) stops hearing at once. */
+  endSession(session: Session): void {
+    for (const [res, s] of this.listeners) if (s === session) res.end();
+  }
+
   close(): void {
     this.stop();
-    for (const res of this.listeners) res.end();
+    for (const res of this.listeners.keys()) res.end();
     this.listeners.clear();
   }
 
@@ -44,7 +50,12 @@ export class ApprovalEvents {
     if (this.timer) return;
     this.timer = setInterval(() => void this.poll(), POLL_MS);
     this.keepalive = setInterval(() => {
-      for (const res of this.listeners) res.write(': keep-alive\n\n');
+      const now = Date.now();
+      for (const [res, s] of this.listeners) {
+        // a lapsed session hears nothing more
+        if (s.expiresAt <= now) res.end();
+        else res.write(': keep-alive\n\n');
+      }
     }, KEEPALIVE_MS);
   }
 
@@ -63,7 +74,7 @@ export class ApprovalEvents {
       const now = pending.map((a) => a.id).sort().join(',');
       if (now !== this.last) {
         this.last = now;
-        for (const res of this.listeners) res.write(`event: approvals\ndata: ${pending.length}\n\n`);
+        for (const res of this.listeners.keys()) res.write(`event: approvals\ndata: ${pending.length}\n\n`);
       }
     } catch (err) {
       this.log(`dashboard: could not read the pending approvals: ${(err as Error).message}`);

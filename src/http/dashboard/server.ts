@@ -109,9 +109,10 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
   const sendHtml = (res: ServerResponse, status: number, doc: Html, headers: Record<string, string> = {}) => send(res, status, 'text/html; charset=utf-8', doc.text, headers);
   const sendJson = (res: ServerResponse, status: number, body: unknown) => send(res, status, 'application/json', JSON.stringify(body));
   const redirect = (res: ServerResponse, to: string, headers: Record<string, string> = {}) => send(res, 303, 'text/plain; charset=utf-8', '', { Location: to, ...headers });
-  const show = async (res: ServerResponse, session: Session, active: PageName, title: string, body: Html) => {
-    const flash = session.flash;
-    session.flash = undefined;
+  // the page's own script refreshing a part of it (x-runcap-refresh) leaves the message for the page the human sees
+  const show = async (res: ServerResponse, session: Session, active: PageName, title: string, body: Html, refresh = false) => {
+    const flash = refresh ? undefined : session.flash;
+    if (!refresh) session.flash = undefined;
     sendHtml(res, 200, page({ title, active, session, ...(flash ? { flash } : {}), body }));
   };
 
@@ -156,11 +157,11 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
 
   /** The approver passphrase typed on the page, unless too many were wrong lately (then refused unchecked, and audited). */
   async function throttled(session: Session, approvalId: string | undefined, during?: 'passkey register'): Promise<string | undefined> {
-    const wait = throttle.waitMs();
+    const wait = throttle.waitMs(session.id);
     if (wait === 0) return undefined;
-    const why = `${PassphraseThrottle.MAX_WRONG} wrong approver passphrases in ${PassphraseThrottle.WINDOW_MS / 60_000} minutes in the dashboard`;
+    const why = `too many wrong approver passphrases in the last ${PassphraseThrottle.WINDOW_MS / 60_000} minutes in the dashboard`;
     await ledger.recordThrottled({ by: session.by, ...(approvalId ? { approvalId } : {}), ...(during ? { during } : {}), why }).catch((err: unknown) => log(`dashboard: ${messageOf(err)}`));
-    return `Too many wrong passphrases: try again in ${Math.ceil(wait / 60_000)} minute(s); nothing was done`;
+    return `Too many wrong passphrases: try again in ${Math.ceil(wait / 60_000)} minute(s), or sign in afresh, or approve with a passkey; nothing was done`;
   }
 
   async function approveWithPassphrase(session: Session, id: string, passphrase: unknown): Promise<void> {
@@ -171,7 +172,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       session.flash = { kind: 'ok', text: approvedText(done) };
     } catch (err) {
       if (isRuncapError(err) && err.code === 'PASSPHRASE_WRONG') {
-        throttle.wrong();
+        throttle.wrong(session.id);
         session.flash = { kind: 'error', text: 'Wrong approver passphrase; nothing was approved' };
       } else session.flash = { kind: 'error', text: messageOf(err) };
     }
@@ -179,17 +180,19 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
 
   const approvedText = (a: Approval) => `Approved ${a.id}: the identical call may run once, until ${utcText(a.expiresAt)}`;
 
-  async function runViews(): Promise<RunView[]> {
-    const keys = (await ledger.listKeys()).sort((a, b) => b.createdAt - a.createdAt).slice(0, RUNS_SHOWN);
-    const byId = new Map(keys.map((k) => [k.id, k]));
-    return Promise.all(
-      keys.map(async (key) => ({
+  async function runViews(): Promise<{ shown: RunView[]; total: number }> {
+    const all = await ledger.listKeys();
+    const byId = new Map(all.map((k) => [k.id, k]));
+    const shown = [...all].sort((a, b) => b.createdAt - a.createdAt).slice(0, RUNS_SHOWN);
+    const views = await Promise.all(
+      shown.map(async (key) => ({
         key,
         budget: await ledger.budget(key.id).catch(() => undefined),
-        children: keys.filter((k) => k.parentId === key.id),
+        children: all.filter((k) => k.parentId === key.id),
         parent: key.parentId ? byId.get(key.parentId) : undefined,
       })),
     );
+    return { shown: views, total: all.length };
   }
 
   /** The key and every key below it, as revoking would stop them. */
@@ -220,10 +223,13 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
         const [pending, all, passkeys] = await Promise.all([ledger.listApprovals(), ledger.listApprovals({ all: true }), ledger.listPasskeys()]);
         const views = await Promise.all(pending.map((a) => viewOf(guard, a)));
         const decided = all.filter((a) => a.status !== 'pending').sort((a, b) => (b.decidedAt ?? b.expiresAt) - (a.decidedAt ?? a.expiresAt));
-        return show(res, session, 'approvals', 'Approvals', approvalsBody(views, decided, session, passkeys.length > 0));
+        return show(res, session, 'approvals', 'Approvals', approvalsBody(views, decided, session, passkeys.length > 0), req.headers['x-runcap-refresh'] !== undefined);
       }
-      if (path === '/events') return events.listen(res, SECURITY_HEADERS);
-      if (path === '/runs') return show(res, session, 'runs', 'Runs', runsBody(await runViews()));
+      if (path === '/events') return events.listen(res, SECURITY_HEADERS, session);
+      if (path === '/runs') {
+        const { shown, total } = await runViews();
+        return show(res, session, 'runs', 'Runs', runsBody(shown, total));
+      }
       const revoke = /^\/runs\/([^/]+)\/revoke$/.exec(path);
       if (revoke && ID.test(revoke[1]!)) {
         const { key, below } = await subtreeOf(revoke[1]!);
@@ -236,12 +242,12 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       if (path === '/audit') {
         const filter = { label: (url.searchParams.get('label') ?? '').slice(0, 200), key: (url.searchParams.get('key') ?? '').slice(0, 40) };
         const [rows, verification] = await Promise.all([
-          ledger.queryAudit({ ...(filter.label ? { label: filter.label } : {}), ...(filter.key ? { keyId: filter.key } : {}), limit: 10_000 }),
+          ledger.queryAudit({ ...(filter.label ? { label: filter.label } : {}), ...(filter.key ? { keyId: filter.key } : {}), limit: AUDIT_ROWS, newest: true }),
           ledger.verifyAudit(),
         ]);
-        return show(res, session, 'audit', 'Audit', auditBody(filter, rows.slice(-AUDIT_ROWS).reverse(), verification));
+        return show(res, session, 'audit', 'Audit', auditBody(filter, rows, verification));
       }
-      if (path === '/passkeys') return show(res, session, 'passkeys', 'Passkeys', passkeysBody(await ledger.listPasskeys()));
+      if (path === '/passkeys') return show(res, session, 'passkeys', 'Passkeys', passkeysBody(await ledger.listPasskeys()), req.headers['x-runcap-refresh'] !== undefined);
       return sendHtml(res, 404, bare('Not found', 'No such page.'));
     }
 
@@ -251,6 +257,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
 
     if (path === '/logout') {
       sessions.end(session);
+      events.endSession(session);
       return sendHtml(res, 200, bare('Signed out', '`runcap dashboard login` prints a new sign-in link.'), { 'Set-Cookie': `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0` });
     }
     const answer = /^\/approvals\/([^/]+)\/(approve|deny|passkey\/options|passkey\/approve)$/.exec(path);
@@ -273,7 +280,8 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
           return sendJson(res, 200, await authenticationOptions(session, rp, id, await ledger.listPasskeys(), clock));
         case 'passkey/approve': {
           const { passkey, counter } = await verifyAuthentication(session, rp, id, fields as never, (c) => ledger.passkeyByCredential(c), clock);
-          const done = await ledger.approve(id, { by: session.by, passkey: { credentialId: passkey.credentialId, counter } });
+          // the passkey proves its owner, whoever is signed in
+          const done = await ledger.approve(id, { by: passkey.registeredBy, passkey: { credentialId: passkey.credentialId, counter } });
           return sendJson(res, 200, { ok: true, message: approvedText(done) });
         }
       }
@@ -287,7 +295,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       try {
         proof = await ledger.proveHuman(typeof fields.passphrase === 'string' ? fields.passphrase : '', { by: session.by, during: 'passkey register' });
       } catch (err) {
-        if (isRuncapError(err) && err.code === 'PASSPHRASE_WRONG') throttle.wrong();
+        if (isRuncapError(err) && err.code === 'PASSPHRASE_WRONG') throttle.wrong(session.id);
         throw err;
       }
       return sendJson(res, 200, await registrationOptions(session, rp, await ledger.listPasskeys(), name, proof, clock));

@@ -123,25 +123,39 @@ export function sameText(a: string, b: string): boolean {
 }
 
 /**
- * Wrong approver passphrases typed in this dashboard: at most MAX_WRONG in any WINDOW_MS, then
- * every attempt is refused unchecked (and audited as such) until the oldest of them ages out.
- * One count for the whole dashboard: a second session is no second chance.
+ * Wrong approver passphrases typed in this dashboard: at most PER_SESSION in any WINDOW_MS from one
+ * session, and GLOBAL from all sessions together; past either, every attempt (the right passphrase
+ * too) is refused unchecked, and audited as such, until the oldest of them ages out. Per session
+ * first, so that a session cookie an agent copied (every localhost port is sent it) locks out only
+ * itself; the global bound caps the guesses of several. A passkey still approves meanwhile.
  */
 export class PassphraseThrottle {
-  static readonly MAX_WRONG = 5;
+  static readonly PER_SESSION = 5;
+  static readonly GLOBAL = 10;
   static readonly WINDOW_MS = 10 * 60_000;
-  private wrongAt: number[] = [];
+  private all: number[] = [];
+  private readonly bySession = new Map<string, number[]>();
 
   constructor(private readonly clock: Clock = Date.now) {}
 
-  /** 0 when a passphrase may be checked now, else the ms until one may. */
-  waitMs(): number {
-    const now = this.clock();
-    this.wrongAt = this.wrongAt.filter((t) => t > now - PassphraseThrottle.WINDOW_MS);
-    return this.wrongAt.length < PassphraseThrottle.MAX_WRONG ? 0 : this.wrongAt[0]! + PassphraseThrottle.WINDOW_MS - now;
+  /** 0 when a passphrase typed in this session may be checked now, else the ms until one may. */
+  waitMs(sessionId: string): number {
+    const since = this.clock() - PassphraseThrottle.WINDOW_MS;
+    this.all = this.all.filter((t) => t > since);
+    for (const [id, times] of this.bySession) {
+      const kept = times.filter((t) => t > since);
+      if (kept.length === 0) this.bySession.delete(id);
+      else this.bySession.set(id, kept);
+    }
+    const own = this.bySession.get(sessionId) ?? [];
+    const waits = [own.length >= PassphraseThrottle.PER_SESSION ? own[own.length - PassphraseThrottle.PER_SESSION]! : undefined, this.all.length >= PassphraseThrottle.GLOBAL ? this.all[this.all.length - PassphraseThrottle.GLOBAL]! : undefined];
+    const until = Math.max(...waits.map((t) => (t === undefined ? 0 : t + PassphraseThrottle.WINDOW_MS - this.clock())));
+    return Math.max(0, until);
   }
 
-  wrong(): void {
-    this.wrongAt.push(this.clock());
+  wrong(sessionId: string): void {
+    const now = this.clock();
+    this.all.push(now);
+    this.bySession.set(sessionId, [...(this.bySession.get(sessionId) ?? []), now]);
   }
 }

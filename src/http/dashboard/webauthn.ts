@@ -32,6 +32,12 @@ export interface RelyingParty {
 
 const refused = (why: string) => new RuncapError('PASSPHRASE_REQUIRED', `${why}; nothing was done`);
 
+/** Hand out a challenge for one purpose; those that lapsed unanswered are forgotten meanwhile. */
+function holdChallenge(session: Session, purpose: string, held: Session['challenges'] extends Map<string, infer V> ? V : never, now: number): void {
+  for (const [p, c] of session.challenges) if (c.expiresAt <= now) session.challenges.delete(p);
+  session.challenges.set(purpose, held);
+}
+
 function takeChallenge(session: Session, purpose: string, now: number) {
   const held = session.challenges.get(purpose);
   // a challenge answers once, right or wrong
@@ -51,7 +57,7 @@ export async function registrationOptions(session: Session, rp: RelyingParty, ex
     authenticatorSelection: { residentKey: 'preferred', userVerification: 'required' },
     timeout: CHALLENGE_TTL_MS,
   });
-  session.challenges.set(REGISTER, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS, passkeyName: name, proof });
+  holdChallenge(session, REGISTER, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS, passkeyName: name, proof }, clock());
   return options;
 }
 
@@ -80,7 +86,7 @@ export async function authenticationOptions(session: Session, rp: RelyingParty, 
     userVerification: 'required',
     timeout: CHALLENGE_TTL_MS,
   });
-  session.challenges.set(`approve ${approvalId}`, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS });
+  holdChallenge(session, `approve ${approvalId}`, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS }, clock());
   return options;
 }
 

@@ -720,8 +720,8 @@ class PgTx implements WriteTx {
 
   async queryAudit(q: AuditQuery): Promise<AuditRecord[]> {
     const p = new PgParams();
-    const { where, limit } = auditWhere(q, p);
-    return this.rows<AuditRecord>(`SELECT * FROM ${this.t.audit} ${where} ORDER BY at, id LIMIT ${limit}`, p.values);
+    const { where, order, limit } = auditWhere(q, p);
+    return this.rows<AuditRecord>(`SELECT * FROM ${this.t.audit} ${where} ORDER BY ${order} LIMIT ${limit}`, p.values);
   }
 
   async heads(): Promise<ChainHead[]> {

@@ -86,8 +86,8 @@ export class AuditLog {
 
   query(q: AuditQuery): AuditRecord[] {
     const p = new SqliteParams();
-    const { where, limit } = auditWhere(q, p);
-    return this.db.prepare(`SELECT * FROM audit ${where} ORDER BY at, id LIMIT ${limit}`).all(...p.values) as AuditRecord[];
+    const { where, order, limit } = auditWhere(q, p);
+    return this.db.prepare(`SELECT * FROM audit ${where} ORDER BY ${order} LIMIT ${limit}`).all(...p.values) as AuditRecord[];
   }
 
   heads(): ChainHead[] {

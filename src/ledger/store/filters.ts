@@ -39,7 +39,7 @@ export function reservationsWhere(f: ReservationFilter, p: Params): string {
  * label matches itself and every label below it (`root` finds `root/a`), to the letter: compared by
  * prefix, not LIKE, which SQLite matches without regard to ASCII case and PostgreSQL with it.
  */
-export function auditWhere(q: AuditQuery, p: Params): { where: string; limit: string } {
+export function auditWhere(q: AuditQuery, p: Params): { where: string; order: string; limit: string } {
   const c: string[] = [];
   if (q.keyId) c.push(`key_id = ${p.param(q.keyId)}`);
   if (q.label) {
@@ -49,5 +49,5 @@ export function auditWhere(q: AuditQuery, p: Params): { where: string; limit: st
   }
   if (q.since !== undefined) c.push(`at >= ${p.param(q.since)}`);
   if (q.until !== undefined) c.push(`at < ${p.param(q.until)}`);
-  return { where: where(c), limit: p.param(q.limit ?? 1_000_000) };
+  return { where: where(c), order: q.newest ? 'at DESC, id DESC' : 'at, id', limit: p.param(q.limit ?? 1_000_000) };
 }

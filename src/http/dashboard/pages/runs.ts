@@ -50,7 +50,7 @@ function runCard(v: RunView): Html {
 <dt>issued by</dt><dd><code class="agent">${agentText(k.issuedBy)}</code></dd>
 <dt>expires</dt><dd>${when(k.expiresAt)}</dd>
 ${k.revokedAt ? html`<dt>revoked</dt><dd>${when(k.revokedAt)}${k.revokedReason ? html` — <span class="agent">${agentText(k.revokedReason)}</span>` : ''}</dd>` : ''}
-<dt>parent</dt><dd>${v.parent ? html`<a href="#${v.parent.id}"><code class="agent">${agentText(v.parent.label)}</code></a> <code>${v.parent.id}</code>` : '(root key)'}</dd>
+<dt>parent</dt><dd>${v.parent ? html`<a href="#${v.parent.id}"><code class="agent">${agentText(v.parent.label)}</code></a> <code>${v.parent.id}</code>` : k.parentId ? html`<code>${k.parentId}</code>` : '(root key)'}</dd>
 <dt>children</dt><dd>${v.children.length === 0 ? '(none)' : html`<ul>${v.children.map((c) => html`<li><a href="#${c.id}"><code class="agent">${agentText(c.label)}</code></a> <code>${c.id}</code> (${c.status})</li>`)}</ul>`}</dd>
 <dt>allows</dt><dd>${k.policy.allow.map((a, i) => html`${i ? ', ' : ''}<code class="agent">${agentText(a)}</code>`)}</dd>
 </dl>
@@ -59,10 +59,11 @@ ${k.status === 'active' ? html`<form class="revoke" method="get" action="/runs/$
 </article>`;
 }
 
-export function runsBody(runs: RunView[]): Html {
+export function runsBody(runs: RunView[], total: number): Html {
   return html`<p class="lead">Every vault key, newest first. Revoking stops the key and every key below it at their next call; it needs no passphrase, since it only takes away.</p>
 <p class="legend"><span class="swatch settled"></span> settled <span class="swatch pending"></span> pending <span class="swatch uncertain"></span> uncertain <span class="swatch remaining"></span> remaining</p>
-<section id="runs">${runs.length === 0 ? html`<p class="none">No key yet.</p>` : runs.map((r) => html`<a id="${r.key.id}"></a>${runCard(r)}`)}</section>`;
+<section id="runs">${runs.length === 0 ? html`<p class="none">No key yet.</p>` : runs.map((r) => html`<a id="${r.key.id}"></a>${runCard(r)}`)}</section>
+${total > runs.length ? html`<p class="more">Showing the newest ${runs.length} of ${total} keys; runcap keys list shows them all.</p>` : ''}`;
 }
 
 export function revokeConfirmBody(key: KeyInfo, below: KeyInfo[], session: Session): Html {
