@@ -23,8 +23,11 @@ export function registerPassphraseCommand(program: Command): void {
         if (!passphraseLengthOk(first)) throw refused(`${PASSPHRASE_LENGTH_RULE}; nothing was changed`);
         const second = await ask('Repeat the new one: ');
         if (first !== second) throw refused('the two new passphrases differ; nothing was changed');
+        const passkeys = (await guard.ledger.listPasskeys()).length;
         await guard.ledger.setPassphrase(first, old);
         process.stdout.write('The approver passphrase was changed.\n');
+        // the ledger drops them in the same transaction: each was registered by someone who knew the old one
+        if (passkeys > 0) process.stdout.write(`${passkeys === 1 ? 'The 1 registered passkey was' : `The ${passkeys} registered passkeys were`} dropped: register again in the dashboard.\n`);
       } finally {
         await guard.close();
       }

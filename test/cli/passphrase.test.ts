@@ -91,7 +91,10 @@ describe('runcap passphrase', () => {
     expect(await h.guard.ledger.checkPassphrase(PASSPHRASE)).toBe(true);
   });
 
-  it('the right current passphrase and the new one twice change it; nothing is echoed', async () => {
+  it('the right current passphrase and the new one twice change it; nothing is echoed; every passkey is dropped', async () => {
+    for (const n of [1, 2]) {
+      await h.guard.ledger.registerPasskey({ credentialId: `cred-${n}`, publicKey: 'pQECAyYgASFYI', counter: 0, transports: [], name: `key ${n}` }, h.proof);
+    }
     const t = ptyCli(h.home, ['passphrase']);
     let at = await t.waitFor('Current approver passphrase: ');
     t.type(`${PASSPHRASE}\r`);
@@ -101,6 +104,8 @@ describe('runcap passphrase', () => {
     t.type(`${NEW}\r`);
     expect(await t.exited).toBe(0);
     expect(t.output()).toContain('The approver passphrase was changed.');
+    expect(t.output()).toContain('The 2 registered passkeys were dropped: register again in the dashboard.');
+    expect(await h.guard.ledger.listPasskeys()).toEqual([]);
     expect(t.output()).not.toContain(PASSPHRASE);
     expect(t.output()).not.toContain(NEW);
     expect(await h.guard.ledger.checkPassphrase(NEW)).toBe(true);

@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DENIAL_ROWS_PER_MINUTE } from '../../src/ledger/core/denials.js';
 import type { Decision, HumanProof, NewPasskey } from '../../src/ledger/types.js';
-import { expectCode, humanProof, issue, MINUTE, openTestLedger, PAY, req, SECOND, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
+import { expectCode, humanProof, issue, MINUTE, onPostgres, openTestLedger, PAY, req, SECOND, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 
 let t: TestLedger;
 beforeEach(async () => {
@@ -160,6 +160,30 @@ describe('approving with a passkey', () => {
     // once it has counted, it may not fall back to 0
     const fourth = await pendingApproval('fourth');
     await expectCode(t.ledger.approve(fourth.approvalId, { by: 'alice', passkey: { credentialId: counting.credentialId, counter: 0 } }), 'CONFLICT');
+    await expectVerified();
+  });
+
+  it('two approvals at once with one signature count: exactly one is approved, the other refused and audited', async () => {
+    const pk = await t.ledger.registerPasskey(newPasskey(1, { counter: 10 }), await registerProof());
+    const a = await pendingApproval('a');
+    const b = await pendingApproval('b');
+    // on PostgreSQL another pool, so the two really run at once; one SQLite connection queues them (a second in this
+    // process would wait synchronously for the first, which then cannot go on: test/ledger/concurrency.test.ts uses processes)
+    const other = onPostgres ? t.reopen() : t.ledger;
+    try {
+      const results = await Promise.allSettled([
+        t.ledger.approve(a.approvalId, { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 11 } }),
+        other.approve(b.approvalId, { by: 'alice', passkey: { credentialId: pk.credentialId, counter: 11 } }),
+      ]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const [lost] = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(lost!.reason).toMatchObject({ code: 'CONFLICT' });
+    } finally {
+      if (other !== t.ledger) await other.close();
+    }
+    const statuses = [(await t.ledger.getApproval(a.approvalId)).status, (await t.ledger.getApproval(b.approvalId)).status].sort();
+    expect(statuses).toEqual(['approved', 'pending']);
+    expect((await t.ledger.listPasskeys())[0]).toMatchObject({ counter: 11 });
     await expectVerified();
   });
 
