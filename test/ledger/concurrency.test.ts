@@ -293,6 +293,8 @@ describe.skipIf(!onPostgres)('the workers’ connections terminated mid-run (Pos
     const { key, info } = await issue(ledger.ledger, 'cut', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(100_000) }] });
     const calmFile = join(ledger.dir, 'calm');
     const admin = openPool(parseLedgerUrl(ledger.postgres!.url), undefined, { max: 1, applicationName: 'runcap-test-admin' });
+    // only these workers' connections are cut: test files running beside this one share the database
+    const victims = `runcap-test-survive-${process.pid}`;
     const CUTS = 6;
     const LATE = 10;
     let terminated = 0;
@@ -309,14 +311,15 @@ describe.skipIf(!onPostgres)('the workers’ connections terminated mid-run (Pos
         lateCodes: Record<string, number>;
         lateMessages: string[];
       }>(
-        Array.from({ length: 4 }, (_, i) => ({ id: i, mode: 'survive' as const, ...where(ledger), key, ops: 0, calmFile, lateOps: LATE })),
+        Array.from({ length: 4 }, (_, i) => ({ id: i, mode: 'survive' as const, ...where(ledger), key, ops: 0, calmFile, lateOps: LATE, applicationName: victims })),
         // the first call makes every cut, then lets the workers know the cutting is over
         () =>
           (cutting ??= (async () => {
             for (let c = 0; c < CUTS; c++) {
               await new Promise((r) => setTimeout(r, 150));
               const rows = await admin.query(
-                "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'runcap' AND pid <> pg_backend_pid() AND datname = current_database()",
+                'SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() AND datname = current_database()',
+                [victims],
               );
               terminated += rows.rows.filter((r: { ok: boolean }) => r.ok).length;
             }

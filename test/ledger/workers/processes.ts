@@ -78,6 +78,8 @@ export interface Job {
   callMs?: number;
   busyTimeoutMs?: number;
   /** survive: the file whose appearance ends the cuts; then lateOps calls, each of which should succeed */
+  /** the application_name of the worker's PostgreSQL connections: what a test that cuts them names (default 'runcap') */
+  applicationName?: string;
   calmFile?: string;
   lateOps?: number;
 }

@@ -17,7 +17,7 @@ if (!job.clockFile) throw new Error('a worker decides on the test\'s shared cloc
 const clock = fileClock(job.clockFile);
 const auditSecret = Buffer.from(job.secret, 'hex');
 const ledger = job.postgres
-  ? new PostgresLedger({ pool: openPool(parseLedgerUrl(job.postgres.url), undefined, { max: 2, statementTimeoutMs: job.busyTimeoutMs ?? 10_000 }), schema: job.postgres.schema, auditSecret, clock, passphraseCost: 10 })
+  ? new PostgresLedger({ pool: openPool(parseLedgerUrl(job.postgres.url), undefined, { max: 2, statementTimeoutMs: job.busyTimeoutMs ?? 10_000, ...(job.applicationName ? { applicationName: job.applicationName } : {}) }), schema: job.postgres.schema, auditSecret, clock, passphraseCost: 10 })
   : new SqliteLedger({ file: job.file, auditSecret, busyTimeoutMs: job.busyTimeoutMs ?? 10_000, clock });
 
 /**
