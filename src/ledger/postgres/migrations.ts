@@ -198,6 +198,13 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
   `,
 ];
 
+/**
+ * The pool's statement timeout bounds how long a call waits for a lock (it plays SQLite's busy
+ * timeout, and may be a few dozen milliseconds); a schema change is no call, and on a loaded
+ * server takes longer: its own transaction gets a minute.
+ */
+const MIGRATION_TIMEOUT = "SET LOCAL statement_timeout = '60s'";
+
 /** The migration this runcap brings a schema to. */
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -232,11 +239,24 @@ export async function schemaVersion(pool: pg.Pool, schema: string): Promise<numb
 
 /** The schema and its lock row, each made at most once however many processes race here. */
 async function bootstrap(pool: pg.Pool, schema: string, s: string): Promise<void> {
-  // A role handed an existing schema may not be allowed to create one: ask before CREATE.
-  const { rowCount } = await pool.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema]);
-  if (!rowCount) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
-  await pool.query(`CREATE TABLE IF NOT EXISTS ${s}.migration_lock (id integer PRIMARY KEY)`);
-  await pool.query(`INSERT INTO ${s}.migration_lock (id) VALUES (1) ON CONFLICT DO NOTHING`);
+  const client = await pool.connect();
+  let failure: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    await client.query(MIGRATION_TIMEOUT);
+    // A role handed an existing schema may not be allowed to create one: ask before CREATE.
+    const { rowCount } = await client.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema]);
+    if (!rowCount) await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${s}.migration_lock (id integer PRIMARY KEY)`);
+    await client.query(`INSERT INTO ${s}.migration_lock (id) VALUES (1) ON CONFLICT DO NOTHING`);
+    await client.query('COMMIT');
+  } catch (err) {
+    failure = err instanceof Error ? err : new Error(String(err));
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release(failure);
+  }
 }
 
 /** Under the lock row: read what is applied, apply the rest, record each; one transaction. */
@@ -247,6 +267,7 @@ async function applyPending(pool: pg.Pool, s: string): Promise<{ version: number
     // READ COMMITTED whatever the database's default: after waiting for the lock, the next statement must
     // see the migrations the holder committed, not a snapshot from before the wait.
     await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+    await client.query(MIGRATION_TIMEOUT);
     await client.query(`SELECT id FROM ${s}.migration_lock WHERE id = 1 FOR UPDATE`);
     await client.query(`CREATE TABLE IF NOT EXISTS ${s}.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
     const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${s}.migrations ORDER BY version`);
