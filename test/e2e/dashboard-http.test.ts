@@ -214,3 +214,39 @@ describe('the dashboard over HTTP', () => {
     }
   });
 });
+
+describe('runcap dashboard (standalone)', () => {
+  it('prints its address and a one-time sign-in link that works; on SIGTERM it exits 0 and `dashboard login` finds none', async () => {
+    const { spawn } = await import('node:child_process');
+    const { existsSync, statSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { CLI } = await import('../helpers/e2e.js');
+    const other = await setupHome();
+    try {
+      const child = spawn(process.execPath, [CLI, 'dashboard', '--port', '0', '--by', 'carol'], { env: { ...process.env, RUNCAP_HOME: other.home }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      let out = '';
+      const link = await new Promise<string>((resolve, reject) => {
+        child.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /^runcap dashboard on http:\/\/localhost:\d+\nSign in \(once, within 10 minutes\): (http:\/\/localhost:\d+\/login\?token=\S+)\n/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        void exited.then((code) => reject(new Error(`runcap dashboard exited with ${code}: ${out}`)));
+      });
+      const res = await fetch(link, { redirect: 'manual' });
+      expect(res.status).toBe(303);
+      const cookie = (res.headers.get('set-cookie') ?? '').split(';')[0]!;
+      expect(await (await fetch(new URL('/approvals', link), { headers: { cookie } })).text()).toContain('signed in as <b>carol</b>');
+      // the secret sign-in links are made with: for runcap's own user only
+      expect(statSync(join(other.home, 'dashboard.json')).mode & 0o777).toBe(0o600);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(existsSync(join(other.home, 'dashboard.json'))).toBe(false);
+      const r = await runCli(['dashboard', 'login'], { RUNCAP_HOME: other.home });
+      expect(r.code).toBe(1);
+    } finally {
+      await other.cleanup();
+    }
+  });
+});
