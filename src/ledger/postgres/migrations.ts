@@ -239,35 +239,40 @@ export async function schemaVersion(pool: pg.Pool, schema: string): Promise<numb
 
 /** The schema and its lock row, each made at most once however many processes race here. */
 async function bootstrap(pool: pg.Pool, schema: string, s: string): Promise<void> {
-  const client = await pool.connect();
-  let failure: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    await client.query(MIGRATION_TIMEOUT);
+  await migrationTransaction(pool, 'BEGIN', async (client) => {
     // A role handed an existing schema may not be allowed to create one: ask before CREATE.
     const { rowCount } = await client.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema]);
     if (!rowCount) await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
     await client.query(`CREATE TABLE IF NOT EXISTS ${s}.migration_lock (id integer PRIMARY KEY)`);
     await client.query(`INSERT INTO ${s}.migration_lock (id) VALUES (1) ON CONFLICT DO NOTHING`);
+  });
+}
+
+/** One transaction of a schema change on a client of its own, under MIGRATION_TIMEOUT; a failed client is dropped. */
+async function migrationTransaction<T>(pool: pg.Pool, begin: string, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let failure: Error | undefined;
+  try {
+    await client.query(begin);
+    await client.query(MIGRATION_TIMEOUT);
+    const result = await body(client);
     await client.query('COMMIT');
+    return result;
   } catch (err) {
     failure = err instanceof Error ? err : new Error(String(err));
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
+    // not handed to the next caller in an unknown state
     client.release(failure);
   }
 }
 
 /** Under the lock row: read what is applied, apply the rest, record each; one transaction. */
 async function applyPending(pool: pg.Pool, s: string): Promise<{ version: number; applied: number }> {
-  const client = await pool.connect();
-  let failure: Error | undefined;
-  try {
-    // READ COMMITTED whatever the database's default: after waiting for the lock, the next statement must
-    // see the migrations the holder committed, not a snapshot from before the wait.
-    await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-    await client.query(MIGRATION_TIMEOUT);
+  // READ COMMITTED whatever the database's default: after waiting for the lock, the next statement must
+  // see the migrations the holder committed, not a snapshot from before the wait.
+  return migrationTransaction(pool, 'BEGIN ISOLATION LEVEL READ COMMITTED', async (client) => {
     await client.query(`SELECT id FROM ${s}.migration_lock WHERE id = 1 FOR UPDATE`);
     await client.query(`CREATE TABLE IF NOT EXISTS ${s}.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
     const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${s}.migrations ORDER BY version`);
@@ -282,16 +287,8 @@ async function applyPending(pool: pg.Pool, s: string): Promise<{ version: number
       await client.query(MIGRATIONS[v - 1]!(s));
       await client.query(`INSERT INTO ${s}.migrations (version) VALUES ($1)`, [v]);
     }
-    await client.query('COMMIT');
     return { version: SCHEMA_VERSION, applied: SCHEMA_VERSION - done.length };
-  } catch (err) {
-    failure = err instanceof Error ? err : new Error(String(err));
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    // a failed client is dropped, not handed to the next caller in an unknown state
-    client.release(failure);
-  }
+  });
 }
 
 /**
