@@ -144,16 +144,24 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     throw new Refused(415, 'a form or a JSON body is expected');
   }
 
-  /** What every state change must carry: this dashboard's exact origin, a same-origin fetch, a live session, its CSRF token. */
-  function checkStateChange(req: IncomingMessage, session: Session | undefined, fields: Record<string, unknown>): asserts session is Session {
-    if (req.headers.origin !== rp.origin) throw new Refused(403, 'refused: this request does not come from the dashboard\'s own page (Origin); nothing was done');
-    if (req.headers['sec-fetch-site'] !== 'same-origin') throw new Refused(403, 'refused: this request does not come from the dashboard\'s own page (Sec-Fetch-Site); nothing was done');
-    if (!session) throw new Refused(401, 'not signed in: `runcap dashboard login` prints a sign-in link; nothing was done');
-    const given = typeof fields.csrf === 'string' ? fields.csrf : req.headers['x-runcap-csrf'];
-    if (typeof given !== 'string' || !sameText(given, session.csrf)) throw new Refused(403, 'refused: the page\'s CSRF token is missing or stale (reload the page); nothing was done');
+  /** What every state change must carry, checked before its body is read: this dashboard's exact origin, a same-origin fetch. */
+  function checkSameOrigin(req: IncomingMessage): void {
+    if (req.headers.origin !== rp.origin) throw new Refused(403, "refused: this request does not come from the dashboard's own page (Origin); nothing was done");
+    if (req.headers['sec-fetch-site'] !== 'same-origin') throw new Refused(403, "refused: this request does not come from the dashboard's own page (Sec-Fetch-Site); nothing was done");
   }
 
-  const messageOf = (err: unknown) => (isRuncapError(err) ? err.message : 'internal error; nothing was done');
+  /** And then: a live session, and its CSRF token (a form field, or the script's header). */
+  function checkSession(req: IncomingMessage, session: Session | undefined, fields: Record<string, unknown>): asserts session is Session {
+    if (!session) throw new Refused(401, 'not signed in: `runcap dashboard login` prints a sign-in link; nothing was done');
+    const given = typeof fields.csrf === 'string' ? fields.csrf : req.headers['x-runcap-csrf'];
+    if (typeof given !== 'string' || !sameText(given, session.csrf)) throw new Refused(403, "refused: the page's CSRF token is missing or stale (reload the page); nothing was done");
+  }
+
+  const messageOf = (err: unknown) => {
+    if (isRuncapError(err)) return err.message;
+    log(`dashboard: internal error: ${(err as Error)?.message ?? String(err)}`);
+    return 'internal error; nothing was done';
+  };
 
   /** The approver passphrase typed on the page, unless too many were wrong lately (then refused unchecked, and audited). */
   async function throttled(session: Session, approvalId: string | undefined, during?: 'passkey register'): Promise<string | undefined> {
@@ -161,7 +169,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     if (wait === 0) return undefined;
     const why = `too many wrong approver passphrases in the last ${PassphraseThrottle.WINDOW_MS / 60_000} minutes in the dashboard`;
     await ledger.recordThrottled({ by: session.by, ...(approvalId ? { approvalId } : {}), ...(during ? { during } : {}), why }).catch((err: unknown) => log(`dashboard: ${messageOf(err)}`));
-    return `Too many wrong passphrases: try again in ${Math.ceil(wait / 60_000)} minute(s), or sign in afresh, or approve with a passkey; nothing was done`;
+    return `Too many wrong passphrases: try again in ${Math.ceil(wait / 60_000)} minute(s), or approve with a passkey; nothing was done`;
   }
 
   async function approveWithPassphrase(session: Session, id: string, passphrase: unknown): Promise<void> {
@@ -252,8 +260,9 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     }
 
     if (method !== 'POST') return send(res, 405, 'text/plain; charset=utf-8', 'GET and POST only', { Allow: 'GET, POST' });
+    checkSameOrigin(req);
     const fields = await fieldsOf(req);
-    checkStateChange(req, session, fields);
+    checkSession(req, session, fields);
 
     if (path === '/logout') {
       sessions.end(session);
