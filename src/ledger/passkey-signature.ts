@@ -11,8 +11,9 @@ import type { PasskeyAssertion } from './types.js';
 
 type Transports = NonNullable<WebAuthnCredential['transports']>;
 
-/** the library's reasons quote what the browser sent (its origin, its challenge): bounded where they are shown */
+/** the library's reasons quote what the browser sent (its origin, its challenge): bounded, and one printable line, for the audit row and the page */
 const REASON_MAX = 200;
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/g;
 
 /**
  * Whether `response` is this passkey's signature over `challenge`, made at `origin` for `rpId` with
@@ -42,7 +43,7 @@ export async function checkPasskeySignature(
     if (!verified.verified) return { verified: false, reason: 'the signature does not match the registered public key' };
     return { verified: true, counter: verified.authenticationInfo.newCounter };
   } catch (err) {
-    return { verified: false, reason: String((err as Error)?.message ?? err).slice(0, REASON_MAX) };
+    return { verified: false, reason: String((err as Error)?.message ?? err).replace(UNPRINTABLE, '?').slice(0, REASON_MAX) };
   }
 }
 

@@ -57,6 +57,16 @@ describe('checkPasskeySignature', () => {
     }
   });
 
+  it("the reason quotes the browser's text as one bounded printable line", async () => {
+    const outcome = await check(answer({ origin: `http://localhost:1\n\u202eAPPROVED\u0007${'x'.repeat(500)}` }));
+    expect(outcome.verified).toBe(false);
+    const reason = outcome.verified === false ? outcome.reason : '';
+    expect(reason).toContain('origin');
+    expect(reason).toContain('??APPROVED?');
+    expect(reason).not.toMatch(/[\u0000-\u001f\u202e]/);
+    expect(reason.length).toBeLessThanOrEqual(200);
+  });
+
   it('never throws on an answer it cannot read: it does not verify', async () => {
     for (const response of [{}, { id: a.credentialId }, { ...answer(), response: { ...answer().response, signature: 'AAAA' } }, { ...answer(), type: 'password' }]) {
       expect((await check(response)).verified).toBe(false);
