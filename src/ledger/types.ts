@@ -406,13 +406,28 @@ export interface NewPasskey {
 }
 
 /**
+ * A passkey's answer to one approval's challenge, passed on as the browser gave it: the ledger
+ * verifies its signature with the public key it registered, in the transaction that grants, so no
+ * caller can approve with a credential id and a counter alone.
+ */
+export interface PasskeyAssertion {
+  /** the browser's AuthenticationResponseJSON, as it came (checked by the ledger) */
+  response: unknown;
+  /** the challenge the dashboard handed out for exactly this approval (base64url) */
+  challenge: string;
+  /** the dashboard's exact origin, http://localhost:PORT */
+  origin: string;
+  /** the WebAuthn relying party id ('localhost') */
+  rpId: string;
+}
+
+/**
  * How a human answers yes: the approver passphrase typed (at a terminal, the CLI's default, or into
- * the dashboard), or a registered passkey whose assertion the dashboard verified (`counter`: the
- * signature counter of that assertion).
+ * the dashboard), or a registered passkey's signed answer to the challenge of this approval.
  */
 export type ApproveOptions =
   | { by: string; passphrase: string; via?: 'terminal' | 'dashboard' }
-  | { by: string; passkey: { credentialId: string; counter: number } };
+  | { by: string; passkey: PasskeyAssertion };
 
 export interface VendorLimit {
   vendor: string;
@@ -496,10 +511,13 @@ export interface Ledger {
   /** The status of an approval, for the key that raised it only. */
   approvalStatus(presentedKey: string, approvalId: string): Promise<Approval>;
   /**
-   * With a passkey, in the approve transaction: PASSPHRASE_REQUIRED when it is not registered (removed,
-   * dropped by a passphrase change, or a row runcap did not write); CONFLICT (and an approval_failed
-   * row) unless its signature counter advanced, when either counter is non-zero; the new counter and
-   * its last use written with the grant. The approval_approved row names the approver and the method.
+   * With a passkey, in the approve transaction: INVALID_INPUT for an assertion of the wrong shape;
+   * PASSPHRASE_REQUIRED (and an approval_failed row) when it is not registered (removed, dropped by a
+   * passphrase change, or a row runcap did not write) or its signature does not verify with the
+   * registered public key (another key, another challenge, origin or RP id, no user verification);
+   * CONFLICT (and an approval_failed row) unless its signature counter advanced, when either counter
+   * is non-zero; the new counter and its last use written with the grant. The approval_approved row
+   * names the approver and the method.
    */
   approve(id: string, opts: ApproveOptions): Promise<Approval>;
   deny(id: string, opts: { reason?: string; by: string }): Promise<Approval>;

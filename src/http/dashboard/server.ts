@@ -8,7 +8,7 @@
  * change must carry the exact Origin, Sec-Fetch-Site: same-origin and the session's CSRF token; a
  * page is not served to another site's navigation or embedding; no CORS; bodies are bounded. And a
  * session, however it was obtained, never approves: each approval needs the approver passphrase or
- * a passkey (user verification required), checked again by the ledger in the approval's transaction.
+ * a passkey (user verification required), whose signature the ledger verifies in the approval's transaction.
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -28,7 +28,7 @@ import { passkeysBody } from './pages/passkeys.js';
 import { revokeConfirmBody, runsBody, type RunView } from './pages/runs.js';
 import { SPEND_BY, spendBody, type SpendBy } from './pages/spend.js';
 import { LoginTokens, PassphraseThrottle, sameText, SESSION_COOKIE, SESSION_TTL_MS, Sessions, type Clock, type Session } from './sessions.js';
-import { authenticationOptions, registrationOptions, verifyAuthentication, verifyRegistration, type RelyingParty } from './webauthn.js';
+import { approvalChallenge, authenticationOptions, registrationOptions, verifyRegistration, type RelyingParty } from './webauthn.js';
 
 export interface DashboardOptions {
   guard: Guard;
@@ -288,9 +288,11 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
         case 'passkey/options':
           return sendJson(res, 200, await authenticationOptions(session, rp, id, await ledger.listPasskeys(), clock));
         case 'passkey/approve': {
-          const { passkey, counter } = await verifyAuthentication(session, rp, id, fields as never, (c) => ledger.passkeyByCredential(c), clock);
-          // the passkey proves its owner, whoever is signed in
-          const done = await ledger.approve(id, { by: passkey.registeredBy, passkey: { credentialId: passkey.credentialId, counter } });
+          const challenge = approvalChallenge(session, id, clock);
+          // the passkey proves its owner, whoever is signed in; the ledger verifies its signature and refuses one it does not know
+          const named = typeof fields.id === 'string' ? await ledger.passkeyByCredential(fields.id) : undefined;
+          const by = named?.registeredBy ?? session.by;
+          const done = await ledger.approve(id, { by, passkey: { response: fields, challenge, origin: rp.origin, rpId: rp.id } });
           return sendJson(res, 200, { ok: true, message: approvedText(done) });
         }
       }

@@ -1,16 +1,15 @@
 /**
  * Passkeys (WebAuthn, with @simplewebauthn/server): the options a browser needs to register one or
- * to sign an approval with one, and the checks of its answer — the challenge this session was handed
- * for exactly that approval (once, within CHALLENGE_TTL_MS), the dashboard's exact origin and RP id,
- * user verification required. The ledger then checks, in the approval's own transaction, that the
- * passkey is still registered and its counter advanced.
+ * to sign an approval with one; the check of a registration's answer (the challenge handed out for
+ * it, the dashboard's exact origin and RP id, user verification required); and, for an approval,
+ * the challenge this session was handed for exactly that approval (once, within CHALLENGE_TTL_MS),
+ * which the ledger checks the passkey's signature against, in the approval's own transaction, with
+ * the public key it registered — so the ledger, not this page, is what an approval must get past.
  */
 import {
   generateAuthenticationOptions,
   generateRegistrationOptions,
-  verifyAuthenticationResponse,
   verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
   type RegistrationResponseJSON,
   type WebAuthnCredential,
 } from '@simplewebauthn/server';
@@ -90,31 +89,10 @@ export async function authenticationOptions(session: Session, rp: RelyingParty, 
   return options;
 }
 
-/** The counter a verified assertion for this approval carries; `find` looks up the passkey it names. */
-export async function verifyAuthentication(
-  session: Session,
-  rp: RelyingParty,
-  approvalId: string,
-  response: AuthenticationResponseJSON,
-  find: (credentialId: string) => Promise<Passkey | undefined>,
-  clock: Clock,
-): Promise<{ passkey: Passkey; counter: number }> {
-  const held = takeChallenge(session, `approve ${approvalId}`, clock());
-  const passkey = typeof response?.id === 'string' ? await find(response.id) : undefined;
-  if (!passkey) throw refused('that passkey is not registered (removed, or dropped when the passphrase changed)');
-  let verified;
-  try {
-    verified = await verifyAuthenticationResponse({
-      response,
-      expectedChallenge: held.challenge,
-      expectedOrigin: rp.origin,
-      expectedRPID: rp.id,
-      credential: { id: passkey.credentialId, publicKey: new Uint8Array(Buffer.from(passkey.publicKey, 'base64url')), counter: passkey.counter, transports: passkey.transports as Transports },
-      requireUserVerification: true,
-    });
-  } catch (err) {
-    throw refused(`the passkey's signature did not verify (${(err as Error).message})`);
-  }
-  if (!verified.verified) throw refused("the passkey's signature did not verify");
-  return { passkey, counter: verified.authenticationInfo.newCounter };
+/**
+ * The challenge this session was handed for exactly this approval, taken (it answers once, right or
+ * wrong): the ledger verifies the passkey's signature over it, in the transaction that grants.
+ */
+export function approvalChallenge(session: Session, approvalId: string, clock: Clock): string {
+  return takeChallenge(session, `approve ${approvalId}`, clock()).challenge;
 }

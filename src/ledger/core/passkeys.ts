@@ -1,14 +1,15 @@
 /**
  * Passkeys: WebAuthn credentials an approver registered after typing the passphrase, which then
- * approve in the dashboard instead of it. The dashboard verifies the assertion (its signature over
- * the challenge, with the public key stored here); the ledger decides whether the passkey still
- * counts: a row runcap wrote, under the passphrase still set, whose signature counter advanced.
+ * approve in the dashboard instead of it. The ledger decides, in the transaction that grants, whether
+ * the passkey counts: a row runcap wrote, under the passphrase still set, whose signature over the
+ * approval's challenge verifies with the public key stored here (ledger/passkey-signature.ts checks
+ * it; these rules are handed the outcome) and whose signature counter advanced.
  * A row is sealed with the audit secret to the passphrase hash it was registered under, so a row
  * written into the ledger by hand, or one left from before a passphrase change, approves nothing.
  * Pure: the storage reads the rows, these rules decide and return the Writes.
  */
 import { RuncapError } from '../../policy/codes.js';
-import type { NewPasskey, Passkey } from '../types.js';
+import type { NewPasskey, Passkey, PasskeyAssertion } from '../types.js';
 import { about, SEAL, type Actor, type AuditInput, type Sealer } from './audit-chain.js';
 import type { CoreContext } from './context.js';
 import { toPasskey, type ApprovalRow, type PasskeyRow } from './rows.js';
@@ -23,6 +24,9 @@ export const MAX_SIGN_COUNT = 0xffff_ffff;
 const TRANSPORT = /^[a-z][a-z0-9-]{0,31}$/;
 const MAX_TRANSPORTS = 8;
 const NAME_MAX = 64;
+/** a WebAuthn challenge is a few dozen bytes; an origin and an RP id are host names with a scheme and port at most */
+const MAX_CHALLENGE = 1024;
+const MAX_ORIGIN = 512;
 
 export const PASSKEY_ID_PATTERN = /^pk_[0-9A-HJKMNP-TV-Z]{26}$/;
 
@@ -69,6 +73,26 @@ export function checkNewPasskey(p: NewPasskey): NewPasskey {
   checkPasskeyName(p.name);
   return { credentialId: p.credentialId, publicKey: p.publicKey, counter: p.counter, transports: [...new Set(p.transports)], name: p.name.trim() };
 }
+
+/**
+ * What approve is given with a passkey, checked before any transaction: the browser's answer (an
+ * object naming its credential; the rest is the signature check's), the challenge, origin and RP id.
+ */
+export function checkAssertion(a: unknown): asserts a is PasskeyAssertion & { response: { id: string } } {
+  if (a === null || typeof a !== 'object') throw invalid("a passkey approval is the browser's answer with the challenge, origin and RP id it answers");
+  const { response, challenge, origin, rpId } = a as Record<string, unknown>;
+  if (response === null || typeof response !== 'object' || Array.isArray(response)) throw invalid("a passkey approval's response is the browser's AuthenticationResponseJSON");
+  checkCredentialId((response as Record<string, unknown>).id);
+  if (typeof challenge !== 'string' || challenge.length === 0 || challenge.length > MAX_CHALLENGE || !BASE64URL.test(challenge)) {
+    throw invalid(`a passkey approval's challenge is base64url text of 1-${MAX_CHALLENGE} characters`);
+  }
+  for (const [what, v] of [['origin', origin], ['RP id', rpId]] as const) {
+    if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ORIGIN) throw invalid(`a passkey approval names its ${what} (1-${MAX_ORIGIN} characters)`);
+  }
+}
+
+/** The outcome of checking a passkey's signature (ledger/passkey-signature.ts): its counter, or why it failed. */
+export type SignatureCheck = { verified: true; counter: number } | { verified: false; reason: string };
 
 /** What a passkey's seal covers: the row, the key that verifies it and the passphrase it was registered under. */
 export function passkeyMaterial(r: Pick<PasskeyRow, 'id' | 'credential_id' | 'public_key'>, passphraseHash: string): string {
@@ -132,13 +156,16 @@ export interface PasskeyUseRead {
 
 /**
  * Whether the passkey presented may approve: a row runcap registered under the passphrase still
- * set, and a signature counter that advanced (both 0: an authenticator that keeps none). A counter
- * that did not advance is a cloned authenticator or a replayed assertion: refused, with an
- * approval_failed row to commit before the refusal is thrown. The use to write with the grant otherwise.
+ * set, a signature by its registered key over this approval's challenge (`signed`: checked only for
+ * such a row; none is a signature not checked, refused), and a signature counter that advanced (both
+ * 0: an authenticator that keeps none). A signature that does not verify is anyone's but the
+ * passkey's: refused as no proof of a human. A counter that did not advance is a cloned authenticator
+ * or a replayed assertion: refused. Each refusal comes with an approval_failed row to commit before
+ * it is thrown. The use to write with the grant otherwise.
  */
 export function passkeyUse(
   read: PasskeyUseRead,
-  given: { credentialId: string; counter: number },
+  signed: SignatureCheck | undefined,
   by: string,
   sealer: Pick<Sealer, 'sealMatches'>,
 ): { refused: RuncapError; writes: Writes; use?: undefined } | { refused?: undefined; use: { passkey: PasskeyRow; op: Write } } {
@@ -149,6 +176,14 @@ export function passkeyUse(
       writes: writes([], [failed(read, 'PASSPHRASE_REQUIRED', { by, method: 'passkey', passkey_id: pk?.id ?? null, why: 'the passkey is not registered' })]),
     };
   }
+  if (!signed?.verified) {
+    const reason = signed?.reason ?? 'the signature was not checked';
+    return {
+      refused: new RuncapError('PASSPHRASE_REQUIRED', `the passkey's signature did not verify (${reason}); nothing was approved`),
+      writes: writes([], [failed(read, 'PASSPHRASE_REQUIRED', { by, method: 'passkey', passkey_id: pk.id, why: `the signature did not verify: ${reason}` })]),
+    };
+  }
+  const given = { counter: signed.counter };
   const stored = Number(pk.counter);
   if ((given.counter !== 0 || stored !== 0) && !(given.counter > stored)) {
     return {

@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
+import { checkPasskeySignature } from '../passkey-signature.js';
 import { hashPassphrase, newId, newKeySecret, parseKey, PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../secrets.js';
 import type {
   Approval,
@@ -557,15 +558,14 @@ export class StoreLedger implements Ledger {
   }
 
   /**
-   * The dashboard verified the passkey's assertion; whether that passkey still counts, and its new
-   * signature counter, are decided in the transaction that grants: a removal or a passphrase change
-   * that commits first is seen, and two uses of one counter value cannot both grant.
+   * The passkey's signature over this approval's challenge, whether that passkey still counts, and
+   * its new signature counter are all decided in the transaction that grants: a removal or a
+   * passphrase change that commits first is seen, two uses of one counter value cannot both grant,
+   * and no caller approves with a credential id and a counter alone.
    */
   private async approveWithPasskey(id: string, opts: Extract<ApproveOptions, { passkey: unknown }>): Promise<Approval> {
     const given = opts.passkey;
-    if (given === null || typeof given !== 'object') throw new RuncapError('INVALID_INPUT', 'a passkey approval names the credential and its signature counter');
-    passkeys.checkCredentialId(given.credentialId);
-    passkeys.checkSignCount(given.counter);
+    passkeys.checkAssertion(given);
     const answered = await this.store.write('full', async (tx) => {
       const r = await this.approvalRow(tx, id);
       const key = (await tx.key(r.key_id))!;
@@ -574,10 +574,14 @@ export class StoreLedger implements Ledger {
       answers.assertAnswerable(r, now);
       // the passphrase before the passkey: the order a passphrase change locks them in
       const passphraseHash = await tx.setting('passphrase');
-      const passkey = await tx.passkeyByCredential(given.credentialId);
-      const use = passkeys.passkeyUse({ approval: r, actor, now, passkey, passphraseHash }, given, opts.by, this.sealer);
+      const passkey = await tx.passkeyByCredential(given.response.id);
+      // only a row runcap sealed is worth a signature check: its public key is the one registered
+      const signed = passkey && passkeys.passkeyHolds(passkey, passphraseHash, this.sealer)
+        ? await checkPasskeySignature(passkey, given)
+        : undefined;
+      const use = passkeys.passkeyUse({ approval: r, actor, now, passkey, passphraseHash }, signed, opts.by, this.sealer);
       if (use.refused) {
-        // committed: a replayed counter or an unregistered passkey stays in the audit trail
+        // committed: a bad signature, a replayed counter or an unregistered passkey stays in the audit trail
         await tx.apply(use.writes);
         return { refused: use.refused };
       }

@@ -1,0 +1,57 @@
+/**
+ * A passkey's signature, checked by the ledger with the public key it registered (the one place the
+ * ledger imports @simplewebauthn/server): the challenge, the exact origin and RP id the caller
+ * names, user verification required. Asynchronous (WebCrypto), so it sits beside the core, which
+ * stays pure and synchronous and is handed only the outcome.
+ */
+import { verifyAuthenticationResponse, type AuthenticationResponseJSON, type WebAuthnCredential } from '@simplewebauthn/server';
+import type { SignatureCheck } from './core/passkeys.js';
+import type { PasskeyRow } from './core/rows.js';
+import type { PasskeyAssertion } from './types.js';
+
+type Transports = NonNullable<WebAuthnCredential['transports']>;
+
+/** the library's reasons quote what the browser sent (its origin, its challenge): bounded, and one printable line, for the audit row and the page */
+const REASON_MAX = 200;
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/g;
+
+/**
+ * Whether `response` is this passkey's signature over `challenge`, made at `origin` for `rpId` with
+ * user verification; its signature counter when it is. Never throws: a malformed answer is a
+ * signature that does not verify.
+ */
+export async function checkPasskeySignature(
+  passkey: Pick<PasskeyRow, 'credential_id' | 'public_key' | 'transports'>,
+  assertion: PasskeyAssertion,
+): Promise<SignatureCheck> {
+  try {
+    const verified = await verifyAuthenticationResponse({
+      // its shape is the library's to check: whatever it cannot read does not verify
+      response: assertion.response as AuthenticationResponseJSON,
+      expectedChallenge: assertion.challenge,
+      expectedOrigin: assertion.origin,
+      expectedRPID: assertion.rpId,
+      credential: {
+        id: passkey.credential_id,
+        publicKey: new Uint8Array(Buffer.from(passkey.public_key, 'base64url')),
+        // 0: the library then leaves the counter alone, and core/passkeys.ts keeps its rule (CONFLICT, audited)
+        counter: 0,
+        transports: parseTransports(passkey.transports),
+      },
+      requireUserVerification: true,
+    });
+    if (!verified.verified) return { verified: false, reason: 'the signature does not match the registered public key' };
+    return { verified: true, counter: verified.authenticationInfo.newCounter };
+  } catch (err) {
+    return { verified: false, reason: String((err as Error)?.message ?? err).replace(UNPRINTABLE, '?').slice(0, REASON_MAX) };
+  }
+}
+
+function parseTransports(stored: string): Transports {
+  try {
+    const parsed: unknown = JSON.parse(stored);
+    return Array.isArray(parsed) ? (parsed.filter((t) => typeof t === 'string') as Transports) : [];
+  } catch {
+    return [];
+  }
+}
