@@ -5,10 +5,10 @@
  * verification (real assertions, from a software authenticator), and a signature counter that
  * advanced; every step audited, and verify stays clean.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DENIAL_ROWS_PER_MINUTE } from '../../src/ledger/core/denials.js';
-import { MAX_SIGN_COUNT } from '../../src/ledger/core/passkeys.js';
+import { approvalChallenge, MAX_SIGN_COUNT } from '../../src/ledger/core/passkeys.js';
 import type { Decision, HumanProof, NewPasskey, Passkey, PasskeyAssertion } from '../../src/ledger/types.js';
 import { expectCode, humanProof, issue, MINUTE, onPostgres, openTestLedger, PAY, req, SECOND, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 import { newChallenge, SoftwareAuthenticator, type AssertOptions } from '../helpers/passkey-authenticator.js';
@@ -45,8 +45,8 @@ async function registered(n: number, extra: Partial<NewPasskey> = {}): Promise<{
 }
 
 /** What the dashboard hands approve: the authenticator's answer to a fresh challenge, signed with `counter`, at the dashboard's origin. */
-function signed(a: SoftwareAuthenticator, counter: number, o: Partial<AssertOptions> = {}): PasskeyAssertion {
-  const challenge = newChallenge();
+function signed(a: SoftwareAuthenticator, approvalId: string, counter: number, o: Partial<AssertOptions> = {}): PasskeyAssertion {
+  const challenge = approvalChallenge(approvalId, randomBytes(16));
   return { response: a.assert({ challenge, origin: ORIGIN, rpId: RP_ID, counter, ...o }), challenge, origin: ORIGIN, rpId: RP_ID };
 }
 
@@ -137,7 +137,7 @@ describe('approving with a passkey', () => {
     const { a, pk } = await registered(1, { counter: 3 });
     const { approvalId, keyId, call } = await pendingApproval();
     t.clock.advance(5 * SECOND);
-    const approved = await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, 4) });
+    const approved = await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, approvalId, 4) });
     expect(approved).toMatchObject({ status: 'approved', decidedBy: 'alice' });
     expect(await t.ledger.listPasskeys()).toEqual([{ ...pk, counter: 4, lastUsedAt: t.clock.now() }]);
     const [row] = (await t.ledger.queryAudit({ keyId })).filter((r) => r.event === 'approval_approved');
@@ -151,7 +151,7 @@ describe('approving with a passkey', () => {
     const { a, pk } = await registered(1, { counter: 7 });
     const { approvalId, keyId } = await pendingApproval();
     for (const counter of [7, 6, 0]) {
-      const err = await expectCode(t.ledger.approve(approvalId, { by: 'mallory', passkey: signed(a, counter) }), 'CONFLICT');
+      const err = await expectCode(t.ledger.approve(approvalId, { by: 'mallory', passkey: signed(a, approvalId, counter) }), 'CONFLICT');
       expect(err.message).toContain('did not advance');
     }
     expect((await t.ledger.getApproval(approvalId)).status).toBe('pending');
@@ -161,7 +161,7 @@ describe('approving with a passkey', () => {
       [7, 6, 0].map((c) => ({ code: 'CONFLICT', approvalId, details: { by: 'mallory', method: 'passkey', passkey_id: pk.id, why: `signature counter ${c} after 7` } })),
     );
     // the next count does approve
-    await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, 8) });
+    await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, approvalId, 8) });
     expect((await t.ledger.getApproval(approvalId)).status).toBe('approved');
     await expectVerified();
   });
@@ -170,20 +170,22 @@ describe('approving with a passkey', () => {
     const counting = await registered(1);
     const first = await pendingApproval('first');
     const second = await pendingApproval('second');
-    const answer = signed(counting.a, 1);
+    const answer = signed(counting.a, first.approvalId, 1);
     await t.ledger.approve(first.approvalId, { by: 'alice', passkey: answer });
-    // the very same signed answer, presented again
-    await expectCode(t.ledger.approve(second.approvalId, { by: 'alice', passkey: answer }), 'CONFLICT');
+    // the very same signed answer, presented again for another request: its challenge names the first
+    await expectCode(t.ledger.approve(second.approvalId, { by: 'alice', passkey: answer }), 'PASSPHRASE_REQUIRED');
+    // a new answer for the second with a count already seen: a copied authenticator
+    await expectCode(t.ledger.approve(second.approvalId, { by: 'alice', passkey: signed(counting.a, second.approvalId, 1) }), 'CONFLICT');
     expect((await t.ledger.getApproval(second.approvalId)).status).toBe('pending');
 
     const counterless = await registered(2);
     const third = await pendingApproval('third');
-    await t.ledger.approve(second.approvalId, { by: 'alice', passkey: signed(counterless.a, 0) });
-    await t.ledger.approve(third.approvalId, { by: 'alice', passkey: signed(counterless.a, 0) });
+    await t.ledger.approve(second.approvalId, { by: 'alice', passkey: signed(counterless.a, second.approvalId, 0) });
+    await t.ledger.approve(third.approvalId, { by: 'alice', passkey: signed(counterless.a, third.approvalId, 0) });
     expect((await t.ledger.getApproval(third.approvalId)).status).toBe('approved');
     // once it has counted, it may not fall back to 0
     const fourth = await pendingApproval('fourth');
-    await expectCode(t.ledger.approve(fourth.approvalId, { by: 'alice', passkey: signed(counting.a, 0) }), 'CONFLICT');
+    await expectCode(t.ledger.approve(fourth.approvalId, { by: 'alice', passkey: signed(counting.a, fourth.approvalId, 0) }), 'CONFLICT');
     await expectVerified();
   });
 
@@ -196,8 +198,8 @@ describe('approving with a passkey', () => {
     const other = onPostgres ? t.reopen() : t.ledger;
     try {
       const results = await Promise.allSettled([
-        t.ledger.approve(first.approvalId, { by: 'alice', passkey: signed(a, 11) }),
-        other.approve(second.approvalId, { by: 'alice', passkey: signed(a, 11) }),
+        t.ledger.approve(first.approvalId, { by: 'alice', passkey: signed(a, first.approvalId, 11) }),
+        other.approve(second.approvalId, { by: 'alice', passkey: signed(a, second.approvalId, 11) }),
       ]);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       const [lost] = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -218,7 +220,7 @@ describe('approving with a passkey', () => {
     expect(removed).toEqual(pk);
     expect(await t.ledger.listPasskeys()).toEqual([]);
     expect(await t.ledger.passkeyByCredential(pk.credentialId)).toBeUndefined();
-    const err = await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, 1) }), 'PASSPHRASE_REQUIRED');
+    const err = await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, approvalId, 1) }), 'PASSPHRASE_REQUIRED');
     expect(err.message).toBe('the passkey is not registered (removed, or dropped when the passphrase changed); nothing was approved');
     expect((await t.ledger.getApproval(approvalId)).status).toBe('pending');
     const audit = await t.ledger.queryAudit({});
@@ -235,9 +237,9 @@ describe('approving with a passkey', () => {
     const { a } = await registered(1);
     const { approvalId } = await pendingApproval();
     await t.ledger.deny(approvalId, { by: 'bob', reason: 'no' });
-    await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, 1) }), 'CONFLICT');
+    await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, approvalId, 1) }), 'CONFLICT');
     expect((await t.ledger.listPasskeys())[0]).toMatchObject({ counter: 0, lastUsedAt: null });
-    await expectCode(t.ledger.approve('apr_nope', { by: 'alice', passkey: signed(a, 1) }), 'NOT_FOUND');
+    await expectCode(t.ledger.approve('apr_nope', { by: 'alice', passkey: signed(a, 'apr_nope', 1) }), 'NOT_FOUND');
   });
 });
 
@@ -264,7 +266,7 @@ describe("the passkey's signature, verified by the ledger", () => {
     const counter = Buffer.alloc(4);
     counter.writeUInt32BE(MAX_SIGN_COUNT);
     const authenticatorData = Buffer.concat([createHash('sha256').update(RP_ID).digest(), Buffer.from([0x05]), counter]).toString('base64url');
-    const challenge = newChallenge();
+    const challenge = approvalChallenge(approvalId, randomBytes(16));
     const clientDataJSON = Buffer.from(JSON.stringify({ type: 'webauthn.get', challenge, origin: ORIGIN, crossOrigin: false })).toString('base64url');
     for (const signature of ['', 'AAAA', Buffer.alloc(72, 1).toString('base64url')]) {
       const forged = { id: pk.credentialId, rawId: pk.credentialId, type: 'public-key', response: { authenticatorData, clientDataJSON, signature }, clientExtensionResults: {} };
@@ -273,7 +275,7 @@ describe("the passkey's signature, verified by the ledger", () => {
     }
     expect(await t.ledger.authorize(call)).toMatchObject({ allowed: false });
     // the counter was not pushed to the end of its range: the real authenticator's next count approves
-    await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, 6) });
+    await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, approvalId, 6) });
     expect(await t.ledger.listPasskeys()).toEqual([expect.objectContaining({ counter: 6 })]);
     await expectVerified();
   });
@@ -282,7 +284,7 @@ describe("the passkey's signature, verified by the ledger", () => {
     const { pk } = await registered(1);
     const { approvalId, keyId } = await pendingApproval();
     const impostor = new SoftwareAuthenticator();
-    const answer = signed(impostor, 1, { credentialId: pk.credentialId });
+    const answer = signed(impostor, approvalId, 1, { credentialId: pk.credentialId });
     await expectRefused(approvalId, keyId, answer, /signature does not match/, pk.id);
     await expectVerified();
   });
@@ -291,16 +293,20 @@ describe("the passkey's signature, verified by the ledger", () => {
     const { a, pk } = await registered(1);
     const { approvalId, keyId } = await pendingApproval();
     // signed over one challenge (another approval's, say), presented with this approval's
-    await expectRefused(approvalId, keyId, { ...signed(a, 1), challenge: newChallenge() }, /challenge/, pk.id);
+    await expectRefused(approvalId, keyId, { ...signed(a, approvalId, 1), challenge: approvalChallenge(approvalId, randomBytes(16)) }, /challenge/, pk.id);
+    // a good signature over a challenge made for another request: it approves that one only
+    const other = await pendingApproval();
+    await expectRefused(approvalId, keyId, signed(a, other.approvalId, 1), /the challenge it answers was not made for this approval/, pk.id);
+    await expectRefused(approvalId, keyId, { ...signed(a, approvalId, 1), challenge: newChallenge() }, /not made for this approval/, pk.id);
     // a page on another localhost port had the authenticator sign
-    await expectRefused(approvalId, keyId, { ...signed(a, 2, { origin: 'http://localhost:9999' }), origin: ORIGIN }, /origin/, pk.id);
+    await expectRefused(approvalId, keyId, { ...signed(a, approvalId, 2, { origin: 'http://localhost:9999' }), origin: ORIGIN }, /origin/, pk.id);
     // an answer that names the other origin is still not the dashboard's
-    await expectRefused(approvalId, keyId, signed(a, 3, { origin: 'http://localhost:9999' }), /origin/, pk.id);
-    await expectRefused(approvalId, keyId, signed(a, 4, { rpId: 'example.com' }), /RP ID/i, pk.id);
-    await expectRefused(approvalId, keyId, { ...signed(a, 5), rpId: 'example.com' }, /RP ID/i, pk.id);
+    await expectRefused(approvalId, keyId, signed(a, approvalId, 3, { origin: 'http://localhost:9999' }), /origin/, pk.id);
+    await expectRefused(approvalId, keyId, signed(a, approvalId, 4, { rpId: 'example.com' }), /RP ID/i, pk.id);
+    await expectRefused(approvalId, keyId, { ...signed(a, approvalId, 5), rpId: 'example.com' }, /RP ID/i, pk.id);
     // a registration's answer is not an approval's
-    await expectRefused(approvalId, keyId, signed(a, 6, { type: 'webauthn.create' }), /type/, pk.id);
-    await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, 7) });
+    await expectRefused(approvalId, keyId, signed(a, approvalId, 6, { type: 'webauthn.create' }), /type/, pk.id);
+    await t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, approvalId, 7) });
     expect((await t.ledger.getApproval(approvalId)).status).toBe('approved');
     await expectVerified();
   });
@@ -308,21 +314,21 @@ describe("the passkey's signature, verified by the ledger", () => {
   it('an answer without user verification (a touch, no fingerprint or PIN) is refused', async () => {
     const { a, pk } = await registered(1);
     const { approvalId, keyId } = await pendingApproval();
-    await expectRefused(approvalId, keyId, signed(a, 1, { userVerified: false }), /User verification required/, pk.id);
+    await expectRefused(approvalId, keyId, signed(a, approvalId, 1, { userVerified: false }), /User verification required/, pk.id);
     await expectVerified();
   });
 
   it('an unregistered credential is refused as not registered, whatever it signs', async () => {
     const { approvalId, keyId } = await pendingApproval();
     const stranger = new SoftwareAuthenticator();
-    const err = await expectRefused(approvalId, keyId, signed(stranger, 1), /^the passkey is not registered$/);
+    const err = await expectRefused(approvalId, keyId, signed(stranger, approvalId, 1), /^the passkey is not registered$/);
     expect(err.message).toBe('the passkey is not registered (removed, or dropped when the passphrase changed); nothing was approved');
   });
 
   it('an assertion of the wrong shape is INVALID_INPUT, before any transaction: nothing written', async () => {
     const { a } = await registered(1);
     const { approvalId } = await pendingApproval();
-    const good = signed(a, 1) as PasskeyAssertion & { response: Record<string, unknown> };
+    const good = signed(a, approvalId, 1) as PasskeyAssertion & { response: Record<string, unknown> };
     const before = await t.state();
     for (const bad of [
       null,
@@ -353,7 +359,7 @@ describe('a passphrase change drops every passkey', () => {
     expect(await t.ledger.listPasskeys()).toEqual([]);
     const sets = (await t.ledger.queryAudit({})).filter((r) => r.event === 'passphrase_set');
     expect(sets.at(-1)!.details).toMatchObject({ replaced: true, passkeys_dropped: 2 });
-    await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, 1) }), 'PASSPHRASE_REQUIRED');
+    await expectCode(t.ledger.approve(approvalId, { by: 'alice', passkey: signed(a, approvalId, 1) }), 'PASSPHRASE_REQUIRED');
     await expectVerified();
   });
 
@@ -366,13 +372,13 @@ describe('a passphrase change drops every passkey', () => {
     expect(await t.ledger.passkeyByCredential('forged-cred')).toBeUndefined();
     const first = await pendingApproval('first');
     // signed by the very key the row holds: the row is still not one runcap registered
-    await expectCode(t.ledger.approve(first.approvalId, { by: 'mallory', passkey: signed(a, 1, { credentialId: 'forged-cred' }) }), 'PASSPHRASE_REQUIRED');
+    await expectCode(t.ledger.approve(first.approvalId, { by: 'mallory', passkey: signed(a, first.approvalId, 1, { credentialId: 'forged-cred' }) }), 'PASSPHRASE_REQUIRED');
 
     await t.ledger.setPassphrase('a new approver passphrase', TEST_PASSPHRASE, { by: 'alice' });
     await t.sql('INSERT INTO passkeys (id, credential_id, public_key, counter, transports, name, registered_by, created_at, last_used_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       saved!.id, saved!.credential_id, saved!.public_key, saved!.counter, saved!.transports, saved!.name, saved!.registered_by, saved!.created_at, saved!.last_used_at, saved!.mac);
     expect(await t.ledger.passkeyByCredential(pk.credentialId)).toBeUndefined();
-    await expectCode(t.ledger.approve(first.approvalId, { by: 'mallory', passkey: signed(a, 1) }), 'PASSPHRASE_REQUIRED');
+    await expectCode(t.ledger.approve(first.approvalId, { by: 'mallory', passkey: signed(a, first.approvalId, 1) }), 'PASSPHRASE_REQUIRED');
     expect((await t.ledger.getApproval(first.approvalId)).status).toBe('pending');
   });
 });

@@ -28,7 +28,7 @@ import { passkeysBody } from './pages/passkeys.js';
 import { revokeConfirmBody, runsBody, type RunView } from './pages/runs.js';
 import { SPEND_BY, spendBody, type SpendBy } from './pages/spend.js';
 import { LoginTokens, PassphraseThrottle, sameText, SESSION_COOKIE, SESSION_TTL_MS, Sessions, type Clock, type Session } from './sessions.js';
-import { approvalChallenge, authenticationOptions, registrationOptions, verifyRegistration, type RelyingParty } from './webauthn.js';
+import { authenticationOptions, registrationOptions, takeApprovalChallenge, verifyRegistration, type RelyingParty } from './webauthn.js';
 
 export interface DashboardOptions {
   guard: Guard;
@@ -288,7 +288,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
         case 'passkey/options':
           return sendJson(res, 200, await authenticationOptions(session, rp, id, await ledger.listPasskeys(), clock));
         case 'passkey/approve': {
-          const challenge = approvalChallenge(session, id, clock);
+          const challenge = takeApprovalChallenge(session, id, clock);
           // the passkey proves its owner, whoever is signed in; the ledger verifies its signature and refuses one it does not know
           const named = typeof fields.id === 'string' ? await ledger.passkeyByCredential(fields.id) : undefined;
           const by = named?.registeredBy ?? session.by;

@@ -6,6 +6,7 @@
  * which the ledger checks the passkey's signature against, in the approval's own transaction, with
  * the public key it registered — so the ledger, not this page, is what an approval must get past.
  */
+import { randomBytes } from 'node:crypto';
 import {
   generateAuthenticationOptions,
   generateRegistrationOptions,
@@ -15,6 +16,7 @@ import {
 } from '@simplewebauthn/server';
 import type { HumanProof, NewPasskey, Passkey } from '../../ledger/types.js';
 import { RuncapError } from '../../policy/codes.js';
+import { approvalChallenge } from '../../ledger/core/passkeys.js';
 import type { Clock, Session } from './sessions.js';
 
 type Transports = NonNullable<WebAuthnCredential['transports']>;
@@ -84,6 +86,8 @@ export async function authenticationOptions(session: Session, rp: RelyingParty, 
     allowCredentials: passkeys.map((p) => ({ id: p.credentialId, transports: p.transports as Transports })),
     userVerification: 'required',
     timeout: CHALLENGE_TTL_MS,
+    // the ledger approves only the request a challenge names
+    challenge: Buffer.from(approvalChallenge(approvalId, randomBytes(16)), 'base64url'),
   });
   holdChallenge(session, `approve ${approvalId}`, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS }, clock());
   return options;
@@ -93,6 +97,6 @@ export async function authenticationOptions(session: Session, rp: RelyingParty, 
  * The challenge this session was handed for exactly this approval, taken (it answers once, right or
  * wrong): the ledger verifies the passkey's signature over it, in the transaction that grants.
  */
-export function approvalChallenge(session: Session, approvalId: string, clock: Clock): string {
+export function takeApprovalChallenge(session: Session, approvalId: string, clock: Clock): string {
   return takeChallenge(session, `approve ${approvalId}`, clock()).challenge;
 }

@@ -8,6 +8,7 @@
  * written into the ledger by hand, or one left from before a passphrase change, approves nothing.
  * Pure: the storage reads the rows, these rules decide and return the Writes.
  */
+import { createHash } from 'node:crypto';
 import { RuncapError } from '../../policy/codes.js';
 import type { NewPasskey, Passkey, PasskeyAssertion } from '../types.js';
 import { about, SEAL, type Actor, type AuditInput, type Sealer } from './audit-chain.js';
@@ -89,6 +90,25 @@ export function checkAssertion(a: unknown): asserts a is PasskeyAssertion & { re
   for (const [what, v] of [['origin', origin], ['RP id', rpId]] as const) {
     if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ORIGIN) throw invalid(`a passkey approval names its ${what} (1-${MAX_ORIGIN} characters)`);
   }
+}
+
+/** how much of a challenge names the approval it is for */
+const APPROVAL_DIGEST_BYTES = 16;
+const approvalDigest = (approvalId: string) => createHash('sha256').update(`runcap passkey approval\n${approvalId}`).digest().subarray(0, APPROVAL_DIGEST_BYTES);
+
+/**
+ * The challenge a passkey signs to approve exactly `approvalId`: fresh random bytes, then a digest of
+ * the approval's id. A signed answer approves only the request it was asked for — from an
+ * authenticator that keeps no signature counter too, whose answers the counter rule cannot tell apart.
+ */
+export function approvalChallenge(approvalId: string, random: Uint8Array): string {
+  return Buffer.concat([Buffer.from(random), approvalDigest(approvalId)]).toString('base64url');
+}
+
+/** Whether a challenge was made for this approval (approvalChallenge). */
+export function challengeIsFor(challenge: string, approvalId: string): boolean {
+  const bytes = Buffer.from(challenge, 'base64url');
+  return bytes.length > APPROVAL_DIGEST_BYTES && bytes.subarray(-APPROVAL_DIGEST_BYTES).equals(approvalDigest(approvalId));
 }
 
 /** The outcome of checking a passkey's signature (ledger/passkey-signature.ts): its counter, or why it failed. */

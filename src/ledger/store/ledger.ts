@@ -576,9 +576,12 @@ export class StoreLedger implements Ledger {
       const passphraseHash = await tx.setting('passphrase');
       const passkey = await tx.passkeyByCredential(given.response.id);
       // only a row runcap sealed is worth a signature check: its public key is the one registered
-      const signed = passkey && passkeys.passkeyHolds(passkey, passphraseHash, this.sealer)
-        ? await checkPasskeySignature(passkey, given)
-        : undefined;
+      const signed =
+        passkey && passkeys.passkeyHolds(passkey, passphraseHash, this.sealer)
+          ? passkeys.challengeIsFor(given.challenge, r.id)
+            ? await checkPasskeySignature(passkey, given)
+            : { verified: false as const, reason: 'the challenge it answers was not made for this approval' }
+          : undefined;
       const use = passkeys.passkeyUse({ approval: r, actor, now, passkey, passphraseHash }, signed, opts.by, this.sealer);
       if (use.refused) {
         // committed: a bad signature, a replayed counter or an unregistered passkey stays in the audit trail
