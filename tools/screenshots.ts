@@ -114,20 +114,25 @@ function startServer(env: Record<string, string>): Promise<{ child: ChildProcess
   const child = spawn(process.execPath, [CLI, 'serve', '--http', '--port', '0', '--dashboard-port', '0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   return new Promise((resolve, reject) => {
+    let started = false;
     const timer = setTimeout(() => fail('did not start within 15 s'), 15_000);
     const fail = (why: string) => {
       clearTimeout(timer);
       child.kill('SIGKILL');
       reject(new Error(`runcap serve --http ${why}:\n${stderr}`));
     };
-    child.once('exit', (code) => fail(`exited with ${code}`));
+    const early = (code: number | null) => fail(`exited with ${code}`);
+    child.once('exit', early);
+    // read to the end, so the server never blocks on a full pipe; its lines matter only until it listens
     child.stderr!.on('data', (d: Buffer) => {
+      if (started) return;
       stderr += d.toString();
       const mcp = /listening on (http:\/\/\S+\/mcp)/.exec(stderr);
       const dash = /runcap: dashboard on (http:\/\/localhost:\d+)/.exec(stderr);
       if (mcp && dash) {
+        started = true;
         clearTimeout(timer);
-        child.removeAllListeners('exit');
+        child.off('exit', early);
         resolve({ child, mcpUrl: mcp[1]!, dashboard: dash[1]! });
       }
     });
@@ -136,7 +141,7 @@ function startServer(env: Record<string, string>): Promise<{ child: ChildProcess
 
 /** A fresh sign-in URL from `runcap dashboard login`, as the operator gets one. */
 function loginUrl(env: Record<string, string>): Promise<string> {
-  const child = spawn(process.execPath, [CLI, 'dashboard', 'login'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'dashboard', 'login', '--by', 'alice'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));

@@ -49,8 +49,8 @@ describe('revoke', () => {
     const run = page.locator(`article.run[data-key-id="${agent.id}"]`);
     await run.waitFor();
     expect(await run.innerText()).toContain('revoke-run');
-    await run.locator('form.revoke button', { hasText: 'Revoke…' }).click();
-    await page.waitForURL(`${t.dashboard.origin}/runs/${agent.id}/revoke`);
+    await run.locator('form.revoke button', { hasText: /^Revoke/ }).click();
+    await page.waitForURL((u) => u.origin === t.dashboard.origin && u.pathname === `/runs/${agent.id}/revoke`);
     const confirm = page.locator('form.confirm-revoke button', { hasText: 'Revoke' });
     await confirm.waitFor();
 

@@ -24,7 +24,13 @@ const CRAFTED = {
 
 /** The card's elements, by tag and class, in document order: the structure the page gave it. */
 function structureOf(card: Locator): Promise<string[]> {
-  return card.evaluate(`(el) => [...el.querySelectorAll('*')].map((e) => e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).trim().split(/\\s+/).sort().join('.') : ''))`) as Promise<string[]>;
+  // `any`: this project's TypeScript has no DOM types; the function runs in the page
+  return card.evaluate((el: any) =>
+    [...el.querySelectorAll('*')].map((e: any) => {
+      const cls = typeof e.className === 'string' ? e.className.trim().split(/\s+/).filter(Boolean).sort() : [];
+      return [e.tagName.toLowerCase(), ...cls].join('.');
+    }),
+  );
 }
 
 const squeeze = (s: string) => s.replace(/\s+/g, '');
@@ -44,14 +50,16 @@ describe('agent text on /approvals', () => {
     await crafted.waitFor({ state: 'visible', timeout: SEEN_WITHIN_MS });
 
     // nothing the agent wrote is an element: the crafted card has the plain card's structure, element for element
-    expect(await structureOf(crafted)).toEqual(await structureOf(plain));
-    for (const selector of ['a', 'img', 'script', 'iframe', 'b', 'strong', '.flash', 'form[method=post]:not(.approve-passphrase):not(.deny)']) {
+    const structure = await structureOf(plain);
+    expect(structure.length).toBeGreaterThan(10);
+    expect(await structureOf(crafted)).toEqual(structure);
+    for (const selector of ['a[href*="//x"]', 'a[href^="http://localhost:1"]', 'img', 'script', 'iframe', '.flash', 'div.flash', 'strong', 'button.approve-passkey']) {
       expect(await crafted.locator(selector).count(), selector).toBe(0);
     }
-    // the page's own controls only: one passphrase form, one deny form (and no passkey button: none is registered)
+    // the page's own controls only (and no passkey button: none is registered)
     expect(await crafted.locator('button').count()).toBe(await plain.locator('button').count());
-    expect(await crafted.locator('button.approve-passkey').count()).toBe(0);
-    expect(await page.locator('.flash').count()).toBe(0);
+    // the page's one status line (kept hidden until a form is answered) says nothing
+    expect(await page.locator('.flash:not(.none)').count()).toBe(0);
 
     // and every crafted text is there to read, as written
     const shown = squeeze((await crafted.locator('.params pre').allInnerTexts()).join('\n'));
