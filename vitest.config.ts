@@ -19,6 +19,7 @@ const SQLITE_ONLY = [
   'test/http/proxy-wire.test.ts',
   // the dashboard's sign-in links, sessions and template: no storage either
   'test/http/dashboard-sessions.test.ts',
+  'test/http/dashboard-pages.test.ts',
   // the ledger's passkey signature check and the tests' software authenticator: no storage
   'test/ledger/passkey-signature.test.ts',
 ];

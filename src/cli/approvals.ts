@@ -16,14 +16,13 @@ import type { Command } from 'commander';
 import { openGuard } from '../guard/index.js';
 import type { Approval } from '../ledger/types.js';
 import { isRuncapError, RuncapError } from '../policy/codes.js';
-import { amountText, leavesOf, priceNote, recipientsOf, vendorAmount, viewOf, type ApprovalView } from '../http/dashboard/approval-view.js';
+import { amountText, anyHidden, leavesOf, priceNote, recipientsOf, vendorAmount, viewOf, type ApprovalView } from '../http/approval-view.js';
 import {
   agentAtoms,
   type Atom,
   CONT,
   cutAtoms,
   displayWidth,
-  hasEscaped,
   inert,
   isoTime,
   layoutAtoms,
@@ -72,9 +71,6 @@ function snakeKeys(o: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]));
 }
 
-
-
-
 /*
  * How much of what the agent wrote is shown: at most VALUE_CHARS characters
  * and VALUE_LINES lines of one parameter, PARAM_LINES lines of parameters in
@@ -113,7 +109,6 @@ function recipientAtoms(args: Record<string, unknown>): Atom[] {
   if (list.length > shown.length) out.push(...text(` and ${list.length - shown.length} more (${EVERYTHING})`));
   return out;
 }
-
 
 /**
  * One argument: `    name: "text"` or `    name: 42`, hard-wrapped, every
@@ -172,14 +167,6 @@ function parametersOf(args: Record<string, unknown>, width: number): string[] {
   }
   return [...one.filter((_, i) => shown.has(i)).flat(), ...wrapOwn(`… ${leaves.length - shown.size} more parameter(s) not shown; ${EVERYTHING}`, '    ', '      ', width)];
 }
-
-/** true when any text the agent wrote holds a character shown as an escape. */
-function anyHidden(value: unknown): boolean {
-  if (value !== null && typeof value === 'object') return Object.entries(value as Record<string, unknown>).some(([k, v]) => hasEscaped(k) || anyHidden(v));
-  return typeof value === 'string' && hasEscaped(value);
-}
-
-
 
 const keyAtoms = (v: ApprovalView): Atom[] => [
   ...agent(v.approval.label, NAME_CHARS),

@@ -70,6 +70,6 @@ export function registerDashboardCommands(program: Command): void {
       assertInitialized(home);
       // `--by` after `login` is parsed by `dashboard`, which has the same option
       const { by } = cmd.optsWithGlobals<{ by?: string }>();
-      process.stdout.write(signInLine(signInLink(home, approverName(by)).url));
+      process.stdout.write(signInLine(signInLink(home, approverName(by))));
     });
 }

@@ -10,7 +10,7 @@ import { formatUsd, usdDecimal } from '../policy/rules.js';
 import { RuncapError } from '../policy/codes.js';
 import { escapeChar, inert, isEscaped } from '../policy/display.js';
 
-export { currencyAmount, hasEscaped, inert } from '../policy/display.js';
+export { hasEscaped, inert } from '../policy/display.js';
 
 /** 0 done, 1 refused / not found / verification failed, 2 usage error. */
 export const EXIT = { ok: 0, refused: 1, usage: 2 } as const;
@@ -55,7 +55,6 @@ export function localTime(ms: number | null | undefined): string {
 
 /** ISO UTC for machines. */
 export const isoTime = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
-
 
 /**
  * Read a line from the terminal without echo, typed after the prompt appeared. Refuses when stdin is not a TTY.
@@ -244,7 +243,6 @@ export class TtyKeys {
   }
 }
 
-
 /**
  * A decimal runcap wrote itself (an amount as "12.50" or "-0.0083"): put in
  * a CSV cell as it is, so a spreadsheet reads it as a number — a negative one
@@ -276,8 +274,6 @@ function csvCell(value: unknown): string {
 export function csvLine(cells: unknown[]): string {
   return `${cells.map(csvCell).join(',')}\r\n`;
 }
-
-/** Control, invisible and direction-changing characters: agentAtoms() shows them as \\xNN / \\uNNNN. */
 
 /*
  * Laying out text an agent wrote (approve, approvals watch) so that it can
@@ -315,8 +311,6 @@ export function displayWidth(text: string): number {
   for (const ch of text) w += ch >= ' ' && ch <= '~' ? 1 : 2;
   return w;
 }
-
-
 
 /**
  * Text an agent wrote, as atoms to lay out: control, invisible and

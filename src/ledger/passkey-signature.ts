@@ -4,16 +4,37 @@
  * names, user verification required. Asynchronous (WebCrypto), so it sits beside the core, which
  * stays pure and synchronous and is handed only the outcome.
  */
+import { createHash } from 'node:crypto';
 import { verifyAuthenticationResponse, type AuthenticationResponseJSON, type WebAuthnCredential } from '@simplewebauthn/server';
+import { printableLine } from '../policy/display.js';
 import type { SignatureCheck } from './core/passkeys.js';
 import type { PasskeyRow } from './core/rows.js';
 import type { PasskeyAssertion } from './types.js';
 
-type Transports = NonNullable<WebAuthnCredential['transports']>;
+export type Transports = NonNullable<WebAuthnCredential['transports']>;
+
+/** how much of a challenge names the approval it is for */
+const APPROVAL_DIGEST_BYTES = 16;
+const approvalDigest = (approvalId: string) => createHash('sha256').update(`runcap passkey approval\n${approvalId}`).digest().subarray(0, APPROVAL_DIGEST_BYTES);
+
+/**
+ * The challenge a passkey signs to approve exactly `approvalId`: fresh random bytes, then a digest of
+ * the approval's id. A signed answer approves only the request it was asked for — from an
+ * authenticator that keeps no signature counter too, whose answers the counter rule cannot tell apart.
+ */
+export function approvalChallenge(approvalId: string, random: Uint8Array): string {
+  return Buffer.concat([Buffer.from(random), approvalDigest(approvalId)]).toString('base64url');
+}
+
+/** Whether a challenge was made for this approval (approvalChallenge). */
+export function challengeIsFor(challenge: string, approvalId: string): boolean {
+  const bytes = Buffer.from(challenge, 'base64url');
+  return bytes.length > APPROVAL_DIGEST_BYTES && bytes.subarray(-APPROVAL_DIGEST_BYTES).equals(approvalDigest(approvalId));
+}
+
 
 /** the library's reasons quote what the browser sent (its origin, its challenge): bounded, and one printable line, for the audit row and the page */
 const REASON_MAX = 200;
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/g;
 
 /**
  * Whether `response` is this passkey's signature over `challenge`, made at `origin` for `rpId` with
@@ -43,7 +64,7 @@ export async function checkPasskeySignature(
     if (!verified.verified) return { verified: false, reason: 'the signature does not match the registered public key' };
     return { verified: true, counter: verified.authenticationInfo.newCounter };
   } catch (err) {
-    return { verified: false, reason: String((err as Error)?.message ?? err).replace(UNPRINTABLE, '?').slice(0, REASON_MAX) };
+    return { verified: false, reason: printableLine(String((err as Error)?.message ?? err)).slice(0, REASON_MAX) };
   }
 }
 

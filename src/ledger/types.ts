@@ -427,6 +427,7 @@ export interface PasskeyAssertion {
  */
 export type ApproveOptions =
   | { by: string; passphrase: string; via?: 'terminal' | 'dashboard' }
+  /** by: who presents it (named in a refusal's audit row); a grant is recorded under the passkey's owner */
   | { by: string; passkey: PasskeyAssertion };
 
 export interface VendorLimit {

@@ -5,9 +5,9 @@
  */
 
 /** Characters that show nothing or move text: controls (tab included), invisible and bidi marks. */
-export const HIDDEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\ufff9-\ufffb]/;
+const HIDDEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\u3164\ufeff\ufff9-\ufffb]/;
 /** Characters that look like a space but are not one. */
-export const SPACE_LIKE = /[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u2800\uffa0]/;
+const SPACE_LIKE = /[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u2800\uffa0]/;
 const ESCAPED = new RegExp(`^(?:${HIDDEN.source}|${SPACE_LIKE.source})$`, 'u');
 
 export const escapeChar = (c: string): string => {
@@ -30,6 +30,15 @@ export function withEscapes(text: unknown): string {
   for (const ch of String(text)) out += ch !== '\n' && isEscaped(ch) ? escapeChar(ch) : ch;
   return out;
 }
+
+/** Controls, line and paragraph separators, invisible and direction-changing marks: what a one-line name or reason may not hold. */
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/;
+const UNPRINTABLE_ALL = new RegExp(UNPRINTABLE.source, 'g');
+
+export const hasUnprintable = (text: string): boolean => UNPRINTABLE.test(text);
+
+/** The text as one printable line: every unprintable character replaced by `?`. */
+export const printableLine = (text: string): string => text.replace(UNPRINTABLE_ALL, '?');
 
 /** Text safe to print on a terminal: terminal escape sequences and control characters removed. */
 export function inert(text: unknown): string {

@@ -98,7 +98,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     }
     for (const f of readdirSync(home)) chownSync(join(home, f), svc.uid, svc.gid);
 
-    server = await startHttpServer({ ...simServerEnv(home, sim.url), PATH: process.env.PATH ?? '/usr/bin:/bin' }, ['--host', '127.0.0.1'], { prefix: asUser(svc, []), node, cli });
+    server = await startHttpServer({ ...simServerEnv(home, sim.url), PATH: process.env.PATH ?? '/usr/bin:/bin' }, ['--host', '127.0.0.1', '--dashboard-port', '0'], { prefix: asUser(svc, []), node, cli });
 
     // the agent: only its key, as a host gives it (RUNCAP_KEY), and a shell's view of the machine
     const plan = {
@@ -234,6 +234,19 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     const tried = await runAs(agent, ['sudo', '-n', '-u', svc.name, 'true'], env);
     expect(tried.code, tried.stderr).not.toBe(0);
     expect(tried.stderr).toMatch(/password is required|not in the sudoers|not allowed/i);
+  });
+
+  it('it cannot get a sign-in link to the dashboard: `runcap dashboard login` as the agent user has no home to open; as the service user it prints one that works', async () => {
+    const dashboard = (await server!.waitForStderr(/dashboard on (http:\/\/localhost:\d+)/))[1]!;
+    const denied = await cliAs(agent, ['dashboard', 'login']);
+    expect(denied.code, denied.stdout + denied.stderr).not.toBe(0);
+    expect(denied.stderr).toMatch(/EACCES|permission denied/i);
+    expect(denied.stdout).not.toMatch(/login\?token=/);
+    const given = await cliAs(svc, ['dashboard', 'login', '--by', 'operator']);
+    expect(given.code, given.stderr).toBe(0);
+    const link = /http:\/\/localhost:\d+\/login\?token=\S+/.exec(given.stdout)?.[0];
+    expect(link?.startsWith(`${dashboard}/login?token=`)).toBe(true);
+    expect((await fetch(link!, { redirect: 'manual' })).status).toBe(303);
   });
 
   it('it never holds a credential the vendor simulator accepts; its vault key is refused there as one', () => {

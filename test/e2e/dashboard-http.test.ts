@@ -198,6 +198,37 @@ describe('the dashboard over HTTP', () => {
     await agent.close();
   });
 
+  it('Runs shows a child under its parent and its spend as a bar; Spend and Audit show what was spent and by whom; the chains verify', async () => {
+    const parent = await h.issue('http-parent', { ...policy, may_delegate: true });
+    const child = await h.guard.ledger.issueChildKey(parent.key, { label: 'http-parent/worker', policy: { caps: [{ window: 'total', usd_micros: 40_000_000 }] }, issuedBy: 'orchestrator' });
+    const agent = await connectHttp(server.url, child.key);
+    const paid = await agent.call('create_payment_intent', { amount: 700, currency: 'usd', description: 'dashboard pages' });
+    expect(paid.isError, textOf(paid)).toBeFalsy();
+    await agent.close();
+    const s = await signIn();
+    const get = async (path: string) => (await fetch(`${origin}${path}`, { headers: { cookie: s.cookie } })).text();
+
+    const runs = await get('/runs');
+    const card = (id: string) => runs.slice(runs.indexOf(`<article class="run" data-key-id="${id}">`), runs.indexOf('</article>', runs.indexOf(`data-key-id="${id}"`)));
+    expect(card(child.info.id)).toMatch(new RegExp(`<dt>parent</dt><dd><a href="#${parent.id}"><code class="agent">http-parent</code>`));
+    expect(card(parent.id)).toContain(`<code class="agent">http-parent/worker</code></a> <code>${child.info.id}</code> (active)`);
+    // $7.00 of the child's $40.00: the settled part of its bar is 7/40 of 320 px wide
+    expect(card(child.info.id)).toContain('<rect class="settled" x="0" y="0" width="56" height="14">');
+    expect(card(child.info.id)).toContain('$33.00 left of $40.00');
+
+    const spend = await get('/spend?by=label');
+    expect(spend).toMatch(/<tr><td><code class="agent">http-parent\/worker<\/code><\/td><td class="num">\$7\.00<\/td><td class="num">\$0\.00<\/td><td class="num">\$0\.00<\/td><td class="num">1<\/td><\/tr>/);
+    expect(spend).toContain('<svg class="chart"');
+    expect(await get('/spend?by=vendor')).toMatch(/<code class="agent">stripe<\/code><\/td><td class="num">\$\d+\.\d\d<\/td>/);
+
+    const audit = await get('/audit?label=http-parent%2Fworker');
+    const labels = [...audit.matchAll(/<tr data-event="[a-z_]+">(?:<td[^>]*>.*?<\/td>){3}<td>(.*?)<\/td>/g)].map((m) => m[1]);
+    expect(labels.length).toBeGreaterThan(0);
+    expect(new Set(labels)).toEqual(new Set(['<code class="agent">http-parent/worker</code>']));
+    expect(audit).toMatch(/<tr data-event="reserved">/);
+    expect(audit).toMatch(/<p id="verify-status" class="ok">verified: \d+ rows/);
+  });
+
   it("the agent-facing port serves no dashboard page, and `dashboard login` without a running dashboard refuses", async () => {
     const s = await signIn();
     const agentPort = new URL(server.url).origin;

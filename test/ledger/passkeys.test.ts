@@ -8,7 +8,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DENIAL_ROWS_PER_MINUTE } from '../../src/ledger/core/denials.js';
-import { approvalChallenge, MAX_SIGN_COUNT } from '../../src/ledger/core/passkeys.js';
+import { MAX_SIGN_COUNT } from '../../src/ledger/core/passkeys.js';
+import { approvalChallenge } from '../../src/ledger/passkey-signature.js';
 import type { Decision, HumanProof, NewPasskey, Passkey, PasskeyAssertion } from '../../src/ledger/types.js';
 import { expectCode, humanProof, issue, MINUTE, onPostgres, openTestLedger, PAY, req, SECOND, TEST_PASSPHRASE, usd, type TestLedger } from '../helpers/ledger.js';
 import { newChallenge, SoftwareAuthenticator, type AssertOptions } from '../helpers/passkey-authenticator.js';

@@ -21,12 +21,14 @@ export class ApprovalEvents {
   constructor(
     private readonly ledger: Ledger,
     private readonly log: (line: string) => void,
+    private readonly clock: () => number = Date.now,
   ) {}
 
   /** Take over the response as an event stream until the page goes away. */
   listen(res: ServerResponse, headers: Record<string, string>, session: Session): void {
     res.writeHead(200, { ...headers, 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
-    res.write(': runcap approvals\n\n');
+    // told once on connecting: the page fetched before its stream was open, and a request may have come in between
+    res.write(': runcap approvals\n\nevent: approvals\ndata: 0\n\n');
     this.listeners.set(res, session);
     res.on('close', () => {
       this.listeners.delete(res);
@@ -50,7 +52,7 @@ export class ApprovalEvents {
     if (this.timer) return;
     this.timer = setInterval(() => void this.poll(), POLL_MS);
     this.keepalive = setInterval(() => {
-      const now = Date.now();
+      const now = this.clock();
       for (const [res, s] of this.listeners) {
         // a lapsed session hears nothing more
         if (s.expiresAt <= now) res.end();

@@ -45,7 +45,7 @@ const alive = (pid: number) => {
 };
 
 /** A fresh one-time sign-in link for the dashboard running on this home, as `by`. */
-export function signInLink(home: string, by: string): { url: string; expiresAt: number } {
+export function signInLink(home: string, by: string): string {
   let held: Instance;
   try {
     held = JSON.parse(readFileSync(join(home, FILE), 'utf8')) as Instance;
@@ -55,6 +55,6 @@ export function signInLink(home: string, by: string): { url: string; expiresAt: 
   if (!held.url || !Number.isInteger(held.pid) || held.pid <= 0 || !alive(held.pid) || !held.login_secret) {
     throw new RuncapError('NOT_FOUND', 'no dashboard is running for this home: `runcap dashboard` starts one, `runcap serve --http --dashboard-port P` serves one beside the server');
   }
-  const { token, expiresAt } = new LoginTokens(Buffer.from(held.login_secret, 'base64url')).mint(by);
-  return { url: `${held.url}/login?token=${token}`, expiresAt };
+  const { token } = new LoginTokens(Buffer.from(held.login_secret, 'base64url')).mint(by);
+  return `${held.url}/login?token=${token}`;
 }

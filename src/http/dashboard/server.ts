@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net';
 import type { Guard } from '../../guard/index.js';
 import type { Approval, KeyInfo } from '../../ledger/types.js';
 import { isRuncapError, RuncapError } from '../../policy/codes.js';
-import { viewOf } from './approval-view.js';
+import { viewOf } from '../approval-view.js';
 import { assets } from './assets.js';
 import { ApprovalEvents } from './events.js';
 import { type Html } from './html.js';
@@ -43,7 +43,6 @@ export interface DashboardOptions {
 export interface Dashboard {
   /** http://localhost:PORT */
   url: string;
-  port: number;
   /** a one-time sign-in link, valid for 10 minutes */
   signInLink(by: string): string;
   close(): Promise<void>;
@@ -98,7 +97,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
   const logins = new LoginTokens(secret, clock);
   const sessions = new Sessions(clock);
   const throttle = new PassphraseThrottle(clock);
-  const events = new ApprovalEvents(ledger, log);
+  const events = new ApprovalEvents(ledger, log, clock);
   let rp: RelyingParty = { id: 'localhost', origin: '' };
   let host = '';
 
@@ -220,13 +219,16 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       const by = logins.redeem(url.searchParams.get('token') ?? '');
       if (by === undefined) return sendHtml(res, 403, bare('Sign-in refused', 'This sign-in link was used already or has expired (links work once, within 10 minutes). `runcap dashboard login` prints a new one.'));
       const fresh = sessions.create(by);
-      if (session) sessions.end(session);
+      if (session) {
+        sessions.end(session);
+        events.endSession(session);
+      }
       return redirect(res, '/approvals', { 'Set-Cookie': `${SESSION_COOKIE}=${fresh.id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}` });
     }
 
     if (method === 'GET') {
       if (!session) return sendHtml(res, 401, bare('Not signed in', 'Sign in with the link `runcap dashboard` printed; `runcap dashboard login` prints a new one.'));
-      if (path === '/' ) return redirect(res, '/approvals');
+      if (path === '/') return redirect(res, '/approvals');
       if (path === '/approvals') {
         const [pending, all, passkeys] = await Promise.all([ledger.listApprovals(), ledger.listApprovals({ all: true }), ledger.listPasskeys()]);
         const views = await Promise.all(pending.map((a) => viewOf(guard, a)));
@@ -289,10 +291,8 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
           return sendJson(res, 200, await authenticationOptions(session, rp, id, await ledger.listPasskeys(), clock));
         case 'passkey/approve': {
           const challenge = takeApprovalChallenge(session, id, clock);
-          // the passkey proves its owner, whoever is signed in; the ledger verifies its signature and refuses one it does not know
-          const named = typeof fields.id === 'string' ? await ledger.passkeyByCredential(fields.id) : undefined;
-          const by = named?.registeredBy ?? session.by;
-          const done = await ledger.approve(id, { by, passkey: { response: fields, challenge, origin: rp.origin, rpId: rp.id } });
+          // the ledger verifies the signature, and records the grant under the passkey's owner
+          const done = await ledger.approve(id, { by: session.by, passkey: { response: fields, challenge, origin: rp.origin, rpId: rp.id } });
           return sendJson(res, 200, { ok: true, message: approvedText(done) });
         }
       }
@@ -356,6 +356,8 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     })();
   };
 
+  // a browser bundle missing from node_modules fails the start, not every page later
+  assets();
   const servers = await listenBoth(handler, opts.port);
   const port = (servers[0]!.address() as AddressInfo).port;
   host = `localhost:${port}`;
@@ -367,7 +369,6 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
   writeInstance(opts.home, rp.origin, secret);
   return {
     url: rp.origin,
-    port,
     signInLink: (by) => `${rp.origin}/login?token=${logins.mint(by).token}`,
     close: async () => {
       removeInstance(opts.home);

@@ -3,9 +3,10 @@
  * dashboard's secret over a nonce, its expiry and the approver's name), exchanged on first use for
  * a session: a random cookie value and a per-session CSRF token, kept in this process only. A
  * session lets a human read and narrow (deny, revoke); it never approves: every approval needs the
- * passphrase or a passkey on top (approve.ts).
+ * passphrase or a passkey on top (server.ts; the ledger checks either again).
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { HumanProof } from '../../ledger/types.js';
 
 /** a sign-in link works once, within this long */
 export const LOGIN_TTL_MS = 10 * 60_000;
@@ -20,6 +21,9 @@ export interface Flash {
   text: string;
 }
 
+/** A WebAuthn challenge this session was handed: a registration carries the name and the passphrase proof it was asked with. */
+export type HeldChallenge = { challenge: string; expiresAt: number } & ({ kind: 'approve' } | { kind: 'register'; passkeyName: string; proof: HumanProof });
+
 export interface Session {
   id: string;
   csrf: string;
@@ -28,8 +32,8 @@ export interface Session {
   expiresAt: number;
   /** one message for the next page shown, set by the POST that redirected there */
   flash?: Flash;
-  /** WebAuthn challenges handed out and not yet answered, by what they are for (an approval id, or 'register') */
-  challenges: Map<string, { challenge: string; expiresAt: number; passkeyName?: string; proof?: unknown }>;
+  /** WebAuthn challenges handed out and not yet answered, by what they are for ('approve <id>', or 'register') */
+  challenges: Map<string, HeldChallenge>;
 }
 
 const b64 = (buf: Buffer) => buf.toString('base64url');
@@ -107,7 +111,7 @@ export class Sessions {
   }
 }
 
-export function cookieValue(header: string | undefined, name: string): string | undefined {
+function cookieValue(header: string | undefined, name: string): string | undefined {
   for (const part of (header ?? '').split(';')) {
     const [k, ...v] = part.trim().split('=');
     if (k === name) return v.join('=');

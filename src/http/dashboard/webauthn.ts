@@ -12,14 +12,11 @@ import {
   generateRegistrationOptions,
   verifyRegistrationResponse,
   type RegistrationResponseJSON,
-  type WebAuthnCredential,
 } from '@simplewebauthn/server';
 import type { HumanProof, NewPasskey, Passkey } from '../../ledger/types.js';
 import { RuncapError } from '../../policy/codes.js';
-import { approvalChallenge } from '../../ledger/core/passkeys.js';
-import type { Clock, Session } from './sessions.js';
-
-type Transports = NonNullable<WebAuthnCredential['transports']>;
+import { approvalChallenge, type Transports } from '../../ledger/passkey-signature.js';
+import type { Clock, HeldChallenge, Session } from './sessions.js';
 
 const CHALLENGE_TTL_MS = 5 * 60_000;
 const REGISTER = 'register';
@@ -34,7 +31,7 @@ export interface RelyingParty {
 const refused = (why: string) => new RuncapError('PASSPHRASE_REQUIRED', `${why}; nothing was done`);
 
 /** Hand out a challenge for one purpose; those that lapsed unanswered are forgotten meanwhile. */
-function holdChallenge(session: Session, purpose: string, held: Session['challenges'] extends Map<string, infer V> ? V : never, now: number): void {
+function holdChallenge(session: Session, purpose: string, held: HeldChallenge, now: number): void {
   for (const [p, c] of session.challenges) if (c.expiresAt <= now) session.challenges.delete(p);
   session.challenges.set(purpose, held);
 }
@@ -58,13 +55,14 @@ export async function registrationOptions(session: Session, rp: RelyingParty, ex
     authenticatorSelection: { residentKey: 'preferred', userVerification: 'required' },
     timeout: CHALLENGE_TTL_MS,
   });
-  holdChallenge(session, REGISTER, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS, passkeyName: name, proof }, clock());
+  holdChallenge(session, REGISTER, { kind: 'register', challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS, passkeyName: name, proof }, clock());
   return options;
 }
 
 /** The passkey a registration answer holds, and the proof and name its options were asked with. */
 export async function verifyRegistration(session: Session, rp: RelyingParty, response: RegistrationResponseJSON, clock: Clock): Promise<{ passkey: NewPasskey; proof: HumanProof }> {
   const held = takeChallenge(session, REGISTER, clock());
+  if (held.kind !== 'register') throw refused('no passkey registration of this page is waiting: try again');
   let verified;
   try {
     verified = await verifyRegistrationResponse({ response, expectedChallenge: held.challenge, expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: true });
@@ -74,8 +72,8 @@ export async function verifyRegistration(session: Session, rp: RelyingParty, res
   if (!verified.verified) throw refused("the passkey's answer did not verify");
   const c = verified.registrationInfo.credential;
   return {
-    passkey: { credentialId: c.id, publicKey: Buffer.from(c.publicKey).toString('base64url'), counter: c.counter, transports: c.transports ?? [], name: held.passkeyName! },
-    proof: held.proof as HumanProof,
+    passkey: { credentialId: c.id, publicKey: Buffer.from(c.publicKey).toString('base64url'), counter: c.counter, transports: c.transports ?? [], name: held.passkeyName },
+    proof: held.proof,
   };
 }
 
@@ -89,7 +87,7 @@ export async function authenticationOptions(session: Session, rp: RelyingParty, 
     // the ledger approves only the request a challenge names
     challenge: Buffer.from(approvalChallenge(approvalId, randomBytes(16)), 'base64url'),
   });
-  holdChallenge(session, `approve ${approvalId}`, { challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS }, clock());
+  holdChallenge(session, `approve ${approvalId}`, { kind: 'approve', challenge: options.challenge, expiresAt: clock() + CHALLENGE_TTL_MS }, clock());
   return options;
 }
 

@@ -63,7 +63,7 @@ export type ApprovalMethod =
   | { method: 'passphrase'; via: 'terminal' | 'dashboard' }
   | { method: 'passkey'; passkey: PasskeyRow; use: Write };
 
-export const BY_TERMINAL: ApprovalMethod = { method: 'passphrase', via: 'terminal' };
+const BY_TERMINAL: ApprovalMethod = { method: 'passphrase', via: 'terminal' };
 
 function methodDetails(how: ApprovalMethod): Record<string, unknown> {
   return how.method === 'passphrase' ? { method: 'passphrase', via: how.via } : { method: 'passkey', passkey_id: how.passkey.id, passkey_name: how.passkey.name };

@@ -8,7 +8,7 @@
  * written into the ledger by hand, or one left from before a passphrase change, approves nothing.
  * Pure: the storage reads the rows, these rules decide and return the Writes.
  */
-import { createHash } from 'node:crypto';
+import { hasUnprintable } from '../../policy/display.js';
 import { RuncapError } from '../../policy/codes.js';
 import type { NewPasskey, Passkey, PasskeyAssertion } from '../types.js';
 import { about, SEAL, type Actor, type AuditInput, type Sealer } from './audit-chain.js';
@@ -29,9 +29,9 @@ const NAME_MAX = 64;
 const MAX_CHALLENGE = 1024;
 const MAX_ORIGIN = 512;
 
-export const PASSKEY_ID_PATTERN = /^pk_[0-9A-HJKMNP-TV-Z]{26}$/;
+const PASSKEY_ID_PATTERN = /^pk_[0-9A-HJKMNP-TV-Z]{26}$/;
 
-export const NOT_REGISTERED = 'the passkey is not registered (removed, or dropped when the passphrase changed); nothing was approved';
+const NOT_REGISTERED = 'the passkey is not registered (removed, or dropped when the passphrase changed); nothing was approved';
 
 function invalid(message: string): RuncapError {
   return new RuncapError('INVALID_INPUT', message);
@@ -43,15 +43,15 @@ export function checkCredentialId(id: unknown): asserts id is string {
   }
 }
 
-export function checkSignCount(counter: unknown): asserts counter is number {
+function checkSignCount(counter: unknown): asserts counter is number {
   if (typeof counter !== 'number' || !Number.isInteger(counter) || counter < 0 || counter > MAX_SIGN_COUNT) {
     throw invalid(`a passkey's signature counter is a whole number from 0 to ${MAX_SIGN_COUNT}`);
   }
 }
 
 /** A passkey's name is shown to humans (the CLI, the dashboard): printable, no control, line-breaking, invisible or direction-changing characters. */
-export function checkPasskeyName(name: unknown): asserts name is string {
-  if (typeof name !== 'string' || name.trim().length === 0 || name.length > NAME_MAX || /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/.test(name)) {
+function checkPasskeyName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || name.trim().length === 0 || name.length > NAME_MAX || hasUnprintable(name)) {
     throw invalid(`a passkey's name must be 1-${NAME_MAX} printable characters`);
   }
 }
@@ -92,30 +92,11 @@ export function checkAssertion(a: unknown): asserts a is PasskeyAssertion & { re
   }
 }
 
-/** how much of a challenge names the approval it is for */
-const APPROVAL_DIGEST_BYTES = 16;
-const approvalDigest = (approvalId: string) => createHash('sha256').update(`runcap passkey approval\n${approvalId}`).digest().subarray(0, APPROVAL_DIGEST_BYTES);
-
-/**
- * The challenge a passkey signs to approve exactly `approvalId`: fresh random bytes, then a digest of
- * the approval's id. A signed answer approves only the request it was asked for — from an
- * authenticator that keeps no signature counter too, whose answers the counter rule cannot tell apart.
- */
-export function approvalChallenge(approvalId: string, random: Uint8Array): string {
-  return Buffer.concat([Buffer.from(random), approvalDigest(approvalId)]).toString('base64url');
-}
-
-/** Whether a challenge was made for this approval (approvalChallenge). */
-export function challengeIsFor(challenge: string, approvalId: string): boolean {
-  const bytes = Buffer.from(challenge, 'base64url');
-  return bytes.length > APPROVAL_DIGEST_BYTES && bytes.subarray(-APPROVAL_DIGEST_BYTES).equals(approvalDigest(approvalId));
-}
-
 /** The outcome of checking a passkey's signature (ledger/passkey-signature.ts): its counter, or why it failed. */
 export type SignatureCheck = { verified: true; counter: number } | { verified: false; reason: string };
 
 /** What a passkey's seal covers: the row, the key that verifies it and the passphrase it was registered under. */
-export function passkeyMaterial(r: Pick<PasskeyRow, 'id' | 'credential_id' | 'public_key'>, passphraseHash: string): string {
+function passkeyMaterial(r: Pick<PasskeyRow, 'id' | 'credential_id' | 'public_key'>, passphraseHash: string): string {
   return `${r.id}\n${r.credential_id}\n${r.public_key}\n${passphraseHash}`;
 }
 

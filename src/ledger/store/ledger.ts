@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
-import { checkPasskeySignature } from '../passkey-signature.js';
+import { challengeIsFor, checkPasskeySignature } from '../passkey-signature.js';
 import { hashPassphrase, newId, newKeySecret, parseKey, PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../secrets.js';
 import type {
   Approval,
@@ -578,7 +578,7 @@ export class StoreLedger implements Ledger {
       // only a row runcap sealed is worth a signature check: its public key is the one registered
       const signed =
         passkey && passkeys.passkeyHolds(passkey, passphraseHash, this.sealer)
-          ? passkeys.challengeIsFor(given.challenge, r.id)
+          ? challengeIsFor(given.challenge, r.id)
             ? await checkPasskeySignature(passkey, given)
             : { verified: false as const, reason: 'the challenge it answers was not made for this approval' }
           : undefined;
@@ -589,7 +589,8 @@ export class StoreLedger implements Ledger {
         return { refused: use.refused };
       }
       const read = { approval: r, key, actor, now, requested: (await this.approvalRecord(tx, r.id)).requested };
-      const outcome = answers.approve(read, opts.by, this.sealer, { method: 'passkey', passkey: use.use.passkey, use: use.use.op });
+      // the passkey proves its owner, whoever asked: the grant is recorded under the name it was registered by
+      const outcome = answers.approve(read, use.use.passkey.registered_by, this.sealer, { method: 'passkey', passkey: use.use.passkey, use: use.use.op });
       await tx.apply(outcome.writes);
       return outcome;
     });

@@ -4,9 +4,7 @@
  * own boxes), the decisive facts repeated right above the buttons, and a history of decisions.
  */
 import type { Approval } from '../../../ledger/types.js';
-import { hasEscaped } from '../../../policy/display.js';
-import { formatUsd } from '../../../policy/rules.js';
-import { amountText, leavesOf, priceNote, recipientsOf, vendorAmount, type ApprovalView } from '../approval-view.js';
+import { amountText, anyHidden, leavesOf, priceNote, recipientsOf, type ApprovalView } from '../../approval-view.js';
 import { agentText, html, type Html } from '../html.js';
 import type { Session } from '../sessions.js';
 import { csrfField, when } from './layout.js';
@@ -35,10 +33,6 @@ function parameters(args: Record<string, unknown>): Html {
   })}</dl>`;
 }
 
-function anyHidden(value: unknown): boolean {
-  if (value !== null && typeof value === 'object') return Object.entries(value as Record<string, unknown>).some(([k, v]) => hasEscaped(k) || anyHidden(v));
-  return typeof value === 'string' && hasEscaped(value);
-}
 
 function recipients(args: Record<string, unknown>): Html {
   const list = recipientsOf(args);
@@ -56,7 +50,6 @@ export function approvalCard(v: ApprovalView, session: Session, passkeys: boolea
   const a = v.approval;
   const args = a.request.args ?? {};
   const note = priceNote(a);
-  const vendor = vendorAmount(a);
   const grantTtl = v.key?.policy.grant_ttl_s;
   return html`<article class="approval" data-approval-id="${a.id}">
 <header><h2>Approval <code>${a.id}</code></h2><span class="badge ${a.status}">${a.status}</span></header>
@@ -78,7 +71,7 @@ ${fact('if approved', html`this exact call may run once, until ${when(v.grantExp
 ${anyHidden(args) ? html`<p class="warn">The text the agent wrote holds control characters, invisible or space-like characters: shown above as \\xNN / \\uNNNN.</p>` : ''}
 </section>
 <section class="answer" aria-label="Answer ${a.id}">
-<p class="summary">You are answering <code>${a.id}</code>: <code class="agent">${agentText(a.action)}</code>, <b>${vendor && !/^USD /.test(vendor) ? `${formatUsd(a.estimateMicros)} (${vendor})` : formatUsd(a.estimateMicros)}</b>, for key <code>${a.keyId}</code>.</p>
+<p class="summary">You are answering <code>${a.id}</code>: <code class="agent">${agentText(a.action)}</code>, <b>${amountText(a)}</b>, for key <code>${a.keyId}</code>.</p>
 <form class="approve-passphrase" method="post" action="/approvals/${a.id}/approve">
 ${csrfField(session)}
 <label>Approver passphrase <input type="password" name="passphrase" autocomplete="current-password" required></label>
@@ -94,13 +87,13 @@ ${csrfField(session)}
 </article>`;
 }
 
-export function pendingSection(views: ApprovalView[], session: Session, passkeys: boolean): Html {
+function pendingSection(views: ApprovalView[], session: Session, passkeys: boolean): Html {
   return html`<section id="pending" aria-live="polite">${
     views.length === 0 ? html`<p class="none">No request is waiting for a human.</p>` : views.map((v) => approvalCard(v, session, passkeys))
   }</section>`;
 }
 
-export function historySection(decided: Approval[]): Html {
+function historySection(decided: Approval[]): Html {
   const rows = decided.slice(0, HISTORY_ROWS);
   return html`<section id="history-section"><h2>Decisions</h2>
 <table id="history"><thead><tr><th>approval</th><th>key label</th><th>action</th><th>amount</th><th>status</th><th>by</th><th>when</th><th>reason</th></tr></thead>

@@ -20,7 +20,7 @@ export function when(ms: number | null | undefined): Html {
   return html`<time datetime="${new Date(ms).toISOString()}">${utcText(ms)}</time>`;
 }
 
-export function flashBlock(flash: Flash | undefined): Html {
+function flashBlock(flash: Flash | undefined): Html {
   return flash ? html`<p class="flash ${flash.kind}" role="status">${flash.text}</p>` : html`<p class="flash none" role="status"></p>`;
 }
 

@@ -4,11 +4,11 @@
  * the vendor's currency with its FX rate, who receives the call, every parameter, and what a grant
  * given now would allow. Plain text: each screen escapes and lays it out its own way.
  */
-import type { Guard } from '../../guard/index.js';
-import type { Approval, KeyInfo } from '../../ledger/types.js';
-import { currencyAmount, inert } from '../../policy/display.js';
-import { formatUsd } from '../../policy/rules.js';
-import { minorDigits } from '../../vendors/currencies.js';
+import type { Guard } from '../guard/index.js';
+import type { Approval, KeyInfo } from '../ledger/types.js';
+import { currencyAmount, hasEscaped, inert } from '../policy/display.js';
+import { formatUsd } from '../policy/rules.js';
+import { minorDigits } from '../vendors/currencies.js';
 
 export interface ApprovalView {
   approval: Approval;
@@ -100,4 +100,10 @@ export function leavesOf(value: unknown, path = '', out: [string, unknown][] = [
   }
   out.push([path, value]);
   return out;
+}
+
+/** true when any text the agent wrote (a name or a value, at any depth) holds a character shown as an escape. */
+export function anyHidden(value: unknown): boolean {
+  if (value !== null && typeof value === 'object') return Object.entries(value as Record<string, unknown>).some(([k, v]) => hasEscaped(k) || anyHidden(v));
+  return typeof value === 'string' && hasEscaped(value);
 }
