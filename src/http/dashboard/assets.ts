@@ -131,6 +131,8 @@ const JS = `'use strict';
 
   if (document.body.dataset.page === 'approvals') {
     const events = new EventSource('/events');
+    // the stream tells of changes from when it opened (or reopened) on: what changed before is fetched then
+    events.addEventListener('open', () => refreshApprovals().catch((err) => flash('error', err.message)));
     events.addEventListener('approvals', () => refreshApprovals().catch((err) => flash('error', err.message)));
   }
 
