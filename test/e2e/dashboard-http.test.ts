@@ -200,7 +200,7 @@ describe('the dashboard over HTTP', () => {
 
   it('Runs shows a child under its parent and its spend as a bar; Spend and Audit show what was spent and by whom; the chains verify', async () => {
     const parent = await h.issue('http-parent', { ...policy, may_delegate: true });
-    const child = await h.guard.ledger.issueChildKey(parent.key, { label: 'http-parent/worker', policy: { caps: [{ window: 'total', usd_micros: 40_000_000 }] }, issuedBy: 'orchestrator' });
+    const child = await h.guard.ledger.issueChildKey(parent.key, { label: 'worker', policy: { caps: [{ window: 'total', usd_micros: 40_000_000 }] }, issuedBy: 'orchestrator' });
     const agent = await connectHttp(server.url, child.key);
     const paid = await agent.call('create_payment_intent', { amount: 700, currency: 'usd', description: 'dashboard pages' });
     expect(paid.isError, textOf(paid)).toBeFalsy();
@@ -211,7 +211,7 @@ describe('the dashboard over HTTP', () => {
     const runs = await get('/runs');
     const card = (id: string) => runs.slice(runs.indexOf(`<article class="run" data-key-id="${id}">`), runs.indexOf('</article>', runs.indexOf(`data-key-id="${id}"`)));
     expect(card(child.info.id)).toMatch(new RegExp(`<dt>parent</dt><dd><a href="#${parent.id}"><code class="agent">http-parent</code>`));
-    expect(card(parent.id)).toContain(`<code class="agent">http-parent/worker</code></a> <code>${child.info.id}</code> (active)`);
+    expect(card(parent.id)).toContain(`<code class="agent">${child.info.label}</code></a> <code>${child.info.id}</code> (active)`);
     // $7.00 of the child's $40.00: the settled part of its bar is 7/40 of 320 px wide
     expect(card(child.info.id)).toContain('<rect class="settled" x="0" y="0" width="56" height="14">');
     expect(card(child.info.id)).toContain('$33.00 left of $40.00');
