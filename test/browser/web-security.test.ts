@@ -184,8 +184,8 @@ describe('a foreign Host header (DNS rebinding)', () => {
 describe('sign-in links', () => {
   it('set an HttpOnly, SameSite=Strict session cookie; a link used once is refused the second time and signs no one in', async () => {
     const url = await loginUrl(t.h);
-    const first = await newContext(t.browser);
-    const second = await newContext(t.browser);
+    const first = await newContext(t.browser, { record: t.dashboard.origin });
+    const second = await newContext(t.browser, { record: t.dashboard.origin });
     try {
       const a = await first.newPage();
       await a.goto(url);

@@ -9,7 +9,7 @@
 import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core';
 import { afterAll, beforeAll, expect } from 'vitest';
 import type { PolicyInput } from '../../src/policy/schema.js';
-import { recordText, runCli, serverEnv, setupHome, textOf, type Home, type HomeOptions, type Served, type ToolResultLike } from './e2e.js';
+import { forbidSecret, PASSPHRASE, recordText, runCli, serverEnv, setupHome, textOf, type Home, type HomeOptions, type Served, type ToolResultLike } from './e2e.js';
 import { connectHttp, startHttpServer, type HttpServed } from './http.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -29,20 +29,27 @@ export function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: FLAGS, timeout: 30_000 });
 }
 
-/** A fresh context (its own cookies), its pages failing a wait after SEEN_WITHIN_MS and recorded for the leak scan. */
-export async function newContext(browser: Browser, opts: { viewport?: { width: number; height: number } } = {}): Promise<BrowserContext> {
-  const context = await browser.newContext(opts.viewport ? { viewport: opts.viewport } : {});
+/**
+ * A fresh context (its own cookies), its pages failing a wait after SEEN_WITHIN_MS; with `record`
+ * (the dashboard's origin), every answer from there goes to the leak scan.
+ */
+export async function newContext(browser: Browser, opts: { record?: string } = {}): Promise<BrowserContext> {
+  const context = await browser.newContext();
   context.setDefaultTimeout(SEEN_WITHIN_MS);
   context.setDefaultNavigationTimeout(SEEN_WITHIN_MS);
-  recordAnswers(context);
+  if (opts.record !== undefined) recordAnswers(context, opts.record);
   return context;
 }
 
 let answers = 0;
 
-/** Every HTML, JSON or script answer the context receives (SSE streams aside: they never end) goes to the leak scan. */
-function recordAnswers(context: BrowserContext): void {
+/**
+ * Every HTML, JSON or script answer from `origin` (SSE streams aside: they never end) goes to the
+ * leak scan; pages of other origins are the test's own (the agent's page holds the passphrase).
+ */
+function recordAnswers(context: BrowserContext, origin: string): void {
   context.on('response', (r) => {
+    if (!r.url().startsWith(`${origin}/`)) return;
     const type = r.headers()['content-type'] ?? '';
     if (!/text\/html|json|javascript|text\/plain/.test(type)) return;
     const n = ++answers;
@@ -164,10 +171,12 @@ export function dashboardForFile(opts: HomeOptions = {}): DashboardFile {
   const agents: Served[] = [];
   const file = { dialogs: [] as string[] } as DashboardFile;
   beforeAll(async () => {
+    // typed into the pages, never to be sent back by them, nor written by the server or the CLI
+    forbidSecret('the approver passphrase', PASSPHRASE);
     file.h = await setupHome(opts);
     file.dashboard = await startDashboardServer(file.h);
     file.browser = await launchChromium();
-    file.context = await newContext(file.browser);
+    file.context = await newContext(file.browser, { record: file.dashboard.origin });
     file.context.on('page', (p) => p.on('dialog', (d) => void (file.dialogs.push(`${d.type()}: ${d.message()}`), d.dismiss())));
     file.page = await file.context.newPage();
     await signIn(file.page, file.h, file.dashboard);
