@@ -26,6 +26,56 @@ const decimal = z
   .regex(/^\d{1,12}(\.\d{1,12})?$/, 'must be a decimal string like "1.09"')
   .refine((s) => Number(s) > 0, 'must be above zero');
 
+/** What a notification endpoint may ask for (README "Notifications"). */
+export const NOTIFY_EVENTS = ['approval_requested', 'approval_decided', 'cap_threshold', 'key_revoked', 'vendor_uncertain'] as const;
+export type NotifyEventKind = (typeof NOTIFY_EVENTS)[number];
+
+/** The percentages of a USD cap whose first crossing in a window is told (once per cap, window and threshold). */
+export const CAP_THRESHOLDS = [50, 80, 100] as const;
+
+const webhookUrl = z
+  .string()
+  .url()
+  .refine((u) => /^https?:$/.test(new URL(u).protocol), 'must be an http:// or https:// URL')
+  .refine((u) => new URL(u).username === '' && new URL(u).password === '', 'must not hold a user or password');
+
+const notifyEndpoint = z
+  .object({
+    /** how the endpoint is named in audit rows, logs and metrics (never its URL: a Slack URL is itself a secret) */
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'lower-case letters, digits, - and _, at most 40'),
+    url: webhookUrl,
+    /** json: runcap's payload, signed (Runcap-Signature); slack: a Slack incoming-webhook message */
+    format: z.enum(['json', 'slack']).default('json'),
+    /** the HMAC-SHA256 key of the json format's signature (at least 32 characters) */
+    secret: z.string().min(32, 'must be at least 32 characters').optional(),
+    events: z.array(z.enum(NOTIFY_EVENTS)).min(1),
+    /** which cap thresholds a cap_threshold subscription hears (default all) */
+    cap_thresholds: z.array(z.union([z.literal(50), z.literal(80), z.literal(100)])).min(1).optional(),
+    /** one delivery attempt's deadline */
+    timeout_ms: z.number().int().min(100).max(60_000).default(10_000),
+  })
+  .strict()
+  .superRefine((e, ctx) => {
+    if (e.format === 'json' && e.secret === undefined) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'a json endpoint needs a secret to sign with' });
+    if (e.format === 'slack' && e.secret !== undefined) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'a slack endpoint is not signed (its URL is the secret): remove secret' });
+  });
+
+const notifySchema = z
+  .object({
+    /** the dashboard as the humans reach it: links in notifications point here (never at a request's Host) */
+    dashboard_url: webhookUrl.nullable().default(null),
+    endpoints: z
+      .array(notifyEndpoint)
+      .default([])
+      .refine((es) => new Set(es.map((e) => e.name)).size === es.length, 'endpoint names must be unique'),
+    /** attempts before an event is recorded as failed for an endpoint */
+    max_attempts: z.number().int().min(1).max(50).default(8),
+  })
+  .strict();
+
+export type NotifyConfig = z.infer<typeof notifySchema>;
+export type NotifyEndpoint = NotifyConfig['endpoints'][number];
+
 export const configSchema = z
   .object({
     fx: z.record(z.string().regex(/^[A-Z]{3}$/, 'currency codes are three upper-case letters'), decimal).default({ USD: '1' }),
@@ -75,6 +125,10 @@ export const configSchema = z
      * listener that is not the vendor read the vendor credentials.
      */
     allow_tls_env: z.boolean().default(false),
+    /** webhooks told of approvals, cap thresholds, revocations and unknown vendor outcomes (README "Notifications") */
+    notify: notifySchema.default({ dashboard_url: null, endpoints: [], max_attempts: 8 }),
+    /** GET /metrics is served only to a bearer of this token (at least 32 characters); without it, not at all */
+    metrics_token: z.string().min(32, 'must be at least 32 characters').nullable().default(null),
   })
   .strict();
 
@@ -163,6 +217,8 @@ export function loadConfig(home: string): RuncapConfig {
     const issue = parsed.error.issues[0]!;
     throw new RuncapError('INVALID_INPUT', `${path}: ${issue.path.join('.')}: ${issue.message}`);
   }
+  // webhook secrets, Slack URLs and the metrics token make the file a secret of its own
+  if (parsed.data.notify.endpoints.length > 0 || parsed.data.metrics_token !== null) assertPrivate(path, 'the config file', { secret: true });
   return parsed.data;
 }
 
