@@ -3,7 +3,8 @@
  * config, guarded calls and verify() for custom actions.
  */
 import { isRuncapError, RuncapError, type ReasonCode } from '../policy/codes.js';
-import { assertInitialized, loadAuditSecret, loadConfig, homePath, resolveHome, staleAfterMs, type RuncapConfig } from '../config.js';
+import type { Subscription } from '../ledger/core/notify.js';
+import { assertInitialized, CAP_THRESHOLDS, loadAuditSecret, loadConfig, homePath, resolveHome, staleAfterMs, type RuncapConfig } from '../config.js';
 import { SqliteLedger } from '../ledger/sqlite/ledger.js';
 import { PostgresLedger } from '../ledger/postgres/ledger.js';
 import { ledgerPassword, openPool, parseLedgerUrl } from '../ledger/postgres/connect.js';
@@ -127,9 +128,14 @@ export type { GuardedCallSpec, GuardedOutcome } from './call.js';
  * The home's ledger: the PostgreSQL one config.json's `ledger` names (and nothing else chooses it),
  * else the SQLite file in RUNCAP_HOME. The audit secret is the home's either way.
  */
+/** What each notification endpoint of config.json wants, as the ledger queues for it. */
+export function subscriptionsOf(config: RuncapConfig): Subscription[] {
+  return config.notify.endpoints.map((e) => ({ endpoint: e.name, events: e.events, capThresholds: e.cap_thresholds ?? [...CAP_THRESHOLDS] }));
+}
+
 function openHomeLedger(home: string, config: RuncapConfig, opts: OpenGuardOptions): Ledger {
   const auditSecret = loadAuditSecret(home);
-  const shared = { auditSecret, staleAfterMs: staleAfterMs(config), ...(opts.clock ? { clock: opts.clock } : {}) };
+  const shared = { auditSecret, staleAfterMs: staleAfterMs(config), notify: subscriptionsOf(config), ...(opts.clock ? { clock: opts.clock } : {}) };
   if (config.ledger === null) return new SqliteLedger({ ...shared, file: homePath(home, 'ledger'), busyTimeoutMs: opts.busyTimeoutMs ?? 5000 });
   const target = parseLedgerUrl(config.ledger);
   const pool = openPool(target, () => ledgerPassword(home, config), { max: config.ledger_pool_size });

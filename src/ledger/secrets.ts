@@ -25,7 +25,7 @@ function pooledRandom(): number {
 
 const nextUlid = monotonicFactory(pooledRandom);
 
-export function newId(prefix: 'vk' | 'res' | 'apr' | 'pk'): string {
+export function newId(prefix: 'vk' | 'res' | 'apr' | 'pk' | 'evt'): string {
   return `${prefix}_${nextUlid()}`;
 }
 

@@ -3,6 +3,8 @@
  * networked implementation (PostgreSQL) can follow without callers changing.
  * Every amount is integer micro-USD; every time is ms since the epoch (UTC).
  */
+import type { NotifyEventKind } from '../config.js';
+import type { DeliveryOutcome, QueuedFacts, Subscription } from './core/notify.js';
 import type { ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
 import type { Cap, CapWindow, Policy, PolicyInput } from '../policy/schema.js';
@@ -150,6 +152,8 @@ export interface CapBreach {
   capId: number;
   scope: string;
   window: CapWindow;
+  /** the counter's window (`d:2026-12-03`, `m:2026-12`, `total`); absent for a per-call cap */
+  windowKey?: string;
   action?: string;
   kind: 'usd' | 'calls';
   limit: number;
@@ -275,7 +279,11 @@ export type AuditEvent =
   | 'passphrase_set'
   /** a passkey registered by an approver who typed the passphrase (global chain) */
   | 'passkey_registered'
-  | 'passkey_removed';
+  | 'passkey_removed'
+  /** a notification an endpoint answered 2xx (global chain; the event and endpoint in details) */
+  | 'notification_delivered'
+  /** a notification given up on: its attempts spent, or its endpoint no longer configured (global chain) */
+  | 'notification_failed';
 
 export interface AuditRow {
   id: number;
@@ -435,6 +443,33 @@ export interface VendorLimit {
   window: 'daily' | 'monthly';
   limitMicros: number;
   capId: number;
+}
+
+/** A delivery process's ask: what the configured endpoints want, how many at most, how long a claim holds. */
+export interface NotificationClaimRequest {
+  subscriptions: Subscription[];
+  limit: number;
+  /** a claimed delivery is due again after this, for another process, if no outcome is recorded */
+  leaseMs: number;
+  maxAttempts: number;
+}
+
+/** A delivery claimed for one attempt: post it, then record the outcome with the same attempt. */
+export interface ClaimedNotification {
+  eventId: string;
+  endpoint: string;
+  attempt: number;
+  type: NotifyEventKind;
+  at: number;
+  facts: QueuedFacts;
+}
+
+export interface NotificationOutcome {
+  eventId: string;
+  endpoint: string;
+  attempt: number;
+  outcome: DeliveryOutcome;
+  maxAttempts: number;
 }
 
 export interface Ledger {

@@ -400,12 +400,12 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     const pool = s.pool();
     expect(await schemaVersion(pool, s.schema)).toBe(0);
     expect(await applyMigrations(pool, s.schema)).toEqual({ version: SCHEMA_VERSION, applied: SCHEMA_VERSION });
-    expect(SCHEMA_VERSION).toBe(3);
-    expect(await applyMigrations(pool, s.schema)).toEqual({ version: 3, applied: 0 });
-    expect(await migrate(pool, s.schema)).toBe(3);
-    expect(await schemaVersion(pool, s.schema)).toBe(3);
+    expect(SCHEMA_VERSION).toBe(4);
+    expect(await applyMigrations(pool, s.schema)).toEqual({ version: 4, applied: 0 });
+    expect(await migrate(pool, s.schema)).toBe(4);
+    expect(await schemaVersion(pool, s.schema)).toBe(4);
     const { rows } = await pool.query(`SELECT version FROM "${s.schema}".migrations ORDER BY version`);
-    expect(rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
+    expect(rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
   });
 
   it('the migrations make the SQLite ledger’s tables and columns, bigints, its checks and the unique audit (chain, seq)', async () => {
@@ -428,6 +428,8 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
       'locks',
       'migration_lock',
       'migrations',
+      'notify_deliveries',
+      'notify_events',
       'passkeys',
       'rate_events',
       'reservation_counts',
@@ -445,6 +447,10 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     expect(await columns('idempotent_calls')).toEqual(['key_id:text', 'idempotency_key:text', 'fingerprint:text', 'reservation_id:text', 'created_at:bigint', 'answer:text']);
     expect(await columns('passkeys')).toEqual([
       'id:text', 'credential_id:text', 'public_key:text', 'counter:bigint', 'transports:text', 'name:text', 'registered_by:text', 'created_at:bigint', 'last_used_at:bigint', 'mac:text',
+    ]);
+    expect(await columns('notify_events')).toEqual(['id:text', 'dedupe:text', 'type:text', 'at:bigint', 'payload:text']);
+    expect(await columns('notify_deliveries')).toEqual([
+      'event_id:text', 'endpoint:text', 'state:text', 'attempts:integer', 'next_at:bigint', 'last_error:text', 'updated_at:bigint',
     ]);
 
     const q = `"${s.schema}"`;
@@ -474,7 +480,7 @@ describe.skipIf(postgres.skipReason)(postgres.title('against PostgreSQL'), () =>
     const { rows } = await pools[0]!.query(`SELECT version, count(*)::int AS n FROM "${s.schema}".migrations GROUP BY version ORDER BY version`);
     expect(rows).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => ({ version: i + 1, n: 1 })));
     const tables = await pools[0]!.query('SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = $1', [s.schema]);
-    expect(tables.rows[0].n).toBe(16);
+    expect(tables.rows[0].n).toBe(18);
   });
 
   it('refuses a schema migrated by a newer runcap rather than guessing', async () => {

@@ -184,10 +184,10 @@ describe('migration 5 (session families)', () => {
     const { template, s1, s2 } = await family(APPROVING);
     for (let i = 0; i < 10; i++) approvalId(await t.ledger.authorize(req(s1.key, PAY, usd(50), { n: i })));
     for (let i = 10; i < 20; i++) approvalId(await t.ledger.authorize(req(s2.key, PAY, usd(50), { n: i })));
-    // the ledger as migration 4 left it (5 to 8 undone)
+    // the ledger as migration 4 left it (5 to 9 undone)
     await t.ledger.close();
     const raw = new Database(t.file);
-    raw.exec('DROP INDEX approvals_fingerprint; DROP INDEX approvals_family_pending; ALTER TABLE approvals DROP COLUMN family_id; ALTER TABLE reservations DROP COLUMN released_by; DROP TABLE idempotent_calls; DROP TABLE passkeys');
+    raw.exec('DROP INDEX approvals_fingerprint; DROP INDEX approvals_family_pending; ALTER TABLE approvals DROP COLUMN family_id; ALTER TABLE reservations DROP COLUMN released_by; DROP TABLE idempotent_calls; DROP TABLE passkeys; DROP TABLE notify_events; DROP TABLE notify_deliveries');
     raw.pragma('user_version = 4');
     raw.close();
     const ledger = t.reopen();

@@ -41,6 +41,7 @@ import {
 } from './audit-chain.js';
 import { DAY_MS, type CoreContext } from './context.js';
 import { APPROVAL_UNBACKED } from './policy-replay.js';
+import { thresholdsCrossed } from './notify.js';
 import { familyFingerprint, familyOf } from './family.js';
 import { effectiveApprovalStatus, policyOf, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from './rows.js';
 import { exactRangeMessage, spendGroupCounter, spendGroups } from './spend.js';
@@ -360,6 +361,8 @@ export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, read
     ops.push({ kind: 'updateApproval', id: grant.id, from: 'approved', set: { status: 'consumed', reservation_id: reservationId } });
     audit.push(about(actor, { event: 'approval_consumed', action, amountMicros: estimate, approvalId: grant.id, reservationId }));
   }
+  // a USD cap this call carries past 50, 80 or 100 % of its window: told once (core/notify.ts)
+  if (ctx.notify && counted.length > 0) ops.push(...thresholdsCrossed(reads.caps, counted, reads.counters, estimate, about(actor, { event: 'reserved', action }), ctx.notify, now));
   audit.push(
     about(actor, {
       event: spec.settleNow ? 'verified' : 'reserved',
@@ -389,10 +392,10 @@ function capBreach(cap: CapRow, estimate: number, w: Windows, counters: Readonly
   const c = counterRead(counters, key);
   const used = usedMicros(c);
   if (cap.usd_micros !== null && used + estimate > cap.usd_micros) {
-    return { ...base, kind: 'usd', limit: cap.usd_micros, used, remaining: Math.max(0, cap.usd_micros - used) };
+    return { ...base, windowKey: key.windowKey, kind: 'usd', limit: cap.usd_micros, used, remaining: Math.max(0, cap.usd_micros - used) };
   }
   if (cap.calls !== null && c.calls + 1 > cap.calls) {
-    return { ...base, kind: 'calls', limit: cap.calls, used: c.calls, remaining: Math.max(0, cap.calls - c.calls) };
+    return { ...base, windowKey: key.windowKey, kind: 'calls', limit: cap.calls, used: c.calls, remaining: Math.max(0, cap.calls - c.calls) };
   }
   counted.push(key);
   return undefined;

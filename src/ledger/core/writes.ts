@@ -7,6 +7,7 @@
 import { RuncapError } from '../../policy/codes.js';
 import type { ApprovalStatus, ReservationState } from '../types.js';
 import type { AuditInput } from './audit-chain.js';
+import type { DeliveryRow, NotificationRow } from './notify.js';
 import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from './rows.js';
 
 /** A change to a counter's four sums. */
@@ -59,6 +60,13 @@ export type Write =
   /** every passkey: the passphrase they were registered under changed */
   | { kind: 'dropPasskeys' }
   | { kind: 'setSetting'; name: string; value: string }
+  /**
+   * A notification queued with a delivery, due at once, for each endpoint that wants it. One whose
+   * `dedupe` is already queued is skipped whole, deliveries too (no refusal).
+   */
+  | { kind: 'enqueueNotification'; row: NotificationRow; endpoints: string[] }
+  /** a delivery's state, attempts and next try, as the rule set them */
+  | { kind: 'updateDelivery'; row: DeliveryRow }
   /**
    * A global vendor cap replaced: the old one (its counters and counts) dropped, the new one
    * (if any) inserted, counting from the start what each open reservation of its window adds.

@@ -3,6 +3,7 @@
  * for a fleet — many hosts, one budget. Chosen only by the `ledger` URL in config.json; the
  * connection is made of explicit parameters (postgres/connect.ts), never of PG* variables.
  */
+import type { Subscription } from '../core/notify.js';
 import type pg from 'pg';
 import type { Clock } from '../types.js';
 import { StoreLedger } from '../store/ledger.js';
@@ -22,6 +23,8 @@ export interface PostgresLedgerOptions {
   staleAfterMs?: number;
   /** log2 of scrypt's N for a passphrase set through this ledger (default 15; tests lower it, never below 10) */
   passphraseCost?: number;
+  /** the notification endpoints config.json names: events are queued only for them (core/notify.ts) */
+  notify?: Subscription[];
 }
 
 export class PostgresLedger extends StoreLedger {

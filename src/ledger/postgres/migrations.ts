@@ -196,6 +196,27 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
     mac           text NOT NULL
   );
   `,
+  // 4 (issue 16, notifications): as SQLite's migration 9
+  (s) => `
+  CREATE TABLE ${s}.notify_events (
+    id         text PRIMARY KEY,
+    dedupe     text NOT NULL UNIQUE,
+    type       text NOT NULL,
+    at         bigint NOT NULL,
+    payload    text NOT NULL
+  );
+  CREATE TABLE ${s}.notify_deliveries (
+    event_id   text NOT NULL,
+    endpoint   text NOT NULL,
+    state      text NOT NULL CHECK (state IN ('queued','delivered','failed')),
+    attempts   integer NOT NULL,
+    next_at    bigint NOT NULL,
+    last_error text,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (event_id, endpoint)
+  );
+  CREATE INDEX notify_deliveries_due ON ${s}.notify_deliveries(next_at) WHERE state = 'queued';
+  `,
 ];
 
 /**

@@ -17,6 +17,7 @@ import { APPROVAL_RECORD_EVENTS, chainAudit, chainOfInput, rowMacHolds, toAuditR
 import { addAudit, addOps, PgParams, sortedCounters, Statement, statementGroups, tables, type Tables } from './writes.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import { POLICY_EVENTS, type PolicyTables } from '../core/policy-replay.js';
+import type { DeliveryRow, DueDelivery } from '../core/notify.js';
 import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from '../core/rows.js';
 import { RESERVATION_EVENTS, type CountedReservation, type ReservationEvent, type StoredCounter } from '../core/verify.js';
 import { counterId, EMPTY_COUNTER, type CounterKey, type DenialTally, type Writes } from '../core/writes.js';
@@ -653,6 +654,28 @@ class PgTx implements WriteTx {
   async passkeyByCredential(credentialId: string): Promise<PasskeyRow | undefined> {
     // locked in a write: two approvals with one passkey take turns, and the second sees the counter the first wrote
     return (await this.rows<PasskeyRow>(`SELECT * FROM ${this.t.passkeys} WHERE credential_id = $1${this.lock(true)}`, [credentialId]))[0];
+  }
+
+  async dueDeliveries(now: number, limit: number): Promise<DueDelivery[]> {
+    // locked in a write: a second process claiming at once waits, then finds these leased (next_at moved) and skips them
+    return this.rows<DueDelivery>(
+      `SELECT d.event_id, d.endpoint, d.state, d.attempts, d.next_at, d.last_error, d.updated_at, e.type, e.at, e.payload
+       FROM ${this.t.notify_deliveries} d JOIN ${this.t.notify_events} e ON e.id = d.event_id
+       WHERE d.state = 'queued' AND d.next_at <= $1 ORDER BY d.next_at, d.event_id COLLATE "C" LIMIT $2${this.writing ? ' FOR NO KEY UPDATE OF d' : ''}`,
+      [now, limit],
+    );
+  }
+
+  async delivery(eventId: string, endpoint: string): Promise<DeliveryRow | undefined> {
+    return (await this.rows<DeliveryRow>(`SELECT * FROM ${this.t.notify_deliveries} WHERE event_id = $1 AND endpoint = $2${this.lock(true)}`, [eventId, endpoint]))[0];
+  }
+
+  async notificationBacklog(): Promise<{ queued: number; failed: number }> {
+    const [row] = await this.rows<{ queued: number; failed: number }>(
+      `SELECT (SELECT count(*) FROM ${this.t.notify_deliveries} WHERE state = 'queued') AS queued,
+              (SELECT count(*) FROM ${this.t.notify_deliveries} WHERE state = 'failed') AS failed`,
+    );
+    return { queued: Number(row!.queued), failed: Number(row!.failed) };
   }
 
   async passkeys(): Promise<PasskeyRow[]> {

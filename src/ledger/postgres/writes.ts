@@ -25,7 +25,9 @@ export type Tables = Record<
   | 'denial_tallies'
   | 'locks'
   | 'idempotent_calls'
-  | 'passkeys',
+  | 'passkeys'
+  | 'notify_events'
+  | 'notify_deliveries',
   string
 >;
 
@@ -47,6 +49,8 @@ export function tables(schema: string): Tables {
     locks: q('locks'),
     idempotent_calls: q('idempotent_calls'),
     passkeys: q('passkeys'),
+    notify_events: q('notify_events'),
+    notify_deliveries: q('notify_deliveries'),
   };
 }
 
@@ -136,6 +140,8 @@ function rowChanged(op: Write): string | undefined {
       return 'passkeys';
     case 'replaceVendorCap':
       return 'vendor caps';
+    case 'updateDelivery':
+      return `delivery:${op.row.event_id}\u0000${op.row.endpoint}`;
     default:
       return undefined;
   }
@@ -266,6 +272,25 @@ export function addOps(st: Statement, t: Tables, ops: readonly Write[]): void {
       case 'dropPasskeys':
         st.add(`DELETE FROM ${t.passkeys}`);
         break;
+      case 'enqueueNotification': {
+        const e = op.row;
+        // one statement sees one snapshot: the deliveries go in only where the dedupe was not queued before it
+        st.add(`INSERT INTO ${t.notify_events} (id, dedupe, type, at, payload) VALUES (${[e.id, e.dedupe, e.type, e.at, e.payload].map(p).join(', ')}) ON CONFLICT (dedupe) DO NOTHING`);
+        st.add(
+          `INSERT INTO ${t.notify_deliveries} (event_id, endpoint, state, attempts, next_at, updated_at)
+           SELECT ${p(e.id)}, ep, 'queued', 0, ${p(e.at)}, ${p(e.at)} FROM unnest(${p(op.endpoints)}::text[]) AS ep
+           WHERE NOT EXISTS (SELECT 1 FROM ${t.notify_events} WHERE dedupe = ${p(e.dedupe)})`,
+        );
+        break;
+      }
+      case 'updateDelivery': {
+        const d = op.row;
+        st.add(
+          `UPDATE ${t.notify_deliveries} SET state = ${p(d.state)}, attempts = ${p(d.attempts)}, next_at = ${p(d.next_at)}, last_error = ${p(d.last_error)}, updated_at = ${p(d.updated_at)}
+           WHERE event_id = ${p(d.event_id)} AND endpoint = ${p(d.endpoint)}`,
+        );
+        break;
+      }
       case 'setSetting':
         st.add(`INSERT INTO ${t.settings} (name, value) VALUES (${p(op.name)}, ${p(op.value)}) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value`);
         break;

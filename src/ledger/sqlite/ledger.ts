@@ -2,6 +2,7 @@
  * The SQLite ledger: the ledger (store/ledger.ts) over one SQLite file (sqlite/store.ts). The
  * embedded default, for one machine: every process on it shares the file and its write lock.
  */
+import type { Subscription } from '../core/notify.js';
 import type { Clock } from '../types.js';
 import { StoreLedger } from '../store/ledger.js';
 import type { Db } from './db.js';
@@ -20,6 +21,8 @@ export interface SqliteLedgerOptions {
   staleAfterMs?: number;
   /** log2 of scrypt's N for a passphrase set through this ledger (default 15; tests lower it, never below 10) */
   passphraseCost?: number;
+  /** the notification endpoints config.json names: events are queued only for them (core/notify.ts) */
+  notify?: Subscription[];
 }
 
 export class SqliteLedger extends StoreLedger {

@@ -225,4 +225,27 @@ export const MIGRATIONS: readonly string[] = [
     mac           TEXT NOT NULL
   );
   `,
+  // 9 (issue 16, notifications): the outbox. An event is queued, with a delivery for each endpoint
+  //    that wants it, in the transaction that records what it tells (dedupe: the same happening
+  //    once); delivery leases each due one while it posts. The partial index holds only the work left.
+  `
+  CREATE TABLE notify_events (
+    id         TEXT PRIMARY KEY,
+    dedupe     TEXT NOT NULL UNIQUE,
+    type       TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    payload    TEXT NOT NULL            -- JSON: what the ledger knew (core/notify.ts QueuedFacts)
+  );
+  CREATE TABLE notify_deliveries (
+    event_id   TEXT NOT NULL,
+    endpoint   TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('queued','delivered','failed')),
+    attempts   INTEGER NOT NULL,
+    next_at    INTEGER NOT NULL,
+    last_error TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (event_id, endpoint)
+  ) WITHOUT ROWID;
+  CREATE INDEX notify_deliveries_due ON notify_deliveries(next_at) WHERE state = 'queued';
+  `,
 ];

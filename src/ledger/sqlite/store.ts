@@ -12,6 +12,7 @@ import type { AuditRecord } from '../core/audit-chain.js';
 import { UNRESOLVED_STATES } from '../core/authorize.js';
 import type { PolicyTables } from '../core/policy-replay.js';
 import { EMPTY_COUNTER, type CounterKey, type Delta, type DenialTally, type Write, type Writes } from '../core/writes.js';
+import type { DeliveryRow, DueDelivery } from '../core/notify.js';
 import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from '../core/rows.js';
 import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
 import type { AuditQuery, ChainHead, Clock, ReservationFilter } from '../types.js';
@@ -261,6 +262,30 @@ class SqliteTx implements WriteTx {
     return this.s.prepared('SELECT * FROM passkeys WHERE credential_id = ?').get(credentialId) as PasskeyRow | undefined;
   }
 
+  async dueDeliveries(now: number, limit: number): Promise<DueDelivery[]> {
+    return this.s
+      .prepared(
+        `SELECT d.event_id, d.endpoint, d.state, d.attempts, d.next_at, d.last_error, d.updated_at, e.type, e.at, e.payload
+         FROM notify_deliveries d JOIN notify_events e ON e.id = d.event_id
+         WHERE d.state = 'queued' AND d.next_at <= ? ORDER BY d.next_at, d.event_id LIMIT ?`,
+      )
+      .all(now, limit) as DueDelivery[];
+  }
+
+  async delivery(eventId: string, endpoint: string): Promise<DeliveryRow | undefined> {
+    return this.s.prepared('SELECT * FROM notify_deliveries WHERE event_id = ? AND endpoint = ?').get(eventId, endpoint) as DeliveryRow | undefined;
+  }
+
+  async notificationBacklog(): Promise<{ queued: number; failed: number }> {
+    const row = this.s
+      .prepared(
+        `SELECT (SELECT count(*) FROM notify_deliveries WHERE state = 'queued') AS queued,
+                (SELECT count(*) FROM notify_deliveries WHERE state = 'failed') AS failed`,
+      )
+      .get() as { queued: number; failed: number };
+    return { queued: row.queued, failed: row.failed };
+  }
+
   async passkeys(): Promise<PasskeyRow[]> {
     return this.s.prepared('SELECT * FROM passkeys ORDER BY created_at, id').all() as PasskeyRow[];
   }
@@ -407,6 +432,21 @@ class SqliteTx implements WriteTx {
       case 'setSetting':
         this.s.prepared('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run(op.name, op.value);
         return;
+      case 'enqueueNotification': {
+        const e = op.row;
+        const { changes } = this.s.prepared('INSERT INTO notify_events (id, dedupe, type, at, payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedupe) DO NOTHING').run(e.id, e.dedupe, e.type, e.at, e.payload);
+        if (changes === 0) return; // told already
+        const insert = this.s.prepared("INSERT INTO notify_deliveries (event_id, endpoint, state, attempts, next_at, updated_at) VALUES (?, ?, 'queued', 0, ?, ?)");
+        for (const endpoint of op.endpoints) insert.run(e.id, endpoint, e.at, e.at);
+        return;
+      }
+      case 'updateDelivery': {
+        const d = op.row;
+        this.s
+          .prepared('UPDATE notify_deliveries SET state = ?, attempts = ?, next_at = ?, last_error = ?, updated_at = ? WHERE event_id = ? AND endpoint = ?')
+          .run(d.state, d.attempts, d.next_at, d.last_error, d.updated_at, d.event_id, d.endpoint);
+        return;
+      }
       case 'replaceVendorCap': {
         if (op.removeCapId !== null) {
           this.s.prepared('DELETE FROM caps WHERE id = ?').run(op.removeCapId);

@@ -26,8 +26,11 @@ import type {
   IdempotentCall,
   IssuedKey,
   IssueKeyInput,
+  ClaimedNotification,
   KeyInfo,
   Ledger,
+  NotificationClaimRequest,
+  NotificationOutcome,
   NewPasskey,
   Passkey,
   PassphraseAttempt,
@@ -72,7 +75,9 @@ import type { TransitionRead, TransitionResult } from '../core/reservations.js';
 import { idempotentCallOf, toApproval, toKeyInfo, toPasskey, toReservation, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from '../core/rows.js';
 import { spendGroups, spendGroupScope } from '../core/spend.js';
 import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
-import { counterId, writes, type CounterKey } from '../core/writes.js';
+import { counterId, writes, type CounterKey, type Writes } from '../core/writes.js';
+import * as notify from '../core/notify.js';
+import { notificationsOf, type Notifying, type Subscription } from '../core/notify.js';
 import { GLOBAL_CHAIN } from '../core/audit-chain.js';
 import type { ReadTx, Store, WriteTx } from './store.js';
 
@@ -83,6 +88,8 @@ export interface StoreLedgerOptions {
   staleAfterMs?: number;
   /** log2 of scrypt's N for a passphrase set through this ledger (default 15; tests lower it, never below 10) */
   passphraseCost?: number;
+  /** the notification endpoints config.json names and what each wants: events are queued only for them */
+  notify?: Subscription[];
 }
 
 export class StoreLedger implements Ledger {
@@ -91,6 +98,8 @@ export class StoreLedger implements Ledger {
   private readonly sealer: Sealer;
   private readonly staleAfterMs: number;
   private readonly passphraseCost: number | undefined;
+  /** what the notifications a transaction tells are queued for (core/notify.ts) */
+  protected readonly notifying: Notifying;
   /** every HumanProof this ledger made */
   private readonly proofs: HumanProofs = new HumanProofs();
   private closed = false;
@@ -107,10 +116,49 @@ export class StoreLedger implements Ledger {
     };
     this.staleAfterMs = opts.staleAfterMs ?? 90_000;
     this.passphraseCost = opts.passphraseCost;
+    this.notifying = { subscriptions: opts.notify ?? [], newId };
+    if (this.notifying.subscriptions.length > 0) this.core.notify = this.notifying;
   }
 
   async now(): Promise<number> {
     return this.store.read((tx) => tx.time());
+  }
+
+  /** Applies a rule's Writes with the notifications its audit rows tell (core/notify.ts), in the same transaction. */
+  private async apply(tx: WriteTx, w: Writes): Promise<void> {
+    if (this.notifying.subscriptions.length === 0 || w.audit.length === 0) return tx.apply(w);
+    const told = notificationsOf(w.audit, this.notifying, await tx.time());
+    return tx.apply(told.length === 0 ? w : { ops: [...w.ops, ...told], audit: w.audit });
+  }
+
+  // ───────────────────────────── notifications ─────────────────────────────
+
+  async claimNotifications(req: NotificationClaimRequest): Promise<ClaimedNotification[]> {
+    return this.store.write('normal', async (tx) => {
+      const now = await tx.time();
+      const due = await tx.dueDeliveries(now, req.limit);
+      const claim = notify.claimDeliveries(due, req.subscriptions, { now, leaseMs: req.leaseMs, maxAttempts: req.maxAttempts });
+      await tx.apply(claim.writes);
+      return claim.claimed.map((d) => ({
+        eventId: d.event_id,
+        endpoint: d.endpoint,
+        attempt: d.attempts,
+        type: d.type,
+        at: d.at,
+        facts: JSON.parse(d.payload) as notify.QueuedFacts,
+      }));
+    });
+  }
+
+  async recordNotification(r: NotificationOutcome): Promise<void> {
+    await this.store.write('normal', async (tx) => {
+      const now = await tx.time();
+      await tx.apply(notify.recordDelivery(await tx.delivery(r.eventId, r.endpoint), r.attempt, r.outcome, { now, maxAttempts: r.maxAttempts }));
+    });
+  }
+
+  async notificationBacklog(): Promise<{ queued: number; failed: number }> {
+    return this.store.read((tx) => tx.notificationBacklog());
   }
 
   async close(): Promise<void> {
@@ -132,7 +180,7 @@ export class StoreLedger implements Ledger {
       this.store.write('full', async (tx) => {
         this.proofs.assert(input.proof, 'keys issue', 'a root key creates budget', await tx.setting('passphrase'));
         const { writes, issued } = keys.issueRootKey({ label: input.label, issuedBy: input.issuedBy, policy, ttlSeconds: ttl, passphraseTypedBy: input.proof.by }, this.keyContext((await tx.time())));
-        await tx.apply(writes);
+        await this.apply(tx, writes);
         return issued;
       }),
     );
@@ -160,7 +208,7 @@ export class StoreLedger implements Ledger {
         const family = familyOf(chain[chain.length - 1]!);
         const state = { ...(await this.chainState(tx, chain)), liveChildren: keys.liveChildren(family, await tx.familyChildren(family), await tx.time()) };
         const { writes, issued } = keys.insertChild(state, child, this.keyContext((await tx.time())));
-        await tx.apply(writes);
+        await this.apply(tx, writes);
         return issued;
       });
     } catch (err) {
@@ -175,7 +223,7 @@ export class StoreLedger implements Ledger {
     return this.store.write('full', async (tx) => {
       const chain = await this.resolveChain(tx, presentedKey, true);
       const { writes, issued } = keys.mintSession(await this.chainState(tx, chain), randomBytes(4).toString('hex'), this.keyContext((await tx.time())));
-      await tx.apply(writes);
+      await this.apply(tx, writes);
       return issued;
     });
   }
@@ -214,7 +262,7 @@ export class StoreLedger implements Ledger {
       const chain = typeof id === 'string' ? await tx.chain(id, { lock: true }) : undefined;
       if (!chain) throw new RuncapError('NOT_FOUND', `no key ${String(id)}`);
       const { writes, revoked } = keys.revokeKey(chain, await this.descendantsOf(tx, chain[chain.length - 1]!), { reason, by: opts.by }, (await tx.time()));
-      await tx.apply(writes);
+      await this.apply(tx, writes);
       return { revoked };
     });
   }
@@ -240,7 +288,7 @@ export class StoreLedger implements Ledger {
         const globalCaps = await tx.globalCaps({ changing: true });
         const backfill = limits.backfillOf(change, (await tx.time()));
         const inWindow = backfill ? await tx.reservationsInWindow(backfill.field, backfill.key, backfill.vendor) : [];
-        await tx.apply(limits.setVendorLimit(change, { globalCaps, inWindow, passphraseHash: await tx.setting('passphrase') }, this.proofs));
+        await this.apply(tx, limits.setVendorLimit(change, { globalCaps, inWindow, passphraseHash: await tx.setting('passphrase') }, this.proofs));
       }),
     );
   }
@@ -270,7 +318,7 @@ export class StoreLedger implements Ledger {
 
   async recordAnswer(reservationId: string, answer: StoredAnswer): Promise<void> {
     const json = storedAnswerJson(answer);
-    await this.store.write('normal', (tx) => tx.apply(writes([{ kind: 'setIdempotentAnswer', reservationId, answer: json }], [])));
+    await this.store.write('normal', (tx) => this.apply(tx, writes([{ kind: 'setIdempotentAnswer', reservationId, answer: json }], [])));
   }
 
   async verify(req: VerifyRequest): Promise<Decision> {
@@ -289,7 +337,7 @@ export class StoreLedger implements Ledger {
       const chain = parsed ? await tx.chain(parsed.id) : undefined;
       const actor = presentedActor(parsed, chain);
       if (!(await this.admitDenialRow(tx, actor, recorded.code, recorded.action))) return;
-      await tx.apply(writes([], [deniedBeforeLedger(actor, parsed?.id ?? null, recorded)]));
+      await this.apply(tx, writes([], [deniedBeforeLedger(actor, parsed?.id ?? null, recorded)]));
     });
   }
 
@@ -297,7 +345,7 @@ export class StoreLedger implements Ledger {
   private async admitDenialRow(tx: WriteTx, actor: Actor | null, code: string, action: string | null): Promise<boolean> {
     const tally = await tx.denialTally(actor?.id ?? GLOBAL_CHAIN);
     const { admitted, ...w } = admitDenialRow(tally, actor, (await tx.time()), code, action);
-    await tx.apply(w);
+    await this.apply(tx, w);
     return admitted;
   }
 
@@ -308,7 +356,7 @@ export class StoreLedger implements Ledger {
     await this.store.write('normal', async (tx) => {
       for (const tally of await tx.heldDenialTallies()) {
         const key = tally.chain === GLOBAL_CHAIN ? undefined : await tx.key(tally.chain);
-        await tx.apply(flushTally(tally, await this.actorOfKey(tx, key), (await tx.time())));
+        await this.apply(tx, flushTally(tally, await this.actorOfKey(tx, key), (await tx.time())));
       }
     });
   }
@@ -324,7 +372,7 @@ export class StoreLedger implements Ledger {
         return await this.store.write('full', async (tx) => {
           const outcome = await this.decideWithin(tx, presented, spec);
           if (!outcome.allowed) throw new DeferredDenial(outcome);
-          await tx.apply(outcome.writes);
+          await this.apply(tx, outcome.writes);
           return outcome.decision;
         });
       } catch (err) {
@@ -332,7 +380,7 @@ export class StoreLedger implements Ledger {
         const denied = err.outcome;
         return await this.store.write('normal', async (tx) => {
           const { decision, record } = 'ask' in denied ? askHuman(this.core, denied.ask, await this.askReads(tx, denied.ask)) : denied;
-          await tx.apply(record);
+          await this.apply(tx, record);
           return decision;
         });
       }
@@ -484,7 +532,7 @@ export class StoreLedger implements Ledger {
         now: (await tx.time()),
       };
       const { reservation, writes, grows } = await decide(tx, read);
-      await tx.apply(writes);
+      await this.apply(tx, writes);
       if (grows) transitions.refuseInexactTotal(reservationId, r!.action, (await tx.counters([{ scope: spendGroupScope(r!.action), windowKey: '' }]))[0]!);
       return reservation;
     });
@@ -550,7 +598,7 @@ export class StoreLedger implements Ledger {
       const read = { approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: (await tx.time()), requested: (await this.approvalRecord(tx, r.id)).requested };
       const outcome = answers.approve(read, opts.by, this.sealer, { method: 'passphrase', via });
       // a refusal is committed too: the finding stays in the audit trail, for verify to name
-      await tx.apply(outcome.writes);
+      await this.apply(tx, outcome.writes);
       return outcome;
     });
     if (answered.refused) throw answered.refused;
@@ -585,13 +633,13 @@ export class StoreLedger implements Ledger {
       const use = passkeys.passkeyUse({ approval: r, actor, now, passkey, passphraseHash }, signed, opts.by, this.sealer);
       if (use.refused) {
         // committed: a bad signature, a replayed counter or an unregistered passkey stays in the audit trail
-        await tx.apply(use.writes);
+        await this.apply(tx, use.writes);
         return { refused: use.refused };
       }
       const read = { approval: r, key, actor, now, requested: (await this.approvalRecord(tx, r.id)).requested };
       // the passkey proves its owner, whoever asked: the grant is recorded under the name it was registered by
       const outcome = answers.approve(read, use.use.passkey.registered_by, this.sealer, { method: 'passkey', passkey: use.use.passkey, use: use.use.op });
-      await tx.apply(outcome.writes);
+      await this.apply(tx, outcome.writes);
       return outcome;
     });
     if (answered.refused) throw answered.refused;
@@ -605,7 +653,7 @@ export class StoreLedger implements Ledger {
       const r = await this.approvalRow(tx, id);
       const key = (await tx.key(r.key_id))!;
       const { approval, writes } = answers.deny({ approval: r, key, actor: (await this.actorOfKey(tx, key))!, now: (await tx.time()) }, opts.by, reason);
-      await tx.apply(writes);
+      await this.apply(tx, writes);
       return approval;
     });
   }
@@ -626,7 +674,7 @@ export class StoreLedger implements Ledger {
       if ((await tx.setting('passphrase')) !== stored) throw new RuncapError('CONFLICT', 'the approver passphrase changed meanwhile; nothing was changed');
       const replaced = stored !== undefined;
       // a change drops every passkey in the same transaction: none outlives the passphrase it was registered under
-      await tx.apply(passphraseSet(this.sealer, hash, replaced, replaced ? (await tx.passkeys()).length : undefined));
+      await this.apply(tx, passphraseSet(this.sealer, hash, replaced, replaced ? (await tx.passkeys()).length : undefined));
       return tx.time();
     });
     // whoever just chose the passphrase has proven it for anything (init's human, a test's, the demo's)
@@ -660,7 +708,7 @@ export class StoreLedger implements Ledger {
     const { act, audit } = refusalAudit(refusal);
     await this.store.write('normal', async (tx) => {
       if (!(await this.admitDenialRow(tx, null, 'PASSPHRASE_REQUIRED', act))) return;
-      await tx.apply({ ops: [], audit: [audit] });
+      await this.apply(tx, { ops: [], audit: [audit] });
     });
   }
 
@@ -670,7 +718,7 @@ export class StoreLedger implements Ledger {
       const approval = typeof attempt?.approvalId === 'string' ? await tx.approval(attempt.approvalId) : undefined;
       const actor = approval ? await this.actorOfKey(tx, await tx.key(approval.key_id)) : null;
       if (!(await this.admitDenialRow(tx, actor, 'RATE_LIMITED', approval?.action ?? null))) return;
-      await tx.apply({ ops: [], audit: [throttledAudit(attempt, approval && { row: approval, actor })] });
+      await this.apply(tx, { ops: [], audit: [throttledAudit(attempt, approval && { row: approval, actor })] });
     });
   }
 
@@ -684,7 +732,7 @@ export class StoreLedger implements Ledger {
         this.proofs.assert(proof, 'passkey register', 'a passkey approves in place of the passphrase', hash);
         const read = { existing: await tx.passkeyByCredential(input.credentialId), passphraseHash: hash!, now: await tx.time() };
         const { passkey: registered, writes } = passkeys.registerPasskey(read, input, proof.by, this.core, this.sealer);
-        await tx.apply(writes);
+        await this.apply(tx, writes);
         return registered;
       }),
     );
@@ -712,7 +760,7 @@ export class StoreLedger implements Ledger {
     passkeys.checkPasskeyId(id);
     return this.store.write('full', async (tx) => {
       const { passkey, writes } = passkeys.removePasskey(await tx.passkey(id), id, opts.by);
-      await tx.apply(writes);
+      await this.apply(tx, writes);
       return passkey;
     });
   }
@@ -738,7 +786,7 @@ export class StoreLedger implements Ledger {
     await this.store.write('full', async (tx) => {
       const approval = attempt?.approvalId !== undefined ? await this.approvalRow(tx, attempt.approvalId) : undefined;
       const about = approval && { row: approval, actor: await this.actorOfKey(tx, await tx.key(approval.key_id)) };
-      await tx.apply({ ops: [], audit: [wrongPassphraseAudit(attempt, about)] });
+      await this.apply(tx, { ops: [], audit: [wrongPassphraseAudit(attempt, about)] });
     });
   }
 

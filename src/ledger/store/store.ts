@@ -7,6 +7,7 @@
  */
 import type { AuditRecord } from '../core/audit-chain.js';
 import type { PolicyTables } from '../core/policy-replay.js';
+import type { DeliveryRow, DueDelivery } from '../core/notify.js';
 import type { ApprovalRow, CapRow, CounterRow, IdempotentCallRow, KeyRow, PasskeyRow, ReservationRow } from '../core/rows.js';
 import type { CountedReservation, ReservationEvent, StoredCounter } from '../core/verify.js';
 import type { CounterKey, DenialTally, Writes } from '../core/writes.js';
@@ -94,6 +95,13 @@ export interface ReadTx {
   passkeyByCredential(credentialId: string): Promise<PasskeyRow | undefined>;
   /** Every passkey, oldest first; locked in a write transaction. */
   passkeys(): Promise<PasskeyRow[]>;
+
+  /** Queued deliveries due at `now`, soonest first, at most `limit`, with their events; locked in a write transaction. */
+  dueDeliveries(now: number, limit: number): Promise<DueDelivery[]>;
+  /** One delivery; locked in a write transaction. */
+  delivery(eventId: string, endpoint: string): Promise<DeliveryRow | undefined>;
+  /** How many deliveries are queued and how many failed. */
+  notificationBacklog(): Promise<{ queued: number; failed: number }>;
 
   reservation(id: string): Promise<ReservationRow | undefined>;
   /** The call made under (key, idempotency key); in a call's write transaction read only once its chain is held. */

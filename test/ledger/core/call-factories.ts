@@ -30,7 +30,7 @@ function ulidLike(n: number): string {
 
 /** A core context with the fixed audit secret and ids counted from 1 per prefix (res_…01, res_…02, …). */
 export function coreContext(): CoreContext & { issued: string[] } {
-  const next = { vk: 0, res: 0, apr: 0, pk: 0 };
+  const next = { vk: 0, res: 0, apr: 0, pk: 0, evt: 0 };
   const issued: string[] = [];
   return {
     auditSecret: AUDIT_SECRET,
