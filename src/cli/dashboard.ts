@@ -10,6 +10,7 @@
 import { spawn } from 'node:child_process';
 import { Option, type Command } from 'commander';
 import { assertInitialized, resolveHome } from '../config.js';
+import { startNotifierFor } from '../notify/index.js';
 import { openGuard } from '../guard/index.js';
 import { startDashboard } from '../http/dashboard/server.js';
 import { signInLink } from '../http/dashboard/instance.js';
@@ -51,6 +52,7 @@ export function registerDashboardCommands(program: Command): void {
         await guard.close();
         throw err;
       }
+      const notifier = startNotifierFor(guard, log);
       const link = served.signInLink(approverName(o.by));
       process.stdout.write(`runcap dashboard on ${served.url}\n${signInLine(link)}`);
       if (o.open) openInBrowser(link);
@@ -58,6 +60,7 @@ export function registerDashboardCommands(program: Command): void {
         for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => resolve());
       });
       await served.close();
+      await notifier.stop();
       await guard.close();
     });
 

@@ -2,6 +2,7 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { serve } from '../mcp/serve.js';
 import { serveHttp } from '../http/server.js';
+import { startNotifierFor } from '../notify/index.js';
 
 export function registerServeCommand(program: Command): void {
   program
@@ -19,7 +20,7 @@ export function registerServeCommand(program: Command): void {
       if (!o.http) {
         const httpOnly = ['host', 'port', 'allowOrigin', 'tlsCert', 'tlsKey', 'behindTlsProxy', 'dashboardPort'].filter((n) => cmd.getOptionValueSource(n) === 'cli');
         if (httpOnly.length > 0) cmd.error(`error: ${httpOnly.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} go with --http`, { exitCode: 2 });
-        await serve();
+        await serve({ beside: startNotifierFor });
         return;
       }
       await serveHttp({

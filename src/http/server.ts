@@ -12,6 +12,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { assertInitialized, loadConfig, resolveHome } from '../config.js';
+import { startNotifierFor } from '../notify/index.js';
 import { openGuard, type Guard } from '../guard/index.js';
 import { VendorRuntime } from '../guard/vendors.js';
 import { RuncapError } from '../policy/codes.js';
@@ -211,6 +212,7 @@ async function listen(
       resolve();
     });
   });
+  const notifier = startNotifierFor(guard, log);
   const port = (server.address() as AddressInfo).port;
   policy = originPolicy({ bound: opts.host, port, scheme, allowOrigins: opts.allowOrigins, certNames: opts.tls?.names ?? [] });
   const shown = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
@@ -233,6 +235,7 @@ async function listen(
     server.closeAllConnections();
     await requests.drained();
     await toolCalls.drained();
+    await notifier.stop().catch(() => {});
     await guard.close().catch(() => {});
     process.exit(0);
   };

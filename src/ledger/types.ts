@@ -602,6 +602,13 @@ export interface Ledger {
    */
   now(): Promise<number>;
 
+  // notifications (core/notify.ts): the outbox, for the notifier of a server process (src/notify)
+  /** Leases the deliveries due now (none due: no write lock taken), each for one attempt. */
+  claimNotifications(req: NotificationClaimRequest): Promise<ClaimedNotification[]>;
+  /** What an attempt came to: delivered, tried again after a backoff, or failed once its attempts are spent (audited). */
+  recordNotification(outcome: NotificationOutcome): Promise<void>;
+  notificationBacklog(): Promise<{ queued: number; failed: number }>;
+
   close(): Promise<void>;
 }
 

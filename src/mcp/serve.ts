@@ -19,6 +19,8 @@ import { InFlight } from './inflight.js';
 export interface ServeOptions {
   env?: NodeJS.ProcessEnv;
   log?: (line: string) => void;
+  /** work the process does beside the session once it serves (the CLI's notifier), stopped before the ledger closes */
+  beside?: (guard: Guard, log: (line: string) => void) => { stop(): Promise<void> };
 }
 
 export async function serve(opts: ServeOptions = {}): Promise<void> {
@@ -42,7 +44,7 @@ export async function serve(opts: ServeOptions = {}): Promise<void> {
 
   const guard = openGuard({ home, log });
   try {
-    await start(guard, { home, config, env, presented, log });
+    await start(guard, { home, config, env, presented, log, beside: opts.beside });
   } catch (err) {
     await guard.close().catch(() => {});
     throw err;
@@ -64,7 +66,7 @@ const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 async function start(
   guard: Guard,
-  { home, config, env, presented, log }: { home: string; config: RuncapConfig; env: NodeJS.ProcessEnv; presented: string; log: (line: string) => void },
+  { home, config, env, presented, log, beside }: { home: string; config: RuncapConfig; env: NodeJS.ProcessEnv; presented: string; log: (line: string) => void; beside: ServeOptions['beside'] },
 ): Promise<void> {
   const presentedInfo: KeyInfo = await guard.ledger.resolveKey(presented);
 
@@ -112,6 +114,7 @@ async function start(
   const ctx: ToolContext = { guard, vendors, key, keyInfo, allows, log, track, stopSignal: stopping.signal, shuttingDown: () => closing };
   const server = createServer(ctx);
   const transport = new StdioServerTransport();
+  const besides = beside?.(guard, log);
   const shutdown = async () => {
     if (closing) return;
     closing = true;
@@ -121,6 +124,7 @@ async function start(
     // one turn of the event loop for the SDK to write the last answers to a host still reading
     await new Promise((resolve) => setImmediate(resolve));
     await server.close().catch(() => {});
+    await besides?.stop().catch(() => {});
     await guard.close().catch(() => {});
     process.exit(0);
   };

@@ -1,4 +1,5 @@
 /** Test helpers: a fresh ledger (a SQLite file in a temp dir, or a PostgreSQL schema), with a controllable clock. */
+import type { Subscription } from '../../src/ledger/core/notify.js';
 import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -46,12 +47,12 @@ export type TestLedger = ReturnType<typeof openTestLedger<TestClock>>;
  * processes. On PostgreSQL `file` names nothing: each ledger gets a schema of its own (`reopen` opens
  * a second ledger on it), dropped at close.
  */
-export function openTestLedger<C extends { readonly now: Clock } = TestClock>(opts: { clock?: C; file?: string; secret?: Buffer; busyTimeoutMs?: number; staleAfterMs?: number } = {}) {
+export function openTestLedger<C extends { readonly now: Clock } = TestClock>(opts: { clock?: C; file?: string; secret?: Buffer; busyTimeoutMs?: number; staleAfterMs?: number; notify?: Subscription[] } = {}) {
   const { dir, cleanup } = tempDir();
   const clock = opts.clock ?? (new TestClock() as unknown as C);
   const secret = opts.secret ?? randomBytes(32);
   const file = opts.file ?? join(dir, 'ledger.db');
-  const shared = { auditSecret: secret, clock: clock.now, passphraseCost: TEST_PASSPHRASE_COST, ...(opts.staleAfterMs !== undefined ? { staleAfterMs: opts.staleAfterMs } : {}) };
+  const shared = { auditSecret: secret, clock: clock.now, passphraseCost: TEST_PASSPHRASE_COST, ...(opts.staleAfterMs !== undefined ? { staleAfterMs: opts.staleAfterMs } : {}), ...(opts.notify ? { notify: opts.notify } : {}) };
   const pg = onPostgres ? testSchema() : undefined;
   const open = (busyTimeoutMs: number): SqliteLedger | PostgresLedger =>
     // PostgreSQL's statement timeout plays SQLite's busy timeout: how long a call waits for a lock

@@ -23,7 +23,7 @@ import { type Html } from './html.js';
 import { removeInstance, writeInstance } from './instance.js';
 import { approvalsBody } from './pages/approvals.js';
 import { auditBody, AUDIT_ROWS } from './pages/audit.js';
-import { bare, page, utcText, type PageName } from './pages/layout.js';
+import { bare, landing, page, utcText, type PageName } from './pages/layout.js';
 import { passkeysBody } from './pages/passkeys.js';
 import { revokeConfirmBody, runsBody, type RunView } from './pages/runs.js';
 import { SPEND_BY, spendBody, type SpendBy } from './pages/spend.js';
@@ -226,6 +226,14 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       return redirect(res, '/approvals', { 'Set-Cookie': `${SESSION_COOKIE}=${fresh.id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}` });
     }
 
+    if (method === 'GET' && path === '/open') {
+      const to = url.searchParams.get('to');
+      const id = url.searchParams.get('id') ?? '';
+      if (to === 'approval' && /^apr_[0-9A-HJKMNP-TV-Z]{26}$/.test(id)) return sendHtml(res, 200, landing(`/approvals#${id}`, `approval ${id}`));
+      if (to === 'runs' || to === 'audit') return sendHtml(res, 200, landing(`/${to}`, `the ${to === 'runs' ? 'Runs' : 'Audit'} page`));
+      return sendHtml(res, 404, bare('Not found', 'This link does not open a dashboard page.'));
+    }
+
     if (method === 'GET') {
       if (!session) return sendHtml(res, 401, bare('Not signed in', 'Sign in with the link `runcap dashboard` printed; `runcap dashboard login` prints a new one.'));
       if (path === '/') return redirect(res, '/approvals');
@@ -339,7 +347,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       const url = new URL(target, rp.origin);
       // another site's page may link to a sign-in (a login link pasted into a chat) but may not navigate into, frame or embed the rest
       const site = req.headers['sec-fetch-site'];
-      if (req.method === 'GET' && url.pathname !== '/login' && site !== undefined && site !== 'same-origin' && site !== 'none') {
+      if (req.method === 'GET' && url.pathname !== '/login' && url.pathname !== '/open' && site !== undefined && site !== 'same-origin' && site !== 'none') {
         return sendHtml(res, 403, bare('Refused', 'Open the dashboard from its own address, not from another page.'));
       }
       const session = sessions.fromCookie(req.headers.cookie);

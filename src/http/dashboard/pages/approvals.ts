@@ -51,7 +51,7 @@ export function approvalCard(v: ApprovalView, session: Session, passkeys: boolea
   const args = a.request.args ?? {};
   const note = priceNote(a);
   const grantTtl = v.key?.policy.grant_ttl_s;
-  return html`<article class="approval" data-approval-id="${a.id}">
+  return html`<article class="approval" id="${a.id}" data-approval-id="${a.id}">
 <header><h2>Approval <code>${a.id}</code></h2><span class="badge ${a.status}">${a.status}</span></header>
 <dl class="facts">
 ${fact('key', keyFact(v))}

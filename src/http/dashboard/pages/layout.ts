@@ -60,4 +60,17 @@ export function bare(title: string, text: string): Html {
 `;
 }
 
+/**
+ * Where a notification's link lands (GET /open, the one page besides /login another site may open):
+ * it shows nothing of the ledger, only a link into the dashboard, which the browser then follows
+ * from the dashboard's own page — so the session cookie (SameSite=Strict) goes with it — and the
+ * human still signs in and proves themselves there.
+ */
+export function landing(path: string, what: string): Html {
+  return html`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Open the dashboard · runcap</title><link rel="stylesheet" href="/assets/dashboard.css"></head>
+<body><main><h1>runcap</h1><p>A notification links here: <a id="open" href="${path}">open ${what}</a>. Not signed in? <code>runcap dashboard login</code> prints a sign-in link.</p></main></body></html>
+`;
+}
+
 export const csrfField = (session: Session): Html => html`<input type="hidden" name="csrf" value="${session.csrf}">`;
