@@ -79,8 +79,8 @@ export interface SignatureCheck {
 /**
  * true when the signature is the endpoint's over this timestamp and body, and the timestamp is
  * within toleranceMs of nowMs (either way: an old delivery replayed, or a clock far off). The
- * reference the README's receiver mirrors; a repeat within the tolerance is the receiver's to drop
- * by Runcap-Event-Id.
+ * reference the README's receiver mirrors. A repeat is the receiver's to drop by the event's id:
+ * each retry is signed afresh (formatNotification at its own nowMs), so it passes this check.
  */
 export function verifySignature({ secret, timestamp, body, signature, nowMs, toleranceMs = SIGNATURE_TOLERANCE_MS }: SignatureCheck): boolean {
   if (!/^\d{1,12}$/.test(timestamp)) return false;
