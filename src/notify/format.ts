@@ -277,7 +277,8 @@ function slackMessageOf(event: NotificationEvent): SlackMessage {
     }
     case 'key_revoked': {
       const lines = [keyLine(event.key), `*Revoked by* ${slackAgentText(event.revoked_by)}`, `*Reason* (written by whoever revoked it): ${slackAgentText(event.reason)}`];
-      if (event.key !== null && event.root_key_id !== event.key.id) lines.push(`Revoked with its ancestor ${slackAgentText(event.root_key_id)}: a revocation reaches every key below.`);
+      // root_key_id is the key itself when it was the one revoked (or empty when the ledger lost it)
+      if (event.key !== null && event.root_key_id !== '' && event.root_key_id !== event.key.id) lines.push(`Revoked with its ancestor ${slackAgentText(event.root_key_id)}: a revocation reaches every key below.`);
       lines.push('Its calls, and those of every key below it, are refused from now on.');
       if (link !== null) lines.push(link);
       return { fallback: 'runcap: key revoked', blocks: [header('Key revoked'), section(lines), footer(event)] };

@@ -9,8 +9,8 @@ const NOW = Date.UTC(2026, 11, 3, 14, 0, 0);
 const NOW_S = String(NOW / 1000);
 const SECRET = 'whsec-0123456789abcdef0123456789abcdef';
 const SLACK_URL = 'https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX';
-const LINK = 'https://dash.example:7777/approvals?id=apr_01JAPPROVAL&from=notify';
-const LINK_MRKDWN = '<https://dash.example:7777/approvals?id=apr_01JAPPROVAL&amp;from=notify|Open in the dashboard>';
+const LINK = 'https://dash.example:7777/open?to=approval&id=apr_01JAPPROVAL';
+const LINK_MRKDWN = '<https://dash.example:7777/open?to=approval&amp;id=apr_01JAPPROVAL|Open in the dashboard>';
 
 const jsonEndpoint: NotifyEndpoint = {
   name: 'ops',
@@ -27,7 +27,7 @@ const approval: ApprovalFacts = {
   id: 'apr_01JAPPROVAL',
   action: 'stripe.payment_intents.create',
   amount_usd: '12.50',
-  vendor_amount: '11.50 EUR at 1.087 USD/EUR',
+  vendor_amount: 'EUR 11.50',
   description: 'Invoice 42 for ACME',
   recipients: ['cus_123', 'billing@acme.example'],
   reason: 'run-17 requires approval above $10.00',
@@ -190,7 +190,7 @@ describe('slack: what the human reads', () => {
     const m = JSON.parse(body) as SlackBody;
     expect(m.blocks[0]).toEqual({ type: 'header', text: { type: 'plain_text', text: 'Approval requested', emoji: false } });
     const all = slackTexts(body).join('\n');
-    expect(all).toContain('*$12.50* (11.50 EUR at 1.087 USD/EUR) for `stripe.payment_intents.create`');
+    expect(all).toContain('*$12.50* (EUR 11.50) for `stripe.payment_intents.create`');
     expect(all).toContain('*Request:* `apr_01JAPPROVAL`, expires 2026-12-03 14:30:00 UTC');
     expect(all).toContain('*Key:* `key_01JKEY`, label `run-17`, issued by `alice`');
     expect(fieldOf(body, '*Description* (written by the agent): ')).toBe('`Invoice 42 for ACME`');
@@ -219,6 +219,7 @@ describe('slack: what the human reads', () => {
     expect(slackTexts(slack(cap(100, 'denied_call'))).join('\n')).toContain('A call was refused (CAP_EXCEEDED)');
     expect(slackTexts(slack(revoked('key_01JROOT'))).join('\n')).toContain('Revoked with its ancestor `key_01JROOT`');
     expect(slackTexts(slack(revoked('key_01JKEY'))).join('\n')).not.toContain('ancestor');
+    expect(slackTexts(slack(revoked(''))).join('\n')).not.toContain('ancestor');
     const unknown = slackTexts(slack(uncertain)).join('\n');
     expect(unknown).toContain('*$0.0083* for `twilio.messages.create`');
     expect(unknown).toContain('*Reservation:* `res_01JRES`, vendor reference _none_');
