@@ -92,4 +92,43 @@ describe('config.json: the PostgreSQL ledger settings', () => {
       rmSync(home, { recursive: true, force: true });
     }
   });
+
+  it('notify: a json endpoint needs a secret, a slack one must not have one; names unique; URLs without credentials', () => {
+    const issue = (notify: unknown) => {
+      const r = configSchema.safeParse({ notify });
+      return r.success ? undefined : `${r.error.issues[0]!.path.join('.')}: ${r.error.issues[0]!.message}`;
+    };
+    const secret = 'x'.repeat(32);
+    const json = { name: 'ops', url: 'https://hooks.example.com/runcap', format: 'json', secret, events: ['approval_requested'] };
+    expect(issue({ endpoints: [json] })).toBeUndefined();
+    expect(issue({ endpoints: [{ ...json, secret: undefined }] })).toMatch(/secret: a json endpoint needs a secret/);
+    expect(issue({ endpoints: [{ ...json, secret: 'short' }] })).toMatch(/secret: must be at least 32/);
+    expect(issue({ endpoints: [{ ...json, format: 'slack' }] })).toMatch(/secret: a slack endpoint is not signed/);
+    expect(issue({ endpoints: [json, json] })).toMatch(/names must be unique/);
+    expect(issue({ endpoints: [{ ...json, url: 'https://user:pw@hooks.example.com/' }] })).toMatch(/must not hold a user or password/);
+    expect(issue({ endpoints: [{ ...json, url: 'file:///etc/passwd' }] })).toMatch(/http:\/\/ or https:\/\//);
+    expect(issue({ endpoints: [{ ...json, events: ['everything'] }] })).toMatch(/^notify\.endpoints\.0\.events\.0: /);
+    expect(issue({ endpoints: [{ ...json, events: [] }] })).toMatch(/^notify\.endpoints\.0\.events: /);
+    expect(configSchema.parse({}).notify).toEqual({ dashboard_url: null, endpoints: [], max_attempts: 8 });
+    expect(configSchema.parse({}).metrics_token).toBeNull();
+  });
+
+  it('a config.json that holds webhook secrets or the metrics token must be 0600', () => {
+    const home = mkdtempSync(join(tmpdir(), 'runcap-config-notify-'));
+    try {
+      chmodSync(home, 0o700);
+      const path = join(home, 'config.json');
+      writeFileSync(path, JSON.stringify({ metrics_token: 't'.repeat(40) }), { mode: 0o644 });
+      chmodSync(path, 0o644);
+      expect(() => loadConfig(home)).toThrow(/readable by other users .*chmod 600/);
+      chmodSync(path, 0o600);
+      expect(loadConfig(home).metrics_token).toBe('t'.repeat(40));
+      // without them, 0644 is still fine
+      writeFileSync(path, JSON.stringify({}));
+      chmodSync(path, 0o644);
+      expect(loadConfig(home).notify.endpoints).toEqual([]);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
 });

@@ -116,6 +116,28 @@ describe('the dashboard over HTTP', () => {
     }
   });
 
+  it("a notification's link (GET /open) opens from another site, shows nothing of the ledger and links only into the dashboard; other pages stay closed to it", async () => {
+    const { key } = await h.issue('landing-run', policy);
+    const { agent, id } = await raise(key, 4200);
+    const s = await signIn();
+    const crossSite = { 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'navigate', cookie: s.cookie };
+    const landing = await fetch(`${origin}/open?to=approval&id=${id}`, { headers: crossSite });
+    expect(landing.status).toBe(200);
+    const text = await landing.text();
+    expect(text).toContain(`href="/approvals#${id}"`);
+    expect(text).not.toMatch(/dashboard http 4200|42\.00|csrf/);
+    for (const bad of ['/open?to=approval&id=javascript:alert(1)', '/open?to=https://evil.example', '/open']) {
+      expect((await fetch(`${origin}${bad}`, { headers: crossSite })).status, bad).toBe(404);
+    }
+    expect((await fetch(`${origin}/open?to=runs`, { headers: crossSite })).status).toBe(200);
+    // the page it links to, reached from another site, is refused as before
+    expect((await fetch(`${origin}/approvals`, { headers: crossSite })).status).toBe(403);
+    // and from the landing page itself (same origin), the approval's card carries the id the link's fragment names
+    const page = await (await fetch(`${origin}/approvals`, { headers: { cookie: s.cookie, 'sec-fetch-site': 'same-origin' } })).text();
+    expect(page).toContain(`id="${id}"`);
+    await agent.close();
+  });
+
   it('a sign-in link works once; a page without a session says how to sign in', async () => {
     const link = await signInLink();
     expect((await fetch(link, { redirect: 'manual' })).status).toBe(303);
