@@ -2,6 +2,7 @@
  * `runcap audit --jsonl [--since T] [--follow]`: the audit trail for a SIEM, one JSON object per
  * line, each row with its chain MACs so the receiver can check every chain's continuity itself.
  */
+import { once } from 'node:events';
 import type { AuditQuery, AuditRow } from '../ledger/types.js';
 import { isoTime, usdField } from './io.js';
 
@@ -99,19 +100,11 @@ export class AuditCursor {
   }
 }
 
-/** Write to stdout, waiting while the reader is behind; false once the reader has gone (EPIPE). */
-async function writeOut(text: string, gone: () => boolean): Promise<boolean> {
-  if (gone()) return false;
-  if (!process.stdout.write(text)) await new Promise<void>((resolve) => {
-    const done = () => {
-      process.stdout.off('drain', done);
-      process.stdout.off('close', done);
-      process.stdout.off('error', done);
-      resolve();
-    };
-    process.stdout.on('drain', done).on('close', done).on('error', done);
-  });
-  return !gone();
+/** Resolves after `ms`, or at once when `ended` does. */
+async function pause(ms: number, ended: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), ended]);
+  clearTimeout(timer);
 }
 
 /**
@@ -120,41 +113,38 @@ async function writeOut(text: string, gone: () => boolean): Promise<boolean> {
  */
 export async function exportAudit(read: (q: AuditQuery) => Promise<AuditRow[]>, opts: { since?: number; follow?: boolean }): Promise<void> {
   const cursor = new AuditCursor(read, opts.since);
+  let end = () => {};
+  /** resolved by a signal or by the reader going away: no wait outlasts it */
+  const ended = new Promise<void>((resolve) => (end = resolve));
+  let stopped = false;
   let readerGone = false;
   let failure: Error | undefined;
+  const stop = () => {
+    stopped = true;
+    end();
+  };
   const onStdoutError = (err: NodeJS.ErrnoException) => {
     // EPIPE: the reader closed its end (`| head`, a shipper restarted); later writes find the stream destroyed
     if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') failure ??= err;
     readerGone = true;
-    wake();
-  };
-  let stopped = false;
-  let wake = () => {};
-  const stop = () => {
-    stopped = true;
-    wake();
+    stop();
   };
   process.stdout.on('error', onStdoutError);
   if (opts.follow) process.on('SIGINT', stop).on('SIGTERM', stop);
   try {
-    for (;;) {
+    while (!stopped) {
       const { rows, more } = await cursor.next();
-      for (const r of rows) if (!(await writeOut(auditJsonLine(r), () => readerGone))) break;
-      if (readerGone) break;
-      if (more) continue;
-      if (!opts.follow || stopped) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, FOLLOW_POLL_MS);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      if (stopped || readerGone) break;
+      for (const r of rows) {
+        if (stopped) break;
+        // a reader that is behind is waited for (memory stays bounded), but not past a signal
+        if (!process.stdout.write(auditJsonLine(r))) await Promise.race([once(process.stdout, 'drain').catch(() => {}), ended]);
+      }
+      if (!more && !opts.follow) break;
+      if (!more) await pause(FOLLOW_POLL_MS, ended);
     }
   } finally {
     process.off('SIGINT', stop).off('SIGTERM', stop);
-    // the reader may be gone with bytes still queued: an EPIPE after this point is not an error either
+    // once the reader has gone, bytes still queued fail too: leave the handler, so that is no crash
     if (!readerGone) process.stdout.off('error', onStdoutError);
   }
   if (failure) throw failure;
