@@ -1,8 +1,9 @@
-/** runcap audit [--label L] [--key ID] [--since T] [--until T] [--csv] | audit verify [--against HEADS] | audit head */
+/** runcap audit [--label L] [--key ID] [--since T] [--until T] [--csv | --json] | audit --jsonl [--since T] [--follow] | audit verify [--against HEADS] | audit head */
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { openGuard } from '../guard/index.js';
 import type { AuditRow, AuditVerification, ChainHead } from '../ledger/types.js';
+import { auditRowJson, exportAudit } from './audit-export.js';
 import { CsvNumber, csvLine, inert, isoTime, localTime, printJson, printTable, refused, UsageError, usd, usdField } from './io.js';
 import { timeOption } from './options.js';
 
@@ -13,31 +14,22 @@ interface AuditOptions {
   until?: number;
   csv?: boolean;
   json?: boolean;
+  jsonl?: boolean;
+  follow?: boolean;
+}
+
+/** --jsonl's rules: alone among the formats, and whole chains (only --since narrows them, to a tail of each). */
+function checkExportOptions(o: AuditOptions): void {
+  const formats = [o.csv && '--csv', o.json && '--json', o.jsonl && '--jsonl'].filter(Boolean);
+  if (formats.length > 1) throw new UsageError(`choose one of --csv, --json and --jsonl (not ${formats.join(' and ')})`);
+  if (o.follow && !o.jsonl) throw new UsageError('--follow goes with --jsonl');
+  const narrowing = [o.label !== undefined && '--label', o.key !== undefined && '--key', o.until !== undefined && '--until'].filter(Boolean);
+  if (o.jsonl && narrowing.length) {
+    throw new UsageError(`--jsonl exports every chain whole from --since on, so a receiver can check each: ${narrowing.join(', ')} not allowed with it`);
+  }
 }
 
 const CSV_HEAD = ['time', 'chain', 'seq', 'event', 'key_id', 'label', 'issuer', 'delegation', 'action', 'amount_usd', 'amount_micros', 'code', 'reservation_id', 'approval_id', 'vendor_ref', 'details'];
-
-function rowJson(r: AuditRow) {
-  return {
-    id: r.id,
-    at: isoTime(r.at),
-    chain: r.chain,
-    seq: r.seq,
-    event: r.event,
-    key_id: r.keyId,
-    label: r.label,
-    issuer: r.issuer,
-    delegation: r.delegation,
-    action: r.action,
-    amount_micros: r.amountMicros,
-    amount_usd: usdField(r.amountMicros),
-    code: r.code,
-    reservation_id: r.reservationId,
-    approval_id: r.approvalId,
-    vendor_ref: r.vendorRef,
-    details: r.details,
-  };
-}
 
 /** `audit verify --json` (and the demo's audit_verify). */
 export const verificationJson = (v: AuditVerification, against?: ChainHead[]) => ({
@@ -100,17 +92,20 @@ export function registerAuditCommands(program: Command): void {
     .option('--until <time>', 'before this time (same forms as --since)', (v: string) => timeOption(v))
     .option('--csv', 'print CSV with a header row')
     .option('--json', 'print JSON')
+    .option('--jsonl', 'print one JSON object per line per row, with its chain MACs (prev_mac, mac), for a SIEM')
+    .option('--follow', 'with --jsonl: then print each new row as it is committed, until Ctrl-C or SIGTERM')
     .action(async (o: AuditOptions) => {
-      if (o.csv && o.json) throw new UsageError('choose one of --csv and --json');
+      checkExportOptions(o);
       const guard = openGuard();
       try {
+        if (o.jsonl) return await exportAudit((q) => guard.ledger.queryAudit(q), { ...(o.since !== undefined ? { since: o.since } : {}), follow: o.follow === true });
         const rows = await guard.ledger.queryAudit({
           ...(o.label !== undefined ? { label: o.label } : {}),
           ...(o.key !== undefined ? { keyId: o.key } : {}),
           ...(o.since !== undefined ? { since: o.since } : {}),
           ...(o.until !== undefined ? { until: o.until } : {}),
         });
-        if (o.json) return printJson(rows.map(rowJson));
+        if (o.json) return printJson(rows.map(auditRowJson));
         if (o.csv) {
           process.stdout.write(csvLine(CSV_HEAD));
           for (const r of rows) process.stdout.write(csvLine(rowCsv(r)));

@@ -303,6 +303,10 @@ export interface AuditRow {
   reservationId: string | null;
   approvalId: string | null;
   details: Record<string, unknown>;
+  /** the MAC of the row before it on its chain ('' for seq 1): what links it, for an export's receiver */
+  prevMac: string;
+  /** its own MAC (HMAC under the audit secret), which the next row's prevMac and the chain's head repeat */
+  mac: string;
 }
 
 export interface AuditQuery {
@@ -313,6 +317,10 @@ export interface AuditQuery {
   limit?: number;
   /** the newest `limit` rows, newest first (default: the oldest, oldest first) */
   newest?: boolean;
+  /** a cursor: only rows with a higher id, in id (append) order */
+  afterId?: number;
+  /** only the rows of these ids, in id order (a cursor's skipped ids, asked for again) */
+  ids?: readonly number[];
 }
 
 export interface AuditProblem {

@@ -286,5 +286,7 @@ export function toAuditRow(r: AuditRecord): AuditRow {
     reservationId: r.reservation_id,
     approvalId: r.approval_id,
     details: JSON.parse(r.details) as Record<string, unknown>,
+    prevMac: r.prev_mac,
+    mac: r.mac,
   };
 }

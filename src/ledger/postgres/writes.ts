@@ -72,6 +72,10 @@ export class PgParams implements Params {
   oneOf(column: string, values: readonly string[]): string {
     return `${column} = ANY(${this.param(values)}::text[])`;
   }
+
+  oneOfIds(column: string, ids: readonly number[]): string {
+    return `${column} = ANY(${this.param(ids)}::bigint[])`;
+  }
 }
 
 /** One statement being built: its CTEs, their parameters, and the compare-and-sets to check after it ran. */

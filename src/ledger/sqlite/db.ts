@@ -165,4 +165,8 @@ export class SqliteParams implements Params {
   oneOf(column: string, values: readonly string[]): string {
     return `${column} IN (${values.map((v) => this.param(v)).join(', ')})`;
   }
+
+  oneOfIds(column: string, ids: readonly number[]): string {
+    return `${column} IN (${ids.map((id) => this.param(id)).join(', ')})`;
+  }
 }

@@ -14,6 +14,8 @@ export interface Params {
   param(v: unknown): string;
   /** `column` is one of these texts, as a condition. */
   oneOf(column: string, values: readonly string[]): string;
+  /** `column` is one of these integer ids, as a condition. */
+  oneOfIds(column: string, ids: readonly number[]): string;
 }
 
 /** `WHERE a AND b`, or nothing when no condition was asked for. */
@@ -38,6 +40,8 @@ export function reservationsWhere(f: ReservationFilter, p: Params): string {
  * The WHERE clause of queryAudit and the placeholder of its LIMIT, bound on `p` in that order. A
  * label matches itself and every label below it (`root` finds `root/a`), to the letter: compared by
  * prefix, not LIKE, which SQLite matches without regard to ASCII case and PostgreSQL with it.
+ * With a cursor (`afterId`, `ids`) the rows come in id order, which on PostgreSQL is the order ids
+ * were handed out, not the order their transactions committed (the caller looks again for a gap).
  */
 export function auditWhere(q: AuditQuery, p: Params): { where: string; order: string; limit: string } {
   const c: string[] = [];
@@ -49,5 +53,9 @@ export function auditWhere(q: AuditQuery, p: Params): { where: string; order: st
   }
   if (q.since !== undefined) c.push(`at >= ${p.param(q.since)}`);
   if (q.until !== undefined) c.push(`at < ${p.param(q.until)}`);
-  return { where: where(c), order: q.newest ? 'at DESC, id DESC' : 'at, id', limit: p.param(q.limit ?? 1_000_000) };
+  if (q.afterId !== undefined) c.push(`id > ${p.param(q.afterId)}`);
+  if (q.ids) c.push(q.ids.length ? p.oneOfIds('id', q.ids) : 'FALSE');
+  // a cursor walks in id order: the order rows were appended, seq order on each chain
+  const byId = q.afterId !== undefined || q.ids !== undefined;
+  return { where: where(c), order: q.newest ? 'at DESC, id DESC' : byId ? 'id' : 'at, id', limit: p.param(q.limit ?? 1_000_000) };
 }

@@ -69,6 +69,8 @@ export function auditRow(over: Partial<AuditRow> & Pick<AuditRow, 'event'>): Aud
     reservationId: null,
     approvalId: null,
     details: {},
+    prevMac: '',
+    mac: '',
     ...over,
   };
 }
