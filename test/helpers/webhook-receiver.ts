@@ -45,6 +45,12 @@ export async function startReceiver(port = 0): Promise<Receiver> {
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const bound = (server.address() as AddressInfo).port;
+  const release = (status: number) => {
+    for (const { r, res } of held.splice(0)) {
+      r.answered = true;
+      res.writeHead(status).end();
+    }
+  };
   return {
     url: `http://127.0.0.1:${bound}`,
     port: bound,
@@ -52,12 +58,7 @@ export async function startReceiver(port = 0): Promise<Receiver> {
     answer(a) {
       mode = a;
     },
-    release(status) {
-      for (const { r, res } of held.splice(0)) {
-        r.answered = true;
-        res.writeHead(status).end();
-      }
-    },
+    release,
     async waitFor(match, what, timeoutMs = 20_000) {
       const until = Date.now() + timeoutMs;
       for (;;) {
@@ -68,7 +69,7 @@ export async function startReceiver(port = 0): Promise<Receiver> {
       }
     },
     async close() {
-      this.release(503);
+      release(503);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
