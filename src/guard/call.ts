@@ -112,6 +112,8 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
     observer.decided(denial.code, spec.action);
     return denial;
   }
+  // a ledger that could not decide answers LEDGER_UNAVAILABLE rather than throwing
+  if (!decision.allowed && decision.code === 'LEDGER_UNAVAILABLE') observer.ledgerError();
   observer.decided(decision.allowed ? 'ALLOWED' : decision.code, spec.action);
   if (!decision.allowed) {
     return {

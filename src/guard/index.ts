@@ -126,6 +126,7 @@ async function verifyDecision(ledger: Ledger, key: string, input: VerifyInput, l
     const denial = failClosed(err, log, observer);
     return { allowed: false, approvalRequired: false, code: denial.code, reason: denial.message };
   }
+  if (!decision.allowed && decision.code === 'LEDGER_UNAVAILABLE') observer.ledgerError();
   if (decision.allowed) {
     return { allowed: true, approvalRequired: false, code: 'OK', reason: 'allowed', reservationId: decision.reservationId, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}) };
   }
