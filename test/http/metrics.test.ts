@@ -3,6 +3,8 @@
  * provider the server hands it, and sources that fail (the ledger's spend, the backlog) leaving
  * their metrics out of an answer that still comes — a scrape is never a 500 for one of them.
  */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Guard } from '../../src/guard/index.js';
 import { metricsRoute, ServerMetrics, type NotificationBacklog } from '../../src/http/metrics.js';
@@ -58,4 +60,13 @@ describe('GET /metrics, its sources', () => {
     expect(text).toContain('runcap_spend_usd{vendor="twilio",state="settled"} 2\n');
     expect(log.join('\n')).toMatch(/backlog could not be read/);
   });
+});
+
+it("the README's table names every metric /metrics shows, with its type, and no other", async () => {
+  const { text } = await scrape({ ledger: goodLedger, backlog: async () => ({ queued: 0, failed: 0 }) });
+  const shown = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => `${m[1]} ${m[2]}`).sort();
+  const readme = readFileSync(resolve(import.meta.dirname, '../../README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('### Metrics'), readme.indexOf('## Fleets'));
+  const documented = [...section.matchAll(/^\| `(runcap_[a-z_]+)` \| ([a-z]+) \|/gm)].map((m) => `${m[1]} ${m[2]}`).sort();
+  expect(documented).toEqual(shown);
 });
