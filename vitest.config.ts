@@ -20,6 +20,8 @@ const SQLITE_ONLY = [
   // the dashboard's sign-in links, sessions and template: no storage either
   'test/http/dashboard-sessions.test.ts',
   'test/http/dashboard-pages.test.ts',
+  // the metrics route over fake sources: no storage
+  'test/http/metrics.test.ts',
   // the ledger's passkey signature check and the tests' software authenticator: no storage
   'test/ledger/passkey-signature.test.ts',
 ];

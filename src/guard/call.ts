@@ -12,6 +12,7 @@ import { isRuncapError, type ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
 import type { Budget, CapBreach, Ledger, StoredAnswer } from '../ledger/types.js';
 import { fingerprintOf } from './fingerprint.js';
+import { NO_OBSERVER, timedCall, type GuardObserver } from './observer.js';
 
 export interface CallResult<R> {
   actualMicros: number;
@@ -87,12 +88,15 @@ export interface Denial {
 
 export type Log = (line: string) => void;
 
-export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedCallSpec<R>, log: Log = () => {}): Promise<GuardedOutcome<R>> {
-  if (spec.stop?.aborted) return { ok: false, code: 'LEDGER_UNAVAILABLE', message: `this call was not made (${stopReason(spec.stop)}); nothing was done` };
+export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedCallSpec<R>, log: Log = () => {}, observer: GuardObserver = NO_OBSERVER): Promise<GuardedOutcome<R>> {
+  if (spec.stop?.aborted) {
+    observer.decided('LEDGER_UNAVAILABLE', spec.action);
+    return { ok: false, code: 'LEDGER_UNAVAILABLE', message: `this call was not made (${stopReason(spec.stop)}); nothing was done` };
+  }
   let decision;
   try {
     const fingerprint = fingerprintOf(spec.action, spec.fingerprintArgs);
-    decision = await ledger.authorize({
+    const request = {
       key,
       action: spec.action,
       estimateMicros: spec.estimateMicros,
@@ -101,10 +105,16 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
       request: { args: spec.fingerprintArgs, ...(spec.price ? { price: spec.price } : {}) },
       normalized: spec.normalized,
       ...(spec.idempotencyKey !== undefined ? { idempotencyKey: spec.idempotencyKey } : {}),
-    });
+    };
+    decision = await timedCall(observer, 'authorize', () => ledger.authorize(request));
   } catch (err) {
-    return failClosed(err, log);
+    const denial = failClosed(err, log, observer);
+    observer.decided(denial.code, spec.action);
+    return denial;
   }
+  // a ledger that could not decide answers LEDGER_UNAVAILABLE rather than throwing
+  if (!decision.allowed && decision.code === 'LEDGER_UNAVAILABLE') observer.ledgerError();
+  observer.decided(decision.allowed ? 'ALLOWED' : decision.code, spec.action);
   if (!decision.allowed) {
     return {
       ok: false,
@@ -121,28 +131,35 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
   const ended = await withinDeadline(deadlineMs, spec.stop, (signal) => spec.call({ reservationId, keyId }, signal));
   if (ended.kind === 'deadline') {
     // An inactivity timer in the SDK is no bound (a trickling answer resets it): the deadline is.
-    return markedUncertain(ledger, reservationId, `abandoned at its deadline (${deadlineMs} ms): the request was aborted, and the vendor may still have acted`, log);
+    return markedUncertain(ledger, reservationId, `abandoned at its deadline (${deadlineMs} ms): the request was aborted, and the vendor may still have acted`, log, observer);
   }
   if (ended.kind === 'stopped') {
     // Still counted, like any unknown outcome: reconcile asks the vendor (and finds nothing for a request never sent).
     const why = ended.started ? 'the request was aborted, and the vendor may still have acted' : 'before its request was sent';
-    return markedUncertain(ledger, reservationId, `abandoned at shutdown (${ended.reason}): ${why}`, log);
+    return markedUncertain(ledger, reservationId, `abandoned at shutdown (${ended.reason}): ${why}`, log, observer);
   }
-  if (ended.kind === 'failed') return afterFailure(ledger, reservationId, ended.error, spec, log);
+  if (ended.kind === 'failed') return afterFailure(ledger, reservationId, ended.error, spec, log, observer);
   const outcome = ended.value;
 
   let warning: string | undefined;
   try {
     const keep = spec.keepAnswer && spec.idempotencyKey !== undefined && outcome.answer !== undefined ? { answer: outcome.answer as StoredAnswer } : {};
-    await ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated, ...keep });
+    await timedCall(observer, 'settle', () => ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated, ...keep }));
   } catch (err) {
+    if (isLedgerFailure(err)) observer.ledgerError();
     // The vendor did it; the reservation stays pending (still counted) and reconcile settles it.
     // The ledger's error stays in the log: its wording ("nothing was done") is about the settle,
     // and an agent reading it about the call would retry a call that happened.
     warning = `the call happened: it succeeded at the vendor. Do not retry it (that would pay or send again). runcap could not record the settlement yet, so its amount stays reserved until \`runcap reconcile\` records it`;
     log(`settle ${reservationId} failed: ${describe(err)}`);
   }
-  const budget = spec.readBudget === false ? undefined : await ledger.budget(keyId).catch(() => undefined);
+  const budget =
+    spec.readBudget === false
+      ? undefined
+      : await ledger.budget(keyId).catch((err: unknown) => {
+          if (isLedgerFailure(err)) observer.ledgerError();
+          return undefined;
+        });
   return {
     ok: true,
     reservationId,
@@ -156,7 +173,7 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
   };
 }
 
-async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unknown, spec: GuardedCallSpec<R>, log: Log): Promise<Denial> {
+async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unknown, spec: GuardedCallSpec<R>, log: Log, observer: GuardObserver): Promise<Denial> {
   let classified: { kind: 'definite' | 'uncertain'; message: string; answer?: unknown };
   try {
     classified = spec.classifyError(err);
@@ -165,8 +182,9 @@ async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unkno
   }
   if (classified.kind === 'definite') {
     try {
-      await ledger.release(reservationId, `vendor refused: ${classified.message}`, { by: 'vendor' });
+      await timedCall(observer, 'release', () => ledger.release(reservationId, `vendor refused: ${classified.message}`, { by: 'vendor' }));
     } catch (e) {
+      if (isLedgerFailure(e)) observer.ledgerError();
       log(`release ${reservationId} failed: ${describe(e)}`);
     }
     return {
@@ -177,13 +195,14 @@ async function afterFailure<R>(ledger: Ledger, reservationId: string, err: unkno
       ...(classified.answer !== undefined ? { vendorAnswer: classified.answer } : {}),
     };
   }
-  return markedUncertain(ledger, reservationId, classified.message, log);
+  return markedUncertain(ledger, reservationId, classified.message, log, observer);
 }
 
-async function markedUncertain(ledger: Ledger, reservationId: string, why: string, log: Log): Promise<Denial> {
+async function markedUncertain(ledger: Ledger, reservationId: string, why: string, log: Log, observer: GuardObserver): Promise<Denial> {
   try {
-    await ledger.markUncertain(reservationId, why);
+    await timedCall(observer, 'mark_uncertain', () => ledger.markUncertain(reservationId, why));
   } catch (e) {
+    if (isLedgerFailure(e)) observer.ledgerError();
     log(`mark uncertain ${reservationId} failed: ${describe(e)}`);
   }
   return {
@@ -252,13 +271,26 @@ export class DeadlineExceeded extends Error {
   }
 }
 
-/** Any error before the vendor call denies it: bad input as INVALID_INPUT, everything else as LEDGER_UNAVAILABLE. */
-export function failClosed(err: unknown, log: Log): Denial {
+/**
+ * Any error before the vendor call denies it: bad input as INVALID_INPUT, everything else as
+ * LEDGER_UNAVAILABLE (told to the observer as a ledger error).
+ */
+export function failClosed(err: unknown, log: Log, observer: GuardObserver = NO_OBSERVER): Denial {
+  if (isLedgerFailure(err)) observer.ledgerError();
   if (isRuncapError(err) && (err.code === 'INVALID_INPUT' || err.code === 'LEDGER_UNAVAILABLE')) {
     return { ok: false, code: err.code, message: err.message };
   }
   log(`authorize failed: ${describe(err)}`);
   return { ok: false, code: 'LEDGER_UNAVAILABLE', message: 'the ledger could not decide this call; nothing was done' };
+}
+
+/**
+ * A ledger call that failed for want of the ledger: LEDGER_UNAVAILABLE, or an error the ledger did not
+ * type (what failClosed answers LEDGER_UNAVAILABLE for). A typed refusal (a reservation another
+ * process already moved: CONFLICT) is the ledger answering, not failing.
+ */
+function isLedgerFailure(err: unknown): boolean {
+  return !isRuncapError(err) || err.code === 'LEDGER_UNAVAILABLE';
 }
 
 function describe(err: unknown): string {

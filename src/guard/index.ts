@@ -12,6 +12,7 @@ import type { Clock, Ledger } from '../ledger/types.js';
 import { usdAmountToMicros } from '../vendors/money.js';
 import { failClosed, guardedCall, type GuardedCallSpec, type GuardedOutcome, type Log } from './call.js';
 import { fingerprintOf } from './fingerprint.js';
+import { safeObserver, timedCall, type GuardObserver } from './observer.js';
 
 export interface OpenGuardOptions {
   /** RUNCAP_HOME; default from the environment, else ~/.runcap */
@@ -22,6 +23,8 @@ export interface OpenGuardOptions {
   clock?: Clock;
   busyTimeoutMs?: number;
   log?: Log;
+  /** told of every decision, the ledger calls' times and failures (serve --http's metrics); none by default */
+  observer?: GuardObserver;
 }
 
 export interface VerifyInput {
@@ -50,6 +53,12 @@ export interface Guard {
   verify(key: string, input: VerifyInput): Promise<VerifyResult>;
   /** estimate → authorize → call → settle / release / uncertain, for one vendor call, within config.vendor_timeout_ms */
   guardedCall<R>(key: string, spec: GuardedCallSpec<R>): Promise<GuardedOutcome<R>>;
+  /**
+   * A call refused before the ledger was asked (bad arguments, no price or credential, shutdown):
+   * audited as a denial of the presented key (bounded like every denial) and told to the observer, so
+   * every decision on a call passes the guard. Best effort: a failure to audit is logged, never thrown.
+   */
+  denied(key: string, denial: { action: string; code: ReasonCode; message: string }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -59,20 +68,37 @@ export function openGuard(opts: OpenGuardOptions = {}): Guard {
   const config = loadConfig(home);
   const log = opts.log ?? (() => {});
   const ledger = opts.ledger ?? openHomeLedger(home, config, opts);
+  const observer = safeObserver(opts.observer);
   return {
     home,
     config,
     ledger,
-    verify: (key, input) => verifyAction(ledger, key, input, log),
+    verify: (key, input) => verifyAction(ledger, key, input, log, observer),
     // Every call of this home is bounded by the home's vendor timeout unless its spec says otherwise.
-    guardedCall: (key, spec) => guardedCall(ledger, key, { ...spec, deadlineMs: spec.deadlineMs ?? config.vendor_timeout_ms }, log),
+    guardedCall: (key, spec) => guardedCall(ledger, key, { ...spec, deadlineMs: spec.deadlineMs ?? config.vendor_timeout_ms }, log, observer),
+    denied: async (key, denial) => {
+      observer.decided(denial.code, denial.action);
+      await ledger.recordDenial(key, denial).catch((err: unknown) => log(`could not audit a ${denial.code} denial: ${String(err)}`));
+    },
     close: () => ledger.close(),
   };
 }
 
 const MAX_DETAILS_BYTES = 16 * 1024;
 
-async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log: Log): Promise<VerifyResult> {
+async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log: Log, observer: GuardObserver): Promise<VerifyResult> {
+  try {
+    const result = await verifyDecision(ledger, key, input, log, observer);
+    observer.decided(result.code === 'OK' ? 'ALLOWED' : result.code, input.action);
+    return result;
+  } catch (err) {
+    // bad input, refused before the ledger decided (verify_action answers it INVALID_INPUT)
+    observer.decided('INVALID_INPUT', input.action);
+    throw err;
+  }
+}
+
+async function verifyDecision(ledger: Ledger, key: string, input: VerifyInput, log: Log, observer: GuardObserver): Promise<VerifyResult> {
   const { action, resource, amountUsd, details } = input;
   if (resource !== undefined && (typeof resource !== 'string' || resource.length > 500)) {
     throw new RuncapError('INVALID_INPUT', 'resource must be text of at most 500 characters');
@@ -87,19 +113,21 @@ async function verifyAction(ledger: Ledger, key: string, input: VerifyInput, log
   if (details !== undefined) args.details = details;
   let decision;
   try {
-    decision = await ledger.verify({
+    const request = {
       key,
       action,
       fingerprint: fingerprintOf(action, args),
       ...(resource !== undefined ? { resource } : {}),
       ...(amountMicros !== undefined ? { amountMicros } : {}),
       ...(details !== undefined ? { details } : {}),
-    });
+    };
+    decision = await timedCall(observer, 'verify', () => ledger.verify(request));
   } catch (err) {
     if (isRuncapError(err) && err.code === 'INVALID_INPUT') throw err;
-    const denial = failClosed(err, log);
+    const denial = failClosed(err, log, observer);
     return { allowed: false, approvalRequired: false, code: denial.code, reason: denial.message };
   }
+  if (!decision.allowed && decision.code === 'LEDGER_UNAVAILABLE') observer.ledgerError();
   if (decision.allowed) {
     return { allowed: true, approvalRequired: false, code: 'OK', reason: 'allowed', reservationId: decision.reservationId, ...(decision.approvalId ? { approvalId: decision.approvalId } : {}) };
   }

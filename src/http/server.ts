@@ -1,6 +1,7 @@
 /**
  * `runcap serve --http`: one process serving many runs. Each request names its run with its
- * vault key as a bearer token; the routes (/mcp, /vault/keys, /healthz) are Routes (route.ts).
+ * vault key as a bearer token; the routes (/mcp, /vault/keys, /healthz, and /metrics when config.json
+ * has a metrics_token) are Routes (route.ts).
  * In front of every route: Host and Origin checked (DNS rebinding), the body bounded, slow
  * clients timed out. Logs go to stderr only. On SIGTERM (or SIGINT, SIGHUP) it takes no new
  * request, lets the calls in flight finish and settle (each bounded by its vendor deadline),
@@ -21,6 +22,7 @@ import { stderrLog } from '../mcp/serve.js';
 import { jsonAnswer } from './answers.js';
 import { maskKeys } from './json.js';
 import { healthzRoute } from './healthz.js';
+import { metricsRoute, ServerMetrics } from './metrics.js';
 import { mcpRoute } from './mcp-route.js';
 import { BodyTooLarge, readBody, sendWebResponse, toWebRequest } from './node-io.js';
 import { certificateNames, isLoopback, originPolicy, originRefusal, parseAllowedOrigin } from './origins.js';
@@ -86,9 +88,11 @@ export async function serveHttp(opts: HttpServeOptions): Promise<void> {
   }
   if (env.RUNCAP_KEY) log('RUNCAP_KEY is ignored by serve --http: every request brings its own key as Authorization: Bearer');
 
-  const guard = openGuard({ home, log });
+  // metrics only with a token to show them to (they show every run's spend); otherwise the guard is told nothing
+  const metrics = config.metrics_token === null ? undefined : { token: config.metrics_token, observer: new ServerMetrics({ adapters: vendors.adapters(), backlog: () => guard.ledger.notificationBacklog() }) };
+  const guard = openGuard({ home, log, ...(metrics ? { observer: metrics.observer } : {}) });
   try {
-    await listen(guard, vendors, { ...opts, allowOrigins, tls, log, home });
+    await listen(guard, vendors, { ...opts, allowOrigins, tls, log, home, metrics });
   } catch (err) {
     await guard.close().catch(() => {});
     throw err;
@@ -128,7 +132,13 @@ function tlsOptions(opts: HttpServeOptions): { cert: Buffer; key: Buffer; names:
 async function listen(
   guard: Guard,
   vendors: VendorRuntime,
-  opts: HttpServeOptions & { allowOrigins: string[]; tls: { cert: Buffer; key: Buffer; names: string[] } | undefined; log: (line: string) => void; home: string },
+  opts: HttpServeOptions & {
+    allowOrigins: string[];
+    tls: { cert: Buffer; key: Buffer; names: string[] } | undefined;
+    log: (line: string) => void;
+    home: string;
+    metrics: { token: string; observer: ServerMetrics } | undefined;
+  },
 ): Promise<void> {
   const { log } = opts;
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
@@ -145,6 +155,8 @@ async function listen(
     vaultKeysRoute,
     runcapApiRoute(runs),
     proxyRoute(runs),
+    // without a token, no route: /metrics is then a 404 like any unknown path
+    ...(opts.metrics ? [metricsRoute({ token: opts.metrics.token, metrics: opts.metrics.observer, ledger: guard.ledger, refusals })] : []),
   ];
 
   const scheme = opts.tls || opts.behindTlsProxy ? 'https' : 'http';

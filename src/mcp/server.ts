@@ -60,9 +60,7 @@ function wrapToolCalls(server: McpServer, tc: ToolContext): void {
       const offered = typeof name === 'string' && server.toolInputSchemaJson(name) !== undefined;
       if (tc.shuttingDown()) {
         const refused = denial('LEDGER_UNAVAILABLE', SHUTTING_DOWN);
-        await tc.guard.ledger
-          .recordDenial(tc.key, { action: offered ? `mcp.${name}` : '', code: 'LEDGER_UNAVAILABLE', message: refused.content[0]!.text })
-          .catch((err: unknown) => tc.log(`could not audit a LEDGER_UNAVAILABLE denial: ${String(err)}`));
+        await tc.guard.denied(tc.key, { action: offered ? `mcp.${name}` : '', code: 'LEDGER_UNAVAILABLE', message: refused.content[0]!.text });
         return refused;
       }
       const args = request?.params?.arguments;
@@ -104,11 +102,7 @@ function routeToolErrorsThroughReasonCodes(server: McpServer, ctx: ToolContext):
       // (An output-validation failure comes after the call, which the ledger has already recorded.)
       const code = text.slice(0, text.indexOf(':')) as (typeof REASON_CODES)[number];
       const tool = /for tool ([a-z_]+)/.exec(clean)?.[1];
-      audited = ctx.track(
-        audited
-          .then(() => ctx.guard.ledger.recordDenial(ctx.key, { action: tool ? `mcp.${tool}` : '', code, message: text }))
-          .catch((err: unknown) => ctx.log(`could not audit a ${code} denial: ${String(err)}`)),
-      );
+      audited = ctx.track(audited.then(() => ctx.guard.denied(ctx.key, { action: tool ? `mcp.${tool}` : '', code, message: text })));
     }
     return { content: [{ type: 'text', text }], isError: true };
   };

@@ -71,9 +71,9 @@ export async function makeVendorCall(
   });
 }
 
-/** Audits a refusal decided before the ledger (best effort: the answer goes out either way). */
+/** Audits (and counts, through the guard) a refusal decided before the ledger (best effort: the answer goes out either way). */
 export async function auditEarlyDenial(ctx: ToolContext, action: string, code: ReasonCode, text: string): Promise<void> {
-  await ctx.guard.ledger.recordDenial(ctx.key, { action, code, message: text }).catch((err: unknown) => ctx.log(`could not audit a ${code} denial: ${String(err)}`));
+  await ctx.guard.denied(ctx.key, { action, code, message: text });
 }
 
 const STOPPED = Symbol('stopped');

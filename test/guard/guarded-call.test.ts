@@ -1,6 +1,7 @@
 /** guardedCall: nothing reaches the vendor unless authorize committed a reservation; every outcome is recorded. */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { guardedCall, type CallResult, type GuardedCallSpec } from '../../src/guard/call.js';
+import type { GuardObserver } from '../../src/guard/observer.js';
 import { issue, onPostgres, openTestLedger, PAY, usd, type TestLedger } from '../helpers/ledger.js';
 import { holdLockInAnotherProcess } from '../ledger/workers/processes.js';
 
@@ -273,5 +274,72 @@ describe('the reservation id is the idempotency key', () => {
       ids.add(call.mock.calls[0]![0].reservationId);
     }
     expect(ids.size).toBe(3);
+  });
+});
+
+describe('what an observer is told', () => {
+  /** what the observer heard, in order, with the vendor call's start and end among it */
+  function recording(): { heard: string[]; observer: GuardObserver } {
+    const heard: string[] = [];
+    return {
+      heard,
+      observer: {
+        decided: (code, action) => heard.push(`decided ${code} ${action}`),
+        timed: (phase, seconds) => heard.push(`timed ${phase}${seconds >= 0 ? '' : ' (negative)'}`),
+        ledgerError: () => heard.push('ledger error'),
+      },
+    };
+  }
+
+  it("each decision, and the ledger calls' times on either side of the vendor call, never around it", async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'], caps: [{ window: 'total', usd_micros: usd(3) }] });
+    const { heard, observer } = recording();
+    const { s } = spec({
+      call: vi.fn(async () => {
+        heard.push('vendor called');
+        return { actualMicros: usd(2), estimated: false, vendorRef: 'pi_7', result: 'done' };
+      }),
+    });
+    expect(await guardedCall(t.ledger, key, s, undefined, observer)).toMatchObject({ ok: true });
+    expect(await guardedCall(t.ledger, key, spec().s, undefined, observer)).toMatchObject({ ok: false, code: 'CAP_EXCEEDED' });
+    expect(heard).toEqual([`timed authorize`, `decided ALLOWED ${PAY}`, 'vendor called', 'timed settle', 'timed authorize', `decided CAP_EXCEEDED ${PAY}`]);
+  });
+
+  it('a vendor refusal and an unknown outcome: their release and mark are timed, the decision was ALLOWED', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const { heard, observer } = recording();
+    await guardedCall(t.ledger, key, spec({ call: vi.fn(async () => Promise.reject(Object.assign(new Error('declined'), { definite: true }))) }).s, undefined, observer);
+    await guardedCall(t.ledger, key, spec({ call: vi.fn(async () => Promise.reject(new Error('socket hang up'))) }).s, undefined, observer);
+    expect(heard).toEqual([`timed authorize`, `decided ALLOWED ${PAY}`, 'timed release', `timed authorize`, `decided ALLOWED ${PAY}`, 'timed mark_uncertain']);
+  });
+
+  it('a ledger that cannot decide: a ledger error and a LEDGER_UNAVAILABLE decision', async () => {
+    t = openTestLedger();
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    await t.ledger.close();
+    const { heard, observer } = recording();
+    expect(await guardedCall(t.ledger, key, spec().s, undefined, observer)).toMatchObject({ ok: false, code: 'LEDGER_UNAVAILABLE' });
+    expect(heard).toEqual(['timed authorize', 'ledger error', `decided LEDGER_UNAVAILABLE ${PAY}`]);
+  });
+
+  it('a settle that cannot be written is a ledger error too (the call was allowed and happened)', async () => {
+    t = openTestLedger({ busyTimeoutMs: 50 });
+    const { key } = await issue(t.ledger, 'run', { allow: ['*'] });
+    const { heard, observer } = recording();
+    let other: { release(): Promise<void> } | undefined;
+    const { s } = spec({
+      call: vi.fn(async () => {
+        other = await t.hold();
+        return { actualMicros: usd(2), estimated: false, vendorRef: 'pi_8', result: 'done' };
+      }),
+    });
+    const out = await guardedCall(t.ledger, key, s, undefined, observer);
+    await other!.release();
+    expect(out).toMatchObject({ ok: true, warning: expect.stringContaining('reconcile') });
+    // (on PostgreSQL the budget read after it waits on the same lock and fails too: a second ledger error)
+    expect(heard.slice(0, 4)).toEqual(['timed authorize', `decided ALLOWED ${PAY}`, 'timed settle', 'ledger error']);
+    expect(new Set(heard.slice(4))).toEqual(new Set(heard.length > 4 ? ['ledger error'] : []));
   });
 });

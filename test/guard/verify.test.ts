@@ -158,3 +158,32 @@ describe('openGuard', () => {
     expect(call).toHaveBeenCalledTimes(1);
   });
 });
+
+describe("the guard's observer", () => {
+  it('is told each verify decision by its action, refusals before the ledger through denied(), and one that throws changes nothing', async () => {
+    const heard: string[] = [];
+    const g = (guard = openGuard({
+      home: home.dir,
+      clock: clock.now,
+      observer: {
+        decided: (code, action) => {
+          heard.push(`${code} ${action}`);
+          throw new Error('an observer bug');
+        },
+        timed: (phase) => {
+          heard.push(`timed ${phase}`);
+          throw new Error('an observer bug');
+        },
+        ledgerError: () => heard.push('ledger error'),
+      },
+    }));
+    const { key, info } = await issue(g.ledger, 'deployer', { allow: ['deploy_*'], caps: [{ window: 'total', usd_micros: usd(1) }] });
+    expect(await g.verify(key, { action: 'deploy_web', amountUsd: 1 })).toMatchObject({ allowed: true });
+    expect(await g.verify(key, { action: 'deploy_web', amountUsd: 1 })).toMatchObject({ allowed: false, code: 'CAP_EXCEEDED' });
+    await expect(g.verify(key, { action: 'deploy_web', resource: 'x'.repeat(501) })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await g.denied(key, { action: 'deploy_web', code: 'CREDENTIAL_MISSING', message: 'CREDENTIAL_MISSING: no credential' });
+    expect(heard).toEqual(['timed verify', 'ALLOWED deploy_web', 'timed verify', 'CAP_EXCEEDED deploy_web', 'INVALID_INPUT deploy_web', 'CREDENTIAL_MISSING deploy_web']);
+    // denied() audits as well as it tells
+    expect((await g.ledger.queryAudit({ keyId: info.id })).at(-1)).toMatchObject({ event: 'denied', code: 'CREDENTIAL_MISSING', action: 'deploy_web' });
+  });
+});
