@@ -154,6 +154,29 @@ describe('a page on another localhost port', () => {
   });
 });
 
+describe("a notification's link, clicked on another site (a chat)", () => {
+  it('lands on /open, which shows nothing of the ledger; its link into the dashboard carries the session and shows the request, still pending', async () => {
+    const agent = await t.agent('link-run', APPROVE_OVER_10);
+    const id = await raise(agent, 1700);
+    // a chat message's link, on a page of another site (127.0.0.1 is not localhost's site)
+    evilPage = `<!doctype html><a id="go" href="${escapeAttr(`${t.dashboard.origin}/open?to=approval&id=${id}`)}">Approve here</a>`;
+    await t.page.goto(`http://127.0.0.1:${evilPort}/`);
+    const landed = t.page.waitForResponse((r) => r.url().startsWith(`${t.dashboard.origin}/open`));
+    await t.page.click('#go');
+    const landing = await landed;
+    expect(landing.status()).toBe(200);
+    // navigated in from another site, the browser sent no session cookie (SameSite=Strict), and the page shows no request
+    expect((await landing.request().allHeaders()).cookie ?? '').not.toContain('runcap_session=');
+    expect(await t.page.locator('article.approval').count()).toBe(0);
+    expect(await t.page.locator('body').innerText()).not.toContain('17.00');
+    // from the dashboard's own page, the session goes along: the request's card, as pending as before
+    await t.page.click('#open');
+    await approvalCard(t.page, id).waitFor({ state: 'visible', timeout: SEEN_WITHIN_MS });
+    expect(new URL(t.page.url()).hash).toBe(`#${id}`);
+    expect(await statusOf(agent, id)).toBe('pending');
+  });
+});
+
 describe('a foreign Host header (DNS rebinding)', () => {
   it('is refused for a page and for an Approve POST carrying the cookie, the CSRF token and the passphrase; nothing is approved', async () => {
     const agent = await t.agent('rebinding-run', APPROVE_OVER_10);
