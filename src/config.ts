@@ -68,8 +68,8 @@ const notifySchema = z
       .array(notifyEndpoint)
       .default([])
       .refine((es) => new Set(es.map((e) => e.name)).size === es.length, 'endpoint names must be unique'),
-    /** attempts before an event is recorded as failed for an endpoint */
-    max_attempts: z.number().int().min(1).max(50).default(8),
+    /** attempts before an event is recorded as failed for an endpoint (20: 1 s doubling to 10 min, about 1 h 47 min in all) */
+    max_attempts: z.number().int().min(1).max(50).default(20),
   })
   .strict();
 
@@ -126,7 +126,7 @@ export const configSchema = z
      */
     allow_tls_env: z.boolean().default(false),
     /** webhooks told of approvals, cap thresholds, revocations and unknown vendor outcomes (README "Notifications") */
-    notify: notifySchema.default({ dashboard_url: null, endpoints: [], max_attempts: 8 }),
+    notify: notifySchema.default({ dashboard_url: null, endpoints: [], max_attempts: 20 }),
     /** GET /metrics is served only to a bearer of this token (at least 32 characters); without it, not at all */
     metrics_token: z.string().min(32, 'must be at least 32 characters').nullable().default(null),
   })

@@ -109,7 +109,7 @@ describe('config.json: the PostgreSQL ledger settings', () => {
     expect(issue({ endpoints: [{ ...json, url: 'file:///etc/passwd' }] })).toMatch(/http:\/\/ or https:\/\//);
     expect(issue({ endpoints: [{ ...json, events: ['everything'] }] })).toMatch(/^notify\.endpoints\.0\.events\.0: /);
     expect(issue({ endpoints: [{ ...json, events: [] }] })).toMatch(/^notify\.endpoints\.0\.events: /);
-    expect(configSchema.parse({}).notify).toEqual({ dashboard_url: null, endpoints: [], max_attempts: 8 });
+    expect(configSchema.parse({}).notify).toEqual({ dashboard_url: null, endpoints: [], max_attempts: 20 });
     expect(configSchema.parse({}).metrics_token).toBeNull();
   });
 

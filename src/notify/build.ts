@@ -24,7 +24,8 @@ const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 /** The dashboard page a notification opens, through its landing page (the only one another site may link to). */
 export function dashboardLink(base: string | null, to: { approval: string } | 'runs' | 'audit'): string | null {
   if (base === null) return null;
-  const url = new URL('/open', base);
+  // relative to the base's own path: a dashboard behind a proxy at /runcap/ keeps it
+  const url = new URL('open', base.endsWith('/') ? base : `${base}/`);
   if (typeof to === 'object') {
     url.searchParams.set('to', 'approval');
     url.searchParams.set('id', to.approval);

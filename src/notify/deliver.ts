@@ -126,6 +126,8 @@ async function drain(body: AsyncIterable<Buffer> & { destroy?: () => void }): Pr
 function describe(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown }; name?: unknown };
   const code = typeof e?.code === 'string' ? e.code : typeof e?.cause?.code === 'string' ? e.cause.code : undefined;
-  if (code) return `connection failed (${code})`;
+  // node's network errors (ECONNREFUSED, ENOTFOUND …) and undici's (UND_ERR_…) are the connection's; any other code is runcap's own
+  if (code && /^(E[A-Z]+|UND_ERR_[A-Z_]+)$/.test(code)) return `connection failed (${code})`;
+  if (code) return `not sent (${code})`;
   return typeof e?.name === 'string' ? e.name : 'error';
 }

@@ -264,7 +264,7 @@ function slackMessageOf(event: NotificationEvent): SlackMessage {
     }
     case 'cap_threshold': {
       const c = event.cap;
-      const title = c.trigger === 'denied_call' ? 'Call refused: cap reached' : c.threshold_percent >= 100 ? 'Cap reached' : `Cap at ${c.threshold_percent}%`;
+      const title = c.trigger === 'denied_call' ? 'Call refused over a cap' : c.threshold_percent >= 100 ? 'Cap reached' : `Cap at ${c.threshold_percent}%`;
       const window = c.window === 'total' ? 'in total' : `in the ${c.window} window ${slackPlain(c.window_key)} (UTC)`;
       const lines = [
         `*${usd(c.used_usd)} of ${usd(c.limit_usd)}* used ${window} (${slackPlain(String(c.threshold_percent))}% reached)`,

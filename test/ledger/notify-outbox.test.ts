@@ -76,13 +76,16 @@ describe('queueing', () => {
     const crossed = await take();
     expect(crossed.map((n) => n.facts.details.threshold_percent).sort()).toEqual([50, 80]);
     expect(crossed[0]!.facts.details).toMatchObject({ window: 'daily', trigger: 'allowed_call', limit_micros: usd(10), used_micros: usd(8.5) });
-    // refused on the cap: the run has reached it
+    // refused on the cap: told once per window, as a refusal
     expect(await t.ledger.authorize(req(key, PAY, usd(5), { n: 3 }))).toMatchObject({ allowed: false, code: 'CAP_EXCEEDED' });
-    const reached = await take();
-    expect(reached.map((n) => [n.facts.details.threshold_percent, n.facts.details.trigger])).toEqual([[100, 'denied_call']]);
-    // told once: another refusal, and a call that lands exactly on the cap, tell nothing new
+    const refused = await take();
+    expect(refused.map((n) => [n.facts.details.threshold_percent, n.facts.details.trigger])).toEqual([[100, 'denied_call']]);
     expect(await t.ledger.authorize(req(key, PAY, usd(5), { n: 4 }))).toMatchObject({ allowed: false, code: 'CAP_EXCEEDED' });
+    expect(await take()).toEqual([]);
+    // the refusal did not use up the cap's own 100 %: a call that lands exactly on it tells it, once
     allowedId(await t.ledger.authorize(req(key, PAY, usd(1.5), { n: 5 })));
+    expect((await take()).map((n) => [n.facts.details.threshold_percent, n.facts.details.trigger])).toEqual([[100, 'allowed_call']]);
+    expect(await t.ledger.authorize(req(key, PAY, usd(1), { n: 7 }))).toMatchObject({ allowed: false, code: 'CAP_EXCEEDED' });
     expect(await take()).toEqual([]);
     // the next day is another window
     t.clock.advance(24 * 60 * MINUTE);
@@ -156,11 +159,21 @@ describe('delivering', () => {
     expect(await audited('notification_delivered')).toHaveLength(1);
   });
 
-  it('a delivery whose endpoint left config.json fails, audited, rather than waiting forever', async () => {
+  it("a process claims only its own config's endpoints: another endpoint's delivery waits, queued, for a process that names it", async () => {
     await oneQueued();
-    expect(await claim([{ ...ALL, endpoint: 'renamed' }])).toEqual([]);
-    expect(await t.ledger.notificationBacklog()).toEqual({ queued: 0, failed: 1 });
-    expect((await audited('notification_failed'))[0]?.details).toMatchObject({ endpoint: 'ops', error: 'the endpoint is no longer in config.json' });
+    const elsewhere: Subscription = { ...ALL, endpoint: 'renamed' };
+    expect(await claim([elsewhere])).toEqual([]);
+    expect(await t.ledger.notificationBacklog()).toEqual({ queued: 1, failed: 0 });
+    expect(await audited('notification_failed')).toEqual([]);
+    const [n] = await claim([elsewhere, ALL]);
+    expect(n).toMatchObject({ endpoint: 'ops', attempt: 1 });
+  });
+
+  it('a delivery that names no queued event (a dedupe another transaction won) is neither claimed nor counted', async () => {
+    await oneQueued();
+    await t.sql("INSERT INTO notify_deliveries (event_id, endpoint, state, attempts, next_at, updated_at) VALUES ('evt_orphan', 'ops', 'queued', 0, 0, 0)");
+    expect(await t.ledger.notificationBacklog()).toEqual({ queued: 1, failed: 0 });
+    expect((await claim()).map((c) => c.eventId)).not.toContain('evt_orphan');
   });
 
   it('the audit chains still verify with deliveries recorded', async () => {

@@ -208,7 +208,7 @@ describe('slack: what the human reads', () => {
       'Cap at 50%',
       'Cap at 80%',
       'Cap reached',
-      'Call refused: cap reached',
+      'Call refused over a cap',
       'Key revoked',
       'Vendor outcome unknown',
     ]);

@@ -129,10 +129,11 @@ export function notificationsOf(audit: readonly AuditEntry[], ctx: Notifying, no
         add(queue(ctx, 'vendor_uncertain', `vendor_uncertain:${a.reservationId}`, now, facts(a, { why: d.why ?? null })));
         break;
       case 'denied': {
-        // a call refused on a USD cap: the run has reached it, whatever its share used so far
+        // a call refused on a USD cap: told once per cap and window, apart from the 100 % an allowed call
+        // reaches — one oversized call (the agent picks its amount) must not use up the "cap reached" alert
         const cap = d.cap as CapBreach | undefined;
         if (a.code === 'CAP_EXCEEDED' && cap && cap.kind === 'usd' && cap.windowKey !== undefined) {
-          add(queue(ctx, 'cap_threshold', capDedupe(cap.capId, cap.windowKey, 100), now, facts(a, capDetails(cap, cap.windowKey, 100, cap.limit, cap.used, 'denied_call')), 100));
+          add(queue(ctx, 'cap_threshold', `${capDedupe(cap.capId, cap.windowKey, 100)}:refused`, now, facts(a, capDetails(cap, cap.windowKey, 100, cap.limit, cap.used, 'denied_call')), 100));
         }
         break;
       }
@@ -200,21 +201,17 @@ export interface Claim {
 }
 
 /**
- * One claim: the due deliveries leased (attempt counted, next try at the lease's end, so a process
- * that dies mid-post leaves them to the next). A delivery of an endpoint no longer configured, or
- * whose attempts were all spent by claims that never recorded an outcome, fails here, audited.
+ * One claim: the due deliveries of this process's endpoints leased (attempt counted, next try at
+ * the lease's end, so a process that dies mid-post leaves them to the next). Another endpoint's
+ * are left to a process whose config.json names it (a config rolling out must not fail them);
+ * one whose attempts were all spent by claims that never recorded an outcome fails here, audited.
  */
-export function claimDeliveries(due: readonly DueDelivery[], subs: readonly Subscription[], opts: { now: number; leaseMs: number; maxAttempts: number }): Claim {
+export function claimDeliveries(due: readonly DueDelivery[], opts: { now: number; leaseMs: number; maxAttempts: number }): Claim {
   const ops: Write[] = [];
   const audit: AuditEntry[] = [];
-  const configured = new Set(subs.map((s) => s.endpoint));
   const claimed: DueDelivery[] = [];
   for (const d of due) {
-    if (!configured.has(d.endpoint)) {
-      const { write, entry } = fail(d, opts.now, 'the endpoint is no longer in config.json');
-      ops.push(write);
-      audit.push(entry);
-    } else if (d.attempts >= opts.maxAttempts) {
+    if (d.attempts >= opts.maxAttempts) {
       const { write, entry } = fail(d, opts.now, d.last_error ?? `no outcome was recorded for ${d.attempts} attempts`);
       ops.push(write);
       audit.push(entry);

@@ -656,13 +656,13 @@ class PgTx implements WriteTx {
     return (await this.rows<PasskeyRow>(`SELECT * FROM ${this.t.passkeys} WHERE credential_id = $1${this.lock(true)}`, [credentialId]))[0];
   }
 
-  async dueDeliveries(now: number, limit: number): Promise<DueDelivery[]> {
+  async dueDeliveries(now: number, limit: number, endpoints: readonly string[]): Promise<DueDelivery[]> {
     // locked in a write: a second process claiming at once waits, then finds these leased (next_at moved) and skips them
     return this.rows<DueDelivery>(
       `SELECT d.event_id, d.endpoint, d.state, d.attempts, d.next_at, d.last_error, d.updated_at, e.type, e.at, e.payload
        FROM ${this.t.notify_deliveries} d JOIN ${this.t.notify_events} e ON e.id = d.event_id
-       WHERE d.state = 'queued' AND d.next_at <= $1 ORDER BY d.next_at, d.event_id COLLATE "C" LIMIT $2${this.writing ? ' FOR NO KEY UPDATE OF d' : ''}`,
-      [now, limit],
+       WHERE d.state = 'queued' AND d.next_at <= $1 AND d.endpoint = ANY($3::text[]) ORDER BY d.next_at, d.event_id COLLATE "C" LIMIT $2${this.writing ? ' FOR NO KEY UPDATE OF d' : ''}`,
+      [now, limit, endpoints],
     );
   }
 
@@ -672,7 +672,7 @@ class PgTx implements WriteTx {
 
   async notificationBacklog(): Promise<{ queued: number; failed: number }> {
     const [row] = await this.rows<{ queued: number; failed: number }>(
-      `SELECT (SELECT count(*) FROM ${this.t.notify_deliveries} WHERE state = 'queued') AS queued,
+      `SELECT (SELECT count(*) FROM ${this.t.notify_deliveries} d JOIN ${this.t.notify_events} e ON e.id = d.event_id WHERE d.state = 'queued') AS queued,
               (SELECT count(*) FROM ${this.t.notify_deliveries} WHERE state = 'failed') AS failed`,
     );
     return { queued: Number(row!.queued), failed: Number(row!.failed) };

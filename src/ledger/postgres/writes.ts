@@ -278,7 +278,10 @@ export function addOps(st: Statement, t: Tables, ops: readonly Write[]): void {
         break;
       case 'enqueueNotification': {
         const e = op.row;
-        // one statement sees one snapshot: the deliveries go in only where the dedupe was not queued before it
+        // one statement sees one snapshot: the deliveries go in only where the dedupe was not queued before it.
+        // Two transactions queuing one dedupe at once (two hosts' refusals on a shared cap) both pass that
+        // test; the second's event then yields to the first's, and its deliveries name no event: never
+        // claimed (dueDeliveries joins the events) nor counted (notificationBacklog too). The first's are told.
         st.add(`INSERT INTO ${t.notify_events} (id, dedupe, type, at, payload) VALUES (${[e.id, e.dedupe, e.type, e.at, e.payload].map(p).join(', ')}) ON CONFLICT (dedupe) DO NOTHING`);
         st.add(
           `INSERT INTO ${t.notify_deliveries} (event_id, endpoint, state, attempts, next_at, updated_at)

@@ -262,14 +262,15 @@ class SqliteTx implements WriteTx {
     return this.s.prepared('SELECT * FROM passkeys WHERE credential_id = ?').get(credentialId) as PasskeyRow | undefined;
   }
 
-  async dueDeliveries(now: number, limit: number): Promise<DueDelivery[]> {
+  async dueDeliveries(now: number, limit: number, endpoints: readonly string[]): Promise<DueDelivery[]> {
     return this.s
       .prepared(
         `SELECT d.event_id, d.endpoint, d.state, d.attempts, d.next_at, d.last_error, d.updated_at, e.type, e.at, e.payload
          FROM notify_deliveries d JOIN notify_events e ON e.id = d.event_id
-         WHERE d.state = 'queued' AND d.next_at <= ? ORDER BY d.next_at, d.event_id LIMIT ?`,
+         WHERE d.state = 'queued' AND d.next_at <= ? AND d.endpoint IN (SELECT value FROM json_each(?))
+         ORDER BY d.next_at, d.event_id LIMIT ?`,
       )
-      .all(now, limit) as DueDelivery[];
+      .all(now, JSON.stringify(endpoints), limit) as DueDelivery[];
   }
 
   async delivery(eventId: string, endpoint: string): Promise<DeliveryRow | undefined> {
@@ -279,7 +280,7 @@ class SqliteTx implements WriteTx {
   async notificationBacklog(): Promise<{ queued: number; failed: number }> {
     const row = this.s
       .prepared(
-        `SELECT (SELECT count(*) FROM notify_deliveries WHERE state = 'queued') AS queued,
+        `SELECT (SELECT count(*) FROM notify_deliveries d JOIN notify_events e ON e.id = d.event_id WHERE d.state = 'queued') AS queued,
                 (SELECT count(*) FROM notify_deliveries WHERE state = 'failed') AS failed`,
       )
       .get() as { queued: number; failed: number };

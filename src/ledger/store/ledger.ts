@@ -135,11 +135,13 @@ export class StoreLedger implements Ledger {
 
   async claimNotifications(req: NotificationClaimRequest): Promise<ClaimedNotification[]> {
     // a poll that finds nothing due takes no write lock: the guarded calls never queue behind it
-    if ((await this.store.read(async (tx) => tx.dueDeliveries(await tx.time(), 1))).length === 0) return [];
+    const endpoints = req.subscriptions.map((s) => s.endpoint);
+    if (endpoints.length === 0) return [];
+    if ((await this.store.read(async (tx) => tx.dueDeliveries(await tx.time(), 1, endpoints))).length === 0) return [];
     return this.store.write('normal', async (tx) => {
       const now = await tx.time();
-      const due = await tx.dueDeliveries(now, req.limit);
-      const claim = notify.claimDeliveries(due, req.subscriptions, { now, leaseMs: req.leaseMs, maxAttempts: req.maxAttempts });
+      const due = await tx.dueDeliveries(now, req.limit, endpoints);
+      const claim = notify.claimDeliveries(due, { now, leaseMs: req.leaseMs, maxAttempts: req.maxAttempts });
       await tx.apply(claim.writes);
       return claim.claimed.map((d) => ({
         eventId: d.event_id,

@@ -96,11 +96,11 @@ export interface ReadTx {
   /** Every passkey, oldest first; locked in a write transaction. */
   passkeys(): Promise<PasskeyRow[]>;
 
-  /** Queued deliveries due at `now`, soonest first, at most `limit`, with their events; locked in a write transaction. */
-  dueDeliveries(now: number, limit: number): Promise<DueDelivery[]>;
+  /** Queued deliveries to these endpoints due at `now`, soonest first, at most `limit`, with their events; locked in a write transaction. */
+  dueDeliveries(now: number, limit: number, endpoints: readonly string[]): Promise<DueDelivery[]>;
   /** One delivery; locked in a write transaction. */
   delivery(eventId: string, endpoint: string): Promise<DeliveryRow | undefined>;
-  /** How many deliveries are queued and how many failed. */
+  /** How many deliveries (of an event that was queued) are queued and how many failed. */
   notificationBacklog(): Promise<{ queued: number; failed: number }>;
 
   reservation(id: string): Promise<ReservationRow | undefined>;
