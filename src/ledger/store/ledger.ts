@@ -77,7 +77,7 @@ import { spendGroups, spendGroupScope } from '../core/spend.js';
 import { countersAgainstReservations, reservationsAgainstAudit } from '../core/verify.js';
 import { counterId, writes, type CounterKey, type Writes } from '../core/writes.js';
 import * as notify from '../core/notify.js';
-import { notificationsOf, type Notifying, type Subscription } from '../core/notify.js';
+import type { Subscription } from '../core/notify.js';
 import { GLOBAL_CHAIN } from '../core/audit-chain.js';
 import type { ReadTx, Store, WriteTx } from './store.js';
 
@@ -98,8 +98,6 @@ export class StoreLedger implements Ledger {
   private readonly sealer: Sealer;
   private readonly staleAfterMs: number;
   private readonly passphraseCost: number | undefined;
-  /** what the notifications a transaction tells are queued for (core/notify.ts) */
-  protected readonly notifying: Notifying;
   /** every HumanProof this ledger made */
   private readonly proofs: HumanProofs = new HumanProofs();
   private closed = false;
@@ -116,8 +114,8 @@ export class StoreLedger implements Ledger {
     };
     this.staleAfterMs = opts.staleAfterMs ?? 90_000;
     this.passphraseCost = opts.passphraseCost;
-    this.notifying = { subscriptions: opts.notify ?? [], newId };
-    if (this.notifying.subscriptions.length > 0) this.core.notify = this.notifying;
+    // the endpoints notifications are queued for (core/notify.ts); none: nothing is queued
+    if (opts.notify?.length) this.core.notify = { subscriptions: opts.notify, newId };
   }
 
   async now(): Promise<number> {
@@ -126,8 +124,9 @@ export class StoreLedger implements Ledger {
 
   /** Applies a rule's Writes with the notifications its audit rows tell (core/notify.ts), in the same transaction. */
   private async apply(tx: WriteTx, w: Writes): Promise<void> {
-    if (this.notifying.subscriptions.length === 0 || w.audit.length === 0) return tx.apply(w);
-    const told = notificationsOf(w.audit, this.notifying, await tx.time());
+    const notifying = this.core.notify;
+    if (!notifying || w.audit.length === 0) return tx.apply(w);
+    const told = notify.notificationsOf(w.audit, notifying, await tx.time());
     return tx.apply(told.length === 0 ? w : { ops: [...w.ops, ...told], audit: w.audit });
   }
 
