@@ -21,6 +21,7 @@ import { assets } from './assets.js';
 import { ApprovalEvents } from './events.js';
 import { type Html } from './html.js';
 import { removeInstance, writeInstance } from './instance.js';
+import { BodyTooLarge, readBody as readBoundedBody } from '../node-io.js';
 import { approvalsBody } from './pages/approvals.js';
 import { auditBody, AUDIT_ROWS } from './pages/audit.js';
 import { bare, landing, page, utcText, type PageName } from './pages/layout.js';
@@ -116,14 +117,12 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
   };
 
   async function readBody(req: IncomingMessage): Promise<string> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_BODY) throw new Refused(413, `a request body is at most ${MAX_BODY} bytes`);
-      chunks.push(chunk);
+    try {
+      return (await readBoundedBody(req, MAX_BODY)).toString('utf8');
+    } catch (err) {
+      if (err instanceof BodyTooLarge) throw new Refused(413, `a request body is at most ${MAX_BODY} bytes`);
+      throw err;
     }
-    return Buffer.concat(chunks).toString('utf8');
   }
 
   /** A form's fields, or a JSON object's, by the request's media type. */
