@@ -170,6 +170,10 @@ export type Decision =
       estimateMicros: number;
       /** a consumed grant, when a human approved this exact call */
       approvalId?: string;
+      /** what the key has left as this decision's transaction left it, this reservation counted */
+      budget?: Budget;
+      /** the caps whose counters this reservation counts in (core/budget.ts budgetAfterSettle) */
+      countedCaps?: number[];
     }
   | {
       allowed: false;
@@ -532,6 +536,17 @@ export interface Ledger {
     vendorRef: string | null,
     opts?: { estimated?: boolean; note?: string; byHand?: true; proof?: HumanProof; answer?: StoredAnswer },
   ): Promise<Reservation>;
+  /**
+   * The settle of a call that has answered, queued to be written right after (the answer does not
+   * wait for it): the settles that queue up while one is written are committed together, in one
+   * relaxed transaction. Every other method of this ledger begins after the settles queued before
+   * it (a decision too: an identical call right after this one is not refused as unresolved), and
+   * close() writes them all first. Resolves once written; rejects with what
+   * refused it, the reservation then pending (still counted) until `runcap reconcile` settles it.
+   */
+  settleSoon(reservationId: string, actualMicros: number, vendorRef: string | null, opts?: { estimated?: boolean; answer?: StoredAnswer }): Promise<void>;
+  /** Resolves once every settle queued so far (settleSoon) is written or refused. Never rejects. */
+  drainSettles(): Promise<void>;
   /** by: who releases it (default 'vendor', the call path's definite refusal); by 'hand' needs `proof` */
   release(reservationId: string, why: string, opts?: { by?: ReleasedBy; proof?: HumanProof }): Promise<Reservation>;
   /**

@@ -42,6 +42,7 @@ import {
 import { DAY_MS, type CoreContext } from './context.js';
 import { APPROVAL_UNBACKED } from './policy-replay.js';
 import { thresholdsCrossed } from './notify.js';
+import { budgetWith } from './budget.js';
 import { familyFingerprint, familyOf } from './family.js';
 import { effectiveApprovalStatus, policyOf, type ApprovalRow, type CapRow, type CounterRow, type KeyRow } from './rows.js';
 import { exactRangeMessage, spendGroupCounter, spendGroups } from './spend.js';
@@ -233,7 +234,7 @@ type Admitted = Extract<Admission, { admitted: true }>;
 export interface CallReads {
   /** the global vendor caps, then the chain's caps (root first) */
   caps: readonly CapRow[];
-  /** every counter of countersFor(), by counterId (EMPTY_COUNTER for one with no row yet) */
+  /** every counter of callCounters(), by counterId (EMPTY_COUNTER for one with no row yet) */
   counters: ReadonlyMap<string, CounterRow>;
   /** a reservation of an identical call in the lineage in one of UNRESOLVED_STATES (read only for calls that stay pending) */
   openDuplicate: string | undefined;
@@ -252,6 +253,17 @@ export function countersFor(caps: readonly CapRow[], action: string, w: Windows)
     if (cap.window === 'per_call' || !capApplies({ action: cap.action ?? undefined }, action)) continue;
     keys.push({ scope: `cap:${cap.id}`, windowKey: windowKey(cap.window, w) });
   }
+  keys.push(spendGroupCounter(action));
+  return keys;
+}
+
+/**
+ * Every counter a call's transaction reads: countersFor's, and the windowed caps' that the call does
+ * not count in (a cap of another action), so that the budget it answers with needs no read of its own.
+ */
+export function callCounters(caps: readonly CapRow[], action: string, w: Windows): CounterKey[] {
+  const keys: CounterKey[] = [];
+  for (const cap of caps) if (cap.window !== 'per_call') keys.push({ scope: `cap:${cap.id}`, windowKey: windowKey(cap.window, w) });
   keys.push(spendGroupCounter(action));
   return keys;
 }
@@ -373,9 +385,12 @@ export function decideCall(ctx: CoreContext, adm: Admitted, spec: CallSpec, read
       details: { day: w.day, month: w.month },
     }),
   );
+  // what the key has left with this reservation counted: the tool answers with it once the vendor has, before the settle is written
+  const budget = budgetWith(adm.chain, reads.caps, reads.counters, counted, delta, now);
+  const countedCaps = counted.map((c) => Number(c.scope.slice('cap:'.length)));
   return {
     allowed: true,
-    decision: { allowed: true, reservationId, keyId: self.id, label: self.label, estimateMicros: estimate, ...(grant ? { approvalId: grant.id } : {}) },
+    decision: { allowed: true, reservationId, keyId: self.id, label: self.label, estimateMicros: estimate, ...(grant ? { approvalId: grant.id } : {}), budget, countedCaps },
     writes: writes(ops, audit),
   };
 }

@@ -108,7 +108,10 @@ export function contribution(r: Pick<ReservationRow, 'state' | 'estimate' | 'act
  * A counter a rule needs, as the storage read it. A storage puts EMPTY_COUNTER for a counter that
  * has no row yet; one it did not read at all fails closed (LEDGER_UNAVAILABLE), never counts as zero.
  */
-export function counterRead(counters: ReadonlyMap<string, CounterRow>, c: CounterKey): CounterRow {
+/** Counters read, by counterId: a Map, or a view over one. */
+export type CounterLookup = Pick<ReadonlyMap<string, CounterRow>, 'get'>;
+
+export function counterRead(counters: CounterLookup, c: CounterKey): CounterRow {
   const counter = counters.get(counterId(c));
   if (!counter) throw notRead(`counter ${c.scope} ${c.windowKey || '(all time)'}`);
   return counter;

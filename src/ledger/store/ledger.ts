@@ -5,7 +5,7 @@
  * differ only in the Store beneath, which holds their SQL, locking and clock. Nothing here decides.
  */
 import { randomBytes } from 'node:crypto';
-import { isReasonCode, RuncapError, type ReasonCode } from '../../policy/codes.js';
+import { isReasonCode, isRuncapError, RuncapError, type ReasonCode } from '../../policy/codes.js';
 import { challengeIsFor, checkPasskeySignature } from '../passkey-signature.js';
 import { hashPassphrase, newId, newKeySecret, parseKey, PASSPHRASE_LENGTH_RULE, passphraseLengthOk } from '../secrets.js';
 import type {
@@ -48,7 +48,7 @@ import {
   admitCall,
   askHuman,
   authorizeSpec,
-  countersFor,
+  callCounters,
   decideCall,
   liveGrants,
   PENDING_APPROVAL_MS,
@@ -80,6 +80,7 @@ import * as notify from '../core/notify.js';
 import type { Subscription } from '../core/notify.js';
 import { GLOBAL_CHAIN } from '../core/audit-chain.js';
 import type { ReadTx, Store, WriteTx } from './store.js';
+import { SettleQueue, type QueuedSettle } from './settle-queue.js';
 
 export interface StoreLedgerOptions {
   /** HMAC secret of the audit chains (audit.key in RUNCAP_HOME) */
@@ -101,11 +102,17 @@ export class StoreLedger implements Ledger {
   /** every HumanProof this ledger made */
   private readonly proofs: HumanProofs = new HumanProofs();
   private closed = false;
+  /** the settles of answered calls, written right after their answers (settleSoon) */
+  private readonly settles: SettleQueue;
+  /** the storage as every method uses it: after the settles queued before it (see afterSettles) */
+  protected readonly store: Store;
+  /** the storage itself, for the settles' own transactions */
+  private readonly direct: Store;
 
-  constructor(
-    protected readonly store: Store,
-    opts: StoreLedgerOptions,
-  ) {
+  constructor(store: Store, opts: StoreLedgerOptions) {
+    this.direct = store;
+    this.settles = new SettleQueue((batch) => this.commitSettles(batch));
+    this.store = afterSettles(store, this.settles);
     const secret = opts.auditSecret;
     this.core = { auditSecret: secret, newId, newKeySecret };
     this.sealer = {
@@ -167,6 +174,8 @@ export class StoreLedger implements Ledger {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // every answered call's settle is written before the storage closes
+    await this.drainSettles();
     try {
       await this.writeHeldDenials();
     } catch {
@@ -408,7 +417,8 @@ export class StoreLedger implements Ledger {
     const caps = await this.capsFor(tx, adm.chain);
     // every counter the call may write, read (and on a locking storage locked) before anything is written,
     // so that counters are always taken in one order, whatever writes them: no deadlock with a settle
-    const wanted = [...countersFor(caps, spec.action, adm.windows), ...spendGroups(adm.self.label, spec.action, adm.windows)];
+    // (and those the budget it answers with shows: callCounters)
+    const wanted = [...callCounters(caps, spec.action, adm.windows), ...spendGroups(adm.self.label, spec.action, adm.windows)];
     const read = await tx.callReads({
       counters: wanted,
       ...(spec.settleNow ? {} : { duplicates: adm.lineage.map((l) => l.fingerprint) }),
@@ -483,6 +493,59 @@ export class StoreLedger implements Ledger {
     return act ? this.humanOnly(act, opts.proof, 'unknown', settling) : settling();
   }
 
+  async settleSoon(reservationId: string, actualMicros: number, vendorRef: string | null, opts: { estimated?: boolean; answer?: StoredAnswer } = {}): Promise<void> {
+    if (this.closed) throw new RuncapError('LEDGER_UNAVAILABLE', 'the ledger is closed; the settle was not written');
+    transitions.checkReservationId(reservationId);
+    checkMicros(actualMicros, 'actual');
+    checkRef(vendorRef);
+    const answer = opts.answer === undefined ? undefined : storedAnswerJson(opts.answer);
+    return this.settles.add({ reservationId, actualMicros, vendorRef, ...(opts.estimated !== undefined ? { estimated: opts.estimated } : {}), ...(answer !== undefined ? { answer } : {}) });
+  }
+
+  async drainSettles(): Promise<void> {
+    await this.settles.idle();
+  }
+
+  /**
+   * A batch of queued settles in one relaxed transaction. A settle the rules refuse (a reservation
+   * reconcile already settled: CONFLICT) is told alone and the others are written; a failure of the
+   * transaction itself writes each on its own, so one settle cannot keep the others from the ledger.
+   */
+  private async commitSettles(batch: readonly QueuedSettle[]): Promise<(unknown | undefined)[]> {
+    try {
+      return await this.direct.write('normal', async (tx) => {
+        const refused: (unknown | undefined)[] = [];
+        for (const s of batch) {
+          const read = await this.transitionRead(tx, s.reservationId);
+          let settled: TransitionResult;
+          try {
+            settled = this.settleRule(s, read, await this.proofCheck(tx, undefined));
+          } catch (err) {
+            // the rules decide before anything is written: a refusal leaves the transaction as it was
+            if (!isRuncapError(err) || err.code === 'LEDGER_UNAVAILABLE') throw err;
+            refused.push(err);
+            continue;
+          }
+          await this.applyTransition(tx, s.reservationId, read, settled);
+          refused.push(undefined);
+        }
+        return refused;
+      });
+    } catch (err) {
+      if (batch.length === 1) return [err];
+      const outcomes: (unknown | undefined)[] = [];
+      for (const s of batch) outcomes.push(await this.commitSettles([s]).then((o) => o[0]));
+      return outcomes;
+    }
+  }
+
+  /** The agent's settle of a queued call (no act of a human): its rule, with the answer a repeat replays written alongside. */
+  private settleRule(s: QueuedSettle, read: TransitionRead | undefined, check: transitions.ProofCheck): TransitionResult {
+    const settled = transitions.settle(s.reservationId, read, { actualMicros: s.actualMicros, vendorRef: s.vendorRef, estimated: s.estimated }, check);
+    if (s.answer === undefined) return settled;
+    return { ...settled, writes: { ...settled.writes, ops: [...settled.writes.ops, { kind: 'setIdempotentAnswer', reservationId: s.reservationId, answer: s.answer }] } };
+  }
+
   async release(reservationId: string, why: string, opts: { by?: ReleasedBy; proof?: HumanProof } = {}): Promise<Reservation> {
     const note = checkText(why, 'reason', 1000);
     const by = opts.by ?? 'vendor';
@@ -527,18 +590,30 @@ export class StoreLedger implements Ledger {
   private async transition(reservationId: string, decide: (tx: WriteTx, read: TransitionRead | undefined) => Promise<TransitionResult>): Promise<Reservation> {
     transitions.checkReservationId(reservationId);
     return this.store.write('normal', async (tx) => {
-      const r = await tx.reservation(reservationId);
-      const read: TransitionRead | undefined = r && {
+      const read = await this.transitionRead(tx, reservationId);
+      const result = await decide(tx, read);
+      await this.applyTransition(tx, reservationId, read, result);
+      return result.reservation;
+    });
+  }
+
+  /** What a transition's rule reads: the reservation, its counts and its key's actor. */
+  private async transitionRead(tx: WriteTx, reservationId: string): Promise<TransitionRead | undefined> {
+    const r = await tx.reservation(reservationId);
+    return (
+      r && {
         reservation: r,
         counts: await tx.countsOf(r.id),
         actor: await this.actorOfKey(tx, await tx.key(r.key_id)),
-        now: (await tx.time()),
-      };
-      const { reservation, writes, grows } = await decide(tx, read);
-      await this.apply(tx, writes);
-      if (grows) transitions.refuseInexactTotal(reservationId, r!.action, (await tx.counters([{ scope: spendGroupScope(r!.action), windowKey: '' }]))[0]!);
-      return reservation;
-    });
+        now: await tx.time(),
+      }
+    );
+  }
+
+  /** A transition's writes; once applied, a change that grows the counters is held to the exact range (thrown: rolled back). */
+  private async applyTransition(tx: WriteTx, reservationId: string, read: TransitionRead | undefined, result: TransitionResult): Promise<void> {
+    await this.apply(tx, result.writes);
+    if (result.grows) transitions.refuseInexactTotal(reservationId, read!.reservation.action, (await tx.counters([{ scope: spendGroupScope(read!.reservation.action), windowKey: '' }]))[0]!);
   }
 
   async getReservation(id: string): Promise<Reservation> {
@@ -931,6 +1006,25 @@ export class StoreLedger implements Ledger {
 }
 
 /** Counter rows a storage read in the order asked (ReadTx.counters, CallReads.counters), by counterId: what the rules look them up by. */
+/**
+ * The storage, with every transaction begun after the settles queued before it are written: what
+ * this process reads or changes after a call answered (its budget, the reservation, reconcile, the
+ * audit) sees that call settled.
+ */
+function afterSettles(store: Store, settles: SettleQueue): Store {
+  return {
+    write: (durability, fn) => {
+      const idle = settles.idle();
+      return idle ? idle.then(() => store.write(durability, fn)) : store.write(durability, fn);
+    },
+    read: (fn) => {
+      const idle = settles.idle();
+      return idle ? idle.then(() => store.read(fn)) : store.read(fn);
+    },
+    close: () => store.close(),
+  };
+}
+
 function byCounterId(wanted: readonly CounterKey[], rows: readonly CounterRow[]): Map<string, CounterRow> {
   return new Map(wanted.map((c, i) => [counterId(c), rows[i]!]));
 }

@@ -26,6 +26,7 @@ import { APPROVAL_UNBACKED } from '../../../src/ledger/core/policy-replay.js';
 import type { KeyRow } from '../../../src/ledger/core/rows.js';
 import { exactRangeMessage, spendGroups } from '../../../src/ledger/core/spend.js';
 import type { Write } from '../../../src/ledger/core/writes.js';
+import type { Decision } from '../../../src/ledger/types.js';
 import { MAX_GROUP_TOTAL, windowsAt } from '../../../src/policy/rules.js';
 import type { PolicyInput } from '../../../src/policy/schema.js';
 import {
@@ -510,7 +511,17 @@ describe('an allowed call', () => {
     expect(w.audit).toEqual([
       { event: 'reserved', action: PAY, amountMicros: usd(3), reservationId, approvalId: null, details: { day: '2026-11-22', month: '2026-11' }, keyId: actor.id, label: 'child', issuer: 'alice', delegation: ['root', 'child'] },
     ]);
-    expect(o.allowed && o.decision).toEqual({ allowed: true, reservationId, keyId: child.id, label: 'child', estimateMicros: usd(3) });
+    const { budget, ...decision } = (o.allowed && o.decision) as Extract<Decision, { allowed: true }>;
+    expect(decision).toEqual({ allowed: true, reservationId, keyId: child.id, label: 'child', estimateMicros: usd(3), countedCaps: [global.id, rootDaily!.id, childMonthly!.id] });
+    // what the key has left with this reservation counted, every cap of the chain (twilio's own too): the answer needs no read after the call
+    expect(budget!.caps.map((c) => [c.capId, c.pendingMicros, c.remainingMicros ?? null, c.remainingCalls ?? null])).toEqual([
+      [global.id, usd(3), usd(997), null],
+      [rootDaily!.id, usd(3), usd(47), null],
+      [caps[2]!.id, 0, usd(20), null],
+      [childMonthly!.id, usd(3), null, 9],
+      [caps[4]!.id, 0, usd(5), null],
+    ]);
+    expect(budget!.remainingMicros).toBe(usd(47));
   });
 
   it('settled at once for verify_action: state settled at the estimate, delta settled, audited as verified', () => {

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import {
   admitCall,
   askHuman,
-  countersFor,
+  callCounters,
   decideCall,
   rateWindowStart,
   type AskReads,
@@ -271,7 +271,7 @@ function authorize(w: World, s: Storage, ctx: ReturnType<typeof coreContext>, ch
   const caps = capsFor(w, chain);
   const counters = new Map<string, CounterRow>();
   // as SqliteLedger reads them: every counter asked for, an empty one where no row exists yet
-  for (const c of countersFor(caps, spec.action, adm.windows)) counters.set(counterId(c), s.counters.get(counterId(c)) ?? EMPTY_COUNTER);
+  for (const c of callCounters(caps, spec.action, adm.windows)) counters.set(counterId(c), s.counters.get(counterId(c)) ?? EMPTY_COUNTER);
   const fps = new Set(adm.lineage.map((l) => l.fingerprint));
   const openDuplicate = spec.settleNow ? undefined : s.reservations.find((r) => fps.has(r.row.fingerprint) && (r.row.state === 'pending' || r.row.state === 'uncertain'))?.row.id;
   const since = rateWindowStart(now);
