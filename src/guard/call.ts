@@ -1,5 +1,6 @@
 /**
- * The guarded-call path: authorize → call → settle / release / mark uncertain.
+ * The guarded-call path: authorize → call → answer, then settle (queued, off the agent's path) /
+ * release / mark uncertain.
  * It knows no vendor: the caller hands it an estimate, a fingerprintable
  * description of the request and two functions (call, classifyError).
  * Nothing is called unless the ledger committed a reservation for it, and no
@@ -11,6 +12,7 @@
 import { isRuncapError, type ReasonCode } from '../policy/codes.js';
 import type { Recipient } from '../policy/rules.js';
 import type { Budget, CapBreach, Ledger, StoredAnswer } from '../ledger/types.js';
+import { budgetAfterSettle } from '../ledger/core/budget.js';
 import { fingerprintOf } from './fingerprint.js';
 import { NO_OBSERVER, timedCall, type GuardObserver } from './observer.js';
 
@@ -43,7 +45,7 @@ export interface GuardedCallSpec<R> {
   idempotencyKey?: string;
   /** keep the vendor's answer with the settle, for a repeat under the idempotency key to replay */
   keepAnswer?: boolean;
-  /** false: the caller does not show what is left, so no budget is read after the call (the proxy) */
+  /** false: the caller does not show what is left, so no budget is computed after the call (the proxy) */
   readBudget?: boolean;
   /** The hard deadline of the whole vendor call, in ms (config vendor_timeout_ms); default DEFAULT_CALL_DEADLINE_MS. */
   deadlineMs?: number;
@@ -66,10 +68,8 @@ export type GuardedOutcome<R> =
       result: R;
       costMicros: number;
       estimated: boolean;
-      /** undefined only if the ledger could not be read after the call */
+      /** what the key has left after this call (none when the spec asked for none: readBudget false) */
       budget?: Budget;
-      /** set when the vendor call succeeded but the settle could not be written (reconcile will) */
-      warning?: string;
       /** the vendor's answer as it came, when the call gave one */
       answer?: unknown;
     }
@@ -141,25 +141,16 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
   if (ended.kind === 'failed') return afterFailure(ledger, reservationId, ended.error, spec, log, observer);
   const outcome = ended.value;
 
-  let warning: string | undefined;
-  try {
-    const keep = spec.keepAnswer && spec.idempotencyKey !== undefined && outcome.answer !== undefined ? { answer: outcome.answer as StoredAnswer } : {};
-    await timedCall(observer, 'settle', () => ledger.settle(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated, ...keep }));
-  } catch (err) {
+  // The answer leaves now: the reservation already holds the money, so the settle is written right
+  // after it, off the agent's path. A kill in between leaves it pending (counted); reconcile settles it.
+  const keep = spec.keepAnswer && spec.idempotencyKey !== undefined && outcome.answer !== undefined ? { answer: outcome.answer as StoredAnswer } : {};
+  void timedCall(observer, 'settle', () => ledger.settleSoon(reservationId, outcome.actualMicros, outcome.vendorRef, { estimated: outcome.estimated, ...keep })).catch((err: unknown) => {
     if (isLedgerFailure(err)) observer.ledgerError();
-    // The vendor did it; the reservation stays pending (still counted) and reconcile settles it.
-    // The ledger's error stays in the log: its wording ("nothing was done") is about the settle,
-    // and an agent reading it about the call would retry a call that happened.
-    warning = `the call happened: it succeeded at the vendor. Do not retry it (that would pay or send again). runcap could not record the settlement yet, so its amount stays reserved until \`runcap reconcile\` records it`;
-    log(`settle ${reservationId} failed: ${describe(err)}`);
-  }
+    log(`settle ${reservationId} failed: ${describe(err)}; the call happened, and its amount stays reserved until \`runcap reconcile\` settles it`);
+  });
+  // what is left, from what the authorize transaction read and this call's actual cost: no read of its own
   const budget =
-    spec.readBudget === false
-      ? undefined
-      : await ledger.budget(keyId).catch((err: unknown) => {
-          if (isLedgerFailure(err)) observer.ledgerError();
-          return undefined;
-        });
+    spec.readBudget === false || !decision.budget ? undefined : budgetAfterSettle(decision.budget, decision.countedCaps ?? [], decision.estimateMicros, outcome.actualMicros);
   return {
     ok: true,
     reservationId,
@@ -168,7 +159,6 @@ export async function guardedCall<R>(ledger: Ledger, key: string, spec: GuardedC
     costMicros: outcome.actualMicros,
     estimated: outcome.estimated,
     ...(budget ? { budget } : {}),
-    ...(warning ? { warning } : {}),
     ...(outcome.answer !== undefined ? { answer: outcome.answer } : {}),
   };
 }

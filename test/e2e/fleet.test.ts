@@ -79,9 +79,11 @@ describe.skipIf(postgres.skipReason)(postgres.title('two hosts, one PostgreSQL l
     expect(createdUsd).toBe(CAP_USD);
 
     // the one ledger says the same from both homes
+    // (the last settles are written right after their answers left: read a moment later)
     for (const h of [a, b]) {
-      const row = (await h.guard.ledger.spend('label')).find((r) => r.group === 'fleet-spend');
-      expect(row).toMatchObject({ settledMicros: CAP_USD * 1_000_000, pendingMicros: 0, uncertainMicros: 0, calls: CAP_USD });
+      await expect
+        .poll(async () => (await h.guard.ledger.spend('label')).find((r) => r.group === 'fleet-spend'))
+        .toMatchObject({ settledMicros: CAP_USD * 1_000_000, pendingMicros: 0, uncertainMicros: 0, calls: CAP_USD });
     }
     const budget = await b.guard.ledger.budget(k.id);
     expect(budget.remainingMicros).toBe(0);

@@ -59,7 +59,8 @@ describe('stripe-node pointed at runcap', () => {
     expect(sent).toHaveLength(1);
     expect(sent[0]!.headers['idempotency-key']).toBe(reservationId);
     expect(sent[0]!.body).toMatchObject({ receipt_email: 'ann@example.com', statement_descriptor_suffix: 'ORDER 17', return_url: 'https://shop.example.com/done' });
-    expect(await h.guard.ledger.getReservation(reservationId)).toMatchObject({ state: 'settled', vendorRef: pi.id, actualMicros: 13_625_000 });
+    // the settle is written right after the answer left: this process reads it a moment later
+    await expect.poll(() => h.guard.ledger.getReservation(reservationId)).toMatchObject({ state: 'settled', vendorRef: pi.id, actualMicros: 13_625_000 });
     expect(await totalOf(id)).toMatchObject({ settledMicros: 13_625_000, pendingMicros: 0 });
 
     // reading it back: its own object, verbatim

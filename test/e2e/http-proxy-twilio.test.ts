@@ -58,7 +58,8 @@ describe('twilio-node pointed at runcap', () => {
     // runcap's own account: the sim's, not the one in the agent's path
     expect(sent[0]!.path).toContain(`/Accounts/${h.sim.credentials.twilio.accountSid}/`);
     expect(sent[0]!.path).not.toContain('ACagentpicked');
-    expect((await h.guard.ledger.budget(id)).caps[0]).toMatchObject({ settledMicros: 8_300, pendingMicros: 0 });
+    // the settle is written right after the answer left: this process reads it a moment later
+    await expect.poll(async () => (await h.guard.ledger.budget(id)).caps[0]).toMatchObject({ settledMicros: 8_300, pendingMicros: 0 });
 
     // the raw answer, snake_case as Twilio sends it
     const res = await fetch(`${server.origin}/2010-04-01/Accounts/ACx/Messages/${msg.sid}.json`, { headers: { authorization: `Basic ${Buffer.from(`ACx:${key}`).toString('base64')}` } });

@@ -31,8 +31,8 @@ describe.each<Era>(['legacy', '2026-07-28'])('a run over HTTP (%s client)', (era
       const r = await c.call('create_payment_intent', PAY);
       expect(r.isError, textOf(r)).toBeFalsy();
       expect(r.structuredContent).toMatchObject({ amount: 1500, currency: 'usd' });
-      const budget = await h.guard.ledger.budget(id);
-      expect(budget.caps.find((cap) => cap.window === 'total')).toMatchObject({ settledMicros: 15_000_000, pendingMicros: 0 });
+      // the settle is written right after the answer left: this process reads it a moment later
+      await expect.poll(async () => (await h.guard.ledger.budget(id)).caps.find((cap) => cap.window === 'total')).toMatchObject({ settledMicros: 15_000_000, pendingMicros: 0 });
     } finally {
       await c.close();
     }

@@ -25,8 +25,8 @@ describe.each<Era>(['legacy', '2026-07-28'])('send_sms over HTTP (%s client)', (
       expect(r.isError, textOf(r)).toBeFalsy();
       expect(r.structuredContent).toMatchObject({ segments: 1, cost_usd: '0.0083', cost_estimated: true });
       expect(h.sim.created().twilio.slice(before)).toMatchObject([{ to: '+14155552671', body: `shipped (${era})` }]);
-      const total = (await h.guard.ledger.budget(id)).caps.find((cap) => cap.window === 'total');
-      expect(total).toMatchObject({ settledMicros: 8_300, pendingMicros: 0 });
+      // the settle is written right after the answer left: this process reads it a moment later
+      await expect.poll(async () => (await h.guard.ledger.budget(id)).caps.find((cap) => cap.window === 'total')).toMatchObject({ settledMicros: 8_300, pendingMicros: 0 });
     } finally {
       await c.close();
     }

@@ -24,7 +24,6 @@ export function registerVendorTool(server: McpServer, ctx: ToolContext, spec: Ve
     cost_usd: z.string().describe('what this call cost, in USD'),
     cost_estimated: z.boolean().describe('true when the vendor has not reported the final price yet (settled at runcap\'s estimate)'),
     remaining: remainingSchema,
-    note: z.string().optional(),
   });
   server.registerTool(
     adapter.toolName,
@@ -57,7 +56,6 @@ async function callVendor(ctx: ToolContext, adapter: VendorAdapter, spec: Vendor
     cost_usd: costUsd,
     cost_estimated: outcome.estimated,
     remaining: remainingOf(outcome.budget),
-    ...(outcome.warning ? { note: outcome.warning } : {}),
   };
   const left = structured.remaining.usd === null ? '' : ` $${structured.remaining.usd} left in this run's budget.`;
   return success(structured, `${spec.summarize(outcome.result, costUsd)}${left}`);

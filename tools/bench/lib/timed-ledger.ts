@@ -14,13 +14,15 @@ export interface LedgerTimes {
 
 export function timedLedger(inner: Ledger, counter?: { readonly count: number }): { ledger: Ledger; times: LedgerTimes } {
   const times: LedgerTimes = { authorize: [], settle: [], budget: [], roundTrips: { authorize: [], settle: [], budget: [] }, recording: false };
-  const timed = new Set(['authorize', 'settle', 'budget']);
+  // settleSoon (written after the answer) is timed as the settle: from the answer to its commit
+  const timed = new Map<string, Timed>([['authorize', 'authorize'], ['settle', 'settle'], ['settleSoon', 'settle'], ['budget', 'budget']]);
   const ledger = new Proxy(inner, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver) as unknown;
       if (typeof value !== 'function') return value;
       const fn = value as (...a: unknown[]) => Promise<unknown>;
-      if (typeof prop !== 'string' || !timed.has(prop)) return fn.bind(target);
+      const as = typeof prop === 'string' ? timed.get(prop) : undefined;
+      if (!as) return fn.bind(target);
       return async (...args: unknown[]) => {
         const trips0 = counter?.count ?? 0;
         const t0 = performance.now();
@@ -28,8 +30,8 @@ export function timedLedger(inner: Ledger, counter?: { readonly count: number })
           return await fn.apply(target, args);
         } finally {
           if (times.recording) {
-            times[prop as Timed].push(performance.now() - t0);
-            if (counter) times.roundTrips[prop as Timed].push(counter.count - trips0);
+            times[as].push(performance.now() - t0);
+            if (counter) times.roundTrips[as].push(counter.count - trips0);
           }
         }
       };
