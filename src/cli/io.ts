@@ -3,7 +3,7 @@
  * people), money and time formatting, exit codes, and reading a passphrase
  * from the terminal without echo.
  */
-import Table from 'cli-table3';
+import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { userInfo } from 'node:os';
 import { formatUsd, usdDecimal } from '../policy/rules.js';
@@ -26,6 +26,8 @@ export function printTable(head: string[], rows: (string | number)[][]): void {
     process.stdout.write('(none)\n');
     return;
   }
+  // loaded by the commands that print a table, not by every start of the CLI (`serve` prints none)
+  const Table = createRequire(import.meta.url)('cli-table3') as typeof import('cli-table3');
   const table = new Table({ head, style: { head: [], border: [] } });
   table.push(...rows.map((r) => r.map((c) => String(c))));
   process.stdout.write(`${table.toString()}\n`);
