@@ -12,10 +12,7 @@ import { escapeChar, inert, isEscaped } from '../policy/display.js';
 
 export { hasEscaped, inert } from '../policy/display.js';
 
-/** 0 done, 1 refused / not found / verification failed, 2 usage error. */
-export const EXIT = { ok: 0, refused: 1, usage: 2 } as const;
-
-export class UsageError extends Error {}
+export { EXIT, UsageError } from './failure.js';
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

@@ -20,8 +20,7 @@ export function registerServeCommand(program: Command): void {
       if (!o.http) {
         const httpOnly = ['host', 'port', 'allowOrigin', 'tlsCert', 'tlsKey', 'behindTlsProxy', 'dashboardPort'].filter((n) => cmd.getOptionValueSource(n) === 'cli');
         if (httpOnly.length > 0) cmd.error(`error: ${httpOnly.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} go with --http`, { exitCode: 2 });
-        const [{ serve }, { startNotifierFor }] = await Promise.all([import('../mcp/serve.js'), import('../notify/index.js')]);
-        await serve({ beside: startNotifierFor });
+        await (await import('./serve-stdio.js')).startStdio();
         return;
       }
       const { serveHttp } = await import('../http/server.js');
