@@ -3,12 +3,13 @@
  * without a shell, bounded in time and output, with runcap's own secrets kept out of their
  * environment. Their output is a secret, so a failure is described by its exit code alone.
  */
-import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { promisify } from 'node:util';
 
-const run = promisify(execFile);
+// node:child_process is loaded with the first command, not at every start of `runcap serve`
+let execFileAsync: ((file: string, args: string[], options: { timeout: number; maxBuffer: number; env: NodeJS.ProcessEnv }) => Promise<{ stdout: string }>) | undefined;
+const run: NonNullable<typeof execFileAsync> = (file, args, options) => (execFileAsync ??= promisify(process.getBuiltinModule('node:child_process').execFile))(file, args, options);
 export const CREDENTIAL_COMMAND_TIMEOUT_MS = 10_000;
 
 export type CredentialCommandResult =

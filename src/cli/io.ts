@@ -3,7 +3,7 @@
  * people), money and time formatting, exit codes, and reading a passphrase
  * from the terminal without echo.
  */
-import Table from 'cli-table3';
+import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { userInfo } from 'node:os';
 import { formatUsd, usdDecimal } from '../policy/rules.js';
@@ -12,10 +12,7 @@ import { escapeChar, inert, isEscaped } from '../policy/display.js';
 
 export { hasEscaped, inert } from '../policy/display.js';
 
-/** 0 done, 1 refused / not found / verification failed, 2 usage error. */
-export const EXIT = { ok: 0, refused: 1, usage: 2 } as const;
-
-export class UsageError extends Error {}
+export { EXIT, UsageError } from './failure.js';
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -26,6 +23,8 @@ export function printTable(head: string[], rows: (string | number)[][]): void {
     process.stdout.write('(none)\n');
     return;
   }
+  // loaded by the commands that print a table, not by every start of the CLI (`serve` prints none)
+  const Table = createRequire(import.meta.url)('cli-table3') as typeof import('cli-table3');
   const table = new Table({ head, style: { head: [], border: [] } });
   table.push(...rows.map((r) => r.map((c) => String(c))));
   process.stdout.write(`${table.toString()}\n`);

@@ -1,8 +1,8 @@
 /** runcap serve: the MCP server over stdio for one agent session, or over HTTP for many runs. */
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { serve } from '../mcp/serve.js';
-import { serveHttp } from '../http/server.js';
-import { startNotifierFor } from '../notify/index.js';
+
+// Each mode loads only its own server: stdio (started by an agent host for every session, where cold
+// start counts) never loads the HTTP server's routes, dashboard, metrics or proxy.
 
 export function registerServeCommand(program: Command): void {
   program
@@ -20,9 +20,10 @@ export function registerServeCommand(program: Command): void {
       if (!o.http) {
         const httpOnly = ['host', 'port', 'allowOrigin', 'tlsCert', 'tlsKey', 'behindTlsProxy', 'dashboardPort'].filter((n) => cmd.getOptionValueSource(n) === 'cli');
         if (httpOnly.length > 0) cmd.error(`error: ${httpOnly.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} go with --http`, { exitCode: 2 });
-        await serve({ beside: startNotifierFor });
+        await (await import('./serve-stdio.js')).startStdio();
         return;
       }
+      const { serveHttp } = await import('../http/server.js');
       await serveHttp({
         host: o.host,
         port: o.port,

@@ -5,7 +5,7 @@
  * stays pure and synchronous and is handed only the outcome.
  */
 import { createHash } from 'node:crypto';
-import { verifyAuthenticationResponse, type AuthenticationResponseJSON, type WebAuthnCredential } from '@simplewebauthn/server';
+import type { AuthenticationResponseJSON, WebAuthnCredential } from '@simplewebauthn/server';
 import { printableLine } from '../policy/display.js';
 import type { SignatureCheck } from './core/passkeys.js';
 import type { PasskeyRow } from './core/rows.js';
@@ -39,12 +39,15 @@ const REASON_MAX = 200;
 /**
  * Whether `response` is this passkey's signature over `challenge`, made at `origin` for `rpId` with
  * user verification; its signature counter when it is. Never throws: a malformed answer is a
- * signature that does not verify.
+ * signature that does not verify. @simplewebauthn/server (and its ASN.1 stack) is loaded on the
+ * first check, not with the ledger: `runcap serve` opens a ledger at every start and never checks one.
  */
 export async function checkPasskeySignature(
   passkey: Pick<PasskeyRow, 'credential_id' | 'public_key' | 'transports'>,
   assertion: PasskeyAssertion,
 ): Promise<SignatureCheck> {
+  // outside the try: a library that cannot load is a broken install, not a signature that does not verify
+  const { verifyAuthenticationResponse } = await import('@simplewebauthn/server');
   try {
     const verified = await verifyAuthenticationResponse({
       // its shape is the library's to check: whatever it cannot read does not verify

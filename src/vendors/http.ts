@@ -13,8 +13,8 @@
  *   agents of our own never do.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
+import type https from 'node:https';
 
 const callSignal = new AsyncLocalStorage<AbortSignal>();
 
@@ -30,6 +30,13 @@ export function requestSignal(timeoutMs: number): AbortSignal {
   return call ? AbortSignal.any([call, own]) : own;
 }
 
+/**
+ * node:http and node:https, loaded with the first vendor request rather than at every start of
+ * `runcap serve`, which makes none before it answers (node:https brings node:tls with it).
+ */
+export const nodeHttp = (): typeof http => process.getBuiltinModule('node:http');
+export const nodeHttps = (): typeof https => process.getBuiltinModule('node:https');
+
 export interface DirectAgents {
   http: http.Agent;
   https: https.Agent;
@@ -38,5 +45,5 @@ export interface DirectAgents {
 /** Keep-alive agents that connect straight to the host asked for: no proxy, whatever the environment says. */
 export function directAgents(opts: { timeoutMs?: number; https?: https.AgentOptions } = {}): DirectAgents {
   const common = { keepAlive: true, ...(opts.timeoutMs !== undefined ? { timeout: opts.timeoutMs } : {}) };
-  return { http: new http.Agent(common), https: new https.Agent({ ...opts.https, ...common }) };
+  return { http: new (nodeHttp().Agent)(common), https: new (nodeHttps().Agent)({ ...opts.https, ...common }) };
 }

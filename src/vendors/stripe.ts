@@ -3,8 +3,7 @@
  * Estimate = amount (minor units) → USD with the operator FX table, rounding
  * up; actual = the returned PaymentIntent's amount at the same rate.
  */
-import http, { type IncomingMessage } from 'node:http';
-import https from 'node:https';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type StripeSdk from 'stripe';
 import { z } from 'zod';
 import { RuncapError } from '../policy/codes.js';
@@ -25,7 +24,7 @@ import {
 } from './common.js';
 import { convertMinor, minorToMicrosDetailed } from './currencies.js';
 import { isPlainAddress, MAX_ADDRESS_LENGTH, normalizeAddress } from './email.js';
-import { directAgents, requestSignal, withCallSignal } from './http.js';
+import { directAgents, nodeHttp, nodeHttps, requestSignal, withCallSignal } from './http.js';
 import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter, VendorAnswer } from './types.js';
 
 type StripeClient = StripeSdk;
@@ -335,7 +334,7 @@ export function deadlineHttpClient(Stripe: typeof StripeSdk, deadlineMs: number)
       return new Promise<DeadlineResponse>((resolve, reject) => {
         if (signal.aborted) return reject(Stripe.HttpClient.makeTimeoutError());
         const insecure = protocol === 'http';
-        const req = (insecure ? http : https).request({ host, port, path, method, headers: headers as http.OutgoingHttpHeaders, agent: insecure ? agents.http : agents.https, ciphers });
+        const req = (insecure ? nodeHttp() : nodeHttps()).request({ host, port, path, method, headers: headers as OutgoingHttpHeaders, agent: insecure ? agents.http : agents.https, ciphers });
         let timedOut = false;
         const abort = () => {
           timedOut = true;

@@ -7,7 +7,6 @@
  * no retry in runcap).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import https from 'node:https';
 import type TwilioSdk from 'twilio';
 import type RequestClientNs from 'twilio/lib/base/RequestClient.js';
 import { z } from 'zod';
@@ -28,7 +27,7 @@ import {
   jsonAnswerOf,
   withDefiniteAnswer,
 } from './common.js';
-import { directAgents, requestSignal, withCallSignal } from './http.js';
+import { directAgents, nodeHttps, requestSignal, withCallSignal } from './http.js';
 import { absDecimalToMicros, unitsTimesUsdRate } from './money.js';
 import { SMS_MAX_CHARS, parseE164, segmentsOf, smsPriceFor } from './sms.js';
 import type { ClassifiedError, Lookup, Prepared, Pricing, ReservationRef, VendorAdapter, VendorAnswer } from './types.js';
@@ -333,7 +332,7 @@ export const twilioAdapter: VendorAdapter<TwilioInput, TwilioNormalized, TwilioR
           // twilio-node sends every request through HTTP_PROXY when that is set, and axios falls back
           // to Node's global agent, which NODE_USE_ENV_PROXY routes through a proxy: use agents of our own.
           const built: unknown = this.axios.defaults.httpsAgent;
-          const direct = directAgents({ timeoutMs, https: built instanceof https.Agent ? built.options : {} });
+          const direct = directAgents({ timeoutMs, https: built instanceof nodeHttps().Agent ? built.options : {} });
           this.axios.defaults.httpsAgent = direct.https;
           this.axios.defaults.httpAgent = direct.http;
         }

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import pg from 'pg';
+import type pg from 'pg';
 import { assertPrivate, homePath, type RuncapConfig } from '../../config.js';
 import { failureSuffix, runCredentialCommand } from '../../credential-command.js';
 import { RuncapError } from '../../policy/codes.js';
@@ -86,11 +86,18 @@ export async function ledgerPassword(home: string, config: Pick<RuncapConfig, 'l
  * the password is a function (no PGPASSWORD, no ~/.pgpass), `options` always holds runcap's
  * session settings (no PGOPTIONS), `ssl` is never undefined (no PGSSLMODE).
  */
+const require = createRequire(import.meta.url);
+let pgModule: typeof pg | undefined;
+/** node-postgres, loaded when a PostgreSQL ledger is first opened: a SQLite ledger (and `runcap serve` on one) never loads it. */
+function pgLib(): typeof pg {
+  return (pgModule ??= require('pg') as typeof pg);
+}
+
 export function pgPoolConfig(target: PgTarget, password: PasswordSource, opts: PgPoolOptions): pg.PoolConfig {
   const statementTimeoutMs = opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
   const idleInTransactionMs = opts.idleInTransactionTimeoutMs ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS;
   return {
-    Client: RuncapPgClient as unknown as pg.PoolConfig['Client'],
+    Client: runcapPgClient() as unknown as pg.PoolConfig['Client'],
     host: target.host,
     port: target.port,
     database: target.database,
@@ -128,24 +135,26 @@ export function pgPoolConfig(target: PgTarget, password: PasswordSource, opts: P
  * asPgLedgerError makes that LEDGER_UNAVAILABLE; the pool connects anew for the next checkout.
  */
 export function openPool(target: PgTarget, password: PasswordSource, opts: PgPoolOptions): pg.Pool {
-  const pool = new pg.Pool(pgPoolConfig(target, password, opts));
+  const pool = new (pgLib().Pool)(pgPoolConfig(target, password, opts));
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 
-// The JavaScript client whatever NODE_PG_FORCE_NATIVE says: libpq (pg-native) would read PGSERVICE,
-// PGSSLROOTCERT and the rest of its own environment variables.
-const JsClient = createRequire(import.meta.url)('pg/lib/client.js') as typeof pg.Client;
+let RuncapPgClient: typeof pg.Client | undefined;
 
-class RuncapPgClient extends JsClient {
-  constructor(config: pg.ClientConfig) {
-    super(config);
-    // node-postgres takes PGREPLICATION when the config has no truthy `replication`, and no truthy value means
-    // "an ordinary session": forget it after the fact, or a replication (walsender) session would be asked for.
-    const params = (this as unknown as { connectionParameters?: { replication?: unknown } }).connectionParameters;
-    if (params) delete params.replication;
-  }
+// The JavaScript client whatever NODE_PG_FORCE_NATIVE says: libpq (pg-native) would read PGSERVICE,
+// PGSSLROOTCERT and the rest of its own environment variables. Made once, with the first pool.
+function runcapPgClient(): typeof pg.Client {
+  return (RuncapPgClient ??= class extends (require('pg/lib/client.js') as typeof pg.Client) {
+    constructor(config: pg.ClientConfig) {
+      super(config);
+      // node-postgres takes PGREPLICATION when the config has no truthy `replication`, and no truthy value means
+      // "an ordinary session": forget it after the fact, or a replication (walsender) session would be asked for.
+      const params = (this as unknown as { connectionParameters?: { replication?: unknown } }).connectionParameters;
+      if (params) delete params.replication;
+    }
+  });
 }
 
 /**
@@ -213,7 +222,7 @@ function safeInteger(text: string): number {
 
 const INT8 = 20;
 const INT8_ARRAY = 1016;
-const defaultParser = pg.types.getTypeParser as (oid: number, format?: 'text' | 'binary') => (text: string) => unknown;
+const defaultParser = (oid: number, format?: 'text' | 'binary') => (pgLib().types.getTypeParser as (oid: number, format?: 'text' | 'binary') => (text: string) => unknown)(oid, format);
 
 /** This pool's type parsers (pg.types, the process-wide ones, are left alone): bigint columns read as numbers. */
 const LEDGER_TYPES = {
@@ -292,7 +301,7 @@ export function asPgLedgerError(err: unknown): unknown {
 function unavailableLabel(err: unknown): string | undefined {
   if (!(err instanceof Error)) return undefined;
   const code = (err as { code?: unknown }).code;
-  if (err instanceof pg.DatabaseError) return typeof code === 'string' && (UNAVAILABLE_SQLSTATE.test(code) || isRetryable(err)) ? code : undefined;
+  if (err instanceof pgLib().DatabaseError) return typeof code === 'string' && (UNAVAILABLE_SQLSTATE.test(code) || isRetryable(err)) ? code : undefined;
   if (typeof code === 'string' && (UNAVAILABLE_ERRNO.has(code) || TLS_CODE.test(code))) return code;
   // net.connect to a name with several addresses fails with every attempt's error
   if (err instanceof AggregateError) {
@@ -311,7 +320,7 @@ function unavailableLabel(err: unknown): string | undefined {
  * audit_chain_seq unique index). The caller retries a bounded number of times, then asPgLedgerError.
  */
 export function isRetryable(err: unknown): boolean {
-  if (!(err instanceof pg.DatabaseError)) return false;
+  if (!(err instanceof pgLib().DatabaseError)) return false;
   if (err.code === '40001' || err.code === '40P01') return true;
   return err.code === '23505' && err.constraint === AUDIT_CHAIN_SEQ_INDEX;
 }
