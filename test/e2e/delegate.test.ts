@@ -47,8 +47,8 @@ describe('delegate_key', () => {
     expect(posts(h.sim, 'stripe')).toHaveLength(1);
     expect(posts(h.sim, 'stripe')[0]!.body).toMatchObject({ metadata: { runcap_key: sc.key_id } });
 
-    const pb = await parent.call('get_budget');
-    expect(totalCap(pb, 'lead-run')).toMatchObject({ spent_usd: '10.00', remaining_usd: '90.00' });
+    // the child's settle is written right after its answer left: the parent's server reads it a moment later
+    await expect.poll(async () => totalCap(await parent.call('get_budget'), 'lead-run')).toMatchObject({ spent_usd: '10.00', remaining_usd: '90.00' });
     const cb = await child.call('get_budget');
     expect(cb.structuredContent!.label).toBe('lead-run/sub');
     expect(totalCap(cb, 'lead-run/sub')).toMatchObject({ spent_usd: '10.00', remaining_usd: '20.00' });
