@@ -48,6 +48,25 @@ describe('SettleQueue', () => {
     expect(queue.idle()).toBeUndefined();
   });
 
+  it('idle() waits for the settles queued so far, not for those queued after it was asked', async () => {
+    const { queue, batches, writeNext } = controlled();
+    void queue.add(settle(1));
+    const first = queue.idle()!;
+    await turn();
+    void queue.add(settle(2)); // queued while the first batch is being written
+    let firstTold = false;
+    void first.then(() => (firstTold = true));
+    writeNext();
+    await first;
+    expect(firstTold).toBe(true);
+    expect(queue.idle()).toBeInstanceOf(Promise); // the second is still on its way
+    await turn();
+    expect(batches).toEqual([['res_1'], ['res_2']]);
+    writeNext();
+    await queue.idle();
+    expect(queue.idle()).toBeUndefined();
+  });
+
   it('tells each settle its own outcome, and a commit that fails tells every settle of its batch', async () => {
     const { queue, writeNext } = controlled();
     const outcomes = Promise.allSettled([queue.add(settle(1)), queue.add(settle(-2)), queue.add(settle(3))]);

@@ -25,20 +25,35 @@ interface Waiting {
 export class SettleQueue {
   private waiting: Waiting[] = [];
   private flushing: Promise<void> | undefined;
+  /** the outcome (never a rejection) of the settle queued last; undefined once it is told */
+  private latest: Promise<void> | undefined;
 
   constructor(private readonly commit: CommitSettles) {}
 
   /** Resolves once the settle is committed; rejects with what refused it (the reservation then stays pending). */
   add(settle: QueuedSettle): Promise<void> {
-    return new Promise<void>((written, refused) => {
+    const outcome = new Promise<void>((written, refused) => {
       this.waiting.push({ settle, written, refused });
       this.flushing ??= this.flush();
     });
+    const told = outcome.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.latest = told;
+    void told.then(() => {
+      if (this.latest === told) this.latest = undefined;
+    });
+    return outcome;
   }
 
-  /** Undefined when nothing is queued or being written; else settled once everything queued so far is. Never rejects. */
+  /**
+   * Undefined when every settle queued so far is told; else settled once they are (batches commit in
+   * order, so once the last one queued is). Not the end of the queue: a settle queued after this call
+   * does not hold the caller back. Never rejects.
+   */
   idle(): Promise<void> | undefined {
-    return this.flushing;
+    return this.latest;
   }
 
   private async flush(): Promise<void> {
