@@ -113,9 +113,13 @@ describe('notifications: every kind arrives, signed, from the agent session’s 
       expect(r.body).not.toContain(key.key);
       expect(JSON.stringify(r.headers)).not.toContain(SECRET);
     }
-    // every request the receiver answered becomes an audit row once its outcome reaches the ledger
+    // six events, each to both endpoints; every request the receiver answered becomes an audit row once its
+    // outcome reaches the ledger (the last Slack message may still be on its way when the JSON one is read)
+    const everyDelivery = EVERY.length + 1; // cap_threshold is told twice, at 50 % and at 80 %
+    await expect.poll(() => rx.received.filter((r) => r.answered).length, { timeout: 10_000 }).toBe(2 * everyDelivery);
     const delivered = async () => (await h.guard.ledger.queryAudit({})).filter((a) => a.event === 'notification_delivered').length;
-    await expect.poll(delivered, { timeout: 10_000 }).toBe(rx.received.length);
+    await expect.poll(delivered, { timeout: 10_000 }).toBe(2 * everyDelivery);
+    expect(rx.received).toHaveLength(2 * everyDelivery);
   });
 });
 
