@@ -462,7 +462,7 @@ export class StoreLedger implements Ledger {
     const actors = new Map<string, Actor | null>();
     for (const r of lineageApprovals) {
       if (r.key_id === self.id || actors.has(r.key_id)) continue;
-      actors.set(r.key_id, await this.actorOfKey(tx, await tx.key(r.key_id)));
+      actors.set(r.key_id, await this.actorOfKeyId(tx, r.key_id));
     }
     const pendingPerFamily: number[] = [];
     for (const l of lineage) pendingPerFamily.push(answers.waitingForHuman(await tx.pendingApprovalsOfFamily(l.family), await tx.time()).length);
@@ -604,7 +604,7 @@ export class StoreLedger implements Ledger {
       r && {
         reservation: r,
         counts: await tx.countsOf(r.id),
-        actor: await this.actorOfKey(tx, await tx.key(r.key_id)),
+        actor: await this.actorOfKeyId(tx, r.key_id),
         now: await tx.time(),
       }
     );
@@ -794,7 +794,7 @@ export class StoreLedger implements Ledger {
     await this.store.write('normal', async (tx) => {
       // an approval that is not there (a stale page) does not cost the row: it goes on the global chain
       const approval = typeof attempt?.approvalId === 'string' ? await tx.approval(attempt.approvalId) : undefined;
-      const actor = approval ? await this.actorOfKey(tx, await tx.key(approval.key_id)) : null;
+      const actor = approval ? await this.actorOfKeyId(tx, approval.key_id) : null;
       if (!(await this.admitDenialRow(tx, actor, 'RATE_LIMITED', approval?.action ?? null))) return;
       await this.apply(tx, { ops: [], audit: [throttledAudit(attempt, approval && { row: approval, actor })] });
     });
@@ -863,7 +863,7 @@ export class StoreLedger implements Ledger {
   private async auditWrongPassphrase(attempt: PassphraseAttempt | undefined): Promise<void> {
     await this.store.write('full', async (tx) => {
       const approval = attempt?.approvalId !== undefined ? await this.approvalRow(tx, attempt.approvalId) : undefined;
-      const about = approval && { row: approval, actor: await this.actorOfKey(tx, await tx.key(approval.key_id)) };
+      const about = approval && { row: approval, actor: await this.actorOfKeyId(tx, approval.key_id) };
       await this.apply(tx, { ops: [], audit: [wrongPassphraseAudit(attempt, about)] });
     });
   }
@@ -981,6 +981,11 @@ export class StoreLedger implements Ledger {
    * it: a key whose row is gone (an edited file) has its rows written on the global chain. Labels
    * never change, so the chain is read once per key per process.
    */
+  /** The same by id: a key's actor never changes (a revocation does not touch it), so a remembered one needs no read. */
+  private async actorOfKeyId(tx: ReadTx, keyId: string): Promise<Actor | null> {
+    return this.actors.get(keyId) ?? this.actorOfKey(tx, await tx.key(keyId));
+  }
+
   private async actorOfKey(tx: ReadTx, key: KeyRow | undefined): Promise<Actor | null> {
     if (!key) return null;
     let actor = this.actors.get(key.id);
