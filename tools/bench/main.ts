@@ -2,17 +2,19 @@
  * `npm run bench`: every benchmark of BENCHMARKS.md in one run, each timing
  * next to a baseline measured in the same run (these machines are shared and
  * noisy). Markdown on stdout, progress on stderr. Options:
- *   --only a,b   run only these sections: guard, mcp, contention, size, cold, postgres, http, proxy
+ *   --only a,b   run only these sections: guard, diet, mcp, contention, size, cold, postgres, http, proxy
  *                (postgres: on RUNCAP_BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test)
  *   --out FILE   also write the raw results as JSON
  *   --quick      fewer iterations (a smoke run, not for publishing)
  *   --against DIR   the guard section also measures DIR, another runcap checkout that
- *                   has been built, in the same rounds (alternating blocks), side by side
+ *                   has been built, in the same rounds (alternating blocks), side by side;
+ *                   the diet section measures it after this build, in the same process
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { coldStartMarkdown, runColdStart } from './cold-start.js';
 import { contentionMarkdown, runContention } from './contention.js';
+import { dietMarkdown, runDiet } from './diet.js';
 import { guardCostMarkdown, runGuardCost } from './guard-cost.js';
 import { ledgerSizeMarkdown, runLedgerSize } from './ledger-size.js';
 import { AgainstRefused, loadBaseBuild } from './lib/base-build.js';
@@ -22,7 +24,7 @@ import { postgresMarkdown, PostgresUnreachable, runPostgres } from './postgres.j
 import { httpMarkdown, runHttp } from './http.js';
 import { proxyMarkdown, runProxy } from './proxy.js';
 
-const SECTIONS = ['guard', 'mcp', 'contention', 'size', 'cold', 'postgres', 'http', 'proxy'] as const;
+const SECTIONS = ['guard', 'diet', 'mcp', 'contention', 'size', 'cold', 'postgres', 'http', 'proxy'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** A wrong command line: reported by its message alone. */
@@ -49,7 +51,7 @@ function parseArgs(argv: string[]): Args {
       if (!a.against) throw new UsageError('--against needs a directory: a runcap checkout that has been built');
     } else throw new UsageError(`unknown argument ${arg} (--only ${SECTIONS.join(',')}, --out FILE, --quick, --against DIR)`);
   }
-  if (a.against && a.only && !a.only.has('guard')) throw new UsageError('--against compares the guard section only: add guard to --only');
+  if (a.against && a.only && !a.only.has('guard') && !a.only.has('diet')) throw new UsageError('--against compares the guard and diet sections only: add one of them to --only');
   return a;
 }
 
@@ -78,6 +80,12 @@ async function main(): Promise<void> {
     const r = await runGuardCost({ ...(q ? { rounds: 3, block: 200, warmup: 100 } : {}), ...(against ? { against } : {}) });
     results.guard = r;
     out.push(guardCostMarkdown(r), '');
+  }
+  if (want('diet')) {
+    log(`diet: statements, pages and CPU per call${against ? `, this build then ${against.dir}` : ''}`);
+    const r = await runDiet({ ...(q ? { warmup: 200, pageCalls: 20, cpuCalls: 300 } : {}), ...(against ? { against } : {}) });
+    results.diet = r;
+    out.push(dietMarkdown(r), '');
   }
   if (want('mcp')) {
     log('3 MCP round trip');
