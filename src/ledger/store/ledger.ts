@@ -485,10 +485,7 @@ export class StoreLedger implements Ledger {
     const act = transitions.settlementAct(opts);
     const settling = () =>
       this.transition(reservationId, async (tx, read) => {
-        const settled = transitions.settle(reservationId, read, settlement, await this.proofCheck(tx, act));
-        if (answer === undefined) return settled;
-        // the answer a repeat of this call replays, in the settle's transaction: no write of its own
-        return { ...settled, writes: { ...settled.writes, ops: [...settled.writes.ops, { kind: 'setIdempotentAnswer', reservationId, answer }] } };
+        return withAnswer(transitions.settle(reservationId, read, settlement, await this.proofCheck(tx, act)), reservationId, answer);
       });
     return act ? this.humanOnly(act, opts.proof, 'unknown', settling) : settling();
   }
@@ -541,9 +538,7 @@ export class StoreLedger implements Ledger {
 
   /** The agent's settle of a queued call (no act of a human): its rule, with the answer a repeat replays written alongside. */
   private settleRule(s: QueuedSettle, read: TransitionRead | undefined, check: transitions.ProofCheck): TransitionResult {
-    const settled = transitions.settle(s.reservationId, read, { actualMicros: s.actualMicros, vendorRef: s.vendorRef, estimated: s.estimated }, check);
-    if (s.answer === undefined) return settled;
-    return { ...settled, writes: { ...settled.writes, ops: [...settled.writes.ops, { kind: 'setIdempotentAnswer', reservationId: s.reservationId, answer: s.answer }] } };
+    return withAnswer(transitions.settle(s.reservationId, read, { actualMicros: s.actualMicros, vendorRef: s.vendorRef, estimated: s.estimated }, check), s.reservationId, s.answer);
   }
 
   async release(reservationId: string, why: string, opts: { by?: ReleasedBy; proof?: HumanProof } = {}): Promise<Reservation> {
@@ -1032,6 +1027,12 @@ function afterSettles(store: Store, settles: SettleQueue): Store {
 
 function byCounterId(wanted: readonly CounterKey[], rows: readonly CounterRow[]): Map<string, CounterRow> {
   return new Map(wanted.map((c, i) => [counterId(c), rows[i]!]));
+}
+
+/** A settle with the answer a repeat of its call replays, written in the settle's transaction: no write of its own. */
+function withAnswer(settled: TransitionResult, reservationId: string, answer: string | undefined): TransitionResult {
+  if (answer === undefined) return settled;
+  return { ...settled, writes: { ...settled.writes, ops: [...settled.writes.ops, { kind: 'setIdempotentAnswer', reservationId, answer }] } };
 }
 
 /** Thrown inside the decision transaction to roll it back and record the denial in a relaxed one. */
