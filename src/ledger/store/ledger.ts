@@ -976,11 +976,6 @@ export class StoreLedger implements Ledger {
    * it: a key whose row is gone (an edited file) has its rows written on the global chain. Labels
    * never change, so the chain is read once per key per process.
    */
-  /** The same by id: a key's actor never changes (a revocation does not touch it), so a remembered one needs no read. */
-  private async actorOfKeyId(tx: ReadTx, keyId: string): Promise<Actor | null> {
-    return this.actors.get(keyId) ?? this.actorOfKey(tx, await tx.key(keyId));
-  }
-
   private async actorOfKey(tx: ReadTx, key: KeyRow | undefined): Promise<Actor | null> {
     if (!key) return null;
     let actor = this.actors.get(key.id);
@@ -992,6 +987,15 @@ export class StoreLedger implements Ledger {
       this.rememberActor(actor);
     }
     return actor;
+  }
+
+  /**
+   * The same by id, without reading the key's row once its actor is remembered: an actor never
+   * changes (a revocation does not touch it). A row removed by editing the file while this process
+   * runs is verify's to find (the key is missing), not this lookup's.
+   */
+  private async actorOfKeyId(tx: ReadTx, keyId: string): Promise<Actor | null> {
+    return this.actors.get(keyId) ?? this.actorOfKey(tx, await tx.key(keyId));
   }
 
   /** Every counter a rule asks for, by counterId: an empty one where no row exists yet. */
