@@ -12,14 +12,9 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
-import { openGuard, type Guard } from '../../src/guard/index.js';
-import { SqliteLedger } from '../../src/ledger/sqlite/ledger.js';
-import type { Ledger } from '../../src/ledger/types.js';
-import { homePath, loadAuditSecret } from '../../src/config.js';
-import { DEFAULT_CREDENTIALS } from '../vendor-sim/server.js';
 import type { BaseBuild } from './lib/base-build.js';
-import { BENCH_POLICY, stripeSpec } from './lib/calls.js';
-import { createHome } from './lib/home.js';
+import { openBuildHome, THIS_BUILD, type BuildName, type Code } from './lib/build-home.js';
+import { stripeSpec } from './lib/calls.js';
 import { ROOT } from './lib/paths.js';
 import { table } from './lib/stats.js';
 
@@ -34,7 +29,7 @@ export interface DietOptions {
 }
 
 export interface BuildDiet {
-  build: 'this' | 'base';
+  build: BuildName;
   dir: string;
   /** statements executed per allowed call (authorize + settle), by their first word */
   statements: Record<string, number>;
@@ -51,12 +46,6 @@ export interface DietResult {
   warmup: number;
   pageCalls: number;
   cpuCalls: number;
-}
-
-interface Code {
-  dir: string;
-  openGuard(opts: { home: string; ledger: Ledger }): Guard;
-  openLedger(opts: { file: string; auditSecret: Buffer; busyTimeoutMs: number }): Ledger;
 }
 
 type StatementMethod = 'run' | 'get' | 'all' | 'iterate';
@@ -104,23 +93,17 @@ function perCall(tally: Record<string, number>, calls: number): Record<string, n
   return Object.fromEntries(Object.entries(tally).map(([k, v]) => [k, v / calls]));
 }
 
-async function measure(build: 'this' | 'base', code: Code, opts: Required<Omit<DietOptions, 'against'>>): Promise<BuildDiet> {
-  const Database = createRequire(join(code.dir, 'package.json'))('better-sqlite3') as typeof BetterSqlite3;
-  const h = await createHome({ simUrl: 'http://127.0.0.1:9', credentials: DEFAULT_CREDENTIALS });
+async function measure(build: BuildName, dir: string, code: Code, opts: Required<Omit<DietOptions, 'against'>>): Promise<BuildDiet> {
+  const Database = createRequire(join(dir, 'package.json'))('better-sqlite3') as typeof BetterSqlite3;
+  const { h, key, file, guard } = await openBuildHome(build, code, 'bench-diet');
   const counter = statementCounter(Database);
-  let guard: Guard | undefined;
   try {
-    const { key } = await h.issue('bench-diet', BENCH_POLICY);
-    await h.guard.close();
-    const file = homePath(h.home, 'ledger');
-    guard = code.openGuard({ home: h.home, ledger: code.openLedger({ file, auditSecret: loadAuditSecret(h.home), busyTimeoutMs: 5000 }) });
-    const g = guard;
     let i = 0;
     const call = async () => {
-      const out = await g.guardedCall(key, stripeSpec(100 + (i % 900), `bench ${i++}`));
+      const out = await guard.guardedCall(key, stripeSpec(100 + (i % 900), `bench ${i++}`));
       if (!out.ok) throw new Error(`diet bench (${build} build): call denied ${out.code}: ${out.message}`);
       // the settle a build writes after its answer is part of the call's cost: written before the next call
-      await g.ledger.drainSettles?.();
+      await guard.ledger.drainSettles?.();
     };
     for (let w = 0; w < opts.warmup; w++) await call();
 
@@ -151,7 +134,7 @@ async function measure(build: 'this' | 'base', code: Code, opts: Required<Omit<D
     const statements = perCall(counter.byWord, opts.pageCalls);
     return {
       build,
-      dir: code.dir,
+      dir,
       statements,
       statementsPerCall: Object.values(statements).reduce((a, b) => a + b, 0),
       pagesPerCall: commits.flat().length / opts.pageCalls,
@@ -161,15 +144,15 @@ async function measure(build: 'this' | 'base', code: Code, opts: Required<Omit<D
     };
   } finally {
     counter.restore();
-    await guard?.close();
+    await guard.close();
     await h.cleanup();
   }
 }
 
 export async function runDiet(opts: DietOptions = {}): Promise<DietResult> {
   const o = { warmup: opts.warmup ?? 1000, pageCalls: opts.pageCalls ?? 50, cpuCalls: opts.cpuCalls ?? 3000 };
-  const builds = [await measure('this', { dir: ROOT, openGuard, openLedger: (l) => new SqliteLedger(l) }, o)];
-  if (opts.against) builds.push(await measure('base', opts.against, o));
+  const builds = [await measure('this', ROOT, THIS_BUILD, o)];
+  if (opts.against) builds.push(await measure('base', opts.against.dir, opts.against, o));
   return { builds, ...o };
 }
 

@@ -11,21 +11,18 @@
  * two builds side by side, with the CPU time per call (far steadier than a
  * wall-clock p99 on a shared, fsync-bound disk).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openGuard, type Guard, type OpenGuardOptions } from '../../src/guard/index.js';
-import { SqliteLedger, type SqliteLedgerOptions } from '../../src/ledger/sqlite/ledger.js';
-import type { Ledger } from '../../src/ledger/types.js';
-import { homePath, loadAuditSecret } from '../../src/config.js';
+import type { Guard } from '../../src/guard/index.js';
 import { describeCheckout, type BaseBuild } from './lib/base-build.js';
-import { createHome, type BenchHome } from './lib/home.js';
+import type { BenchHome } from './lib/home.js';
+import { openBuildHome, THIS_BUILD, type BuildName, type Code } from './lib/build-home.js';
 import { openFloor } from './lib/floor.js';
 import { ROOT } from './lib/paths.js';
 import { timedLedger, type LedgerTimes } from './lib/timed-ledger.js';
-import { BENCH_POLICY, stripeSpec } from './lib/calls.js';
+import { stripeSpec } from './lib/calls.js';
 import { deadline, fmtInt, fmtMs, fmtRatio, goal, summarize, table, type Summary } from './lib/stats.js';
-import { DEFAULT_CREDENTIALS } from '../vendor-sim/server.js';
 
 export interface GuardCostResult {
   floor: Summary;
@@ -98,7 +95,6 @@ export interface GuardCostOptions {
   against?: BaseBuild;
 }
 
-type BuildName = 'this' | 'base';
 
 /** One ledger under test: a home and key, a build's own ledger and guard on it, and what its recorded blocks measured. */
 interface Arm {
@@ -116,49 +112,15 @@ interface Arm {
   calls: number;
 }
 
-interface Code {
-  openGuard(opts: OpenGuardOptions): Guard;
-  openLedger(opts: SqliteLedgerOptions): Ledger;
-}
-
-const THIS_BUILD: Code = { openGuard, openLedger: (opts) => new SqliteLedger(opts) };
-
-/**
- * config.json keys this build writes that an older base refuses as unknown (config.json is strict),
- * removed while they hold their defaults: the base then reads the same settings it always had.
- */
-const NEW_CONFIG_DEFAULTS: Record<string, unknown> = { ledger_password_command: null, ledger_pool_size: 10 };
-
-function dropNewConfigDefaults(home: string): void {
-  const file = homePath(home, 'config');
-  const config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  for (const [name, value] of Object.entries(NEW_CONFIG_DEFAULTS)) if (config[name] === value) delete config[name];
-  writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
-}
-
-/**
- * A fresh home with the bench key, then the build's own ledger and guard on it. The key is
- * issued with this build's helpers; loadBaseBuild has checked that the schema is the same.
- */
+/** A fresh home with the bench key, then the build's own ledger (timed) and guard on it. */
 async function openArm(build: BuildName, home: number, code: Code): Promise<Arm> {
-  const h = await createHome({ simUrl: 'http://127.0.0.1:9', credentials: DEFAULT_CREDENTIALS });
-  try {
-    const { key } = await h.issue('bench-guard', BENCH_POLICY);
-    await h.guard.close();
-    if (build === 'base') dropNewConfigDefaults(h.home);
-    const { ledger, times } = timedLedger(code.openLedger({ file: homePath(h.home, 'ledger'), auditSecret: loadAuditSecret(h.home), busyTimeoutMs: 5000 }));
-    let guard: Guard;
-    try {
-      guard = code.openGuard({ home: h.home, ledger });
-    } catch (err) {
-      await ledger.close();
-      throw err;
-    }
-    return { build, home, h, key, guard, times, guardMs: [], wallMs: 0, cpuMicros: 0, calls: 0 };
-  } catch (err) {
-    await h.cleanup();
-    throw err;
-  }
+  let times: LedgerTimes | undefined;
+  const { h, key, guard } = await openBuildHome(build, code, 'bench-guard', (inner) => {
+    const timed = timedLedger(inner);
+    times = timed.times;
+    return timed.ledger;
+  });
+  return { build, home, h, key, guard, times: times!, guardMs: [], wallMs: 0, cpuMicros: 0, calls: 0 };
 }
 
 /**
