@@ -27,7 +27,7 @@ interface Step {
   detail?: Record<string, unknown>;
 }
 
-const CLI_ENTRY = fileURLToPath(new URL('./main.js', import.meta.url));
+const CLI_ENTRY = fileURLToPath(new URL('./main.cjs', import.meta.url));
 
 export function registerDemoCommand(program: Command): void {
   program

@@ -1,5 +1,5 @@
 /**
- * The runcap CLI's commands (main.ts runs them; `runcap serve` alone takes serve-stdio.ts's shorter
+ * The runcap CLI's commands (main.cts runs them; `runcap serve` alone takes serve-stdio.ts's shorter
  * way). Each command group lives in its own file and registers itself here. Exit codes: 0 done,
  * 1 refused / not found / verification failed, 2 usage error — each failure with one clear line on
  * stderr.

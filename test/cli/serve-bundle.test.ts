@@ -13,7 +13,7 @@ const DIST_CLI = resolve(import.meta.dirname, '../../dist/src/cli');
 
 describe('the serve bundle', () => {
   it('is current, its code cache is accepted, and it is the one file serve needs of our code', async () => {
-    const loader = (await import(pathToFileURL(join(DIST_CLI, 'serve-bundle.js')).href)) as typeof import('../../src/cli/serve-bundle.js');
+    const loader = (await import(pathToFileURL(join(DIST_CLI, 'serve-bundle.cjs')).href)) as typeof import('../../src/cli/serve-bundle.cjs');
     expect(statSync(loader.BUNDLE).mtimeMs).toBeGreaterThanOrEqual(statSync(join(DIST_CLI, 'serve-stdio.js')).mtimeMs);
     const source = readFileSync(loader.BUNDLE, 'utf8');
     expect(loader.compileBundle(source, readFileSync(loader.BUNDLE_CACHE)).cachedDataRejected).toBe(false);

@@ -73,7 +73,7 @@ describe.skipIf(!ROOT)(`boundary mode on one machine${ROOT ? '' : ` [skipped: ${
     const staged = stageForOtherUsers(REPO, join(dir, 'app'), { 'boundary-agent.mjs': join(import.meta.dirname, 'boundary-agent.mjs') });
     chmodSync(dir, 0o755);
     node = staged.node;
-    cli = join(staged.root, 'dist/src/cli/main.js');
+    cli = join(staged.root, 'dist/src/cli/main.cjs');
     svc = createDrillUser('svc');
     users.push(svc.name);
     agent = createDrillUser('agent');

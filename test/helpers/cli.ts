@@ -1,5 +1,5 @@
 /**
- * CLI test harness: run the BUILT CLI (dist/src/cli/main.js) as a subprocess
+ * CLI test harness: run the BUILT CLI (dist/src/cli/main.cjs) as a subprocess
  * against a real RUNCAP_HOME, either with piped stdio (no terminal) or inside
  * a pseudo-terminal made by util-linux `script`, so TTY-only paths (the
  * approver passphrase) are driven exactly as a human at a terminal would.

@@ -24,7 +24,7 @@ import { runToEnd } from './process.js';
 import { postgresTestUrl, withTestSchema, type TestSchema } from './postgres.js';
 import { pointHomeAtSim, shiftedClockEnv, simServerEnv, startVendorSim, type SimCredentials, type VendorSim } from '../../tools/vendor-sim/index.js';
 
-export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/main.js');
+export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/main.cjs');
 export const PASSPHRASE = 'test approver passphrase';
 
 /**

@@ -3,22 +3,29 @@
  * spawn to the first `tools/list` answer, and the server's resident memory
  * right after (VmRSS of the child from /proc). Raw JSON-RPC over the child's
  * stdio (no client library in the measurement). Baseline in the same run: a
- * bare `node` that answers one line on stdin (the machine's process start).
+ * bare `node` that answers one line on stdin (the machine's process start), and
+ * the MCP SDK by itself — one tool, bundled, cached and started as serve is
+ * (lib/sdk-floor.ts): the soonest a server made with this SDK answers.
  * Goal (issue 17): spawn → `initialize` ≤ 2.5× that bare node, p50 against p50 of the same run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/client';
 import { startVendorSim } from '../vendor-sim/server.js';
 import { createHome } from './lib/home.js';
-import { CLI } from './lib/paths.js';
+import { CLI, distTool } from './lib/paths.js';
+import { buildSdkFloorBundle } from './lib/sdk-floor.js';
 import { deadline, fmtMs, fmtRatio, goal, summarize, table, type Summary } from './lib/stats.js';
 
 export interface ColdResult {
   runs: number;
   baselineFirstAnswer: Summary;
   baselineRssMiB: Summary;
+  /** spawn → `initialize` of the MCP SDK alone (sdk-floor-server.ts) */
+  sdkFloorInitialize: Summary;
   initialize: Summary;
   toolsList: Summary;
   rssMiB: Summary;
@@ -86,12 +93,15 @@ export async function runColdStart(opts: { runs?: number } = {}): Promise<ColdRe
   const runs = opts.runs ?? 12;
   const sim = await startVendorSim();
   const h = await createHome({ simUrl: sim.url, credentials: sim.credentials });
+  const floorDir = mkdtempSync(join(tmpdir(), 'runcap-sdk-floor-'));
   let rssAfterCalls = Number.NaN;
   try {
+    const sdkFloor = await buildSdkFloorBundle(floorDir);
     const { key } = await h.issue('bench-cold', { allow: ['stripe.*', 'twilio.*', 'resend.*', 'deploy_*'], caps: [{ window: 'total', usd_micros: 100_000_000 }] });
     const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...h.env(key) };
     const base: number[] = [];
     const baseRss: number[] = [];
+    const floorInit: number[] = [];
     const init: number[] = [];
     const list: number[] = [];
     const rss: number[] = [];
@@ -117,6 +127,17 @@ export async function runColdStart(opts: { runs?: number } = {}): Promise<ColdRe
           base.push(ms);
           baseRss.push(r);
         }
+      }
+      // the MCP SDK alone, answering `initialize`
+      {
+        const t0 = performance.now();
+        const s = start([distTool('bench/sdk-floor-launch.cjs'), sdkFloor], { PATH: env.PATH });
+        s.child.stdin!.write(`${initialize}\n`);
+        const first = JSON.parse(await s.next(20_000)) as { id?: number; error?: unknown };
+        const ms = performance.now() - t0;
+        if (first.id !== 1 || first.error) throw new Error(`cold start: bad initialize answer from the SDK alone ${JSON.stringify(first).slice(0, 300)}`);
+        await stop(s.child);
+        if (i > 0) floorInit.push(ms);
       }
       {
         const t0 = performance.now();
@@ -162,6 +183,7 @@ export async function runColdStart(opts: { runs?: number } = {}): Promise<ColdRe
       runs,
       baselineFirstAnswer: baseS,
       baselineRssMiB: summarize(baseRss),
+      sdkFloorInitialize: summarize(floorInit),
       initialize: initS,
       toolsList: summarize(list),
       rssMiB: rssS,
@@ -171,6 +193,7 @@ export async function runColdStart(opts: { runs?: number } = {}): Promise<ColdRe
       goals: { initialize: initializeRatio <= INITIALIZE_RATIO_GOAL, rss: (rssS.p50 * 2 ** 20) / 1e6 <= 90 },
     };
   } finally {
+    rmSync(floorDir, { recursive: true, force: true });
     await h.cleanup();
     await sim.close();
   }
@@ -187,8 +210,16 @@ export function coldStartMarkdown(r: ColdResult): string {
       ['measure', 'runs', 'p50', 'p99', 'p50 vs bare node', 'p99 vs bare node'],
       [
         ['bare `node -e` answering one stdin line (baseline)', r.runs, fmtMs(b), fmtMs(r.baselineFirstAnswer.p99), '1.00×', '1.00×'],
-        ['spawn → `initialize` answer', r.runs, fmtMs(r.initialize.p50), fmtMs(r.initialize.p99), fmtRatio(r.initialize.p50 / b), fmtRatio(r.initialize.p99 / r.baselineFirstAnswer.p99)],
-        ['spawn → first `tools/list` answer', r.runs, fmtMs(r.toolsList.p50), fmtMs(r.toolsList.p99), fmtRatio(r.toolsList.p50 / b), fmtRatio(r.toolsList.p99 / r.baselineFirstAnswer.p99)],
+        [
+          'the MCP SDK alone, one tool, started as serve is: spawn → `initialize`',
+          r.runs,
+          fmtMs(r.sdkFloorInitialize.p50),
+          fmtMs(r.sdkFloorInitialize.p99),
+          fmtRatio(r.sdkFloorInitialize.p50 / b),
+          fmtRatio(r.sdkFloorInitialize.p99 / r.baselineFirstAnswer.p99),
+        ],
+        ['`runcap serve`: spawn → `initialize` answer', r.runs, fmtMs(r.initialize.p50), fmtMs(r.initialize.p99), fmtRatio(r.initialize.p50 / b), fmtRatio(r.initialize.p99 / r.baselineFirstAnswer.p99)],
+        ['`runcap serve`: spawn → first `tools/list` answer', r.runs, fmtMs(r.toolsList.p50), fmtMs(r.toolsList.p99), fmtRatio(r.toolsList.p50 / b), fmtRatio(r.toolsList.p99 / r.baselineFirstAnswer.p99)],
       ],
     ),
     '',
@@ -201,6 +232,6 @@ export function coldStartMarkdown(r: ColdResult): string {
       ],
     ),
     '',
-    `Goal spawn → initialize ≤ ${INITIALIZE_RATIO_GOAL}× bare node (p50, same run): **${goal(r.goals.initialize)}** (${fmtMs(r.initialize.p50)} vs ${fmtMs(b)} = ${fmtRatio(r.initializeRatio)}). Goal ≤ 90 MB RSS after start (p50, MB = 10⁶ bytes): **${goal(r.goals.rss)}** (${mem(r.rssMiB.p50)}; max ${mem(r.rssMiB.max)}).`,
+    `Goal spawn → initialize ≤ ${INITIALIZE_RATIO_GOAL}× bare node (p50, same run): **${goal(r.goals.initialize)}** (${fmtMs(r.initialize.p50)} vs ${fmtMs(b)} = ${fmtRatio(r.initializeRatio)}; the SDK alone ${fmtRatio(r.sdkFloorInitialize.p50 / b)}, runcap's own start ${fmtMs(r.initialize.p50 - r.sdkFloorInitialize.p50)} on top of it). Goal ≤ 90 MB RSS after start (p50, MB = 10⁶ bytes): **${goal(r.goals.rss)}** (${mem(r.rssMiB.p50)}; max ${mem(r.rssMiB.max)}).`,
   ].join('\n');
 }

@@ -5,7 +5,9 @@
  * no guard: no ledger, no authorize, no settle. The MCP round trip through
  * `runcap serve` is measured against this one, same SDK, same vendor-sim.
  *
- * Environment: BENCH_STRIPE_BASE_URL (loopback vendor-sim), BENCH_STRIPE_KEY.
+ * Environment: BENCH_STRIPE_BASE_URL (loopback vendor-sim), BENCH_STRIPE_KEY; with
+ * BENCH_FLOOR_DIR, every call first commits the floor's one durable transaction (lib/floor.ts) in
+ * that folder: the least a server that is durable before its vendor call can add to this one.
  */
 import { McpServer } from '@modelcontextprotocol/server';
 import { StdioServerTransport } from '@modelcontextprotocol/server/stdio';
@@ -15,6 +17,7 @@ import { denial, success, usdString, type ToolResult } from '../../src/mcp/resul
 import { stripeAdapter, stripeInputSchema } from '../../src/vendors/stripe.js';
 import type { Pricing } from '../../src/vendors/types.js';
 import { isRuncapError } from '../../src/policy/codes.js';
+import { openFloor } from './lib/floor.js';
 
 const baseUrl = process.env.BENCH_STRIPE_BASE_URL;
 const secretKey = process.env.BENCH_STRIPE_KEY;
@@ -23,6 +26,8 @@ if (!baseUrl || !secretKey) {
   process.exit(2);
 }
 const pricing: Pricing = { fx: { USD: '1', EUR: '1.09', JPY: '0.0067', KWD: '3.26', GBP: '1.27' }, smsPrices: {}, emailRateUsd: '0.0009' };
+const floorDir = process.env.BENCH_FLOOR_DIR;
+const floor = floorDir ? openFloor(floorDir) : undefined;
 const clientP = stripeAdapter.createClient({ credential: { secretKey }, baseUrl, timeoutMs: 2000 });
 const outputSchema = stripeAdapter.resultSchema.extend({ reservation_id: z.string(), cost_usd: z.string(), cost_estimated: z.boolean() });
 
@@ -44,6 +49,7 @@ server.registerTool(
       return denial('INVALID_INPUT', isRuncapError(err) ? err.message : 'the arguments could not be read');
     }
     const client = await clientP;
+    floor?.once();
     // An id of the same shape the guard would reserve, so vendor-sim does the same idempotency work.
     const reservationId = newId('res');
     try {

@@ -1,6 +1,6 @@
 /**
  * `npm run build`'s second step, after tsc: the one-file bundle `runcap serve` starts from
- * (src/cli/serve-bundle.ts loads it), and V8's code cache for it.
+ * (src/cli/serve-bundle.cts loads it), and V8's code cache for it.
  *
  * In: tsc's dist/src/cli/serve-stdio.js. Out, beside it: serve-stdio.bundle.cjs (CommonJS: our code
  * and the packages listed in INLINE, with whatever they import) and serve-stdio.bundle.cjs.cache.
@@ -17,7 +17,7 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join } from 'node:path';
 import { rolldown } from 'rolldown';
-import { BUNDLE, BUNDLE_CACHE, BUNDLE_IMPORT, compileBundle, runBundle } from '../../src/cli/serve-bundle.js';
+import { BUNDLE, BUNDLE_CACHE, BUNDLE_IMPORT, compileBundle, runBundle } from '../../src/cli/serve-bundle.cjs';
 
 /** packages bundled with our code: what `runcap serve` needs before it answers */
 const INLINE = new Set(['zod', '@modelcontextprotocol/server', '@modelcontextprotocol/core', 'canonicalize', 'ulid']);

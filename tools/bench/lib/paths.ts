@@ -22,7 +22,7 @@ function findRoot(start: string): string {
 
 export const ROOT = findRoot(import.meta.dirname);
 /** the built CLI: `node CLI serve` is exactly what an agent host starts */
-export const CLI = join(ROOT, 'dist/src/cli/main.js');
+export const CLI = join(ROOT, 'dist/src/cli/main.cjs');
 export const DIST_TOOLS = join(ROOT, 'dist/tools');
 
 export function distTool(rel: string): string {

@@ -14,16 +14,18 @@
  * emits, so a build that changed any source left the bundle behind), the same entry is imported as
  * ES modules: slower to start, the same server. A code cache V8 refuses (another node, other
  * flags) only costs the compile it would have saved.
+ *
+ * CommonJS, as main.cts is: on Node 20 the first ES module a process loads costs it ≈ 5–10 ms of
+ * loader set-up, and `runcap serve` from its bundle then loads none before it answers.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import vm from 'node:vm';
 
 type Entry = typeof import('./serve-stdio.js');
 
-const HERE = dirname(fileURLToPath(import.meta.url));
+const HERE = __dirname;
 /** tsc's output of the bundle's entry */
 const ENTRY = join(HERE, 'serve-stdio.js');
 export const BUNDLE = join(HERE, 'serve-stdio.bundle.cjs');
@@ -53,18 +55,22 @@ function loadBundle(): Entry | undefined {
   return runBundle(compileBundle(source, cachedData));
 }
 
-/** The bundle as a script: CommonJS's wrapper (on its first line, so line numbers stay the file's) and the import() it is given. */
-export function compileBundle(source: string, cachedData?: Buffer): vm.Script {
+/**
+ * A bundle as a script: CommonJS's wrapper (on its first line, so line numbers stay the file's) and
+ * the import() it is given. `filename` is serve's bundle but for the benchmark's bundle of the MCP
+ * SDK alone, which starts the same way.
+ */
+export function compileBundle(source: string, cachedData?: Buffer, filename = BUNDLE): vm.Script {
   return new vm.Script(`(function (exports, require, module, __filename, __dirname, ${BUNDLE_IMPORT}) {${source}\n})`, {
-    filename: BUNDLE,
+    filename,
     ...(cachedData ? { cachedData } : {}),
   });
 }
 
-/** Evaluates the bundle's modules; their exports are serve-stdio.ts's. */
-export function runBundle(script: vm.Script): Entry {
-  const module = { exports: {} as Entry };
+/** Evaluates a bundle's modules; their exports (serve-stdio.ts's, for serve's bundle). */
+export function runBundle<T = Entry>(script: vm.Script, filename = BUNDLE): T {
+  const module = { exports: {} as T };
   const load = script.runInThisContext() as (...args: unknown[]) => void;
-  load.call(module.exports, module.exports, createRequire(BUNDLE), module, BUNDLE, HERE, (specifier: string) => import(specifier));
+  load.call(module.exports, module.exports, createRequire(filename), module, filename, dirname(filename), (specifier: string) => import(specifier));
   return module.exports;
 }
